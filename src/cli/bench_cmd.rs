@@ -1,0 +1,213 @@
+//! `modeldock bench [--model ID] [--random-weights] [--image PATH] [--json]`
+//!
+//! Load, concurrency, inference, cache and memory figures of one model. With
+//! no `--model`, a 64 MiB toy model is written to a temporary folder so the
+//! load figures mean something. Every figure is measured in this run.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::args::Args;
+use super::setup;
+use crate::engine::{Engine, ImageInput};
+use crate::error::{Error, Result};
+use crate::models::registry::WeightsResolved;
+use crate::models::weights::WeightsSource;
+use crate::telemetry::process;
+use crate::vision::InferParams;
+
+const WAIT: Duration = Duration::from_secs(600);
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn mb(b: Option<u64>) -> f64 {
+    b.map(|b| b as f64 / 1048576.0).unwrap_or(0.0)
+}
+
+/// A 512×512 test card with soft gradients, PNG-encoded.
+pub fn test_card_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(512, 512, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, ((x + y) / 4) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    let _ = img.write_to(&mut out, image::ImageFormat::Png);
+    out.into_inner()
+}
+
+fn wait_state(engine: &Engine, model: &str, state: &str) -> Result<()> {
+    let ok = engine.wait_for(WAIT, |s| {
+        s.models
+            .iter()
+            .any(|m| m.id == model && (m.state == state || (m.state == "Failed" && state != "Failed")))
+    });
+    match engine.status(model) {
+        Some(m) if ok && m.state == state => Ok(()),
+        Some(m) => Err(Error::msg(format!(
+            "bench: {model} is {} ({})",
+            m.state,
+            m.failed_reason.unwrap_or_default()
+        ))),
+        None => Err(Error::msg(format!("bench: unknown model '{model}'"))),
+    }
+}
+
+pub fn run(argv: &[String]) -> Result<i32> {
+    let mut flags = vec!["model", "image", "runs"];
+    flags.extend_from_slice(setup::ENGINE_FLAGS);
+    let args = Args::parse(argv, &flags, &["json", "random-weights"])?;
+    let runs = args.usize("runs")?.unwrap_or(30).max(3);
+    let tmp = std::env::temp_dir().join(format!("modeldock-bench-{}", std::process::id()));
+    let (model, mut argv2) = match args.value("model") {
+        Some(m) => (m.to_string(), argv.to_vec()),
+        None => {
+            crate::models::toy::write_toy_model(&tmp, "bench-toy", 16 << 20, "keep_alive = \"-1\"", &[])?;
+            let mut a = argv.to_vec();
+            a.push("--models-dir".into());
+            a.push(tmp.display().to_string());
+            ("bench-toy".to_string(), a)
+        }
+    };
+    argv2.retain(|a| a != "--random-weights");
+    let args2 = Args::parse(&argv2, &flags, &["json"])?;
+    let reg = setup::registry(&args2);
+    let mut cfg = setup::config(&args2)?;
+    let device_label = cfg.device.label();
+    cfg.random_weights = args.has("random-weights");
+    cfg.default_keep_alive = crate::engine::residency::KeepAlive::Forever;
+    let entry = reg
+        .get(&model)
+        .cloned()
+        .ok_or_else(|| Error::msg(format!("bench: unknown model '{model}'")))?;
+    let image = match args.value("image") {
+        Some(p) => std::fs::read(p).map_err(|e| Error::msg(format!("{p}: {e}")))?,
+        None => test_card_png(),
+    };
+    let image = Arc::new(image);
+
+    let rss_idle = process::rss_bytes();
+    let engine = Engine::start(reg, cfg, None);
+
+    // Raw read of the weights (the floor for a cold load).
+    let mut raw = Vec::new();
+    let weights_kind = if args.has("random-weights") { "random" } else { "real" };
+    for _ in 0..5 {
+        let t = Instant::now();
+        let n = match &entry.weights {
+            WeightsResolved::Local(WeightsSource::File(p)) => {
+                std::fs::read(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?.len()
+            }
+            WeightsResolved::Local(WeightsSource::Embedded { bytes, .. }) => bytes.to_vec().len(),
+            _ => 0,
+        };
+        std::hint::black_box(n);
+        raw.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Cold loads and unloads.
+    let mut cold = Vec::new();
+    let mut rss_loaded = None;
+    let mut rss_unloaded = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        engine.load(&model)?;
+        wait_state(&engine, &model, "Resident")?;
+        cold.push(t.elapsed().as_secs_f64() * 1e3);
+        rss_loaded = process::rss_bytes();
+        engine.unload(&model)?;
+        wait_state(&engine, &model, "Available")?;
+        rss_unloaded = process::rss_bytes();
+    }
+
+    // 32 concurrent requests to the cold model.
+    let loads_before = engine.status(&model).map(|m| m.loads).unwrap_or(0);
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let (e, b, m, img) = (engine.clone(), barrier.clone(), model.clone(), image.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                // Distinct params per thread keep the result cache out of this figure.
+                let p = InferParams {
+                    conf: Some(0.001 * i as f32),
+                    iou: None,
+                };
+                e.infer_wait(&m, ImageInput::Bytes { name: "bench".into(), bytes: img }, p).is_ok()
+            })
+        })
+        .collect();
+    let answers = handles.into_iter().filter_map(|h| h.join().ok()).filter(|ok| *ok).count();
+    let loads = engine.status(&model).map(|m| m.loads).unwrap_or(0) - loads_before;
+
+    // Warm inference on decoded frames (never cached).
+    let decoded = Arc::new(
+        crate::vision::decode::decode_bytes("bench image", &image, &Default::default())?,
+    );
+    let mut warm = Vec::new();
+    let mut forward = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = engine
+            .infer_wait(
+                &model,
+                ImageInput::Frame {
+                    name: "bench".into(),
+                    image: decoded.clone(),
+                },
+                InferParams::default(),
+            )
+            .map_err(|e| Error::msg(e.error))?;
+        warm.push(t.elapsed().as_secs_f64() * 1e3);
+        forward.push(r.timings.forward);
+    }
+
+    // Cache hits: the same bytes and parameters again.
+    let _ = engine.infer_wait(&model, ImageInput::Bytes { name: "bench".into(), bytes: image.clone() }, InferParams::default());
+    let mut hits = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = engine
+            .infer_wait(&model, ImageInput::Bytes { name: "bench".into(), bytes: image.clone() }, InferParams::default())
+            .map_err(|e| Error::msg(e.error))?;
+        if r.output.cached {
+            hits.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let raw_ms = pct(&mut raw, 0.5);
+    let cold_ms = pct(&mut cold, 0.5);
+    let out = json!({
+        "model": model,
+        "weights": weights_kind,
+        "device": device_label,
+        "predicted_bytes": entry.predicted_bytes,
+        "raw_read_ms": raw_ms,
+        "cold_load_ms": cold_ms,
+        "load_ratio": if raw_ms > 0.0 { cold_ms / raw_ms } else { 0.0 },
+        "loads_under_32_concurrent": loads,
+        "answers_under_32_concurrent": answers,
+        "warm_p50_ms": pct(&mut warm.clone(), 0.5),
+        "warm_p95_ms": pct(&mut warm, 0.95),
+        "forward_p50_ms": pct(&mut forward, 0.5),
+        "cache_hit_p50_ms": pct(&mut hits.clone(), 0.5),
+        "cache_hits": hits.len(),
+        "rss_idle_mb": mb(rss_idle),
+        "rss_loaded_mb": mb(rss_loaded),
+        "rss_after_unload_mb": mb(rss_unloaded),
+        "runs": runs,
+    });
+    if args.has("json") {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(0)
+}

@@ -1,0 +1,160 @@
+//! Engine settings: budget, limits, device, cache sizes.
+
+use candle_core::Device;
+
+use super::residency::KeepAlive;
+use crate::error::{Error, Result};
+use crate::vision::decode::DecodeLimits;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub budget_bytes: u64,
+    pub max_resident: usize,
+    pub default_keep_alive: KeepAlive,
+    pub device: DeviceChoice,
+    pub cache_entries: usize,
+    pub cache_bytes: usize,
+    pub decode_limits: DecodeLimits,
+    /// Extra models to load in the background right after start.
+    pub preload: Vec<String>,
+    /// Use random weights of the right shapes instead of the real ones.
+    pub random_weights: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Result<DeviceChoice> {
+        let (kind, idx) = match s.split_once(':') {
+            Some((k, i)) => (
+                k,
+                i.parse::<usize>()
+                    .map_err(|_| Error::msg(format!("device '{s}': bad index")))?,
+            ),
+            None => (s, 0),
+        };
+        match kind {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(idx)),
+            "metal" => Ok(DeviceChoice::Metal(idx)),
+            _ => Err(Error::msg(format!("device '{s}': expected cpu, cuda[:N] or metal[:N]"))),
+        }
+    }
+
+    /// Opens the device; GPU backends need the `cuda` / `metal` cargo features.
+    pub fn open(&self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(i) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(Error::msg("cuda: this build has no CUDA support (build with --features cuda)"));
+                }
+                Device::new_cuda(*i).map_err(|e| Error::from(e).context(format!("cuda:{i}")))
+            }
+            DeviceChoice::Metal(i) => {
+                if !candle_core::utils::metal_is_available() {
+                    return Err(Error::msg("metal: this build has no Metal support (build with --features metal)"));
+                }
+                Device::new_metal(*i).map_err(|e| Error::from(e).context(format!("metal:{i}")))
+            }
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            DeviceChoice::Cpu => "cpu".to_string(),
+            DeviceChoice::Cuda(i) => format!("cuda:{i}"),
+            DeviceChoice::Metal(i) => format!("metal:{i}"),
+        }
+    }
+}
+
+/// Parses "2GiB", "512MiB", "1.5G", "800M", "1000000" (bytes) or "50%" (of `base`).
+pub fn parse_bytes(s: &str, base: u64) -> Result<u64> {
+    let t = s.trim();
+    let bad = || Error::msg(format!("budget '{s}': expected a size like 2GiB, 512MiB, 1.5G or 50%"));
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 = p.trim().parse().map_err(|_| bad())?;
+        if !(v > 0.0 && v <= 100.0) {
+            return Err(bad());
+        }
+        return Ok((base as f64 * v / 100.0) as u64);
+    }
+    let lower = t.to_ascii_lowercase();
+    let units: [(&str, f64); 9] = [
+        ("gib", 1073741824.0),
+        ("mib", 1048576.0),
+        ("kib", 1024.0),
+        ("gb", 1e9),
+        ("mb", 1e6),
+        ("kb", 1e3),
+        ("g", 1073741824.0),
+        ("m", 1048576.0),
+        ("k", 1024.0),
+    ];
+    for (u, m) in units {
+        if let Some(n) = lower.strip_suffix(u) {
+            let v: f64 = n.trim().parse().map_err(|_| bad())?;
+            if !(v > 0.0) || !v.is_finite() {
+                return Err(bad());
+            }
+            return Ok((v * m) as u64);
+        }
+    }
+    let v: u64 = lower.strip_suffix('b').unwrap_or(&lower).trim().parse().map_err(|_| bad())?;
+    if v == 0 {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+impl EngineConfig {
+    /// Defaults for `device`: on CPU half of the available RAM; on a GPU 80%
+    /// of its free memory at start (CPU rule if that cannot be read).
+    pub fn for_device(device: DeviceChoice) -> EngineConfig {
+        let budget = match device {
+            DeviceChoice::Cuda(i) => crate::telemetry::nvml::free_memory(i)
+                .map(|free| free / 10 * 8)
+                .unwrap_or_else(|| crate::telemetry::process::available_ram() / 2),
+            _ => crate::telemetry::process::available_ram() / 2,
+        };
+        EngineConfig {
+            budget_bytes: budget.max(64 << 20),
+            max_resident: 16,
+            default_keep_alive: KeepAlive::Millis(5 * 60_000),
+            device,
+            cache_entries: 512,
+            cache_bytes: 32 << 20,
+            decode_limits: DecodeLimits::default(),
+            preload: Vec::new(),
+            random_weights: false,
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig::for_device(DeviceChoice::Cpu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_bytes("2GiB", 0).ok(), Some(2 << 30));
+        assert_eq!(parse_bytes("512 MiB", 0).ok(), Some(512 << 20));
+        assert_eq!(parse_bytes("50%", 1000).ok(), Some(500));
+        assert_eq!(parse_bytes("1000", 0).ok(), Some(1000));
+        for bad in ["", "abc", "-1G", "0", "150%", "nanG"] {
+            assert!(parse_bytes(bad, 1000).is_err(), "{bad}");
+        }
+    }
+}

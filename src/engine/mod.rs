@@ -1,0 +1,278 @@
+//! The engine: owns the device and the resident models, answers requests.
+//!
+//! Clients (CLI, GUI, tests) hold an [`Engine`] handle: they send
+//! [`Command`]s over a bounded channel and receive [`Event`]s. The worker
+//! thread runs inference; a loader thread reads weights; [`residency`]
+//! decides what is loaded and when.
+
+pub mod cache;
+pub mod config;
+pub mod loader;
+pub mod residency;
+pub mod stats;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use image::RgbImage;
+use serde::Serialize;
+
+pub use config::EngineConfig;
+use residency::KeepAlive;
+pub use stats::LatencySnapshot;
+
+use crate::error::{Error, Result};
+use crate::models::registry::Registry;
+use crate::vision::{InferParams, Output, Timings};
+
+pub type RequestId = u64;
+
+/// An image to run a model on.
+#[derive(Clone, Debug)]
+pub enum ImageInput {
+    /// A file, read and decoded by the worker.
+    Path(PathBuf),
+    /// Encoded bytes (a dropped file already read, a download).
+    Bytes { name: String, bytes: Arc<Vec<u8>> },
+    /// A decoded frame (live sources); never cached.
+    Frame { name: String, image: Arc<RgbImage> },
+}
+
+impl ImageInput {
+    pub fn name(&self) -> String {
+        match self {
+            ImageInput::Path(p) => p.display().to_string(),
+            ImageInput::Bytes { name, .. } | ImageInput::Frame { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferResult {
+    pub request_id: RequestId,
+    pub model: String,
+    pub image: String,
+    pub output: Output,
+    pub timings: Timings,
+}
+
+/// A failed request: which image, which model, what went wrong (one line).
+#[derive(Clone, Debug, Serialize)]
+pub struct InferError {
+    pub request_id: RequestId,
+    pub model: String,
+    pub image: String,
+    pub error: String,
+}
+
+pub type Answer = std::result::Result<InferResult, InferError>;
+
+pub enum Command {
+    Infer {
+        request_id: RequestId,
+        model: String,
+        input: ImageInput,
+        params: InferParams,
+        /// Where the answer goes; `None` sends it as an [`Event::Answer`].
+        reply: Option<Sender<Answer>>,
+        submitted: Instant,
+    },
+    Load(String),
+    Unload(String),
+    Pin(String, bool),
+    SetKeepAlive(String, Option<KeepAlive>),
+    Shutdown,
+}
+
+/// State of one model as clients see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelStatus {
+    pub id: String,
+    pub name: String,
+    pub task: String,
+    pub arch: String,
+    pub state: String,
+    pub failed_reason: Option<String>,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub eta_ms: Option<u64>,
+    pub predicted_bytes: u64,
+    pub measured_bytes: Option<u64>,
+    pub device: String,
+    pub pinned: bool,
+    pub keep_alive: String,
+    pub keep_alive_left_ms: Option<u64>,
+    pub last_used_ms_ago: Option<u64>,
+    pub in_flight: usize,
+    pub waiting: usize,
+    pub loads: u64,
+    pub licence: String,
+    pub origin: String,
+}
+
+/// Everything a panel needs, published by the worker after each change.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    pub device: String,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    pub max_resident: usize,
+    pub models: Vec<ModelStatus>,
+    pub latency: Vec<LatencySnapshot>,
+    pub cache_entries: usize,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    LoadStarted { model: String, bytes_total: u64 },
+    LoadProgress { model: String, bytes_done: u64, bytes_total: u64, eta_ms: Option<u64> },
+    Loaded { model: String, predicted_bytes: u64, measured_bytes: Option<u64>, load_ms: f64 },
+    Freed { model: String, reason: String },
+    LoadFailed { model: String, error: String },
+    Answer(Answer),
+    /// The shared snapshot changed.
+    Changed,
+}
+
+/// The client handle. Cheap to clone; every clone talks to the same worker.
+#[derive(Clone)]
+pub struct Engine {
+    tx: Sender<Command>,
+    events: Receiver<Event>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    next_id: Arc<AtomicU64>,
+    worker: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
+
+impl Engine {
+    /// Starts the worker and loader threads. Models marked `preload` (and
+    /// `config.preload`) start loading in the background at once.
+    pub fn start(registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
+        let (tx, rx) = bounded(1024);
+        let (etx, erx) = bounded(4096);
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let handle = worker::spawn(registry, config, rx, etx, snapshot.clone(), wake);
+        Engine {
+            tx,
+            events: erx,
+            snapshot,
+            next_id: Arc::new(AtomicU64::new(1)),
+            worker: Arc::new(Mutex::new(Some(handle))),
+        }
+    }
+
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn send(&self, c: Command) -> Result<()> {
+        self.tx.send(c).map_err(|_| Error::msg("engine has stopped"))
+    }
+
+    /// Sends a request whose answer arrives as [`Event::Answer`].
+    pub fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
+        let id = self.next_request_id();
+        self.send(Command::Infer {
+            request_id: id,
+            model: model.to_string(),
+            input,
+            params,
+            reply: None,
+            submitted: Instant::now(),
+        })?;
+        Ok(id)
+    }
+
+    /// Sends a request and waits for its answer.
+    pub fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        let (rtx, rrx) = bounded(1);
+        let id = self.next_request_id();
+        let image = input.name();
+        let fail = |e: String| InferError {
+            request_id: id,
+            model: model.to_string(),
+            image: image.clone(),
+            error: e,
+        };
+        self.send(Command::Infer {
+            request_id: id,
+            model: model.to_string(),
+            input,
+            params,
+            reply: Some(rtx),
+            submitted: Instant::now(),
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        rrx.recv().map_err(|_| fail("engine stopped before answering".to_string()))?
+    }
+
+    pub fn load(&self, model: &str) -> Result<()> {
+        self.send(Command::Load(model.to_string()))
+    }
+
+    pub fn unload(&self, model: &str) -> Result<()> {
+        self.send(Command::Unload(model.to_string()))
+    }
+
+    pub fn pin(&self, model: &str, pinned: bool) -> Result<()> {
+        self.send(Command::Pin(model.to_string(), pinned))
+    }
+
+    pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
+        self.send(Command::SetKeepAlive(model.to_string(), ka))
+    }
+
+    /// Events from the worker (progress, loads, answers without a reply channel).
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// The latest published state. Never blocks for long: the worker holds the
+    /// lock only to swap in a new value.
+    pub fn snapshot(&self) -> Snapshot {
+        match self.snapshot.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Status of one model.
+    pub fn status(&self, model: &str) -> Option<ModelStatus> {
+        self.snapshot().models.into_iter().find(|m| m.id == model)
+    }
+
+    /// Waits until `pred` holds for the snapshot, or `timeout` passes.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Snapshot) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if pred(&self.snapshot()) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops the worker and waits for it.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+        let handle = match self.worker.lock() {
+            Ok(mut h) => h.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}

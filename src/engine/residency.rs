@@ -1,0 +1,554 @@
+//! Residency: which models are in memory, which are loading, and who waits.
+//!
+//! Plain data and functions: no threads, no clocks (time is passed in as
+//! milliseconds), no tensors. The worker feeds it events and carries out the
+//! [`Action`]s it returns, so every policy decision lives in this file.
+//!
+//! Policy, in one screen:
+//! * Lazy: a request for a model that is not resident starts its load and
+//!   parks. Requests arriving during that load park behind it (single
+//!   flight). When the load ends they run in arrival order, or all receive
+//!   the load's error.
+//! * Budget: before a load starts, the bytes of every Loading or Resident model
+//!   (predicted from the weights header) plus the new one must fit the budget,
+//!   and the count must fit `max_resident`. To make room we evict, in this
+//!   order: least recently used first, and only models that are unpinned,
+//!   idle (nothing in flight, nobody parked) and not already leaving. If even
+//!   evicting all of those would not make it fit, nothing is evicted and the
+//!   load fails with a message saying what is needed, what is free and what
+//!   is pinned.
+//! * Unload: an idle model is freed at once; a busy one is freed when its
+//!   in-flight requests finish. Requests arriving after an Unload wait for that
+//!   and then start a fresh load.
+//! * Keep-alive: an idle unpinned model is freed once `keep_alive` has passed
+//!   since its last use (0 = right after each request, `Forever` = never).
+//! * Every request is answered exactly once: a `Run` or a `Reject`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+pub type RequestId = u64;
+/// Milliseconds on whatever clock the caller uses.
+pub type Millis = u64;
+
+/// How long an idle model stays resident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    Forever,
+    Millis(u64),
+}
+
+impl KeepAlive {
+    /// Parses "5m", "30s", "1h", "250ms", "0", "-1" (forever).
+    pub fn parse(s: &str) -> Option<KeepAlive> {
+        let s = s.trim();
+        if s == "-1" || s.eq_ignore_ascii_case("forever") || s.eq_ignore_ascii_case("never") {
+            return Some(KeepAlive::Forever);
+        }
+        let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = s.strip_suffix('s') {
+            (n, 1e3)
+        } else if let Some(n) = s.strip_suffix('m') {
+            (n, 60e3)
+        } else if let Some(n) = s.strip_suffix('h') {
+            (n, 3600e3)
+        } else {
+            (s, 1e3)
+        };
+        let v: f64 = num.trim().parse().ok()?;
+        if !(v >= 0.0) || !v.is_finite() {
+            return None;
+        }
+        Some(KeepAlive::Millis((v * mult) as u64))
+    }
+}
+
+impl fmt::Display for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepAlive::Forever => f.write_str("forever"),
+            KeepAlive::Millis(ms) if ms % 60_000 == 0 && *ms > 0 => write!(f, "{}m", ms / 60_000),
+            KeepAlive::Millis(ms) if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
+            KeepAlive::Millis(ms) => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Available,
+    Loading { bytes_done: u64, bytes_total: u64 },
+    Resident { measured: Option<u64> },
+    Failed { reason: String },
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Available => "Available",
+            Phase::Loading { .. } => "Loading",
+            Phase::Resident { .. } => "Resident",
+            Phase::Failed { .. } => "Failed",
+        }
+    }
+    fn holds_memory(&self) -> bool {
+        matches!(self, Phase::Loading { .. } | Phase::Resident { .. })
+    }
+}
+
+/// Why a model leaves memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreeReason {
+    /// The user asked.
+    Unloaded,
+    /// Made room for another model's load.
+    Evicted { for_model: String },
+    /// Keep-alive expired.
+    Idle,
+}
+
+impl fmt::Display for FreeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FreeReason::Unloaded => f.write_str("unloaded by request"),
+            FreeReason::Evicted { for_model } => write!(f, "evicted (least recently used) to make room for {for_model}"),
+            FreeReason::Idle => f.write_str("keep-alive expired"),
+        }
+    }
+}
+
+/// What the worker must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    StartLoad { model: String },
+    Run { model: String, request: RequestId },
+    Reject { request: RequestId, error: String },
+    Free { model: String, reason: FreeReason },
+    /// A load could not start or finished with an error; `Reject`s for its
+    /// parked requests follow.
+    LoadFailed { model: String, error: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub phase: Phase,
+    pub predicted: u64,
+    pub pinned: bool,
+    pub keep_alive: Option<KeepAlive>,
+    pub last_used: Millis,
+    pub in_flight: Vec<RequestId>,
+    /// Waiting for the current (or about to start) load.
+    pub parked: VecDeque<RequestId>,
+    /// Arrived after an Unload; served by a fresh load once the model is freed.
+    pub after_unload: VecDeque<RequestId>,
+    pub unload_pending: bool,
+    pub loads_started: u64,
+}
+
+impl Slot {
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.parked.is_empty() && self.after_unload.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Residency {
+    slots: BTreeMap<String, Slot>,
+    pub budget: u64,
+    pub max_resident: usize,
+    pub default_keep_alive: KeepAlive,
+}
+
+pub fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+impl Residency {
+    pub fn new(budget: u64, max_resident: usize, default_keep_alive: KeepAlive) -> Self {
+        Residency {
+            slots: BTreeMap::new(),
+            budget,
+            max_resident: max_resident.max(1),
+            default_keep_alive,
+        }
+    }
+
+    pub fn register(&mut self, id: &str, predicted: u64, pinned: bool, keep_alive: Option<KeepAlive>) {
+        self.slots.insert(
+            id.to_string(),
+            Slot {
+                phase: Phase::Available,
+                predicted,
+                pinned,
+                keep_alive,
+                last_used: 0,
+                in_flight: Vec::new(),
+                parked: VecDeque::new(),
+                after_unload: VecDeque::new(),
+                unload_pending: false,
+                loads_started: 0,
+            },
+        );
+    }
+
+    pub fn slot(&self, id: &str) -> Option<&Slot> {
+        self.slots.get(id)
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = (&String, &Slot)> {
+        self.slots.iter()
+    }
+
+    /// Bytes held (predicted) by loading and resident models.
+    pub fn used_bytes(&self) -> u64 {
+        self.slots.values().filter(|s| s.phase.holds_memory()).map(|s| s.predicted).sum()
+    }
+
+    pub fn resident_count(&self) -> usize {
+        self.slots.values().filter(|s| s.phase.holds_memory()).count()
+    }
+
+    fn keep_alive_of(&self, s: &Slot) -> KeepAlive {
+        s.keep_alive.unwrap_or(self.default_keep_alive)
+    }
+
+    /// A request arrives for `id`.
+    pub fn request(&mut self, id: &str, req: RequestId, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return vec![Action::Reject {
+                request: req,
+                error: format!("unknown model '{id}'"),
+            }];
+        };
+        if slot.unload_pending {
+            slot.after_unload.push_back(req);
+            return Vec::new();
+        }
+        match slot.phase {
+            Phase::Resident { .. } => {
+                slot.last_used = now;
+                slot.in_flight.push(req);
+                vec![Action::Run {
+                    model: id.to_string(),
+                    request: req,
+                }]
+            }
+            Phase::Loading { .. } => {
+                slot.parked.push_back(req);
+                Vec::new()
+            }
+            Phase::Available | Phase::Failed { .. } => {
+                slot.parked.push_back(req);
+                self.start_load(id, now)
+            }
+        }
+    }
+
+    /// The user (or preload) asks for `id` to be loaded.
+    pub fn load(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return vec![Action::LoadFailed {
+                model: id.to_string(),
+                error: format!("unknown model '{id}'"),
+            }];
+        };
+        match slot.phase {
+            Phase::Available | Phase::Failed { .. } => self.start_load(id, now),
+            Phase::Loading { .. } | Phase::Resident { .. } => {
+                // A Load after an Unload that has not happened yet cancels it.
+                if slot.unload_pending {
+                    slot.unload_pending = false;
+                    let waiting: Vec<_> = slot.after_unload.drain(..).collect();
+                    let mut out = Vec::new();
+                    for r in waiting {
+                        out.extend(self.request(id, r, now));
+                    }
+                    return out;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Decides evictions and starts a load, or fails it.
+    fn start_load(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get(id) else {
+            return Vec::new();
+        };
+        let needed = slot.predicted;
+        let used = self.used_bytes();
+        let count = self.resident_count();
+        let fits = |used: u64, count: usize| used + needed <= self.budget && count < self.max_resident;
+
+        let mut evict: Vec<String> = Vec::new();
+        if !fits(used, count) {
+            // Candidates: unpinned, idle, not leaving; least recently used first.
+            let mut candidates: Vec<(&String, &Slot)> = self
+                .slots
+                .iter()
+                .filter(|(k, s)| {
+                    k.as_str() != id
+                        && matches!(s.phase, Phase::Resident { .. })
+                        && !s.pinned
+                        && s.idle()
+                        && !s.unload_pending
+                })
+                .collect();
+            candidates.sort_by_key(|(k, s)| (s.last_used, (*k).clone()));
+            let (mut u, mut c) = (used, count);
+            for (k, s) in candidates {
+                if fits(u, c) {
+                    break;
+                }
+                u -= s.predicted;
+                c -= 1;
+                evict.push(k.clone());
+            }
+            if !fits(u, c) {
+                let pinned: Vec<&str> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.pinned && s.phase.holds_memory())
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                let busy: Vec<&str> = self
+                    .slots
+                    .iter()
+                    .filter(|(k, s)| k.as_str() != id && s.phase.holds_memory() && !s.pinned && !s.idle())
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                let mut error = if needed > self.budget {
+                    format!("{id} needs {}; the whole budget is {}", mib(needed), mib(self.budget))
+                } else if count >= self.max_resident && used + needed <= self.budget {
+                    format!(
+                        "{id} cannot load: {count} of at most {} models are resident and none can be evicted",
+                        self.max_resident
+                    )
+                } else {
+                    format!(
+                        "{id} needs {}; {} free of a {} budget",
+                        mib(needed),
+                        mib(self.budget.saturating_sub(used)),
+                        mib(self.budget)
+                    )
+                };
+                error.push_str(&format!(
+                    "; pinned: {}",
+                    if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") }
+                ));
+                if !busy.is_empty() {
+                    error.push_str(&format!("; busy: {}", busy.join(", ")));
+                }
+                return self.fail_load(id, error);
+            }
+        }
+
+        let mut out = Vec::new();
+        for k in evict {
+            if let Some(s) = self.slots.get_mut(&k) {
+                s.phase = Phase::Available;
+                out.push(Action::Free {
+                    model: k.clone(),
+                    reason: FreeReason::Evicted { for_model: id.to_string() },
+                });
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.phase = Phase::Loading {
+                bytes_done: 0,
+                bytes_total: needed,
+            };
+            slot.last_used = now;
+            slot.loads_started += 1;
+        }
+        out.push(Action::StartLoad { model: id.to_string() });
+        out
+    }
+
+    fn fail_load(&mut self, id: &str, error: String) -> Vec<Action> {
+        let mut out = vec![Action::LoadFailed {
+            model: id.to_string(),
+            error: error.clone(),
+        }];
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.phase = Phase::Failed { reason: error.clone() };
+            slot.unload_pending = false;
+            for r in slot.parked.drain(..).chain(slot.after_unload.drain(..)) {
+                out.push(Action::Reject {
+                    request: r,
+                    error: error.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    pub fn progress(&mut self, id: &str, done: u64, total: u64) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            if let Phase::Loading { .. } = slot.phase {
+                slot.phase = Phase::Loading {
+                    bytes_done: done,
+                    bytes_total: total,
+                };
+            }
+        }
+    }
+
+    /// The loader finished `id`: `Ok(measured bytes)` or `Err(reason)`.
+    pub fn load_finished(&mut self, id: &str, result: Result<Option<u64>, String>, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        if !matches!(slot.phase, Phase::Loading { .. }) {
+            return Vec::new();
+        }
+        match result {
+            Err(e) => self.fail_load(id, e),
+            Ok(measured) => {
+                slot.phase = Phase::Resident { measured };
+                slot.last_used = now;
+                let mut out = Vec::new();
+                for r in slot.parked.drain(..) {
+                    slot.in_flight.push(r);
+                    out.push(Action::Run {
+                        model: id.to_string(),
+                        request: r,
+                    });
+                }
+                if out.is_empty() {
+                    out.extend(self.settle(id, now));
+                }
+                out
+            }
+        }
+    }
+
+    /// A request that was `Run` has finished (with a result or an error).
+    pub fn request_finished(&mut self, id: &str, req: RequestId, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        slot.in_flight.retain(|&r| r != req);
+        slot.last_used = now;
+        self.settle(id, now)
+    }
+
+    /// After something finished: carry out a pending unload, or a zero keep-alive.
+    fn settle(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let ka = match self.slots.get(id) {
+            Some(s) => self.keep_alive_of(s),
+            None => return Vec::new(),
+        };
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        if !matches!(slot.phase, Phase::Resident { .. }) || !slot.in_flight.is_empty() || !slot.parked.is_empty() {
+            return Vec::new();
+        }
+        if slot.unload_pending {
+            slot.unload_pending = false;
+            slot.phase = Phase::Available;
+            let mut out = vec![Action::Free {
+                model: id.to_string(),
+                reason: FreeReason::Unloaded,
+            }];
+            if !slot.after_unload.is_empty() {
+                let waiting: Vec<_> = slot.after_unload.drain(..).collect();
+                slot.parked.extend(waiting);
+                out.extend(self.start_load(id, now));
+            }
+            return out;
+        }
+        if ka == KeepAlive::Millis(0) && !slot.pinned {
+            slot.phase = Phase::Available;
+            return vec![Action::Free {
+                model: id.to_string(),
+                reason: FreeReason::Idle,
+            }];
+        }
+        Vec::new()
+    }
+
+    /// The user asks for `id` to leave memory.
+    pub fn unload(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        match slot.phase {
+            Phase::Resident { .. } | Phase::Loading { .. } => {
+                slot.unload_pending = true;
+                self.settle(id, now)
+            }
+            Phase::Failed { .. } => {
+                slot.phase = Phase::Available;
+                Vec::new()
+            }
+            Phase::Available => Vec::new(),
+        }
+    }
+
+    pub fn set_pinned(&mut self, id: &str, pinned: bool) -> bool {
+        match self.slots.get_mut(id) {
+            Some(s) => {
+                s.pinned = pinned;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn set_keep_alive(&mut self, id: &str, ka: Option<KeepAlive>) {
+        if let Some(s) = self.slots.get_mut(id) {
+            s.keep_alive = ka;
+        }
+    }
+
+    /// Frees idle models whose keep-alive has passed.
+    pub fn tick(&mut self, now: Millis) -> Vec<Action> {
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        for id in ids {
+            let Some(s) = self.slots.get(&id) else { continue };
+            let ka = self.keep_alive_of(s);
+            let expired = match ka {
+                KeepAlive::Forever => false,
+                KeepAlive::Millis(ms) => now >= s.last_used.saturating_add(ms),
+            };
+            if expired && matches!(s.phase, Phase::Resident { .. }) && !s.pinned && s.idle() && !s.unload_pending {
+                if let Some(s) = self.slots.get_mut(&id) {
+                    s.phase = Phase::Available;
+                }
+                out.push(Action::Free {
+                    model: id.clone(),
+                    reason: FreeReason::Idle,
+                });
+            }
+        }
+        out
+    }
+
+    /// When the next keep-alive expires, so the worker knows how long to sleep.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.slots
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Resident { .. }) && !s.pinned && s.idle())
+            .filter_map(|s| match self.keep_alive_of(s) {
+                KeepAlive::Forever => None,
+                KeepAlive::Millis(ms) => Some(s.last_used.saturating_add(ms)),
+            })
+            .min()
+    }
+
+    /// Time left before an idle model's keep-alive frees it.
+    pub fn keep_alive_left(&self, id: &str, now: Millis) -> Option<u64> {
+        let s = self.slots.get(id)?;
+        if !matches!(s.phase, Phase::Resident { .. }) || s.pinned || !s.idle() {
+            return None;
+        }
+        match self.keep_alive_of(s) {
+            KeepAlive::Forever => None,
+            KeepAlive::Millis(ms) => Some(s.last_used.saturating_add(ms).saturating_sub(now)),
+        }
+    }
+}

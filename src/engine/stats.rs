@@ -1,0 +1,91 @@
+//! Per-model latency statistics: an HDR histogram of total latency, the last
+//! request's stage split, and a short history for plots.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::vision::Timings;
+
+const HISTORY: usize = 300;
+
+struct ModelStats {
+    hist: Histogram<u64>,
+    last: Timings,
+    history: VecDeque<f64>,
+    errors: u64,
+    cache_hits: u64,
+}
+
+/// What clients see.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySnapshot {
+    pub model: String,
+    pub count: u64,
+    pub errors: u64,
+    pub cache_hits: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub last: Timings,
+    pub history_ms: Vec<f64>,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    models: BTreeMap<String, ModelStats>,
+}
+
+impl Stats {
+    fn entry(&mut self, model: &str) -> &mut ModelStats {
+        self.models.entry(model.to_string()).or_insert_with(|| ModelStats {
+            // 1 µs .. 1 hour, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid"),
+            last: Timings::default(),
+            history: VecDeque::new(),
+            errors: 0,
+            cache_hits: 0,
+        })
+    }
+
+    pub fn record(&mut self, model: &str, t: &Timings, cached: bool) {
+        let s = self.entry(model);
+        let us = (t.total * 1000.0).round().max(1.0) as u64;
+        s.hist.saturating_record(us);
+        s.last = *t;
+        if cached {
+            s.cache_hits += 1;
+        }
+        s.history.push_back(t.total);
+        if s.history.len() > HISTORY {
+            s.history.pop_front();
+        }
+    }
+
+    pub fn record_error(&mut self, model: &str) {
+        self.entry(model).errors += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<LatencySnapshot> {
+        self.models
+            .iter()
+            .map(|(m, s)| {
+                let q = |p: f64| s.hist.value_at_quantile(p) as f64 / 1000.0;
+                LatencySnapshot {
+                    model: m.clone(),
+                    count: s.hist.len(),
+                    errors: s.errors,
+                    cache_hits: s.cache_hits,
+                    p50_ms: q(0.5),
+                    p95_ms: q(0.95),
+                    p99_ms: q(0.99),
+                    max_ms: s.hist.max() as f64 / 1000.0,
+                    last: s.last,
+                    history_ms: s.history.iter().copied().collect(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,582 @@
+//! The worker thread: the only place that runs models. It feeds the
+//! residency state machine and carries out its actions.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use image::RgbImage;
+
+use super::cache::{self, ResultCache};
+use super::loader::{self, LoadJob, LoaderMsg};
+use super::residency::{Action, Phase, Residency};
+use super::stats::Stats;
+use super::{
+    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot,
+    WakeFn,
+};
+use crate::models::registry::Registry;
+use crate::models::Model;
+use crate::telemetry::process;
+use crate::vision::decode::{decode_bytes, read_file_limited};
+use crate::vision::{InferParams, Output, Timings};
+
+struct Pending {
+    model: String,
+    image_name: String,
+    image: Arc<RgbImage>,
+    params: InferParams,
+    reply: Option<Sender<Answer>>,
+    submitted: Instant,
+    decode_ms: f64,
+    cache_key: Option<cache::Key>,
+}
+
+struct Worker {
+    registry: Registry,
+    config: EngineConfig,
+    device: Result<Device, String>,
+    residency: Residency,
+    models: HashMap<String, Box<dyn Model>>,
+    requests: HashMap<RequestId, Pending>,
+    cache: ResultCache,
+    stats: Stats,
+    events: Sender<Event>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    wake: Option<WakeFn>,
+    load_tx: Sender<LoadJob>,
+    clock: Instant,
+    actions: VecDeque<Action>,
+    load_progress: HashMap<String, Option<u64>>,
+    dirty: bool,
+}
+
+pub(super) fn spawn(
+    registry: Registry,
+    config: EngineConfig,
+    rx: Receiver<Command>,
+    events: Sender<Event>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    wake: Option<WakeFn>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("modeldock-worker".into())
+        .spawn(move || {
+            let (load_tx, load_rx) = bounded(64);
+            let (msg_tx, msg_rx) = bounded(1024);
+            let loader = loader::spawn(load_rx, msg_tx);
+            let mut residency = Residency::new(config.budget_bytes, config.max_resident, config.default_keep_alive);
+            for e in &registry.entries {
+                residency.register(&e.manifest.id, e.predicted_bytes, e.manifest.pinned, e.manifest.keep_alive());
+            }
+            let device = config.device.open().map_err(|e| e.to_string());
+            if let Err(e) = &device {
+                tracing::error!("{e}");
+            }
+            let mut w = Worker {
+                cache: ResultCache::new(config.cache_entries, config.cache_bytes),
+                registry,
+                config,
+                device,
+                residency,
+                models: HashMap::new(),
+                requests: HashMap::new(),
+                stats: Stats::default(),
+                events,
+                snapshot,
+                wake,
+                load_tx,
+                clock: Instant::now(),
+                actions: VecDeque::new(),
+                load_progress: HashMap::new(),
+                dirty: true,
+            };
+            w.preload();
+            w.run(rx, msg_rx);
+            drop(w);
+            let _ = loader.join();
+        })
+        .unwrap_or_else(|e| panic!("cannot start the engine worker thread: {e}"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Worker {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn preload(&mut self) {
+        let mut ids: Vec<String> = self
+            .registry
+            .entries
+            .iter()
+            .filter(|e| e.manifest.preload)
+            .map(|e| e.manifest.id.clone())
+            .collect();
+        for p in self.config.preload.clone() {
+            if self.registry.get(&p).is_none() {
+                tracing::warn!("preload: unknown model '{p}'");
+            } else if !ids.contains(&p) {
+                ids.push(p);
+            }
+        }
+        for id in ids {
+            tracing::info!("preloading {id} in the background");
+            let now = self.now();
+            let a = self.residency.load(&id, now);
+            self.actions.extend(a);
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Command>, loader: Receiver<LoaderMsg>) {
+        loop {
+            // Work queued by the state machine goes first, one action at a
+            // time, with a non-blocking look at the channels in between.
+            if let Some(a) = self.actions.pop_front() {
+                self.apply(a);
+                while let Ok(m) = loader.try_recv() {
+                    self.on_loader(m);
+                }
+                if let Ok(c) = rx.try_recv() {
+                    if !self.on_command(c) {
+                        return;
+                    }
+                }
+                continue;
+            }
+            self.publish();
+            let now = self.now();
+            let wait = self
+                .residency
+                .next_deadline()
+                .map(|d| d.saturating_sub(now).clamp(1, 1000))
+                .unwrap_or(1000);
+            select! {
+                recv(rx) -> c => match c {
+                    Ok(c) => if !self.on_command(c) { return; },
+                    Err(_) => return,
+                },
+                recv(loader) -> m => if let Ok(m) = loader_msg(m) { self.on_loader(m) },
+                default(Duration::from_millis(wait)) => {}
+            }
+            let now = self.now();
+            let a = self.residency.tick(now);
+            self.actions.extend(a);
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        match e {
+            // Answers must never be lost.
+            Event::Answer(_) => {
+                let _ = self.events.send(e);
+            }
+            _ => {
+                let _ = self.events.try_send(e);
+            }
+        }
+        if let Some(w) = &self.wake {
+            w();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn on_command(&mut self, c: Command) -> bool {
+        let now = self.now();
+        self.dirty = true;
+        match c {
+            Command::Shutdown => return false,
+            Command::Infer {
+                request_id,
+                model,
+                input,
+                params,
+                reply,
+                submitted,
+            } => self.on_infer(request_id, model, input, params, reply, submitted),
+            Command::Load(m) => {
+                if self.registry.get(&m).is_none() {
+                    self.emit(Event::LoadFailed {
+                        error: format!("unknown model '{m}'"),
+                        model: m,
+                    });
+                } else {
+                    let a = self.residency.load(&m, now);
+                    self.actions.extend(a);
+                }
+            }
+            Command::Unload(m) => {
+                let a = self.residency.unload(&m, now);
+                self.actions.extend(a);
+            }
+            Command::Pin(m, p) => {
+                self.residency.set_pinned(&m, p);
+            }
+            Command::SetKeepAlive(m, ka) => self.residency.set_keep_alive(&m, ka),
+        }
+        true
+    }
+
+    fn answer(&mut self, reply: Option<Sender<Answer>>, a: Answer) {
+        match reply {
+            Some(r) => {
+                let _ = r.send(a);
+                if let Some(w) = &self.wake {
+                    w();
+                }
+            }
+            None => self.emit(Event::Answer(a)),
+        }
+    }
+
+    fn on_infer(
+        &mut self,
+        id: RequestId,
+        model: String,
+        input: ImageInput,
+        params: InferParams,
+        reply: Option<Sender<Answer>>,
+        submitted: Instant,
+    ) {
+        let name = input.name();
+        let fail = |error: String| InferError {
+            request_id: id,
+            model: model.clone(),
+            image: name.clone(),
+            error,
+        };
+        if self.registry.get(&model).is_none() {
+            let e = fail(format!("unknown model '{model}'"));
+            self.answer(reply, Err(e));
+            return;
+        }
+        let t0 = Instant::now();
+        let limits = self.config.decode_limits;
+        // Bytes first: a cache hit must not pay for decoding.
+        let (bytes, frame): (Option<Arc<Vec<u8>>>, Option<Arc<RgbImage>>) = match input {
+            ImageInput::Path(p) => match read_file_limited(&p, &limits) {
+                Ok(b) => (Some(Arc::new(b)), None),
+                Err(e) => {
+                    self.stats.record_error(&model);
+                    self.answer(reply, Err(fail(e.to_string())));
+                    return;
+                }
+            },
+            ImageInput::Bytes { bytes, .. } => (Some(bytes), None),
+            ImageInput::Frame { image, .. } => (None, Some(image)),
+        };
+        let cache_key = bytes.as_ref().map(|b| cache::key(blake3::hash(b).as_bytes(), &model, &params));
+        if let Some(k) = &cache_key {
+            if let Some(mut out) = self.cache.get(k) {
+                out.cached = true;
+                let total = ms(submitted.elapsed());
+                let timings = Timings {
+                    queue: total,
+                    total,
+                    ..Default::default()
+                };
+                self.stats.record(&model, &timings, true);
+                let r = InferResult {
+                    request_id: id,
+                    model,
+                    image: name,
+                    output: out,
+                    timings,
+                };
+                self.answer(reply, Ok(r));
+                return;
+            }
+        }
+        let image = match (frame, bytes) {
+            (Some(f), _) => Ok(f),
+            (None, Some(b)) => decode_bytes(&name, &b, &limits).map(Arc::new).map_err(|e| e.to_string()),
+            (None, None) => Err(format!("{name}: no image data")),
+        };
+        let decode_ms = ms(t0.elapsed());
+        let image = match image {
+            Ok(i) => i,
+            Err(e) => {
+                self.stats.record_error(&model);
+                self.answer(reply, Err(fail(e)));
+                return;
+            }
+        };
+        self.requests.insert(
+            id,
+            Pending {
+                model: model.clone(),
+                image_name: name,
+                image,
+                params,
+                reply,
+                submitted,
+                decode_ms,
+                cache_key,
+            },
+        );
+        let now = self.now();
+        let a = self.residency.request(&model, id, now);
+        self.actions.extend(a);
+    }
+
+    fn apply(&mut self, a: Action) {
+        self.dirty = true;
+        match a {
+            Action::StartLoad { model } => self.start_load(model),
+            Action::Run { model, request } => self.run_request(model, request),
+            Action::Reject { request, error } => {
+                if let Some(p) = self.requests.remove(&request) {
+                    self.stats.record_error(&p.model);
+                    let e = InferError {
+                        request_id: request,
+                        model: p.model,
+                        image: p.image_name,
+                        error,
+                    };
+                    self.answer(p.reply, Err(e));
+                }
+            }
+            Action::Free { model, reason } => {
+                if self.models.remove(&model).is_some() {
+                    process::release_free_memory();
+                }
+                tracing::info!("{model}: {reason}");
+                self.emit(Event::Freed {
+                    model,
+                    reason: reason.to_string(),
+                });
+            }
+            Action::LoadFailed { model, error } => {
+                tracing::error!("load failed: {error}");
+                self.emit(Event::LoadFailed { model, error });
+            }
+        }
+    }
+
+    fn start_load(&mut self, model: String) {
+        let Some(entry) = self.registry.get(&model).cloned() else {
+            return;
+        };
+        let device = match &self.device {
+            Ok(d) => d.clone(),
+            Err(e) => {
+                let now = self.now();
+                let a = self.residency.load_finished(&model, Err(format!("{model}: {e}")), now);
+                self.actions.extend(a);
+                return;
+            }
+        };
+        tracing::info!("{model}: load started ({} bytes predicted)", entry.predicted_bytes);
+        self.emit(Event::LoadStarted {
+            model: model.clone(),
+            bytes_total: entry.predicted_bytes,
+        });
+        let job = LoadJob {
+            entry,
+            device,
+            random_weights: self.config.random_weights,
+        };
+        if self.load_tx.send(job).is_err() {
+            let now = self.now();
+            let a = self.residency.load_finished(&model, Err(format!("{model}: the loader has stopped")), now);
+            self.actions.extend(a);
+        }
+    }
+
+    fn on_loader(&mut self, m: LoaderMsg) {
+        self.dirty = true;
+        let now = self.now();
+        match m {
+            LoaderMsg::Progress {
+                model,
+                done,
+                total,
+                eta_ms,
+            } => {
+                self.residency.progress(&model, done, total);
+                self.load_progress.insert(model.clone(), eta_ms);
+                self.emit(Event::LoadProgress {
+                    model,
+                    bytes_done: done,
+                    bytes_total: total,
+                    eta_ms,
+                });
+                self.publish();
+            }
+            LoaderMsg::Done { model, result } => {
+                self.load_progress.remove(&model);
+                match result {
+                    Ok(l) => {
+                        let predicted = self.registry.get(&model).map(|e| e.predicted_bytes).unwrap_or(0);
+                        let still_loading = matches!(
+                            self.residency.slot(&model).map(|s| &s.phase),
+                            Some(Phase::Loading { .. })
+                        );
+                        if still_loading {
+                            self.models.insert(model.clone(), l.model);
+                        }
+                        tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);
+                        self.emit(Event::Loaded {
+                            model: model.clone(),
+                            predicted_bytes: predicted,
+                            measured_bytes: l.measured_bytes,
+                            load_ms: l.load_ms,
+                        });
+                        let a = self.residency.load_finished(&model, Ok(l.measured_bytes), now);
+                        self.actions.extend(a);
+                    }
+                    Err(e) => {
+                        let a = self.residency.load_finished(&model, Err(e), now);
+                        self.actions.extend(a);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_request(&mut self, model: String, id: RequestId) {
+        let Some(p) = self.requests.remove(&id) else {
+            let now = self.now();
+            let a = self.residency.request_finished(&model, id, now);
+            self.actions.extend(a);
+            return;
+        };
+        let start = Instant::now();
+        let result = match self.models.get(&model) {
+            None => Err(format!("{model}: not resident (internal state mismatch)")),
+            Some(m) => match std::panic::catch_unwind(AssertUnwindSafe(|| m.infer(&p.image, &p.params))) {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(format!("{}: {model}: {e}", p.image_name)),
+                Err(panic) => Err(format!(
+                    "{}: {model} panicked during inference: {}",
+                    p.image_name,
+                    loader::panic_text(&panic)
+                )),
+            },
+        };
+        let total = ms(p.submitted.elapsed());
+        let answer = match result {
+            Ok((detections, mt)) => {
+                let timings = Timings {
+                    queue: (ms(start - p.submitted) - p.decode_ms).max(0.0),
+                    decode: p.decode_ms,
+                    preprocess: mt.preprocess,
+                    forward: mt.forward,
+                    postprocess: mt.postprocess,
+                    total,
+                };
+                let output = Output {
+                    image_size: [p.image.width(), p.image.height()],
+                    detections,
+                    cached: false,
+                };
+                if let Some(k) = p.cache_key {
+                    self.cache.put(k, output.clone());
+                }
+                self.stats.record(&model, &timings, false);
+                Ok(InferResult {
+                    request_id: id,
+                    model: model.clone(),
+                    image: p.image_name,
+                    output,
+                    timings,
+                })
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                self.stats.record_error(&model);
+                Err(InferError {
+                    request_id: id,
+                    model: model.clone(),
+                    image: p.image_name,
+                    error,
+                })
+            }
+        };
+        self.answer(p.reply, answer);
+        let now = self.now();
+        let a = self.residency.request_finished(&model, id, now);
+        self.actions.extend(a);
+    }
+
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let now = self.now();
+        let device = self.config.device.label();
+        let models = self
+            .registry
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let id = &e.manifest.id;
+                let s = self.residency.slot(id)?;
+                let (bytes_done, bytes_total) = match s.phase {
+                    Phase::Loading { bytes_done, bytes_total } => (bytes_done, bytes_total),
+                    _ => (0, 0),
+                };
+                let held = matches!(s.phase, Phase::Resident { .. });
+                Some(ModelStatus {
+                    id: id.clone(),
+                    name: e.manifest.name.clone(),
+                    task: e.manifest.task.clone(),
+                    arch: e.manifest.arch.clone(),
+                    state: s.phase.name().to_string(),
+                    failed_reason: match &s.phase {
+                        Phase::Failed { reason } => Some(reason.clone()),
+                        _ => None,
+                    },
+                    bytes_done,
+                    bytes_total,
+                    eta_ms: self.load_progress.get(id).copied().flatten(),
+                    predicted_bytes: e.predicted_bytes,
+                    measured_bytes: match s.phase {
+                        Phase::Resident { measured } => measured,
+                        _ => None,
+                    },
+                    device: if held { device.clone() } else { String::new() },
+                    pinned: s.pinned,
+                    keep_alive: s
+                        .keep_alive
+                        .unwrap_or(self.residency.default_keep_alive)
+                        .to_string(),
+                    keep_alive_left_ms: self.residency.keep_alive_left(id, now),
+                    last_used_ms_ago: (s.loads_started > 0).then(|| now.saturating_sub(s.last_used)),
+                    in_flight: s.in_flight.len(),
+                    waiting: s.parked.len() + s.after_unload.len(),
+                    loads: s.loads_started,
+                    licence: e.manifest.licence.clone(),
+                    origin: e.origin.clone(),
+                })
+            })
+            .collect();
+        let snap = Snapshot {
+            device,
+            budget_bytes: self.residency.budget,
+            used_bytes: self.residency.used_bytes(),
+            max_resident: self.residency.max_resident,
+            models,
+            latency: self.stats.snapshot(),
+            cache_entries: self.cache.len(),
+            cache_hits: self.cache.hits,
+            cache_misses: self.cache.misses,
+        };
+        match self.snapshot.lock() {
+            Ok(mut s) => *s = snap,
+            Err(p) => *p.into_inner() = snap,
+        }
+        self.emit(Event::Changed);
+    }
+}
+
+fn loader_msg(m: Result<LoaderMsg, crossbeam_channel::RecvError>) -> Result<LoaderMsg, ()> {
+    m.map_err(|_| ())
+}

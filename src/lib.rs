@@ -1,0 +1,12 @@
+//! modeldock: a desktop workbench that runs vision models on a local GPU or
+//! CPU. A model is read once, only when needed, never on the UI thread, and
+//! leaves memory when a budget, an idle timer or the user says so.
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod models;
+pub mod telemetry;
+pub mod vision;
+
+pub use error::{Error, Result};

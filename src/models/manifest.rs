@@ -1,0 +1,128 @@
+//! `model.toml`: what a model is, where its weights live, how to run it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::engine::residency::KeepAlive;
+use crate::error::{Error, Result};
+
+/// Where the weights come from: a path relative to the manifest's folder, or
+/// a hub reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WeightsRef {
+    Path(String),
+    Hub {
+        repo: String,
+        file: String,
+        #[serde(default = "main_rev")]
+        revision: String,
+    },
+}
+
+fn main_rev() -> String {
+    "main".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub id: String,
+    pub name: String,
+    pub task: String,
+    pub arch: String,
+    #[serde(default)]
+    pub variant: String,
+    pub weights: WeightsRef,
+    pub input_size: u32,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default = "f32_name")]
+    pub dtype: String,
+    #[serde(default)]
+    pub preload: bool,
+    #[serde(default)]
+    pub pinned: bool,
+    /// "5m", "30s", "0" (unload after each request), "-1" (never). Empty: the global default.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    pub licence: String,
+    /// Default confidence threshold.
+    #[serde(default)]
+    pub conf: Option<f32>,
+    /// Default NMS IoU threshold.
+    #[serde(default)]
+    pub iou: Option<f32>,
+    /// Free-form architecture options (numbers).
+    #[serde(default)]
+    pub options: BTreeMap<String, f64>,
+    /// Where the weights came from (package, version, file, sha256).
+    #[serde(default)]
+    pub provenance: Option<String>,
+}
+
+fn f32_name() -> String {
+    "f32".to_string()
+}
+
+pub const ID_CHARS: &str = "letters, digits, '-', '_' and '.'";
+
+impl Manifest {
+    /// Parses and validates a manifest; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
+        let m: Manifest = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            Error::msg(format!("{origin}: malformed manifest{line}: {msg}"))
+        })?;
+        m.validate().map_err(|e| e.context(origin))?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(Error::msg(format!("id '{}' must be non-empty and use only {ID_CHARS}", self.id)));
+        }
+        if self.input_size == 0 || self.input_size > 8192 {
+            return Err(Error::msg(format!("input_size {} is out of range (1..=8192)", self.input_size)));
+        }
+        if self.dtype != "f32" && self.dtype != "f16" && self.dtype != "bf16" {
+            return Err(Error::msg(format!("dtype '{}' is not one of f32, f16, bf16", self.dtype)));
+        }
+        if let Some(ka) = &self.keep_alive {
+            if KeepAlive::parse(ka).is_none() {
+                return Err(Error::msg(format!("keep_alive '{ka}' is not a duration like 5m, 30s, 0 or -1")));
+            }
+        }
+        for (k, v) in [("conf", self.conf), ("iou", self.iou)] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(Error::msg(format!("{k} {v} is outside 0..1")));
+                }
+            }
+        }
+        if let WeightsRef::Path(p) = &self.weights {
+            if p.is_empty() {
+                return Err(Error::msg("weights path is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn keep_alive(&self) -> Option<KeepAlive> {
+        self.keep_alive.as_deref().and_then(KeepAlive::parse)
+    }
+
+    pub fn option(&self, key: &str, default: f64) -> f64 {
+        self.options.get(key).copied().unwrap_or(default)
+    }
+}

@@ -1,0 +1,56 @@
+//! The model zoo: manifests, weights, and one file per network.
+
+pub mod builtin;
+pub mod face_landmarks;
+pub mod layers;
+pub mod manifest;
+pub mod registry;
+pub mod tfjs_import;
+pub mod tiny_face_detector;
+pub mod toy;
+pub mod weights;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::vision::{Detection, InferParams, ModelTimings};
+pub use manifest::Manifest;
+use weights::{var_builder, ProgressFn, WeightsSource};
+
+/// A loaded network with its own pre- and post-processing.
+pub trait Model: Send {
+    /// Runs the whole pipeline on an RGB image.
+    fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)>;
+
+    /// The raw network on a preprocessed input tensor (parity checks).
+    fn forward_raw(&self, _x: &Tensor) -> Result<Tensor> {
+        Err(Error::msg("this model has no raw forward"))
+    }
+}
+
+/// Architectures this build knows.
+pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "toy"];
+
+/// Builds the network for `manifest` from `source`, reporting progress.
+pub fn build(
+    manifest: &Manifest,
+    source: &WeightsSource,
+    total_bytes: u64,
+    device: &Device,
+    progress: ProgressFn,
+) -> Result<Box<dyn Model>> {
+    let vb = var_builder(source, total_bytes, device, progress)?;
+    let m: Box<dyn Model> = match manifest.arch.as_str() {
+        "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
+        "face_landmarks_68" => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
+        "toy" => Box::new(toy::Toy::load(vb, manifest)?),
+        other => {
+            return Err(Error::msg(format!(
+                "unknown arch '{other}' (this build knows: {})",
+                ARCHES.join(", ")
+            )))
+        }
+    };
+    Ok(m)
+}

@@ -1,0 +1,212 @@
+//! `modeldock import tfjs MANIFEST.json --out DIR`: tfjs weights → safetensors.
+//!
+//! Reads a tfjs `*-weights_manifest.json` and its `.bin` shards; dequantises
+//! uint8/uint16 (`w = q * scale + min`) and float16; keeps float32; int32
+//! becomes i64. Layouts are converted here, once, so models read candle's
+//! native layouts at load time:
+//! * conv `…/filters` `[kh, kw, in, out]` (HWIO) → `…weight` `[out, in, kh, kw]` (OIHW)
+//! * `…/depthwise_filter` `[kh, kw, C, m]` → `…depthwise` `[C*m, 1, kh, kw]`
+//! * `…/pointwise_filter` `[1, 1, in, out]` → `…pointwise` `[out, in, 1, 1]`
+//! * dense `…/weights` `[in, out]` → `…weight` `[out, in]` (candle `Linear`)
+//! * names: `/` becomes `.`; `bias` stays `bias`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+struct Group {
+    paths: Vec<String>,
+    weights: Vec<Spec>,
+}
+
+#[derive(Deserialize)]
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    #[serde(default)]
+    quantization: Option<Quant>,
+}
+
+#[derive(Deserialize)]
+struct Quant {
+    dtype: String,
+    #[serde(default)]
+    scale: f64,
+    #[serde(default)]
+    min: f64,
+}
+
+/// Reads a tfjs manifest and returns candle tensors in candle layouts.
+pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mname = manifest.display().to_string();
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::msg(format!("{mname}: {e}")))?;
+    let groups: Vec<Group> =
+        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{mname}: not a tfjs weights manifest: {e}")))?;
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for g in groups {
+        let mut data = Vec::new();
+        for p in &g.paths {
+            let shard = dir.join(p);
+            let bytes = std::fs::read(&shard).map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?;
+            data.extend_from_slice(&bytes);
+        }
+        let mut off = 0usize;
+        for w in g.weights {
+            let n: usize = w.shape.iter().product();
+            let (values, used) = decode(&w, &data[off.min(data.len())..], n)
+                .map_err(|e| e.context(format!("{mname}: weight '{}'", w.name)))?;
+            off += used;
+            let t = match values {
+                Decoded::F32(v) => Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?,
+                Decoded::I64(v) => Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?,
+            };
+            let (name, t) = to_candle_layout(&w.name, t)?;
+            out.push((name, t));
+        }
+        if off != data.len() {
+            return Err(Error::msg(format!(
+                "{mname}: shards hold {} bytes but the weights use {off}",
+                data.len()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+enum Decoded {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+fn decode(w: &Spec, data: &[u8], n: usize) -> Result<(Decoded, usize)> {
+    let need = |bytes: usize| -> Result<()> {
+        if data.len() < bytes {
+            Err(Error::msg(format!("shard data ends early (needs {bytes} bytes, {} left)", data.len())))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(q) = &w.quantization {
+        return match q.dtype.as_str() {
+            "uint8" => {
+                need(n)?;
+                let v = data[..n].iter().map(|&b| (b as f64 * q.scale + q.min) as f32).collect();
+                Ok((Decoded::F32(v), n))
+            }
+            "uint16" => {
+                need(2 * n)?;
+                let v = data[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| (u16::from_le_bytes([c[0], c[1]]) as f64 * q.scale + q.min) as f32)
+                    .collect();
+                Ok((Decoded::F32(v), 2 * n))
+            }
+            "float16" => {
+                need(2 * n)?;
+                let v = data[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect();
+                Ok((Decoded::F32(v), 2 * n))
+            }
+            other => Err(Error::msg(format!("unsupported quantization dtype '{other}'"))),
+        };
+    }
+    match w.dtype.as_str() {
+        "float32" => {
+            need(4 * n)?;
+            let v = data[..4 * n]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok((Decoded::F32(v), 4 * n))
+        }
+        "int32" => {
+            need(4 * n)?;
+            let v = data[..4 * n]
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect();
+            Ok((Decoded::I64(v), 4 * n))
+        }
+        other => Err(Error::msg(format!("unsupported dtype '{other}'"))),
+    }
+}
+
+/// Renames a tfjs weight and converts its layout (see the module docs).
+pub fn to_candle_layout(name: &str, t: Tensor) -> Result<(String, Tensor)> {
+    let (stem, last) = match name.rsplit_once('/') {
+        Some((s, l)) => (format!("{}.", s.replace('/', ".")), l),
+        None => (String::new(), name),
+    };
+    let rank = t.rank();
+    let (suffix, t) = match (last, rank) {
+        ("depthwise_filter", 4) => {
+            let (kh, kw, c, m) = t.dims4()?;
+            ("depthwise", t.permute((2, 3, 0, 1))?.reshape((c * m, 1, kh, kw))?)
+        }
+        ("pointwise_filter", 4) => ("pointwise", t.permute((3, 2, 0, 1))?),
+        ("filters" | "filter" | "kernel", 4) => ("weight", t.permute((3, 2, 0, 1))?),
+        ("weights" | "kernel", 2) => ("weight", t.t()?),
+        (other, _) => (other, t),
+    };
+    Ok((format!("{stem}{suffix}"), t.contiguous()?))
+}
+
+/// Known tfjs models: (file stem prefix, arch, variant, input size, labels).
+fn skeleton_for(stem: &str) -> (&'static str, &'static str, u32, &'static str) {
+    if stem.starts_with("tiny_face_detector") {
+        ("tiny_face_detector", "", 416, "face")
+    } else if stem.starts_with("face_landmark_68_tiny") {
+        ("face_landmarks_68", "tiny", 112, "face")
+    } else if stem.starts_with("face_landmark_68") {
+        ("face_landmarks_68", "full", 112, "face")
+    } else {
+        ("unknown", "", 0, "")
+    }
+}
+
+/// Converts `manifest` (plus `extra` manifests stored under a name prefix)
+/// into `out/<stem>.safetensors` and `out/model.toml`. Returns the weights path.
+pub fn import(manifest: &Path, extra: &[(String, PathBuf)], out: &Path) -> Result<PathBuf> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in read_tfjs(manifest)? {
+        tensors.insert(name, t);
+    }
+    for (prefix, m) in extra {
+        for (name, t) in read_tfjs(m)? {
+            tensors.insert(format!("{prefix}.{name}"), t);
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
+    let file_name = manifest.file_name().and_then(|s| s.to_str()).unwrap_or("model");
+    let stem = file_name
+        .trim_end_matches(".json")
+        .trim_end_matches("-weights_manifest")
+        .to_string();
+    let wpath = out.join(format!("{stem}.safetensors"));
+    candle_core::safetensors::save(&tensors, &wpath).map_err(|e| Error::from(e).context(wpath.display()))?;
+    let (arch, variant, input, label) = skeleton_for(&stem);
+    let toml_path = out.join("model.toml");
+    if !toml_path.exists() {
+        let id = stem.replace('_', "-");
+        let text = format!(
+            "# Generated by `modeldock import tfjs {file_name}`; review before use.\n\
+             id = \"{id}\"\nname = \"{stem}\"\ntask = \"detect\"\narch = \"{arch}\"\nvariant = \"{variant}\"\n\
+             weights = \"{stem}.safetensors\"\ninput_size = {input}\nlabels = [\"{label}\"]\ndtype = \"f32\"\n\
+             preload = false\npinned = false\nlicence = \"see LICENSE\"\n"
+        );
+        std::fs::write(&toml_path, text).map_err(|e| Error::msg(format!("{}: {e}", toml_path.display())))?;
+    }
+    let total: usize = tensors.values().map(|t| t.elem_count()).sum();
+    let f32s = tensors.values().filter(|t| t.dtype() == DType::F32).count();
+    tracing::info!("imported {} tensors ({total} values, {f32s} f32) into {}", tensors.len(), wpath.display());
+    Ok(wpath)
+}

@@ -1,0 +1,170 @@
+//! face-api's TinyFaceDetector: a tiny YOLOv2 with separable convs, 5 anchors,
+//! one class, input 416. Reference: face-api `src/tinyYolov2`,
+//! `src/tinyFaceDetector`.
+
+use std::time::Instant;
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{Conv2d, VarBuilder};
+use image::RgbImage;
+
+use super::layers::{conv, leaky, max_pool_same, SeparableConv};
+use super::{Manifest, Model};
+use crate::error::Result;
+use crate::vision::nms::nms;
+use crate::vision::preprocess::FloatImage;
+use crate::vision::{Detection, InferParams, ModelTimings};
+
+pub const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
+pub const ANCHORS: [(f32, f32); 5] = [
+    (1.603231, 2.094468),
+    (6.041143, 7.080126),
+    (2.882459, 3.518061),
+    (4.266906, 5.178857),
+    (9.041765, 10.66308),
+];
+
+pub struct TinyFaceDetector {
+    conv0: Conv2d,
+    sep: Vec<SeparableConv>,
+    conv8: Conv2d,
+    input_size: usize,
+    conf: f32,
+    iou: f32,
+    device: Device,
+}
+
+/// Intermediate activations, for parity tests.
+pub struct Activations {
+    pub layers: Vec<Tensor>,
+    pub output: Tensor,
+}
+
+impl TinyFaceDetector {
+    pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
+        let conv0 = conv(vb.pp("conv0"), 3, 16, 3, 1)?;
+        let chans = [16, 32, 64, 128, 256, 512];
+        let mut sep = Vec::new();
+        for i in 1..=5 {
+            sep.push(SeparableConv::load(vb.pp(format!("conv{i}")), chans[i - 1], chans[i], 1)?);
+        }
+        let conv8 = conv(vb.pp("conv8"), 512, 25, 1, 1)?;
+        Ok(TinyFaceDetector {
+            conv0,
+            sep,
+            conv8,
+            input_size: m.input_size as usize,
+            conf: m.conf.unwrap_or(0.5),
+            iou: m.iou.unwrap_or(0.4),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The network with every block's output kept.
+    pub fn forward_all(&self, x: &Tensor) -> Result<Activations> {
+        let mut layers = Vec::new();
+        let mut h = max_pool_same(&leaky(&self.conv0.forward(x)?)?, 2)?;
+        layers.push(h.clone());
+        for (i, s) in self.sep.iter().enumerate() {
+            let y = leaky(&s.forward_same(&h)?)?;
+            h = max_pool_same(&y, if i == 4 { 1 } else { 2 })?;
+            layers.push(h.clone());
+        }
+        let output = self.conv8.forward(&h)?;
+        Ok(Activations { layers, output })
+    }
+
+    /// face-api's tensor path: pad bottom/right to a square, TF bilinear to
+    /// `input_size`, subtract the mean, divide by 255.
+    pub fn preprocess(&self, img: &FloatImage) -> Result<Tensor> {
+        let sq = img.pad_to_square(false);
+        let r = sq.resize_bilinear_tf(self.input_size, self.input_size);
+        r.to_nchw(MEAN_RGB, 255.0, &self.device)
+    }
+
+    /// Detections in pixels of an image of `w`×`h` from the raw (1,25,G,G) output.
+    pub fn decode(&self, out: &Tensor, w: usize, h: usize, conf: f32, iou: f32) -> Result<Vec<Detection>> {
+        let (_, c, g, g2) = out.dims4()?;
+        let data: Vec<f32> = out.flatten_all()?.to_vec1()?;
+        let s = self.input_size as f64;
+        let m = w.max(h) as f64;
+        let rw = (w as f64 * s / m).round();
+        let rh = (h as f64 * s / m).round();
+        let side = rw.max(rh);
+        let (fx, fy) = ((side / rw) as f32, (side / rh) as f32);
+        let at = |ch: usize, row: usize, col: usize| data[(ch * g + row) * g2 + col];
+        let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+        let mut boxes = Vec::new();
+        let mut scores = Vec::new();
+        let n = g as f32;
+        for row in 0..g {
+            for col in 0..g2 {
+                for (a, &(aw, ah)) in ANCHORS.iter().enumerate().take(c / 5) {
+                    let score = sig(at(a * 5 + 4, row, col));
+                    if score <= conf {
+                        continue;
+                    }
+                    let cx = (col as f32 + sig(at(a * 5, row, col))) / n * fx;
+                    let cy = (row as f32 + sig(at(a * 5 + 1, row, col))) / n * fy;
+                    let bw = at(a * 5 + 2, row, col).exp() * aw / n * fx;
+                    let bh = at(a * 5 + 3, row, col).exp() * ah / n * fy;
+                    let (x0, y0) = (cx - bw / 2.0, cy - bh / 2.0);
+                    boxes.push([x0, y0, x0 + bw, y0 + bh]);
+                    scores.push(score);
+                }
+            }
+        }
+        let keep = nms(&boxes, &scores, iou);
+        Ok(keep
+            .into_iter()
+            .map(|i| {
+                let b = boxes[i];
+                Detection {
+                    label: "face".to_string(),
+                    score: scores[i],
+                    bbox: [b[0] * w as f32, b[1] * h as f32, b[2] * w as f32, b[3] * h as f32],
+                    keypoints: Vec::new(),
+                }
+            })
+            .collect())
+    }
+
+    /// Whole pipeline on a float image.
+    pub fn detect(&self, img: &FloatImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        let t0 = Instant::now();
+        let x = self.preprocess(img)?;
+        let t1 = Instant::now();
+        let out = self.forward_raw(&x)?;
+        let t2 = Instant::now();
+        let dets = self.decode(
+            &out,
+            img.width,
+            img.height,
+            params.conf.unwrap_or(self.conf),
+            params.iou.unwrap_or(self.iou),
+        )?;
+        let t3 = Instant::now();
+        Ok((
+            dets,
+            ModelTimings {
+                preprocess: ms(t1 - t0),
+                forward: ms(t2 - t1),
+                postprocess: ms(t3 - t2),
+            },
+        ))
+    }
+}
+
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Model for TinyFaceDetector {
+    fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        self.detect(&FloatImage::from_rgb(img), params)
+    }
+
+    fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_all(x)?.output)
+    }
+}

@@ -1,0 +1,64 @@
+//! This process and this machine: RSS, available RAM, returning freed memory.
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // statm: size resident shared text lib data dt (pages)
+        let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page_size())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let pid = sysinfo::get_current_pid().ok()?;
+        let mut sys = sysinfo::System::new().ok()?;
+        sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
+        sys.process(pid).map(|p| p.memory())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> u64 {
+    // The kernel reports it in /proc/self/smaps' KernelPageSize; 4 KiB is
+    // what every mainstream Linux target uses.
+    4096
+}
+
+/// RAM available for new allocations, in bytes.
+pub fn available_ram() -> u64 {
+    let Ok(mut sys) = sysinfo::System::new() else {
+        return 4 << 30;
+    };
+    sys.refresh_memory();
+    let a = sys.available_memory();
+    if a > 0 {
+        a
+    } else {
+        sys.total_memory()
+    }
+}
+
+/// Total RAM in bytes.
+pub fn total_ram() -> u64 {
+    let Ok(mut sys) = sysinfo::System::new() else {
+        return 8 << 30;
+    };
+    sys.refresh_memory();
+    sys.total_memory()
+}
+
+/// Asks the allocator to hand freed pages back to the OS, so an unload shows
+/// in RSS. A no-op where the allocator offers no such call.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! What every model shares: decoding with limits, resizing and normalising,
+//! NMS, the output types and overlay geometry.
+
+pub mod decode;
+pub mod nms;
+pub mod output;
+pub mod preprocess;
+
+pub use output::{Detection, InferParams, ModelTimings, Output, Timings};

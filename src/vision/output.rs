@@ -1,0 +1,87 @@
+//! What every model returns: detections in pixels of the original image.
+
+use serde::{Deserialize, Serialize};
+
+/// One detected object. `bbox` is `[x0, y0, x1, y1]` in pixels of the original
+/// image; `keypoints` are `[x, y, score]` in the same pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub label: String,
+    pub score: f32,
+    pub bbox: [f32; 4],
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keypoints: Vec<[f32; 3]>,
+}
+
+impl Detection {
+    pub fn area(&self) -> f32 {
+        (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
+    }
+}
+
+/// Post-processing parameters a request may set; `None` keeps the model's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct InferParams {
+    pub conf: Option<f32>,
+    pub iou: Option<f32>,
+}
+
+impl InferParams {
+    /// Stable bytes for cache keys.
+    pub fn key_bytes(&self) -> [u8; 10] {
+        let mut out = [0u8; 10];
+        let enc = |v: Option<f32>| -> (u8, [u8; 4]) {
+            match v {
+                Some(f) => (1, f.to_bits().to_le_bytes()),
+                None => (0, [0; 4]),
+            }
+        };
+        let (a, b) = enc(self.conf);
+        let (c, d) = enc(self.iou);
+        out[0] = a;
+        out[1..5].copy_from_slice(&b);
+        out[5] = c;
+        out[6..10].copy_from_slice(&d);
+        out
+    }
+}
+
+/// Stage timings of one request in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub queue: f64,
+    pub decode: f64,
+    pub preprocess: f64,
+    pub forward: f64,
+    pub postprocess: f64,
+    pub total: f64,
+}
+
+/// Timings a model measures itself while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelTimings {
+    pub preprocess: f64,
+    pub forward: f64,
+    pub postprocess: f64,
+}
+
+/// Result of one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub image_size: [u32; 2],
+    pub detections: Vec<Detection>,
+    /// True when the answer came from the result cache.
+    #[serde(default)]
+    pub cached: bool,
+}
+
+impl Output {
+    /// Rough heap size, for the cache's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        64 + self
+            .detections
+            .iter()
+            .map(|d| 64 + d.label.len() + d.keypoints.len() * 12)
+            .sum::<usize>()
+    }
+}

@@ -1,0 +1,157 @@
+//! Image → tensor steps shared by models: padding, TF-legacy bilinear resize,
+//! mean subtraction and HWC → NCHW.
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+use crate::error::Result;
+
+/// A float image in HWC order (3 channels).
+#[derive(Debug, Clone)]
+pub struct FloatImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl FloatImage {
+    pub fn from_rgb(img: &RgbImage) -> Self {
+        FloatImage {
+            width: img.width() as usize,
+            height: img.height() as usize,
+            data: img.as_raw().iter().map(|&v| v as f32).collect(),
+        }
+    }
+
+    /// A sub-rectangle (must lie inside the image).
+    pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Self {
+        let mut data = Vec::with_capacity(w * h * 3);
+        for row in y..y + h {
+            let start = (row * self.width + x) * 3;
+            data.extend_from_slice(&self.data[start..start + w * 3]);
+        }
+        FloatImage {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// Pads with zeros to a square. `centred = false` pads bottom/right only;
+    /// `centred = true` puts `round(diff / 2)` after and the rest before, as
+    /// face-api's `padToSquare(.., isCenterImage = true)` does.
+    pub fn pad_to_square(&self, centred: bool) -> Self {
+        let side = self.width.max(self.height);
+        if self.width == self.height {
+            return self.clone();
+        }
+        let diff = side - self.width.min(self.height);
+        let after = if centred { (diff as f64 / 2.0).round() as usize } else { diff };
+        let before = diff - after;
+        let (ox, oy) = if self.width < self.height { (before, 0) } else { (0, before) };
+        let mut data = vec![0.0f32; side * side * 3];
+        for row in 0..self.height {
+            let src = row * self.width * 3;
+            let dst = ((row + oy) * side + ox) * 3;
+            data[dst..dst + self.width * 3].copy_from_slice(&self.data[src..src + self.width * 3]);
+        }
+        FloatImage {
+            width: side,
+            height: side,
+            data,
+        }
+    }
+
+    /// TensorFlow's legacy bilinear resize (`align_corners = false`,
+    /// `half_pixel_centers = false`): source = dst * in / out.
+    pub fn resize_bilinear_tf(&self, out_w: usize, out_h: usize) -> Self {
+        if out_w == self.width && out_h == self.height {
+            return self.clone();
+        }
+        let sy = self.height as f32 / out_h as f32;
+        let sx = self.width as f32 / out_w as f32;
+        let xs: Vec<(usize, usize, f32)> = (0..out_w)
+            .map(|x| {
+                let src = x as f32 * sx;
+                let x0 = src.floor() as usize;
+                let x1 = (src.ceil() as usize).min(self.width - 1);
+                (x0.min(self.width - 1), x1, src - src.floor())
+            })
+            .collect();
+        let mut data = Vec::with_capacity(out_w * out_h * 3);
+        for y in 0..out_h {
+            let src = y as f32 * sy;
+            let y0 = (src.floor() as usize).min(self.height - 1);
+            let y1 = (src.ceil() as usize).min(self.height - 1);
+            let fy = src - src.floor();
+            let r0 = y0 * self.width * 3;
+            let r1 = y1 * self.width * 3;
+            for &(x0, x1, fx) in &xs {
+                for c in 0..3 {
+                    let tl = self.data[r0 + x0 * 3 + c];
+                    let tr = self.data[r0 + x1 * 3 + c];
+                    let bl = self.data[r1 + x0 * 3 + c];
+                    let br = self.data[r1 + x1 * 3 + c];
+                    let top = tl + (tr - tl) * fx;
+                    let bottom = bl + (br - bl) * fx;
+                    data.push(top + (bottom - top) * fy);
+                }
+            }
+        }
+        FloatImage {
+            width: out_w,
+            height: out_h,
+            data,
+        }
+    }
+
+    /// `(x - mean) / scale` per channel, then HWC → a (1, 3, H, W) tensor.
+    pub fn to_nchw(&self, mean: [f32; 3], scale: f32, device: &Device) -> Result<Tensor> {
+        let plane = self.width * self.height;
+        let mut out = vec![0.0f32; plane * 3];
+        for (i, px) in self.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (px[c] - mean[c]) / scale;
+            }
+        }
+        Ok(Tensor::from_vec(out, (1, 3, self.height, self.width), device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(w: usize, h: usize) -> FloatImage {
+        FloatImage {
+            width: w,
+            height: h,
+            data: (0..w * h * 3).map(|v| v as f32).collect(),
+        }
+    }
+
+    #[test]
+    fn pad_bottom_right_and_centred() {
+        let p = img(2, 4).pad_to_square(false);
+        assert_eq!((p.width, p.height), (4, 4));
+        assert_eq!(&p.data[0..6], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(&p.data[6..12], &[0.0; 6]);
+        // diff 3 → 2 after (round(1.5) = 2), 1 before.
+        let p = img(1, 4).pad_to_square(true);
+        assert_eq!(&p.data[0..3], &[0.0; 3]);
+        assert_eq!(&p.data[3..6], &[0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn tf_bilinear_halves_and_keeps_corners() {
+        let src = img(4, 4);
+        let r = src.resize_bilinear_tf(2, 2);
+        // dst (1,1) samples src (2,2) exactly.
+        assert_eq!(&r.data[9..12], &src.data[(2 * 4 + 2) * 3..(2 * 4 + 2) * 3 + 3]);
+        let up = src.resize_bilinear_tf(8, 8);
+        // dst x = 1 → src 0.5, halfway between pixels 0 and 1.
+        assert!((up.data[3] - (src.data[0] + src.data[3]) / 2.0).abs() < 1e-5);
+        // The last column clamps to the edge.
+        assert_eq!(up.data[(8 - 1) * 3], src.data[3 * 3]);
+    }
+}

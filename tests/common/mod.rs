@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modeldock::engine::residency::KeepAlive;
+use modeldock::engine::{Engine, EngineConfig};
+use modeldock::models::registry::Registry;
+use modeldock::models::toy::write_toy_model;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+pub fn toy(dir: &Path, id: &str, options: &[(&str, f64)]) -> PathBuf {
+    write_toy_model(dir, id, 0, "", options).unwrap_or_else(|e| panic!("writing toy model: {e}"))
+}
+
+pub fn config() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.budget_bytes = 1 << 30;
+    c.default_keep_alive = KeepAlive::Forever;
+    c
+}
+
+pub fn engine_for(dir: &Path, config: EngineConfig) -> (Engine, Registry) {
+    let reg = Registry::discover(&[dir.to_path_buf()]);
+    (Engine::start(reg.clone(), config, None), reg)
+}
+
+pub fn state(e: &Engine, id: &str) -> String {
+    e.status(id).map(|m| m.state).unwrap_or_default()
+}
+
+pub fn wait_state(e: &Engine, id: &str, s: &str) {
+    let ok = e.wait_for(WAIT, |snap| snap.models.iter().any(|m| m.id == id && m.state == s));
+    assert!(ok, "{id} never became {s}; it is {:?}", e.status(id));
+}
+
+pub fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 3) as u8, 90]));
+    let mut c = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut c, image::ImageFormat::Png).unwrap_or_else(|e| panic!("png: {e}"));
+    c.into_inner()
+}
