@@ -7,17 +7,16 @@ use crate::error::Result;
 pub fn run(argv: &[String]) -> Result<i32> {
     let args = Args::parse(argv, setup::ENGINE_FLAGS, &["json"])?;
     let (engine, _reg) = setup::engine(&args, None)?;
-    engine.wait_for(std::time::Duration::from_secs(2), |s| !s.models.is_empty() || s.device.is_empty());
     let snap = engine.snapshot();
     engine.shutdown();
     if args.has("json") {
         println!("{}", serde_json::to_string_pretty(&snap.models).unwrap_or_default());
         return Ok(0);
     }
-    println!("{:<22} {:<8} {:<10} {:>10}  {:<12} LICENCE", "ID", "TASK", "STATE", "SIZE", "KEEP-ALIVE");
+    println!("{:<22} {:<10} {:<10} {:>10}  {:<12} LICENCE", "ID", "TASK", "STATE", "SIZE", "KEEP-ALIVE");
     for m in &snap.models {
         println!(
-            "{:<22} {:<8} {:<10} {:>10}  {:<12} {}",
+            "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",
             m.id,
             m.task,
             m.state,

@@ -160,7 +160,10 @@ impl Engine {
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-        let handle = worker::spawn(registry, config, rx, etx, snapshot.clone(), wake);
+        let (ready_tx, ready_rx) = bounded(1);
+        let handle = worker::spawn(registry, config, rx, etx, snapshot.clone(), wake, ready_tx);
+        // The first snapshot is published before any client looks.
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
         Engine {
             tx,
             events: erx,

@@ -61,6 +61,7 @@ pub(super) fn spawn(
     events: Sender<Event>,
     snapshot: Arc<Mutex<Snapshot>>,
     wake: Option<WakeFn>,
+    ready: Sender<()>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("modeldock-worker".into())
@@ -95,6 +96,8 @@ pub(super) fn spawn(
                 dirty: true,
             };
             w.preload();
+            w.publish();
+            let _ = ready.send(());
             w.run(rx, msg_rx);
             drop(w);
             let _ = loader.join();

@@ -1,5 +1,23 @@
 //! Models compiled into the binary, so the defaults work from any directory.
 //! Each entry: (model.toml text, weights file name, weights bytes). The files
-//! live in the repository's `models/<id>/` folders.
+//! live in the repository's `models/<id>/` folders beside their LICENSE and
+//! PROVENANCE.
 
-pub static MODELS: &[(&str, &str, &[u8])] = &[];
+macro_rules! builtin {
+    ($dir:literal, $file:literal) => {
+        (
+            include_str!(concat!("../../models/", $dir, "/model.toml")),
+            concat!($dir, "/", $file),
+            include_bytes!(concat!("../../models/", $dir, "/", $file)) as &[u8],
+        )
+    };
+}
+
+pub static MODELS: &[(&str, &str, &[u8])] = &[
+    builtin!("face-detector", "tiny_face_detector_model.safetensors"),
+    builtin!("face-landmarks", "face_landmark_68_model.safetensors"),
+    builtin!("face-landmarks-tiny", "face_landmark_68_tiny_model.safetensors"),
+];
+
+/// The model the app and the CLI use when none is named.
+pub const DEFAULT_MODEL: &str = "face-detector";
