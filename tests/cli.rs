@@ -9,7 +9,8 @@ use serde_json::Value;
 
 fn modeldock() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_modeldock"));
-    c.env_remove("MODELDOCK_MODELS").env("XDG_CONFIG_HOME", std::env::temp_dir().join("modeldock-no-config"));
+    c.env_remove("MODELDOCK_MODELS")
+        .env("XDG_CONFIG_HOME", std::env::temp_dir().join("modeldock-no-config"));
     c
 }
 
@@ -35,8 +36,10 @@ fn infer_from_any_directory_uses_the_embedded_face_detector() {
     assert_eq!(v.len(), 1);
     let dets = v[0]["detections"].as_array().cloned().unwrap_or_default();
     assert_eq!(dets.len(), 1);
-    let exp: Value = serde_json::from_str(&std::fs::read_to_string(fixture("tiny_face_detector/astronaut.json")).unwrap_or_default())
-        .unwrap_or_default();
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny_face_detector/astronaut.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
     for k in 0..4 {
         let a = dets[0]["bbox"][k].as_f64().unwrap_or(0.0);
         let b = exp["detections"][0]["bbox"][k].as_f64().unwrap_or(1e9);
@@ -57,7 +60,10 @@ fn face_landmarks_from_the_cli_gives_68_points_per_face() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v = lines(&out.stdout);
-    let kp = v[0]["detections"][0]["keypoints"].as_array().cloned().unwrap_or_default();
+    let kp = v[0]["detections"][0]["keypoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(kp.len(), 68);
 }
 
@@ -84,10 +90,16 @@ fn a_bad_image_fails_alone_with_one_line_and_a_nonzero_exit() {
 
 #[test]
 fn unknown_model_and_bad_flags_are_clear_errors() {
-    let out = modeldock().args(["infer", "--model", "nope", "x.png"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .args(["infer", "--model", "nope", "x.png"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model 'nope'"));
-    let out = modeldock().args(["models", "--budget", "lots"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .args(["models", "--budget", "lots"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("budget 'lots'"));
 }
 
@@ -102,11 +114,17 @@ fn models_lists_the_built_in_and_extra_folders() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let ids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect()).unwrap_or_default();
+    let ids: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
     for id in ["face-detector", "face-landmarks", "face-landmarks-tiny", "extra-toy"] {
         assert!(ids.contains(&id), "{ids:?}");
     }
-    assert!(v.as_array().map(|a| a.iter().all(|m| m["state"] == "Available")).unwrap_or(false));
+    assert!(v
+        .as_array()
+        .map(|a| a.iter().all(|m| m["state"] == "Available"))
+        .unwrap_or(false));
     // The environment variable works too.
     let out = modeldock()
         .args(["models", "--json"])
@@ -118,7 +136,10 @@ fn models_lists_the_built_in_and_extra_folders() {
 
 #[test]
 fn bench_reports_one_load_for_32_concurrent_requests() {
-    let out = modeldock().args(["bench", "--json", "--runs", "5"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .args(["bench", "--json", "--runs", "5"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     for k in [
@@ -182,7 +203,8 @@ fn import_tfjs_converts_quantised_weights_and_layouts() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let t = candle_core::safetensors::load(d.join("out/m.safetensors"), &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+    let t = candle_core::safetensors::load(d.join("out/m.safetensors"), &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e}"));
     let conv = &t["conv0.weight"];
     assert_eq!(conv.dims(), &[3, 1, 1, 2], "OIHW");
     let v: Vec<f32> = conv.flatten_all().and_then(|x| x.to_vec1()).unwrap_or_default();

@@ -10,7 +10,10 @@ use modeldock::engine::{Event, ImageInput};
 use modeldock::vision::InferParams;
 
 fn bytes(name: &str, b: Vec<u8>) -> ImageInput {
-    ImageInput::Bytes { name: name.into(), bytes: Arc::new(b) }
+    ImageInput::Bytes {
+        name: name.into(),
+        bytes: Arc::new(b),
+    }
 }
 
 #[test]
@@ -24,15 +27,26 @@ fn thirty_two_concurrent_requests_to_a_cold_model_load_it_once() {
             let (e, b) = (engine.clone(), barrier.clone());
             std::thread::spawn(move || {
                 b.wait();
-                e.infer_wait("cold", bytes(&format!("img{i}"), png(40 + i, 30)), InferParams::default())
+                e.infer_wait(
+                    "cold",
+                    bytes(&format!("img{i}"), png(40 + i, 30)),
+                    InferParams::default(),
+                )
             })
         })
         .collect();
-    let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap_or_else(|_| panic!("thread"))).collect();
+    let answers: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or_else(|_| panic!("thread")))
+        .collect();
     assert_eq!(answers.len(), 32);
     let ok = answers.iter().filter(|a| a.is_ok()).count();
     assert_eq!(ok, 32, "{:?}", answers.iter().find(|a| a.is_err()));
-    let mut ids: Vec<u64> = answers.iter().filter_map(|a| a.as_ref().ok()).map(|r| r.request_id).collect();
+    let mut ids: Vec<u64> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .map(|r| r.request_id)
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 32, "each request got its own answer");
@@ -54,7 +68,11 @@ fn a_resident_model_keeps_answering_while_another_loads() {
         let r = engine.infer_wait("fast", bytes("x", png(20 + i, 20)), InferParams::default());
         assert!(r.is_ok(), "{r:?}");
     }
-    assert_eq!(state(&engine, "slow"), "Loading", "answers came while the other load was still running");
+    assert_eq!(
+        state(&engine, "slow"),
+        "Loading",
+        "answers came while the other load was still running"
+    );
     wait_state(&engine, "slow", "Resident");
     engine.shutdown();
 }
@@ -72,8 +90,15 @@ fn progress_events_count_bytes_up_to_the_total() {
     let mut seen = 0;
     loop {
         match engine.events().recv_timeout(WAIT) {
-            Ok(Event::LoadProgress { bytes_done, bytes_total, .. }) => {
-                assert!(bytes_done >= last && bytes_done <= bytes_total, "{bytes_done}/{bytes_total}");
+            Ok(Event::LoadProgress {
+                bytes_done,
+                bytes_total,
+                ..
+            }) => {
+                assert!(
+                    bytes_done >= last && bytes_done <= bytes_total,
+                    "{bytes_done}/{bytes_total}"
+                );
                 assert_eq!(bytes_total, total);
                 last = bytes_done;
                 seen += 1;
@@ -95,7 +120,11 @@ fn progress_events_count_bytes_up_to_the_total() {
 #[test]
 fn a_panicking_or_failing_forward_answers_with_an_error_and_the_engine_carries_on() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    toy(dir.path(), "fragile", &[("panic_on_width", 13.0), ("error_on_width", 17.0)]);
+    toy(
+        dir.path(),
+        "fragile",
+        &[("panic_on_width", 13.0), ("error_on_width", 17.0)],
+    );
     toy(dir.path(), "other", &[]);
     let (engine, _) = engine_for(dir.path(), config());
     let r = engine.infer_wait("fragile", bytes("boom.png", png(13, 10)), InferParams::default());
@@ -104,8 +133,12 @@ fn a_panicking_or_failing_forward_answers_with_an_error_and_the_engine_carries_o
     let r = engine.infer_wait("fragile", bytes("bad.png", png(17, 10)), InferParams::default());
     let e = r.err().map(|e| e.error).unwrap_or_default();
     assert!(e.contains("bad.png") && e.contains("forced error"), "{e}");
-    assert!(engine.infer_wait("fragile", bytes("ok.png", png(20, 10)), InferParams::default()).is_ok());
-    assert!(engine.infer_wait("other", bytes("ok.png", png(20, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("fragile", bytes("ok.png", png(20, 10)), InferParams::default())
+        .is_ok());
+    assert!(engine
+        .infer_wait("other", bytes("ok.png", png(20, 10)), InferParams::default())
+        .is_ok());
     engine.shutdown();
 }
 
@@ -115,13 +148,22 @@ fn cache_hits_answer_without_the_model_and_params_change_the_key() {
     toy(dir.path(), "t", &[]);
     let (engine, _) = engine_for(dir.path(), config());
     let img = png(64, 48);
-    let a = engine.infer_wait("t", bytes("a", img.clone()), InferParams::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    let a = engine
+        .infer_wait("t", bytes("a", img.clone()), InferParams::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(!a.output.cached);
-    let b = engine.infer_wait("t", bytes("a", img.clone()), InferParams::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    let b = engine
+        .infer_wait("t", bytes("a", img.clone()), InferParams::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(b.output.cached);
     assert_eq!(a.output.detections, b.output.detections);
-    let p = InferParams { conf: Some(0.99), iou: None };
-    let c = engine.infer_wait("t", bytes("a", img), p).unwrap_or_else(|e| panic!("{e:?}"));
+    let p = InferParams {
+        conf: Some(0.99),
+        iou: None,
+    };
+    let c = engine
+        .infer_wait("t", bytes("a", img), p)
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(!c.output.cached, "other params miss the cache");
     engine.shutdown();
 }
@@ -131,10 +173,14 @@ fn unload_frees_and_the_next_request_loads_again() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     toy(dir.path(), "t", &[]);
     let (engine, _) = engine_for(dir.path(), config());
-    assert!(engine.infer_wait("t", bytes("a", png(10, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("t", bytes("a", png(10, 10)), InferParams::default())
+        .is_ok());
     engine.unload("t").unwrap_or_else(|e| panic!("{e}"));
     wait_state(&engine, "t", "Available");
-    assert!(engine.infer_wait("t", bytes("b", png(11, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("t", bytes("b", png(11, 10)), InferParams::default())
+        .is_ok());
     assert_eq!(engine.status("t").map(|m| m.loads), Some(2));
     engine.shutdown();
 }
@@ -145,7 +191,9 @@ fn keep_alive_zero_unloads_after_each_request() {
     modeldock::models::toy::write_toy_model(dir.path(), "brief", 0, "keep_alive = \"0\"", &[])
         .unwrap_or_else(|e| panic!("{e}"));
     let (engine, _) = engine_for(dir.path(), config());
-    assert!(engine.infer_wait("brief", bytes("a", png(10, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("brief", bytes("a", png(10, 10)), InferParams::default())
+        .is_ok());
     wait_state(&engine, "brief", "Available");
     engine.shutdown();
 }
@@ -159,7 +207,11 @@ fn preload_starts_in_the_background() {
     let (engine, _) = engine_for(dir.path(), config());
     wait_state(&engine, "eager", "Resident");
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(state(&engine, "lazy"), "Available", "only manifests are read for the others");
+    assert_eq!(
+        state(&engine, "lazy"),
+        "Available",
+        "only manifests are read for the others"
+    );
     engine.shutdown();
 }
 
@@ -172,13 +224,17 @@ fn a_model_over_budget_fails_with_a_clear_message_and_others_keep_serving() {
     c.budget_bytes = 2 << 20;
     let (engine, _) = engine_for(dir.path(), c);
     engine.pin("small", true).unwrap_or_else(|e| panic!("{e}"));
-    assert!(engine.infer_wait("small", bytes("a", png(10, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("small", bytes("a", png(10, 10)), InferParams::default())
+        .is_ok());
     let e = engine
         .infer_wait("huge", bytes("a", png(10, 10)), InferParams::default())
         .err()
         .map(|e| e.error)
         .unwrap_or_default();
     assert!(e.contains("huge needs 4 MiB") && e.contains("budget"), "{e}");
-    assert!(engine.infer_wait("small", bytes("b", png(12, 10)), InferParams::default()).is_ok());
+    assert!(engine
+        .infer_wait("small", bytes("b", png(12, 10)), InferParams::default())
+        .is_ok());
     engine.shutdown();
 }

@@ -21,9 +21,11 @@ use serde_json::Value;
 fn vb_for(id: &str) -> (candle_nn::VarBuilder<'static>, modeldock::models::Manifest) {
     let reg = Registry::discover(&[]);
     let e = reg.get(id).unwrap_or_else(|| panic!("{id} is built in")).clone();
-    let WeightsResolved::Local(src) = &e.weights else { panic!("local weights") };
-    let vb = var_builder(src, e.predicted_bytes, &Device::Cpu, Arc::new(|_, _| {}))
-        .unwrap_or_else(|err| panic!("{err}"));
+    let WeightsResolved::Local(src) = &e.weights else {
+        panic!("local weights")
+    };
+    let vb =
+        var_builder(src, e.predicted_bytes, &Device::Cpu, Arc::new(|_, _| {})).unwrap_or_else(|err| panic!("{err}"));
     (vb, e.manifest)
 }
 
@@ -59,7 +61,10 @@ fn image(name: &str) -> image::RgbImage {
 }
 
 fn bbox(v: &Value) -> [f32; 4] {
-    let a: Vec<f32> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default();
+    let a: Vec<f32> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+        .unwrap_or_default();
     [a[0], a[1], a[2], a[3]]
 }
 
@@ -69,7 +74,9 @@ fn tiny_face_detector_matches_reference_activations() {
     let net = TinyFaceDetector::load(vb, &m).unwrap_or_else(|e| panic!("{e}"));
     let r = reference("tiny_face_detector/astronaut.safetensors");
     // Preprocessing parity: our tensor path gives the reference input.
-    let ours = net.preprocess(&FloatImage::from_rgb(&image("astronaut.png"))).unwrap_or_else(|e| panic!("{e}"));
+    let ours = net
+        .preprocess(&FloatImage::from_rgb(&image("astronaut.png")))
+        .unwrap_or_else(|e| panic!("{e}"));
     let d = max_abs_diff(&ours, &r["input"]);
     assert!(d <= 1e-4, "input differs by {d}");
     let acts = net.forward_all(&r["input"]).unwrap_or_else(|e| panic!("{e}"));
@@ -99,7 +106,9 @@ fn tiny_face_detector_matches_reference_detections() {
     let _ = reg;
     for name in ["astronaut", "camera"] {
         let j = json(&format!("tiny_face_detector/{name}.json"));
-        let (dets, _) = net.infer(&image(&format!("{name}.png")), &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+        let (dets, _) = net
+            .infer(&image(&format!("{name}.png")), &InferParams::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         let exp = j["detections"].as_array().cloned().unwrap_or_default();
         assert!(!exp.is_empty());
         check_detections(&dets, &exp, name);
@@ -108,13 +117,19 @@ fn tiny_face_detector_matches_reference_detections() {
 
 #[test]
 fn landmark_nets_match_reference_activations() {
-    for (id, dir, blocks) in [("face-landmarks", "face_landmark_68", 4), ("face-landmarks-tiny", "face_landmark_68_tiny", 3)] {
+    for (id, dir, blocks) in [
+        ("face-landmarks", "face_landmark_68", 4),
+        ("face-landmarks-tiny", "face_landmark_68_tiny", 3),
+    ] {
         let (vb, _) = vb_for(id);
         let net = LandmarkNet::load(vb, blocks == 3).unwrap_or_else(|e| panic!("{e}"));
         let r = reference(&format!("{dir}/astronaut.safetensors"));
         // Preprocessing parity on the crop the reference used.
         let j = json(&format!("{dir}/astronaut.json"));
-        let c: Vec<usize> = j["crop"].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect()).unwrap_or_default();
+        let c: Vec<usize> = j["crop"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).map(|v| v as usize).collect())
+            .unwrap_or_default();
         let crop = FloatImage::from_rgb(&image("astronaut.png")).crop(c[0], c[1], c[2], c[3]);
         let d = max_abs_diff(&net.preprocess(&crop).unwrap_or_else(|e| panic!("{e}")), &r["input"]);
         assert!(d <= 1e-4, "{dir}: input differs by {d}");
@@ -135,19 +150,27 @@ fn landmark_nets_match_reference_activations() {
         assert_eq!(pts.len(), 68);
         for (p, e) in pts.iter().zip(&exp) {
             let (ex, ey) = (e[0].as_f64().unwrap_or(0.0) as f32, e[1].as_f64().unwrap_or(0.0) as f32);
-            assert!((p[0] - ex).abs() < 0.01 && (p[1] - ey).abs() < 0.01, "{dir}: {p:?} vs {ex},{ey}");
+            assert!(
+                (p[0] - ex).abs() < 0.01 && (p[1] - ey).abs() < 0.01,
+                "{dir}: {p:?} vs {ex},{ey}"
+            );
         }
     }
 }
 
 #[test]
 fn detector_plus_landmarks_match_reference_points() {
-    for (id, dir) in [("face-landmarks", "face_landmark_68"), ("face-landmarks-tiny", "face_landmark_68_tiny")] {
+    for (id, dir) in [
+        ("face-landmarks", "face_landmark_68"),
+        ("face-landmarks-tiny", "face_landmark_68_tiny"),
+    ] {
         let (vb, m) = vb_for(id);
         let model = FaceLandmarks::load(vb, &m).unwrap_or_else(|e| panic!("{e}"));
         for name in ["astronaut", "camera"] {
             let j = json(&format!("{dir}/{name}.json"));
-            let (faces, _) = model.infer(&image(&format!("{name}.png")), &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+            let (faces, _) = model
+                .infer(&image(&format!("{name}.png")), &InferParams::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             let exp = j["faces"].as_array().cloned().unwrap_or_default();
             assert_eq!(faces.len(), exp.len(), "{dir}/{name}: faces");
             for (f, e) in faces.iter().zip(&exp) {
@@ -156,7 +179,10 @@ fn detector_plus_landmarks_match_reference_points() {
                 assert_eq!(f.keypoints.len(), 68);
                 for (k, p) in f.keypoints.iter().zip(&pts) {
                     let (ex, ey) = (p[0].as_f64().unwrap_or(0.0) as f32, p[1].as_f64().unwrap_or(0.0) as f32);
-                    assert!((k[0] - ex).abs() <= 0.5 && (k[1] - ey).abs() <= 0.5, "{dir}/{name}: {k:?} vs {ex},{ey}");
+                    assert!(
+                        (k[0] - ex).abs() <= 0.5 && (k[1] - ey).abs() <= 0.5,
+                        "{dir}/{name}: {k:?} vs {ex},{ey}"
+                    );
                 }
             }
         }
@@ -167,8 +193,12 @@ fn detector_plus_landmarks_match_reference_points() {
 fn an_image_without_a_face_gives_none() {
     let (vb, m) = vb_for("face-detector");
     let net = TinyFaceDetector::load(vb, &m).unwrap_or_else(|e| panic!("{e}"));
-    let sky = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([40 + (x / 8) as u8, 90 + (y / 8) as u8, 200]));
-    let (dets, _) = net.infer(&sky, &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+    let sky = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([40 + (x / 8) as u8, 90 + (y / 8) as u8, 200])
+    });
+    let (dets, _) = net
+        .infer(&sky, &InferParams::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(dets.is_empty(), "{dets:?}");
 }
 
@@ -177,12 +207,16 @@ fn a_scaled_and_padded_astronaut_gives_the_scaled_box() {
     let (vb, m) = vb_for("face-detector");
     let net = TinyFaceDetector::load(vb, &m).unwrap_or_else(|e| panic!("{e}"));
     let src = image("astronaut.png");
-    let (orig, _) = net.infer(&src, &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+    let (orig, _) = net
+        .infer(&src, &InferParams::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     // 1.5× larger, on a black canvas (face-api pads with zeros too), offset.
     let big = image::imageops::resize(&src, 768, 768, image::imageops::FilterType::Triangle);
     let mut canvas = image::RgbImage::new(820, 800);
     image::imageops::replace(&mut canvas, &big, 40, 20);
-    let (dets, _) = net.infer(&canvas, &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+    let (dets, _) = net
+        .infer(&canvas, &InferParams::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(dets.len(), 1, "{dets:?}");
     let s = 1.5;
     let b = orig[0].bbox;

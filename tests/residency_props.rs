@@ -69,7 +69,10 @@ impl Harness {
         for a in actions {
             match a {
                 Action::StartLoad { model } => {
-                    prop_assert!(!self.loading.contains(&model), "second load of {model} while one is in flight");
+                    prop_assert!(
+                        !self.loading.contains(&model),
+                        "second load of {model} while one is in flight"
+                    );
                     self.loading.insert(model);
                 }
                 Action::Run { model, request } => {
@@ -103,7 +106,12 @@ impl Harness {
                 Action::LoadFailed { .. } => {}
             }
         }
-        prop_assert!(self.r.used_bytes() <= self.r.budget, "budget exceeded: {} > {}", self.r.used_bytes(), self.r.budget);
+        prop_assert!(
+            self.r.used_bytes() <= self.r.budget,
+            "budget exceeded: {} > {}",
+            self.r.used_bytes(),
+            self.r.budget
+        );
         prop_assert!(self.r.resident_count() <= self.r.max_resident);
         Ok(())
     }
@@ -129,12 +137,20 @@ impl Harness {
                 if !self.loading.remove(&m) {
                     return Ok(());
                 }
-                let res = if *ok { Ok(Some(SIZES[*i])) } else { Err(format!("{m}: disk on fire")) };
+                let res = if *ok {
+                    Ok(Some(SIZES[*i]))
+                } else {
+                    Err(format!("{m}: disk on fire"))
+                };
                 self.r.load_finished(&m, res, self.now)
             }
             Op::Finish(i) => {
                 let m = name(*i);
-                let Some(req) = self.running.get_mut(&m).and_then(|v| (!v.is_empty()).then(|| v.remove(0))) else {
+                let Some(req) = self
+                    .running
+                    .get_mut(&m)
+                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+                else {
                     return Ok(());
                 };
                 *self.answers.entry(req).or_default() += 1;
@@ -232,7 +248,13 @@ fn failed_load_rejects_waiters_then_a_retry_succeeds() {
     let a = r.request("a", 3, 2);
     assert!(a.contains(&Action::StartLoad { model: "a".into() }));
     let a = r.load_finished("a", Ok(None), 3);
-    assert_eq!(a, vec![Action::Run { model: "a".into(), request: 3 }]);
+    assert_eq!(
+        a,
+        vec![Action::Run {
+            model: "a".into(),
+            request: 3
+        }]
+    );
 }
 
 #[test]
@@ -249,7 +271,10 @@ fn budget_refusal_names_need_free_and_pinned() {
     assert!(error.contains("needs 412 MiB"), "{error}");
     assert!(error.contains("100 MiB free of a 1000 MiB budget"), "{error}");
     assert!(error.contains("pinned: big"), "{error}");
-    assert!(matches!(r.slot("big").map(|s| &s.phase), Some(Phase::Resident { .. })), "pinned model kept");
+    assert!(
+        matches!(r.slot("big").map(|s| &s.phase), Some(Phase::Resident { .. })),
+        "pinned model kept"
+    );
 }
 
 #[test]
@@ -268,7 +293,10 @@ fn lru_idle_model_is_evicted_first() {
     let acts = r.load("c", 30);
     assert_eq!(
         acts[0],
-        Action::Free { model: "b".into(), reason: FreeReason::Evicted { for_model: "c".into() } }
+        Action::Free {
+            model: "b".into(),
+            reason: FreeReason::Evicted { for_model: "c".into() }
+        }
     );
 }
 
@@ -278,18 +306,33 @@ fn unload_waits_for_in_flight_and_later_requests_reload() {
     r.register("a", 100, false, None);
     r.load("a", 0);
     r.load_finished("a", Ok(None), 0);
-    assert_eq!(r.request("a", 1, 1), vec![Action::Run { model: "a".into(), request: 1 }]);
+    assert_eq!(
+        r.request("a", 1, 1),
+        vec![Action::Run {
+            model: "a".into(),
+            request: 1
+        }]
+    );
     assert!(r.unload("a", 2).is_empty(), "busy model is not freed yet");
     assert!(r.request("a", 2, 3).is_empty(), "request after the unload waits");
     let acts = r.request_finished("a", 1, 4);
     assert_eq!(
         acts,
         vec![
-            Action::Free { model: "a".into(), reason: FreeReason::Unloaded },
+            Action::Free {
+                model: "a".into(),
+                reason: FreeReason::Unloaded
+            },
             Action::StartLoad { model: "a".into() }
         ]
     );
-    assert_eq!(r.load_finished("a", Ok(None), 5), vec![Action::Run { model: "a".into(), request: 2 }]);
+    assert_eq!(
+        r.load_finished("a", Ok(None), 5),
+        vec![Action::Run {
+            model: "a".into(),
+            request: 2
+        }]
+    );
 }
 
 #[test]
@@ -301,7 +344,13 @@ fn keep_alive_frees_only_idle_models() {
     assert!(r.tick(1000).is_empty(), "a request is running");
     r.request_finished("a", 1, 1000);
     assert!(r.tick(1050).is_empty());
-    assert_eq!(r.tick(1100), vec![Action::Free { model: "a".into(), reason: FreeReason::Idle }]);
+    assert_eq!(
+        r.tick(1100),
+        vec![Action::Free {
+            model: "a".into(),
+            reason: FreeReason::Idle
+        }]
+    );
     assert_eq!(KeepAlive::parse("5m"), Some(KeepAlive::Millis(300_000)));
     assert_eq!(KeepAlive::parse("-1"), Some(KeepAlive::Forever));
     assert_eq!(KeepAlive::parse("0"), Some(KeepAlive::Millis(0)));

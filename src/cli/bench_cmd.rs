@@ -35,7 +35,9 @@ fn mb(b: Option<u64>) -> f64 {
 
 /// A 512×512 test card with soft gradients, PNG-encoded.
 pub fn test_card_png() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(512, 512, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, ((x + y) / 4) as u8]));
+    let img = image::RgbImage::from_fn(512, 512, |x, y| {
+        image::Rgb([(x / 2) as u8, (y / 2) as u8, ((x + y) / 4) as u8])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
     let _ = img.write_to(&mut out, image::ImageFormat::Png);
     out.into_inner()
@@ -100,9 +102,9 @@ pub fn run(argv: &[String]) -> Result<i32> {
     for _ in 0..5 {
         let t = Instant::now();
         let n = match &entry.weights {
-            WeightsResolved::Local(WeightsSource::File(p)) => {
-                std::fs::read(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?.len()
-            }
+            WeightsResolved::Local(WeightsSource::File(p)) => std::fs::read(p)
+                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?
+                .len(),
             WeightsResolved::Local(WeightsSource::Embedded { bytes, .. }) => bytes.to_vec().len(),
             _ => 0,
         };
@@ -138,17 +140,31 @@ pub fn run(argv: &[String]) -> Result<i32> {
                     conf: Some(0.001 * i as f32),
                     iou: None,
                 };
-                e.infer_wait(&m, ImageInput::Bytes { name: "bench".into(), bytes: img }, p).is_ok()
+                e.infer_wait(
+                    &m,
+                    ImageInput::Bytes {
+                        name: "bench".into(),
+                        bytes: img,
+                    },
+                    p,
+                )
+                .is_ok()
             })
         })
         .collect();
-    let answers = handles.into_iter().filter_map(|h| h.join().ok()).filter(|ok| *ok).count();
+    let answers = handles
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .filter(|ok| *ok)
+        .count();
     let loads = engine.status(&model).map(|m| m.loads).unwrap_or(0) - loads_before;
 
     // Warm inference on decoded frames (never cached).
-    let decoded = Arc::new(
-        crate::vision::decode::decode_bytes("bench image", &image, &Default::default())?,
-    );
+    let decoded = Arc::new(crate::vision::decode::decode_bytes(
+        "bench image",
+        &image,
+        &Default::default(),
+    )?);
     let mut warm = Vec::new();
     let mut forward = Vec::new();
     for _ in 0..runs {
@@ -168,12 +184,26 @@ pub fn run(argv: &[String]) -> Result<i32> {
     }
 
     // Cache hits: the same bytes and parameters again.
-    let _ = engine.infer_wait(&model, ImageInput::Bytes { name: "bench".into(), bytes: image.clone() }, InferParams::default());
+    let _ = engine.infer_wait(
+        &model,
+        ImageInput::Bytes {
+            name: "bench".into(),
+            bytes: image.clone(),
+        },
+        InferParams::default(),
+    );
     let mut hits = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         let r = engine
-            .infer_wait(&model, ImageInput::Bytes { name: "bench".into(), bytes: image.clone() }, InferParams::default())
+            .infer_wait(
+                &model,
+                ImageInput::Bytes {
+                    name: "bench".into(),
+                    bytes: image.clone(),
+                },
+                InferParams::default(),
+            )
             .map_err(|e| Error::msg(e.error))?;
         if r.output.cached {
             hits.push(t.elapsed().as_secs_f64() * 1e3);

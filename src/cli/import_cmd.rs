@@ -10,12 +10,19 @@ pub fn run(argv: &[String]) -> Result<i32> {
     let args = Args::parse(argv, &["out", "add"], &[])?;
     let (kind, manifest) = match args.positional.as_slice() {
         [k, m] => (k.as_str(), PathBuf::from(m)),
-        _ => return Err(Error::msg("usage: modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]")),
+        _ => {
+            return Err(Error::msg(
+                "usage: modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]",
+            ))
+        }
     };
     if kind != "tfjs" {
         return Err(Error::msg(format!("import: unknown format '{kind}' (supported: tfjs)")));
     }
-    let out = PathBuf::from(args.value("out").ok_or_else(|| Error::msg("import: --out DIR is required"))?);
+    let out = PathBuf::from(
+        args.value("out")
+            .ok_or_else(|| Error::msg("import: --out DIR is required"))?,
+    );
     let mut extra = Vec::new();
     for a in args.values("add") {
         let (p, m) = a

@@ -48,7 +48,10 @@ pub fn run(argv: &[String]) -> Result<i32> {
     if reg.get(&model).is_none() {
         engine.shutdown();
         let known: Vec<&str> = reg.entries.iter().map(|e| e.manifest.id.as_str()).collect();
-        return Err(Error::msg(format!("unknown model '{model}' (known: {})", known.join(", "))));
+        return Err(Error::msg(format!(
+            "unknown model '{model}' (known: {})",
+            known.join(", ")
+        )));
     }
     let mut failures = 0;
     for img in &args.positional {

@@ -78,5 +78,7 @@ pub fn main() -> i32 {
 }
 
 fn app(_argv: &[String]) -> Result<i32> {
-    Err(crate::error::Error::msg("the desktop app is not part of this build yet"))
+    Err(crate::error::Error::msg(
+        "the desktop app is not part of this build yet",
+    ))
 }

@@ -13,7 +13,10 @@ pub fn run(argv: &[String]) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&snap.models).unwrap_or_default());
         return Ok(0);
     }
-    println!("{:<22} {:<10} {:<10} {:>10}  {:<12} LICENCE", "ID", "TASK", "STATE", "SIZE", "KEEP-ALIVE");
+    println!(
+        "{:<22} {:<10} {:<10} {:>10}  {:<12} LICENCE",
+        "ID", "TASK", "STATE", "SIZE", "KEEP-ALIVE"
+    );
     for m in &snap.models {
         println!(
             "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",

@@ -10,7 +10,14 @@ use crate::error::{Error, Result};
 use crate::models::registry::Registry;
 use crate::telemetry::process;
 
-pub const ENGINE_FLAGS: &[&str] = &["models-dir", "budget", "keep-alive", "device", "preload", "max-resident"];
+pub const ENGINE_FLAGS: &[&str] = &[
+    "models-dir",
+    "budget",
+    "keep-alive",
+    "device",
+    "preload",
+    "max-resident",
+];
 
 pub const ENGINE_HELP: &str = "\
   --models-dir DIR     another folder of <id>/model.toml (repeatable; also MODELDOCK_MODELS)
@@ -44,8 +51,8 @@ pub fn config(args: &Args) -> Result<EngineConfig> {
         c.budget_bytes = parse_bytes(&b, process::total_ram())?;
     }
     if let Some(k) = args.value("keep-alive") {
-        c.default_keep_alive = KeepAlive::parse(k)
-            .ok_or_else(|| Error::msg(format!("--keep-alive '{k}': expected 5m, 30s, 0 or -1")))?;
+        c.default_keep_alive =
+            KeepAlive::parse(k).ok_or_else(|| Error::msg(format!("--keep-alive '{k}': expected 5m, 30s, 0 or -1")))?;
     }
     if let Some(n) = args.usize("max-resident")? {
         if n == 0 {
@@ -54,7 +61,11 @@ pub fn config(args: &Args) -> Result<EngineConfig> {
         c.max_resident = n;
     }
     if let Some(p) = args.value("preload") {
-        c.preload = p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        c.preload = p
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     Ok(c)
 }

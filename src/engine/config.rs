@@ -52,13 +52,17 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(i) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::msg("cuda: this build has no CUDA support (build with --features cuda)"));
+                    return Err(Error::msg(
+                        "cuda: this build has no CUDA support (build with --features cuda)",
+                    ));
                 }
                 Device::new_cuda(*i).map_err(|e| Error::from(e).context(format!("cuda:{i}")))
             }
             DeviceChoice::Metal(i) => {
                 if !candle_core::utils::metal_is_available() {
-                    return Err(Error::msg("metal: this build has no Metal support (build with --features metal)"));
+                    return Err(Error::msg(
+                        "metal: this build has no Metal support (build with --features metal)",
+                    ));
                 }
                 Device::new_metal(*i).map_err(|e| Error::from(e).context(format!("metal:{i}")))
             }
@@ -100,13 +104,18 @@ pub fn parse_bytes(s: &str, base: u64) -> Result<u64> {
     for (u, m) in units {
         if let Some(n) = lower.strip_suffix(u) {
             let v: f64 = n.trim().parse().map_err(|_| bad())?;
-            if !(v > 0.0) || !v.is_finite() {
+            if v.is_nan() || v <= 0.0 || !v.is_finite() {
                 return Err(bad());
             }
             return Ok((v * m) as u64);
         }
     }
-    let v: u64 = lower.strip_suffix('b').unwrap_or(&lower).trim().parse().map_err(|_| bad())?;
+    let v: u64 = lower
+        .strip_suffix('b')
+        .unwrap_or(&lower)
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
     if v == 0 {
         return Err(bad());
     }

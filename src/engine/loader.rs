@@ -26,8 +26,16 @@ pub struct Loaded {
 }
 
 pub enum LoaderMsg {
-    Progress { model: String, done: u64, total: u64, eta_ms: Option<u64> },
-    Done { model: String, result: Result<Loaded, String> },
+    Progress {
+        model: String,
+        done: u64,
+        total: u64,
+        eta_ms: Option<u64>,
+    },
+    Done {
+        model: String,
+        result: Result<Loaded, String>,
+    },
 }
 
 /// Minimum time between two progress messages (~20 per second).
@@ -79,7 +87,9 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let start = Instant::now();
     let rss_before = process::rss_bytes();
     let total = e.predicted_bytes;
-    let last = Arc::new(std::sync::Mutex::new(Instant::now() - std::time::Duration::from_secs(1)));
+    let last = Arc::new(std::sync::Mutex::new(
+        Instant::now() - std::time::Duration::from_secs(1),
+    ));
     let (tx, model_id) = (out.clone(), id.clone());
     let progress: models::weights::ProgressFn = Arc::new(move |done, total| {
         let now = Instant::now();

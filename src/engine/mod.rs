@@ -131,11 +131,30 @@ pub struct Snapshot {
 
 #[derive(Clone, Debug)]
 pub enum Event {
-    LoadStarted { model: String, bytes_total: u64 },
-    LoadProgress { model: String, bytes_done: u64, bytes_total: u64, eta_ms: Option<u64> },
-    Loaded { model: String, predicted_bytes: u64, measured_bytes: Option<u64>, load_ms: f64 },
-    Freed { model: String, reason: String },
-    LoadFailed { model: String, error: String },
+    LoadStarted {
+        model: String,
+        bytes_total: u64,
+    },
+    LoadProgress {
+        model: String,
+        bytes_done: u64,
+        bytes_total: u64,
+        eta_ms: Option<u64>,
+    },
+    Loaded {
+        model: String,
+        predicted_bytes: u64,
+        measured_bytes: Option<u64>,
+        load_ms: f64,
+    },
+    Freed {
+        model: String,
+        reason: String,
+    },
+    LoadFailed {
+        model: String,
+        error: String,
+    },
     Answer(Answer),
     /// The shared snapshot changed.
     Changed,
@@ -215,7 +234,8 @@ impl Engine {
             submitted: Instant::now(),
         })
         .map_err(|e| fail(e.to_string()))?;
-        rrx.recv().map_err(|_| fail("engine stopped before answering".to_string()))?
+        rrx.recv()
+            .map_err(|_| fail("engine stopped before answering".to_string()))?
     }
 
     pub fn load(&self, model: &str) -> Result<()> {

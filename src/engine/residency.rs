@@ -57,7 +57,7 @@ impl KeepAlive {
             (s, 1e3)
         };
         let v: f64 = num.trim().parse().ok()?;
-        if !(v >= 0.0) || !v.is_finite() {
+        if v.is_nan() || v < 0.0 || !v.is_finite() {
             return None;
         }
         Some(KeepAlive::Millis((v * mult) as u64))
@@ -112,7 +112,9 @@ impl fmt::Display for FreeReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FreeReason::Unloaded => f.write_str("unloaded by request"),
-            FreeReason::Evicted { for_model } => write!(f, "evicted (least recently used) to make room for {for_model}"),
+            FreeReason::Evicted { for_model } => {
+                write!(f, "evicted (least recently used) to make room for {for_model}")
+            }
             FreeReason::Idle => f.write_str("keep-alive expired"),
         }
     }
@@ -121,13 +123,27 @@ impl fmt::Display for FreeReason {
 /// What the worker must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    StartLoad { model: String },
-    Run { model: String, request: RequestId },
-    Reject { request: RequestId, error: String },
-    Free { model: String, reason: FreeReason },
+    StartLoad {
+        model: String,
+    },
+    Run {
+        model: String,
+        request: RequestId,
+    },
+    Reject {
+        request: RequestId,
+        error: String,
+    },
+    Free {
+        model: String,
+        reason: FreeReason,
+    },
     /// A load could not start or finished with an error; `Reject`s for its
     /// parked requests follow.
-    LoadFailed { model: String, error: String },
+    LoadFailed {
+        model: String,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +218,11 @@ impl Residency {
 
     /// Bytes held (predicted) by loading and resident models.
     pub fn used_bytes(&self) -> u64 {
-        self.slots.values().filter(|s| s.phase.holds_memory()).map(|s| s.predicted).sum()
+        self.slots
+            .values()
+            .filter(|s| s.phase.holds_memory())
+            .map(|s| s.predicted)
+            .sum()
     }
 
     pub fn resident_count(&self) -> usize {
@@ -335,7 +355,11 @@ impl Residency {
                 };
                 error.push_str(&format!(
                     "; pinned: {}",
-                    if pinned.is_empty() { "none".to_string() } else { pinned.join(", ") }
+                    if pinned.is_empty() {
+                        "none".to_string()
+                    } else {
+                        pinned.join(", ")
+                    }
                 ));
                 if !busy.is_empty() {
                     error.push_str(&format!("; busy: {}", busy.join(", ")));
@@ -350,7 +374,9 @@ impl Residency {
                 s.phase = Phase::Available;
                 out.push(Action::Free {
                     model: k.clone(),
-                    reason: FreeReason::Evicted { for_model: id.to_string() },
+                    reason: FreeReason::Evicted {
+                        for_model: id.to_string(),
+                    },
                 });
             }
         }

@@ -15,8 +15,7 @@ use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
 use super::stats::Stats;
 use super::{
-    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot,
-    WakeFn,
+    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot, WakeFn,
 };
 use crate::models::registry::Registry;
 use crate::models::Model;
@@ -71,7 +70,12 @@ pub(super) fn spawn(
             let loader = loader::spawn(load_rx, msg_tx);
             let mut residency = Residency::new(config.budget_bytes, config.max_resident, config.default_keep_alive);
             for e in &registry.entries {
-                residency.register(&e.manifest.id, e.predicted_bytes, e.manifest.pinned, e.manifest.keep_alive());
+                residency.register(
+                    &e.manifest.id,
+                    e.predicted_bytes,
+                    e.manifest.pinned,
+                    e.manifest.keep_alive(),
+                );
             }
             let device = config.device.open().map_err(|e| e.to_string());
             if let Err(e) = &device {
@@ -274,7 +278,9 @@ impl Worker {
             ImageInput::Bytes { bytes, .. } => (Some(bytes), None),
             ImageInput::Frame { image, .. } => (None, Some(image)),
         };
-        let cache_key = bytes.as_ref().map(|b| cache::key(blake3::hash(b).as_bytes(), &model, &params));
+        let cache_key = bytes
+            .as_ref()
+            .map(|b| cache::key(blake3::hash(b).as_bytes(), &model, &params));
         if let Some(k) = &cache_key {
             if let Some(mut out) = self.cache.get(k) {
                 out.cached = true;
@@ -298,7 +304,9 @@ impl Worker {
         }
         let image = match (frame, bytes) {
             (Some(f), _) => Ok(f),
-            (None, Some(b)) => decode_bytes(&name, &b, &limits).map(Arc::new).map_err(|e| e.to_string()),
+            (None, Some(b)) => decode_bytes(&name, &b, &limits)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
             (None, None) => Err(format!("{name}: no image data")),
         };
         let decode_ms = ms(t0.elapsed());
@@ -387,7 +395,9 @@ impl Worker {
         };
         if self.load_tx.send(job).is_err() {
             let now = self.now();
-            let a = self.residency.load_finished(&model, Err(format!("{model}: the loader has stopped")), now);
+            let a = self
+                .residency
+                .load_finished(&model, Err(format!("{model}: the loader has stopped")), now);
             self.actions.extend(a);
         }
     }
@@ -523,7 +533,10 @@ impl Worker {
                 let id = &e.manifest.id;
                 let s = self.residency.slot(id)?;
                 let (bytes_done, bytes_total) = match s.phase {
-                    Phase::Loading { bytes_done, bytes_total } => (bytes_done, bytes_total),
+                    Phase::Loading {
+                        bytes_done,
+                        bytes_total,
+                    } => (bytes_done, bytes_total),
                     _ => (0, 0),
                 };
                 let held = matches!(s.phase, Phase::Resident { .. });
@@ -547,10 +560,7 @@ impl Worker {
                     },
                     device: if held { device.clone() } else { String::new() },
                     pinned: s.pinned,
-                    keep_alive: s
-                        .keep_alive
-                        .unwrap_or(self.residency.default_keep_alive)
-                        .to_string(),
+                    keep_alive: s.keep_alive.unwrap_or(self.residency.default_keep_alive).to_string(),
                     keep_alive_left_ms: self.residency.keep_alive_left(id, now),
                     last_used_ms_ago: (s.loads_started > 0).then(|| now.saturating_sub(s.last_used)),
                     in_flight: s.in_flight.len(),

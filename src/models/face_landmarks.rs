@@ -110,7 +110,8 @@ impl LandmarkNet {
     /// Pads the crop to a centred square, resizes to 112, normalises.
     pub fn preprocess(&self, crop: &FloatImage) -> Result<Tensor> {
         let sq = crop.pad_to_square(true);
-        sq.resize_bilinear_tf(INPUT, INPUT).to_nchw(MEAN_RGB, 255.0, &self.device)
+        sq.resize_bilinear_tf(INPUT, INPUT)
+            .to_nchw(MEAN_RGB, 255.0, &self.device)
     }
 
     /// Maps the raw 136 outputs to points in the crop (face-api's postProcess).
@@ -155,7 +156,11 @@ impl FaceLandmarks {
         let tiny = match m.variant.as_str() {
             "tiny" => true,
             "" | "full" => false,
-            v => return Err(Error::msg(format!("face_landmarks_68: unknown variant '{v}' (full or tiny)"))),
+            v => {
+                return Err(Error::msg(format!(
+                    "face_landmarks_68: unknown variant '{v}' (full or tiny)"
+                )))
+            }
         };
         let mut dm = m.clone();
         dm.input_size = m.option("detector_input_size", 416.0) as u32;

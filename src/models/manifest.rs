@@ -90,17 +90,28 @@ impl Manifest {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            return Err(Error::msg(format!("id '{}' must be non-empty and use only {ID_CHARS}", self.id)));
+            return Err(Error::msg(format!(
+                "id '{}' must be non-empty and use only {ID_CHARS}",
+                self.id
+            )));
         }
         if self.input_size == 0 || self.input_size > 8192 {
-            return Err(Error::msg(format!("input_size {} is out of range (1..=8192)", self.input_size)));
+            return Err(Error::msg(format!(
+                "input_size {} is out of range (1..=8192)",
+                self.input_size
+            )));
         }
         if self.dtype != "f32" && self.dtype != "f16" && self.dtype != "bf16" {
-            return Err(Error::msg(format!("dtype '{}' is not one of f32, f16, bf16", self.dtype)));
+            return Err(Error::msg(format!(
+                "dtype '{}' is not one of f32, f16, bf16",
+                self.dtype
+            )));
         }
         if let Some(ka) = &self.keep_alive {
             if KeepAlive::parse(ka).is_none() {
-                return Err(Error::msg(format!("keep_alive '{ka}' is not a duration like 5m, 30s, 0 or -1")));
+                return Err(Error::msg(format!(
+                    "keep_alive '{ka}' is not a duration like 5m, 30s, 0 or -1"
+                )));
             }
         }
         for (k, v) in [("conf", self.conf), ("iou", self.iou)] {

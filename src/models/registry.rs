@@ -26,7 +26,11 @@ pub struct Entry {
 pub enum WeightsResolved {
     Local(WeightsSource),
     /// A hub reference; resolved when the model is loaded.
-    Hub { repo: String, file: String, revision: String },
+    Hub {
+        repo: String,
+        file: String,
+        revision: String,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -101,7 +105,8 @@ impl Registry {
                 }
             }
             Err(e) => {
-                self.problems.push(format!("{}: cannot read models folder: {e}", dir.display()));
+                self.problems
+                    .push(format!("{}: cannot read models folder: {e}", dir.display()));
                 return;
             }
         }
@@ -163,7 +168,9 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
 pub fn resolve_inside(dir: &Path, rel: &str) -> Result<PathBuf> {
     let rel_path = Path::new(rel);
     if rel_path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Error::msg(format!("weights path '{rel}' escapes the model folder ('..')")));
+        return Err(Error::msg(format!(
+            "weights path '{rel}' escapes the model folder ('..')"
+        )));
     }
     let joined = if rel_path.is_absolute() {
         rel_path.to_path_buf()

@@ -88,7 +88,10 @@ enum Decoded {
 fn decode(w: &Spec, data: &[u8], n: usize) -> Result<(Decoded, usize)> {
     let need = |bytes: usize| -> Result<()> {
         if data.len() < bytes {
-            Err(Error::msg(format!("shard data ends early (needs {bytes} bytes, {} left)", data.len())))
+            Err(Error::msg(format!(
+                "shard data ends early (needs {bytes} bytes, {} left)",
+                data.len()
+            )))
         } else {
             Ok(())
         }
@@ -207,6 +210,10 @@ pub fn import(manifest: &Path, extra: &[(String, PathBuf)], out: &Path) -> Resul
     }
     let total: usize = tensors.values().map(|t| t.elem_count()).sum();
     let f32s = tensors.values().filter(|t| t.dtype() == DType::F32).count();
-    tracing::info!("imported {} tensors ({total} values, {f32s} f32) into {}", tensors.len(), wpath.display());
+    tracing::info!(
+        "imported {} tensors ({total} values, {f32s} f32) into {}",
+        tensors.len(),
+        wpath.display()
+    );
     Ok(wpath)
 }

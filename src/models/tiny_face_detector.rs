@@ -46,7 +46,12 @@ impl TinyFaceDetector {
         let chans = [16, 32, 64, 128, 256, 512];
         let mut sep = Vec::new();
         for i in 1..=5 {
-            sep.push(SeparableConv::load(vb.pp(format!("conv{i}")), chans[i - 1], chans[i], 1)?);
+            sep.push(SeparableConv::load(
+                vb.pp(format!("conv{i}")),
+                chans[i - 1],
+                chans[i],
+                1,
+            )?);
         }
         let conv8 = conv(vb.pp("conv8"), 512, 25, 1, 1)?;
         Ok(TinyFaceDetector {

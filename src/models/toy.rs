@@ -44,7 +44,11 @@ impl Toy {
         std::thread::sleep(step);
         let head_b = vb.get(5, "head.bias")?;
         std::thread::sleep(step);
-        let pad = if pad_elems > 0 { Some(vb.get(pad_elems, "pad")?) } else { None };
+        let pad = if pad_elems > 0 {
+            Some(vb.get(pad_elems, "pad")?)
+        } else {
+            None
+        };
         Ok(Toy {
             conv: Conv2d::new(
                 conv_w,
@@ -75,7 +79,12 @@ impl Model for Toy {
             return Err(Error::msg(format!("toy model: forced error on width {}", img.width())));
         }
         let t0 = Instant::now();
-        let small = image::imageops::resize(img, self.size as u32, self.size as u32, image::imageops::FilterType::Nearest);
+        let small = image::imageops::resize(
+            img,
+            self.size as u32,
+            self.size as u32,
+            image::imageops::FilterType::Nearest,
+        );
         let plane = self.size * self.size;
         let mut v = vec![0f32; plane * 3];
         for (i, p) in small.pixels().enumerate() {
@@ -85,7 +94,13 @@ impl Model for Toy {
         }
         let x = Tensor::from_vec(v, (1, 3, self.size, self.size), &self.device)?;
         let t1 = Instant::now();
-        let h = self.conv.forward(&x)?.relu()?.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?;
+        let h = self
+            .conv
+            .forward(&x)?
+            .relu()?
+            .mean_keepdim(3)?
+            .mean_keepdim(2)?
+            .flatten_from(1)?;
         let out: Vec<f32> = self.head.forward(&h)?.flatten_all()?.to_vec1()?;
         std::thread::sleep(self.slow_forward);
         let t2 = Instant::now();
@@ -130,18 +145,29 @@ pub fn write_toy_model(
     let seeded = |n: usize, seed: u32| -> Vec<f32> {
         (0..n)
             .map(|i| {
-                let x = (i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503));
+                let x = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(40503));
                 ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.5
             })
             .collect()
     };
     let mut tensors = std::collections::HashMap::new();
-    tensors.insert("conv.weight".to_string(), Tensor::from_vec(seeded(216, 1), (8, 3, 3, 3), &dev)?);
+    tensors.insert(
+        "conv.weight".to_string(),
+        Tensor::from_vec(seeded(216, 1), (8, 3, 3, 3), &dev)?,
+    );
     tensors.insert("conv.bias".to_string(), Tensor::from_vec(seeded(8, 2), 8, &dev)?);
-    tensors.insert("head.weight".to_string(), Tensor::from_vec(seeded(40, 3), (5, 8), &dev)?);
+    tensors.insert(
+        "head.weight".to_string(),
+        Tensor::from_vec(seeded(40, 3), (5, 8), &dev)?,
+    );
     tensors.insert("head.bias".to_string(), Tensor::from_vec(seeded(5, 4), 5, &dev)?);
     if pad_elems > 0 {
-        tensors.insert("pad".to_string(), Tensor::from_vec(seeded(pad_elems, 5), pad_elems, &dev)?);
+        tensors.insert(
+            "pad".to_string(),
+            Tensor::from_vec(seeded(pad_elems, 5), pad_elems, &dev)?,
+        );
     }
     let wpath = mdir.join("toy.safetensors");
     candle_core::safetensors::save(&tensors, &wpath).map_err(|e| Error::from(e).context(wpath.display()))?;

@@ -57,7 +57,8 @@ pub fn read_header(path: &Path) -> Result<HeaderInfo> {
         )));
     }
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| Error::msg(format!("{name}: {e}")))?;
+    f.read_exact(&mut header)
+        .map_err(|e| Error::msg(format!("{name}: {e}")))?;
     parse_header(&header, file_len - 8 - n).map_err(|e| e.context(name))
 }
 
@@ -91,7 +92,10 @@ fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
             .and_then(|o| o.as_array())
             .filter(|a| a.len() == 2)
             .ok_or_else(|| Error::msg(format!("tensor '{k}' has no data_offsets")))?;
-        let (a, b) = (offs[0].as_u64().unwrap_or(u64::MAX), offs[1].as_u64().unwrap_or(u64::MAX));
+        let (a, b) = (
+            offs[0].as_u64().unwrap_or(u64::MAX),
+            offs[1].as_u64().unwrap_or(u64::MAX),
+        );
         if a > b || b > data_len {
             return Err(Error::msg(format!(
                 "tensor '{k}' data_offsets [{a}, {b}] point past the end of the data ({data_len} bytes)"
@@ -134,8 +138,8 @@ impl CountingBackend {
                 Backing::Mmap(st)
             }
             WeightsSource::Embedded { name, bytes } => {
-                let st = candle_core::safetensors::SliceSafetensors::new(bytes)
-                    .map_err(|e| Error::from(e).context(name))?;
+                let st =
+                    candle_core::safetensors::SliceSafetensors::new(bytes).map_err(|e| Error::from(e).context(name))?;
                 Backing::Slice(st)
             }
             WeightsSource::Random => Backing::Random,
@@ -153,7 +157,9 @@ impl CountingBackend {
         match &self.backing {
             Backing::Mmap(st) => st.load(name, dev),
             Backing::Slice(st) => st.load(name, dev),
-            Backing::Random => Err(candle_core::Error::Msg(format!("random weights need a shape for {name}"))),
+            Backing::Random => Err(candle_core::Error::Msg(format!(
+                "random weights need a shape for {name}"
+            ))),
         }
     }
 }
@@ -166,9 +172,9 @@ impl SimpleBackend for CountingBackend {
                 (Tensor::randn(0f32, 1f32, s.clone(), dev)? * 0.05)?.to_dtype(dtype)?
             }
             _ => {
-                let t = self.raw(name, dev).map_err(|_| {
-                    candle_core::Error::Msg(format!("{}: missing tensor '{name}'", self.origin))
-                })?;
+                let t = self
+                    .raw(name, dev)
+                    .map_err(|_| candle_core::Error::Msg(format!("{}: missing tensor '{name}'", self.origin)))?;
                 if t.shape() != &s {
                     return Err(candle_core::Error::Msg(format!(
                         "{}: tensor '{name}' has shape {:?}, expected {:?}",

@@ -83,8 +83,8 @@ pub fn decode_bytes(name: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<R
         .set_limits(ilimits)
         .map_err(|e| Error::msg(format!("{name}: {e}")))?;
     let orientation = decoder.orientation().ok();
-    let mut img = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| Error::msg(format!("{name}: cannot decode: {e}")))?;
+    let mut img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| Error::msg(format!("{name}: cannot decode: {e}")))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }

@@ -46,9 +46,17 @@ impl FloatImage {
             return self.clone();
         }
         let diff = side - self.width.min(self.height);
-        let after = if centred { (diff as f64 / 2.0).round() as usize } else { diff };
+        let after = if centred {
+            (diff as f64 / 2.0).round() as usize
+        } else {
+            diff
+        };
         let before = diff - after;
-        let (ox, oy) = if self.width < self.height { (before, 0) } else { (0, before) };
+        let (ox, oy) = if self.width < self.height {
+            (before, 0)
+        } else {
+            (0, before)
+        };
         let mut data = vec![0.0f32; side * side * 3];
         for row in 0..self.height {
             let src = row * self.width * 3;

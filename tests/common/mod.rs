@@ -20,10 +20,11 @@ pub fn toy(dir: &Path, id: &str, options: &[(&str, f64)]) -> PathBuf {
 }
 
 pub fn config() -> EngineConfig {
-    let mut c = EngineConfig::default();
-    c.budget_bytes = 1 << 30;
-    c.default_keep_alive = KeepAlive::Forever;
-    c
+    EngineConfig {
+        budget_bytes: 1 << 30,
+        default_keep_alive: KeepAlive::Forever,
+        ..Default::default()
+    }
 }
 
 pub fn engine_for(dir: &Path, config: EngineConfig) -> (Engine, Registry) {
@@ -43,6 +44,7 @@ pub fn wait_state(e: &Engine, id: &str, s: &str) {
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 3) as u8, 90]));
     let mut c = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut c, image::ImageFormat::Png).unwrap_or_else(|e| panic!("png: {e}"));
+    img.write_to(&mut c, image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("png: {e}"));
     c.into_inner()
 }
