@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod bench_cmd;
+pub mod gpu_cmd;
 pub mod import_cmd;
 pub mod infer_cmd;
 pub mod models_cmd;
@@ -18,6 +19,7 @@ USAGE:
   modeldock infer --model ID [--conf F] [--iou F] [--json] IMAGE...
   modeldock bench [--model ID] [--random-weights] [--image PATH] [--runs N] [--json]
   modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]
+  modeldock gpu [--json] [--watch] [--interval SECS] [--count N]   (MODELDOCK_NVML_LIB picks libnvidia-ml)
 
 ENGINE FLAGS (models, infer, bench, app):";
 
@@ -52,6 +54,7 @@ pub fn main() -> i32 {
         "infer" => infer_cmd::run(&rest),
         "bench" => bench_cmd::run(&rest),
         "import" => import_cmd::run(&rest),
+        "gpu" => gpu_cmd::run(&rest),
         "help" | "-h" => {
             println!("{USAGE}\n{}", setup::ENGINE_HELP);
             Ok(0)

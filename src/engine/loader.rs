@@ -86,6 +86,8 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     };
     let start = Instant::now();
     let rss_before = process::rss_bytes();
+    let gpu_index = cuda_index(&job.device);
+    let gpu_before = gpu_index.and_then(crate::telemetry::nvml::own_used_memory);
     let total = e.predicted_bytes;
     let last = Arc::new(std::sync::Mutex::new(
         Instant::now() - std::time::Duration::from_secs(1),
@@ -121,12 +123,23 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let measured = match (&job.device, rss_before, process::rss_bytes()) {
         (Device::Cpu, Some(a), Some(b)) => Some(b.saturating_sub(a)),
         (Device::Cpu, _, _) => None,
-        // On a GPU, the device memory delta comes from NVML when it is present.
-        _ => None,
+        // On CUDA, the device memory delta of this process, from NVML.
+        _ => match (gpu_before, gpu_index.and_then(crate::telemetry::nvml::own_used_memory)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
     };
     Ok(Loaded {
         model,
         measured_bytes: measured,
         load_ms: start.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// The CUDA ordinal of `device`, if it is a CUDA device.
+pub fn cuda_index(device: &Device) -> Option<usize> {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id),
+        _ => None,
+    }
 }

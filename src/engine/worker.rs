@@ -354,8 +354,17 @@ impl Worker {
                 }
             }
             Action::Free { model, reason } => {
+                let cuda = self.device.as_ref().ok().and_then(loader::cuda_index);
+                let before = cuda.and_then(crate::telemetry::nvml::own_used_memory);
                 if self.models.remove(&model).is_some() {
                     process::release_free_memory();
+                    // On a GPU, trust the budget only once the memory is back.
+                    if let (Some(i), Some(b)) = (cuda, before) {
+                        let expect = self.registry.get(&model).map(|e| e.predicted_bytes).unwrap_or(0);
+                        if !crate::telemetry::nvml::wait_released(i, b, expect, Duration::from_secs(3)) {
+                            tracing::warn!("{model}: device memory not released within 3 s");
+                        }
+                    }
                 }
                 tracing::info!("{model}: {reason}");
                 self.emit(Event::Freed {
