@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod models;
 pub mod telemetry;
+pub mod ui;
 pub mod vision;
 
 pub use error::{Error, Result};

@@ -14,7 +14,8 @@ pub const USAGE: &str = "\
 modeldock — run vision models on a local GPU or CPU
 
 USAGE:
-  modeldock [ENGINE FLAGS] [--open IMAGE]      open the desktop app
+  modeldock [ENGINE FLAGS] [--open IMAGE]... [--model ID] [--exit-after SECS] [--no-telemetry]
+                                               open the desktop app
   modeldock models [--json]                    every registered model, its state and size
   modeldock infer --model ID [--conf F] [--iou F] [--json] IMAGE...
   modeldock bench [--model ID] [--random-weights] [--image PATH] [--runs N] [--json]
@@ -39,8 +40,12 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
+/// When the process started (first thing `main` does), for start-up figures.
+pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    PROCESS_START.get_or_init(std::time::Instant::now);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = match argv.split_first() {
         Some((c, r)) if !c.starts_with("--") => (c.as_str(), r.to_vec()),
@@ -80,8 +85,6 @@ pub fn main() -> i32 {
     }
 }
 
-fn app(_argv: &[String]) -> Result<i32> {
-    Err(crate::error::Error::msg(
-        "the desktop app is not part of this build yet",
-    ))
+fn app(argv: &[String]) -> Result<i32> {
+    crate::ui::run(argv)
 }

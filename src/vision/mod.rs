@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod nms;
 pub mod output;
+pub mod overlay;
 pub mod preprocess;
 
 pub use output::{Detection, InferParams, ModelTimings, Output, Timings};

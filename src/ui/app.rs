@@ -1,0 +1,444 @@
+//! The workbench window: panels over the engine. It sends commands and draws
+//! events; it never loads weights, never decodes on this thread, and never
+//! waits on a channel.
+
+use eframe::egui;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+use serde::{Deserialize, Serialize};
+use tracing::Level;
+
+use super::frame_history::FrameHistory;
+use super::log_capture::LogBuffer;
+use super::viewer::Viewer;
+use super::{export, gpu_panel, latency_panel, log_panel, models_panel};
+use crate::engine::{Engine, EngineConfig, Event, Snapshot};
+use crate::models::registry::Registry;
+use crate::telemetry::sampler::{Sampler, SamplerConfig};
+
+/// Time the UI spends draining engine events per frame.
+const EVENT_BUDGET: Duration = Duration::from_millis(4);
+
+pub struct AppOptions {
+    pub registry: Registry,
+    pub config: EngineConfig,
+    /// Images to open at start.
+    pub open: Vec<PathBuf>,
+    /// The viewer's model (default: the built-in face detector).
+    pub model: Option<String>,
+    pub telemetry: bool,
+    pub log: LogBuffer,
+    /// Close the window after this long and print timing figures (tests, benchmarks).
+    pub exit_after: Option<Duration>,
+}
+
+/// What persists between runs (window layout and sizes persist through egui).
+#[derive(Serialize, Deserialize)]
+#[serde(default)]
+struct Layout {
+    show_models: bool,
+    show_side: bool,
+    show_log: bool,
+    side_tab: SideTab,
+    model: Option<String>,
+    conf: Option<f32>,
+    iou: Option<f32>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            show_models: true,
+            show_side: true,
+            show_log: true,
+            side_tab: SideTab::Gpu,
+            model: None,
+            conf: None,
+            iou: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Clone, Copy)]
+enum SideTab {
+    Gpu,
+    Latency,
+}
+
+enum Dialog {
+    Open(Vec<PathBuf>),
+    Export(Option<PathBuf>),
+    Exported(Result<usize, String>),
+}
+
+pub struct ModeldockApp {
+    pub engine: Engine,
+    registry: Registry,
+    snapshot: Snapshot,
+    selected_model: Option<String>,
+    pub viewer: Viewer,
+    telemetry: Option<Sampler>,
+    log: LogBuffer,
+    log_level: Level,
+    frames: FrameHistory,
+    pub errors: Vec<String>,
+    layout: Layout,
+    dialogs: (crossbeam_channel::Sender<Dialog>, Receiver<Dialog>),
+    started: Instant,
+    first_frame: Option<Duration>,
+    exit_after: Option<Duration>,
+    pending_open: Vec<PathBuf>,
+    loading_frames: FrameHistory,
+}
+
+impl ModeldockApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, opts: AppOptions) -> Self {
+        let started = *crate::cli::PROCESS_START.get_or_init(Instant::now);
+        let ctx = cc.egui_ctx.clone();
+        let wake: crate::engine::WakeFn = std::sync::Arc::new(move || ctx.request_repaint());
+        let layout: Layout = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
+        let default_model = opts
+            .model
+            .clone()
+            .or(layout.model.clone())
+            .filter(|m| opts.registry.get(m).is_some())
+            .or_else(|| {
+                opts.registry
+                    .get(crate::models::builtin::DEFAULT_MODEL)
+                    .map(|e| e.manifest.id.clone())
+            })
+            .or_else(|| opts.registry.entries.first().map(|e| e.manifest.id.clone()))
+            .unwrap_or_default();
+        let manifest = opts.registry.get(&default_model).map(|e| e.manifest.clone());
+        let conf = layout.conf.or(manifest.as_ref().and_then(|m| m.conf)).unwrap_or(0.5);
+        let iou = layout.iou.or(manifest.as_ref().and_then(|m| m.iou)).unwrap_or(0.45);
+        let mut errors: Vec<String> = opts.registry.problems.clone();
+        let engine = Engine::start(opts.registry.clone(), opts.config, Some(wake.clone()));
+        let telemetry = opts.telemetry.then(|| Sampler::start(SamplerConfig::default(), Some(wake)));
+        errors.retain(|e| !e.is_empty());
+        ModeldockApp {
+            snapshot: engine.snapshot(),
+            engine,
+            registry: opts.registry,
+            selected_model: Some(default_model.clone()),
+            viewer: Viewer::new(default_model, conf, iou),
+            telemetry,
+            log: opts.log,
+            log_level: Level::INFO,
+            frames: FrameHistory::default(),
+            errors,
+            layout,
+            dialogs: unbounded(),
+            started,
+            first_frame: None,
+            exit_after: opts.exit_after,
+            pending_open: opts.open,
+            loading_frames: FrameHistory::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn drain_events(&mut self, ctx: &egui::Context) {
+        let start = Instant::now();
+        let mut changed = false;
+        while start.elapsed() < EVENT_BUDGET {
+            let Ok(ev) = self.engine.events().try_recv() else { break };
+            match ev {
+                Event::Changed => changed = true,
+                Event::Answer(a) => {
+                    if !self.viewer.on_answer(&a) {
+                        if let Err(e) = a {
+                            self.errors.push(e.error);
+                        }
+                    }
+                }
+                Event::LoadFailed { error, .. } => self.errors.push(error),
+                Event::LoadProgress { .. } | Event::LoadStarted { .. } => changed = true,
+                Event::Loaded { .. } | Event::Freed { .. } => changed = true,
+            }
+        }
+        if !self.engine.events().is_empty() {
+            ctx.request_repaint();
+        }
+        if changed {
+            self.snapshot = self.engine.snapshot();
+        }
+    }
+
+    fn poll_dialogs(&mut self, ctx: &egui::Context) {
+        while let Ok(d) = self.dialogs.1.try_recv() {
+            match d {
+                Dialog::Open(paths) => self.viewer.open_paths(paths, ctx),
+                Dialog::Export(Some(dir)) => self.export_to(dir),
+                Dialog::Export(None) => {}
+                Dialog::Exported(Ok(n)) => self.viewer.status = Some(format!("Exported {n} files")),
+                Dialog::Exported(Err(e)) => self.errors.push(e),
+            }
+        }
+    }
+
+    pub fn open_dialog(&self) {
+        let tx = self.dialogs.0.clone();
+        std::thread::spawn(move || {
+            let files = rfd::FileDialog::new()
+                .add_filter("images", super::viewer::IMAGE_EXTENSIONS)
+                .pick_files()
+                .unwrap_or_default();
+            let _ = tx.send(Dialog::Open(files));
+        });
+    }
+
+    fn export_dialog(&self) {
+        let tx = self.dialogs.0.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Dialog::Export(rfd::FileDialog::new().pick_folder()));
+        });
+    }
+
+    /// Writes annotated PNGs and JSONs of every answered image into `dir`, off the UI thread.
+    pub fn export_to(&mut self, dir: PathBuf) {
+        let items: Vec<export::ExportItem> = self
+            .viewer
+            .images
+            .iter()
+            .filter_map(|i| {
+                Some(export::ExportItem {
+                    name: i.name.clone(),
+                    bytes: i.bytes.clone(),
+                    result: i.result.clone()?,
+                    conf: self.viewer.conf,
+                })
+            })
+            .collect();
+        if items.is_empty() {
+            self.errors.push("Export: no results to export yet".into());
+            return;
+        }
+        self.viewer.status = Some(format!("Exporting {} images to {}…", items.len(), dir.display()));
+        let tx = self.dialogs.0.clone();
+        std::thread::spawn(move || {
+            let r = export::export(&items, &dir).map(|w| w.len()).map_err(|e| e.to_string());
+            let _ = tx.send(Dialog::Exported(r));
+        });
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        use egui::{Key, Modifiers};
+        let (open, export, load, unload) = ctx.input_mut(|i| {
+            (
+                i.consume_key(Modifiers::COMMAND, Key::O),
+                i.consume_key(Modifiers::COMMAND, Key::E),
+                i.consume_key(Modifiers::COMMAND, Key::L),
+                i.consume_key(Modifiers::COMMAND, Key::U),
+            )
+        });
+        if open {
+            self.open_dialog();
+        }
+        if export {
+            self.export_dialog();
+        }
+        if let Some(m) = self.selected_model.clone() {
+            if load {
+                let _ = self.engine.load(&m);
+            }
+            if unload {
+                let _ = self.engine.unload(&m);
+            }
+        }
+    }
+
+    fn dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        if !dropped.is_empty() {
+            self.viewer.open_paths(dropped, ctx);
+        }
+    }
+
+    fn menu(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open… (Ctrl+O)").clicked() {
+                    self.open_dialog();
+                }
+                if ui.button("Export… (Ctrl+E)").clicked() {
+                    self.export_dialog();
+                }
+                if ui.button("Quit").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.layout.show_models, "Models");
+                ui.checkbox(&mut self.layout.show_side, "GPU / Latency");
+                ui.checkbox(&mut self.layout.show_log, "Log");
+            });
+            ui.menu_button("Model", |ui| {
+                let sel = self.selected_model.clone().unwrap_or_default();
+                if ui.button(format!("Load {sel} (Ctrl+L)")).clicked() {
+                    let _ = self.engine.load(&sel);
+                }
+                if ui.button(format!("Unload {sel} (Ctrl+U)")).clicked() {
+                    let _ = self.engine.unload(&sel);
+                }
+            });
+        });
+    }
+
+    fn error_banner(&mut self, ui: &mut egui::Ui) {
+        let mut dismiss = None;
+        for (i, e) in self.errors.iter().enumerate() {
+            ui.horizontal(|ui| {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
+                if ui.small_button("Dismiss").clicked() {
+                    dismiss = Some(i);
+                }
+            });
+        }
+        if let Some(i) = dismiss {
+            self.errors.remove(i);
+        }
+    }
+
+    fn status_bar(&self, ui: &mut egui::Ui) {
+        let s = &self.snapshot;
+        let resident: Vec<&str> = s.models.iter().filter(|m| m.state == "Resident").map(|m| m.id.as_str()).collect();
+        ui.horizontal(|ui| {
+            ui.label(format!("Device: {}", s.device));
+            ui.separator();
+            ui.label(format!(
+                "Resident: {}",
+                if resident.is_empty() { "none".to_string() } else { resident.join(", ") }
+            ));
+            ui.separator();
+            ui.label(format!(
+                "Budget: {} / {}",
+                crate::cli::models_cmd::human_bytes(s.used_bytes),
+                crate::cli::models_cmd::human_bytes(s.budget_bytes)
+            ));
+            ui.separator();
+            ui.label(format!(
+                "UI frame: {:.2} ms mean, {:.2} ms p99",
+                self.frames.mean_ms(),
+                self.frames.quantile_ms(0.99)
+            ));
+        });
+    }
+
+    fn report_and_maybe_exit(&mut self, ctx: &egui::Context) {
+        let Some(limit) = self.exit_after else { return };
+        let since_first = self.first_frame.map(|f| self.started.elapsed().saturating_sub(f)).unwrap_or_default();
+        if since_first < limit {
+            ctx.request_repaint_after(Duration::from_millis(100));
+            return;
+        }
+        self.exit_after = None;
+        let report = serde_json::json!({
+            "first_frame_ms": self.first_frame.map(|d| d.as_secs_f64() * 1e3),
+            "frames": self.frames.frames,
+            "frame_p50_ms": self.frames.quantile_all_ms(0.5),
+            "frame_p99_ms": self.frames.quantile_all_ms(0.99),
+            "frames_during_load": self.loading_frames.frames,
+            "frame_p99_during_load_ms": self.loading_frames.quantile_all_ms(0.99),
+            "rss_mb": crate::telemetry::process::rss_bytes().map(|b| b as f64 / 1048576.0),
+        });
+        println!("modeldock-ui-report {report}");
+        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+    }
+
+    /// The whole window (called by eframe each frame, and by tests).
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
+        let t0 = Instant::now();
+        let ctx = ui.ctx().clone();
+        if self.first_frame.is_none() {
+            let d = self.started.elapsed();
+            self.first_frame = Some(d);
+            tracing::info!("ui: first frame {:.0} ms after start", d.as_secs_f64() * 1e3);
+        }
+        if !self.pending_open.is_empty() {
+            let p = std::mem::take(&mut self.pending_open);
+            self.viewer.open_paths(p, &ctx);
+        }
+        self.drain_events(&ctx);
+        self.poll_dialogs(&ctx);
+        let errs = self.viewer.poll(&ctx, &self.engine);
+        self.errors.extend(errs);
+        self.dropped_files(&ctx);
+        self.shortcuts(&ctx);
+        let loading = self.snapshot.models.iter().any(|m| m.state == "Loading");
+        if loading || self.snapshot.models.iter().any(|m| m.keep_alive_left_ms.is_some()) {
+            ctx.request_repaint_after(Duration::from_millis(250));
+        }
+
+        egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
+        if !self.errors.is_empty() {
+            egui::Panel::top("errors").show(ui, |ui| self.error_banner(ui));
+        }
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        if self.layout.show_log {
+            egui::Panel::bottom("log").resizable(true).default_size(140.0).show(ui, |ui| {
+                log_panel::ui(ui, &self.log, &mut self.log_level);
+            });
+        }
+        if self.layout.show_models {
+            egui::Panel::left("models").resizable(true).default_size(560.0).show(ui, |ui| {
+                models_panel::ui(ui, &self.engine, &self.snapshot, &mut self.selected_model);
+            });
+        }
+        if self.layout.show_side {
+            egui::Panel::right("side").resizable(true).default_size(340.0).show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
+                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
+                });
+                ui.separator();
+                egui::ScrollArea::vertical().show(ui, |ui| match self.layout.side_tab {
+                    SideTab::Gpu => match &self.telemetry {
+                        Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
+                        None => {
+                            ui.label("Telemetry is off.");
+                        }
+                    },
+                    SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
+                });
+            });
+        }
+        let ids: Vec<String> = self.registry.entries.iter().map(|e| e.manifest.id.clone()).collect();
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            self.viewer.ui(ui, &self.engine, &ids);
+        });
+        self.layout.model = Some(self.viewer.model.clone());
+        self.layout.conf = Some(self.viewer.conf);
+        self.layout.iou = Some(self.viewer.iou);
+        let ms = t0.elapsed().as_secs_f32() * 1e3;
+        self.frames.record(ms);
+        if loading {
+            self.loading_frames.record(ms);
+        }
+        self.report_and_maybe_exit(&ctx);
+    }
+}
+
+impl eframe::App for ModeldockApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.draw(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.layout);
+    }
+}
+
+impl Drop for ModeldockApp {
+    fn drop(&mut self) {
+        self.engine.shutdown();
+    }
+}

@@ -1,0 +1,147 @@
+//! Models panel: every registered model, its state and memory, with Load /
+//! Unload / Pin / Retry. Reads the engine snapshot; sends commands.
+
+use eframe::egui;
+use egui::{Color32, RichText};
+
+use crate::cli::models_cmd::human_bytes;
+use crate::engine::{Engine, ModelStatus, Snapshot};
+
+pub fn palette(i: usize) -> Color32 {
+    const C: [Color32; 8] = [
+        Color32::from_rgb(66, 133, 244),
+        Color32::from_rgb(219, 68, 55),
+        Color32::from_rgb(244, 180, 0),
+        Color32::from_rgb(15, 157, 88),
+        Color32::from_rgb(171, 71, 188),
+        Color32::from_rgb(0, 172, 193),
+        Color32::from_rgb(255, 112, 67),
+        Color32::from_rgb(158, 157, 36),
+    ];
+    C[i % C.len()]
+}
+
+fn ago(ms: u64) -> String {
+    if ms < 1000 {
+        "just now".into()
+    } else if ms < 60_000 {
+        format!("{}s ago", ms / 1000)
+    } else {
+        format!("{}m ago", ms / 60_000)
+    }
+}
+
+fn countdown(ms: u64) -> String {
+    format!("{}:{:02}", ms / 60_000, (ms / 1000) % 60)
+}
+
+/// The budget bar: resident bytes vs budget, one coloured segment per model.
+fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
+    let used = snap.used_bytes;
+    ui.label(format!(
+        "Budget: {} of {} ({:.0}%)",
+        human_bytes(used),
+        human_bytes(snap.budget_bytes),
+        100.0 * used as f64 / snap.budget_bytes.max(1) as f64
+    ));
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 14.0), egui::Sense::hover());
+    let p = ui.painter();
+    p.rect_filled(rect, 3.0, ui.visuals().extreme_bg_color);
+    let mut x = rect.left();
+    for (i, m) in snap.models.iter().enumerate() {
+        if m.state != "Resident" && m.state != "Loading" {
+            continue;
+        }
+        let w = rect.width() * m.predicted_bytes as f32 / snap.budget_bytes.max(1) as f32;
+        let seg = egui::Rect::from_min_size(egui::pos2(x, rect.top()), egui::vec2(w.max(1.0), rect.height()));
+        p.rect_filled(seg, 0.0, palette(i));
+        x += w;
+    }
+}
+
+fn state_cell(ui: &mut egui::Ui, engine: &Engine, m: &ModelStatus) {
+    match m.state.as_str() {
+        "Loading" => {
+            let f = if m.bytes_total > 0 {
+                m.bytes_done as f32 / m.bytes_total as f32
+            } else {
+                0.0
+            };
+            let eta = m.eta_ms.map(|e| format!(", ETA {:.1} s", e as f64 / 1000.0)).unwrap_or_default();
+            ui.add(egui::ProgressBar::new(f).desired_width(180.0).text(format!(
+                "Loading {} / {}{eta}",
+                human_bytes(m.bytes_done),
+                human_bytes(m.bytes_total)
+            )));
+        }
+        "Failed" => {
+            ui.vertical(|ui| {
+                ui.colored_label(ui.visuals().error_fg_color, "Failed");
+                if let Some(r) = &m.failed_reason {
+                    ui.label(RichText::new(r).small());
+                }
+                if ui.button("Retry").clicked() {
+                    let _ = engine.load(&m.id);
+                }
+            });
+        }
+        s => {
+            ui.label(s);
+        }
+    }
+}
+
+/// Draws the panel; `selected` is the row keyboard shortcuts act on.
+pub fn ui(ui: &mut egui::Ui, engine: &Engine, snap: &Snapshot, selected: &mut Option<String>) {
+    ui.heading("Models");
+    budget_bar(ui, snap);
+    ui.add_space(6.0);
+    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
+        egui::Grid::new("models-grid").striped(true).num_columns(9).show(ui, |ui| {
+            for h in ["Model", "", "", "State", "Memory (pred / meas)", "Device", "Last used", "Keep-alive", "Task"] {
+                ui.label(RichText::new(h).strong());
+            }
+            ui.end_row();
+            for (i, m) in snap.models.iter().enumerate() {
+                let is_sel = selected.as_deref() == Some(m.id.as_str());
+                ui.horizontal(|ui| {
+                    let (r, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
+                    ui.painter().rect_filled(r, 2.0, palette(i));
+                    if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
+                        *selected = Some(m.id.clone());
+                    }
+                });
+                match m.state.as_str() {
+                    "Resident" | "Loading" => {
+                        if ui.button("Unload").clicked() {
+                            let _ = engine.unload(&m.id);
+                        }
+                    }
+                    _ => {
+                        if ui.button("Load").clicked() {
+                            let _ = engine.load(&m.id);
+                        }
+                    }
+                }
+                let mut pinned = m.pinned;
+                if ui.checkbox(&mut pinned, "Pin").on_hover_text("Pinned models are never evicted").changed() {
+                    let _ = engine.pin(&m.id, pinned);
+                }
+                state_cell(ui, engine, m);
+                ui.label(format!(
+                    "{} / {}",
+                    human_bytes(m.predicted_bytes),
+                    m.measured_bytes.map(human_bytes).unwrap_or_else(|| "–".into())
+                ));
+                ui.label(if m.device.is_empty() { "–" } else { &m.device });
+                ui.label(m.last_used_ms_ago.map(ago).unwrap_or_else(|| "never".into()));
+                ui.label(match m.keep_alive_left_ms {
+                    Some(ms) => countdown(ms),
+                    None => m.keep_alive.clone(),
+                });
+                ui.label(&m.task);
+                ui.end_row();
+            }
+        });
+    });
+}
