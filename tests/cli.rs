@@ -68,6 +68,20 @@ fn face_landmarks_from_the_cli_gives_68_points_per_face() {
 }
 
 #[test]
+fn mtcnn_from_the_cli_gives_five_points() {
+    let out = modeldock()
+        .args(["infer", "--model", "mtcnn", "--json"])
+        .arg(fixture("images/astronaut.png"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = lines(&out.stdout);
+    let dets = v[0]["detections"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dets.len(), 1);
+    assert_eq!(dets[0]["keypoints"].as_array().map(|a| a.len()), Some(5));
+}
+
+#[test]
 fn a_bad_image_fails_alone_with_one_line_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bad = dir.path().join("broken.png");
@@ -118,7 +132,13 @@ fn models_lists_the_built_in_and_extra_folders() {
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect())
         .unwrap_or_default();
-    for id in ["face-detector", "face-landmarks", "face-landmarks-tiny", "extra-toy"] {
+    for id in [
+        "face-detector",
+        "face-landmarks",
+        "face-landmarks-tiny",
+        "mtcnn",
+        "extra-toy",
+    ] {
         assert!(ids.contains(&id), "{ids:?}");
     }
     assert!(v

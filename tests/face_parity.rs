@@ -226,3 +226,38 @@ fn a_scaled_and_padded_astronaut_gives_the_scaled_box() {
     let overlap = iou(&dets[0].bbox, &expected);
     assert!(overlap >= 0.85, "{:?} vs {expected:?}: IoU {overlap}", dets[0].bbox);
 }
+
+#[test]
+fn mtcnn_matches_facenet_pytorch() {
+    let (vb, m) = vb_for("mtcnn");
+    let net = modeldock::models::mtcnn::Mtcnn::load(vb, &m).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["astronaut", "camera"] {
+        let j = json(&format!("mtcnn/{name}.json"));
+        let (dets, _) = net
+            .infer(&image(&format!("{name}.png")), &InferParams::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let exp = j["detections"].as_array().cloned().unwrap_or_default();
+        assert_eq!(dets.len(), exp.len(), "{name}: faces");
+        for (d, e) in dets.iter().zip(&exp) {
+            let eb = bbox(&e["bbox"]);
+            assert!(iou(&d.bbox, &eb) >= 0.95, "{name}: {:?} vs {eb:?}", d.bbox);
+            assert!((d.score - e["score"].as_f64().unwrap_or(0.0) as f32).abs() < 1e-3);
+            let pts = e["landmarks"].as_array().cloned().unwrap_or_default();
+            assert_eq!(d.keypoints.len(), 5);
+            for (k, p) in d.keypoints.iter().zip(&pts) {
+                let (ex, ey) = (p[0].as_f64().unwrap_or(0.0) as f32, p[1].as_f64().unwrap_or(0.0) as f32);
+                assert!(
+                    (k[0] - ex).abs() <= 2.0 && (k[1] - ey).abs() <= 2.0,
+                    "{name}: {k:?} vs {ex},{ey}"
+                );
+            }
+        }
+    }
+    let sky = image::RgbImage::from_fn(200, 150, |x, y| {
+        image::Rgb([30 + (x / 4) as u8, 80 + (y / 4) as u8, 210])
+    });
+    let (dets, _) = net
+        .infer(&sky, &InferParams::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(dets.is_empty());
+}

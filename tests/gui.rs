@@ -28,7 +28,11 @@ impl egui::DroppedFile for DroppedPath {
 
 fn only(reg: Registry, ids: &[&str]) -> Registry {
     Registry {
-        entries: reg.entries.into_iter().filter(|e| ids.contains(&e.manifest.id.as_str())).collect(),
+        entries: reg
+            .entries
+            .into_iter()
+            .filter(|e| ids.contains(&e.manifest.id.as_str()))
+            .collect(),
         problems: Vec::new(),
     }
 }
@@ -54,7 +58,11 @@ fn harness(registry: Registry, model: &str) -> Harness<'static, ModeldockApp> {
 }
 
 /// Steps frames until `pred` holds (the engine works on other threads).
-fn step_until(h: &mut Harness<'static, ModeldockApp>, what: &str, pred: impl Fn(&Harness<'static, ModeldockApp>) -> bool) {
+fn step_until(
+    h: &mut Harness<'static, ModeldockApp>,
+    what: &str,
+    pred: impl Fn(&Harness<'static, ModeldockApp>) -> bool,
+) {
     let end = Instant::now() + WAIT;
     while Instant::now() < end {
         h.step();
@@ -81,14 +89,20 @@ fn load_shows_progress_then_resident_and_unload_makes_it_available() {
     assert!(h.query_by_label("Available").is_some());
     h.get_by_label("Load").click();
     step_until(&mut h, "a progress bar", |h| {
-        h.query_by_role(egui::accesskit::Role::ProgressIndicator).is_some()
-            && has_label_containing(h, "Loading")
+        h.query_by_role(egui::accesskit::Role::ProgressIndicator).is_some() && has_label_containing(h, "Loading")
     });
-    step_until(&mut h, "the row to read Resident", |h| h.query_by_label("Resident").is_some());
-    assert!(h.query_by_label_contains("Loading").is_none(), "the progress bar is gone");
+    step_until(&mut h, "the row to read Resident", |h| {
+        h.query_by_label("Resident").is_some()
+    });
+    assert!(
+        h.query_by_label_contains("Loading").is_none(),
+        "the progress bar is gone"
+    );
     assert_eq!(h.state().snapshot().models[0].state, "Resident");
     h.get_by_label("Unload").click();
-    step_until(&mut h, "the row to read Available", |h| h.query_by_label("Available").is_some());
+    step_until(&mut h, "the row to read Available", |h| {
+        h.query_by_label("Available").is_some()
+    });
     assert_eq!(h.state().snapshot().models[0].state, "Available");
 }
 
@@ -98,7 +112,9 @@ fn a_dropped_image_shows_the_same_results_as_the_cli() {
     h.step();
     let img = fixture("images/astronaut.png");
     h.input_mut().dropped_files.push(Arc::new(DroppedPath(img.clone())));
-    step_until(&mut h, "results for the dropped image", |h| has_label_containing(h, "detections"));
+    step_until(&mut h, "results for the dropped image", |h| {
+        has_label_containing(h, "detections")
+    });
     // What the CLI says for the same image.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"))
         .args(["infer", "--model", "face-detector", "--json"])
@@ -108,8 +124,14 @@ fn a_dropped_image_shows_the_same_results_as_the_cli() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     let n = v["detections"].as_array().map(|a| a.len()).unwrap_or(usize::MAX);
     assert!(n >= 1);
-    assert!(h.query_by_label(&format!("astronaut.png: {n} detections")).is_some(), "the viewer shows {n} detections");
-    let shown = h.state().viewer.images[0].result.as_ref().map(|r| h.state().viewer.visible(r).len());
+    assert!(
+        h.query_by_label(&format!("astronaut.png: {n} detections")).is_some(),
+        "the viewer shows {n} detections"
+    );
+    let shown = h.state().viewer.images[0]
+        .result
+        .as_ref()
+        .map(|r| h.state().viewer.visible(r).len());
     assert_eq!(shown, Some(n), "overlays drawn for each detection");
 }
 
@@ -121,11 +143,19 @@ fn a_dropped_text_file_shows_an_error_naming_it_and_the_app_keeps_working() {
     let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
     h.step();
     h.input_mut().dropped_files.push(Arc::new(DroppedPath(notes)));
-    step_until(&mut h, "an error message", |h| has_label_containing(h, "shopping-list.txt"));
+    step_until(&mut h, "an error message", |h| {
+        has_label_containing(h, "shopping-list.txt")
+    });
     let e = h.state().errors.join(" | ");
     assert!(e.contains("shopping-list.txt") && e.contains("not an image"), "{e}");
     h.get_by_label("Dismiss").click();
-    step_until(&mut h, "the error to go", |h| !has_label_containing(h, "shopping-list.txt"));
-    h.input_mut().dropped_files.push(Arc::new(DroppedPath(fixture("images/camera.png"))));
-    step_until(&mut h, "results after the error", |h| has_label_containing(h, "camera.png: 1 detections"));
+    step_until(&mut h, "the error to go", |h| {
+        !has_label_containing(h, "shopping-list.txt")
+    });
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(fixture("images/camera.png"))));
+    step_until(&mut h, "results after the error", |h| {
+        has_label_containing(h, "camera.png: 1 detections")
+    });
 }

@@ -27,8 +27,15 @@ fn start_xvfb() -> Xvfb {
         if std::path::Path::new(&format!("/tmp/.X11-unix/X{d}")).exists() {
             continue;
         }
-        let child = Command::new("Xvfb")
-            .args([format!(":{d}").as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        let mut child = Command::new("Xvfb")
+            .args([
+                format!(":{d}").as_str(),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -40,6 +47,8 @@ fn start_xvfb() -> Xvfb {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
     panic!("Xvfb did not start");
 }
@@ -96,9 +105,16 @@ fn the_window_opens_an_image_with_the_default_model_and_draws_it() {
     for p in img.pixels().step_by(7) {
         colours.insert(p.0);
     }
-    assert!(colours.len() > 500, "the screenshot looks blank ({} colours)", colours.len());
+    assert!(
+        colours.len() > 500,
+        "the screenshot looks blank ({} colours)",
+        colours.len()
+    );
     // The photo is on screen: its orange spacesuit is a colour no UI theme uses.
-    let orange = img.pixels().filter(|p| p.0[0] > 180 && p.0[1] > 60 && p.0[1] < 140 && p.0[2] < 80).count();
+    let orange = img
+        .pixels()
+        .filter(|p| p.0[0] > 180 && p.0[1] > 60 && p.0[1] < 140 && p.0[2] < 80)
+        .count();
     assert!(orange > 5000, "the image is drawn ({orange} orange pixels)");
     let out = app.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);

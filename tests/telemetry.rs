@@ -64,7 +64,9 @@ fn gpu_json_reads_the_fake_nvml_devices() {
     assert_eq!(own.len(), 1, "this process is picked out: {procs:?}");
     assert_eq!(own[0]["used_memory_bytes"], 300u64 << 20);
     assert_eq!(a["own_memory_bytes"], 300u64 << 20);
-    assert!(procs.iter().any(|p| p["pid"] == 4242 && p["used_memory_bytes"] == (1u64 << 30)));
+    assert!(procs
+        .iter()
+        .any(|p| p["pid"] == 4242 && p["used_memory_bytes"] == (1u64 << 30)));
     // The unsupported queries are null (shown as n/a), not errors.
     assert_eq!(b["name"], "Fake T4");
     assert!(b["temperature_c"].is_null() && b["power_w"].is_null(), "{b}");
@@ -101,10 +103,17 @@ fn sampler_history_from_the_fake_nvml_and_the_fallback() {
     drop(s);
     assert_eq!(snap.nvml, "ok");
     assert_eq!(snap.history.len(), 5, "history is bounded");
-    let used: Vec<u64> = snap.history.iter().filter_map(|p| p.gpus.first()?.memory_used_bytes).collect();
+    let used: Vec<u64> = snap
+        .history
+        .iter()
+        .filter_map(|p| p.gpus.first()?.memory_used_bytes)
+        .collect();
     assert_eq!(used.len(), 5);
     assert!(used.windows(2).all(|w| w[1] > w[0]), "{used:?}");
-    assert!(snap.history.iter().all(|p| p.gpus.len() == 2 && p.gpus[1].temperature_c.is_none()));
+    assert!(snap
+        .history
+        .iter()
+        .all(|p| p.gpus.len() == 2 && p.gpus[1].temperature_c.is_none()));
     let ts: Vec<f64> = snap.history.iter().map(|p| p.t).collect();
     assert!(ts.windows(2).all(|w| w[1] > w[0]));
 

@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod face_landmarks;
 pub mod layers;
 pub mod manifest;
+pub mod mtcnn;
 pub mod registry;
 pub mod tfjs_import;
 pub mod tiny_face_detector;
@@ -30,7 +31,7 @@ pub trait Model: Send {
 }
 
 /// Architectures this build knows.
-pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "toy"];
+pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "mtcnn", "toy"];
 
 /// Builds the network for `manifest` from `source`, reporting progress.
 pub fn build(
@@ -44,6 +45,7 @@ pub fn build(
     let m: Box<dyn Model> = match manifest.arch.as_str() {
         "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
         "face_landmarks_68" => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
+        "mtcnn" => Box::new(mtcnn::Mtcnn::load(vb, manifest)?),
         "toy" => Box::new(toy::Toy::load(vb, manifest)?),
         other => {
             return Err(Error::msg(format!(

@@ -106,11 +106,7 @@ impl Sampler {
                 }
             })
             .ok();
-        Sampler {
-            shared,
-            stop,
-            handle,
-        }
+        Sampler { shared, stop, handle }
     }
 
     pub fn snapshot(&self) -> TelemetrySnapshot {

@@ -119,7 +119,9 @@ impl ModeldockApp {
         let iou = layout.iou.or(manifest.as_ref().and_then(|m| m.iou)).unwrap_or(0.45);
         let mut errors: Vec<String> = opts.registry.problems.clone();
         let engine = Engine::start(opts.registry.clone(), opts.config, Some(wake.clone()));
-        let telemetry = opts.telemetry.then(|| Sampler::start(SamplerConfig::default(), Some(wake)));
+        let telemetry = opts
+            .telemetry
+            .then(|| Sampler::start(SamplerConfig::default(), Some(wake)));
         errors.retain(|e| !e.is_empty());
         ModeldockApp {
             snapshot: engine.snapshot(),
@@ -257,7 +259,14 @@ impl ModeldockApp {
     }
 
     fn dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
         if !dropped.is_empty() {
             self.viewer.open_paths(dropped, ctx);
         }
@@ -310,13 +319,22 @@ impl ModeldockApp {
 
     fn status_bar(&self, ui: &mut egui::Ui) {
         let s = &self.snapshot;
-        let resident: Vec<&str> = s.models.iter().filter(|m| m.state == "Resident").map(|m| m.id.as_str()).collect();
+        let resident: Vec<&str> = s
+            .models
+            .iter()
+            .filter(|m| m.state == "Resident")
+            .map(|m| m.id.as_str())
+            .collect();
         ui.horizontal(|ui| {
             ui.label(format!("Device: {}", s.device));
             ui.separator();
             ui.label(format!(
                 "Resident: {}",
-                if resident.is_empty() { "none".to_string() } else { resident.join(", ") }
+                if resident.is_empty() {
+                    "none".to_string()
+                } else {
+                    resident.join(", ")
+                }
             ));
             ui.separator();
             ui.label(format!(
@@ -335,7 +353,10 @@ impl ModeldockApp {
 
     fn report_and_maybe_exit(&mut self, ctx: &egui::Context) {
         let Some(limit) = self.exit_after else { return };
-        let since_first = self.first_frame.map(|f| self.started.elapsed().saturating_sub(f)).unwrap_or_default();
+        let since_first = self
+            .first_frame
+            .map(|f| self.started.elapsed().saturating_sub(f))
+            .unwrap_or_default();
         if since_first < limit {
             ctx.request_repaint_after(Duration::from_millis(100));
             return;
@@ -384,32 +405,41 @@ impl ModeldockApp {
         }
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         if self.layout.show_log {
-            egui::Panel::bottom("log").resizable(true).default_size(140.0).show(ui, |ui| {
-                log_panel::ui(ui, &self.log, &mut self.log_level);
-            });
+            egui::Panel::bottom("log")
+                .resizable(true)
+                .default_size(140.0)
+                .show(ui, |ui| {
+                    log_panel::ui(ui, &self.log, &mut self.log_level);
+                });
         }
         if self.layout.show_models {
-            egui::Panel::left("models").resizable(true).default_size(560.0).show(ui, |ui| {
-                models_panel::ui(ui, &self.engine, &self.snapshot, &mut self.selected_model);
-            });
+            egui::Panel::left("models")
+                .resizable(true)
+                .default_size(560.0)
+                .show(ui, |ui| {
+                    models_panel::ui(ui, &self.engine, &self.snapshot, &mut self.selected_model);
+                });
         }
         if self.layout.show_side {
-            egui::Panel::right("side").resizable(true).default_size(340.0).show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
-                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
+            egui::Panel::right("side")
+                .resizable(true)
+                .default_size(340.0)
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
+                        ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
+                    });
+                    ui.separator();
+                    egui::ScrollArea::vertical().show(ui, |ui| match self.layout.side_tab {
+                        SideTab::Gpu => match &self.telemetry {
+                            Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
+                            None => {
+                                ui.label("Telemetry is off.");
+                            }
+                        },
+                        SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
+                    });
                 });
-                ui.separator();
-                egui::ScrollArea::vertical().show(ui, |ui| match self.layout.side_tab {
-                    SideTab::Gpu => match &self.telemetry {
-                        Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
-                        None => {
-                            ui.label("Telemetry is off.");
-                        }
-                    },
-                    SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
-                });
-            });
         }
         let ids: Vec<String> = self.registry.entries.iter().map(|e| e.manifest.id.clone()).collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {

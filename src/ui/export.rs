@@ -29,7 +29,12 @@ fn line(img: &mut RgbImage, a: [f32; 2], b: [f32; 2], c: Rgb<u8>) {
     let n = ((b[0] - a[0]).abs().max((b[1] - a[1]).abs()).ceil() as usize).max(1);
     for i in 0..=n {
         let t = i as f32 / n as f32;
-        put(img, (a[0] + (b[0] - a[0]) * t).round() as i64, (a[1] + (b[1] - a[1]) * t).round() as i64, c);
+        put(
+            img,
+            (a[0] + (b[0] - a[0]) * t).round() as i64,
+            (a[1] + (b[1] - a[1]) * t).round() as i64,
+            c,
+        );
     }
 }
 
@@ -52,7 +57,12 @@ pub fn annotate(img: &mut RgbImage, r: &InferResult, conf: f32) {
         for k in &d.keypoints {
             for dy in -1..=1 {
                 for dx in -1..=1 {
-                    put(img, k[0].round() as i64 + dx, k[1].round() as i64 + dy, Rgb([255, 255, 0]));
+                    put(
+                        img,
+                        k[0].round() as i64 + dx,
+                        k[1].round() as i64 + dy,
+                        Rgb([255, 255, 0]),
+                    );
                 }
             }
         }
@@ -71,7 +81,8 @@ pub fn export(items: &[ExportItem], dir: &Path) -> Result<Vec<PathBuf>> {
         let mut img = decode_bytes(&it.name, &it.bytes, &DecodeLimits::default())?;
         annotate(&mut img, &it.result, it.conf);
         let png = dir.join(format!("{stem}.annotated.png"));
-        img.save(&png).map_err(|e| Error::msg(format!("{}: {e}", png.display())))?;
+        img.save(&png)
+            .map_err(|e| Error::msg(format!("{}: {e}", png.display())))?;
         let json = dir.join(format!("{stem}.json"));
         std::fs::write(&json, result_json(&it.result).to_string())
             .map_err(|e| Error::msg(format!("{}: {e}", json.display())))?;

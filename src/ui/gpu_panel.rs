@@ -9,8 +9,14 @@ use crate::telemetry::sampler::TelemetrySnapshot;
 
 fn bar(ui: &mut egui::Ui, used: u64, total: u64, own: Option<u64>, label: &str) {
     let f = used as f32 / total.max(1) as f32;
-    let own_txt = own.map(|o| format!(", this process {}", human_bytes(o))).unwrap_or_default();
-    ui.add(egui::ProgressBar::new(f).text(format!("{label} {} / {}{own_txt}", human_bytes(used), human_bytes(total))));
+    let own_txt = own
+        .map(|o| format!(", this process {}", human_bytes(o)))
+        .unwrap_or_default();
+    ui.add(egui::ProgressBar::new(f).text(format!(
+        "{label} {} / {}{own_txt}",
+        human_bytes(used),
+        human_bytes(total)
+    )));
 }
 
 pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
@@ -59,13 +65,27 @@ pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
                     "VRAM %",
                     series(&|g| Some(100.0 * g.memory_used_bytes? as f64 / g.memory_total_bytes?.max(1) as f64)),
                 ));
-                p.line(Line::new("util %", series(&|g| g.utilization_gpu_pct.map(|u| u as f64))));
+                p.line(Line::new(
+                    "util %",
+                    series(&|g| g.utilization_gpu_pct.map(|u| u as f64)),
+                ));
             });
     }
     let s = &last.system;
     ui.separator();
-    ui.label(format!("CPU {:.0}% ({} cores) · this process {:.0}%", s.cpu_pct, s.per_core_pct.len(), s.process_cpu_pct));
-    bar(ui, s.ram_used_bytes, s.ram_total_bytes, Some(s.process_rss_bytes), "RAM");
+    ui.label(format!(
+        "CPU {:.0}% ({} cores) · this process {:.0}%",
+        s.cpu_pct,
+        s.per_core_pct.len(),
+        s.process_cpu_pct
+    ));
+    bar(
+        ui,
+        s.ram_used_bytes,
+        s.ram_total_bytes,
+        Some(s.process_rss_bytes),
+        "RAM",
+    );
     Plot::new("system-history")
         .height(110.0)
         .legend(Legend::default())
@@ -78,7 +98,10 @@ pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
                 t.history.iter().map(|pt| [pt.t, f(&pt.system)]).collect()
             };
             p.line(Line::new("CPU %", pts(&|s| s.cpu_pct as f64)));
-            p.line(Line::new("RAM %", pts(&|s| 100.0 * s.ram_used_bytes as f64 / s.ram_total_bytes.max(1) as f64)));
+            p.line(Line::new(
+                "RAM %",
+                pts(&|s| 100.0 * s.ram_used_bytes as f64 / s.ram_total_bytes.max(1) as f64),
+            ));
             p.line(Line::new("RSS MiB", pts(&|s| s.process_rss_bytes as f64 / 1048576.0)));
         });
 }

@@ -22,7 +22,16 @@ pub fn ui(ui: &mut egui::Ui, snap: &Snapshot) {
         return;
     }
     egui::Grid::new("latency-grid").striped(true).show(ui, |ui| {
-        for h in ["Model", "Count", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "cache hits"] {
+        for h in [
+            "Model",
+            "Count",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "cache hits",
+        ] {
             ui.label(RichText::new(h).strong());
         }
         ui.end_row();

@@ -8,11 +8,13 @@ use super::log_capture::LogBuffer;
 pub fn ui(ui: &mut egui::Ui, log: &LogBuffer, level: &mut Level) {
     ui.horizontal(|ui| {
         ui.strong("Log");
-        egui::ComboBox::from_label("Level").selected_text(level.to_string()).show_ui(ui, |ui| {
-            for l in [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG] {
-                ui.selectable_value(level, l, l.to_string());
-            }
-        });
+        egui::ComboBox::from_label("Level")
+            .selected_text(level.to_string())
+            .show_ui(ui, |ui| {
+                for l in [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG] {
+                    ui.selectable_value(level, l, l.to_string());
+                }
+            });
     });
     egui::ScrollArea::vertical()
         .stick_to_bottom(true)

@@ -30,7 +30,11 @@ pub fn run(argv: &[String]) -> Result<i32> {
     flags.extend_from_slice(setup::ENGINE_FLAGS);
     let args = Args::parse(argv, &flags, &["no-telemetry"])?;
     let log = LogBuffer::default();
-    let stderr_level = match std::env::var("MODELDOCK_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+    let stderr_level = match std::env::var("MODELDOCK_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "debug" => tracing::Level::DEBUG,
         "info" => tracing::Level::INFO,
         "error" => tracing::Level::ERROR,
@@ -73,7 +77,11 @@ pub fn run(argv: &[String]) -> Result<i32> {
         persist_window: true,
         ..Default::default()
     };
-    eframe::run_native("modeldock", native, Box::new(move |cc| Ok(Box::new(ModeldockApp::new(cc, opts)))))
-        .map_err(|e| Error::msg(format!("cannot open the window: {e}")))?;
+    eframe::run_native(
+        "modeldock",
+        native,
+        Box::new(move |cc| Ok(Box::new(ModeldockApp::new(cc, opts)))),
+    )
+    .map_err(|e| Error::msg(format!("cannot open the window: {e}")))?;
     Ok(0)
 }

@@ -67,7 +67,10 @@ fn state_cell(ui: &mut egui::Ui, engine: &Engine, m: &ModelStatus) {
             } else {
                 0.0
             };
-            let eta = m.eta_ms.map(|e| format!(", ETA {:.1} s", e as f64 / 1000.0)).unwrap_or_default();
+            let eta = m
+                .eta_ms
+                .map(|e| format!(", ETA {:.1} s", e as f64 / 1000.0))
+                .unwrap_or_default();
             ui.add(egui::ProgressBar::new(f).desired_width(180.0).text(format!(
                 "Loading {} / {}{eta}",
                 human_bytes(m.bytes_done),
@@ -97,51 +100,68 @@ pub fn ui(ui: &mut egui::Ui, engine: &Engine, snap: &Snapshot, selected: &mut Op
     budget_bar(ui, snap);
     ui.add_space(6.0);
     egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
-        egui::Grid::new("models-grid").striped(true).num_columns(9).show(ui, |ui| {
-            for h in ["Model", "", "", "State", "Memory (pred / meas)", "Device", "Last used", "Keep-alive", "Task"] {
-                ui.label(RichText::new(h).strong());
-            }
-            ui.end_row();
-            for (i, m) in snap.models.iter().enumerate() {
-                let is_sel = selected.as_deref() == Some(m.id.as_str());
-                ui.horizontal(|ui| {
-                    let (r, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
-                    ui.painter().rect_filled(r, 2.0, palette(i));
-                    if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
-                        *selected = Some(m.id.clone());
-                    }
-                });
-                match m.state.as_str() {
-                    "Resident" | "Loading" => {
-                        if ui.button("Unload").clicked() {
-                            let _ = engine.unload(&m.id);
-                        }
-                    }
-                    _ => {
-                        if ui.button("Load").clicked() {
-                            let _ = engine.load(&m.id);
-                        }
-                    }
+        egui::Grid::new("models-grid")
+            .striped(true)
+            .num_columns(9)
+            .show(ui, |ui| {
+                for h in [
+                    "Model",
+                    "",
+                    "",
+                    "State",
+                    "Memory (pred / meas)",
+                    "Device",
+                    "Last used",
+                    "Keep-alive",
+                    "Task",
+                ] {
+                    ui.label(RichText::new(h).strong());
                 }
-                let mut pinned = m.pinned;
-                if ui.checkbox(&mut pinned, "Pin").on_hover_text("Pinned models are never evicted").changed() {
-                    let _ = engine.pin(&m.id, pinned);
-                }
-                state_cell(ui, engine, m);
-                ui.label(format!(
-                    "{} / {}",
-                    human_bytes(m.predicted_bytes),
-                    m.measured_bytes.map(human_bytes).unwrap_or_else(|| "–".into())
-                ));
-                ui.label(if m.device.is_empty() { "–" } else { &m.device });
-                ui.label(m.last_used_ms_ago.map(ago).unwrap_or_else(|| "never".into()));
-                ui.label(match m.keep_alive_left_ms {
-                    Some(ms) => countdown(ms),
-                    None => m.keep_alive.clone(),
-                });
-                ui.label(&m.task);
                 ui.end_row();
-            }
-        });
+                for (i, m) in snap.models.iter().enumerate() {
+                    let is_sel = selected.as_deref() == Some(m.id.as_str());
+                    ui.horizontal(|ui| {
+                        let (r, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
+                        ui.painter().rect_filled(r, 2.0, palette(i));
+                        if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
+                            *selected = Some(m.id.clone());
+                        }
+                    });
+                    match m.state.as_str() {
+                        "Resident" | "Loading" => {
+                            if ui.button("Unload").clicked() {
+                                let _ = engine.unload(&m.id);
+                            }
+                        }
+                        _ => {
+                            if ui.button("Load").clicked() {
+                                let _ = engine.load(&m.id);
+                            }
+                        }
+                    }
+                    let mut pinned = m.pinned;
+                    if ui
+                        .checkbox(&mut pinned, "Pin")
+                        .on_hover_text("Pinned models are never evicted")
+                        .changed()
+                    {
+                        let _ = engine.pin(&m.id, pinned);
+                    }
+                    state_cell(ui, engine, m);
+                    ui.label(format!(
+                        "{} / {}",
+                        human_bytes(m.predicted_bytes),
+                        m.measured_bytes.map(human_bytes).unwrap_or_else(|| "–".into())
+                    ));
+                    ui.label(if m.device.is_empty() { "–" } else { &m.device });
+                    ui.label(m.last_used_ms_ago.map(ago).unwrap_or_else(|| "never".into()));
+                    ui.label(match m.keep_alive_left_ms {
+                        Some(ms) => countdown(ms),
+                        None => m.keep_alive.clone(),
+                    });
+                    ui.label(&m.task);
+                    ui.end_row();
+                }
+            });
     });
 }

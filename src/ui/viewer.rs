@@ -105,7 +105,11 @@ impl Viewer {
             self.decoding = self.decoding.saturating_sub(1);
             match r {
                 Ok(d) => {
-                    let name = d.path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                    let name = d
+                        .path
+                        .file_name()
+                        .map(|s| s.to_string_lossy().to_string())
+                        .unwrap_or_default();
                     let texture = ctx.load_texture(&name, d.display, egui::TextureOptions::LINEAR);
                     self.images.push(ViewerImage {
                         path: d.path,
@@ -247,7 +251,9 @@ impl Viewer {
             });
         }
         let conf = self.conf;
-        let Some(img) = self.images.get(self.selected) else { return };
+        let Some(img) = self.images.get(self.selected) else {
+            return;
+        };
         match (&img.result, &img.error) {
             (_, Some(e)) => {
                 ui.colored_label(ui.visuals().error_fg_color, e);
@@ -282,7 +288,10 @@ impl Viewer {
         );
         let top_left = map.point([0.0, 0.0]);
         let bottom_right = map.point([img.size[0] as f32, img.size[1] as f32]);
-        let img_rect = egui::Rect::from_min_max(Pos2::new(top_left[0], top_left[1]), Pos2::new(bottom_right[0], bottom_right[1]));
+        let img_rect = egui::Rect::from_min_max(
+            Pos2::new(top_left[0], top_left[1]),
+            Pos2::new(bottom_right[0], bottom_right[1]),
+        );
         let painter = ui.painter_at(rect);
         painter.image(
             img.texture.id(),
@@ -311,7 +320,10 @@ pub fn draw_detection(painter: &egui::Painter, map: &ImageToScreen, d: &Detectio
     painter.rect_stroke(r, 2.0, Stroke::new(2.0, color), egui::StrokeKind::Outside);
     let text = format!("{} {:.2}", d.label, d.score);
     let galley = painter.layout_no_wrap(text, egui::FontId::proportional(13.0), Color32::WHITE);
-    let bg = egui::Rect::from_min_size(r.left_top() - egui::vec2(0.0, galley.size().y + 2.0), galley.size() + egui::vec2(6.0, 2.0));
+    let bg = egui::Rect::from_min_size(
+        r.left_top() - egui::vec2(0.0, galley.size().y + 2.0),
+        galley.size() + egui::vec2(6.0, 2.0),
+    );
     painter.rect_filled(bg, 2.0, color);
     painter.galley(bg.left_top() + egui::vec2(3.0, 1.0), galley, Color32::WHITE);
     let pts: Vec<Pos2> = d

@@ -113,6 +113,36 @@ impl FloatImage {
         }
     }
 
+    /// Area resize (PyTorch `interpolate(mode="area")`, i.e. adaptive average
+    /// pooling): output pixel i averages source rows/columns
+    /// `floor(i * n / out) .. ceil((i + 1) * n / out)`.
+    pub fn resize_area(&self, out_w: usize, out_h: usize) -> Self {
+        let span = |i: usize, n: usize, out: usize| (i * n / out, ((i + 1) * n).div_ceil(out));
+        let xs: Vec<(usize, usize)> = (0..out_w).map(|x| span(x, self.width, out_w)).collect();
+        let mut data = Vec::with_capacity(out_w * out_h * 3);
+        for y in 0..out_h {
+            let (y0, y1) = span(y, self.height, out_h);
+            for &(x0, x1) in &xs {
+                let mut acc = [0f32; 3];
+                for yy in y0..y1 {
+                    let row = yy * self.width * 3;
+                    for xx in x0..x1 {
+                        for c in 0..3 {
+                            acc[c] += self.data[row + xx * 3 + c];
+                        }
+                    }
+                }
+                let n = ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                data.extend(acc.iter().map(|v| v / n));
+            }
+        }
+        FloatImage {
+            width: out_w,
+            height: out_h,
+            data,
+        }
+    }
+
     /// `(x - mean) / scale` per channel, then HWC → a (1, 3, H, W) tensor.
     pub fn to_nchw(&self, mean: [f32; 3], scale: f32, device: &Device) -> Result<Tensor> {
         let plane = self.width * self.height;
@@ -148,6 +178,16 @@ mod tests {
         let p = img(1, 4).pad_to_square(true);
         assert_eq!(&p.data[0..3], &[0.0; 3]);
         assert_eq!(&p.data[3..6], &[0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn area_resize_averages_blocks() {
+        let src = img(4, 2);
+        let r = src.resize_area(2, 1);
+        // Output (0,0) averages pixels x 0..2, y 0..2, channel 0: (0+3+12+15)/4.
+        assert_eq!(r.data[0], 7.5);
+        let same = src.resize_area(4, 2);
+        assert_eq!(same.data, src.data);
     }
 
     #[test]

@@ -1,0 +1,424 @@
+//! MTCNN (P-Net → R-Net → O-Net cascade; boxes and 5 landmarks), following
+//! facenet-pytorch 2.6.0 `models/mtcnn.py` and `models/utils/detect_face.py`
+//! with its defaults: min face 20, thresholds 0.6 / 0.7 / 0.7, factor 0.709.
+
+use std::time::Instant;
+
+use candle_core::{Device, Module, Tensor, D};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+use image::RgbImage;
+
+use super::layers::conv;
+use super::tiny_face_detector::ms;
+use super::{Manifest, Model};
+use crate::error::Result;
+use crate::vision::nms::nms;
+use crate::vision::preprocess::FloatImage;
+use crate::vision::{Detection, InferParams, ModelTimings};
+
+struct PRelu(Tensor);
+
+impl PRelu {
+    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+        Ok(PRelu(vb.get(c, "weight")?))
+    }
+    /// max(x, 0) + w * min(x, 0), per channel (dim 1).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let shape: Vec<usize> = (0..x.rank())
+            .map(|d| if d == 1 { self.0.dim(0).unwrap_or(1) } else { 1 })
+            .collect();
+        let w = self.0.reshape(shape)?;
+        let neg = x.minimum(0f32)?;
+        Ok((x.relu()? + neg.broadcast_mul(&w)?)?)
+    }
+}
+
+/// PyTorch `MaxPool2d(k, s, ceil_mode=True)` without padding.
+fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let extra = |n: usize| {
+        let mut out = (n.saturating_sub(k)).div_ceil(s) + 1;
+        if (out - 1) * s >= n {
+            out -= 1;
+        }
+        ((out - 1) * s + k).saturating_sub(n)
+    };
+    let x = x.pad_with_same(2, 0, extra(h))?.pad_with_same(3, 0, extra(w))?;
+    Ok(x.max_pool2d_with_stride(k, s)?)
+}
+
+fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<Linear> {
+    Ok(Linear::new(vb.get((o, i), "weight")?, Some(vb.get(o, "bias")?)))
+}
+
+struct PNet {
+    c1: Conv2d,
+    p1: PRelu,
+    c2: Conv2d,
+    p2: PRelu,
+    c3: Conv2d,
+    p3: PRelu,
+    c41: Conv2d,
+    c42: Conv2d,
+}
+
+impl PNet {
+    fn load(vb: VarBuilder) -> Result<Self> {
+        Ok(PNet {
+            c1: conv(vb.pp("conv1"), 3, 10, 3, 1)?,
+            p1: PRelu::load(vb.pp("prelu1"), 10)?,
+            c2: conv(vb.pp("conv2"), 10, 16, 3, 1)?,
+            p2: PRelu::load(vb.pp("prelu2"), 16)?,
+            c3: conv(vb.pp("conv3"), 16, 32, 3, 1)?,
+            p3: PRelu::load(vb.pp("prelu3"), 32)?,
+            c41: conv(vb.pp("conv4_1"), 32, 2, 1, 1)?,
+            c42: conv(vb.pp("conv4_2"), 32, 4, 1, 1)?,
+        })
+    }
+    /// (regression (1,4,h,w), face probability (1,h,w)).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 2, 2)?;
+        let x = self.p2.forward(&self.c2.forward(&x)?)?;
+        let x = self.p3.forward(&self.c3.forward(&x)?)?;
+        let prob = candle_nn::ops::softmax(&self.c41.forward(&x)?, 1)?
+            .narrow(1, 1, 1)?
+            .squeeze(1)?;
+        Ok((self.c42.forward(&x)?, prob))
+    }
+}
+
+struct RNet {
+    c1: Conv2d,
+    p1: PRelu,
+    c2: Conv2d,
+    p2: PRelu,
+    c3: Conv2d,
+    p3: PRelu,
+    d4: Linear,
+    p4: PRelu,
+    d51: Linear,
+    d52: Linear,
+}
+
+impl RNet {
+    fn load(vb: VarBuilder) -> Result<Self> {
+        Ok(RNet {
+            c1: conv(vb.pp("conv1"), 3, 28, 3, 1)?,
+            p1: PRelu::load(vb.pp("prelu1"), 28)?,
+            c2: conv(vb.pp("conv2"), 28, 48, 3, 1)?,
+            p2: PRelu::load(vb.pp("prelu2"), 48)?,
+            c3: conv(vb.pp("conv3"), 48, 64, 2, 1)?,
+            p3: PRelu::load(vb.pp("prelu3"), 64)?,
+            d4: linear(vb.pp("dense4"), 576, 128)?,
+            p4: PRelu::load(vb.pp("prelu4"), 128)?,
+            d51: linear(vb.pp("dense5_1"), 128, 2)?,
+            d52: linear(vb.pp("dense5_2"), 128, 4)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.p2.forward(&self.c2.forward(&x)?)?, 3, 2)?;
+        let x = self.p3.forward(&self.c3.forward(&x)?)?;
+        let x = x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)?;
+        let x = self.p4.forward(&self.d4.forward(&x)?)?;
+        let prob = candle_nn::ops::softmax(&self.d51.forward(&x)?, D::Minus1)?
+            .narrow(1, 1, 1)?
+            .squeeze(1)?;
+        Ok((self.d52.forward(&x)?, prob))
+    }
+}
+
+struct ONet {
+    c1: Conv2d,
+    p1: PRelu,
+    c2: Conv2d,
+    p2: PRelu,
+    c3: Conv2d,
+    p3: PRelu,
+    c4: Conv2d,
+    p4: PRelu,
+    d5: Linear,
+    p5: PRelu,
+    d61: Linear,
+    d62: Linear,
+    d63: Linear,
+}
+
+impl ONet {
+    fn load(vb: VarBuilder) -> Result<Self> {
+        Ok(ONet {
+            c1: conv(vb.pp("conv1"), 3, 32, 3, 1)?,
+            p1: PRelu::load(vb.pp("prelu1"), 32)?,
+            c2: conv(vb.pp("conv2"), 32, 64, 3, 1)?,
+            p2: PRelu::load(vb.pp("prelu2"), 64)?,
+            c3: conv(vb.pp("conv3"), 64, 64, 3, 1)?,
+            p3: PRelu::load(vb.pp("prelu3"), 64)?,
+            c4: conv(vb.pp("conv4"), 64, 128, 2, 1)?,
+            p4: PRelu::load(vb.pp("prelu4"), 128)?,
+            d5: linear(vb.pp("dense5"), 1152, 256)?,
+            p5: PRelu::load(vb.pp("prelu5"), 256)?,
+            d61: linear(vb.pp("dense6_1"), 256, 2)?,
+            d62: linear(vb.pp("dense6_2"), 256, 4)?,
+            d63: linear(vb.pp("dense6_3"), 256, 10)?,
+        })
+    }
+    /// (regression (n,4), landmarks (n,10), probability (n)).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.p2.forward(&self.c2.forward(&x)?)?, 3, 2)?;
+        let x = max_pool_ceil(&self.p3.forward(&self.c3.forward(&x)?)?, 2, 2)?;
+        let x = self.p4.forward(&self.c4.forward(&x)?)?;
+        let x = x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)?;
+        let x = self.p5.forward(&self.d5.forward(&x)?)?;
+        let prob = candle_nn::ops::softmax(&self.d61.forward(&x)?, D::Minus1)?
+            .narrow(1, 1, 1)?
+            .squeeze(1)?;
+        Ok((self.d62.forward(&x)?, self.d63.forward(&x)?, prob))
+    }
+}
+
+/// A candidate: box, score, regression (and landmarks in stage 3).
+#[derive(Clone, Debug)]
+struct Cand {
+    b: [f32; 4],
+    score: f32,
+    reg: [f32; 4],
+    points: [[f32; 2]; 5],
+}
+
+pub struct Mtcnn {
+    pnet: PNet,
+    rnet: RNet,
+    onet: ONet,
+    min_face: f32,
+    thresholds: [f32; 3],
+    factor: f32,
+    device: Device,
+}
+
+fn normalise(img: &FloatImage, device: &Device) -> Result<Tensor> {
+    img.to_nchw([127.5; 3], 128.0, device)
+}
+
+fn keep(c: &[Cand], idx: Vec<usize>) -> Vec<Cand> {
+    idx.into_iter().map(|i| c[i].clone()).collect()
+}
+
+fn nms_iou(c: &[Cand], thr: f32) -> Vec<Cand> {
+    let boxes: Vec<[f32; 4]> = c.iter().map(|c| c.b).collect();
+    let scores: Vec<f32> = c.iter().map(|c| c.score).collect();
+    keep(c, nms(&boxes, &scores, thr))
+}
+
+/// facenet-pytorch's numpy NMS with the "Min" overlap (areas with +1).
+fn nms_min(c: &[Cand], thr: f32) -> Vec<Cand> {
+    let area = |b: &[f32; 4]| (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0);
+    let mut order: Vec<usize> = (0..c.len()).collect();
+    order.sort_by(|&a, &b| c[a].score.total_cmp(&c[b].score));
+    let mut pick = Vec::new();
+    while let Some(i) = order.pop() {
+        pick.push(i);
+        let bi = c[i].b;
+        order.retain(|&j| {
+            let bj = c[j].b;
+            let w = (bi[2].min(bj[2]) - bi[0].max(bj[0]) + 1.0).max(0.0);
+            let h = (bi[3].min(bj[3]) - bi[1].max(bj[1]) + 1.0).max(0.0);
+            w * h / area(&bi).min(area(&bj)) <= thr
+        });
+    }
+    keep(c, pick)
+}
+
+fn rerec(c: &mut [Cand]) {
+    for k in c {
+        let (w, h) = (k.b[2] - k.b[0], k.b[3] - k.b[1]);
+        let l = w.max(h);
+        k.b[0] += w * 0.5 - l * 0.5;
+        k.b[1] += h * 0.5 - l * 0.5;
+        k.b[2] = k.b[0] + l;
+        k.b[3] = k.b[1] + l;
+    }
+}
+
+fn bbreg(c: &mut [Cand]) {
+    for k in c {
+        let (w, h) = (k.b[2] - k.b[0] + 1.0, k.b[3] - k.b[1] + 1.0);
+        k.b = [
+            k.b[0] + k.reg[0] * w,
+            k.b[1] + k.reg[1] * h,
+            k.b[2] + k.reg[2] * w,
+            k.b[3] + k.reg[3] * h,
+        ];
+    }
+}
+
+impl Mtcnn {
+    pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
+        Ok(Mtcnn {
+            pnet: PNet::load(vb.pp("pnet"))?,
+            rnet: RNet::load(vb.pp("rnet"))?,
+            onet: ONet::load(vb.pp("onet"))?,
+            min_face: m.option("min_face_size", 20.0) as f32,
+            thresholds: [
+                m.option("threshold1", 0.6) as f32,
+                m.option("threshold2", 0.7) as f32,
+                m.conf.unwrap_or(0.7),
+            ],
+            factor: m.option("factor", 0.709) as f32,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Crops `img[y-1..ey, x-1..ex]` of each (truncated, clamped) box and
+    /// area-resizes it to `size`; drops boxes with an empty crop.
+    fn crops(&self, img: &FloatImage, c: Vec<Cand>, size: usize) -> Result<(Vec<Cand>, Option<Tensor>)> {
+        let (w, h) = (img.width as i64, img.height as i64);
+        let mut kept = Vec::new();
+        let mut tensors = Vec::new();
+        for k in c {
+            let x = (k.b[0].trunc() as i64).max(1);
+            let y = (k.b[1].trunc() as i64).max(1);
+            let ex = (k.b[2].trunc() as i64).min(w);
+            let ey = (k.b[3].trunc() as i64).min(h);
+            if ey <= y - 1 || ex <= x - 1 || x > w || y > h {
+                continue;
+            }
+            let crop = img.crop(
+                (x - 1) as usize,
+                (y - 1) as usize,
+                (ex - x + 1) as usize,
+                (ey - y + 1) as usize,
+            );
+            tensors.push(normalise(&crop.resize_area(size, size), &self.device)?);
+            kept.push(k);
+        }
+        if tensors.is_empty() {
+            return Ok((kept, None));
+        }
+        Ok((kept, Some(Tensor::cat(&tensors, 0)?)))
+    }
+
+    pub fn detect(&self, img: &FloatImage, conf: f32) -> Result<Vec<Detection>> {
+        let (w, h) = (img.width as f32, img.height as f32);
+        // Scale pyramid.
+        let m = 12.0 / self.min_face;
+        let mut minl = w.min(h) * m;
+        let mut scales = Vec::new();
+        let mut s = m;
+        while minl >= 12.0 {
+            scales.push(s);
+            s *= self.factor;
+            minl *= self.factor;
+        }
+        // Stage 1: P-Net on each scale, NMS 0.5 per scale, then 0.7 overall.
+        let mut all = Vec::new();
+        for &scale in &scales {
+            let (hs, ws) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
+            let x = normalise(&img.resize_area(ws, hs), &self.device)?;
+            let (reg, prob) = self.pnet.forward(&x)?;
+            let prob: Vec<Vec<f32>> = prob.squeeze(0)?.to_vec2()?;
+            let reg: Vec<Vec<Vec<f32>>> = reg.squeeze(0)?.to_vec3()?;
+            let mut here = Vec::new();
+            for (yy, row) in prob.iter().enumerate() {
+                for (xx, &p) in row.iter().enumerate() {
+                    if p >= self.thresholds[0] {
+                        let (bx, by) = (xx as f32, yy as f32);
+                        here.push(Cand {
+                            b: [
+                                ((2.0 * bx + 1.0) / scale).floor(),
+                                ((2.0 * by + 1.0) / scale).floor(),
+                                ((2.0 * bx + 12.0) / scale).floor(),
+                                ((2.0 * by + 12.0) / scale).floor(),
+                            ],
+                            score: p,
+                            reg: [reg[0][yy][xx], reg[1][yy][xx], reg[2][yy][xx], reg[3][yy][xx]],
+                            points: [[0.0; 2]; 5],
+                        });
+                    }
+                }
+            }
+            all.extend(nms_iou(&here, 0.5));
+        }
+        let mut c = nms_iou(&all, 0.7);
+        for k in &mut c {
+            let (rw, rh) = (k.b[2] - k.b[0], k.b[3] - k.b[1]);
+            k.b = [
+                k.b[0] + k.reg[0] * rw,
+                k.b[1] + k.reg[1] * rh,
+                k.b[2] + k.reg[2] * rw,
+                k.b[3] + k.reg[3] * rh,
+            ];
+        }
+        rerec(&mut c);
+        // Stage 2: R-Net on 24×24 crops.
+        let (c2, batch) = self.crops(img, c, 24)?;
+        let Some(batch) = batch else { return Ok(Vec::new()) };
+        let (reg, prob) = self.rnet.forward(&batch)?;
+        let (reg, prob): (Vec<Vec<f32>>, Vec<f32>) = (reg.to_vec2()?, prob.to_vec1()?);
+        let mut c: Vec<Cand> = c2
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| prob[*i] > self.thresholds[1])
+            .map(|(i, mut k)| {
+                k.score = prob[i];
+                k.reg = [reg[i][0], reg[i][1], reg[i][2], reg[i][3]];
+                k
+            })
+            .collect();
+        c = nms_iou(&c, 0.7);
+        bbreg(&mut c);
+        rerec(&mut c);
+        // Stage 3: O-Net on 48×48 crops, with landmarks.
+        let (c3, batch) = self.crops(img, c, 48)?;
+        let Some(batch) = batch else { return Ok(Vec::new()) };
+        let (reg, pts, prob) = self.onet.forward(&batch)?;
+        let (reg, pts, prob): (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<f32>) =
+            (reg.to_vec2()?, pts.to_vec2()?, prob.to_vec1()?);
+        let mut c: Vec<Cand> = c3
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| prob[*i] > conf)
+            .map(|(i, mut k)| {
+                k.score = prob[i];
+                k.reg = [reg[i][0], reg[i][1], reg[i][2], reg[i][3]];
+                let (wi, hi) = (k.b[2] - k.b[0] + 1.0, k.b[3] - k.b[1] + 1.0);
+                for j in 0..5 {
+                    k.points[j] = [wi * pts[i][j] + k.b[0] - 1.0, hi * pts[i][j + 5] + k.b[1] - 1.0];
+                }
+                k
+            })
+            .collect();
+        bbreg(&mut c);
+        let mut c = nms_min(&c, 0.7);
+        // Largest box first (facenet-pytorch's select_largest).
+        c.sort_by(|a, b| {
+            let area = |k: &Cand| (k.b[2] - k.b[0]) * (k.b[3] - k.b[1]);
+            area(b).total_cmp(&area(a))
+        });
+        Ok(c.into_iter()
+            .map(|k| Detection {
+                label: "face".into(),
+                score: k.score,
+                bbox: k.b,
+                keypoints: k.points.iter().map(|p| [p[0], p[1], 1.0]).collect(),
+            })
+            .collect())
+    }
+}
+
+impl Model for Mtcnn {
+    fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        let t0 = Instant::now();
+        let f = FloatImage::from_rgb(img);
+        let t1 = Instant::now();
+        let d = self.detect(&f, params.conf.unwrap_or(self.thresholds[2]))?;
+        Ok((
+            d,
+            ModelTimings {
+                preprocess: ms(t1 - t0),
+                forward: ms(t1.elapsed()),
+                postprocess: 0.0,
+            },
+        ))
+    }
+}
