@@ -280,7 +280,7 @@ impl Mtcnn {
             let y = (k.b[1].trunc() as i64).max(1);
             let ex = (k.b[2].trunc() as i64).min(w);
             let ey = (k.b[3].trunc() as i64).min(h);
-            if ey <= y - 1 || ex <= x - 1 || x > w || y > h {
+            if ey < y || ex < x || x > w || y > h {
                 continue;
             }
             let crop = img.crop(

@@ -126,9 +126,9 @@ impl FloatImage {
                 let mut acc = [0f32; 3];
                 for yy in y0..y1 {
                     let row = yy * self.width * 3;
-                    for xx in x0..x1 {
-                        for c in 0..3 {
-                            acc[c] += self.data[row + xx * 3 + c];
+                    for px in self.data[row + x0 * 3..row + x1 * 3].chunks_exact(3) {
+                        for (a, v) in acc.iter_mut().zip(px) {
+                            *a += v;
                         }
                     }
                 }
