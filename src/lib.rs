@@ -2,6 +2,7 @@
 //! CPU. A model is read once, only when needed, never on the UI thread, and
 //! leaves memory when a budget, an idle timer or the user says so.
 
+pub mod camera;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -51,6 +51,7 @@ fn harness(registry: Registry, model: &str) -> Harness<'static, ModeldockApp> {
                     model: Some(model),
                     telemetry: false,
                     log: LogBuffer::default(),
+                    live: None,
                     exit_after: None,
                 },
             )
@@ -158,4 +159,34 @@ fn a_dropped_text_file_shows_an_error_naming_it_and_the_app_keeps_working() {
     step_until(&mut h, "results after the error", |h| {
         has_label_containing(h, "camera.png: 1 detections")
     });
+}
+
+#[test]
+fn the_live_panel_runs_the_synthetic_source_with_overlays_and_stops() {
+    let mut h = harness(only(Registry::discover(&[]), &["face-landmarks"]), "face-landmarks");
+    h.step();
+    h.get_by_label("Live").click();
+    step_until(&mut h, "the Start button", |h| h.query_by_label("Start").is_some());
+    h.get_by_label("Start").click();
+    step_until(&mut h, "a live result with a face", |h| {
+        has_label_containing(h, "detections: 1")
+    });
+    assert!(has_label_containing(&h, "camera "), "camera fps shown");
+    let r = h
+        .state()
+        .live
+        .pipeline
+        .as_ref()
+        .and_then(|p| p.latest_result())
+        .unwrap_or_else(|| panic!("a result"));
+    assert_eq!(
+        r.detections[0].keypoints.len(),
+        68,
+        "landmarks for the overlay and the glasses"
+    );
+    h.get_by_label("Stop").click();
+    step_until(&mut h, "the pipeline to stop", |h| {
+        h.query_by_label("stopped").is_some()
+    });
+    assert!(h.state().live.pipeline.is_none());
 }

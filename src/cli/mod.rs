@@ -5,6 +5,7 @@ pub mod bench_cmd;
 pub mod gpu_cmd;
 pub mod import_cmd;
 pub mod infer_cmd;
+pub mod live_cmd;
 pub mod models_cmd;
 pub mod setup;
 
@@ -14,12 +15,13 @@ pub const USAGE: &str = "\
 modeldock — run vision models on a local GPU or CPU
 
 USAGE:
-  modeldock [ENGINE FLAGS] [--open IMAGE]... [--model ID] [--exit-after SECS] [--no-telemetry]
+  modeldock [ENGINE FLAGS] [--open IMAGE]... [--model ID] [--live SOURCE] [--exit-after SECS] [--no-telemetry]
                                                open the desktop app
   modeldock models [--json]                    every registered model, its state and size
   modeldock infer --model ID [--conf F] [--iou F] [--json] IMAGE...
   modeldock bench [--model ID] [--random-weights] [--image PATH] [--runs N] [--json]
   modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]
+  modeldock live --source webcam[:N]|DIR|synthetic --model ID [--frames N] [--fps F] [--size WxH] [--mirror] [--json]
   modeldock gpu [--json] [--watch] [--interval SECS] [--count N]   (MODELDOCK_NVML_LIB picks libnvidia-ml)
 
 ENGINE FLAGS (models, infer, bench, app):";
@@ -60,6 +62,7 @@ pub fn main() -> i32 {
         "bench" => bench_cmd::run(&rest),
         "import" => import_cmd::run(&rest),
         "gpu" => gpu_cmd::run(&rest),
+        "live" => live_cmd::run(&rest),
         "help" | "-h" => {
             println!("{USAGE}\n{}", setup::ENGINE_HELP);
             Ok(0)

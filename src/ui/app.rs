@@ -30,6 +30,8 @@ pub struct AppOptions {
     pub model: Option<String>,
     pub telemetry: bool,
     pub log: LogBuffer,
+    /// Start the Live panel on this source at start (`synthetic`, `webcam[:N]`, a folder).
+    pub live: Option<String>,
     /// Close the window after this long and print timing figures (tests, benchmarks).
     pub exit_after: Option<Duration>,
 }
@@ -42,6 +44,7 @@ struct Layout {
     show_side: bool,
     show_log: bool,
     side_tab: SideTab,
+    central_tab: CentralTab,
     model: Option<String>,
     conf: Option<f32>,
     iou: Option<f32>,
@@ -54,11 +57,18 @@ impl Default for Layout {
             show_side: true,
             show_log: true,
             side_tab: SideTab::Gpu,
+            central_tab: CentralTab::Viewer,
             model: None,
             conf: None,
             iou: None,
         }
     }
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Clone, Copy)]
+enum CentralTab {
+    Viewer,
+    Live,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Clone, Copy)]
@@ -79,6 +89,8 @@ pub struct ModeldockApp {
     snapshot: Snapshot,
     selected_model: Option<String>,
     pub viewer: Viewer,
+    pub live: super::live_panel::LivePanel,
+    wake: crate::engine::WakeFn,
     telemetry: Option<Sampler>,
     log: LogBuffer,
     log_level: Level,
@@ -90,6 +102,7 @@ pub struct ModeldockApp {
     first_frame: Option<Duration>,
     exit_after: Option<Duration>,
     pending_open: Vec<PathBuf>,
+    pending_live: Option<String>,
     loading_frames: FrameHistory,
 }
 
@@ -121,7 +134,7 @@ impl ModeldockApp {
         let engine = Engine::start(opts.registry.clone(), opts.config, Some(wake.clone()));
         let telemetry = opts
             .telemetry
-            .then(|| Sampler::start(SamplerConfig::default(), Some(wake)));
+            .then(|| Sampler::start(SamplerConfig::default(), Some(wake.clone())));
         errors.retain(|e| !e.is_empty());
         ModeldockApp {
             snapshot: engine.snapshot(),
@@ -129,6 +142,8 @@ impl ModeldockApp {
             registry: opts.registry,
             selected_model: Some(default_model.clone()),
             viewer: Viewer::new(default_model, conf, iou),
+            live: Default::default(),
+            wake,
             telemetry,
             log: opts.log,
             log_level: Level::INFO,
@@ -140,6 +155,7 @@ impl ModeldockApp {
             first_frame: None,
             exit_after: opts.exit_after,
             pending_open: opts.open,
+            pending_live: opts.live,
             loading_frames: FrameHistory::default(),
         }
     }
@@ -388,6 +404,24 @@ impl ModeldockApp {
             let p = std::mem::take(&mut self.pending_open);
             self.viewer.open_paths(p, &ctx);
         }
+        if let Some(spec) = self.pending_live.take() {
+            self.layout.central_tab = CentralTab::Live;
+            self.live.choice = match spec.as_str() {
+                "synthetic" => super::live_panel::SourceChoice::Synthetic,
+                s if s.starts_with("webcam") => super::live_panel::SourceChoice::Webcam(
+                    s.trim_start_matches("webcam")
+                        .trim_start_matches(':')
+                        .parse()
+                        .unwrap_or(0),
+                ),
+                s => {
+                    self.live.folder = s.to_string();
+                    super::live_panel::SourceChoice::Folder
+                }
+            };
+            let model = self.viewer.model.clone();
+            self.live.start(&self.engine, &model, Some(self.wake.clone()));
+        }
         self.drain_events(&ctx);
         self.poll_dialogs(&ctx);
         let errs = self.viewer.poll(&ctx, &self.engine);
@@ -443,7 +477,18 @@ impl ModeldockApp {
         }
         let ids: Vec<String> = self.registry.entries.iter().map(|e| e.manifest.id.clone()).collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {
-            self.viewer.ui(ui, &self.engine, &ids);
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.layout.central_tab, CentralTab::Viewer, "Viewer");
+                ui.selectable_value(&mut self.layout.central_tab, CentralTab::Live, "Live");
+            });
+            ui.separator();
+            match self.layout.central_tab {
+                CentralTab::Viewer => self.viewer.ui(ui, &self.engine, &ids),
+                CentralTab::Live => {
+                    let model = self.viewer.model.clone();
+                    self.live.ui(ui, &self.engine, &model, Some(self.wake.clone()));
+                }
+            }
         });
         self.layout.model = Some(self.viewer.model.clone());
         self.layout.conf = Some(self.viewer.conf);
@@ -469,6 +514,7 @@ impl eframe::App for ModeldockApp {
 
 impl Drop for ModeldockApp {
     fn drop(&mut self) {
+        self.live.stop();
         self.engine.shutdown();
     }
 }

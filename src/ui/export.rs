@@ -40,8 +40,15 @@ fn line(img: &mut RgbImage, a: [f32; 2], b: [f32; 2], c: Rgb<u8>) {
 
 /// Draws boxes, keypoints and skeletons into the image.
 pub fn annotate(img: &mut RgbImage, r: &InferResult, conf: f32) {
-    let c = Rgb([255, 64, 64]);
     for d in r.output.detections.iter().filter(|d| d.score > conf) {
+        annotate_detection(img, d);
+    }
+}
+
+/// One detection's box, skeleton and keypoints.
+pub fn annotate_detection(img: &mut RgbImage, d: &crate::vision::Detection) {
+    let c = Rgb([255, 64, 64]);
+    {
         let [x0, y0, x1, y1] = d.bbox;
         for off in 0..2 {
             let o = off as f32;

@@ -6,6 +6,7 @@ pub mod export;
 pub mod frame_history;
 pub mod gpu_panel;
 pub mod latency_panel;
+pub mod live_panel;
 pub mod log_capture;
 pub mod log_panel;
 pub mod models_panel;
@@ -24,9 +25,9 @@ use crate::error::{Error, Result};
 use app::{AppOptions, ModeldockApp};
 use log_capture::{CaptureLayer, LogBuffer};
 
-/// `modeldock [ENGINE FLAGS] [--open IMAGE]... [--model ID] [--exit-after SECS]`
+/// `modeldock [ENGINE FLAGS] [--open IMAGE]... [--model ID] [--live SOURCE] [--exit-after SECS]`
 pub fn run(argv: &[String]) -> Result<i32> {
-    let mut flags = vec!["open", "model", "exit-after"];
+    let mut flags = vec!["open", "model", "exit-after", "live"];
     flags.extend_from_slice(setup::ENGINE_FLAGS);
     let args = Args::parse(argv, &flags, &["no-telemetry"])?;
     let log = LogBuffer::default();
@@ -67,6 +68,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
         model: args.value("model").map(|s| s.to_string()),
         telemetry: !args.has("no-telemetry"),
         log,
+        live: args.value("live").map(|s| s.to_string()),
         exit_after,
     };
     let native = eframe::NativeOptions {

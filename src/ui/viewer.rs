@@ -200,7 +200,7 @@ impl Viewer {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Engine, model_ids: &[String]) {
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let before = self.model.clone();
             egui::ComboBox::from_label("Model")
                 .selected_text(self.model.clone())

@@ -1,0 +1,265 @@
+//! The live pipeline: a capture thread feeds a one-slot hand-off; an
+//! inference thread always takes the newest frame. Stale frames are dropped
+//! and counted, never queued.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::frame::{Frame, LatestSlot};
+use super::live_stats::{LiveStats, LiveSummary};
+use super::source::SourceFactory;
+use crate::engine::{Engine, ImageInput, WakeFn};
+use crate::vision::{Detection, InferParams};
+
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub model: String,
+    pub params: InferParams,
+    /// Flip frames left-right before inference (a selfie view).
+    pub mirror: bool,
+    /// Stop after this many captured frames.
+    pub max_frames: Option<u64>,
+    /// No window: a result counts as shown when it is ready.
+    pub headless: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LiveResult {
+    pub frame_id: u64,
+    pub captured: Instant,
+    pub ready: Instant,
+    pub detections: Vec<Detection>,
+    pub image_size: [u32; 2],
+    pub inference_ms: f64,
+}
+
+#[derive(Default)]
+struct Shared {
+    latest_frame: Option<Frame>,
+    latest_result: Option<LiveResult>,
+    stats: LiveStats,
+    status: String,
+    capture_done: bool,
+    infer_done: bool,
+    shown_up_to: Option<u64>,
+    history: VecDeque<(u64, Vec<Detection>)>,
+    rss: Vec<u64>,
+}
+
+const HISTORY: usize = 10_000;
+
+pub struct LivePipeline {
+    slot: Arc<LatestSlot>,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub options: LiveOptions,
+    pub source_name: String,
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl LivePipeline {
+    pub fn start(engine: Engine, source: SourceFactory, options: LiveOptions, wake: Option<WakeFn>) -> Self {
+        let slot = LatestSlot::new();
+        let shared = Arc::new(Mutex::new(Shared {
+            status: format!("running: {}", source.name),
+            ..Default::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let source_name = source.name.clone();
+        let mut threads = Vec::new();
+
+        let (s, sh, st, w, opts) = (
+            slot.clone(),
+            shared.clone(),
+            stop.clone(),
+            wake.clone(),
+            options.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let mut source = match (source.make)() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("live: {e}");
+                    let mut g = lock(&sh);
+                    g.status = format!("camera error: {e} (press Start to retry)");
+                    g.capture_done = true;
+                    s.close();
+                    return;
+                }
+            };
+            let mut id = 0u64;
+            while !st.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| id < m) {
+                match source.next() {
+                    Ok(mut img) => {
+                        if opts.mirror {
+                            image::imageops::flip_horizontal_in_place(&mut img);
+                        }
+                        let f = Frame {
+                            id,
+                            captured: Instant::now(),
+                            image: Arc::new(img),
+                        };
+                        {
+                            let mut g = lock(&sh);
+                            g.stats.captured(f.captured);
+                            g.latest_frame = Some(f.clone());
+                            if id.is_multiple_of(10) {
+                                if let Some(r) = crate::telemetry::process::rss_bytes() {
+                                    g.rss.push(r);
+                                }
+                            }
+                        }
+                        s.put(f);
+                        id += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!("live: {e}");
+                        lock(&sh).status = format!("camera error: {e} (press Start to retry)");
+                        break;
+                    }
+                }
+                if let Some(w) = &w {
+                    w();
+                }
+            }
+            lock(&sh).capture_done = true;
+            s.close();
+        }));
+
+        let (s, sh, st, opts) = (slot.clone(), shared.clone(), stop.clone(), options.clone());
+        threads.push(std::thread::spawn(move || {
+            loop {
+                let Some(f) = s.take(Duration::from_millis(100)) else {
+                    if lock(&sh).capture_done || st.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                };
+                let input = ImageInput::Frame {
+                    name: format!("frame {}", f.id),
+                    image: f.image.clone(),
+                };
+                let answer = engine.infer_wait(&opts.model, input, opts.params);
+                let now = Instant::now();
+                {
+                    let mut g = lock(&sh);
+                    match answer {
+                        Ok(r) => {
+                            g.stats.inferred(now, r.timings.total);
+                            if opts.headless {
+                                g.stats.shown(f.captured, now);
+                            }
+                            g.history.push_back((f.id, r.output.detections.clone()));
+                            if g.history.len() > HISTORY {
+                                g.history.pop_front();
+                            }
+                            g.latest_result = Some(LiveResult {
+                                frame_id: f.id,
+                                captured: f.captured,
+                                ready: now,
+                                detections: r.output.detections,
+                                image_size: r.output.image_size,
+                                inference_ms: r.timings.total,
+                            });
+                        }
+                        Err(e) => g.status = format!("inference error: {}", e.error),
+                    }
+                }
+                if let Some(w) = &wake {
+                    w();
+                }
+            }
+            lock(&sh).infer_done = true;
+        }));
+        LivePipeline {
+            slot,
+            shared,
+            stop,
+            threads,
+            options,
+            source_name,
+        }
+    }
+
+    pub fn latest_frame(&self) -> Option<Frame> {
+        lock(&self.shared).latest_frame.clone()
+    }
+
+    pub fn latest_result(&self) -> Option<LiveResult> {
+        lock(&self.shared).latest_result.clone()
+    }
+
+    /// The window drew the overlay of `result`: counts its end-to-end latency once.
+    pub fn mark_shown(&self, result: &LiveResult) {
+        let mut g = lock(&self.shared);
+        if g.shown_up_to.is_some_and(|s| s >= result.frame_id) {
+            return;
+        }
+        g.shown_up_to = Some(result.frame_id);
+        g.stats.shown(result.captured, Instant::now());
+    }
+
+    pub fn summary(&self) -> LiveSummary {
+        lock(&self.shared)
+            .stats
+            .summary(self.slot.dropped(), self.slot.max_len())
+    }
+
+    pub fn status(&self) -> String {
+        lock(&self.shared).status.clone()
+    }
+
+    pub fn finished(&self) -> bool {
+        let g = lock(&self.shared);
+        g.capture_done && g.infer_done
+    }
+
+    /// (frame id, detections) of every inferred frame, oldest first.
+    pub fn history(&self) -> Vec<(u64, Vec<Detection>)> {
+        lock(&self.shared).history.iter().cloned().collect()
+    }
+
+    /// Process RSS sampled every 10 captured frames.
+    pub fn rss_samples(&self) -> Vec<u64> {
+        lock(&self.shared).rss.clone()
+    }
+
+    /// Waits for the source to end (max_frames) and the last frame to be inferred.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while !self.finished() {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        true
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.slot.close();
+        lock(&self.shared).status = "stopped".into();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LivePipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

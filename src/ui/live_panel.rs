@@ -1,0 +1,295 @@
+//! Live panel: a camera (or folder, or synthetic) source through the live
+//! pipeline, the newest frame with the newest result's overlay, and camera
+//! FPS, inference FPS and end-to-end latency shown apart.
+
+use eframe::egui;
+use egui::{Color32, Pos2, Stroke};
+
+use crate::camera::pipeline::{LiveOptions, LivePipeline, LiveResult};
+use crate::camera::webcam::CameraInfo;
+use crate::engine::{Engine, WakeFn};
+use crate::vision::overlay::{glasses_pose, ImageToScreen};
+use crate::vision::InferParams;
+
+#[derive(Clone, PartialEq)]
+pub enum SourceChoice {
+    Synthetic,
+    Folder,
+    Webcam(u32),
+}
+
+pub struct LivePanel {
+    pub choice: SourceChoice,
+    pub folder: String,
+    pub fps: f32,
+    pub mirror: bool,
+    pub show_landmarks: bool,
+    pub show_glasses: bool,
+    pub pipeline: Option<LivePipeline>,
+    cameras: Option<Result<Vec<CameraInfo>, String>>,
+    cameras_rx: Option<crossbeam_channel::Receiver<Result<Vec<CameraInfo>, String>>>,
+    texture: Option<(u64, egui::TextureHandle)>,
+    pub message: Option<String>,
+}
+
+impl Default for LivePanel {
+    fn default() -> Self {
+        LivePanel {
+            choice: SourceChoice::Synthetic,
+            folder: String::new(),
+            fps: 30.0,
+            mirror: false,
+            show_landmarks: true,
+            show_glasses: true,
+            pipeline: None,
+            cameras: None,
+            cameras_rx: None,
+            texture: None,
+            message: None,
+        }
+    }
+}
+
+impl LivePanel {
+    /// Lists cameras on a background thread (it can take a while).
+    fn poll_cameras(&mut self) {
+        if self.cameras.is_none() && self.cameras_rx.is_none() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                let _ = tx.send(crate::camera::webcam::list());
+            });
+            self.cameras_rx = Some(rx);
+        }
+        if let Some(rx) = &self.cameras_rx {
+            if let Ok(r) = rx.try_recv() {
+                self.cameras = Some(r);
+                self.cameras_rx = None;
+            }
+        }
+    }
+
+    pub fn start(&mut self, engine: &Engine, model: &str, wake: Option<WakeFn>) {
+        self.stop();
+        let spec = match &self.choice {
+            SourceChoice::Synthetic => "synthetic".to_string(),
+            SourceChoice::Folder => self.folder.clone(),
+            SourceChoice::Webcam(i) => format!("webcam:{i}"),
+        };
+        // Opening a webcam can block for a moment; it is one call per Start.
+        match crate::camera::open_source(&spec, 640, 480, self.fps as f64) {
+            Ok(src) => {
+                self.message = None;
+                self.pipeline = Some(LivePipeline::start(
+                    engine.clone(),
+                    src,
+                    LiveOptions {
+                        model: model.to_string(),
+                        params: InferParams::default(),
+                        mirror: self.mirror,
+                        max_frames: None,
+                        headless: false,
+                    },
+                    wake,
+                ));
+            }
+            Err(e) => self.message = Some(format!("{e} (press Start to retry)")),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.pipeline.take() {
+            p.stop();
+            self.message = Some("stopped".into());
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Engine, model: &str, wake: Option<WakeFn>) {
+        self.poll_cameras();
+        ui.horizontal_wrapped(|ui| {
+            if self.pipeline.is_some() {
+                if ui.button("Stop").clicked() {
+                    self.stop();
+                }
+            } else if ui.button("Start").clicked() {
+                self.start(engine, model, wake.clone());
+            }
+            if ui.button("Snapshot").clicked() {
+                self.snapshot();
+            }
+            let label = match &self.choice {
+                SourceChoice::Synthetic => "Synthetic".to_string(),
+                SourceChoice::Folder => "Folder".to_string(),
+                SourceChoice::Webcam(i) => format!("Webcam {i}"),
+            };
+            egui::ComboBox::from_label("Source")
+                .selected_text(label)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.choice, SourceChoice::Synthetic, "Synthetic");
+                    ui.selectable_value(&mut self.choice, SourceChoice::Folder, "Folder");
+                    match &self.cameras {
+                        Some(Ok(cams)) => {
+                            for c in cams {
+                                ui.selectable_value(
+                                    &mut self.choice,
+                                    SourceChoice::Webcam(c.index),
+                                    format!("Webcam {} — {}", c.index, c.name),
+                                );
+                            }
+                            if cams.is_empty() {
+                                ui.label("No cameras found");
+                            }
+                        }
+                        Some(Err(e)) => {
+                            ui.label(format!("Cameras: {e}"));
+                        }
+                        None => {
+                            ui.label("Looking for cameras…");
+                        }
+                    }
+                });
+            if self.choice == SourceChoice::Folder {
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.folder)
+                        .hint_text("folder of images")
+                        .desired_width(180.0),
+                );
+            }
+            ui.add(egui::Slider::new(&mut self.fps, 1.0..=60.0).text("FPS"));
+            ui.checkbox(&mut self.mirror, "Mirror");
+            ui.checkbox(&mut self.show_landmarks, "Landmarks");
+            ui.checkbox(&mut self.show_glasses, "Glasses");
+        });
+        if let Some(m) = &self.message {
+            ui.label(m);
+        }
+        let Some(p) = &self.pipeline else {
+            ui.label(format!("Model: {model}. Press Start to run it on the live source."));
+            return;
+        };
+        ui.label(p.status());
+        let s = p.summary();
+        ui.label(format!(
+            "camera {:.1} fps | inference {:.1} fps | end-to-end {:.0} ms (avg) | dropped {}",
+            s.camera_fps, s.inference_fps, s.e2e_latency_avg_ms, s.frames_dropped
+        ));
+        let Some(frame) = p.latest_frame() else {
+            ui.spinner();
+            return;
+        };
+        let result = p.latest_result();
+        if let Some(r) = &result {
+            ui.label(format!(
+                "detections: {} (result from frame {}, {} frames / {:.0} ms old)",
+                r.detections.len(),
+                r.frame_id,
+                frame.id.saturating_sub(r.frame_id),
+                frame.captured.saturating_duration_since(r.captured).as_secs_f64() * 1e3
+            ));
+        }
+        let need_upload = self.texture.as_ref().is_none_or(|(id, _)| *id != frame.id);
+        if need_upload {
+            let img = egui::ColorImage::from_rgb(
+                [frame.image.width() as usize, frame.image.height() as usize],
+                frame.image.as_raw(),
+            );
+            match &mut self.texture {
+                Some((id, t)) => {
+                    t.set(img, egui::TextureOptions::LINEAR);
+                    *id = frame.id;
+                }
+                None => {
+                    self.texture = Some((
+                        frame.id,
+                        ui.ctx().load_texture("live", img, egui::TextureOptions::LINEAR),
+                    ))
+                }
+            }
+        }
+        let Some((_, tex)) = &self.texture else { return };
+        let (rect, _) = ui.allocate_exact_size(ui.available_size(), egui::Sense::hover());
+        let size = [frame.image.width() as f32, frame.image.height() as f32];
+        let map = ImageToScreen::fit(size, [rect.left(), rect.top(), rect.width(), rect.height()]);
+        let a = map.point([0.0, 0.0]);
+        let b = map.point(size);
+        let painter = ui.painter_at(rect);
+        painter.image(
+            tex.id(),
+            egui::Rect::from_min_max(Pos2::new(a[0], a[1]), Pos2::new(b[0], b[1])),
+            egui::Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+        if let Some(r) = &result {
+            self.draw_overlay(&painter, &map, r);
+            p.mark_shown(r);
+        }
+        ui.ctx().request_repaint();
+    }
+
+    fn draw_overlay(&self, painter: &egui::Painter, map: &ImageToScreen, r: &LiveResult) {
+        for (i, d) in r.detections.iter().enumerate() {
+            let mut shown = d.clone();
+            if !self.show_landmarks {
+                shown.keypoints.clear();
+            }
+            super::viewer::draw_detection(painter, map, &shown, super::models_panel::palette(i + 3));
+            if self.show_glasses {
+                if let Some(g) = glasses_pose(&d.keypoints) {
+                    draw_glasses(painter, map, &g);
+                }
+            }
+        }
+    }
+
+    /// Saves the newest frame with its overlay as a PNG in the pictures folder.
+    fn snapshot(&mut self) {
+        let Some(p) = &self.pipeline else {
+            self.message = Some("Snapshot: start a source first".into());
+            return;
+        };
+        let (Some(frame), result) = (p.latest_frame(), p.latest_result()) else {
+            return;
+        };
+        let dir = directories::UserDirs::new()
+            .and_then(|u| u.picture_dir().map(|d| d.to_path_buf()))
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("modeldock-live-{}.png", frame.id));
+        let mut img = (*frame.image).clone();
+        if let Some(r) = result {
+            for d in &r.detections {
+                super::export::annotate_detection(&mut img, d);
+            }
+        }
+        self.message = Some(match img.save(&path) {
+            Ok(()) => format!("Saved {}", path.display()),
+            Err(e) => format!("Snapshot: {}: {e}", path.display()),
+        });
+    }
+}
+
+/// Glasses anchored on the eye corners: two lenses, a bridge and temples,
+/// scaled by the eye distance and rotated with the eye line.
+pub fn draw_glasses(painter: &egui::Painter, map: &ImageToScreen, g: &crate::vision::overlay::GlassesPose) {
+    let (c, s) = (g.angle.cos(), g.angle.sin());
+    let d = g.eye_distance;
+    let at = |u: f32, v: f32| {
+        let p = map.point([g.centre[0] + c * u * d - s * v * d, g.centre[1] + s * u * d + c * v * d]);
+        Pos2::new(p[0], p[1])
+    };
+    let stroke = Stroke::new((0.06 * d * map.scale).max(1.5), Color32::from_rgb(20, 20, 28));
+    for side in [-1.0f32, 1.0] {
+        let pts: Vec<Pos2> = (0..=32)
+            .map(|k| {
+                let t = k as f32 / 32.0 * std::f32::consts::TAU;
+                at(side * 0.27 + 0.2 * t.cos(), 0.03 + 0.15 * t.sin())
+            })
+            .collect();
+        painter.add(egui::Shape::convex_polygon(
+            pts.clone(),
+            Color32::from_rgba_unmultiplied(40, 60, 90, 90),
+            Stroke::NONE,
+        ));
+        painter.add(egui::Shape::closed_line(pts, stroke));
+        painter.line_segment([at(side * 0.47, 0.0), at(side * 0.62, -0.05)], stroke);
+    }
+    painter.line_segment([at(-0.07, -0.02), at(0.07, -0.02)], stroke);
+}

@@ -1,0 +1,150 @@
+//! The live pipeline with the synthetic source.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use modeldock::camera::pipeline::{LiveOptions, LivePipeline};
+use modeldock::camera::synthetic::SyntheticSource;
+use modeldock::engine::Engine;
+use modeldock::models::registry::Registry;
+use modeldock::vision::InferParams;
+
+/// Centre of the astronaut's face in the photo (the detector's box on the original).
+const FACE_CENTRE: [f32; 2] = [221.27, 131.15];
+
+fn options(model: &str, frames: u64) -> LiveOptions {
+    LiveOptions {
+        model: model.into(),
+        params: InferParams::default(),
+        mirror: false,
+        max_frames: Some(frames),
+        headless: true,
+    }
+}
+
+#[test]
+fn the_detected_face_follows_the_synthetic_path() {
+    let engine = Engine::start(Registry::discover(&[]), config(), None);
+    let src = SyntheticSource::new(640, 480, 20.0).unwrap_or_else(|e| panic!("{e}"));
+    let reference = SyntheticSource::new(640, 480, 20.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = LivePipeline::start(
+        engine.clone(),
+        modeldock::camera::source::SourceFactory::ready(src),
+        options("face-detector", 60),
+        None,
+    );
+    assert!(p.wait(WAIT));
+    let h = p.history();
+    assert!(h.len() >= 5, "{} frames inferred", h.len());
+    let mut worst = 0f32;
+    for (id, dets) in &h {
+        assert_eq!(dets.len(), 1, "frame {id}: {dets:?}");
+        let b = dets[0].bbox;
+        let centre = [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0];
+        let want = reference.project(*id, FACE_CENTRE);
+        let err = ((centre[0] - want[0]).powi(2) + (centre[1] - want[1]).powi(2)).sqrt();
+        worst = worst.max(err);
+    }
+    println!("worst centre error over {} frames: {worst:.2} px", h.len());
+    assert!(worst <= 6.0, "box centre off the known path by {worst:.1} px");
+    // The path really moves: first and last expected centres differ.
+    let (a, b) = (
+        reference.project(h[0].0, FACE_CENTRE),
+        reference.project(h[h.len() - 1].0, FACE_CENTRE),
+    );
+    assert!((a[0] - b[0]).abs() + (a[1] - b[1]).abs() > 20.0);
+    drop(p);
+    engine.shutdown();
+}
+
+#[test]
+fn a_slow_model_drops_frames_instead_of_queueing_them() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    toy(dir.path(), "slow", &[("slow_forward_ms", 80.0)]);
+    let (engine, _) = engine_for(dir.path(), config());
+    let src = SyntheticSource::new(320, 240, 30.0).unwrap_or_else(|e| panic!("{e}"));
+    let start = std::time::Instant::now();
+    let mut p = LivePipeline::start(
+        engine.clone(),
+        modeldock::camera::source::SourceFactory::ready(src),
+        options("slow", 90),
+        None,
+    );
+    assert!(p.wait(WAIT));
+    let elapsed = start.elapsed().as_secs_f64();
+    let s = p.summary();
+    println!("{s:?}");
+    assert_eq!(s.frames_captured, 90);
+    assert_eq!(s.max_queue_len, 1, "never more than one frame waiting");
+    assert!(s.frames_dropped > 30, "most frames are dropped: {}", s.frames_dropped);
+    assert_eq!(
+        s.frames_inferred + s.frames_dropped,
+        s.frames_captured,
+        "every frame is inferred or dropped"
+    );
+    // Figures agree with the timestamps.
+    assert!((s.camera_fps - 30.0).abs() < 6.0, "camera fps {}", s.camera_fps);
+    assert!(
+        s.inference_fps < 13.0 && s.inference_fps > 5.0,
+        "inference fps {}",
+        s.inference_fps
+    );
+    assert!(s.inference_p50_ms >= 80.0);
+    assert!(s.e2e_latency_p50_ms >= s.inference_p50_ms, "{s:?}");
+    assert!(
+        s.e2e_latency_p50_ms <= s.inference_p50_ms + 1000.0 / 30.0 + 30.0,
+        "end-to-end stays within one inference plus one frame: {s:?}"
+    );
+    let expected = s.frames_captured as f64 / elapsed;
+    assert!(
+        expected > 20.0,
+        "captured {} frames in {elapsed:.1} s",
+        s.frames_captured
+    );
+    // Memory stays flat: no frame queue grows.
+    let rss = p.rss_samples();
+    let (lo, hi) = (
+        rss.iter().min().copied().unwrap_or(0),
+        rss.iter().max().copied().unwrap_or(0),
+    );
+    assert!(hi - lo < 64 << 20, "RSS grew from {lo} to {hi}");
+    drop(p);
+    engine.shutdown();
+}
+
+#[test]
+fn a_missing_webcam_or_folder_is_a_clear_error() {
+    let e = modeldock::camera::open_source("webcam:7", 640, 480, 30.0)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("webcam 7") || e.contains("webcam"), "{e}");
+    let e = modeldock::camera::open_source("/no/such/folder", 640, 480, 30.0)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("/no/such/folder"), "{e}");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let e = modeldock::camera::open_source(&dir.path().display().to_string(), 640, 480, 30.0)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("no images"), "{e}");
+}
+
+#[test]
+fn a_folder_source_plays_its_images() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for name in ["astronaut.png", "camera.png"] {
+        std::fs::copy(fixture(&format!("images/{name}")), dir.path().join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let engine = Engine::start(Registry::discover(&[]), config(), None);
+    let src =
+        modeldock::camera::open_source(&dir.path().display().to_string(), 0, 0, 10.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = LivePipeline::start(engine.clone(), src, options("face-detector", 6), None);
+    assert!(p.wait(WAIT));
+    assert_eq!(p.summary().frames_captured, 6);
+    assert!(p.history().iter().all(|(_, d)| d.len() == 1));
+    drop(p);
+    engine.shutdown();
+    let _ = Duration::ZERO;
+}
