@@ -214,14 +214,16 @@ pub fn run(argv: &[String]) -> Result<i32> {
 
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);
+    // Random or hub weights have no file to read here: no ratio to report.
+    let file_backed = !args.has("random-weights") && matches!(entry.weights, WeightsResolved::Local(_));
     let out = json!({
         "model": model,
         "weights": weights_kind,
         "device": device_label,
         "predicted_bytes": entry.predicted_bytes,
-        "raw_read_ms": raw_ms,
+        "raw_read_ms": file_backed.then_some(raw_ms),
         "cold_load_ms": cold_ms,
-        "load_ratio": if raw_ms > 0.0 { cold_ms / raw_ms } else { 0.0 },
+        "load_ratio": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
         "loads_under_32_concurrent": loads,
         "answers_under_32_concurrent": answers,
         "warm_p50_ms": pct(&mut warm.clone(), 0.5),

@@ -8,6 +8,7 @@ pub mod infer_cmd;
 pub mod live_cmd;
 pub mod models_cmd;
 pub mod setup;
+pub mod verify_cmd;
 
 use crate::error::Result;
 
@@ -22,6 +23,7 @@ USAGE:
   modeldock bench [--model ID] [--random-weights] [--image PATH] [--runs N] [--json]
   modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]
   modeldock live --source webcam[:N]|DIR|synthetic --model ID [--frames N] [--fps F] [--size WxH] [--mirror] [--json]
+  modeldock verify --arch yolov8 --variant n --task detect --weights W --input I --expected O [--tol F] [--rtol F] [--json]
   modeldock gpu [--json] [--watch] [--interval SECS] [--count N]   (MODELDOCK_NVML_LIB picks libnvidia-ml)
 
 ENGINE FLAGS (models, infer, bench, app):";
@@ -33,7 +35,8 @@ fn init_tracing(default: &str) {
         "debug" => tracing::Level::DEBUG,
         "info" => tracing::Level::INFO,
         "error" => tracing::Level::ERROR,
-        _ => tracing::Level::WARN,
+        "warn" => tracing::Level::WARN,
+        _ => return,
     };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -54,7 +57,8 @@ pub fn main() -> i32 {
         _ => ("app", argv.clone()),
     };
     if cmd != "app" {
-        init_tracing("error");
+        // Commands print their own one-line errors; MODELDOCK_LOG shows the engine's log.
+        init_tracing("off");
     }
     let r: Result<i32> = match cmd {
         "models" => models_cmd::run(&rest),
@@ -63,6 +67,7 @@ pub fn main() -> i32 {
         "import" => import_cmd::run(&rest),
         "gpu" => gpu_cmd::run(&rest),
         "live" => live_cmd::run(&rest),
+        "verify" => verify_cmd::run(&rest),
         "help" | "-h" => {
             println!("{USAGE}\n{}", setup::ENGINE_HELP);
             Ok(0)

@@ -76,11 +76,7 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
         match &e.weights {
             WeightsResolved::Local(s) => s.clone(),
             WeightsResolved::Hub { repo, file, revision } => {
-                return Err(format!(
-                    "{id}: weights are the hub file {repo}/{file}@{revision}, which is not available offline; \
-                     download it and point `weights` in {} at the local file",
-                    e.origin
-                ))
+                WeightsSource::File(crate::models::hub::resolve(&id, repo, file, revision).map_err(|e| e.to_string())?)
             }
         }
     };
@@ -88,7 +84,12 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let rss_before = process::rss_bytes();
     let gpu_index = cuda_index(&job.device);
     let gpu_before = gpu_index.and_then(crate::telemetry::nvml::own_used_memory);
-    let total = e.predicted_bytes;
+    let total = match &source {
+        WeightsSource::File(p) => crate::models::weights::read_header(p)
+            .map(|h| h.data_bytes)
+            .unwrap_or(e.predicted_bytes),
+        _ => e.predicted_bytes,
+    };
     let last = Arc::new(std::sync::Mutex::new(
         Instant::now() - std::time::Duration::from_secs(1),
     ));

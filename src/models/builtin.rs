@@ -22,3 +22,13 @@ pub static MODELS: &[(&str, &str, &[u8])] = &[
 
 /// The model the app and the CLI use when none is named.
 pub const DEFAULT_MODEL: &str = "face-detector";
+
+/// Models whose weights come from a hub: only their manifests are built in.
+pub static HUB_MANIFESTS: &[(&str, &str)] = &[
+    ("yolov8n/model.toml", include_str!("../../models/yolov8n/model.toml")),
+    ("yolov8s/model.toml", include_str!("../../models/yolov8s/model.toml")),
+    (
+        "yolov8n-pose/model.toml",
+        include_str!("../../models/yolov8n-pose/model.toml"),
+    ),
+];

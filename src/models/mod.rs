@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod face_landmarks;
+pub mod hub;
 pub mod layers;
 pub mod manifest;
 pub mod mtcnn;
@@ -10,6 +11,7 @@ pub mod tfjs_import;
 pub mod tiny_face_detector;
 pub mod toy;
 pub mod weights;
+pub mod yolov8;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
@@ -31,7 +33,7 @@ pub trait Model: Send {
 }
 
 /// Architectures this build knows.
-pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "mtcnn", "toy"];
+pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "mtcnn", "yolov8", "toy"];
 
 /// Builds the network for `manifest` from `source`, reporting progress.
 pub fn build(
@@ -46,6 +48,7 @@ pub fn build(
         "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
         "face_landmarks_68" => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
         "mtcnn" => Box::new(mtcnn::Mtcnn::load(vb, manifest)?),
+        "yolov8" => Box::new(yolov8::YoloV8::load(vb, manifest)?),
         "toy" => Box::new(toy::Toy::load(vb, manifest)?),
         other => {
             return Err(Error::msg(format!(

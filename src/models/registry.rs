@@ -50,6 +50,31 @@ impl Registry {
                 Err(e) => r.problems.push(e.to_string()),
             }
         }
+        for (name, toml) in builtin::HUB_MANIFESTS {
+            let origin = format!("embedded {name}");
+            match Manifest::parse(toml, &origin) {
+                Ok(m) => match &m.weights {
+                    WeightsRef::Hub { repo, file, revision } => {
+                        let predicted = m.option("size_bytes", 0.0) as u64;
+                        let weights = WeightsResolved::Hub {
+                            repo: repo.clone(),
+                            file: file.clone(),
+                            revision: revision.clone(),
+                        };
+                        r.add(Entry {
+                            manifest: m,
+                            origin,
+                            weights,
+                            predicted_bytes: predicted,
+                        })
+                    }
+                    WeightsRef::Path(_) => r
+                        .problems
+                        .push(format!("{origin}: built-in hub manifest has a local path")),
+                },
+                Err(e) => r.problems.push(e.to_string()),
+            }
+        }
         for d in dirs {
             r.scan_dir(d);
         }

@@ -168,8 +168,15 @@ impl SimpleBackend for CountingBackend {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = match &self.backing {
             Backing::Random => {
-                // Small values keep activations finite through deep stacks.
-                (Tensor::randn(0f32, 1f32, s.clone(), dev)? * 0.05)?.to_dtype(dtype)?
+                // Small values keep activations finite through deep stacks;
+                // variances and BN scales must stay positive.
+                let r = (Tensor::randn(0f32, 1f32, s.clone(), dev)? * 0.05)?;
+                let r = if name.ends_with("running_var") || name.ends_with("bn.weight") {
+                    (r.abs()? + 0.5)?
+                } else {
+                    r
+                };
+                r.to_dtype(dtype)?
             }
             _ => {
                 let t = self

@@ -2,6 +2,7 @@
 //! NMS, the output types and overlay geometry.
 
 pub mod decode;
+pub mod letterbox;
 pub mod nms;
 pub mod output;
 pub mod overlay;

@@ -1,0 +1,144 @@
+//! `modeldock verify --arch A --variant V --task T --weights W --input I --expected O [--tol F]
+//! [--rtol F] [--json]`: the raw network on a reference input, compared with
+//! the reference output. Exits 1 above the tolerance.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::json;
+
+use super::args::Args;
+use crate::error::{Error, Result};
+use crate::models::face_landmarks::LandmarkNet;
+use crate::models::manifest::{Manifest, WeightsRef};
+use crate::models::tiny_face_detector::TinyFaceDetector;
+use crate::models::weights::{read_header, var_builder, WeightsSource};
+use crate::models::yolov8::{Task, YoloV8};
+
+/// The tensor named `preferred`, or the only tensor in the file.
+fn one_tensor(path: &Path, preferred: &str) -> Result<Tensor> {
+    let name = path.display();
+    let mut t: HashMap<String, Tensor> =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::from(e).context(&name))?;
+    if let Some(x) = t.remove(preferred) {
+        return Ok(x);
+    }
+    if t.len() == 1 {
+        if let Some((_, x)) = t.into_iter().next() {
+            return Ok(x);
+        }
+    }
+    Err(Error::msg(format!(
+        "{name}: no tensor named '{preferred}' (and more than one tensor)"
+    )))
+}
+
+/// Runs the raw network of `arch` on `input`.
+pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input: &Tensor) -> Result<Tensor> {
+    let total = read_header(weights)?.data_bytes;
+    let vb = var_builder(
+        &WeightsSource::File(weights.to_path_buf()),
+        total,
+        &Device::Cpu,
+        Arc::new(|_, _| {}),
+    )?;
+    match arch {
+        "yolov8" => {
+            let t = Task::of(task)?;
+            let nc = match t {
+                Task::Pose => 1,
+                Task::Detect => {
+                    // Classes from the last class conv's bias.
+                    let probe = vb.clone().set_dtype(DType::F32);
+                    (1..=1000)
+                        .rev()
+                        .find(|n| {
+                            probe.get(*n, "model.22.cv3.0.2.bias").is_ok() || probe.get(*n, "head.cv3.0.2.bias").is_ok()
+                        })
+                        .unwrap_or(80)
+                }
+            };
+            YoloV8::build(vb, variant, t, nc)?.forward(input)
+        }
+        "tiny_face_detector" => {
+            let m = Manifest {
+                id: "verify".into(),
+                name: "verify".into(),
+                task: "detect".into(),
+                arch: arch.into(),
+                variant: variant.into(),
+                weights: WeightsRef::Path(weights.display().to_string()),
+                input_size: input.dim(2)? as u32,
+                labels: vec![],
+                dtype: "f32".into(),
+                preload: false,
+                pinned: false,
+                keep_alive: None,
+                licence: String::new(),
+                conf: None,
+                iou: None,
+                options: Default::default(),
+                provenance: None,
+            };
+            Ok(TinyFaceDetector::load(vb, &m)?.forward_all(input)?.output)
+        }
+        "face_landmarks_68" => Ok(LandmarkNet::load(vb, variant == "tiny")?.forward_all(input)?.output),
+        other => Err(Error::msg(format!(
+            "verify: unknown arch '{other}' (yolov8, tiny_face_detector, face_landmarks_68)"
+        ))),
+    }
+}
+
+pub fn run(argv: &[String]) -> Result<i32> {
+    let args = Args::parse(
+        argv,
+        &["arch", "variant", "task", "weights", "input", "expected", "tol", "rtol"],
+        &["json"],
+    )?;
+    let need = |k: &str| {
+        args.value(k)
+            .ok_or_else(|| Error::msg(format!("verify: --{k} is required")))
+    };
+    let arch = need("arch")?;
+    let variant = args.value("variant").unwrap_or("n");
+    let task = args.value("task").unwrap_or("detect");
+    let weights = Path::new(need("weights")?);
+    let input = one_tensor(Path::new(need("input")?), "input")?.to_dtype(DType::F32)?;
+    let expected = one_tensor(Path::new(need("expected")?), "output")?.to_dtype(DType::F32)?;
+    let tol = args.f32("tol")?.unwrap_or(1e-3) as f64;
+    // Like numpy's allclose: |out - expected| <= tol + rtol * |expected|. Large
+    // outputs (YOLO boxes in pixels, up to the input size) carry float32 noise
+    // proportional to their size.
+    let rtol = args.f32("rtol")?.unwrap_or(2e-5) as f64;
+    let out = raw_forward(arch, variant, task, weights, &input)?;
+    if out.dims() != expected.dims() {
+        return Err(Error::msg(format!(
+            "verify: output shape {:?} differs from the expected {:?}",
+            out.dims(),
+            expected.dims()
+        )));
+    }
+    let diff = (out - &expected)?.abs()?.flatten_all()?;
+    let max = diff.max(0)?.to_scalar::<f32>()? as f64;
+    let mean = diff.mean(0)?.to_scalar::<f32>()? as f64;
+    let allowed = ((expected.abs()?.flatten_all()? * rtol)? + tol)?;
+    let worst = (diff - allowed)?.max(0)?.to_scalar::<f32>()? as f64;
+    let pass = worst <= 0.0;
+    if args.has("json") {
+        println!(
+            "{}",
+            json!({"arch": arch, "variant": variant, "task": task, "shape": expected.dims(),
+                   "max_abs_diff": max, "mean_abs_diff": mean, "tol": tol, "rtol": rtol,
+                   "worst_excess": worst.max(0.0), "pass": pass})
+        );
+    } else {
+        println!(
+            "{arch} {variant} {task}: max abs diff {max:.3e}, mean {mean:.3e} over {:?} (tolerance {tol:.1e} + {rtol:.1e}·|expected|) — {}",
+            expected.dims(),
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    Ok(if pass { 0 } else { 1 })
+}

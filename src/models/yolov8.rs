@@ -1,0 +1,604 @@
+//! YOLOv8 detect and pose (n/s/m/l/x), keyed by ultralytics state_dict names
+//! (`model.0.conv.weight`, `model.22.cv3.2.2.bias`, …); candle-hub names
+//! (`net.b1.0…`, `fpn.n1…`, `head…`) are mapped. Conv+BN is fused at load.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use image::RgbImage;
+
+use super::tiny_face_detector::ms;
+use super::{Manifest, Model};
+use crate::error::{Error, Result};
+use crate::vision::letterbox::letterbox;
+use crate::vision::nms::nms_per_class;
+use crate::vision::{Detection, InferParams, ModelTimings};
+
+const BN_EPS: f64 = 1e-3;
+const REG_MAX: usize = 16;
+
+/// Depth, width and channel cap of a variant (ultralytics' yolov8.yaml scales).
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    pub depth: f64,
+    pub width: f64,
+    pub max_channels: usize,
+}
+
+impl Scale {
+    pub fn of(variant: &str) -> Result<Scale> {
+        let (depth, width, max_channels) = match variant {
+            "n" => (0.33, 0.25, 1024),
+            "s" => (0.33, 0.50, 1024),
+            "m" => (0.67, 0.75, 768),
+            "l" => (1.00, 1.00, 512),
+            "x" => (1.00, 1.25, 512),
+            v => return Err(Error::msg(format!("yolov8: unknown variant '{v}' (n, s, m, l or x)"))),
+        };
+        Ok(Scale {
+            depth,
+            width,
+            max_channels,
+        })
+    }
+    fn ch(&self, c: usize) -> usize {
+        let x = c.min(self.max_channels) as f64 * self.width;
+        ((x / 8.0).ceil() as usize) * 8
+    }
+    fn n(&self, n: usize) -> usize {
+        ((n as f64 * self.depth).round() as usize).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Task {
+    Detect,
+    Pose,
+}
+
+impl Task {
+    pub fn of(task: &str) -> Result<Task> {
+        match task {
+            "detect" => Ok(Task::Detect),
+            "pose" => Ok(Task::Pose),
+            t => Err(Error::msg(format!("yolov8: unknown task '{t}' (detect or pose)"))),
+        }
+    }
+}
+
+/// Conv + BN (fused) + SiLU.
+struct ConvBn {
+    conv: Conv2d,
+}
+
+impl ConvBn {
+    fn load(vb: VarBuilder, c1: usize, c2: usize, k: usize, s: usize) -> Result<Self> {
+        let w = vb.get((c2, c1, k, k), "conv.weight")?;
+        let cfg = Conv2dConfig {
+            padding: k / 2,
+            stride: s,
+            ..Default::default()
+        };
+        if !vb.contains_tensor("bn.weight") && vb.contains_tensor("conv.bias") {
+            return Ok(ConvBn {
+                conv: Conv2d::new(w, Some(vb.get(c2, "conv.bias")?), cfg),
+            });
+        }
+        let gamma = vb.get(c2, "bn.weight")?;
+        let beta = vb.get(c2, "bn.bias")?;
+        let mean = vb.get(c2, "bn.running_mean")?;
+        let var = vb.get(c2, "bn.running_var")?;
+        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+        let w = w.broadcast_mul(&scale.reshape((c2, 1, 1, 1))?)?;
+        let b = (beta - (mean * &scale)?)?;
+        Ok(ConvBn {
+            conv: Conv2d::new(w, Some(b), cfg),
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::silu(&self.conv.forward(x)?)?)
+    }
+}
+
+struct Bottleneck {
+    cv1: ConvBn,
+    cv2: ConvBn,
+    add: bool,
+}
+
+impl Bottleneck {
+    fn load(vb: VarBuilder, c: usize, shortcut: bool) -> Result<Self> {
+        Ok(Bottleneck {
+            cv1: ConvBn::load(vb.pp("cv1"), c, c, 3, 1)?,
+            cv2: ConvBn::load(vb.pp("cv2"), c, c, 3, 1)?,
+            add: shortcut,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.cv2.forward(&self.cv1.forward(x)?)?;
+        Ok(if self.add { (x + y)? } else { y })
+    }
+}
+
+struct C2f {
+    cv1: ConvBn,
+    cv2: ConvBn,
+    m: Vec<Bottleneck>,
+}
+
+impl C2f {
+    fn load(vb: VarBuilder, c1: usize, c2: usize, n: usize, shortcut: bool) -> Result<Self> {
+        let c = c2 / 2;
+        Ok(C2f {
+            cv1: ConvBn::load(vb.pp("cv1"), c1, 2 * c, 1, 1)?,
+            cv2: ConvBn::load(vb.pp("cv2"), (2 + n) * c, c2, 1, 1)?,
+            m: (0..n)
+                .map(|i| Bottleneck::load(vb.pp(format!("m.{i}")), c, shortcut))
+                .collect::<Result<_>>()?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut ys = self.cv1.forward(x)?.chunk(2, 1)?;
+        for b in &self.m {
+            let last = ys.last().cloned().ok_or_else(|| Error::msg("C2f: empty"))?;
+            ys.push(b.forward(&last)?);
+        }
+        self.cv2.forward(&Tensor::cat(&ys, 1)?)
+    }
+}
+
+struct Sppf {
+    cv1: ConvBn,
+    cv2: ConvBn,
+}
+
+impl Sppf {
+    fn load(vb: VarBuilder, c1: usize, c2: usize) -> Result<Self> {
+        let c = c1 / 2;
+        Ok(Sppf {
+            cv1: ConvBn::load(vb.pp("cv1"), c1, c, 1, 1)?,
+            cv2: ConvBn::load(vb.pp("cv2"), 4 * c, c2, 1, 1)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // MaxPool2d(5, 1, 2): replicating the edge gives the same max as -inf padding.
+        let pool = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.pad_with_same(2, 2, 2)?
+                .pad_with_same(3, 2, 2)?
+                .max_pool2d_with_stride(5, 1)?)
+        };
+        let a = self.cv1.forward(x)?;
+        let b = pool(&a)?;
+        let c = pool(&b)?;
+        let d = pool(&c)?;
+        self.cv2.forward(&Tensor::cat(&[a, b, c, d], 1)?)
+    }
+}
+
+/// Two ConvBn 3×3 then a plain 1×1 conv: one branch of the head at one scale.
+struct Branch(ConvBn, ConvBn, Conv2d);
+
+impl Branch {
+    fn load(vb: VarBuilder, cin: usize, mid: usize, out: usize) -> Result<Self> {
+        let w = vb.get((out, mid, 1, 1), "2.weight")?;
+        let b = vb.get(out, "2.bias")?;
+        Ok(Branch(
+            ConvBn::load(vb.pp("0"), cin, mid, 3, 1)?,
+            ConvBn::load(vb.pp("1"), mid, mid, 3, 1)?,
+            Conv2d::new(w, Some(b), Conv2dConfig::default()),
+        ))
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.2.forward(&self.1.forward(&self.0.forward(x)?)?)?)
+    }
+}
+
+struct Head {
+    cv2: Vec<Branch>,
+    cv3: Vec<Branch>,
+    cv4: Vec<Branch>,
+    dfl: Tensor,
+    nc: usize,
+    nk: usize,
+}
+
+impl Head {
+    fn load(vb: VarBuilder, ch: [usize; 3], nc: usize, task: Task) -> Result<Self> {
+        let c2 = (ch[0] / 4).max(REG_MAX * 4).max(16);
+        let c3 = ch[0].max(nc.min(100));
+        let nk = if task == Task::Pose { 17 * 3 } else { 0 };
+        let c4 = (ch[0] / 4).max(nk);
+        let mut h = Head {
+            cv2: Vec::new(),
+            cv3: Vec::new(),
+            cv4: Vec::new(),
+            dfl: vb
+                .get((1, REG_MAX, 1, 1), "dfl.conv.weight")?
+                .reshape((1, REG_MAX, 1))?,
+            nc,
+            nk,
+        };
+        for (i, &c) in ch.iter().enumerate() {
+            h.cv2.push(Branch::load(vb.pp(format!("cv2.{i}")), c, c2, 4 * REG_MAX)?);
+            h.cv3.push(Branch::load(vb.pp(format!("cv3.{i}")), c, c3, nc)?);
+            if nk > 0 {
+                h.cv4.push(Branch::load(vb.pp(format!("cv4.{i}")), c, c4, nk)?);
+            }
+        }
+        Ok(h)
+    }
+
+    /// Eval-mode output: (1, 4 + nc [+ 51], anchors) — boxes cx, cy, w, h in
+    /// input pixels, class scores (sigmoid), keypoints (x, y, visibility).
+    fn forward(&self, xs: [&Tensor; 3]) -> Result<Tensor> {
+        let dev = xs[0].device();
+        let mut boxes = Vec::new();
+        let mut cls = Vec::new();
+        let mut kpts = Vec::new();
+        let mut anchors_x = Vec::new();
+        let mut anchors_y = Vec::new();
+        let mut strides = Vec::new();
+        for (i, x) in xs.iter().enumerate() {
+            let (b, _, h, w) = x.dims4()?;
+            let stride = (8 << i) as f32;
+            boxes.push(self.cv2[i].forward(x)?.reshape((b, 4 * REG_MAX, h * w))?);
+            cls.push(self.cv3[i].forward(x)?.reshape((b, self.nc, h * w))?);
+            if self.nk > 0 {
+                kpts.push(self.cv4[i].forward(x)?.reshape((b, self.nk, h * w))?);
+            }
+            for yy in 0..h {
+                for xx in 0..w {
+                    anchors_x.push(xx as f32 + 0.5);
+                    anchors_y.push(yy as f32 + 0.5);
+                    strides.push(stride);
+                }
+            }
+        }
+        let a = anchors_x.len();
+        let ax = Tensor::from_vec(anchors_x, (1, 1, a), dev)?;
+        let ay = Tensor::from_vec(anchors_y, (1, 1, a), dev)?;
+        let st = Tensor::from_vec(strides, (1, 1, a), dev)?;
+        let boxes = Tensor::cat(&boxes, 2)?;
+        let b = boxes.dim(0)?;
+        // DFL: softmax over 16 bins, expectation with weights 0..15.
+        let d = candle_nn::ops::softmax(&boxes.reshape((b, 4, REG_MAX, a))?, 2)?;
+        let d = d.broadcast_mul(&self.dfl.unsqueeze(0)?)?.sum(2)?; // (b, 4, a)
+        let (l, t, r, bo) = (d.i((.., 0..1))?, d.i((.., 1..2))?, d.i((.., 2..3))?, d.i((.., 3..4))?);
+        let x1 = ax.broadcast_sub(&l)?;
+        let y1 = ay.broadcast_sub(&t)?;
+        let x2 = ax.broadcast_add(&r)?;
+        let y2 = ay.broadcast_add(&bo)?;
+        let cx = ((&x1 + &x2)? * 0.5)?;
+        let cy = ((&y1 + &y2)? * 0.5)?;
+        let bw = (x2 - x1)?;
+        let bh = (y2 - y1)?;
+        let dbox = Tensor::cat(&[cx, cy, bw, bh], 1)?.broadcast_mul(&st)?;
+        let scores = candle_nn::ops::sigmoid(&Tensor::cat(&cls, 2)?)?;
+        let mut out = vec![dbox, scores];
+        if self.nk > 0 {
+            let k = Tensor::cat(&kpts, 2)?.reshape((b, 17, 3, a))?;
+            let kx = ((k.i((.., .., 0..1))? * 2.0)?.broadcast_add(&(ax.unsqueeze(1)? - 0.5)?)?)
+                .broadcast_mul(&st.unsqueeze(1)?)?;
+            let ky = ((k.i((.., .., 1..2))? * 2.0)?.broadcast_add(&(ay.unsqueeze(1)? - 0.5)?)?)
+                .broadcast_mul(&st.unsqueeze(1)?)?;
+            let kv = candle_nn::ops::sigmoid(&k.i((.., .., 2..3))?)?;
+            out.push(Tensor::cat(&[kx, ky, kv], 2)?.reshape((b, 51, a))?);
+        }
+        Ok(Tensor::cat(&out, 1)?)
+    }
+}
+
+pub struct YoloV8 {
+    l0: ConvBn,
+    l1: ConvBn,
+    l2: C2f,
+    l3: ConvBn,
+    l4: C2f,
+    l5: ConvBn,
+    l6: C2f,
+    l7: ConvBn,
+    l8: C2f,
+    l9: Sppf,
+    l12: C2f,
+    l15: C2f,
+    l16: ConvBn,
+    l18: C2f,
+    l19: ConvBn,
+    l21: C2f,
+    head: Head,
+    pub task: Task,
+    input_size: usize,
+    labels: Vec<String>,
+    conf: f32,
+    iou: f32,
+    device: Device,
+}
+
+/// candle-hub (`lmz/candle-yolo-v8`) name → ultralytics name.
+pub fn candle_hub_name(ultra: &str) -> String {
+    const MAP: [(&str, &str); 17] = [
+        ("model.0.", "net.b1.0."),
+        ("model.1.", "net.b1.1."),
+        ("model.2.", "net.b2.0."),
+        ("model.3.", "net.b2.1."),
+        ("model.4.", "net.b2.2."),
+        ("model.5.", "net.b3.0."),
+        ("model.6.", "net.b3.1."),
+        ("model.7.", "net.b4.0."),
+        ("model.8.", "net.b4.1."),
+        ("model.9.", "net.b5.0."),
+        ("model.12.", "fpn.n1."),
+        ("model.15.", "fpn.n2."),
+        ("model.16.", "fpn.n3."),
+        ("model.18.", "fpn.n4."),
+        ("model.19.", "fpn.n5."),
+        ("model.21.", "fpn.n6."),
+        ("model.22.", "head."),
+    ];
+    for (u, c) in MAP {
+        if let Some(rest) = ultra.strip_prefix(u) {
+            return format!("{c}{}", rest.replace("m.", "bottleneck."));
+        }
+    }
+    ultra.to_string()
+}
+
+impl YoloV8 {
+    pub fn build(vb: VarBuilder, variant: &str, task: Task, nc: usize) -> Result<Self> {
+        let vb = if !vb.contains_tensor("model.0.conv.weight") && vb.contains_tensor("net.b1.0.conv.weight") {
+            vb.rename_f(candle_hub_name)
+        } else {
+            vb
+        };
+        let s = Scale::of(variant)?;
+        let vb = vb.pp("model");
+        let (c64, c128, c256, c512, c1024) = (s.ch(64), s.ch(128), s.ch(256), s.ch(512), s.ch(1024));
+        let (n3, n6) = (s.n(3), s.n(6));
+        Ok(YoloV8 {
+            l0: ConvBn::load(vb.pp("0"), 3, c64, 3, 2)?,
+            l1: ConvBn::load(vb.pp("1"), c64, c128, 3, 2)?,
+            l2: C2f::load(vb.pp("2"), c128, c128, n3, true)?,
+            l3: ConvBn::load(vb.pp("3"), c128, c256, 3, 2)?,
+            l4: C2f::load(vb.pp("4"), c256, c256, n6, true)?,
+            l5: ConvBn::load(vb.pp("5"), c256, c512, 3, 2)?,
+            l6: C2f::load(vb.pp("6"), c512, c512, n6, true)?,
+            l7: ConvBn::load(vb.pp("7"), c512, c1024, 3, 2)?,
+            l8: C2f::load(vb.pp("8"), c1024, c1024, n3, true)?,
+            l9: Sppf::load(vb.pp("9"), c1024, c1024)?,
+            l12: C2f::load(vb.pp("12"), c1024 + c512, c512, n3, false)?,
+            l15: C2f::load(vb.pp("15"), c512 + c256, c256, n3, false)?,
+            l16: ConvBn::load(vb.pp("16"), c256, c256, 3, 2)?,
+            l18: C2f::load(vb.pp("18"), c256 + c512, c512, n3, false)?,
+            l19: ConvBn::load(vb.pp("19"), c512, c512, 3, 2)?,
+            l21: C2f::load(vb.pp("21"), c512 + c1024, c1024, n3, false)?,
+            head: Head::load(vb.pp("22"), [c256, c512, c1024], nc, task)?,
+            task,
+            input_size: 640,
+            labels: Vec::new(),
+            conf: 0.25,
+            iou: 0.7,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
+        let task = Task::of(&m.task)?;
+        let labels: Vec<String> = if !m.labels.is_empty() {
+            m.labels.clone()
+        } else if task == Task::Pose {
+            vec!["person".into()]
+        } else {
+            COCO.iter().map(|s| s.to_string()).collect()
+        };
+        let variant = if m.variant.is_empty() { "n" } else { m.variant.as_str() };
+        let mut y = YoloV8::build(vb, variant, task, labels.len())?;
+        y.input_size = m.input_size as usize;
+        y.labels = labels;
+        y.conf = m.conf.unwrap_or(0.25);
+        y.iou = m.iou.unwrap_or(0.7);
+        Ok(y)
+    }
+
+    /// The raw eval-mode network on a (1, 3, S, S) input in 0..1.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.l1.forward(&self.l0.forward(x)?)?;
+        let x = self.l2.forward(&x)?;
+        let p3 = self.l4.forward(&self.l3.forward(&x)?)?;
+        let p4 = self.l6.forward(&self.l5.forward(&p3)?)?;
+        let p5 = self.l9.forward(&self.l8.forward(&self.l7.forward(&p4)?)?)?;
+        let up = |t: &Tensor| -> Result<Tensor> {
+            let (_, _, h, w) = t.dims4()?;
+            Ok(t.upsample_nearest2d(2 * h, 2 * w)?)
+        };
+        let x12 = self.l12.forward(&Tensor::cat(&[up(&p5)?, p4], 1)?)?;
+        let x15 = self.l15.forward(&Tensor::cat(&[up(&x12)?, p3], 1)?)?;
+        let x18 = self.l18.forward(&Tensor::cat(&[self.l16.forward(&x15)?, x12], 1)?)?;
+        let x21 = self.l21.forward(&Tensor::cat(&[self.l19.forward(&x18)?, p5], 1)?)?;
+        self.head.forward([&x15, &x18, &x21])
+    }
+
+    fn decode(
+        &self,
+        out: &Tensor,
+        lb: &crate::vision::letterbox::Letterbox,
+        conf: f32,
+        iou: f32,
+    ) -> Result<Vec<Detection>> {
+        let out = out.squeeze(0)?.to_dtype(DType::F32)?; // (rows, anchors)
+        let nc = self.labels.len();
+        let rows: Vec<Vec<f32>> = out.to_vec2()?;
+        let a = rows.first().map(|r| r.len()).unwrap_or(0);
+        let mut boxes = Vec::new();
+        let mut scores = Vec::new();
+        let mut classes = Vec::new();
+        let mut kps = Vec::new();
+        for j in 0..a {
+            let (mut best, mut bc) = (0f32, 0usize);
+            for c in 0..nc {
+                let v = rows[4 + c][j];
+                if v > best {
+                    best = v;
+                    bc = c;
+                }
+            }
+            if best <= conf {
+                continue;
+            }
+            let (cx, cy, w, h) = (rows[0][j], rows[1][j], rows[2][j], rows[3][j]);
+            boxes.push([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
+            scores.push(best);
+            classes.push(bc);
+            if self.task == Task::Pose {
+                kps.push(
+                    (0..17)
+                        .map(|k| {
+                            [
+                                rows[4 + nc + 3 * k][j],
+                                rows[5 + nc + 3 * k][j],
+                                rows[6 + nc + 3 * k][j],
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        let mut keep = nms_per_class(&boxes, &scores, &classes, iou);
+        keep.truncate(300);
+        Ok(keep
+            .into_iter()
+            .map(|i| Detection {
+                label: self
+                    .labels
+                    .get(classes[i])
+                    .cloned()
+                    .unwrap_or_else(|| classes[i].to_string()),
+                score: scores[i],
+                bbox: lb.unmap_box(boxes[i]),
+                keypoints: kps
+                    .get(i)
+                    .map(|k| {
+                        k.iter()
+                            .map(|p| {
+                                let q = lb.unmap([p[0], p[1]]);
+                                [q[0], q[1], p[2]]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+impl Model for YoloV8 {
+    fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        let t0 = Instant::now();
+        let (x, lb) = letterbox(img, self.input_size, &self.device)?;
+        let t1 = Instant::now();
+        let out = self.forward(&x)?;
+        let t2 = Instant::now();
+        let d = self.decode(
+            &out,
+            &lb,
+            params.conf.unwrap_or(self.conf),
+            params.iou.unwrap_or(self.iou),
+        )?;
+        Ok((
+            d,
+            ModelTimings {
+                preprocess: ms(t1 - t0),
+                forward: ms(t2 - t1),
+                postprocess: ms(t2.elapsed()),
+            },
+        ))
+    }
+
+    fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x)
+    }
+}
+
+/// The 80 COCO class names, in ultralytics order.
+pub const COCO: [&str; 80] = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
