@@ -418,6 +418,7 @@ impl YoloV8 {
         self.head.forward([&x15, &x18, &x21])
     }
 
+    #[allow(clippy::needless_range_loop)] // j walks the anchor columns of every row
     fn decode(
         &self,
         out: &Tensor,
