@@ -6,6 +6,7 @@ pub mod camera;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod kernels;
 pub mod models;
 pub mod telemetry;
 pub mod ui;

@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use image::RgbImage;
 
-use super::layers::{conv, pad_same3, SeparableConv};
+use super::layers::{conv, same_padding, Act, FastConv, Padding, SeparableConv};
 use super::tiny_face_detector::{ms, TinyFaceDetector};
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
@@ -20,7 +20,7 @@ pub const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
 pub const INPUT: usize = 112;
 
 enum FirstConv {
-    Plain(Conv2d),
+    Plain(FastConv),
     Separable(SeparableConv),
 }
 
@@ -32,22 +32,22 @@ struct DenseBlock {
 impl DenseBlock {
     fn load(vb: VarBuilder, cin: usize, cout: usize, convs: usize, plain_first: bool) -> Result<Self> {
         let first = if plain_first {
-            FirstConv::Plain(conv(vb.pp("conv0"), cin, cout, 3, 2)?)
+            FirstConv::Plain(conv(vb.pp("conv0"), cin, cout, 3, 2, Padding::default(), Act::Relu)?)
         } else {
-            FirstConv::Separable(SeparableConv::load(vb.pp("conv0"), cin, cout, 2)?)
+            FirstConv::Separable(SeparableConv::load(vb.pp("conv0"), cin, cout, 2, Act::Relu)?)
         };
         let rest = (1..convs)
-            .map(|i| SeparableConv::load(vb.pp(format!("conv{i}")), cout, cout, 1))
+            .map(|i| SeparableConv::load(vb.pp(format!("conv{i}")), cout, cout, 1, Act::None))
             .collect::<Result<Vec<_>>>()?;
         Ok(DenseBlock { first, rest })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // o1 = relu(conv0(x)), the ReLU fused into the conv.
         let o1 = match &self.first {
-            FirstConv::Plain(c) => c.forward(&pad_same3(x, 2)?)?,
+            FirstConv::Plain(c) => c.forward_padded(x, same_padding(x, 3, 2)?)?,
             FirstConv::Separable(s) => s.forward_same(x)?,
-        }
-        .relu()?;
+        };
         // sum = o1 + o2 + ... ; each next conv sees relu(sum so far).
         let mut sum = o1.clone();
         let mut input = o1;

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use image::RgbImage;
 
-use super::layers::conv;
+use super::layers::{conv as fast_conv, Act, FastConv, Padding};
 use super::tiny_face_detector::ms;
 use super::{Manifest, Model};
 use crate::error::Result;
@@ -52,27 +52,27 @@ fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<Linear> {
 }
 
 struct PNet {
-    c1: Conv2d,
+    c1: FastConv,
     p1: PRelu,
-    c2: Conv2d,
+    c2: FastConv,
     p2: PRelu,
-    c3: Conv2d,
+    c3: FastConv,
     p3: PRelu,
-    c41: Conv2d,
-    c42: Conv2d,
+    c41: FastConv,
+    c42: FastConv,
 }
 
 impl PNet {
     fn load(vb: VarBuilder) -> Result<Self> {
         Ok(PNet {
-            c1: conv(vb.pp("conv1"), 3, 10, 3, 1)?,
+            c1: fast_conv(vb.pp("conv1"), 3, 10, 3, 1, Padding::default(), Act::None)?,
             p1: PRelu::load(vb.pp("prelu1"), 10)?,
-            c2: conv(vb.pp("conv2"), 10, 16, 3, 1)?,
+            c2: fast_conv(vb.pp("conv2"), 10, 16, 3, 1, Padding::default(), Act::None)?,
             p2: PRelu::load(vb.pp("prelu2"), 16)?,
-            c3: conv(vb.pp("conv3"), 16, 32, 3, 1)?,
+            c3: fast_conv(vb.pp("conv3"), 16, 32, 3, 1, Padding::default(), Act::None)?,
             p3: PRelu::load(vb.pp("prelu3"), 32)?,
-            c41: conv(vb.pp("conv4_1"), 32, 2, 1, 1)?,
-            c42: conv(vb.pp("conv4_2"), 32, 4, 1, 1)?,
+            c41: fast_conv(vb.pp("conv4_1"), 32, 2, 1, 1, Padding::default(), Act::None)?,
+            c42: fast_conv(vb.pp("conv4_2"), 32, 4, 1, 1, Padding::default(), Act::None)?,
         })
     }
     /// (regression (1,4,h,w), face probability (1,h,w)).
@@ -88,11 +88,11 @@ impl PNet {
 }
 
 struct RNet {
-    c1: Conv2d,
+    c1: FastConv,
     p1: PRelu,
-    c2: Conv2d,
+    c2: FastConv,
     p2: PRelu,
-    c3: Conv2d,
+    c3: FastConv,
     p3: PRelu,
     d4: Linear,
     p4: PRelu,
@@ -103,11 +103,11 @@ struct RNet {
 impl RNet {
     fn load(vb: VarBuilder) -> Result<Self> {
         Ok(RNet {
-            c1: conv(vb.pp("conv1"), 3, 28, 3, 1)?,
+            c1: fast_conv(vb.pp("conv1"), 3, 28, 3, 1, Padding::default(), Act::None)?,
             p1: PRelu::load(vb.pp("prelu1"), 28)?,
-            c2: conv(vb.pp("conv2"), 28, 48, 3, 1)?,
+            c2: fast_conv(vb.pp("conv2"), 28, 48, 3, 1, Padding::default(), Act::None)?,
             p2: PRelu::load(vb.pp("prelu2"), 48)?,
-            c3: conv(vb.pp("conv3"), 48, 64, 2, 1)?,
+            c3: fast_conv(vb.pp("conv3"), 48, 64, 2, 1, Padding::default(), Act::None)?,
             p3: PRelu::load(vb.pp("prelu3"), 64)?,
             d4: linear(vb.pp("dense4"), 576, 128)?,
             p4: PRelu::load(vb.pp("prelu4"), 128)?,
@@ -129,13 +129,13 @@ impl RNet {
 }
 
 struct ONet {
-    c1: Conv2d,
+    c1: FastConv,
     p1: PRelu,
-    c2: Conv2d,
+    c2: FastConv,
     p2: PRelu,
-    c3: Conv2d,
+    c3: FastConv,
     p3: PRelu,
-    c4: Conv2d,
+    c4: FastConv,
     p4: PRelu,
     d5: Linear,
     p5: PRelu,
@@ -147,13 +147,13 @@ struct ONet {
 impl ONet {
     fn load(vb: VarBuilder) -> Result<Self> {
         Ok(ONet {
-            c1: conv(vb.pp("conv1"), 3, 32, 3, 1)?,
+            c1: fast_conv(vb.pp("conv1"), 3, 32, 3, 1, Padding::default(), Act::None)?,
             p1: PRelu::load(vb.pp("prelu1"), 32)?,
-            c2: conv(vb.pp("conv2"), 32, 64, 3, 1)?,
+            c2: fast_conv(vb.pp("conv2"), 32, 64, 3, 1, Padding::default(), Act::None)?,
             p2: PRelu::load(vb.pp("prelu2"), 64)?,
-            c3: conv(vb.pp("conv3"), 64, 64, 3, 1)?,
+            c3: fast_conv(vb.pp("conv3"), 64, 64, 3, 1, Padding::default(), Act::None)?,
             p3: PRelu::load(vb.pp("prelu3"), 64)?,
-            c4: conv(vb.pp("conv4"), 64, 128, 2, 1)?,
+            c4: fast_conv(vb.pp("conv4"), 64, 128, 2, 1, Padding::default(), Act::None)?,
             p4: PRelu::load(vb.pp("prelu4"), 128)?,
             d5: linear(vb.pp("dense5"), 1152, 256)?,
             p5: PRelu::load(vb.pp("prelu5"), 256)?,

@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use super::layers::{conv, leaky, max_pool_same, SeparableConv};
+use super::layers::{conv, max_pool_same, Act, FastConv, Padding, SeparableConv};
 use super::{Manifest, Model};
 use crate::error::Result;
 use crate::vision::nms::nms;
@@ -25,9 +25,9 @@ pub const ANCHORS: [(f32, f32); 5] = [
 ];
 
 pub struct TinyFaceDetector {
-    conv0: Conv2d,
+    conv0: FastConv,
     sep: Vec<SeparableConv>,
-    conv8: Conv2d,
+    conv8: FastConv,
     input_size: usize,
     conf: f32,
     iou: f32,
@@ -42,7 +42,8 @@ pub struct Activations {
 
 impl TinyFaceDetector {
     pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
-        let conv0 = conv(vb.pp("conv0"), 3, 16, 3, 1)?;
+        let leaky = Act::Leaky(0.1);
+        let conv0 = conv(vb.pp("conv0"), 3, 16, 3, 1, Padding::default(), leaky)?;
         let chans = [16, 32, 64, 128, 256, 512];
         let mut sep = Vec::new();
         for i in 1..=5 {
@@ -51,9 +52,10 @@ impl TinyFaceDetector {
                 chans[i - 1],
                 chans[i],
                 1,
+                leaky,
             )?);
         }
-        let conv8 = conv(vb.pp("conv8"), 512, 25, 1, 1)?;
+        let conv8 = conv(vb.pp("conv8"), 512, 25, 1, 1, Padding::default(), Act::None)?;
         Ok(TinyFaceDetector {
             conv0,
             sep,
@@ -68,10 +70,10 @@ impl TinyFaceDetector {
     /// The network with every block's output kept.
     pub fn forward_all(&self, x: &Tensor) -> Result<Activations> {
         let mut layers = Vec::new();
-        let mut h = max_pool_same(&leaky(&self.conv0.forward(x)?)?, 2)?;
+        let mut h = max_pool_same(&self.conv0.forward(x)?, 2)?;
         layers.push(h.clone());
         for (i, s) in self.sep.iter().enumerate() {
-            let y = leaky(&s.forward_same(&h)?)?;
+            let y = s.forward_same(&h)?;
             h = max_pool_same(&y, if i == 4 { 1 } else { 2 })?;
             layers.push(h.clone());
         }

@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use super::layers::{Act, FastConv, Padding};
 use super::tiny_face_detector::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
@@ -67,22 +68,18 @@ impl Task {
     }
 }
 
-/// Conv + BN (fused) + SiLU.
+/// Conv + BN (fused) + SiLU (fused into the conv's output pass).
 struct ConvBn {
-    conv: Conv2d,
+    conv: FastConv,
 }
 
 impl ConvBn {
     fn load(vb: VarBuilder, c1: usize, c2: usize, k: usize, s: usize) -> Result<Self> {
         let w = vb.get((c2, c1, k, k), "conv.weight")?;
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride: s,
-            ..Default::default()
-        };
+        let pad = Padding::uniform(k / 2);
         if !vb.contains_tensor("bn.weight") && vb.contains_tensor("conv.bias") {
             return Ok(ConvBn {
-                conv: Conv2d::new(w, Some(vb.get(c2, "conv.bias")?), cfg),
+                conv: FastConv::new(w, Some(vb.get(c2, "conv.bias")?), s, pad, 1, Act::Silu)?,
             });
         }
         let gamma = vb.get(c2, "bn.weight")?;
@@ -93,11 +90,11 @@ impl ConvBn {
         let w = w.broadcast_mul(&scale.reshape((c2, 1, 1, 1))?)?;
         let b = (beta - (mean * &scale)?)?;
         Ok(ConvBn {
-            conv: Conv2d::new(w, Some(b), cfg),
+            conv: FastConv::new(w, Some(b), s, pad, 1, Act::Silu)?,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::silu(&self.conv.forward(x)?)?)
+        self.conv.forward(x)
     }
 }
 
@@ -177,7 +174,7 @@ impl Sppf {
 }
 
 /// Two ConvBn 3×3 then a plain 1×1 conv: one branch of the head at one scale.
-struct Branch(ConvBn, ConvBn, Conv2d);
+struct Branch(ConvBn, ConvBn, FastConv);
 
 impl Branch {
     fn load(vb: VarBuilder, cin: usize, mid: usize, out: usize) -> Result<Self> {
@@ -186,11 +183,11 @@ impl Branch {
         Ok(Branch(
             ConvBn::load(vb.pp("0"), cin, mid, 3, 1)?,
             ConvBn::load(vb.pp("1"), mid, mid, 3, 1)?,
-            Conv2d::new(w, Some(b), Conv2dConfig::default()),
+            FastConv::new(w, Some(b), 1, Padding::default(), 1, Act::None)?,
         ))
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.2.forward(&self.1.forward(&self.0.forward(x)?)?)?)
+        self.2.forward(&self.1.forward(&self.0.forward(x)?)?)
     }
 }
 

@@ -1,0 +1,90 @@
+//! The CPU conv kernels against candle's reference ops on random shapes:
+//! odd sizes, strides, asymmetric padding, 1×1/2×2/3×3/5×5, dense and
+//! depthwise, every fused activation.
+
+use candle_core::{Device, Tensor};
+use modeldock::kernels::layer::FastConv;
+use modeldock::kernels::{Act, Padding};
+use proptest::prelude::*;
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![Just(Act::None), Just(Act::Relu), Just(Act::Leaky(0.1)), Just(Act::Silu)]
+}
+
+fn check(x: &Tensor, conv: &FastConv) -> Result<(), TestCaseError> {
+    let ours = conv.forward(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let reference = conv.reference(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(ours.dims(), reference.dims());
+    let d = (ours - &reference)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .unwrap_or(f32::INFINITY);
+    prop_assert!(d <= 1e-4, "max abs diff {}", d);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dense_conv_matches_candle(
+        n in 1usize..3, cin in 1usize..9, cout in 1usize..12, h in 1usize..20, w in 1usize..20,
+        k in prop::sample::select(vec![1usize, 2, 3, 5]), stride in 1usize..3,
+        pt in 0usize..3, pb in 0usize..3, pl in 0usize..3, pr in 0usize..3,
+        bias in any::<bool>(), a in act(), seed in any::<u64>(),
+    ) {
+        prop_assume!(h + pt + pb >= k && w + pl + pr >= k);
+        let x = rand(&[n, cin, h, w], seed);
+        let wgt = rand(&[cout, cin, k, k], seed ^ 1);
+        let b = bias.then(|| rand(&[cout], seed ^ 2));
+        let pad = Padding { top: pt, bottom: pb, left: pl, right: pr };
+        let conv = FastConv::new(wgt, b, stride, pad, 1, a).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(&x, &conv)?;
+    }
+
+    #[test]
+    fn depthwise_conv_matches_candle(
+        c in 1usize..17, h in 1usize..24, w in 1usize..24,
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3,
+        pt in 0usize..3, pb in 0usize..3, pl in 0usize..3, pr in 0usize..3,
+        bias in any::<bool>(), a in act(), seed in any::<u64>(),
+    ) {
+        prop_assume!(h + pt + pb >= k && w + pl + pr >= k);
+        let x = rand(&[1, c, h, w], seed);
+        let wgt = rand(&[c, 1, k, k], seed ^ 3);
+        let b = bias.then(|| rand(&[c], seed ^ 4));
+        let pad = Padding { top: pt, bottom: pb, left: pl, right: pr };
+        let conv = FastConv::new(wgt, b, stride, pad, c, a).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(&x, &conv)?;
+    }
+}
+
+#[test]
+fn realistic_layer_sizes_match() {
+    // A YOLOv8n backbone conv and a face-detector separable pair.
+    let x = rand(&[1, 32, 80, 80], 7);
+    let conv = FastConv::new(rand(&[64, 32, 3, 3], 8), Some(rand(&[64], 9)), 2, Padding::uniform(1), 1, Act::Silu)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (conv.forward(&x).unwrap_or_else(|e| panic!("{e}")), conv.reference(&x).unwrap_or_else(|e| panic!("{e}")));
+    let d: f32 = (a - b).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar()).unwrap_or(1.0);
+    assert!(d < 1e-4, "{d}");
+    let dw = FastConv::new(rand(&[32, 1, 3, 3], 10), None, 1, Padding::uniform(1), 32, Act::None).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (dw.forward(&x).unwrap_or_else(|e| panic!("{e}")), dw.reference(&x).unwrap_or_else(|e| panic!("{e}")));
+    let d: f32 = (a - b).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar()).unwrap_or(1.0);
+    assert!(d < 1e-5, "{d}");
+    assert!(FastConv::new(rand(&[8, 2, 3, 3], 1), None, 1, Padding::default(), 4, Act::None).is_err(), "grouped non-depthwise is refused");
+}
