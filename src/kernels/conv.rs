@@ -14,7 +14,16 @@ thread_local! {
 }
 
 /// `x`: [cin, h, w]; `weight`: [cout, cin·kh·kw] row-major; `out`: [cout, oh, ow].
-pub fn conv2d(x: &[f32], h: usize, w: usize, weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, act: Act, out: &mut [f32]) {
+pub fn conv2d(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    act: Act,
+    out: &mut [f32],
+) {
     let (oh, ow) = s.out_hw(h, w);
     let n = oh * ow;
     let k = s.cin * s.kh * s.kw;

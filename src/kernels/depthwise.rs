@@ -6,7 +6,16 @@ use rayon::prelude::*;
 use super::{Act, ConvShape};
 
 /// `x`: [c, h, w]; `weight`: [c, kh·kw]; `out`: [c, oh, ow]. `s.cin == s.cout == c`.
-pub fn depthwise(x: &[f32], h: usize, w: usize, weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, act: Act, out: &mut [f32]) {
+pub fn depthwise(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    act: Act,
+    out: &mut [f32],
+) {
     let (oh, ow) = s.out_hw(h, w);
     let kk = s.kh * s.kw;
     let (pt, pl) = (s.pad.top as isize, s.pad.left as isize);

@@ -32,7 +32,10 @@ impl CustomOp1 for Op {
         let x = &data[a..b];
         let (n, c, h, w) = layout.shape().dims4()?;
         if c != self.shape.cin {
-            candle_core::bail!("modeldock-conv2d: input has {c} channels, the layer expects {}", self.shape.cin)
+            candle_core::bail!(
+                "modeldock-conv2d: input has {c} channels, the layer expects {}",
+                self.shape.cin
+            )
         }
         let (oh, ow) = self.shape.out_hw(h, w);
         let per_out = self.shape.cout * oh * ow;
@@ -62,7 +65,14 @@ pub struct FastConv {
 
 impl FastConv {
     /// `weight`: OIHW (depthwise: [C, 1, kh, kw]).
-    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, pad: Padding, groups: usize, act: Act) -> Result<Self> {
+    pub fn new(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        pad: Padding,
+        groups: usize,
+        act: Act,
+    ) -> Result<Self> {
         let (cout, cin_g, kh, kw) = weight.dims4()?;
         let depthwise = groups > 1;
         if depthwise && (groups != cout || cin_g != 1) {
@@ -119,7 +129,9 @@ impl FastConv {
     }
 
     fn reference_padded(&self, x: &Tensor, p: Padding) -> Result<Tensor> {
-        let x = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
+        let x = x
+            .pad_with_zeros(2, p.top, p.bottom)?
+            .pad_with_zeros(3, p.left, p.right)?;
         let mut y = x.conv2d(&self.weight, 0, self.op.shape.stride, 1, self.groups)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;

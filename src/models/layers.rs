@@ -10,7 +10,15 @@ pub use crate::kernels::{Act, Padding};
 
 /// A k×k conv with bias and a fused activation; `pad` applies unless the
 /// caller passes its own.
-pub fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, pad: Padding, act: Act) -> Result<FastConv> {
+pub fn conv(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+    act: Act,
+) -> Result<FastConv> {
     let w = vb.get((cout, cin, k, k), "weight")?;
     let b = vb.get(cout, "bias")?;
     FastConv::new(w, Some(b), stride, pad, 1, act)
@@ -28,7 +36,12 @@ pub fn same_padding(x: &Tensor, k: usize, stride: usize) -> Result<Padding> {
     let (_, _, h, w) = x.dims4()?;
     let (top, bottom) = same_pad(h, k, stride);
     let (left, right) = same_pad(w, k, stride);
-    Ok(Padding { top, bottom, left, right })
+    Ok(Padding {
+        top,
+        bottom,
+        left,
+        right,
+    })
 }
 
 /// Depthwise 3×3 then pointwise 1×1 then bias (`tf.separableConv2d` + bias),

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""PyTorch and modeldock on the same networks, same machine, one run.
+
+    python3 -m venv venv && venv/bin/pip install torch ultralytics
+    venv/bin/python bench/pytorch_vs_modeldock.py [--modeldock PATH] [--threads N] [--runs N]
+
+Networks (warm forward p50, batch 1, float32, CPU):
+  * face-api tiny face detector at 416x416, built in PyTorch from the face-api
+    sources (conv0 3x3 valid + leaky, five depthwise-separable convs with
+    TF-'same' max pools, conv8 1x1), with modeldock's converted weights
+    (models/face-detector/*.safetensors);
+  * YOLOv8n at 640x640, ultralytics' own model built offline from
+    yolov8n.yaml (random init, Conv+BN fused, eval mode).
+modeldock's figures come from `modeldock bench --json` (forward_p50_ms).
+Prints both figures and modeldock / PyTorch for each network.
+"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        assert v["dtype"] == "F32", k
+        t = torch.frombuffer(bytearray(data[8 + n + a : 8 + n + b]), dtype=torch.float32)
+        out[k] = t.reshape(v["shape"])
+    return out
+
+
+class TinyFaceDetector(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        w = self.w
+        leaky = lambda t: F.leaky_relu(t, 0.1)
+        x = leaky(F.conv2d(x, w["conv0.weight"], w["conv0.bias"]))
+        x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        for i in range(1, 6):
+            c = x.shape[1]
+            x = F.conv2d(F.pad(x, (1, 1, 1, 1)), w[f"conv{i}.depthwise"], groups=c)
+            x = leaky(F.conv2d(x, w[f"conv{i}.pointwise"], w[f"conv{i}.bias"]))
+            if i < 5:
+                x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+            else:
+                x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 2, 1)
+        return F.conv2d(x, w["conv8.weight"], w["conv8.bias"])
+
+
+def p50(fn, x, runs, warmup=3):
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn(x)
+            ts.append((time.perf_counter() - t) * 1e3)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def modeldock(binary, args):
+    out = subprocess.run([binary, "bench", "--json", *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["forward_p50_ms"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modeldock", default=None)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--runs", type=int, default=20)
+    a = ap.parse_args()
+    binary = a.modeldock
+    if binary is None:
+        for cand in ("target/release/modeldock", "target/debug/modeldock"):
+            if os.path.exists(os.path.join(ROOT, cand)):
+                binary = os.path.join(ROOT, cand)
+                break
+    if binary is None:
+        sys.exit("build modeldock first (cargo build --release) or pass --modeldock PATH")
+    torch.set_num_threads(a.threads)
+
+    w = load_safetensors(os.path.join(ROOT, "models/face-detector/tiny_face_detector_model.safetensors"))
+    face_pt = p50(TinyFaceDetector(w), torch.rand(1, 3, 416, 416), a.runs)
+
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n.yaml").model.fuse().eval()
+    yolo_pt = p50(yolo, torch.rand(1, 3, 640, 640), a.runs)
+
+    face_md = modeldock(binary, ["--model", "face-detector", "--runs", str(a.runs)])
+    yolo_md = modeldock(binary, ["--model", "yolov8n", "--random-weights", "--runs", str(a.runs)])
+
+    print(f"threads: {a.threads}, torch {torch.__version__}, modeldock {binary}")
+    print(f"{'network':<28} {'PyTorch ms':>10} {'modeldock ms':>13} {'ratio':>7}")
+    for name, pt, md in (("tiny face detector @416", face_pt, face_md), ("YOLOv8n @640", yolo_pt, yolo_md)):
+        print(f"{name:<28} {pt:>10.1f} {md:>13.1f} {md / pt:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
