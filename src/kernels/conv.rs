@@ -16,8 +16,7 @@ thread_local! {
 /// `x`: [cin, h, w]; `weight`: [cout, cin·kh·kw] row-major; `out`: [cout, oh, ow].
 pub fn conv2d(
     x: &[f32],
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,

@@ -8,8 +8,7 @@ use super::{Act, ConvShape};
 /// `x`: [c, h, w]; `weight`: [c, kh·kw]; `out`: [c, oh, ow]. `s.cin == s.cout == c`.
 pub fn depthwise(
     x: &[f32],
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,

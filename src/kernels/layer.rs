@@ -45,9 +45,9 @@ impl CustomOp1 for Op {
             let oi = &mut out[i * per_out..(i + 1) * per_out];
             let bias = self.bias.as_deref().map(|b| b.as_slice());
             if self.depthwise {
-                depthwise::depthwise(xi, h, w, &self.weight, bias, &self.shape, self.act, oi);
+                depthwise::depthwise(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
             } else {
-                conv::conv2d(xi, h, w, &self.weight, bias, &self.shape, self.act, oi);
+                conv::conv2d(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((n, self.shape.cout, oh, ow))))
