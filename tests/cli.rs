@@ -260,3 +260,38 @@ fn import_tfjs_converts_quantised_weights_and_layouts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ends early"));
 }
+
+#[test]
+fn live_with_the_synthetic_source_reports_its_figures() {
+    let out = modeldock()
+        .args(["live", "--source", "synthetic", "--model", "face-detector", "--frames", "20", "--fps", "20", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    for k in [
+        "frames_captured",
+        "frames_inferred",
+        "frames_dropped",
+        "camera_fps",
+        "inference_fps",
+        "e2e_latency_p50_ms",
+        "e2e_latency_p95_ms",
+        "inference_p50_ms",
+        "max_queue_len",
+    ] {
+        assert!(v[k].is_number(), "{k} in {v}");
+    }
+    assert_eq!(v["frames_captured"], 20);
+    assert!(v["max_queue_len"].as_u64().unwrap_or(9) <= 1);
+    assert_eq!(
+        v["frames_inferred"].as_u64().unwrap_or(0) + v["frames_dropped"].as_u64().unwrap_or(0),
+        20,
+        "every frame inferred or dropped: {v}"
+    );
+    // No camera here: a clear one-line error.
+    let out = modeldock().args(["live", "--source", "webcam:3", "--frames", "5"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("webcam 3"), "{err}");
+}
