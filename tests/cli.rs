@@ -264,7 +264,18 @@ fn import_tfjs_converts_quantised_weights_and_layouts() {
 #[test]
 fn live_with_the_synthetic_source_reports_its_figures() {
     let out = modeldock()
-        .args(["live", "--source", "synthetic", "--model", "face-detector", "--frames", "20", "--fps", "20", "--json"])
+        .args([
+            "live",
+            "--source",
+            "synthetic",
+            "--model",
+            "face-detector",
+            "--frames",
+            "20",
+            "--fps",
+            "20",
+            "--json",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -290,7 +301,10 @@ fn live_with_the_synthetic_source_reports_its_figures() {
         "every frame inferred or dropped: {v}"
     );
     // No camera here: a clear one-line error.
-    let out = modeldock().args(["live", "--source", "webcam:3", "--frames", "5"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .args(["live", "--source", "webcam:3", "--frames", "5"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("webcam 3"), "{err}");

@@ -190,3 +190,45 @@ fn the_live_panel_runs_the_synthetic_source_with_overlays_and_stops() {
     });
     assert!(h.state().live.pipeline.is_none());
 }
+
+#[test]
+fn export_writes_annotated_pngs_and_the_cli_json() {
+    let engine = modeldock::engine::Engine::start(only(Registry::discover(&[]), &["face-landmarks"]), config(), None);
+    let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
+    let r = engine
+        .infer_wait(
+            "face-landmarks",
+            modeldock::engine::ImageInput::Bytes {
+                name: "astronaut.png".into(),
+                bytes: Arc::new(bytes.clone()),
+            },
+            Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    engine.shutdown();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let items = vec![modeldock::ui::export::ExportItem {
+        name: "astronaut.png".into(),
+        bytes: Arc::new(bytes),
+        result: r.clone(),
+        conf: 0.5,
+    }];
+    let written = modeldock::ui::export::export(&items, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(written.len(), 2);
+    let json = std::fs::read_to_string(dir.path().join("astronaut.json")).unwrap_or_default();
+    assert_eq!(
+        json,
+        modeldock::cli::infer_cmd::result_json(&r).to_string(),
+        "the CLI's JSON"
+    );
+    let png = image::open(dir.path().join("astronaut.annotated.png"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let orig = image::open(fixture("images/astronaut.png"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let b = r.output.detections[0].bbox;
+    let (x, y) = (b[0].round() as u32, ((b[1] + b[3]) / 2.0).round() as u32);
+    assert_eq!(png.get_pixel(x, y).0, [255, 64, 64], "the box is drawn");
+    assert_ne!(png.get_pixel(x, y), orig.get_pixel(x, y));
+}
