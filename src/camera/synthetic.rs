@@ -43,8 +43,8 @@ impl SyntheticSource {
         let tau = std::f32::consts::TAU;
         let (w, h) = (self.width as f32, self.height as f32);
         Pose {
-            scale: 0.8 + 0.15 * (tau * t / 7.0).sin(),
-            angle: 0.15 * (tau * t / 5.0).sin(),
+            scale: 0.8 + 0.1 * (tau * t / 7.0).sin(),
+            angle: 0.1 * (tau * t / 5.0).sin(),
             centre: [
                 w / 2.0 + 0.18 * w * (tau * t / 6.0).sin(),
                 h / 2.0 + 0.1 * h * (tau * t / 4.0).sin(),
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn projection_matches_rendering() {
-        let s = SyntheticSource::new(320, 240, 30.0).unwrap_or_else(|e| panic!("{e}"));
+        let s = SyntheticSource::new(1280, 960, 30.0).unwrap_or_else(|e| panic!("{e}"));
         let f = s.render(17);
         // The photo's centre pixel lands where `project` says.
         let p = s.project(17, [256.0, 256.0]);

@@ -110,8 +110,9 @@ pub fn run(argv: &[String]) -> Result<i32> {
     let tol = args.f32("tol")?.unwrap_or(1e-3) as f64;
     // Like numpy's allclose: |out - expected| <= tol + rtol * |expected|. Large
     // outputs (YOLO boxes in pixels, up to the input size) carry float32 noise
-    // proportional to their size.
-    let rtol = args.f32("rtol")?.unwrap_or(2e-5) as f64;
+    // proportional to their size: 3e-5 allows 2e-2 px at 640, the fixture
+    // README's own estimate of float32 noise on YOLO box rows.
+    let rtol = args.f32("rtol")?.unwrap_or(3e-5) as f64;
     let out = raw_forward(arch, variant, task, weights, &input)?;
     if out.dims() != expected.dims() {
         return Err(Error::msg(format!(
