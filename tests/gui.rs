@@ -232,3 +232,20 @@ fn export_writes_annotated_pngs_and_the_cli_json() {
     assert_eq!(png.get_pixel(x, y).0, [255, 64, 64], "the box is drawn");
     assert_ne!(png.get_pixel(x, y), orig.get_pixel(x, y));
 }
+
+#[test]
+fn ctrl_l_and_ctrl_u_load_and_unload_the_selected_model() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    toy(dir.path(), "keytoy", &[]);
+    let reg = Registry::discover(&[dir.path().to_path_buf()]);
+    let mut h = harness(only(reg, &["keytoy"]), "keytoy");
+    h.step();
+    h.get_by_label("Toy keytoy").click();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::L);
+    step_until(&mut h, "Ctrl+L to load it", |h| h.query_by_label("Resident").is_some());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::U);
+    step_until(&mut h, "Ctrl+U to unload it", |h| {
+        h.query_by_label("Available").is_some()
+    });
+}
