@@ -73,6 +73,18 @@ proptest! {
     }
 }
 
+/// Largest difference between the kernels and candle's reference.
+fn max_diff(conv: &FastConv, x: &Tensor) -> f32 {
+    let a = conv.forward(x).unwrap_or_else(|e| panic!("{e}"));
+    let b = conv.reference(x).unwrap_or_else(|e| panic!("{e}"));
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar())
+        .unwrap_or(f32::INFINITY)
+}
+
 #[test]
 fn realistic_layer_sizes_match() {
     // A YOLOv8n backbone conv and a face-detector separable pair.
@@ -86,29 +98,11 @@ fn realistic_layer_sizes_match() {
         Act::Silu,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (a, b) = (
-        conv.forward(&x).unwrap_or_else(|e| panic!("{e}")),
-        conv.reference(&x).unwrap_or_else(|e| panic!("{e}")),
-    );
-    let d: f32 = (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.flatten_all())
-        .and_then(|d| d.max(0))
-        .and_then(|d| d.to_scalar())
-        .unwrap_or(1.0);
+    let d = max_diff(&conv, &x);
     assert!(d < 1e-4, "{d}");
     let dw = FastConv::new(rand(&[32, 1, 3, 3], 10), None, 1, Padding::uniform(1), 32, Act::None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let (a, b) = (
-        dw.forward(&x).unwrap_or_else(|e| panic!("{e}")),
-        dw.reference(&x).unwrap_or_else(|e| panic!("{e}")),
-    );
-    let d: f32 = (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.flatten_all())
-        .and_then(|d| d.max(0))
-        .and_then(|d| d.to_scalar())
-        .unwrap_or(1.0);
+    let d = max_diff(&dw, &x);
     assert!(d < 1e-5, "{d}");
     assert!(
         FastConv::new(rand(&[8, 2, 3, 3], 1), None, 1, Padding::default(), 4, Act::None).is_err(),

@@ -19,6 +19,16 @@ fn bar(ui: &mut egui::Ui, used: u64, total: u64, own: Option<u64>, label: &str) 
     )));
 }
 
+/// The look shared by the history plots: percentages, fixed view.
+fn history_plot(p: Plot<'_>) -> Plot<'_> {
+    p.height(110.0)
+        .legend(Legend::default())
+        .include_y(0.0)
+        .include_y(100.0)
+        .allow_zoom(false)
+        .allow_drag(false)
+}
+
 pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
     ui.heading("GPU / System");
     let Some(last) = t.latest() else {
@@ -44,32 +54,25 @@ pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
             or_na(g.sm_clock_mhz)
         ));
         let idx = g.index;
-        Plot::new(("gpu-history", idx))
-            .height(110.0)
-            .legend(Legend::default())
-            .include_y(0.0)
-            .include_y(100.0)
-            .allow_zoom(false)
-            .allow_drag(false)
-            .show(ui, |p| {
-                let series = |f: &dyn Fn(&crate::telemetry::gpu::GpuSample) -> Option<f64>| -> Vec<[f64; 2]> {
-                    t.history
-                        .iter()
-                        .filter_map(|pt| {
-                            let gs = pt.gpus.iter().find(|x| x.index == idx)?;
-                            Some([pt.t, f(gs)?])
-                        })
-                        .collect()
-                };
-                p.line(Line::new(
-                    "VRAM %",
-                    series(&|g| Some(100.0 * g.memory_used_bytes? as f64 / g.memory_total_bytes?.max(1) as f64)),
-                ));
-                p.line(Line::new(
-                    "util %",
-                    series(&|g| g.utilization_gpu_pct.map(|u| u as f64)),
-                ));
-            });
+        history_plot(Plot::new(("gpu-history", idx))).show(ui, |p| {
+            let series = |f: &dyn Fn(&crate::telemetry::gpu::GpuSample) -> Option<f64>| -> Vec<[f64; 2]> {
+                t.history
+                    .iter()
+                    .filter_map(|pt| {
+                        let gs = pt.gpus.iter().find(|x| x.index == idx)?;
+                        Some([pt.t, f(gs)?])
+                    })
+                    .collect()
+            };
+            p.line(Line::new(
+                "VRAM %",
+                series(&|g| Some(100.0 * g.memory_used_bytes? as f64 / g.memory_total_bytes?.max(1) as f64)),
+            ));
+            p.line(Line::new(
+                "util %",
+                series(&|g| g.utilization_gpu_pct.map(|u| u as f64)),
+            ));
+        });
     }
     let s = &last.system;
     ui.separator();
@@ -86,22 +89,15 @@ pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
         Some(s.process_rss_bytes),
         "RAM",
     );
-    Plot::new("system-history")
-        .height(110.0)
-        .legend(Legend::default())
-        .include_y(0.0)
-        .include_y(100.0)
-        .allow_zoom(false)
-        .allow_drag(false)
-        .show(ui, |p| {
-            let pts = |f: &dyn Fn(&crate::telemetry::system::SystemSample) -> f64| -> Vec<[f64; 2]> {
-                t.history.iter().map(|pt| [pt.t, f(&pt.system)]).collect()
-            };
-            p.line(Line::new("CPU %", pts(&|s| s.cpu_pct as f64)));
-            p.line(Line::new(
-                "RAM %",
-                pts(&|s| 100.0 * s.ram_used_bytes as f64 / s.ram_total_bytes.max(1) as f64),
-            ));
-            p.line(Line::new("RSS MiB", pts(&|s| s.process_rss_bytes as f64 / 1048576.0)));
-        });
+    history_plot(Plot::new("system-history")).show(ui, |p| {
+        let pts = |f: &dyn Fn(&crate::telemetry::system::SystemSample) -> f64| -> Vec<[f64; 2]> {
+            t.history.iter().map(|pt| [pt.t, f(&pt.system)]).collect()
+        };
+        p.line(Line::new("CPU %", pts(&|s| s.cpu_pct as f64)));
+        p.line(Line::new(
+            "RAM %",
+            pts(&|s| 100.0 * s.ram_used_bytes as f64 / s.ram_total_bytes.max(1) as f64),
+        ));
+        p.line(Line::new("RSS MiB", pts(&|s| s.process_rss_bytes as f64 / 1048576.0)));
+    });
 }
