@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
-use super::{conv, depthwise, Act, ConvShape, Padding};
+use super::{conv, depthwise, tiled, Act, ConvShape, Padding};
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
 struct Op {
     weight: Arc<Vec<f32>>,
     bias: Option<Arc<Vec<f32>>>,
+    /// Panels for the tiled kernel (dense convs, when the CPU can run it).
+    packed: Option<Arc<tiled::Packed>>,
     shape: ConvShape,
     depthwise: bool,
     act: Act,
@@ -46,6 +48,8 @@ impl CustomOp1 for Op {
             let bias = self.bias.as_deref().map(|b| b.as_slice());
             if self.depthwise {
                 depthwise::depthwise(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
+            } else if let Some(packed) = &self.packed {
+                tiled::conv2d(xi, (h, w), packed, bias, &self.shape, self.act, oi);
             } else {
                 conv::conv2d(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
             }
@@ -87,8 +91,11 @@ impl FastConv {
             Some(b) => Some(Arc::new(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
             None => None,
         };
+        let packed =
+            (!depthwise && tiled::available()).then(|| Arc::new(tiled::Packed::new(&flat, cout, cin_g * kh * kw)));
         Ok(FastConv {
             op: Op {
+                packed,
                 weight: Arc::new(flat),
                 bias: b,
                 shape: ConvShape {
@@ -106,6 +113,18 @@ impl FastConv {
             bias,
             groups,
         })
+    }
+
+    /// True when this layer runs the tiled kernel ([`tiled`]) on CPU.
+    pub fn is_tiled(&self) -> bool {
+        self.op.packed.is_some()
+    }
+
+    /// The same layer on the im2col + GEMM path (the tiled kernel's fallback
+    /// on CPUs without AVX-512); for tests and comparisons.
+    pub fn without_tiled(mut self) -> Self {
+        self.op.packed = None;
+        self
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -8,9 +8,12 @@
 //! use them through [`layer::FastConv`], which falls back to candle's own ops
 //! on other devices, so GPU backends keep candle's kernels.
 
+pub mod avx512;
 pub mod conv;
 pub mod depthwise;
 pub mod layer;
+pub mod planes;
+pub mod tiled;
 
 /// Activation fused into a conv's output pass.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,0 +1,155 @@
+//! The AVX-512 microkernel of the tiled conv: 8 output channels × 48 wide
+//! output positions held in 24 zmm accumulators. Per tap it loads three
+//! vectors of input (one shifted run, see [`super::planes`]), broadcasts the
+//! eight packed weights and issues 24 FMAs; bias and activation are applied
+//! in registers before the tile is stored.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::Act;
+
+/// Output channels per tile (rows of a packed weight panel).
+pub const MR: usize = 8;
+/// Wide output positions per tile.
+pub const NR: usize = 48;
+
+/// True when this CPU can run the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[r·NR + j] = act(bias[r] + Σ_t panel[t·MR + r] · src[offsets[t] + j])`
+/// for r < MR and j < `n`; lanes j ≥ `n` are neither read nor meaningful.
+///
+/// # Safety
+/// The CPU supports AVX-512F ([`available`]); `panel` holds `offsets.len()·MR`
+/// floats; `src.add(offsets[t] + j)` is readable for every t and j < `n`;
+/// `n ≤ NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn tile(
+    panel: *const f32,
+    src: *const f32,
+    offsets: &[usize],
+    n: usize,
+    bias: &[f32; MR],
+    act: Act,
+    out: &mut [f32; MR * NR],
+) {
+    let lanes = |from: usize| -> __mmask16 {
+        let k = n.saturating_sub(from).min(16);
+        ((1u32 << k) - 1) as __mmask16
+    };
+    let (m0, m1, m2) = (lanes(0), lanes(16), lanes(32));
+    let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+    // Pointer steps use wrapping_add and loads go through intrinsics: no
+    // per-step precondition checks in builds with debug assertions, which
+    // would otherwise keep the accumulators in memory.
+    // One loop with masked loads for full and partial tiles alike (a second
+    // loop made the compiler keep the accumulators in memory).
+    let mut w = panel;
+    for &off in offsets {
+        let s = src.wrapping_add(off);
+        let b = [
+            _mm512_maskz_loadu_ps(m0, s),
+            _mm512_maskz_loadu_ps(m1, s.wrapping_add(16)),
+            _mm512_maskz_loadu_ps(m2, s.wrapping_add(32)),
+        ];
+        step(w, &b, &mut acc);
+        w = w.wrapping_add(MR);
+    }
+    // Store first (a loop the compiler unrolls, so the accumulators stay in
+    // registers), then bias + activation on the stored tile.
+    let o = out.as_mut_ptr();
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            _mm512_storeu_ps(o.wrapping_add(r * NR + c * 16), *v);
+        }
+    }
+    for (r, &b) in bias.iter().enumerate() {
+        let bv = _mm512_set1_ps(b);
+        for c in 0..3 {
+            let p = o.wrapping_add(r * NR + c * 16);
+            _mm512_storeu_ps(p, activate(_mm512_add_ps(_mm512_loadu_ps(p), bv), act));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn step(w: *const f32, b: &[__m512; 3], acc: &mut [[__m512; 3]; MR]) {
+    for (r, row) in acc.iter_mut().enumerate() {
+        let a = _mm512_broadcastss_ps(_mm_load_ss(w.wrapping_add(r)));
+        row[0] = _mm512_fmadd_ps(a, b[0], row[0]);
+        row[1] = _mm512_fmadd_ps(a, b[1], row[1]);
+        row[2] = _mm512_fmadd_ps(a, b[2], row[2]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn activate(v: __m512, act: Act) -> __m512 {
+    match act {
+        Act::None => v,
+        Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Act::Leaky(a) => {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+            _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(a))
+        }
+        Act::Silu => {
+            let one = _mm512_set1_ps(1.0);
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), v));
+            _mm512_div_ps(v, _mm512_add_ps(one, e))
+        }
+    }
+}
+
+/// The vector form of [`super::fast_exp`] (same reduction and polynomial;
+/// 2^n applied with `scalef`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_66, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    _mm512_scalef_ps(e, n)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_exp_matches_scalar() {
+        if !available() {
+            return;
+        }
+        let xs: Vec<f32> = (0..16 * 200).map(|i| -90.0 + i as f32 * 0.0561).collect();
+        for chunk in xs.chunks(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F is available (checked above); 16 floats in and out.
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_loadu_ps(chunk.as_ptr()))) };
+            for (g, x) in got.iter().zip(chunk) {
+                let want = x.clamp(-87.0, 88.0).exp();
+                assert!(((g - want) / want).abs() < 1e-6, "exp({x}) = {g}, want {want}");
+            }
+        }
+    }
+}

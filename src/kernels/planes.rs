@@ -1,0 +1,194 @@
+//! The input of a dense conv prepared so every kernel tap is a contiguous read.
+//!
+//! Zero padding is applied once and, for stride s, each padded channel is
+//! split into s×s phase planes (rows ≡ a, columns ≡ b mod s). Output pixel
+//! (oy, ox) then has the "wide" index p = oy·wp + ox, and tap k = (ci, ky, kx)
+//! of every output pixel reads `data[p + offsets[k]]`: one shifted, contiguous
+//! run per tap, whatever the stride or padding. Columns ox ≥ ow of a wide row
+//! are computed and thrown away (one or two per row for a padded 3×3 conv).
+//! A 1×1, stride-1, unpadded conv reads its input as it is.
+
+use rayon::prelude::*;
+
+use super::ConvShape;
+
+/// Where the taps of a conv read from, for one input size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geometry {
+    /// Output size.
+    pub oh: usize,
+    pub ow: usize,
+    /// Size of one phase plane.
+    pub hp: usize,
+    pub wp: usize,
+    /// True when the input is read as it is (no copy).
+    pub in_place: bool,
+    /// Offset of each tap (ci, ky, kx) from the wide output index.
+    pub offsets: Vec<usize>,
+}
+
+impl Geometry {
+    pub fn new(s: &ConvShape, h: usize, w: usize) -> Self {
+        let (oh, ow) = s.out_hw(h, w);
+        let in_place = s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == Default::default();
+        let st = s.stride;
+        let (hp, wp) = if in_place {
+            (h, w)
+        } else {
+            (
+                (h + s.pad.top + s.pad.bottom).div_ceil(st),
+                (w + s.pad.left + s.pad.right).div_ceil(st),
+            )
+        };
+        let plane = hp * wp;
+        let per_channel = plane * st * st;
+        let mut offsets = Vec::with_capacity(s.cin * s.kh * s.kw);
+        for ci in 0..s.cin {
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let phase = (ky % st) * st + kx % st;
+                    offsets.push(ci * per_channel + phase * plane + (ky / st) * wp + kx / st);
+                }
+            }
+        }
+        Geometry {
+            oh,
+            ow,
+            hp,
+            wp,
+            in_place,
+            offsets,
+        }
+    }
+
+    /// Number of wide positions that hold outputs (the last row needs no tail).
+    pub fn wide_len(&self) -> usize {
+        if self.oh == 0 || self.ow == 0 {
+            0
+        } else {
+            (self.oh - 1) * self.wp + self.ow
+        }
+    }
+
+    /// Floats the prepared input takes (0 when read in place).
+    pub fn buffer_len(&self, s: &ConvShape) -> usize {
+        if self.in_place {
+            0
+        } else {
+            s.cin * s.stride * s.stride * self.hp * self.wp
+        }
+    }
+
+    /// Writes the padded phase planes of `x` ([cin, h, w]) into `buf`.
+    pub fn fill(&self, x: &[f32], (h, w): (usize, usize), s: &ConvShape, buf: &mut [f32]) {
+        let st = s.stride;
+        let plane = self.hp * self.wp;
+        let (pt, pl) = (s.pad.top, s.pad.left);
+        let wp = self.wp;
+        buf.par_chunks_mut(plane * st * st)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(dst, src)| {
+                for a in 0..st {
+                    for b in 0..st {
+                        let p = &mut dst[(a * st + b) * plane..(a * st + b + 1) * plane];
+                        // Padded column of plane column j is st·j + b; input column is that − pl.
+                        let j0 = pl.saturating_sub(b).div_ceil(st);
+                        let j1 = if w + pl > b {
+                            ((w + pl - b - 1) / st + 1).min(wp)
+                        } else {
+                            0
+                        };
+                        for i in 0..self.hp {
+                            let row = &mut p[i * wp..(i + 1) * wp];
+                            let y = (st * i + a) as isize - pt as isize;
+                            if y < 0 || y >= h as isize || j0 >= j1 {
+                                row.fill(0.0);
+                                continue;
+                            }
+                            let srow = &src[y as usize * w..(y as usize + 1) * w];
+                            row[..j0].fill(0.0);
+                            let x0 = st * j0 + b - pl;
+                            if st == 1 {
+                                row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
+                            } else {
+                                for (jj, v) in row[j0..j1].iter_mut().enumerate() {
+                                    *v = srow[x0 + jj * st];
+                                }
+                            }
+                            row[j1..].fill(0.0);
+                        }
+                    }
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Padding;
+
+    /// Every tap of every valid output reads the padded input value it should.
+    #[test]
+    fn taps_read_the_padded_input() {
+        for &(h, w, k, st, pad) in &[
+            (5usize, 7usize, 3usize, 1usize, Padding::uniform(1)),
+            (6, 5, 3, 2, Padding::uniform(1)),
+            (
+                7,
+                9,
+                2,
+                2,
+                Padding {
+                    top: 0,
+                    bottom: 1,
+                    left: 0,
+                    right: 1,
+                },
+            ),
+            (4, 4, 1, 1, Padding::default()),
+            (
+                9,
+                8,
+                5,
+                3,
+                Padding {
+                    top: 2,
+                    bottom: 0,
+                    left: 1,
+                    right: 2,
+                },
+            ),
+        ] {
+            let s = ConvShape {
+                cin: 2,
+                cout: 1,
+                kh: k,
+                kw: k,
+                stride: st,
+                pad,
+            };
+            let x: Vec<f32> = (0..2 * h * w).map(|i| i as f32 + 1.0).collect();
+            let g = Geometry::new(&s, h, w);
+            let mut buf = vec![f32::NAN; g.buffer_len(&s)];
+            g.fill(&x, (h, w), &s, &mut buf);
+            let data = if g.in_place { &x[..] } else { &buf[..] };
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for (t, off) in g.offsets.iter().enumerate() {
+                        let (ci, ky, kx) = (t / (k * k), (t / k) % k, t % k);
+                        let iy = (oy * st + ky) as isize - pad.top as isize;
+                        let ix = (ox * st + kx) as isize - pad.left as isize;
+                        let want = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            0.0
+                        } else {
+                            x[ci * h * w + iy as usize * w + ix as usize]
+                        };
+                        let got = data[oy * g.wp + ox + off];
+                        assert_eq!(got, want, "{h}x{w} k{k} s{st} out ({oy},{ox}) tap {t}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Dense convolution without im2col: weights packed once into panels of
+//! [`MR`] output channels, the input prepared once into shifted-read planes
+//! ([`super::planes`]), and a register-tiled microkernel ([`super::avx512`])
+//! over tiles of [`NR`] wide output positions. Threads take groups of tiles
+//! (and, for small outputs, groups of panels) from rayon.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::avx512::{self, MR, NR};
+use super::planes::Geometry;
+use super::{Act, ConvShape};
+
+/// Conv weights as panels: panel i, tap t, row r at `(i·taps + t)·MR + r`
+/// (rows past `cout` are zero).
+#[derive(Debug, Clone)]
+pub struct Packed {
+    data: Vec<f32>,
+    taps: usize,
+    cout: usize,
+}
+
+impl Packed {
+    /// `weight`: [cout, taps] row-major (OIHW flattened).
+    pub fn new(weight: &[f32], cout: usize, taps: usize) -> Self {
+        let panels = cout.div_ceil(MR);
+        let mut data = vec![0f32; panels * taps * MR];
+        for co in 0..cout {
+            let (i, r) = (co / MR, co % MR);
+            for t in 0..taps {
+                data[(i * taps + t) * MR + r] = weight[co * taps + t];
+            }
+        }
+        Packed { data, taps, cout }
+    }
+
+    fn panels(&self) -> usize {
+        self.cout.div_ceil(MR)
+    }
+}
+
+/// True when [`conv2d`] can run on this CPU.
+pub fn available() -> bool {
+    avx512::available()
+}
+
+thread_local! {
+    /// Prepared-input buffer, reused across calls on the same thread.
+    static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Output pointer shared by the tile jobs; each job writes only its own
+/// tiles' positions.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: jobs write disjoint elements (distinct tiles or distinct panels).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so closures capture the wrapper (Sync), not the raw pointer.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `x`: [cin, h, w]; `out`: [cout, oh, ow]. Call only when [`available`].
+pub fn conv2d(
+    x: &[f32],
+    (h, w): (usize, usize),
+    packed: &Packed,
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    act: Act,
+    out: &mut [f32],
+) {
+    let g = Geometry::new(s, h, w);
+    debug_assert_eq!(packed.taps, g.offsets.len());
+    debug_assert_eq!(out.len(), s.cout * g.oh * g.ow);
+    if g.in_place {
+        run(x, &g, packed, bias, act, out);
+    } else {
+        PLANES.with(|b| {
+            let mut buf = b.borrow_mut();
+            let len = g.buffer_len(s);
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            g.fill(x, (h, w), s, &mut buf[..len]);
+            run(&buf[..len], &g, packed, bias, act, out);
+        });
+    }
+}
+
+fn run(src: &[f32], g: &Geometry, packed: &Packed, bias: Option<&[f32]>, act: Act, out: &mut [f32]) {
+    let wide = g.wide_len();
+    if wide == 0 || !available() {
+        return;
+    }
+    let tiles = wide.div_ceil(NR);
+    let panels = packed.panels();
+    // Enough jobs for the pool to balance, each big enough to amortise itself:
+    // tiles are grouped so a group's input stays in L2; small outputs split panels.
+    let threads = rayon::current_num_threads().max(1);
+    let per_tile_bytes = packed.taps * NR * 4;
+    let group = ((512 << 10) / per_tile_bytes.max(1))
+        .clamp(1, 4)
+        .min(tiles.div_ceil(threads * 4).max(1));
+    let tile_groups = tiles.div_ceil(group);
+    let panel_split = (threads * 4).div_ceil(tile_groups).clamp(1, panels);
+    let panels_per_job = panels.div_ceil(panel_split);
+    let jobs = tile_groups * panels.div_ceil(panels_per_job);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let plane = g.oh * g.ow;
+    (0..jobs).into_par_iter().for_each(|job| {
+        let (tg, pj) = (job % tile_groups, job / tile_groups);
+        let t0 = tg * group;
+        let t1 = (t0 + group).min(tiles);
+        let p0 = pj * panels_per_job;
+        let p1 = (p0 + panels_per_job).min(panels);
+        let mut tile_out = [0f32; MR * NR];
+        for panel in p0..p1 {
+            let co0 = panel * MR;
+            let rows = (packed.cout - co0).min(MR);
+            let mut b = [0f32; MR];
+            if let Some(bias) = bias {
+                b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
+            }
+            let weights = &packed.data[panel * packed.taps * MR..(panel + 1) * packed.taps * MR];
+            for t in t0..t1 {
+                let start = t * NR;
+                let n = (wide - start).min(NR);
+                // SAFETY: AVX-512F checked by `available`; the panel holds
+                // taps·MR floats; every read src[start + j + offset], j < n, is
+                // inside `src` (the planes are sized so the last valid wide
+                // position's last tap is in the last plane; see planes.rs).
+                unsafe {
+                    #[cfg(target_arch = "x86_64")]
+                    avx512::tile(
+                        weights.as_ptr(),
+                        src.as_ptr().add(start),
+                        &g.offsets,
+                        n,
+                        &b,
+                        act,
+                        &mut tile_out,
+                    );
+                }
+                scatter(&tile_out, rows, start, n, g, |co_r, dst, seg| {
+                    // SAFETY: (co0 + co_r, dst..dst + len) lies in `out` and
+                    // belongs to this job's tile and panel only.
+                    unsafe {
+                        let d = ptr.get().add((co0 + co_r) * plane + dst);
+                        std::ptr::copy_nonoverlapping(seg.as_ptr(), d, seg.len());
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// Copies the valid columns of a tile's rows to their output positions.
+fn scatter(
+    tile: &[f32; MR * NR],
+    rows: usize,
+    start: usize,
+    n: usize,
+    g: &Geometry,
+    mut write: impl FnMut(usize, usize, &[f32]),
+) {
+    let mut p = start;
+    let end = start + n;
+    while p < end {
+        let (oy, ox) = (p / g.wp, p % g.wp);
+        if ox >= g.ow {
+            p = (oy + 1) * g.wp;
+            continue;
+        }
+        let len = (g.ow - ox).min(end - p);
+        let j = p - start;
+        for r in 0..rows {
+            write(r, oy * g.ow + ox, &tile[r * NR + j..r * NR + j + len]);
+        }
+        p += len;
+    }
+}
