@@ -94,6 +94,42 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// A conv over channel parts plus a residual equals candle's conv of the
+    /// concatenation plus the residual, on the tiled and the fallback path.
+    #[test]
+    fn fused_concat_and_residual_match_candle(
+        split in prop::collection::vec(1usize..12, 1..5), cout in 1usize..20,
+        h in 1usize..30, w in 1usize..30, k in prop::sample::select(vec![1usize, 3]),
+        stride in 1usize..3, with_residual in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let cin: usize = split.iter().sum();
+        let parts: Vec<Tensor> = split.iter().enumerate()
+            .map(|(i, &c)| rand(&[1, c, h, w], seed ^ (i as u64 + 10)))
+            .collect();
+        let wgt = rand(&[cout, cin, k, k], seed ^ 7);
+        let conv = FastConv::new(wgt, Some(rand(&[cout], seed ^ 8)), stride, Padding::uniform(k / 2), 1, Act::Silu)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let whole = Tensor::cat(&refs, 1).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let plain = conv.reference(&whole).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let residual = rand(plain.dims(), seed ^ 9);
+        let want = if with_residual { (&plain + &residual).map_err(|e| TestCaseError::fail(e.to_string()))? } else { plain };
+        let res = with_residual.then_some(&residual);
+        let conv_gemm = FastConv::new(rand(&[cout, cin, k, k], seed ^ 7), Some(rand(&[cout], seed ^ 8)), stride,
+            Padding::uniform(k / 2), 1, Act::Silu).map_err(|e| TestCaseError::fail(e.to_string()))?.without_tiled();
+        for (path, c) in [("tiled", &conv), ("gemm", &conv_gemm)] {
+            let got = c.forward_fused(&refs, res).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got.dims(), want.dims());
+            let d = (got - &want).and_then(|d| d.abs()).and_then(|d| d.flatten_all())
+                .and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).unwrap_or(f32::INFINITY);
+            prop_assert!(d <= 2e-4, "{}: max abs diff {}", path, d);
+        }
+    }
+}
+
 /// Largest difference between the kernels and candle's reference.
 fn max_diff(conv: &FastConv, x: &Tensor) -> f32 {
     let a = conv.forward(x).unwrap_or_else(|e| panic!("{e}"));

@@ -176,6 +176,7 @@ impl Engine {
     /// Starts the worker and loader threads. Models marked `preload` (and
     /// `config.preload`) start loading in the background at once.
     pub fn start(registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
+        crate::telemetry::process::keep_freed_memory_for_reuse();
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));

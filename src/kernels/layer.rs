@@ -1,61 +1,19 @@
-//! `FastConv`: a conv layer that runs the kernels here on CPU (as a candle
-//! custom op) and candle's own ops on any other device.
+//! `FastConv`: a conv layer that runs the kernels here on CPU (reading the
+//! tensors' data in place) and candle's own ops on any other device.
 
-use std::sync::Arc;
+use candle_core::{DType, Tensor};
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
-
-use super::{conv, depthwise, tiled, Act, ConvShape, Padding};
+use super::{conv, depthwise, host, tiled, Act, ConvShape, Padding};
 use crate::error::{Error, Result};
 
-#[derive(Clone)]
 struct Op {
-    weight: Arc<Vec<f32>>,
-    bias: Option<Arc<Vec<f32>>>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
     /// Panels for the tiled kernel (dense convs, when the CPU can run it).
-    packed: Option<Arc<tiled::Packed>>,
+    packed: Option<tiled::Packed>,
     shape: ConvShape,
     depthwise: bool,
     act: Act,
-}
-
-impl CustomOp1 for Op {
-    fn name(&self) -> &'static str {
-        "modeldock-conv2d"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("modeldock-conv2d: f32 input expected")
-        };
-        let Some((a, b)) = layout.contiguous_offsets() else {
-            candle_core::bail!("modeldock-conv2d: contiguous input expected")
-        };
-        let x = &data[a..b];
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.shape.cin {
-            candle_core::bail!(
-                "modeldock-conv2d: input has {c} channels, the layer expects {}",
-                self.shape.cin
-            )
-        }
-        let (oh, ow) = self.shape.out_hw(h, w);
-        let per_out = self.shape.cout * oh * ow;
-        let mut out = vec![0f32; n * per_out];
-        for i in 0..n {
-            let xi = &x[i * c * h * w..(i + 1) * c * h * w];
-            let oi = &mut out[i * per_out..(i + 1) * per_out];
-            let bias = self.bias.as_deref().map(|b| b.as_slice());
-            if self.depthwise {
-                depthwise::depthwise(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
-            } else if let Some(packed) = &self.packed {
-                tiled::conv2d(xi, (h, w), packed, bias, &self.shape, self.act, oi);
-            } else {
-                conv::conv2d(xi, (h, w), &self.weight, bias, &self.shape, self.act, oi);
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n, self.shape.cout, oh, ow))))
-    }
 }
 
 /// A 2-D convolution with optional bias and fused activation. `groups` is 1
@@ -88,15 +46,14 @@ impl FastConv {
         let cin = cin_g * groups;
         let flat: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let b = match &bias {
-            Some(b) => Some(Arc::new(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        let packed =
-            (!depthwise && tiled::available()).then(|| Arc::new(tiled::Packed::new(&flat, cout, cin_g * kh * kw)));
+        let packed = (!depthwise && tiled::available()).then(|| tiled::Packed::new(&flat, cout, cin_g * kh * kw));
         Ok(FastConv {
             op: Op {
                 packed,
-                weight: Arc::new(flat),
+                weight: flat,
                 bias: b,
                 shape: ConvShape {
                     cin,
@@ -133,13 +90,121 @@ impl FastConv {
 
     /// With padding chosen per call (TF "same" depends on the input size).
     pub fn forward_padded(&self, x: &Tensor, pad: Padding) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            let mut op = self.op.clone();
-            op.shape.pad = pad;
-            Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
+        if host::is_cpu_f32(x) {
+            self.cpu(&[x], None, pad)
         } else {
             self.reference_padded(x, pad)
         }
+    }
+
+    /// The conv over the channel concatenation of `parts`, plus `residual`
+    /// (output-shaped) added after the activation: `act(conv(cat(parts))) +
+    /// residual`. On CPU with the tiled kernel neither the concatenation nor
+    /// the sum is built as a tensor of its own.
+    pub fn forward_fused(&self, parts: &[&Tensor], residual: Option<&Tensor>) -> Result<Tensor> {
+        let on_cpu = parts.iter().chain(residual.iter()).all(|t| host::is_cpu_f32(t));
+        if on_cpu && self.op.packed.is_some() {
+            return self.cpu(parts, residual, self.op.shape.pad);
+        }
+        let x = match parts {
+            [one] => (*one).clone(),
+            _ => Tensor::cat(parts, 1)?,
+        };
+        let y = self.forward(&x)?;
+        Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        })
+    }
+
+    fn cpu(&self, parts: &[&Tensor], residual: Option<&Tensor>, pad: Padding) -> Result<Tensor> {
+        let s = ConvShape { pad, ..self.op.shape };
+        let (n, _, h, w) = parts.first().ok_or_else(|| Error::msg("conv: no input"))?.dims4()?;
+        let mut cin = 0;
+        for p in parts {
+            let (pn, pc, ph, pw) = p.dims4()?;
+            if (pn, ph, pw) != (n, h, w) {
+                return Err(Error::msg(format!(
+                    "conv: inputs of different sizes {:?} and {:?}",
+                    parts[0].dims(),
+                    p.dims()
+                )));
+            }
+            cin += pc;
+        }
+        if cin != s.cin {
+            return Err(Error::msg(format!(
+                "conv: input has {cin} channels, the layer expects {}",
+                s.cin
+            )));
+        }
+        let (oh, ow) = s.out_hw(h, w);
+        let per_out = s.cout * oh * ow;
+        if let Some(r) = residual {
+            if r.dims() != [n, s.cout, oh, ow] {
+                return Err(Error::msg(format!(
+                    "conv: residual {:?} does not match the output {:?}",
+                    r.dims(),
+                    [n, s.cout, oh, ow]
+                )));
+            }
+        }
+        let mut all: Vec<&Tensor> = parts.to_vec();
+        all.extend(residual);
+        let bias = self.op.bias.as_deref();
+        host::with_slices(&all, |data| {
+            let (inputs, res) = data.split_at(parts.len());
+            let image = |i: usize| -> Vec<&[f32]> {
+                inputs
+                    .iter()
+                    .map(|d| {
+                        let per = d.len() / n.max(1);
+                        &d[i * per..(i + 1) * per]
+                    })
+                    .collect()
+            };
+            if let Some(packed) = &self.op.packed {
+                // SAFETY: the tiled kernel writes every output element of every image.
+                return unsafe {
+                    host::tensor_filled((n, s.cout, oh, ow), |out| {
+                        for i in 0..n {
+                            let r = res.first().map(|r| &r[i * per_out..(i + 1) * per_out]);
+                            tiled::conv2d(
+                                &image(i),
+                                (h, w),
+                                packed,
+                                bias,
+                                &s,
+                                self.op.act,
+                                r,
+                                out.add(i * per_out),
+                            );
+                        }
+                    })
+                };
+            }
+            let mut out = vec![0f32; n * per_out];
+            for (i, o) in out.chunks_mut(per_out.max(1)).enumerate() {
+                let parts = image(i);
+                let joined;
+                let x: &[f32] = match parts.as_slice() {
+                    [one] => one,
+                    many => {
+                        joined = many.concat();
+                        &joined
+                    }
+                };
+                if self.op.depthwise {
+                    depthwise::depthwise(x, (h, w), &self.op.weight, bias, &s, self.op.act, o);
+                } else {
+                    conv::conv2d(x, (h, w), &self.op.weight, bias, &s, self.op.act, o);
+                }
+                if let Some(r) = res.first() {
+                    o.iter_mut().zip(&r[i * per_out..]).for_each(|(v, r)| *v += r);
+                }
+            }
+            Ok(Tensor::from_vec(out, (n, s.cout, oh, ow), &candle_core::Device::Cpu)?)
+        })
     }
 
     /// The same layer with candle's own ops (other devices, and tests).

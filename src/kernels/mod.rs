@@ -11,8 +11,10 @@
 pub mod avx512;
 pub mod conv;
 pub mod depthwise;
+pub mod host;
 pub mod layer;
 pub mod planes;
+pub mod pool;
 pub mod tiled;
 
 /// Activation fused into a conv's output pass.

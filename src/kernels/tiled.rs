@@ -50,8 +50,8 @@ thread_local! {
     static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Output pointer shared by the tile jobs; each job writes only its own
-/// tiles' positions.
+/// Pointers shared by the tile jobs: the output (each job writes only its own
+/// tiles' positions) and the per-tap input runs (read only).
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: jobs write disjoint elements (distinct tiles or distinct panels).
@@ -65,21 +65,35 @@ impl OutPtr {
     }
 }
 
-/// `x`: [cin, h, w]; `out`: [cout, oh, ow]. Call only when [`available`].
-pub fn conv2d(
-    x: &[f32],
+struct Taps(Vec<*const f32>);
+// SAFETY: the pointers are only read through, while the borrowed inputs live.
+unsafe impl Sync for Taps {}
+
+/// A dense conv over the channel concatenation of `parts` (each [ci, h, w],
+/// channels adding up to `s.cin`; the concatenation is never built), plus
+/// `residual` ([cout, oh, ow]) added after the activation. Call only when
+/// [`available`].
+///
+/// # Safety
+/// `out` is valid for writes of `s.cout·oh·ow` floats; every one is written.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv2d(
+    parts: &[&[f32]],
     (h, w): (usize, usize),
     packed: &Packed,
     bias: Option<&[f32]>,
     s: &ConvShape,
     act: Act,
-    out: &mut [f32],
+    residual: Option<&[f32]>,
+    out: *mut f32,
 ) {
     let g = Geometry::new(s, h, w);
     debug_assert_eq!(packed.taps, g.offsets.len());
-    debug_assert_eq!(out.len(), s.cout * g.oh * g.ow);
+    debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), s.cin * h * w);
     if g.in_place {
-        run(x, &g, packed, bias, act, out);
+        // A 1×1 conv reads each channel of each part where it is.
+        let taps = parts.iter().flat_map(|p| p.chunks(h * w).map(|c| c.as_ptr())).collect();
+        run(&Taps(taps), &g, packed, bias, act, residual, OutPtr(out));
     } else {
         PLANES.with(|b| {
             let mut buf = b.borrow_mut();
@@ -87,13 +101,29 @@ pub fn conv2d(
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
-            g.fill(x, (h, w), s, &mut buf[..len]);
-            run(&buf[..len], &g, packed, bias, act, out);
+            let per_channel = len / s.cin.max(1);
+            let mut at = 0;
+            for p in parts {
+                let c = p.len() / (h * w).max(1);
+                g.fill(p, (h, w), s, &mut buf[at * per_channel..(at + c) * per_channel]);
+                at += c;
+            }
+            let base = buf.as_ptr();
+            let taps = g.offsets.iter().map(|&o| base.wrapping_add(o)).collect();
+            run(&Taps(taps), &g, packed, bias, act, residual, OutPtr(out));
         });
     }
 }
 
-fn run(src: &[f32], g: &Geometry, packed: &Packed, bias: Option<&[f32]>, act: Act, out: &mut [f32]) {
+fn run(
+    taps: &Taps,
+    g: &Geometry,
+    packed: &Packed,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    ptr: OutPtr,
+) {
     let wide = g.wide_len();
     if wide == 0 || !available() {
         return;
@@ -111,7 +141,6 @@ fn run(src: &[f32], g: &Geometry, packed: &Packed, bias: Option<&[f32]>, act: Ac
     let panel_split = (threads * 4).div_ceil(tile_groups).clamp(1, panels);
     let panels_per_job = panels.div_ceil(panel_split);
     let jobs = tile_groups * panels.div_ceil(panels_per_job);
-    let ptr = OutPtr(out.as_mut_ptr());
     let plane = g.oh * g.ow;
     (0..jobs).into_par_iter().for_each(|job| {
         let (tg, pj) = (job % tile_groups, job / tile_groups);
@@ -132,27 +161,27 @@ fn run(src: &[f32], g: &Geometry, packed: &Packed, bias: Option<&[f32]>, act: Ac
                 let start = t * NR;
                 let n = (wide - start).min(NR);
                 // SAFETY: AVX-512F checked by `available`; the panel holds
-                // taps·MR floats; every read src[start + j + offset], j < n, is
-                // inside `src` (the planes are sized so the last valid wide
-                // position's last tap is in the last plane; see planes.rs).
+                // taps·MR floats; every read taps[k] + start + j, j < n, is
+                // inside the input its tap points into (planes.rs sizes the
+                // planes so the last valid position's last tap is inside).
+                #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    #[cfg(target_arch = "x86_64")]
-                    avx512::tile(
-                        weights.as_ptr(),
-                        src.as_ptr().add(start),
-                        &g.offsets,
-                        n,
-                        &b,
-                        act,
-                        &mut tile_out,
-                    );
+                    avx512::tile(weights.as_ptr(), &taps.0, start, n, &b, act, &mut tile_out);
                 }
                 scatter(&tile_out, rows, start, n, g, |co_r, dst, seg| {
-                    // SAFETY: (co0 + co_r, dst..dst + len) lies in `out` and
-                    // belongs to this job's tile and panel only.
+                    let at = (co0 + co_r) * plane + dst;
+                    // SAFETY: (co0 + co_r, dst..dst + len) lies in the output
+                    // and belongs to this job's tile and panel only.
                     unsafe {
-                        let d = ptr.get().add((co0 + co_r) * plane + dst);
-                        std::ptr::copy_nonoverlapping(seg.as_ptr(), d, seg.len());
+                        let d = ptr.get().add(at);
+                        match residual {
+                            Some(res) => {
+                                for (i, (v, r)) in seg.iter().zip(&res[at..at + seg.len()]).enumerate() {
+                                    d.add(i).write(v + r);
+                                }
+                            }
+                            None => std::ptr::copy_nonoverlapping(seg.as_ptr(), d, seg.len()),
+                        }
                     }
                 });
             }

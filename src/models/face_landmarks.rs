@@ -21,7 +21,7 @@ pub const INPUT: usize = 112;
 
 enum FirstConv {
     Plain(FastConv),
-    Separable(SeparableConv),
+    Separable(Box<SeparableConv>),
 }
 
 struct DenseBlock {
@@ -34,7 +34,7 @@ impl DenseBlock {
         let first = if plain_first {
             FirstConv::Plain(conv(vb.pp("conv0"), cin, cout, 3, 2, Padding::default(), Act::Relu)?)
         } else {
-            FirstConv::Separable(SeparableConv::load(vb.pp("conv0"), cin, cout, 2, Act::Relu)?)
+            FirstConv::Separable(Box::new(SeparableConv::load(vb.pp("conv0"), cin, cout, 2, Act::Relu)?))
         };
         let rest = (1..convs)
             .map(|i| SeparableConv::load(vb.pp(format!("conv{i}")), cout, cout, 1, Act::None))

@@ -12,6 +12,7 @@ use super::layers::{Act, FastConv, Padding};
 use super::tiny_face_detector::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
+use crate::kernels::pool::{max_pool_same_size, upsample2x};
 use crate::vision::letterbox::letterbox;
 use crate::vision::nms::nms_per_class;
 use crate::vision::{Detection, InferParams, ModelTimings};
@@ -113,8 +114,9 @@ impl Bottleneck {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.cv2.forward(&self.cv1.forward(x)?)?;
-        Ok(if self.add { (x + y)? } else { y })
+        // The shortcut is added in cv2's output pass.
+        let y = self.cv1.forward(x)?;
+        self.cv2.conv.forward_fused(&[&y], self.add.then_some(x))
     }
 }
 
@@ -136,12 +138,26 @@ impl C2f {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut ys = self.cv1.forward(x)?.chunk(2, 1)?;
+        self.forward_cat(&[x])
+    }
+
+    /// On the channel concatenation of `parts`, never built: cv1 reads the
+    /// parts where they are, and cv2 reads cv1's output (both halves) and
+    /// each bottleneck's output the same way.
+    fn forward_cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let y = self.cv1.conv.forward_fused(parts, None)?;
+        let c = y.dim(1)? / 2;
+        let mut ms: Vec<Tensor> = Vec::with_capacity(self.m.len());
         for b in &self.m {
-            let last = ys.last().cloned().ok_or_else(|| Error::msg("C2f: empty"))?;
-            ys.push(b.forward(&last)?);
+            let last = match ms.last() {
+                Some(t) => t.clone(),
+                None => y.narrow(1, c, c)?,
+            };
+            ms.push(b.forward(&last)?);
         }
-        self.cv2.forward(&Tensor::cat(&ys, 1)?)
+        let mut all = vec![&y];
+        all.extend(ms.iter());
+        self.cv2.conv.forward_fused(&all, None)
     }
 }
 
@@ -159,17 +175,12 @@ impl Sppf {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // MaxPool2d(5, 1, 2): replicating the edge gives the same max as -inf padding.
-        let pool = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.pad_with_same(2, 2, 2)?
-                .pad_with_same(3, 2, 2)?
-                .max_pool2d_with_stride(5, 1)?)
-        };
+        // MaxPool2d(5, 1, 2), three times; cv2 reads the four without a concatenation.
         let a = self.cv1.forward(x)?;
-        let b = pool(&a)?;
-        let c = pool(&b)?;
-        let d = pool(&c)?;
-        self.cv2.forward(&Tensor::cat(&[a, b, c, d], 1)?)
+        let b = max_pool_same_size(&a, 5)?;
+        let c = max_pool_same_size(&b, 5)?;
+        let d = max_pool_same_size(&c, 5)?;
+        self.cv2.conv.forward_fused(&[&a, &b, &c, &d], None)
     }
 }
 
@@ -404,14 +415,11 @@ impl YoloV8 {
         let p3 = self.l4.forward(&self.l3.forward(&x)?)?;
         let p4 = self.l6.forward(&self.l5.forward(&p3)?)?;
         let p5 = self.l9.forward(&self.l8.forward(&self.l7.forward(&p4)?)?)?;
-        let up = |t: &Tensor| -> Result<Tensor> {
-            let (_, _, h, w) = t.dims4()?;
-            Ok(t.upsample_nearest2d(2 * h, 2 * w)?)
-        };
-        let x12 = self.l12.forward(&Tensor::cat(&[up(&p5)?, p4], 1)?)?;
-        let x15 = self.l15.forward(&Tensor::cat(&[up(&x12)?, p3], 1)?)?;
-        let x18 = self.l18.forward(&Tensor::cat(&[self.l16.forward(&x15)?, x12], 1)?)?;
-        let x21 = self.l21.forward(&Tensor::cat(&[self.l19.forward(&x18)?, p5], 1)?)?;
+        // The neck's concatenations are read in place by each C2f.
+        let x12 = self.l12.forward_cat(&[&upsample2x(&p5)?, &p4])?;
+        let x15 = self.l15.forward_cat(&[&upsample2x(&x12)?, &p3])?;
+        let x18 = self.l18.forward_cat(&[&self.l16.forward(&x15)?, &x12])?;
+        let x21 = self.l21.forward_cat(&[&self.l19.forward(&x18)?, &p5])?;
         self.head.forward([&x15, &x18, &x21])
     }
 

@@ -1,0 +1,44 @@
+//! Borrowing the f32 data of CPU tensors for the kernels, and wrapping a
+//! kernel's output back into a tensor without a copy.
+
+use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
+
+use crate::error::{Error, Result};
+
+/// True when the kernels here can read `t` in place (CPU, f32).
+pub fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// Runs `f` on the data of CPU f32 tensors (each made contiguous first; a
+/// contiguous tensor is not copied).
+pub fn with_slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let held: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<candle_core::Result<_>>()?;
+    let guards: Vec<_> = held.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        let Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
+            return Err(Error::msg("CPU kernels: an f32 tensor on the CPU was expected"));
+        };
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            return Err(Error::msg("CPU kernels: a contiguous tensor was expected"));
+        };
+        slices.push(&data[a..b]);
+    }
+    f(&slices)
+}
+
+/// A CPU tensor of `shape` whose every element `fill` writes exactly once
+/// (through the pointer it is given; no zeroing pass first).
+///
+/// # Safety
+/// `fill` must write all `shape.elem_count()` floats before it returns.
+pub unsafe fn tensor_filled(shape: impl Into<Shape>, fill: impl FnOnce(*mut f32)) -> Result<Tensor> {
+    let shape: Shape = shape.into();
+    let n = shape.elem_count();
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(v.as_mut_ptr());
+    // SAFETY: capacity is n and the caller guarantees all n floats are written.
+    unsafe { v.set_len(n) };
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}

@@ -1,0 +1,123 @@
+//! Max pooling (stride 1, same size) and 2× nearest upsampling on NCHW f32
+//! tensors: one parallel pass per channel plane on CPU, candle's ops elsewhere.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::host;
+use crate::error::Result;
+
+/// k×k max pool, stride 1, padding k/2 on every side that never wins (as
+/// PyTorch's `MaxPool2d(k, 1, k // 2)`): the output has the input's size.
+pub fn max_pool_same_size(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let r = k / 2;
+    if !host::is_cpu_f32(x) {
+        return Ok(x
+            .pad_with_same(2, r, r)?
+            .pad_with_same(3, r, r)?
+            .max_pool2d_with_stride(k, 1)?);
+    }
+    host::with_slices(&[x], |d| {
+        let src = d[0];
+        // SAFETY: every plane of the output is written in full below.
+        unsafe {
+            host::tensor_filled((n, c, h, w), |out| {
+                let out = std::slice::from_raw_parts_mut(out, n * c * h * w);
+                out.par_chunks_mut(h * w)
+                    .zip(src.par_chunks(h * w))
+                    .for_each(|(o, s)| pool_plane(s, o, h, w, r));
+            })
+        }
+    })
+}
+
+/// Separable max: along rows into `o`, then along columns through a row buffer.
+fn pool_plane(s: &[f32], o: &mut [f32], h: usize, w: usize, r: usize) {
+    for (srow, orow) in s.chunks(w).zip(o.chunks_mut(w)) {
+        for (x, v) in orow.iter_mut().enumerate() {
+            let window = &srow[x.saturating_sub(r)..(x + r + 1).min(w)];
+            *v = window.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        }
+    }
+    let rows: Vec<f32> = o.to_vec();
+    for y in 0..h {
+        let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+        let orow = &mut o[y * w..(y + 1) * w];
+        orow.copy_from_slice(&rows[y0 * w..(y0 + 1) * w]);
+        for yy in y0 + 1..y1 {
+            for (v, s) in orow.iter_mut().zip(&rows[yy * w..(yy + 1) * w]) {
+                *v = v.max(*s);
+            }
+        }
+    }
+}
+
+/// Nearest-neighbour upsampling by 2 in both directions.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if !host::is_cpu_f32(x) {
+        return Ok(x.upsample_nearest2d(2 * h, 2 * w)?);
+    }
+    host::with_slices(&[x], |d| {
+        let src = d[0];
+        // SAFETY: every output row is written below (two per input row).
+        unsafe {
+            host::tensor_filled((n, c, 2 * h, 2 * w), |out| {
+                let out = std::slice::from_raw_parts_mut(out, n * c * 4 * h * w);
+                out.par_chunks_mut(4 * h * w)
+                    .zip(src.par_chunks(h * w))
+                    .for_each(|(o, s)| {
+                        for (srow, orows) in s.chunks(w).zip(o.chunks_mut(4 * w)) {
+                            let (a, b) = orows.split_at_mut(2 * w);
+                            for (pair, v) in a.chunks_mut(2).zip(srow) {
+                                pair[0] = *v;
+                                pair[1] = *v;
+                            }
+                            b.copy_from_slice(a);
+                        }
+                    });
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn sample(shape: (usize, usize, usize, usize)) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 - 500.0).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn same(a: &Tensor, b: &Tensor) -> bool {
+        a.dims() == b.dims()
+            && a.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok()
+                == b.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok()
+    }
+
+    #[test]
+    fn pooling_and_upsampling_match_candle() {
+        for shape in [(1, 3, 7, 5), (2, 2, 1, 9), (1, 1, 20, 20)] {
+            let x = sample(shape);
+            for k in [3, 5] {
+                let r = k / 2;
+                let want = x
+                    .pad_with_same(2, r, r)
+                    .and_then(|t| t.pad_with_same(3, r, r))
+                    .and_then(|t| t.max_pool2d_with_stride(k, 1))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let got = max_pool_same_size(&x, k).unwrap_or_else(|e| panic!("{e}"));
+                assert!(same(&got, &want), "max pool {k} on {shape:?}");
+            }
+            let want = x
+                .upsample_nearest2d(2 * shape.2, 2 * shape.3)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let got = upsample2x(&x).unwrap_or_else(|e| panic!("{e}"));
+            assert!(same(&got, &want), "upsample on {shape:?}");
+        }
+    }
+}
