@@ -12,6 +12,7 @@ pub mod tiny_face_detector;
 pub mod toy;
 pub mod weights;
 pub mod yolov8;
+pub mod yolov8_head;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;

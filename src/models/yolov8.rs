@@ -10,15 +10,16 @@ use image::RgbImage;
 
 use super::layers::{Act, FastConv, Padding};
 use super::tiny_face_detector::ms;
-use super::{Manifest, Model};
+use super::{yolov8_head, Manifest, Model};
 use crate::error::{Error, Result};
+use crate::kernels::host;
 use crate::kernels::pool::{max_pool_same_size, upsample2x};
 use crate::vision::letterbox::letterbox;
 use crate::vision::nms::nms_per_class;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
 const BN_EPS: f64 = 1e-3;
-const REG_MAX: usize = 16;
+use super::yolov8_head::REG_MAX;
 
 /// Depth, width and channel cap of a variant (ultralytics' yolov8.yaml scales).
 #[derive(Debug, Clone, Copy)]
@@ -240,21 +241,33 @@ impl Head {
     /// Eval-mode output: (1, 4 + nc [+ 51], anchors) — boxes cx, cy, w, h in
     /// input pixels, class scores (sigmoid), keypoints (x, y, visibility).
     fn forward(&self, xs: [&Tensor; 3]) -> Result<Tensor> {
-        let dev = xs[0].device();
         let mut boxes = Vec::new();
         let mut cls = Vec::new();
         let mut kpts = Vec::new();
-        let mut anchors_x = Vec::new();
-        let mut anchors_y = Vec::new();
-        let mut strides = Vec::new();
         for (i, x) in xs.iter().enumerate() {
             let (b, _, h, w) = x.dims4()?;
-            let stride = (8 << i) as f32;
             boxes.push(self.cv2[i].forward(x)?.reshape((b, 4 * REG_MAX, h * w))?);
             cls.push(self.cv3[i].forward(x)?.reshape((b, self.nc, h * w))?);
             if self.nk > 0 {
                 kpts.push(self.cv4[i].forward(x)?.reshape((b, self.nk, h * w))?);
             }
+        }
+        if xs.iter().all(|x| host::is_cpu_f32(x)) {
+            self.decode_cpu(&boxes, &cls, &kpts, xs)
+        } else {
+            self.decode_candle(&boxes, &cls, &kpts, xs)
+        }
+    }
+
+    /// The head output with candle ops (any device).
+    fn decode_candle(&self, boxes: &[Tensor], cls: &[Tensor], kpts: &[Tensor], xs: [&Tensor; 3]) -> Result<Tensor> {
+        let dev = xs[0].device();
+        let mut anchors_x = Vec::new();
+        let mut anchors_y = Vec::new();
+        let mut strides = Vec::new();
+        for (i, x) in xs.iter().enumerate() {
+            let (_, _, h, w) = x.dims4()?;
+            let stride = (8 << i) as f32;
             for yy in 0..h {
                 for xx in 0..w {
                     anchors_x.push(xx as f32 + 0.5);
@@ -267,7 +280,7 @@ impl Head {
         let ax = Tensor::from_vec(anchors_x, (1, 1, a), dev)?;
         let ay = Tensor::from_vec(anchors_y, (1, 1, a), dev)?;
         let st = Tensor::from_vec(strides, (1, 1, a), dev)?;
-        let boxes = Tensor::cat(&boxes, 2)?;
+        let boxes = Tensor::cat(boxes, 2)?;
         let b = boxes.dim(0)?;
         // DFL: softmax over 16 bins, expectation with weights 0..15.
         let d = candle_nn::ops::softmax(&boxes.reshape((b, 4, REG_MAX, a))?, 2)?;
@@ -282,10 +295,10 @@ impl Head {
         let bw = (x2 - x1)?;
         let bh = (y2 - y1)?;
         let dbox = Tensor::cat(&[cx, cy, bw, bh], 1)?.broadcast_mul(&st)?;
-        let scores = candle_nn::ops::sigmoid(&Tensor::cat(&cls, 2)?)?;
+        let scores = candle_nn::ops::sigmoid(&Tensor::cat(cls, 2)?)?;
         let mut out = vec![dbox, scores];
         if self.nk > 0 {
-            let k = Tensor::cat(&kpts, 2)?.reshape((b, 17, 3, a))?;
+            let k = Tensor::cat(kpts, 2)?.reshape((b, 17, 3, a))?;
             let kx = ((k.i((.., .., 0..1))? * 2.0)?.broadcast_add(&(ax.unsqueeze(1)? - 0.5)?)?)
                 .broadcast_mul(&st.unsqueeze(1)?)?;
             let ky = ((k.i((.., .., 1..2))? * 2.0)?.broadcast_add(&(ay.unsqueeze(1)? - 0.5)?)?)
@@ -294,6 +307,46 @@ impl Head {
             out.push(Tensor::cat(&[kx, ky, kv], 2)?.reshape((b, 51, a))?);
         }
         Ok(Tensor::cat(&out, 1)?)
+    }
+}
+
+impl Head {
+    /// The same output as the candle path, in one pass ([`yolov8_head`]).
+    fn decode_cpu(&self, boxes: &[Tensor], cls: &[Tensor], kpts: &[Tensor], xs: [&Tensor; 3]) -> Result<Tensor> {
+        let b = xs[0].dim(0)?;
+        let dims: Vec<(usize, usize)> = xs.iter().map(|x| Ok((x.dim(2)?, x.dim(3)?))).collect::<Result<_>>()?;
+        let a: usize = dims.iter().map(|(h, w)| h * w).sum();
+        let rows = 4 + self.nc + self.nk;
+        let dfl: Vec<f32> = self.dfl.flatten_all()?.to_vec1()?;
+        let mut all: Vec<&Tensor> = boxes.iter().chain(cls).collect();
+        all.extend(kpts);
+        host::with_slices(&all, |d| {
+            fn image(t: &[f32], i: usize, b: usize) -> &[f32] {
+                let per = t.len() / b.max(1);
+                &t[i * per..(i + 1) * per]
+            }
+            // SAFETY: `decode` writes every row of every anchor of each image.
+            unsafe {
+                host::tensor_filled((b, rows, a), |out| {
+                    for i in 0..b {
+                        let levels: Vec<yolov8_head::Level> = dims
+                            .iter()
+                            .enumerate()
+                            .map(|(l, &(h, w))| yolov8_head::Level {
+                                boxes: image(d[l], i, b),
+                                cls: image(d[3 + l], i, b),
+                                kpts: if self.nk > 0 { image(d[6 + l], i, b) } else { &[] },
+                                h,
+                                w,
+                                stride: (8 << l) as f32,
+                            })
+                            .collect();
+                        let o = std::slice::from_raw_parts_mut(out.add(i * rows * a), rows * a);
+                        yolov8_head::decode(&levels, self.nc, &dfl, o);
+                    }
+                })
+            }
+        })
     }
 }
 
@@ -608,3 +661,45 @@ pub const COCO: [&str; 80] = [
     "hair drier",
     "toothbrush",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::weights::{var_builder, WeightsSource};
+
+    /// The one-pass CPU head output equals the candle ops' output, for
+    /// detection and pose, on two images of random branch outputs.
+    #[test]
+    fn cpu_head_decode_matches_candle_ops() -> Result<()> {
+        for (task, nc) in [(Task::Detect, 80), (Task::Pose, 1)] {
+            let vb = var_builder(&WeightsSource::Random, 0, &Device::Cpu, std::sync::Arc::new(|_, _| {}))?;
+            let head = Head::load(vb.pp("model.22"), [64, 128, 256], nc, task)?;
+            let sizes = [(8usize, 6usize), (4, 3), (2, 2)];
+            let xs: Vec<Tensor> = sizes
+                .iter()
+                .zip([64, 128, 256])
+                .map(|(&(h, w), c)| Tensor::zeros((2, c, h, w), DType::F32, &Device::Cpu))
+                .collect::<candle_core::Result<_>>()?;
+            let raw = |rows: usize, seed: f64| -> Result<Vec<Tensor>> {
+                sizes
+                    .iter()
+                    .map(|&(h, w)| Ok((Tensor::randn(0f32, 3.0, (2, rows, h * w), &Device::Cpu)? + seed)?))
+                    .collect()
+            };
+            let boxes = raw(4 * REG_MAX, 0.0)?;
+            let cls = raw(nc, -1.0)?;
+            let kpts = if task == Task::Pose { raw(51, 0.5)? } else { Vec::new() };
+            let refs = [&xs[0], &xs[1], &xs[2]];
+            let a = head.decode_cpu(&boxes, &cls, &kpts, refs)?;
+            let b = head.decode_candle(&boxes, &cls, &kpts, refs)?;
+            assert_eq!(a.dims(), b.dims());
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(
+                d <= 1e-5 * scale.max(1.0),
+                "{task:?}: max abs diff {d} (values up to {scale})"
+            );
+        }
+        Ok(())
+    }
+}
