@@ -53,6 +53,45 @@ fn pool_plane(s: &[f32], o: &mut [f32], h: usize, w: usize, r: usize) {
     }
 }
 
+/// 2×2 max pool at `stride` with TF "same" padding: the extra row/column
+/// (when needed) at the bottom/right never wins.
+pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let need = |len: usize| {
+        let out = len.div_ceil(stride);
+        ((out - 1) * stride + 2).saturating_sub(len)
+    };
+    if !host::is_cpu_f32(x) || stride == 0 {
+        // Replicating the edge never changes a max, unlike zero padding.
+        let x = x.pad_with_same(2, 0, need(h))?.pad_with_same(3, 0, need(w))?;
+        return Ok(x.max_pool2d_with_stride(2, stride)?);
+    }
+    let oh = (h + need(h) - 2) / stride + 1;
+    let ow = (w + need(w) - 2) / stride + 1;
+    host::with_slices(&[x], |d| {
+        let src = d[0];
+        // SAFETY: every output plane is written in full below.
+        unsafe {
+            host::tensor_filled((n, c, oh, ow), |out| {
+                let out = std::slice::from_raw_parts_mut(out, n * c * oh * ow);
+                out.par_chunks_mut((oh * ow).max(1))
+                    .zip(src.par_chunks((h * w).max(1)))
+                    .for_each(|(o, s)| {
+                        for (oy, orow) in o.chunks_mut(ow).enumerate() {
+                            let y0 = oy * stride;
+                            let r0 = &s[y0 * w..(y0 + 1) * w];
+                            let r1 = &s[(y0 + 1).min(h - 1) * w..][..w];
+                            for (ox, v) in orow.iter_mut().enumerate() {
+                                let (x0, x1) = (ox * stride, (ox * stride + 1).min(w - 1));
+                                *v = r0[x0].max(r0[x1]).max(r1[x0]).max(r1[x1]);
+                            }
+                        }
+                    });
+            })
+        }
+    })
+}
+
 /// Nearest-neighbour upsampling by 2 in both directions.
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
@@ -112,6 +151,17 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"));
                 let got = max_pool_same_size(&x, k).unwrap_or_else(|e| panic!("{e}"));
                 assert!(same(&got, &want), "max pool {k} on {shape:?}");
+            }
+            for stride in [1, 2] {
+                let (h, w) = (shape.2, shape.3);
+                let need = |len: usize| ((len.div_ceil(stride) - 1) * stride + 2).saturating_sub(len);
+                let want = x
+                    .pad_with_same(2, 0, need(h))
+                    .and_then(|t| t.pad_with_same(3, 0, need(w)))
+                    .and_then(|t| t.max_pool2d_with_stride(2, stride))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let got = max_pool2_same(&x, stride).unwrap_or_else(|e| panic!("{e}"));
+                assert!(same(&got, &want), "2x2 same pool, stride {stride}, on {shape:?}");
             }
             let want = x
                 .upsample_nearest2d(2 * shape.2, 2 * shape.3)

@@ -72,14 +72,4 @@ impl SeparableConv {
     }
 }
 
-/// 2×2 max pool with TF 'same' padding (extra row/column at the bottom/right).
-pub fn max_pool_same(x: &Tensor, stride: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let need = |n: usize| {
-        let out = n.div_ceil(stride);
-        ((out - 1) * stride + 2).saturating_sub(n)
-    };
-    // Replicating the edge never changes a max, unlike zero padding.
-    let x = x.pad_with_same(2, 0, need(h))?.pad_with_same(3, 0, need(w))?;
-    Ok(x.max_pool2d_with_stride(2, stride)?)
-}
+pub use crate::kernels::pool::max_pool2_same as max_pool_same;
