@@ -26,61 +26,80 @@ pub fn available() -> bool {
     }
 }
 
-/// `out[r·NR + j] = act(bias[r] + Σ_t panel[t·MR + r] · taps[t][start + j])`
-/// for r < MR and j < `n`; lanes j ≥ `n` are neither read nor meaningful.
+/// `dest[r][j] = act(bias[r] + Σ_t panel[t·MR + r] · taps[t][start + j]) (+ residual[r][j])`
+/// for r < `dest.rows` and j < `dest.n`, where tap t reads only the lanes set in `masks[classes[t]]`
+/// (three 16-lane masks; a masked lane counts as zero and is never read).
 ///
 /// # Safety
 /// The CPU supports AVX-512F ([`available`]); `panel` holds `taps.len()·MR`
-/// floats; `taps[t].add(start + j)` is readable for every t and j < `n`;
-/// `n ≤ NR`.
+/// floats; `classes` has one entry per tap, each indexing `masks`;
+/// `taps[t].wrapping_add(start + j)` is readable for every lane j its mask sets;
+/// `dest` rows are writable (and `residual` rows readable) for `dest.n` lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn tile(
     panel: *const f32,
     taps: &[*const f32],
+    classes: &[u8],
+    masks: &[[__mmask16; 3]],
     start: usize,
-    n: usize,
     bias: &[f32; MR],
     act: Act,
-    out: &mut [f32; MR * NR],
+    dest: Dest,
 ) {
-    let lanes = |from: usize| -> __mmask16 {
-        let k = n.saturating_sub(from).min(16);
-        ((1u32 << k) - 1) as __mmask16
-    };
-    let (m0, m1, m2) = (lanes(0), lanes(16), lanes(32));
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
     // Pointer steps use wrapping_add and loads go through intrinsics: no
     // per-step precondition checks in builds with debug assertions, which
     // would otherwise keep the accumulators in memory.
-    // One loop with masked loads for full and partial tiles alike (a second
-    // loop made the compiler keep the accumulators in memory).
+    // One loop with masked loads for full and partial tiles and image
+    // borders alike (a second loop made the compiler keep the accumulators
+    // in memory).
     let mut w = panel;
-    for &tap in taps {
+    for (&tap, &class) in taps.iter().zip(classes) {
         let s = tap.wrapping_add(start);
+        let m = masks.get(class as usize).copied().unwrap_or_default();
         let b = [
-            _mm512_maskz_loadu_ps(m0, s),
-            _mm512_maskz_loadu_ps(m1, s.wrapping_add(16)),
-            _mm512_maskz_loadu_ps(m2, s.wrapping_add(32)),
+            _mm512_maskz_loadu_ps(m[0], s),
+            _mm512_maskz_loadu_ps(m[1], s.wrapping_add(16)),
+            _mm512_maskz_loadu_ps(m[2], s.wrapping_add(32)),
         ];
         step(w, &b, &mut acc);
         w = w.wrapping_add(MR);
     }
     // Store first (a loop the compiler unrolls, so the accumulators stay in
-    // registers), then bias + activation on the stored tile.
-    let o = out.as_mut_ptr();
+    // registers), then bias + activation (+ residual) into the destination.
+    let mut tmp = [0f32; MR * NR];
+    let o = tmp.as_mut_ptr();
     for (r, row) in acc.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {
             _mm512_storeu_ps(o.wrapping_add(r * NR + c * 16), *v);
         }
     }
-    for (r, &b) in bias.iter().enumerate() {
+    let lanes = |from: usize| -> __mmask16 { ((1u32 << dest.n.saturating_sub(from).min(16)) - 1) as __mmask16 };
+    let m = [lanes(0), lanes(16), lanes(32)];
+    for (r, &b) in bias.iter().enumerate().take(dest.rows) {
         let bv = _mm512_set1_ps(b);
-        for c in 0..3 {
-            let p = o.wrapping_add(r * NR + c * 16);
-            _mm512_storeu_ps(p, activate(_mm512_add_ps(_mm512_loadu_ps(p), bv), act));
+        for (c, &mc) in m.iter().enumerate() {
+            let at = r * dest.stride + c * 16;
+            let mut v = activate(_mm512_add_ps(_mm512_loadu_ps(o.wrapping_add(r * NR + c * 16)), bv), act);
+            if !dest.residual.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mc, dest.residual.wrapping_add(at)));
+            }
+            _mm512_mask_storeu_ps(dest.out.wrapping_add(at), mc, v);
         }
     }
+}
+
+/// Where a tile's results go: rows `stride` apart, the first `rows` rows
+/// and `n` lanes of each; `residual` (null for none) has the same layout
+/// and is added after the activation.
+#[derive(Clone, Copy)]
+pub struct Dest {
+    pub out: *mut f32,
+    pub stride: usize,
+    pub rows: usize,
+    pub n: usize,
+    pub residual: *const f32,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -9,6 +9,7 @@
 //! on other devices, so GPU backends keep candle's kernels.
 
 pub mod avx512;
+pub mod borders;
 pub mod conv;
 pub mod depthwise;
 pub mod host;

@@ -79,45 +79,45 @@ impl Geometry {
         }
     }
 
-    /// Writes the padded phase planes of `x` ([cin, h, w]) into `buf`.
+    /// Writes the padded phase planes of `x` ([cin, h, w]) into `buf`, in
+    /// parallel over plane rows (a few channels still split evenly).
     pub fn fill(&self, x: &[f32], (h, w): (usize, usize), s: &ConvShape, buf: &mut [f32]) {
         let st = s.stride;
-        let plane = self.hp * self.wp;
+        let (hp, wp) = (self.hp, self.wp);
         let (pt, pl) = (s.pad.top, s.pad.left);
-        let wp = self.wp;
-        buf.par_chunks_mut(plane * st * st)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(dst, src)| {
-                for a in 0..st {
-                    for b in 0..st {
-                        let p = &mut dst[(a * st + b) * plane..(a * st + b + 1) * plane];
-                        // Padded column of plane column j is st·j + b; input column is that − pl.
-                        let j0 = pl.saturating_sub(b).div_ceil(st);
-                        let j1 = if w + pl > b {
-                            ((w + pl - b - 1) / st + 1).min(wp)
-                        } else {
-                            0
-                        };
-                        for i in 0..self.hp {
-                            let row = &mut p[i * wp..(i + 1) * wp];
-                            let y = (st * i + a) as isize - pt as isize;
-                            if y < 0 || y >= h as isize || j0 >= j1 {
-                                row.fill(0.0);
-                                continue;
-                            }
-                            let srow = &src[y as usize * w..(y as usize + 1) * w];
-                            row[..j0].fill(0.0);
-                            let x0 = st * j0 + b - pl;
-                            if st == 1 {
-                                row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
-                            } else {
-                                for (jj, v) in row[j0..j1].iter_mut().enumerate() {
-                                    *v = srow[x0 + jj * st];
-                                }
-                            }
-                            row[j1..].fill(0.0);
+        // Rows per job: about 16 KiB of output each.
+        let rows_per_job = (4096 / wp.max(1)).clamp(1, hp.max(1));
+        buf.par_chunks_mut(wp * rows_per_job)
+            .enumerate()
+            .for_each(|(job, rows)| {
+                for (k, row) in rows.chunks_mut(wp).enumerate() {
+                    let r = job * rows_per_job + k;
+                    // Row r is row i of phase (a, b) of channel ci.
+                    let (i, phase, ci) = (r % hp, (r / hp) % (st * st), r / (hp * st * st));
+                    let (a, b) = (phase / st, phase % st);
+                    let y = (st * i + a) as isize - pt as isize;
+                    // Padded column of plane column j is st·j + b; input column is that − pl.
+                    let j0 = pl.saturating_sub(b).div_ceil(st).min(wp);
+                    let j1 = if w + pl > b {
+                        ((w + pl - b - 1) / st + 1).min(wp)
+                    } else {
+                        0
+                    };
+                    if y < 0 || y >= h as isize || j0 >= j1 {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let srow = &x[(ci * h + y as usize) * w..][..w];
+                    row[..j0].fill(0.0);
+                    let x0 = st * j0 + b - pl;
+                    if st == 1 {
+                        row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
+                    } else {
+                        for (jj, v) in row[j0..j1].iter_mut().enumerate() {
+                            *v = srow[x0 + jj * st];
                         }
                     }
+                    row[j1..].fill(0.0);
                 }
             });
     }

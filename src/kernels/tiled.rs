@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::avx512::{self, MR, NR};
+use super::borders::InPlace;
 use super::planes::Geometry;
 use super::{Act, ConvShape};
 
@@ -69,6 +70,22 @@ struct Taps(Vec<*const f32>);
 // SAFETY: the pointers are only read through, while the borrowed inputs live.
 unsafe impl Sync for Taps {}
 
+/// Where a tile's taps read and which lanes they may read.
+enum Reads {
+    /// Prepared planes: every tap reads every valid lane.
+    Planes,
+    /// The input in place, image borders masked per kernel position.
+    InPlace(InPlace),
+}
+
+/// The wide output positions of a conv: rows of `wp`, of which `ow` hold outputs.
+struct Wide {
+    oh: usize,
+    ow: usize,
+    wp: usize,
+    len: usize,
+}
+
 /// A dense conv over the channel concatenation of `parts` (each [ci, h, w],
 /// channels adding up to `s.cin`; the concatenation is never built), plus
 /// `residual` ([cout, oh, ow]) added after the activation. Call only when
@@ -87,44 +104,73 @@ pub unsafe fn conv2d(
     residual: Option<&[f32]>,
     out: *mut f32,
 ) {
-    let g = Geometry::new(s, h, w);
-    debug_assert_eq!(packed.taps, g.offsets.len());
     debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), s.cin * h * w);
-    if g.in_place {
-        // A 1×1 conv reads each channel of each part where it is.
-        let taps = parts.iter().flat_map(|p| p.chunks(h * w).map(|c| c.as_ptr())).collect();
-        run(&Taps(taps), &g, packed, bias, act, residual, OutPtr(out));
-    } else {
-        PLANES.with(|b| {
-            let mut buf = b.borrow_mut();
-            let len = g.buffer_len(s);
-            if buf.len() < len {
-                buf.resize(len, 0.0);
+    let job = |taps: Taps, classes: Vec<u8>, reads: Reads, wide: Wide| {
+        debug_assert_eq!(packed.taps, taps.0.len());
+        run(&taps, &classes, &reads, &wide, packed, bias, act, residual, OutPtr(out));
+    };
+    if let Some(g) = InPlace::new(s, h, w) {
+        // Stride 1: taps read each part where it is, borders masked.
+        let mut taps = Vec::with_capacity(packed.taps);
+        let mut classes = Vec::with_capacity(packed.taps);
+        for p in parts {
+            for ci in 0..p.len() / (h * w).max(1) {
+                for ky in 0..s.kh {
+                    for kx in 0..s.kw {
+                        taps.push(p.as_ptr().wrapping_offset(g.offset(ci, ky, kx)));
+                        classes.push((ky * s.kw + kx) as u8);
+                    }
+                }
             }
-            let per_channel = len / s.cin.max(1);
-            let mut at = 0;
-            for p in parts {
-                let c = p.len() / (h * w).max(1);
-                g.fill(p, (h, w), s, &mut buf[at * per_channel..(at + c) * per_channel]);
-                at += c;
-            }
-            let base = buf.as_ptr();
-            let taps = g.offsets.iter().map(|&o| base.wrapping_add(o)).collect();
-            run(&Taps(taps), &g, packed, bias, act, residual, OutPtr(out));
-        });
+        }
+        let wide = Wide {
+            oh: g.oh,
+            ow: g.ow,
+            wp: w,
+            len: g.wide_len(),
+        };
+        job(Taps(taps), classes, Reads::InPlace(g), wide);
+        return;
     }
+    let g = Geometry::new(s, h, w);
+    PLANES.with(|b| {
+        let mut buf = b.borrow_mut();
+        let len = g.buffer_len(s);
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        let per_channel = len / s.cin.max(1);
+        let mut at = 0;
+        for p in parts {
+            let c = p.len() / (h * w).max(1);
+            g.fill(p, (h, w), s, &mut buf[at * per_channel..(at + c) * per_channel]);
+            at += c;
+        }
+        let base = buf.as_ptr();
+        let taps = g.offsets.iter().map(|&o| base.wrapping_add(o)).collect();
+        let wide = Wide {
+            oh: g.oh,
+            ow: g.ow,
+            wp: g.wp,
+            len: g.wide_len(),
+        };
+        job(Taps(taps), vec![0; g.offsets.len()], Reads::Planes, wide);
+    });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     taps: &Taps,
-    g: &Geometry,
+    classes: &[u8],
+    reads: &Reads,
+    g: &Wide,
     packed: &Packed,
     bias: Option<&[f32]>,
     act: Act,
     residual: Option<&[f32]>,
     ptr: OutPtr,
 ) {
-    let wide = g.wide_len();
+    let wide = g.len;
     if wide == 0 || !available() {
         return;
     }
@@ -149,6 +195,25 @@ fn run(
         let p0 = pj * panels_per_job;
         let p1 = (p0 + panels_per_job).min(panels);
         let mut tile_out = [0f32; MR * NR];
+        // Lane masks of every tile of the group, per mask class.
+        let class_count = match reads {
+            Reads::Planes => 1,
+            Reads::InPlace(ip) => ip.classes(),
+        };
+        let mut bits = vec![0u64; class_count];
+        let masks: Vec<Vec<[u16; 3]>> = (t0..t1)
+            .map(|t| {
+                let start = t * NR;
+                let n = (wide - start).min(NR);
+                match reads {
+                    Reads::Planes => bits[0] = (1u64 << n) - 1,
+                    Reads::InPlace(ip) => ip.masks(start, n, &mut bits),
+                }
+                bits.iter()
+                    .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
+                    .collect()
+            })
+            .collect();
         for panel in p0..p1 {
             let co0 = panel * MR;
             let rows = (packed.cout - co0).min(MR);
@@ -157,16 +222,48 @@ fn run(
                 b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
             }
             let weights = &packed.data[panel * packed.taps * MR..(panel + 1) * packed.taps * MR];
-            for t in t0..t1 {
+            for (t, tile_masks) in (t0..t1).zip(&masks) {
                 let start = t * NR;
                 let n = (wide - start).min(NR);
                 // SAFETY: AVX-512F checked by `available`; the panel holds
-                // taps·MR floats; every read taps[k] + start + j, j < n, is
-                // inside the input its tap points into (planes.rs sizes the
-                // planes so the last valid position's last tap is inside).
+                // taps·MR floats; every lane a tap's mask sets is inside the
+                // input that tap points into (planes.rs sizes the planes so
+                // the last valid position's last tap is inside; borders.rs
+                // masks every lane that would fall outside the image).
+                // Rows of wide positions that are all outputs (1×1 and
+                // padded-same stride-1 convs) are written straight from the
+                // kernel; otherwise through the tile buffer and `scatter`.
+                let direct = g.wp == g.ow;
+                let dest = if direct {
+                    avx512::Dest {
+                        out: ptr.get().wrapping_add(co0 * plane + start),
+                        stride: plane,
+                        rows,
+                        n,
+                        residual: residual.map_or(std::ptr::null(), |r| r[co0 * plane + start..].as_ptr()),
+                    }
+                } else {
+                    avx512::Dest {
+                        out: tile_out.as_mut_ptr(),
+                        stride: NR,
+                        rows,
+                        n,
+                        residual: std::ptr::null(),
+                    }
+                };
+                // SAFETY: AVX-512F checked by `available`; the panel holds
+                // taps·MR floats; every lane a tap's mask sets is inside the
+                // input that tap points into (planes.rs sizes the planes so
+                // the last valid position's last tap is inside; borders.rs
+                // masks every lane that would fall outside the image); the
+                // destination rows hold n lanes from `start` (direct: output
+                // positions of this job's tile and panel only).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    avx512::tile(weights.as_ptr(), &taps.0, start, n, &b, act, &mut tile_out);
+                    avx512::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest);
+                }
+                if direct {
+                    continue;
                 }
                 scatter(&tile_out, rows, start, n, g, |co_r, dst, seg| {
                     let at = (co0 + co_r) * plane + dst;
@@ -195,7 +292,7 @@ fn scatter(
     rows: usize,
     start: usize,
     n: usize,
-    g: &Geometry,
+    g: &Wide,
     mut write: impl FnMut(usize, usize, &[f32]),
 ) {
     let mut p = start;
