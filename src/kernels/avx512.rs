@@ -37,6 +37,7 @@ pub fn available() -> bool {
 /// `dest` rows are writable (and `residual` rows readable) for `dest.n` lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn tile(
     panel: *const f32,
     taps: &[*const f32],

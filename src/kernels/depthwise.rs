@@ -59,7 +59,9 @@ pub fn depthwise(
                 if buf.len() < len {
                     buf.resize(len, 0.0);
                 }
-                g.fill(plane, (h, w), &one, &mut buf[..len]);
+                // Serial: a nested parallel loop could run another channel's job on
+                // this thread while its buffer is borrowed.
+                g.fill_serial(plane, (h, w), &one, &mut buf[..len]);
                 run(&buf[..len], o);
             });
         }

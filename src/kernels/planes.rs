@@ -81,45 +81,54 @@ impl Geometry {
 
     /// Writes the padded phase planes of `x` ([cin, h, w]) into `buf`, in
     /// parallel over plane rows (a few channels still split evenly).
-    pub fn fill(&self, x: &[f32], (h, w): (usize, usize), s: &ConvShape, buf: &mut [f32]) {
+    pub fn fill(&self, x: &[f32], hw: (usize, usize), s: &ConvShape, buf: &mut [f32]) {
+        // Rows per job: about 16 KiB of output each.
+        let rows_per_job = (4096 / self.wp.max(1)).clamp(1, self.hp.max(1));
+        buf.par_chunks_mut(self.wp * rows_per_job)
+            .enumerate()
+            .for_each(|(job, rows)| self.fill_rows(x, hw, s, job * rows_per_job, rows));
+    }
+
+    /// [`Self::fill`] on the calling thread only (for callers that are
+    /// themselves one of many parallel jobs).
+    pub fn fill_serial(&self, x: &[f32], hw: (usize, usize), s: &ConvShape, buf: &mut [f32]) {
+        self.fill_rows(x, hw, s, 0, buf);
+    }
+
+    /// Plane rows `first..` (counted over all channels and phases) into `rows`.
+    fn fill_rows(&self, x: &[f32], (h, w): (usize, usize), s: &ConvShape, first: usize, rows: &mut [f32]) {
         let st = s.stride;
         let (hp, wp) = (self.hp, self.wp);
         let (pt, pl) = (s.pad.top, s.pad.left);
-        // Rows per job: about 16 KiB of output each.
-        let rows_per_job = (4096 / wp.max(1)).clamp(1, hp.max(1));
-        buf.par_chunks_mut(wp * rows_per_job)
-            .enumerate()
-            .for_each(|(job, rows)| {
-                for (k, row) in rows.chunks_mut(wp).enumerate() {
-                    let r = job * rows_per_job + k;
-                    // Row r is row i of phase (a, b) of channel ci.
-                    let (i, phase, ci) = (r % hp, (r / hp) % (st * st), r / (hp * st * st));
-                    let (a, b) = (phase / st, phase % st);
-                    let y = (st * i + a) as isize - pt as isize;
-                    // Padded column of plane column j is st·j + b; input column is that − pl.
-                    let j0 = pl.saturating_sub(b).div_ceil(st).min(wp);
-                    let j1 = if w + pl > b {
-                        ((w + pl - b - 1) / st + 1).min(wp)
-                    } else {
-                        0
-                    };
-                    if y < 0 || y >= h as isize || j0 >= j1 {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let srow = &x[(ci * h + y as usize) * w..][..w];
-                    row[..j0].fill(0.0);
-                    let x0 = st * j0 + b - pl;
-                    if st == 1 {
-                        row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
-                    } else {
-                        for (jj, v) in row[j0..j1].iter_mut().enumerate() {
-                            *v = srow[x0 + jj * st];
-                        }
-                    }
-                    row[j1..].fill(0.0);
+        for (k, row) in rows.chunks_mut(wp).enumerate() {
+            let r = first + k;
+            // Row r is row i of phase (a, b) of channel ci.
+            let (i, phase, ci) = (r % hp, (r / hp) % (st * st), r / (hp * st * st));
+            let (a, b) = (phase / st, phase % st);
+            let y = (st * i + a) as isize - pt as isize;
+            // Padded column of plane column j is st·j + b; input column is that − pl.
+            let j0 = pl.saturating_sub(b).div_ceil(st).min(wp);
+            let j1 = if w + pl > b {
+                ((w + pl - b - 1) / st + 1).min(wp)
+            } else {
+                0
+            };
+            if y < 0 || y >= h as isize || j0 >= j1 {
+                row.fill(0.0);
+                continue;
+            }
+            let srow = &x[(ci * h + y as usize) * w..][..w];
+            row[..j0].fill(0.0);
+            let x0 = st * j0 + b - pl;
+            if st == 1 {
+                row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
+            } else {
+                for (jj, v) in row[j0..j1].iter_mut().enumerate() {
+                    *v = srow[x0 + jj * st];
                 }
-            });
+            }
+            row[j1..].fill(0.0);
+        }
     }
 }
 
