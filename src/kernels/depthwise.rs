@@ -53,17 +53,19 @@ pub fn depthwise(
         if g.in_place {
             run(plane, o);
         } else {
-            PLANE.with(|b| {
-                let mut buf = b.borrow_mut();
+            // Taken out of the thread's slot for the call and put back after,
+            // so a re-entrant call on this thread gets its own.
+            let mut buf = PLANE.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            {
                 let len = g.buffer_len(&one);
                 if buf.len() < len {
                     buf.resize(len, 0.0);
                 }
-                // Serial: a nested parallel loop could run another channel's job on
-                // this thread while its buffer is borrowed.
+                // Serial: a nested parallel loop would only add overhead here.
                 g.fill_serial(plane, (h, w), &one, &mut buf[..len]);
                 run(&buf[..len], o);
-            });
+            }
+            PLANE.with(|b| *b.borrow_mut() = buf);
         }
     });
 }

@@ -133,8 +133,10 @@ pub unsafe fn conv2d(
         return;
     }
     let g = Geometry::new(s, h, w);
-    PLANES.with(|b| {
-        let mut buf = b.borrow_mut();
+    {
+        // Taken out of the thread's slot for the call and put back after, so
+        // a re-entrant call on this thread (work stealing) gets its own.
+        let mut buf = PLANES.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let len = g.buffer_len(s);
         if buf.len() < len {
             buf.resize(len, 0.0);
@@ -155,7 +157,8 @@ pub unsafe fn conv2d(
             len: g.wide_len(),
         };
         job(Taps(taps), vec![0; g.offsets.len()], Reads::Planes, wide);
-    });
+        PLANES.with(|b| *b.borrow_mut() = buf);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
