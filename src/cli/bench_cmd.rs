@@ -93,6 +93,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     };
     let image = Arc::new(image);
 
+    let device_choice = cfg.device.clone();
     let rss_idle = process::rss_bytes();
     let engine = Engine::start(reg, cfg, None);
 
@@ -212,6 +213,42 @@ pub fn run(argv: &[String]) -> Result<i32> {
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
 
+    // The network alone, back to back on the same input tensor (how
+    // bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
+    // pre/post-processing between runs.
+    let forward_loop = {
+        let source = if args.has("random-weights") {
+            WeightsSource::Random
+        } else {
+            match &entry.weights {
+                WeightsResolved::Local(s) => s.clone(),
+                WeightsResolved::Hub { repo, file, revision } => {
+                    WeightsSource::File(crate::models::hub::resolve(&model, repo, file, revision)?)
+                }
+            }
+        };
+        let device = device_choice.open()?;
+        let net = crate::models::build(
+            &entry.manifest,
+            &source,
+            entry.predicted_bytes,
+            &device,
+            Arc::new(|_, _| {}),
+        )?;
+        let mut times = Vec::new();
+        if let Some(x) = net.preprocess_raw(&decoded)? {
+            for _ in 0..3 {
+                net.forward_raw(&x)?;
+            }
+            for _ in 0..runs {
+                let t = Instant::now();
+                net.forward_raw(&x)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times
+    };
+
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);
     // Random or hub weights have no file to read here: no ratio to report.
@@ -229,6 +266,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
         "warm_p50_ms": pct(&mut warm.clone(), 0.5),
         "warm_p95_ms": pct(&mut warm, 0.95),
         "forward_p50_ms": pct(&mut forward, 0.5),
+        "forward_loop_p50_ms": (!forward_loop.is_empty()).then(|| pct(&mut forward_loop.clone(), 0.5)),
         "cache_hit_p50_ms": pct(&mut hits.clone(), 0.5),
         "cache_hits": hits.len(),
         "rss_idle_mb": mb(rss_idle),

@@ -31,6 +31,12 @@ pub trait Model: Send {
     fn forward_raw(&self, _x: &Tensor) -> Result<Tensor> {
         Err(Error::msg("this model has no raw forward"))
     }
+
+    /// The tensor [`Model::forward_raw`] takes for `img` (the first stage of
+    /// [`Model::infer`]); `None` for models with no single network input.
+    fn preprocess_raw(&self, _img: &RgbImage) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Architectures this build knows.

@@ -174,4 +174,8 @@ impl Model for TinyFaceDetector {
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.forward_all(x)?.output)
     }
+
+    fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {
+        Ok(Some(self.preprocess(&FloatImage::from_rgb(img))?))
+    }
 }

@@ -576,6 +576,10 @@ impl Model for YoloV8 {
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(x)
     }
+
+    fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {
+        Ok(Some(letterbox(img, self.input_size, &self.device)?.0))
+    }
 }
 
 /// The 80 COCO class names, in ultralytics order.
