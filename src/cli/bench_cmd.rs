@@ -93,7 +93,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     };
     let image = Arc::new(image);
 
-    let device_choice = cfg.device.clone();
+    let device_choice = cfg.device;
     let rss_idle = process::rss_bytes();
     let engine = Engine::start(reg, cfg, None);
 
@@ -210,13 +210,11 @@ pub fn run(argv: &[String]) -> Result<i32> {
             hits.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    engine.shutdown();
-    let _ = std::fs::remove_dir_all(&tmp);
 
     // The network alone, back to back on the same input tensor (how
     // bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
     // pre/post-processing between runs.
-    let forward_loop = {
+    let forward_loop = (|| -> Result<Vec<f64>> {
         let source = if args.has("random-weights") {
             WeightsSource::Random
         } else {
@@ -246,7 +244,13 @@ pub fn run(argv: &[String]) -> Result<i32> {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }
-        times
+        Ok(times)
+    })();
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (forward_loop, forward_loop_error) = match forward_loop {
+        Ok(t) => (t, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
 
     let raw_ms = pct(&mut raw, 0.5);
@@ -267,6 +271,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
         "warm_p95_ms": pct(&mut warm, 0.95),
         "forward_p50_ms": pct(&mut forward, 0.5),
         "forward_loop_p50_ms": (!forward_loop.is_empty()).then(|| pct(&mut forward_loop.clone(), 0.5)),
+        "forward_loop_error": forward_loop_error,
         "cache_hit_p50_ms": pct(&mut hits.clone(), 0.5),
         "cache_hits": hits.len(),
         "rss_idle_mb": mb(rss_idle),
