@@ -4,6 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use modeldock::kernels::layer::FastConv;
+use modeldock::kernels::tiled::Isa;
 use modeldock::kernels::{Act, Padding};
 use proptest::prelude::*;
 
@@ -56,6 +57,8 @@ proptest! {
         let pad = Padding { top: pt, bottom: pb, left: pl, right: pr };
         let conv = FastConv::new(wgt, b, stride, pad, 1, a).map_err(|e| TestCaseError::fail(e.to_string()))?;
         check(&x, &conv)?;
+        let conv = conv.with_tiled_isa(Isa::Avx2);
+        check(&x, &conv)?;
         check(&x, &conv.without_tiled())?;
     }
 
@@ -75,6 +78,7 @@ proptest! {
         let conv = FastConv::new(wgt, b, stride, Padding::uniform(pad), 1, a)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         check(&x, &conv)?;
+        check(&x, &conv.with_tiled_isa(Isa::Avx2))?;
     }
 
     #[test]
@@ -120,7 +124,9 @@ proptest! {
         let res = with_residual.then_some(&residual);
         let conv_gemm = FastConv::new(rand(&[cout, cin, k, k], seed ^ 7), Some(rand(&[cout], seed ^ 8)), stride,
             Padding::uniform(k / 2), 1, Act::Silu).map_err(|e| TestCaseError::fail(e.to_string()))?.without_tiled();
-        for (path, c) in [("tiled", &conv), ("gemm", &conv_gemm)] {
+        let conv_avx2 = FastConv::new(rand(&[cout, cin, k, k], seed ^ 7), Some(rand(&[cout], seed ^ 8)), stride,
+            Padding::uniform(k / 2), 1, Act::Silu).map_err(|e| TestCaseError::fail(e.to_string()))?.with_tiled_isa(Isa::Avx2);
+        for (path, c) in [("tiled", &conv), ("tiled avx2", &conv_avx2), ("gemm", &conv_gemm)] {
             let got = c.forward_fused(&refs, res).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got.dims(), want.dims());
             let d = (got - &want).and_then(|d| d.abs()).and_then(|d| d.flatten_all())
@@ -159,6 +165,13 @@ fn realistic_layer_sizes_match() {
     assert!(d < 1e-4, "{d}");
     #[cfg(target_arch = "x86_64")]
     assert_eq!(conv.is_tiled(), std::arch::is_x86_feature_detected!("avx512f"));
+    let conv = conv.with_tiled_isa(Isa::Avx2);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert_eq!(conv.tiled_isa(), Some(Isa::Avx2));
+    }
+    let d = max_diff(&conv, &x);
+    assert!(d < 1e-4, "avx2: {d}");
     let d = max_diff(&conv.without_tiled(), &x);
     assert!(d < 1e-4, "{d}");
     let dw = FastConv::new(rand(&[32, 1, 3, 3], 10), None, 1, Padding::uniform(1), 32, Act::None)

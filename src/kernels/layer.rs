@@ -49,7 +49,10 @@ impl FastConv {
             Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        let packed = (!depthwise && tiled::available()).then(|| tiled::Packed::new(&flat, cout, cin_g * kh * kw));
+        let packed = match tiled::Isa::best() {
+            Some(isa) if !depthwise => Some(tiled::Packed::new(&flat, cout, cin_g * kh * kw, isa)),
+            _ => None,
+        };
         Ok(FastConv {
             op: Op {
                 packed,
@@ -75,6 +78,22 @@ impl FastConv {
     /// True when this layer runs the tiled kernel ([`tiled`]) on CPU.
     pub fn is_tiled(&self) -> bool {
         self.op.packed.is_some()
+    }
+
+    /// The tiled kernel's instruction set for this layer, if it runs one.
+    pub fn tiled_isa(&self) -> Option<tiled::Isa> {
+        self.op.packed.as_ref().map(|p| p.isa)
+    }
+
+    /// The same layer on another tiled microkernel (when this CPU supports
+    /// it; otherwise unchanged); for tests and comparisons.
+    pub fn with_tiled_isa(mut self, isa: tiled::Isa) -> Self {
+        if let Some(p) = &mut self.op.packed {
+            if isa.supported() {
+                p.isa = isa;
+            }
+        }
+        self
     }
 
     /// The same layer on the im2col + GEMM path (the tiled kernel's fallback

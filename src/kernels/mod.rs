@@ -8,6 +8,7 @@
 //! use them through [`layer::FastConv`], which falls back to candle's own ops
 //! on other devices, so GPU backends keep candle's kernels.
 
+pub mod avx2;
 pub mod avx512;
 pub mod borders;
 pub mod conv;

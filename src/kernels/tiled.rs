@@ -8,10 +8,38 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::avx2;
 use super::avx512::{self, MR, NR};
 use super::borders::InPlace;
 use super::planes::Geometry;
 use super::{Act, ConvShape};
+
+/// Which microkernel runs the tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// The best kernel this CPU can run, if any.
+    pub fn best() -> Option<Isa> {
+        if avx512::available() {
+            Some(Isa::Avx512)
+        } else if avx2::available() {
+            Some(Isa::Avx2)
+        } else {
+            None
+        }
+    }
+
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Avx512 => avx512::available(),
+            Isa::Avx2 => avx2::available(),
+        }
+    }
+}
 
 /// Conv weights as panels: panel i, tap t, row r at `(i·taps + t)·MR + r`
 /// (rows past `cout` are zero).
@@ -20,11 +48,13 @@ pub struct Packed {
     data: Vec<f32>,
     taps: usize,
     cout: usize,
+    /// The kernel that runs this layer (checked supported when set).
+    pub isa: Isa,
 }
 
 impl Packed {
-    /// `weight`: [cout, taps] row-major (OIHW flattened).
-    pub fn new(weight: &[f32], cout: usize, taps: usize) -> Self {
+    /// `weight`: [cout, taps] row-major (OIHW flattened); `isa` must be supported.
+    pub fn new(weight: &[f32], cout: usize, taps: usize, isa: Isa) -> Self {
         let panels = cout.div_ceil(MR);
         let mut data = vec![0f32; panels * taps * MR];
         for co in 0..cout {
@@ -33,7 +63,7 @@ impl Packed {
                 data[(i * taps + t) * MR + r] = weight[co * taps + t];
             }
         }
-        Packed { data, taps, cout }
+        Packed { data, taps, cout, isa }
     }
 
     fn panels(&self) -> usize {
@@ -43,7 +73,7 @@ impl Packed {
 
 /// True when [`conv2d`] can run on this CPU.
 pub fn available() -> bool {
-    avx512::available()
+    Isa::best().is_some()
 }
 
 thread_local! {
@@ -174,7 +204,7 @@ fn run(
     ptr: OutPtr,
 ) {
     let wide = g.len;
-    if wide == 0 || !available() {
+    if wide == 0 || !packed.isa.supported() {
         return;
     }
     let tiles = wide.div_ceil(NR);
@@ -228,7 +258,7 @@ fn run(
             for (t, tile_masks) in (t0..t1).zip(&masks) {
                 let start = t * NR;
                 let n = (wide - start).min(NR);
-                // SAFETY: AVX-512F checked by `available`; the panel holds
+                // SAFETY: the kernel's ISA is checked supported above; the panel holds
                 // taps·MR floats; every lane a tap's mask sets is inside the
                 // input that tap points into (planes.rs sizes the planes so
                 // the last valid position's last tap is inside; borders.rs
@@ -254,7 +284,7 @@ fn run(
                         residual: std::ptr::null(),
                     }
                 };
-                // SAFETY: AVX-512F checked by `available`; the panel holds
+                // SAFETY: the kernel's ISA is checked supported above; the panel holds
                 // taps·MR floats; every lane a tap's mask sets is inside the
                 // input that tap points into (planes.rs sizes the planes so
                 // the last valid position's last tap is inside; borders.rs
@@ -263,7 +293,12 @@ fn run(
                 // positions of this job's tile and panel only).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    avx512::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest);
+                    match packed.isa {
+                        Isa::Avx512 => {
+                            avx512::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest)
+                        }
+                        Isa::Avx2 => avx2::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest),
+                    }
                 }
                 if direct {
                     continue;

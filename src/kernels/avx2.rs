@@ -1,0 +1,161 @@
+//! The AVX2 + FMA microkernel of the tiled conv, for CPUs without AVX-512:
+//! the same 8 × 48 tile and packed panels as [`super::avx512`], computed as
+//! four 4-row × 24-column blocks of 12 ymm accumulators (16 registers only).
+//! Masks become per-lane vectors for `maskload`, which never touches a
+//! masked-off lane.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::avx512::{Dest, MR, NR};
+use super::Act;
+
+/// True when this CPU can run the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The same contract as [`super::avx512::tile`].
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA ([`available`]); otherwise as
+/// [`super::avx512::tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile(
+    panel: *const f32,
+    taps: &[*const f32],
+    classes: &[u8],
+    masks: &[[u16; 3]],
+    start: usize,
+    bias: &[f32; MR],
+    act: Act,
+    dest: Dest,
+) {
+    // Lane masks as vectors: class c, 8-lane group g at [c][g].
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let vmasks: Vec<[__m256i; 6]> = masks
+        .iter()
+        .map(|m| {
+            let bits = m[0] as u64 | (m[1] as u64) << 16 | (m[2] as u64) << 32;
+            let mut v = [_mm256_setzero_si256(); 6];
+            for (g, slot) in v.iter_mut().enumerate() {
+                let b = _mm256_set1_epi32(((bits >> (8 * g)) & 0xff) as i32);
+                *slot = _mm256_cmpeq_epi32(_mm256_and_si256(b, lane_bits), lane_bits);
+            }
+            v
+        })
+        .collect();
+    let mut tmp = [0f32; MR * NR];
+    for half_r in 0..2 {
+        for half_c in 0..2 {
+            let acc = block(panel, taps, classes, &vmasks, start, half_r, half_c);
+            let o = tmp.as_mut_ptr();
+            for (r, row) in acc.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    _mm256_storeu_ps(o.wrapping_add((half_r * 4 + r) * NR + half_c * 24 + c * 8), *v);
+                }
+            }
+        }
+    }
+    let n = dest.n;
+    for (r, &b) in bias.iter().enumerate().take(dest.rows) {
+        let bv = _mm256_set1_ps(b);
+        for g in 0..NR / 8 {
+            let lanes = n.saturating_sub(g * 8).min(8) as i32;
+            if lanes == 0 {
+                break;
+            }
+            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let at = r * dest.stride + g * 8;
+            let mut v = activate(
+                _mm256_add_ps(_mm256_loadu_ps(tmp.as_ptr().wrapping_add(r * NR + g * 8)), bv),
+                act,
+            );
+            if !dest.residual.is_null() {
+                v = _mm256_add_ps(v, _mm256_maskload_ps(dest.residual.wrapping_add(at), m));
+            }
+            _mm256_maskstore_ps(dest.out.wrapping_add(at), m, v);
+        }
+    }
+}
+
+/// Rows 4·half_r.. and columns 24·half_c.. of the tile, over every tap.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block(
+    panel: *const f32,
+    taps: &[*const f32],
+    classes: &[u8],
+    vmasks: &[[__m256i; 6]],
+    start: usize,
+    half_r: usize,
+    half_c: usize,
+) -> [[__m256; 3]; 4] {
+    let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+    let mut w = panel.wrapping_add(half_r * 4);
+    let zero = [_mm256_setzero_si256(); 6];
+    for (&tap, &class) in taps.iter().zip(classes) {
+        let s = tap.wrapping_add(start + half_c * 24);
+        let m = vmasks.get(class as usize).unwrap_or(&zero);
+        let g = half_c * 3;
+        let b = [
+            _mm256_maskload_ps(s, m[g]),
+            _mm256_maskload_ps(s.wrapping_add(8), m[g + 1]),
+            _mm256_maskload_ps(s.wrapping_add(16), m[g + 2]),
+        ];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let a = _mm256_broadcastss_ps(_mm_load_ss(w.wrapping_add(r)));
+            row[0] = _mm256_fmadd_ps(a, b[0], row[0]);
+            row[1] = _mm256_fmadd_ps(a, b[1], row[1]);
+            row[2] = _mm256_fmadd_ps(a, b[2], row[2]);
+        }
+        w = w.wrapping_add(MR);
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn activate(v: __m256, act: Act) -> __m256 {
+    match act {
+        Act::None => v,
+        Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+        Act::Leaky(a) => {
+            let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps());
+            _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(a)), neg)
+        }
+        Act::Silu => {
+            let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
+            _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+        }
+    }
+}
+
+/// [`super::fast_exp`] on 8 lanes (2^n built in the exponent bits).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_66, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let e = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    _mm256_mul_ps(e, _mm256_castsi256_ps(pow2))
+}
