@@ -2,11 +2,20 @@
 //!
 //! candle's CPU conv2d lowers every convolution the same way and runs a
 //! grouped (depthwise) conv as one tiny conv per channel. These kernels do
-//! what the networks here need instead: im2col feeding the `gemm` crate with
-//! 1×1 convs as plain matmuls, a direct depthwise kernel, asymmetric (TF
-//! "same") padding, and bias + activation fused into the output pass. Models
-//! use them through [`layer::FastConv`], which falls back to candle's own ops
-//! on other devices, so GPU backends keep candle's kernels.
+//! what the networks here need instead:
+//!
+//! - [`tiled`]: dense convs on a register-tiled microkernel ([`avx512`], or
+//!   [`avx2`] without AVX-512) over weights packed once, reading the input in
+//!   place ([`borders`]: stride 1, padding masked per lane) or from a padded,
+//!   phase-split copy ([`planes`]: strided convs); bias, activation and a
+//!   residual add in registers; a conv over a channel concatenation reads
+//!   the parts where they are.
+//! - [`conv`]: im2col feeding the `gemm` crate (CPUs with neither ISA).
+//! - [`depthwise`], [`pool`]: per-channel parallel loops.
+//! - [`host`]: borrowing CPU tensors' data and filling new ones.
+//!
+//! Models use them through [`layer::FastConv`], which falls back to candle's
+//! own ops on other devices, so GPU backends keep candle's kernels.
 
 pub mod avx2;
 pub mod avx512;
