@@ -24,16 +24,21 @@ fn act() -> impl Strategy<Value = Act> {
     prop_oneof![Just(Act::None), Just(Act::Relu), Just(Act::Leaky(0.1)), Just(Act::Silu)]
 }
 
-fn check(x: &Tensor, conv: &FastConv) -> Result<(), TestCaseError> {
-    let ours = conv.forward(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let reference = conv.reference(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(ours.dims(), reference.dims());
-    let d = (ours - &reference)
+/// Largest absolute difference (infinite when the shapes differ).
+fn abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
         .and_then(|d| d.abs())
         .and_then(|d| d.flatten_all())
         .and_then(|d| d.max(0))
         .and_then(|d| d.to_scalar::<f32>())
-        .unwrap_or(f32::INFINITY);
+        .unwrap_or(f32::INFINITY)
+}
+
+fn check(x: &Tensor, conv: &FastConv) -> Result<(), TestCaseError> {
+    let ours = conv.forward(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let reference = conv.reference(x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(ours.dims(), reference.dims());
+    let d = abs_diff(&ours, &reference);
     // Sums of up to a few hundred products of values in ±0.5: candle and the
     // kernels add in different orders.
     prop_assert!(d <= 2e-4, "max abs diff {}", d);
@@ -129,8 +134,7 @@ proptest! {
         for (path, c) in [("tiled", &conv), ("tiled avx2", &conv_avx2), ("gemm", &conv_gemm)] {
             let got = c.forward_fused(&refs, res).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got.dims(), want.dims());
-            let d = (got - &want).and_then(|d| d.abs()).and_then(|d| d.flatten_all())
-                .and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>()).unwrap_or(f32::INFINITY);
+            let d = abs_diff(&got, &want);
             prop_assert!(d <= 2e-4, "{}: max abs diff {}", path, d);
         }
     }
@@ -140,12 +144,32 @@ proptest! {
 fn max_diff(conv: &FastConv, x: &Tensor) -> f32 {
     let a = conv.forward(x).unwrap_or_else(|e| panic!("{e}"));
     let b = conv.reference(x).unwrap_or_else(|e| panic!("{e}"));
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.flatten_all())
-        .and_then(|d| d.max(0))
-        .and_then(|d| d.to_scalar())
-        .unwrap_or(f32::INFINITY)
+    abs_diff(&a, &b)
+}
+
+/// Inputs that do not fit the layer get a one-line error naming the problem,
+/// on every path, and the layer keeps working afterwards.
+#[test]
+fn mismatched_fused_inputs_are_refused_clearly() {
+    let make = || FastConv::new(rand(&[4, 6, 3, 3], 1), None, 1, Padding::uniform(1), 1, Act::None);
+    let convs = [
+        make().unwrap_or_else(|e| panic!("{e}")),
+        make().unwrap_or_else(|e| panic!("{e}")).with_tiled_isa(Isa::Avx2),
+        make().unwrap_or_else(|e| panic!("{e}")).without_tiled(),
+    ];
+    let (a, b) = (rand(&[1, 2, 8, 8], 2), rand(&[1, 4, 8, 8], 3));
+    for conv in &convs {
+        let err = |r: modeldock::error::Result<Tensor>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let wrong_size = rand(&[1, 4, 7, 8], 4);
+        let e = err(conv.forward_fused(&[&a, &wrong_size], None));
+        assert!(!e.is_empty() && !e.contains('\n'), "parts of different sizes: {e:?}");
+        let e = err(conv.forward_fused(&[&a, &a], None));
+        assert!(e.contains("channels") || e.contains("shape"), "4 channels for 6: {e:?}");
+        let e = err(conv.forward_fused(&[&a, &b], Some(&rand(&[1, 3, 8, 8], 5))));
+        assert!(!e.is_empty() && !e.contains('\n'), "residual of the wrong shape: {e:?}");
+        let ok = conv.forward_fused(&[&a, &b], Some(&rand(&[1, 4, 8, 8], 6)));
+        assert_eq!(ok.map(|t| t.dims().to_vec()).ok(), Some(vec![1, 4, 8, 8]));
+    }
 }
 
 #[test]

@@ -215,16 +215,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     // bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
     // pre/post-processing between runs.
     let forward_loop = (|| -> Result<Vec<f64>> {
-        let source = if args.has("random-weights") {
-            WeightsSource::Random
-        } else {
-            match &entry.weights {
-                WeightsResolved::Local(s) => s.clone(),
-                WeightsResolved::Hub { repo, file, revision } => {
-                    WeightsSource::File(crate::models::hub::resolve(&model, repo, file, revision)?)
-                }
-            }
-        };
+        let source = entry.weights_source(args.has("random-weights"))?;
         let device = device_choice.open()?;
         let net = crate::models::build(
             &entry.manifest,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::models::registry::{Entry, WeightsResolved};
+use crate::models::registry::Entry;
 use crate::models::weights::WeightsSource;
 use crate::models::{self, Model};
 use crate::telemetry::process;
@@ -70,16 +70,7 @@ pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let e = &job.entry;
     let id = e.manifest.id.clone();
-    let source = if job.random_weights {
-        WeightsSource::Random
-    } else {
-        match &e.weights {
-            WeightsResolved::Local(s) => s.clone(),
-            WeightsResolved::Hub { repo, file, revision } => {
-                WeightsSource::File(crate::models::hub::resolve(&id, repo, file, revision).map_err(|e| e.to_string())?)
-            }
-        }
-    };
+    let source = e.weights_source(job.random_weights).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let rss_before = process::rss_bytes();
     let gpu_index = cuda_index(&job.device);

@@ -2,16 +2,9 @@
 //! (`gemm` crate, threads from rayon). A 1×1 stride-1 unpadded conv skips
 //! im2col: the input already is the right matrix.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::{epilogue, Act, ConvShape};
-
-thread_local! {
-    /// im2col buffer, reused across calls on the same thread.
-    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// `x`: [cin, h, w]; `weight`: [cout, cin·kh·kw] row-major; `out`: [cout, oh, ow].
 pub fn conv2d(
@@ -31,13 +24,9 @@ pub fn conv2d(
     if direct {
         matmul(weight, x, out, s.cout, n, k);
     } else {
-        COLS.with(|c| {
-            let mut cols = c.borrow_mut();
-            if cols.len() < k * n {
-                cols.resize(k * n, 0.0);
-            }
-            im2col(x, h, w, s, oh, ow, &mut cols[..k * n]);
-            matmul(weight, &cols[..k * n], out, s.cout, n, k);
+        super::host::with_scratch(k * n, |cols| {
+            im2col(x, h, w, s, oh, ow, cols);
+            matmul(weight, cols, out, s.cout, n, k);
         });
     }
     epilogue(out, n, bias, act);

@@ -4,17 +4,10 @@
 //! sum of shifted, contiguous input rows times one weight each, a loop the
 //! compiler vectorises; on CPUs with AVX-512 it is compiled for them.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::planes::Geometry;
 use super::{Act, ConvShape};
-
-thread_local! {
-    /// One channel's prepared planes, reused across calls on each thread.
-    static PLANE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// `x`: [c, h, w]; `weight`: [c, kh·kw]; `out`: [c, oh, ow]. `s.cin == s.cout == c`.
 pub fn depthwise(
@@ -53,19 +46,11 @@ pub fn depthwise(
         if g.in_place {
             run(plane, o);
         } else {
-            // Taken out of the thread's slot for the call and put back after,
-            // so a re-entrant call on this thread gets its own.
-            let mut buf = PLANE.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            {
-                let len = g.buffer_len(&one);
-                if buf.len() < len {
-                    buf.resize(len, 0.0);
-                }
+            super::host::with_scratch(g.buffer_len(&one), |buf| {
                 // Serial: a nested parallel loop would only add overhead here.
-                g.fill_serial(plane, (h, w), &one, &mut buf[..len]);
-                run(&buf[..len], o);
-            }
-            PLANE.with(|b| *b.borrow_mut() = buf);
+                g.fill_serial(plane, (h, w), &one, buf);
+                run(buf, o);
+            });
         }
     });
 }

@@ -55,6 +55,20 @@ impl Act {
     }
 }
 
+/// ln 2 split in two (`x − n·HI + n·LO` keeps the reduction exact enough).
+pub(crate) const EXP_LN2_HI: f32 = 0.693_359_4;
+pub(crate) const EXP_LN2_LO: f32 = 2.121_944_4e-4;
+/// Cephes expf polynomial on the reduced range, highest degree first; the
+/// scalar and vector exps all use it.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_66,
+    0.5,
+];
+
 /// exp(x) in f32 without a libm call, so output loops vectorise: range
 /// reduction by ln 2 and a degree-6 polynomial (Cephes expf coefficients);
 /// relative error about 2e-7 over the clamped range.
@@ -64,14 +78,11 @@ pub fn fast_exp(x: f32) -> f32 {
     // Round to nearest by adding and removing 1.5·2^23 (no libm call).
     const MAGIC: f32 = 12_582_912.0;
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
-    // x - n·ln2, with ln2 split in two for precision.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_66;
-    let p = p * r + 0.5;
+    let r = x - n * EXP_LN2_HI + n * EXP_LN2_LO;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }

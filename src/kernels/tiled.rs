@@ -4,13 +4,12 @@
 //! over tiles of [`NR`] wide output positions. Threads take groups of tiles
 //! (and, for small outputs, groups of panels) from rayon.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::avx2;
 use super::avx512::{self, MR, NR};
 use super::borders::InPlace;
+use super::host;
 use super::planes::Geometry;
 use super::{Act, ConvShape};
 
@@ -74,11 +73,6 @@ impl Packed {
 /// True when [`conv2d`] can run on this CPU.
 pub fn available() -> bool {
     Isa::best().is_some()
-}
-
-thread_local! {
-    /// Prepared-input buffer, reused across calls on the same thread.
-    static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Pointers shared by the tile jobs: the output (each job writes only its own
@@ -163,14 +157,8 @@ pub unsafe fn conv2d(
         return;
     }
     let g = Geometry::new(s, h, w);
-    {
-        // Taken out of the thread's slot for the call and put back after, so
-        // a re-entrant call on this thread (work stealing) gets its own.
-        let mut buf = PLANES.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let len = g.buffer_len(s);
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
+    let len = g.buffer_len(s);
+    host::with_scratch(len, |buf| {
         let per_channel = len / s.cin.max(1);
         let mut at = 0;
         for p in parts {
@@ -187,8 +175,7 @@ pub unsafe fn conv2d(
             len: g.wide_len(),
         };
         job(Taps(taps), vec![0; g.offsets.len()], Reads::Planes, wide);
-        PLANES.with(|b| *b.borrow_mut() = buf);
-    }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -22,6 +22,26 @@ pub struct Entry {
     pub predicted_bytes: u64,
 }
 
+impl Entry {
+    /// Where to read this model's weights now: random values when asked, a
+    /// local file or the embedded bytes, or a hub reference resolved from
+    /// the local cache.
+    pub fn weights_source(&self, random: bool) -> Result<WeightsSource> {
+        if random {
+            return Ok(WeightsSource::Random);
+        }
+        match &self.weights {
+            WeightsResolved::Local(s) => Ok(s.clone()),
+            WeightsResolved::Hub { repo, file, revision } => Ok(WeightsSource::File(super::hub::resolve(
+                &self.manifest.id,
+                repo,
+                file,
+                revision,
+            )?)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum WeightsResolved {
     Local(WeightsSource),
