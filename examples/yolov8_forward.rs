@@ -12,7 +12,7 @@ use modeldock::models::yolov8::{Task, YoloV8};
 
 fn main() -> modeldock::error::Result<()> {
     // As the engine does at start: freed buffers are reused, not unmapped.
-    modeldock::telemetry::process::keep_freed_memory_for_reuse();
+    modeldock::engine::allocator::keep_freed_memory_for_reuse();
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(40);
     let vb = var_builder(&WeightsSource::Random, 0, &Device::Cpu, std::sync::Arc::new(|_, _| {}))?;
     let model = YoloV8::build(vb, "n", Task::Detect, 80)?;

@@ -1,3 +1,13 @@
+use clap::Parser;
+
+use modeldock::cli::args::Cli;
+
 fn main() {
-    std::process::exit(modeldock::cli::main());
+    modeldock::PROCESS_START.get_or_init(std::time::Instant::now);
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(cmd) => modeldock::cli::run(cmd),
+        None => modeldock::app_launch::run(cli.app),
+    };
+    std::process::exit(code);
 }

@@ -38,9 +38,13 @@ fn only(reg: Registry, ids: &[&str]) -> Registry {
 }
 
 fn harness(registry: Registry, model: &str) -> Harness<'static, ModeldockApp> {
+    harness_sized(registry, model, egui::vec2(1400.0, 900.0))
+}
+
+fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'static, ModeldockApp> {
     let model = model.to_string();
     Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
+        .with_size(size)
         .build_eframe(move |cc| {
             ModeldockApp::new(
                 cc,
@@ -218,7 +222,7 @@ fn export_writes_annotated_pngs_and_the_cli_json() {
     let json = std::fs::read_to_string(dir.path().join("astronaut.json")).unwrap_or_default();
     assert_eq!(
         json,
-        modeldock::cli::infer_cmd::result_json(&r).to_string(),
+        r.to_json().to_string(),
         "the CLI's JSON"
     );
     let png = image::open(dir.path().join("astronaut.annotated.png"))
@@ -248,4 +252,271 @@ fn ctrl_l_and_ctrl_u_load_and_unload_the_selected_model() {
     step_until(&mut h, "Ctrl+U to unload it", |h| {
         h.query_by_label("Available").is_some()
     });
+}
+
+// ---------------------------------------------------------------------------
+// Viewer: fit, 1:1, zoom and pan; side panels give way; no disk on the UI thread.
+
+/// The default window size of the app.
+const WINDOW: egui::Vec2 = egui::vec2(1280.0, 800.0);
+
+/// Where the selected image was painted last frame (read from the painted
+/// shapes, not from the viewer's own bookkeeping) and the clip rect it was painted with.
+fn painted_image(h: &Harness<'static, ModeldockApp>) -> Option<(egui::Rect, egui::Rect)> {
+    let v = &h.state().viewer;
+    let tex = v.images.get(v.selected)?.texture.id();
+    h.output().shapes.iter().find_map(|c| match &c.shape {
+        egui::Shape::Mesh(m) if m.texture_id == tex => Some((m.calc_bounds(), c.clip_rect)),
+        _ => None,
+    })
+}
+
+/// Box outlines of the detections painted over the image (2-point strokes clipped to the image view).
+fn painted_boxes(h: &Harness<'static, ModeldockApp>, clip: egui::Rect) -> Vec<egui::Rect> {
+    h.output()
+        .shapes
+        .iter()
+        .filter(|c| c.clip_rect == clip)
+        .filter_map(|c| match &c.shape {
+            egui::Shape::Rect(r) if r.stroke.width == 2.0 => Some(r.rect),
+            _ => None,
+        })
+        .collect()
+}
+
+fn write_png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
+    let path = dir.join(name);
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]))
+        .save(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// A viewer at the default window size with `img` dropped on it and shown.
+fn viewer_with(img: PathBuf) -> Harness<'static, ModeldockApp> {
+    let mut h = harness_sized(only(Registry::discover(&[]), &["face-detector"]), "face-detector", WINDOW);
+    h.step();
+    h.input_mut().dropped_files.push(Arc::new(DroppedPath(img)));
+    step_until(&mut h, "the image to be shown", |h| painted_image(h).is_some());
+    h.step();
+    h
+}
+
+fn near(a: f32, b: f32, tol: f32) -> bool {
+    (a - b).abs() <= tol
+}
+
+fn assert_rect_near(a: egui::Rect, b: egui::Rect, tol: f32, what: &str) {
+    assert!(
+        near(a.min.x, b.min.x, tol) && near(a.min.y, b.min.y, tol) && near(a.max.x, b.max.x, tol) && near(a.max.y, b.max.y, tol),
+        "{what}: {a:?} != {b:?}"
+    );
+}
+
+#[test]
+fn at_1280x800_a_wide_and_a_tall_image_are_fitted_inside_the_viewer_panel() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (name, w, hgt) in [("wide.png", 2400, 600), ("tall.png", 500, 2000)] {
+        let mut h = viewer_with(write_png(dir.path(), name, w, hgt));
+        let (img, clip) = painted_image(&h).unwrap_or_else(|| panic!("{name} painted"));
+        // The panel around it, from widgets the user sees: the Viewer tab on the
+        // left, the side panel's first tab on the right, the window's bottom.
+        let viewer_tab = h.get_by_label("Viewer").rect();
+        let side_tab = h.get_by_label("GPU / System").rect();
+        let eps = 0.5;
+        assert!(clip.contains_rect(img.shrink(eps)), "{name}: the whole image is visible: {img:?} in {clip:?}");
+        assert!(img.left() >= viewer_tab.left() - eps, "{name}: {img:?} starts left of the panel");
+        assert!(img.right() <= side_tab.left(), "{name}: {img:?} runs under the side panel at {side_tab:?}");
+        assert!(img.top() >= viewer_tab.bottom(), "{name}: {img:?} above the panel's content");
+        assert!(img.bottom() <= WINDOW.y, "{name}: {img:?} below the window");
+        // Fitted: aspect kept, and as large as the panel allows along one side.
+        assert!(near(img.width() / img.height(), w as f32 / hgt as f32, 0.02), "{name}: aspect {img:?}");
+        let fills_w = near(img.width(), clip.width(), 1.0);
+        let fills_h = near(img.height(), clip.height(), 1.0);
+        assert!(fills_w || fills_h, "{name}: {img:?} fills {clip:?} along one side");
+        assert!(
+            if w > hgt { fills_w } else { fills_h },
+            "{name}: {img:?} limited by its long side in {clip:?}"
+        );
+        // The central panel keeps room: at 1280 wide it is not squeezed by the side panels.
+        assert!(clip.width() >= 480.0, "{name}: the image area is only {} wide", clip.width());
+        h.step();
+    }
+}
+
+#[test]
+fn side_panels_give_way_to_the_viewer_in_a_small_window() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let img = write_png(dir.path(), "square.png", 600, 600);
+    for width in [1000.0, 760.0] {
+        let mut h = harness_sized(
+            only(Registry::discover(&[]), &["face-detector"]),
+            "face-detector",
+            egui::vec2(width, 700.0),
+        );
+        h.step();
+        h.input_mut().dropped_files.push(Arc::new(DroppedPath(img.clone())));
+        step_until(&mut h, "the image to be shown", |h| painted_image(h).is_some());
+        // Let a side panel that steps aside finish its slide.
+        for _ in 0..30 {
+            h.step();
+        }
+        let (img_rect, clip) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+        assert!(clip.width() >= 480.0, "window {width}: the image area is only {} wide", clip.width());
+        assert!(clip.right() <= width, "window {width}: {clip:?}");
+        assert!(clip.contains_rect(img_rect.shrink(0.5)), "window {width}: {img_rect:?} in {clip:?}");
+    }
+}
+
+#[test]
+fn one_to_one_shows_the_image_at_native_size_and_fit_returns() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut h = viewer_with(write_png(dir.path(), "big.png", 900, 700));
+    let (fitted, clip) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert!(fitted.width() < 900.0, "fitted, not native: {fitted:?}");
+    h.get_by_label("1:1").click();
+    h.step();
+    h.step();
+    let (native, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert!(near(native.width(), 900.0, 0.5) && near(native.height(), 700.0, 0.5), "native size: {native:?}");
+    assert!(near(native.center().x, clip.center().x, 0.5) && near(native.center().y, clip.center().y, 0.5));
+    h.get_by_label("Fit").click();
+    h.step();
+    h.step();
+    let (back, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert_rect_near(back, fitted, 0.5, "Fit returns to the fitted view");
+    // The 1:1 button toggles: pressed twice, it is fitted again.
+    h.get_by_label("1:1").click();
+    h.step();
+    h.get_by_label("1:1").click();
+    h.step();
+    h.step();
+    let (again, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert_rect_near(again, fitted, 0.5, "1:1 pressed again");
+}
+
+#[test]
+fn the_wheel_zooms_around_the_cursor_dragging_pans_and_boxes_follow() {
+    let mut h = viewer_with(fixture("images/astronaut.png"));
+    step_until(&mut h, "the detections", |h| has_label_containing(h, "detections"));
+    h.step();
+    let (before, clip) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    let result = h.state().viewer.images[0].result.clone().unwrap_or_else(|| panic!("a result"));
+    let dets: Vec<_> = h.state().viewer.visible(&result).into_iter().cloned().collect();
+    assert!(!dets.is_empty(), "the astronaut has a face");
+    let iw = result.output.image_size[0] as f32;
+    // Where each box should be for an image painted at `img`.
+    let expected = |img: egui::Rect| -> Vec<egui::Rect> {
+        let s = img.width() / iw;
+        dets.iter()
+            .map(|d| {
+                egui::Rect::from_min_max(
+                    img.min + egui::vec2(d.bbox[0], d.bbox[1]) * s,
+                    img.min + egui::vec2(d.bbox[2], d.bbox[3]) * s,
+                )
+            })
+            .collect()
+    };
+    let check_boxes = |h: &Harness<'static, ModeldockApp>, img: egui::Rect, what: &str| {
+        let boxes = painted_boxes(h, clip);
+        assert_eq!(boxes.len(), dets.len(), "{what}: one box per detection");
+        for (b, e) in boxes.iter().zip(expected(img)) {
+            assert_rect_near(*b, e, 1.0, what);
+        }
+    };
+    check_boxes(&h, before, "fitted");
+
+    // Wheel up with the cursor off-centre, over the image.
+    let cursor = before.min + before.size() * egui::vec2(0.3, 0.4);
+    h.hover_at(cursor);
+    h.step();
+    h.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Line,
+        delta: egui::vec2(0.0, 3.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+        modifiers: egui::Modifiers::NONE,
+    });
+    for _ in 0..40 {
+        h.step();
+    }
+    let (zoomed, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert!(zoomed.width() > before.width() * 1.2, "zoomed in: {before:?} -> {zoomed:?}");
+    assert!(near(zoomed.width() / zoomed.height(), 1.0, 0.01), "aspect kept");
+    // The image point under the cursor stayed under it.
+    let at = |r: egui::Rect| (cursor - r.min) / r.width();
+    assert!((at(zoomed) - at(before)).length() < 0.002, "zoom around the cursor: {:?} vs {:?}", at(before), at(zoomed));
+    check_boxes(&h, zoomed, "zoomed");
+
+    // Drag pans by the pointer's movement.
+    let d = egui::vec2(-60.0, 35.0);
+    h.drag_at(cursor);
+    h.step();
+    h.hover_at(cursor + d * 0.5);
+    h.step();
+    h.hover_at(cursor + d);
+    h.step();
+    h.drop_at(cursor + d);
+    h.step();
+    h.step();
+    let (panned, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
+    assert!(near(panned.width(), zoomed.width(), 0.01), "panning keeps the scale");
+    assert!(
+        (panned.min - zoomed.min - d).length() < 1.0,
+        "moved by {d:?}: {zoomed:?} -> {panned:?}"
+    );
+    check_boxes(&h, panned, "panned");
+}
+
+#[test]
+fn opening_a_folder_lists_it_off_the_ui_thread() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for n in ["b.png", "a.png", "c.png"] {
+        write_png(dir.path(), n, 64, 48);
+    }
+    std::fs::write(dir.path().join("readme.txt"), "not an image").unwrap_or_else(|e| panic!("{e}"));
+    let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
+    h.step();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(dir.path().to_path_buf())));
+    h.step();
+    // The frame that took the drop did not read the folder: nothing is known yet.
+    let v = &h.state().viewer;
+    assert_eq!(
+        (v.listing, v.decoding, v.images.len()),
+        (1, 0, 0),
+        "the folder is listed on another thread"
+    );
+    assert!(has_label_containing(&h, "Listing files"), "the user sees it is being listed");
+    step_until(&mut h, "the folder's images via poll", |h| {
+        h.state().viewer.images.len() == 3
+    });
+    let names: Vec<&str> = h.state().viewer.images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["a.png", "b.png", "c.png"], "images only, in name order");
+    assert_eq!(h.state().viewer.listing, 0);
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+}
+
+#[test]
+fn starting_a_live_source_opens_it_off_the_ui_thread_and_reports_errors() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("no-such-folder");
+    let mut h = harness(only(Registry::discover(&[]), &["face-landmarks"]), "face-landmarks");
+    h.step();
+    h.get_by_label("Live").click();
+    step_until(&mut h, "the Start button", |h| h.query_by_label("Start").is_some());
+    h.state_mut().live.choice = modeldock::ui::live_panel::SourceChoice::Folder;
+    h.state_mut().live.folder = missing.display().to_string();
+    h.step();
+    h.get_by_label("Start").click();
+    h.step();
+    // The frame that pressed Start did not open the source.
+    assert!(h.state().live.opening.is_some(), "opening on another thread");
+    assert!(has_label_containing(&h, "opening"), "an opening… status");
+    assert!(h.state().live.pipeline.is_none());
+    step_until(&mut h, "the error", |h| has_label_containing(h, "press Start to retry"));
+    let msg = h.state().live.message.clone().unwrap_or_default();
+    assert!(msg.contains("no-such-folder"), "{msg}");
+    assert!(h.state().live.opening.is_none() && h.state().live.pipeline.is_none());
 }

@@ -10,28 +10,77 @@ pub mod webcam;
 
 use source::{FolderSource, SourceFactory};
 
-/// Parses `synthetic`, `webcam`, `webcam:N` or a folder path.
+/// Where live frames come from: `synthetic`, `webcam`, `webcam:N` or a folder.
+/// Parsed once here for the CLI, the app and the Live panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Synthetic,
+    Webcam(u32),
+    Folder(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(spec: &str) -> Result<Self, String> {
+        if spec == "synthetic" {
+            return Ok(SourceSpec::Synthetic);
+        }
+        if let Some(rest) = spec.strip_prefix("webcam") {
+            return match rest.strip_prefix(':') {
+                Some(n) => n
+                    .parse::<u32>()
+                    .map(SourceSpec::Webcam)
+                    .map_err(|_| format!("source '{spec}': bad webcam index '{n}' (expected webcam:N, N = 0, 1, …)")),
+                None if rest.is_empty() => Ok(SourceSpec::Webcam(0)),
+                None => Err(format!("source '{spec}': expected webcam or webcam:N")),
+            };
+        }
+        if spec.is_empty() {
+            return Err("source '': expected synthetic, webcam[:N] or a folder of images".to_string());
+        }
+        Ok(SourceSpec::Folder(std::path::PathBuf::from(spec)))
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::Synthetic => f.write_str("synthetic"),
+            SourceSpec::Webcam(i) => write!(f, "webcam:{i}"),
+            SourceSpec::Folder(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Opens a source from its text form (see [`SourceSpec`]).
 pub fn open_source(spec: &str, width: u32, height: u32, fps: f64) -> Result<SourceFactory, String> {
-    if spec == "synthetic" {
-        return Ok(SourceFactory::ready(synthetic::SyntheticSource::new(
-            width, height, fps,
-        )?));
+    open_spec(&spec.parse()?, width, height, fps)
+}
+
+/// Opens a parsed source. A folder must exist and hold images.
+pub fn open_spec(spec: &SourceSpec, width: u32, height: u32, fps: f64) -> Result<SourceFactory, String> {
+    match spec {
+        SourceSpec::Synthetic => Ok(SourceFactory::ready(synthetic::SyntheticSource::new(width, height, fps)?)),
+        SourceSpec::Webcam(idx) => webcam::factory(*idx, width, height, fps.round() as u32),
+        SourceSpec::Folder(p) if p.is_dir() => Ok(SourceFactory::ready(FolderSource::open(p, fps)?)),
+        SourceSpec::Folder(p) => Err(format!(
+            "source '{}': expected synthetic, webcam[:N] or a folder of images",
+            p.display()
+        )),
     }
-    if let Some(rest) = spec.strip_prefix("webcam") {
-        let idx = match rest.strip_prefix(':') {
-            Some(n) => n
-                .parse::<u32>()
-                .map_err(|_| format!("source '{spec}': bad webcam index"))?,
-            None if rest.is_empty() => 0,
-            None => return Err(format!("source '{spec}': expected webcam or webcam:N")),
-        };
-        return webcam::factory(idx, width, height, fps.round() as u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceSpec;
+
+    #[test]
+    fn source_specs_parse_once_and_round_trip() {
+        assert_eq!("webcam".parse::<SourceSpec>(), Ok(SourceSpec::Webcam(0)));
+        assert_eq!("webcam:2".parse::<SourceSpec>(), Ok(SourceSpec::Webcam(2)));
+        assert!("webcam:x".parse::<SourceSpec>().is_err());
+        assert!("webcamera".parse::<SourceSpec>().is_err());
+        assert_eq!("synthetic".parse::<SourceSpec>(), Ok(SourceSpec::Synthetic));
+        assert_eq!(SourceSpec::Webcam(3).to_string(), "webcam:3");
     }
-    let p = std::path::Path::new(spec);
-    if p.is_dir() {
-        return Ok(SourceFactory::ready(FolderSource::open(p, fps)?));
-    }
-    Err(format!(
-        "source '{spec}': expected synthetic, webcam[:N] or a folder of images"
-    ))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::frame::{Frame, LatestSlot};
 use super::live_stats::{LiveStats, LiveSummary};
 use super::source::SourceFactory;
-use crate::engine::{Engine, ImageInput, WakeFn};
+use crate::engine::{ImageInput, InferWait, WakeFn};
 use crate::vision::{Detection, InferParams};
 
 #[derive(Clone, Debug)]
@@ -67,7 +67,7 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 }
 
 impl LivePipeline {
-    pub fn start(engine: Engine, source: SourceFactory, options: LiveOptions, wake: Option<WakeFn>) -> Self {
+    pub fn start<E: InferWait>(engine: E, source: SourceFactory, options: LiveOptions, wake: Option<WakeFn>) -> Self {
         let slot = LatestSlot::new();
         let shared = Arc::new(Mutex::new(Shared {
             status: format!("running: {}", source.name),

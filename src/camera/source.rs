@@ -73,7 +73,7 @@ impl FolderSource {
         let mut files: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| crate::ui::viewer::is_image_name(p))
+            .filter(|p| crate::vision::is_image_name(p))
             .collect();
         files.sort();
         if files.is_empty() {

@@ -1,107 +1,321 @@
-//! A small command-line parser: `--flag value`, `--flag=value`, `--switch`, positionals.
+//! The command line, declared with clap: every subcommand, its flags and the
+//! engine flags they share. `main` parses it and dispatches.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use clap::{Args, Parser, Subcommand};
 
-#[derive(Debug, Default)]
-pub struct Args {
-    pub positional: Vec<String>,
-    values: HashMap<String, Vec<String>>,
-    switches: Vec<String>,
+use crate::camera::SourceSpec;
+pub use crate::setup::EngineFlags;
+
+/// Where a modeldock server is: the `MODELDOCK_HOST` variable or `--host` of the client commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerFlags {
+    /// The modeldock server to use: host:port or a URL [default: 127.0.0.1:8765]
+    #[arg(long = "server", value_name = "HOST:PORT", env = "MODELDOCK_HOST")]
+    pub server: Option<String>,
 }
 
-impl Args {
-    /// `with_value` lists the flags that take a value; `switches` those that don't.
-    pub fn parse(argv: &[String], with_value: &[&str], switches: &[&str]) -> Result<Args> {
-        let mut a = Args::default();
-        let mut i = 0;
-        while i < argv.len() {
-            let s = &argv[i];
-            if s == "--" {
-                a.positional.extend(argv[i + 1..].iter().cloned());
-                break;
-            }
-            if let Some(flag) = s.strip_prefix("--") {
-                let (name, inline) = match flag.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_string())),
-                    None => (flag, None),
-                };
-                if with_value.contains(&name) {
-                    let v = match inline {
-                        Some(v) => v,
-                        None => {
-                            i += 1;
-                            argv.get(i)
-                                .cloned()
-                                .ok_or_else(|| Error::msg(format!("--{name} needs a value")))?
-                        }
-                    };
-                    a.values.entry(name.to_string()).or_default().push(v);
-                } else if switches.contains(&name) && inline.is_none() {
-                    a.switches.push(name.to_string());
-                } else {
-                    return Err(Error::msg(format!("unknown option --{name}")));
-                }
-            } else {
-                a.positional.push(s.clone());
-            }
-            i += 1;
-        }
-        Ok(a)
-    }
+#[derive(Parser, Debug)]
+#[command(
+    name = "modeldock",
+    version,
+    about = "Run vision models on a local GPU or CPU: loaded once, when needed, never on the UI thread.",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "With no command, opens the desktop app.\nLogging: MODELDOCK_LOG (or RUST_LOG) takes EnvFilter directives, e.g. modeldock=debug,wgpu=warn."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
 
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).and_then(|v| v.last()).map(|s| s.as_str())
-    }
+/// Flags of the desktop app (no command).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AppArgs {
+    #[command(flatten)]
+    pub engine: EngineFlags,
+    #[command(flatten)]
+    pub server: ServerFlags,
+    /// Images to open at start (repeatable)
+    #[arg(long, value_name = "IMAGE")]
+    pub open: Vec<PathBuf>,
+    /// The Viewer's model
+    #[arg(long, value_name = "ID")]
+    pub model: Option<String>,
+    /// Start the Live panel on this source: synthetic, webcam[:N] or a folder
+    #[arg(long, value_name = "SOURCE")]
+    pub live: Option<SourceSpec>,
+    /// Close the window after this many seconds and print timing figures
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub exit_after: Option<f64>,
+    /// Do not sample GPU / system telemetry
+    #[arg(long)]
+    pub no_telemetry: bool,
+    /// Do not serve the engine's API on loopback while the app runs
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Drive a remote Open Inference Protocol v2 server instead of a local engine
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+}
 
-    pub fn values(&self, name: &str) -> Vec<String> {
-        self.values.get(name).cloned().unwrap_or_default()
-    }
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Every registered model, its state and size
+    Models(ModelsArgs),
+    /// Run a model on images, folders or globs
+    Infer(InferArgs),
+    /// Time loads, inference, the cache and concurrency
+    Bench(BenchArgs),
+    /// Convert foreign weights into a modeldock model folder
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// The live pipeline without a window
+    Live(LiveArgs),
+    /// Compare a network's raw output with a reference tensor
+    Verify(VerifyArgs),
+    /// What the GPU / System panel shows (MODELDOCK_NVML_LIB picks libnvidia-ml)
+    Gpu(GpuArgs),
+    /// Run the engine and serve it over HTTP (Open Inference Protocol v2 + /api + /metrics)
+    Serve(ServeArgs),
+    /// Models a running server holds in memory (like `ollama ps`)
+    Ps(PsArgs),
+    /// Load a model on the running server, with a progress bar
+    Load(LoadArgs),
+    /// Unload a model (or all) on the running server
+    Unload(UnloadArgs),
+    /// Keep a model in memory on the running server
+    Pin(PinArgs),
+    /// Let a pinned model leave memory again
+    Unpin(PinArgs),
+    /// Shell completions: modeldock completions bash|zsh|fish
+    Completions(CompletionsArgs),
+}
 
-    pub fn has(&self, name: &str) -> bool {
-        self.switches.iter().any(|s| s == name)
-    }
+#[derive(Args, Debug, Clone)]
+pub struct ModelsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
 
-    pub fn f32(&self, name: &str) -> Result<Option<f32>> {
-        match self.value(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<f32>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .map(Some)
-                .ok_or_else(|| Error::msg(format!("--{name} '{v}' is not a number"))),
-        }
-    }
+#[derive(Args, Debug, Clone)]
+pub struct InferArgs {
+    /// The model id (see `modeldock models`)
+    #[arg(long, value_name = "ID")]
+    pub model: String,
+    /// Confidence threshold (0..1) [default: the model's]
+    #[arg(long, value_name = "F", value_parser = unit_interval)]
+    pub conf: Option<f32>,
+    /// IoU threshold of non-maximum suppression (0..1) [default: the model's]
+    #[arg(long, value_name = "F", value_parser = unit_interval)]
+    pub iou: Option<f32>,
+    /// One JSON line per input, in input order
+    #[arg(long)]
+    pub json: bool,
+    /// Write annotated copies and one JSON file per image into DIR
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    /// Run in this process even when a server answers
+    #[arg(long)]
+    pub local: bool,
+    /// Image files, folders or glob patterns
+    #[arg(value_name = "IMAGE", required = true)]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
 
-    pub fn usize(&self, name: &str) -> Result<Option<usize>> {
-        match self.value(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<usize>()
-                .map(Some)
-                .map_err(|_| Error::msg(format!("--{name} '{v}' is not a whole number"))),
-        }
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The model to time [default: a 16 MiB toy model written to a temporary folder]
+    #[arg(long, value_name = "ID")]
+    pub model: Option<String>,
+    /// Random weights of the right shapes instead of the real ones
+    #[arg(long)]
+    pub random_weights: bool,
+    /// The image to run [default: a generated test card]
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Timed runs per figure (at least 3)
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ImportCommand {
+    /// A tfjs weights manifest (model.json) → safetensors + model.toml
+    Tfjs {
+        #[arg(value_name = "MANIFEST.json")]
+        manifest: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Merge another manifest's weights under PREFIX
+        #[arg(long, value_name = "PREFIX=MANIFEST.json")]
+        add: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// synthetic, webcam[:N] or a folder of images
+    #[arg(long, value_name = "SOURCE", default_value = "synthetic")]
+    pub source: SourceSpec,
+    #[arg(long, value_name = "ID")]
+    pub model: Option<String>,
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub frames: u64,
+    #[arg(long, value_name = "F", default_value_t = 30.0, value_parser = positive_secs)]
+    pub fps: f64,
+    /// Frame size of synthetic and webcam sources
+    #[arg(long, value_name = "WxH", default_value = "640x480")]
+    pub size: String,
+    #[arg(long, value_name = "F", value_parser = unit_interval)]
+    pub conf: Option<f32>,
+    #[arg(long)]
+    pub mirror: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// yolov8, tiny_face_detector, face_landmarks_68
+    #[arg(long)]
+    pub arch: String,
+    #[arg(long, default_value = "n")]
+    pub variant: String,
+    #[arg(long, default_value = "detect")]
+    pub task: String,
+    #[arg(long, value_name = "W")]
+    pub weights: PathBuf,
+    #[arg(long, value_name = "I")]
+    pub input: PathBuf,
+    #[arg(long, value_name = "O")]
+    pub expected: PathBuf,
+    /// Absolute tolerance
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
+    /// Relative tolerance: |diff| <= tol + rtol·|expected|
+    #[arg(long, default_value_t = 3e-5)]
+    pub rtol: f64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GpuArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing
+    #[arg(long)]
+    pub watch: bool,
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = positive_secs)]
+    pub interval: f64,
+    /// Stop after N readings (with --watch)
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to bind; anything but loopback needs MODELDOCK_API_KEY or --insecure-no-api-key
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = crate::setup::DEFAULT_PORT)]
+    pub port: u16,
+    /// Requests waiting for the engine before new ones get 503 + Retry-After
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+    /// Largest request body
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub max_body: String,
+    /// Seconds a client has to send its request and a request has to be answered
+    #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = positive_secs)]
+    pub timeout: f64,
+    /// Bearer token clients must send (required off loopback)
+    #[arg(long, env = "MODELDOCK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Serve a non-loopback address without an API key
+    #[arg(long)]
+    pub insecure_no_api_key: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    #[arg(value_name = "ID")]
+    pub model: String,
+    /// Idle time before this model is unloaded: 5m, 30s, 0, -1 (never)
+    #[arg(long, value_name = "D")]
+    pub keep_alive: Option<crate::models::keep_alive::KeepAlive>,
+    /// Keep it in memory until unpinned
+    #[arg(long)]
+    pub pin: bool,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UnloadArgs {
+    #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PinArgs {
+    #[arg(value_name = "ID")]
+    pub model: String,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..1"))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_values_switches_and_positionals() {
-        let argv: Vec<String> = ["a.png", "--model", "x", "--json", "--conf=0.3", "b.png"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let a = Args::parse(&argv, &["model", "conf"], &["json"]).unwrap_or_default();
-        assert_eq!(a.positional, vec!["a.png", "b.png"]);
-        assert_eq!(a.value("model"), Some("x"));
-        assert!(a.has("json"));
-        assert_eq!(a.f32("conf").ok().flatten(), Some(0.3));
-        assert!(Args::parse(&["--nope".to_string()], &[], &[]).is_err());
-        assert!(Args::parse(&["--model".to_string()], &["model"], &[]).is_err());
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be a positive number"))
     }
 }

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::args::Args;
-use super::setup;
-use crate::engine::{Engine, ImageInput};
+use super::args::BenchArgs;
+use crate::engine::{Engine, ImageInput, ModelState};
 use crate::error::{Error, Result};
 use crate::models::registry::WeightsResolved;
 use crate::models::weights::WeightsSource;
@@ -43,11 +42,11 @@ pub fn test_card_png() -> Vec<u8> {
     out.into_inner()
 }
 
-fn wait_state(engine: &Engine, model: &str, state: &str) -> Result<()> {
+fn wait_state(engine: &Engine, model: &str, state: ModelState) -> Result<()> {
     let ok = engine.wait_for(WAIT, |s| {
         s.models
             .iter()
-            .any(|m| m.id == model && (m.state == state || (m.state == "Failed" && state != "Failed")))
+            .any(|m| m.id == model && (m.state == state || (m.state == ModelState::Failed && state != ModelState::Failed)))
     });
     match engine.status(model) {
         Some(m) if ok && m.state == state => Ok(()),
@@ -60,35 +59,29 @@ fn wait_state(engine: &Engine, model: &str, state: &str) -> Result<()> {
     }
 }
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let mut flags = vec!["model", "image", "runs"];
-    flags.extend_from_slice(setup::ENGINE_FLAGS);
-    let args = Args::parse(argv, &flags, &["json", "random-weights"])?;
-    let runs = args.usize("runs")?.unwrap_or(30).max(3);
+pub fn run(args: &BenchArgs) -> Result<i32> {
+    let runs = args.runs.max(3);
     let tmp = std::env::temp_dir().join(format!("modeldock-bench-{}", std::process::id()));
-    let (model, mut argv2) = match args.value("model") {
-        Some(m) => (m.to_string(), argv.to_vec()),
+    let mut flags = args.engine.clone();
+    let model = match &args.model {
+        Some(m) => m.clone(),
         None => {
             crate::models::toy::write_toy_model(&tmp, "bench-toy", 16 << 20, "keep_alive = \"-1\"", &[])?;
-            let mut a = argv.to_vec();
-            a.push("--models-dir".into());
-            a.push(tmp.display().to_string());
-            ("bench-toy".to_string(), a)
+            flags.models_dir.push(tmp.clone());
+            "bench-toy".to_string()
         }
     };
-    argv2.retain(|a| a != "--random-weights");
-    let args2 = Args::parse(&argv2, &flags, &["json"])?;
-    let reg = setup::registry(&args2);
-    let mut cfg = setup::config(&args2)?;
+    let reg = flags.registry();
+    let mut cfg = flags.config()?;
     let device_label = cfg.device.label();
-    cfg.random_weights = args.has("random-weights");
-    cfg.default_keep_alive = crate::engine::residency::KeepAlive::Forever;
+    cfg.random_weights = args.random_weights;
+    cfg.default_keep_alive = crate::engine::KeepAlive::Forever;
     let entry = reg
         .get(&model)
         .cloned()
         .ok_or_else(|| Error::msg(format!("bench: unknown model '{model}'")))?;
-    let image = match args.value("image") {
-        Some(p) => std::fs::read(p).map_err(|e| Error::msg(format!("{p}: {e}")))?,
+    let image = match &args.image {
+        Some(p) => std::fs::read(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?,
         None => test_card_png(),
     };
     let image = Arc::new(image);
@@ -99,7 +92,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
 
     // Raw read of the weights (the floor for a cold load).
     let mut raw = Vec::new();
-    let weights_kind = if args.has("random-weights") { "random" } else { "real" };
+    let weights_kind = if args.random_weights { "random" } else { "real" };
     for _ in 0..5 {
         let t = Instant::now();
         let n = match &entry.weights {
@@ -120,11 +113,11 @@ pub fn run(argv: &[String]) -> Result<i32> {
     for _ in 0..5 {
         let t = Instant::now();
         engine.load(&model)?;
-        wait_state(&engine, &model, "Resident")?;
+        wait_state(&engine, &model, ModelState::Resident)?;
         cold.push(t.elapsed().as_secs_f64() * 1e3);
         rss_loaded = process::rss_bytes();
         engine.unload(&model)?;
-        wait_state(&engine, &model, "Available")?;
+        wait_state(&engine, &model, ModelState::Available)?;
         rss_unloaded = process::rss_bytes();
     }
 
@@ -215,7 +208,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     // bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
     // pre/post-processing between runs.
     let forward_loop = (|| -> Result<Vec<f64>> {
-        let source = entry.weights_source(args.has("random-weights"))?;
+        let source = entry.weights_source(args.random_weights)?;
         let device = device_choice.open()?;
         let net = crate::models::build(
             &entry.manifest,
@@ -247,7 +240,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);
     // Random or hub weights have no file to read here: no ratio to report.
-    let file_backed = !args.has("random-weights") && matches!(entry.weights, WeightsResolved::Local(_));
+    let file_backed = !args.random_weights && matches!(entry.weights, WeightsResolved::Local(_));
     let out = json!({
         "model": model,
         "weights": weights_kind,
@@ -270,7 +263,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
         "rss_after_unload_mb": mb(rss_unloaded),
         "runs": runs,
     });
-    if args.has("json") {
+    if args.json {
         println!("{out}");
     } else {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::args::Args;
-use super::models_cmd::human_bytes;
-use crate::error::{Error, Result};
+use super::args::GpuArgs;
+use crate::engine::config::human_bytes;
+use crate::error::Result;
 use crate::telemetry::gpu::{or_na, GpuProbe, GpuSample};
 use crate::telemetry::system::{SystemProbe, SystemSample};
 
@@ -63,17 +63,9 @@ fn print_human(nvml: &str, gpus: &[GpuSample], s: &SystemSample) {
     );
 }
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let args = Args::parse(argv, &["interval", "count"], &["json", "watch"])?;
-    let interval: f64 = match args.value("interval") {
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|x: &f64| *x > 0.0 && x.is_finite())
-            .ok_or_else(|| Error::msg(format!("--interval '{v}' is not a positive number of seconds")))?,
-        None => 1.0,
-    };
-    let count = args.usize("count")?;
+pub fn run(args: &GpuArgs) -> Result<i32> {
+    let interval = args.interval;
+    let count = args.count;
     let gpu = GpuProbe::open();
     let mut sys = SystemProbe::open();
     // CPU usage is a delta: take a first reading and wait the minimum interval.
@@ -83,13 +75,13 @@ pub fn run(argv: &[String]) -> Result<i32> {
     loop {
         let gpus = gpu.sample();
         let s = sys.sample();
-        if args.has("json") {
+        if args.json {
             println!("{}", report(&gpu.status, &gpus, &s));
         } else {
             print_human(&gpu.status, &gpus, &s);
         }
         n += 1;
-        if !args.has("watch") || count.is_some_and(|c| n >= c) {
+        if !args.watch || count.is_some_and(|c| n >= c) {
             break;
         }
         std::thread::sleep(Duration::from_secs_f64(interval));

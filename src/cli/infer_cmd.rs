@@ -1,96 +1,149 @@
-//! `modeldock infer --model ID [--conf F] [--iou F] [--json] IMAGE...`
+//! `modeldock infer --model ID [--conf F] [--iou F] [--json] [--save DIR] IMAGE|DIR|GLOB...`
+//!
+//! Uses the running server when one answers (so the model is loaded once per
+//! machine), else an engine in this process. One line per input, in input
+//! order, failures included.
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::Value;
 
-use super::args::Args;
-use super::setup;
-use crate::engine::{ImageInput, InferResult};
+use super::args::InferArgs;
+use super::infer_inputs::{expand, Input};
+use crate::client::HttpClient;
+use crate::engine::{Engine, ImageInput};
 use crate::error::{Error, Result};
-use crate::vision::InferParams;
+use crate::vision::{Detection, InferParams};
 
-/// The CLI's JSON for one answered image (also what the GUI exports).
-pub fn result_json(r: &InferResult) -> serde_json::Value {
-    json!({
-        "image": r.image,
-        "model": r.model,
-        "image_size": r.output.image_size,
-        "detections": r.output.detections,
-        "cached": r.output.cached,
-        "timings_ms": r.timings,
-    })
+/// Answers one input at a time, in order.
+enum Runner {
+    Remote(HttpClient),
+    Local(Engine),
 }
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let mut flags = vec!["model", "conf", "iou"];
-    flags.extend_from_slice(setup::ENGINE_FLAGS);
-    let args = Args::parse(argv, &flags, &["json"])?;
-    let model = args
-        .value("model")
-        .ok_or_else(|| Error::msg("infer: --model ID is required (see `modeldock models`)"))?
-        .to_string();
-    if args.positional.is_empty() {
-        return Err(Error::msg("infer: give at least one image file"));
-    }
-    let params = InferParams {
-        conf: args.f32("conf")?,
-        iou: args.f32("iou")?,
-    };
-    for (k, v) in [("conf", params.conf), ("iou", params.iou)] {
-        if let Some(v) = v {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(Error::msg(format!("--{k} {v} is outside 0..1")));
+impl Runner {
+    fn infer(&self, model: &str, path: &PathBuf, params: InferParams) -> std::result::Result<Value, String> {
+        let name = path.display().to_string();
+        match self {
+            Runner::Local(e) => match e.infer_wait(model, ImageInput::Path(path.clone()), params) {
+                Ok(r) => Ok(r.to_json()),
+                Err(e) => Err(e.error),
+            },
+            Runner::Remote(c) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
+                let mut v = c.infer(model, &[(name.clone(), bytes)], params).map_err(|e| e.to_string())?;
+                match v.pop() {
+                    Some(v) => match v.get("error").and_then(Value::as_str) {
+                        Some(e) => Err(e.to_string()),
+                        None => Ok(v),
+                    },
+                    None => Err(format!("{name}: the server sent no answer")),
+                }
             }
         }
     }
-    let (engine, reg) = setup::engine(&args, None)?;
-    if reg.get(&model).is_none() {
-        engine.shutdown();
-        let known: Vec<&str> = reg.entries.iter().map(|e| e.manifest.id.as_str()).collect();
-        return Err(Error::msg(format!(
-            "unknown model '{model}' (known: {})",
-            known.join(", ")
-        )));
+}
+
+fn print_human(v: &Value) {
+    let dets: Vec<Detection> = serde_json::from_value(v["detections"].clone()).unwrap_or_default();
+    println!(
+        "{}: {} detection(s) in {:.1} ms (forward {:.1} ms)",
+        v["image"].as_str().unwrap_or("?"),
+        dets.len(),
+        v["timings_ms"]["total"].as_f64().unwrap_or(0.0),
+        v["timings_ms"]["forward"].as_f64().unwrap_or(0.0)
+    );
+    for d in &dets {
+        println!(
+            "  {} {:.3} [{:.1}, {:.1}, {:.1}, {:.1}]{}",
+            d.label,
+            d.score,
+            d.bbox[0],
+            d.bbox[1],
+            d.bbox[2],
+            d.bbox[3],
+            if d.keypoints.is_empty() {
+                String::new()
+            } else {
+                format!(" + {} points", d.keypoints.len())
+            }
+        );
     }
+}
+
+pub fn run(args: &InferArgs) -> Result<i32> {
+    let model = args.model.clone();
+    let params = InferParams {
+        conf: args.conf,
+        iou: args.iou,
+    };
+    let inputs = expand(&args.inputs);
+    let remote = if args.local {
+        None
+    } else {
+        HttpClient::connect(args.server.server.as_deref())?
+    };
+    let runner = match remote {
+        Some(c) => {
+            let snap = c.snapshot()?;
+            if !snap.models.iter().any(|m| m.id == model) {
+                let known: Vec<&str> = snap.models.iter().map(|m| m.id.as_str()).collect();
+                return Err(Error::not_found(format!(
+                    "unknown model '{model}' on the server at {} (known: {})",
+                    c.base,
+                    known.join(", ")
+                )));
+            }
+            Runner::Remote(c)
+        }
+        None => {
+            if !args.local {
+                eprintln!("modeldock: no server running; running in this process");
+            }
+            let (engine, reg) = args.engine.engine(None)?;
+            if reg.get(&model).is_none() {
+                engine.shutdown();
+                let known: Vec<&str> = reg.entries.iter().map(|e| e.manifest.id.as_str()).collect();
+                return Err(Error::not_found(format!(
+                    "unknown model '{model}' (known: {})",
+                    known.join(", ")
+                )));
+            }
+            Runner::Local(engine)
+        }
+    };
     let mut failures = 0;
-    for img in &args.positional {
-        match engine.infer_wait(&model, ImageInput::Path(PathBuf::from(img)), params) {
-            Ok(r) => {
-                if args.has("json") {
-                    println!("{}", result_json(&r));
+    let mut taken = Vec::new();
+    for input in &inputs {
+        let (name, answer) = match input {
+            Input::Problem { name, error } => (name.clone(), Err(error.clone())),
+            Input::File(p) => (p.display().to_string(), runner.infer(&model, p, params)),
+        };
+        match answer {
+            Ok(v) => {
+                if args.json {
+                    println!("{v}");
                 } else {
-                    println!(
-                        "{}: {} detection(s) in {:.1} ms (forward {:.1} ms)",
-                        r.image,
-                        r.output.detections.len(),
-                        r.timings.total,
-                        r.timings.forward
-                    );
-                    for d in &r.output.detections {
-                        println!(
-                            "  {} {:.3} [{:.1}, {:.1}, {:.1}, {:.1}]{}",
-                            d.label,
-                            d.score,
-                            d.bbox[0],
-                            d.bbox[1],
-                            d.bbox[2],
-                            d.bbox[3],
-                            if d.keypoints.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" + {} points", d.keypoints.len())
-                            }
-                        );
+                    print_human(&v);
+                }
+                if let (Some(dir), Input::File(p)) = (&args.save, input) {
+                    if let Err(e) = super::infer_save::save(dir, p, &v, &mut taken) {
+                        failures += 1;
+                        eprintln!("error: {e}");
                     }
                 }
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {}", e.error);
+                if args.json {
+                    println!("{}", serde_json::json!({"image": name, "error": e}));
+                }
+                eprintln!("error: {e}");
             }
         }
     }
-    engine.shutdown();
+    if let Runner::Local(e) = &runner {
+        e.shutdown();
+    }
     Ok(if failures > 0 { 1 } else { 0 })
 }

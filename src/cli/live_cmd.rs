@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::args::Args;
-use super::setup;
+use super::args::LiveArgs;
+use crate::engine::ModelState;
 use crate::camera::pipeline::{LiveOptions, LivePipeline};
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
 
 pub fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let bad = || Error::msg(format!("--size '{s}': expected WIDTHxHEIGHT, e.g. 640x480"));
+    let bad = || Error::usage(format!("--size '{s}': expected WIDTHxHEIGHT, e.g. 640x480"));
     let (w, h) = s.split_once('x').ok_or_else(bad)?;
     let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
     if w == 0 || h == 0 || w > 8192 || h > 8192 {
@@ -21,40 +21,39 @@ pub fn parse_size(s: &str) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let mut flags = vec!["source", "model", "frames", "fps", "size", "conf"];
-    flags.extend_from_slice(setup::ENGINE_FLAGS);
-    let args = Args::parse(argv, &flags, &["json", "mirror"])?;
-    let spec = args.value("source").unwrap_or("synthetic").to_string();
+pub fn run(args: &LiveArgs) -> Result<i32> {
     let model = args
-        .value("model")
-        .unwrap_or(crate::models::builtin::DEFAULT_MODEL)
-        .to_string();
-    let frames = args.usize("frames")?.unwrap_or(300) as u64;
-    let fps = args.f32("fps")?.unwrap_or(30.0) as f64;
-    if fps <= 0.0 {
-        return Err(Error::msg("--fps must be positive"));
-    }
-    let (w, h) = parse_size(args.value("size").unwrap_or("640x480"))?;
-    let (engine, reg) = setup::engine(&args, None)?;
+        .model
+        .clone()
+        .unwrap_or_else(|| crate::models::builtin::DEFAULT_MODEL.to_string());
+    let frames = args.frames;
+    let fps = args.fps;
+    let (w, h) = parse_size(&args.size)?;
+    let (engine, reg) = args.engine.engine(None)?;
     if reg.get(&model).is_none() {
         engine.shutdown();
-        return Err(Error::msg(format!("unknown model '{model}'")));
+        return Err(Error::not_found(format!("unknown model '{model}'")));
     }
     // Load first so the figures describe the steady state, not the load.
     engine.load(&model)?;
     engine.wait_for(Duration::from_secs(600), |s| {
         s.models
             .iter()
-            .any(|m| m.id == model && (m.state == "Resident" || m.state == "Failed"))
+            .any(|m| m.id == model && matches!(m.state, ModelState::Resident | ModelState::Failed))
     });
-    if let Some(m) = engine.status(&model).filter(|m| m.state == "Failed") {
+    if let Some(m) = engine.status(&model).filter(|m| m.state == ModelState::Failed) {
         engine.shutdown();
         return Err(Error::msg(
             m.failed_reason.unwrap_or_else(|| format!("{model}: load failed")),
         ));
     }
-    let source = crate::camera::open_source(&spec, w, h, fps).map_err(Error::msg)?;
+    let source = match crate::camera::open_spec(&args.source, w, h, fps) {
+        Ok(s) => s,
+        Err(e) => {
+            engine.shutdown();
+            return Err(Error::msg(e));
+        }
+    };
     let start = Instant::now();
     let mut p = LivePipeline::start(
         engine.clone(),
@@ -62,10 +61,10 @@ pub fn run(argv: &[String]) -> Result<i32> {
         LiveOptions {
             model: model.clone(),
             params: InferParams {
-                conf: args.f32("conf")?,
+                conf: args.conf,
                 iou: None,
             },
-            mirror: args.has("mirror"),
+            mirror: args.mirror,
             max_frames: Some(frames),
             headless: true,
         },
@@ -80,18 +79,20 @@ pub fn run(argv: &[String]) -> Result<i32> {
     if status.starts_with("camera error") {
         return Err(Error::msg(status));
     }
-    if args.has("json") {
+    if args.json {
         let mut v = serde_json::to_value(&s).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            o.insert("source".into(), json!(spec));
+            o.insert("source".into(), json!(args.source.to_string()));
             o.insert("model".into(), json!(model));
             o.insert("elapsed_s".into(), json!(elapsed));
         }
         println!("{v}");
     } else {
         println!(
-            "{spec} → {model}: {} frames captured, {} inferred, {} dropped\n\
+            "{} → {}: {} frames captured, {} inferred, {} dropped\n\
              camera {:.1} fps · inference {:.1} fps · end-to-end p50 {:.1} ms, p95 {:.1} ms · inference p50 {:.1} ms · max queue {}",
+            args.source,
+            model,
             s.frames_captured,
             s.frames_inferred,
             s.frames_dropped,

@@ -1,15 +1,23 @@
-//! `modeldock models [--json]`: every registered model, its state and size.
+//! `modeldock models [--json]`: every registered model, its state and size —
+//! the running server's view when one answers, else this process's.
 
-use super::args::Args;
-use super::setup;
+use super::args::ModelsArgs;
+use crate::client::HttpClient;
+use crate::engine::config::human_bytes;
 use crate::error::Result;
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let args = Args::parse(argv, setup::ENGINE_FLAGS, &["json"])?;
-    let (engine, _reg) = setup::engine(&args, None)?;
-    let snap = engine.snapshot();
-    engine.shutdown();
-    if args.has("json") {
+pub fn run(args: &ModelsArgs) -> Result<i32> {
+    let snap = match HttpClient::connect(args.server.server.as_deref())? {
+        Some(c) => c.snapshot()?,
+        None => {
+            eprintln!("modeldock: no server running; listing this process's registry (models load in `modeldock serve` or the app)");
+            let (engine, _reg) = args.engine.engine(None)?;
+            let s = engine.snapshot();
+            engine.shutdown();
+            s
+        }
+    };
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&snap.models).unwrap_or_default());
         return Ok(0);
     }
@@ -22,24 +30,11 @@ pub fn run(argv: &[String]) -> Result<i32> {
             "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",
             m.id,
             m.task,
-            m.state,
+            m.state.to_string(),
             human_bytes(m.predicted_bytes),
             m.keep_alive,
             m.licence
         );
     }
     Ok(0)
-}
-
-pub fn human_bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1073741824.0 {
-        format!("{:.1} GiB", b / 1073741824.0)
-    } else if b >= 1048576.0 {
-        format!("{:.1} MiB", b / 1048576.0)
-    } else if b >= 1024.0 {
-        format!("{:.0} KiB", b / 1024.0)
-    } else {
-        format!("{b:.0} B")
-    }
 }

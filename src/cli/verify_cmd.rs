@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
-use super::args::Args;
+use super::args::VerifyArgs;
 use crate::error::{Error, Result};
 use crate::models::face_landmarks::LandmarkNet;
 use crate::models::manifest::{Manifest, WeightsRef};
@@ -85,34 +85,25 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
             Ok(TinyFaceDetector::load(vb, &m)?.forward_all(input)?.output)
         }
         "face_landmarks_68" => Ok(LandmarkNet::load(vb, variant == "tiny")?.forward_all(input)?.output),
-        other => Err(Error::msg(format!(
+        other => Err(Error::usage(format!(
             "verify: unknown arch '{other}' (yolov8, tiny_face_detector, face_landmarks_68)"
         ))),
     }
 }
 
-pub fn run(argv: &[String]) -> Result<i32> {
-    let args = Args::parse(
-        argv,
-        &["arch", "variant", "task", "weights", "input", "expected", "tol", "rtol"],
-        &["json"],
-    )?;
-    let need = |k: &str| {
-        args.value(k)
-            .ok_or_else(|| Error::msg(format!("verify: --{k} is required")))
-    };
-    let arch = need("arch")?;
-    let variant = args.value("variant").unwrap_or("n");
-    let task = args.value("task").unwrap_or("detect");
-    let weights = Path::new(need("weights")?);
-    let input = one_tensor(Path::new(need("input")?), "input")?.to_dtype(DType::F32)?;
-    let expected = one_tensor(Path::new(need("expected")?), "output")?.to_dtype(DType::F32)?;
-    let tol = args.f32("tol")?.unwrap_or(1e-3) as f64;
+pub fn run(args: &VerifyArgs) -> Result<i32> {
+    let arch = args.arch.as_str();
+    let variant = args.variant.as_str();
+    let task = args.task.as_str();
+    let weights = args.weights.as_path();
+    let input = one_tensor(&args.input, "input")?.to_dtype(DType::F32)?;
+    let expected = one_tensor(&args.expected, "output")?.to_dtype(DType::F32)?;
+    let tol = args.tol;
     // Like numpy's allclose: |out - expected| <= tol + rtol * |expected|. Large
     // outputs (YOLO boxes in pixels, up to the input size) carry float32 noise
     // proportional to their size: 3e-5 allows 2e-2 px at 640, the fixture
     // README's own estimate of float32 noise on YOLO box rows.
-    let rtol = args.f32("rtol")?.unwrap_or(3e-5) as f64;
+    let rtol = args.rtol;
     let out = raw_forward(arch, variant, task, weights, &input)?;
     if out.dims() != expected.dims() {
         return Err(Error::msg(format!(
@@ -127,7 +118,7 @@ pub fn run(argv: &[String]) -> Result<i32> {
     let allowed = ((expected.abs()?.flatten_all()? * rtol)? + tol)?;
     let worst = (diff - allowed)?.max(0)?.to_scalar::<f32>()? as f64;
     let pass = worst <= 0.0;
-    if args.has("json") {
+    if args.json {
         println!(
             "{}",
             json!({"arch": arch, "variant": variant, "task": task, "shape": expected.dims(),

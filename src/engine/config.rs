@@ -2,7 +2,7 @@
 
 use candle_core::Device;
 
-use super::residency::KeepAlive;
+use crate::models::keep_alive::KeepAlive;
 use crate::error::{Error, Result};
 use crate::vision::decode::DecodeLimits;
 
@@ -26,6 +26,13 @@ pub enum DeviceChoice {
     Cpu,
     Cuda(usize),
     Metal(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        DeviceChoice::parse(s).map_err(|e| e.to_string())
+    }
 }
 
 impl DeviceChoice {
@@ -78,10 +85,11 @@ impl DeviceChoice {
     }
 }
 
-/// Parses "2GiB", "512MiB", "1.5G", "800M", "1000000" (bytes) or "50%" (of `base`).
+/// Parses a size with `bytesize` ("2GiB", "512 MiB", "1.5GB", "1000") or a
+/// share of `base` ("50%"). Zero, negative and non-finite sizes are refused.
 pub fn parse_bytes(s: &str, base: u64) -> Result<u64> {
     let t = s.trim();
-    let bad = || Error::msg(format!("budget '{s}': expected a size like 2GiB, 512MiB, 1.5G or 50%"));
+    let bad = || Error::usage(format!("'{s}': expected a size like 2GiB, 512MiB, 1.5GB or 50%"));
     if let Some(p) = t.strip_suffix('%') {
         let v: f64 = p.trim().parse().map_err(|_| bad())?;
         if !(v > 0.0 && v <= 100.0) {
@@ -89,37 +97,28 @@ pub fn parse_bytes(s: &str, base: u64) -> Result<u64> {
         }
         return Ok((base as f64 * v / 100.0) as u64);
     }
-    let lower = t.to_ascii_lowercase();
-    let units: [(&str, f64); 9] = [
-        ("gib", 1073741824.0),
-        ("mib", 1048576.0),
-        ("kib", 1024.0),
-        ("gb", 1e9),
-        ("mb", 1e6),
-        ("kb", 1e3),
-        ("g", 1073741824.0),
-        ("m", 1048576.0),
-        ("k", 1024.0),
-    ];
-    for (u, m) in units {
-        if let Some(n) = lower.strip_suffix(u) {
-            let v: f64 = n.trim().parse().map_err(|_| bad())?;
-            if v.is_nan() || v <= 0.0 || !v.is_finite() {
-                return Err(bad());
-            }
-            return Ok((v * m) as u64);
-        }
+    if t.starts_with('-') || t.to_ascii_lowercase().contains("nan") || t.to_ascii_lowercase().contains("inf") {
+        return Err(bad());
     }
-    let v: u64 = lower
-        .strip_suffix('b')
-        .unwrap_or(&lower)
-        .trim()
-        .parse()
-        .map_err(|_| bad())?;
+    let v = t.parse::<bytesize::ByteSize>().map_err(|_| bad())?.as_u64();
     if v == 0 {
         return Err(bad());
     }
     Ok(v)
+}
+
+/// Formats a byte count for people ("12.2 MiB"); the one place sizes are written.
+pub fn human_bytes(b: u64) -> String {
+    let f = b as f64;
+    if f >= 1073741824.0 {
+        format!("{:.1} GiB", f / 1073741824.0)
+    } else if f >= 1048576.0 {
+        format!("{:.1} MiB", f / 1048576.0)
+    } else if f >= 1024.0 {
+        format!("{:.0} KiB", f / 1024.0)
+    } else {
+        format!("{b} B")
+    }
 }
 
 impl EngineConfig {

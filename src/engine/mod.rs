@@ -5,6 +5,7 @@
 //! thread runs inference; a loader thread reads weights; [`residency`]
 //! decides what is loaded and when.
 
+pub mod allocator;
 pub mod cache;
 pub mod config;
 pub mod loader;
@@ -19,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::EngineConfig;
-use residency::KeepAlive;
+pub use residency::{KeepAlive, ModelState};
 pub use stats::LatencySnapshot;
 
 use crate::error::{Error, Result};
@@ -52,7 +53,7 @@ impl ImageInput {
 }
 
 /// A successful answer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InferResult {
     pub request_id: RequestId,
     pub model: String,
@@ -61,8 +62,45 @@ pub struct InferResult {
     pub timings: Timings,
 }
 
+impl InferResult {
+    /// The JSON object `modeldock infer --json` prints for one image, and the
+    /// server's `DETECTIONS` element.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "image": self.image,
+            "model": self.model,
+            "image_size": self.output.image_size,
+            "detections": self.output.detections,
+            "cached": self.output.cached,
+            "timings_ms": self.timings,
+        })
+    }
+
+    /// Reads back what [`to_json`](Self::to_json) wrote (HTTP clients).
+    pub fn from_json(v: &serde_json::Value, request_id: RequestId) -> Option<InferResult> {
+        Some(InferResult {
+            request_id,
+            model: v.get("model")?.as_str()?.to_string(),
+            image: v.get("image")?.as_str()?.to_string(),
+            output: Output {
+                image_size: serde_json::from_value(v.get("image_size")?.clone()).ok()?,
+                detections: serde_json::from_value(v.get("detections")?.clone()).ok()?,
+                cached: v.get("cached").and_then(|c| c.as_bool()).unwrap_or(false),
+            },
+            timings: serde_json::from_value(v.get("timings_ms")?.clone()).ok()?,
+        })
+    }
+}
+
+impl InferError {
+    /// `{"image": …, "error": …}`: a failed image's line and `DETECTIONS` element.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"image": self.image, "error": self.error})
+    }
+}
+
 /// A failed request: which image, which model, what went wrong (one line).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InferError {
     pub request_id: RequestId,
     pub model: String,
@@ -72,6 +110,30 @@ pub struct InferError {
 
 pub type Answer = std::result::Result<InferResult, InferError>;
 
+/// Where one answer goes.
+pub enum Reply {
+    /// A channel the caller waits on.
+    Channel(Sender<Answer>),
+    /// A function called on the worker thread with the answer (it must not
+    /// block: the HTTP server hands the answer to an async task this way).
+    Callback(Box<dyn FnOnce(Answer) + Send>),
+}
+
+impl Reply {
+    pub fn callback(f: impl FnOnce(Answer) + Send + 'static) -> Reply {
+        Reply::Callback(Box::new(f))
+    }
+
+    fn send(self, a: Answer) {
+        match self {
+            Reply::Channel(c) => {
+                let _ = c.send(a);
+            }
+            Reply::Callback(f) => f(a),
+        }
+    }
+}
+
 pub enum Command {
     Infer {
         request_id: RequestId,
@@ -79,7 +141,7 @@ pub enum Command {
         input: ImageInput,
         params: InferParams,
         /// Where the answer goes; `None` sends it as an [`Event::Answer`].
-        reply: Option<Sender<Answer>>,
+        reply: Option<Reply>,
         submitted: Instant,
     },
     Load(String),
@@ -90,13 +152,13 @@ pub enum Command {
 }
 
 /// State of one model as clients see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelStatus {
     pub id: String,
     pub name: String,
     pub task: String,
     pub arch: String,
-    pub state: String,
+    pub state: ModelState,
     pub failed_reason: Option<String>,
     pub bytes_done: u64,
     pub bytes_total: u64,
@@ -116,7 +178,7 @@ pub struct ModelStatus {
 }
 
 /// Everything a panel needs, published by the worker after each change.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     pub device: String,
     pub budget_bytes: u64,
@@ -165,6 +227,7 @@ pub enum Event {
 pub struct Engine {
     tx: Sender<Command>,
     events: Receiver<Event>,
+    subscribers: Subscribers,
     snapshot: Arc<Mutex<Snapshot>>,
     next_id: Arc<AtomicU64>,
     worker: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -172,21 +235,49 @@ pub struct Engine {
 
 pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
 
+/// Something that answers one request and waits for it: the engine, or a
+/// client of one. The live pipeline runs on any of them.
+pub trait InferWait: Send + Sync + 'static {
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer;
+}
+
+impl InferWait for Engine {
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        Engine::infer_wait(self, model, input, params)
+    }
+}
+
+/// Extra listeners for engine events (the HTTP server's event stream). Each
+/// gets every event except answers that have their own reply; a listener that
+/// falls behind loses events rather than slowing the worker.
+pub(crate) type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
+
 impl Engine {
     /// Starts the worker and loader threads. Models marked `preload` (and
     /// `config.preload`) start loading in the background at once.
     pub fn start(registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
-        crate::telemetry::process::keep_freed_memory_for_reuse();
+        allocator::keep_freed_memory_for_reuse();
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let (ready_tx, ready_rx) = bounded(1);
-        let handle = worker::spawn(registry, config, rx, etx, snapshot.clone(), wake, ready_tx);
+        let subscribers: Subscribers = Arc::new(Mutex::new(Vec::new()));
+        let handle = worker::spawn(
+            registry,
+            config,
+            rx,
+            etx,
+            subscribers.clone(),
+            snapshot.clone(),
+            wake,
+            ready_tx,
+        );
         // The first snapshot is published before any client looks.
         let _ = ready_rx.recv_timeout(Duration::from_secs(5));
         Engine {
             tx,
             events: erx,
+            subscribers,
             snapshot,
             next_id: Arc::new(AtomicU64::new(1)),
             worker: Arc::new(Mutex::new(Some(handle))),
@@ -198,7 +289,54 @@ impl Engine {
     }
 
     fn send(&self, c: Command) -> Result<()> {
-        self.tx.send(c).map_err(|_| Error::msg("engine has stopped"))
+        self.tx.send(c).map_err(|_| Error::unavailable("engine has stopped"))
+    }
+
+    /// A new stream of events (progress, loads, frees, failures) for one more
+    /// listener, bounded to `capacity` events.
+    pub fn subscribe(&self, capacity: usize) -> Receiver<Event> {
+        let (tx, rx) = bounded(capacity.max(1));
+        match self.subscribers.lock() {
+            Ok(mut s) => s.push(tx),
+            Err(p) => p.into_inner().push(tx),
+        }
+        rx
+    }
+
+    /// Sends a request whose answer goes to `reply`, without waiting when the
+    /// engine's queue is full (the caller answers "overloaded" instead).
+    pub fn try_infer(
+        &self,
+        model: &str,
+        input: ImageInput,
+        params: InferParams,
+        reply: Reply,
+    ) -> std::result::Result<RequestId, (Error, Reply)> {
+        let id = self.next_request_id();
+        let cmd = Command::Infer {
+            request_id: id,
+            model: model.to_string(),
+            input,
+            params,
+            reply: Some(reply),
+            submitted: Instant::now(),
+        };
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                let full = e.is_full();
+                let reply = match e.into_inner() {
+                    Command::Infer { reply: Some(r), .. } => r,
+                    _ => return Err((Error::unavailable("engine has stopped"), Reply::callback(|_| {}))),
+                };
+                let err = if full {
+                    Error::unavailable("engine queue is full")
+                } else {
+                    Error::unavailable("engine has stopped")
+                };
+                Err((err, reply))
+            }
+        }
     }
 
     /// Sends a request whose answer arrives as [`Event::Answer`].
@@ -231,7 +369,7 @@ impl Engine {
             model: model.to_string(),
             input,
             params,
-            reply: Some(rtx),
+            reply: Some(Reply::Channel(rtx)),
             submitted: Instant::now(),
         })
         .map_err(|e| fail(e.to_string()))?;

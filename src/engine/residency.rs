@@ -31,47 +31,25 @@ pub type RequestId = u64;
 /// Milliseconds on whatever clock the caller uses.
 pub type Millis = u64;
 
-/// How long an idle model stays resident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepAlive {
-    Forever,
-    Millis(u64),
+pub use crate::models::keep_alive::KeepAlive;
+
+/// A model's state as clients see it; serialises to the same strings as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ModelState {
+    Available,
+    Loading,
+    Resident,
+    Failed,
 }
 
-impl KeepAlive {
-    /// Parses "5m", "30s", "1h", "250ms", "0", "-1" (forever).
-    pub fn parse(s: &str) -> Option<KeepAlive> {
-        let s = s.trim();
-        if s == "-1" || s.eq_ignore_ascii_case("forever") || s.eq_ignore_ascii_case("never") {
-            return Some(KeepAlive::Forever);
-        }
-        let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-            (n, 1.0)
-        } else if let Some(n) = s.strip_suffix('s') {
-            (n, 1e3)
-        } else if let Some(n) = s.strip_suffix('m') {
-            (n, 60e3)
-        } else if let Some(n) = s.strip_suffix('h') {
-            (n, 3600e3)
-        } else {
-            (s, 1e3)
-        };
-        let v: f64 = num.trim().parse().ok()?;
-        if v.is_nan() || v < 0.0 || !v.is_finite() {
-            return None;
-        }
-        Some(KeepAlive::Millis((v * mult) as u64))
-    }
-}
-
-impl fmt::Display for KeepAlive {
+impl fmt::Display for ModelState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeepAlive::Forever => f.write_str("forever"),
-            KeepAlive::Millis(ms) if ms % 60_000 == 0 && *ms > 0 => write!(f, "{}m", ms / 60_000),
-            KeepAlive::Millis(ms) if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
-            KeepAlive::Millis(ms) => write!(f, "{ms}ms"),
-        }
+        f.write_str(match self {
+            ModelState::Available => "Available",
+            ModelState::Loading => "Loading",
+            ModelState::Resident => "Resident",
+            ModelState::Failed => "Failed",
+        })
     }
 }
 
@@ -84,12 +62,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn name(&self) -> &'static str {
+    pub fn state(&self) -> ModelState {
         match self {
-            Phase::Available => "Available",
-            Phase::Loading { .. } => "Loading",
-            Phase::Resident { .. } => "Resident",
-            Phase::Failed { .. } => "Failed",
+            Phase::Available => ModelState::Available,
+            Phase::Loading { .. } => ModelState::Loading,
+            Phase::Resident { .. } => ModelState::Resident,
+            Phase::Failed { .. } => ModelState::Failed,
         }
     }
     fn holds_memory(&self) -> bool {
@@ -165,6 +143,54 @@ pub struct Slot {
 impl Slot {
     fn idle(&self) -> bool {
         self.in_flight.is_empty() && self.parked.is_empty() && self.after_unload.is_empty()
+    }
+
+    /// The one rule for leaving memory without being asked (eviction, idle
+    /// timer): resident, unpinned, idle and not already leaving.
+    fn evictable(&self) -> bool {
+        matches!(self.phase, Phase::Resident { .. }) && !self.pinned && self.idle() && !self.unload_pending
+    }
+}
+
+/// Why a load cannot start; its `Display` is the user's one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub model: String,
+    pub needed: u64,
+    pub budget: u64,
+    pub used: u64,
+    pub resident: usize,
+    pub max_resident: usize,
+    pub pinned: Vec<String>,
+    pub busy: Vec<String>,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Refusal { model, needed, budget, used, .. } = self;
+        if needed > budget {
+            write!(f, "{model} needs {}; the whole budget is {}", mib(*needed), mib(*budget))?;
+        } else if self.resident >= self.max_resident && used + needed <= *budget {
+            write!(
+                f,
+                "{model} cannot load: {} of at most {} models are resident and none can be evicted",
+                self.resident, self.max_resident
+            )?;
+        } else {
+            write!(
+                f,
+                "{model} needs {}; {} free of a {} budget",
+                mib(*needed),
+                mib(budget.saturating_sub(*used)),
+                mib(*budget)
+            )?;
+        }
+        let pinned = if self.pinned.is_empty() { "none".to_string() } else { self.pinned.join(", ") };
+        write!(f, "; pinned: {pinned}")?;
+        if !self.busy.is_empty() {
+            write!(f, "; busy: {}", self.busy.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -291,85 +317,58 @@ impl Residency {
         }
     }
 
-    /// Decides evictions and starts a load, or fails it.
+    /// The eviction policy: which models must leave so that `id` fits the
+    /// budget and the resident count, least recently used first, or why it
+    /// cannot fit (then nothing is evicted).
+    pub fn plan_eviction(&self, id: &str) -> Result<Vec<String>, Refusal> {
+        let needed = self.slots.get(id).map(|s| s.predicted).unwrap_or(0);
+        let fits = |used: u64, count: usize| used + needed <= self.budget && count < self.max_resident;
+        let (used, count) = (self.used_bytes(), self.resident_count());
+        let mut candidates: Vec<(&String, &Slot)> =
+            self.slots.iter().filter(|(k, s)| k.as_str() != id && s.evictable()).collect();
+        candidates.sort_by_key(|(k, s)| (s.last_used, (*k).clone()));
+        let (mut u, mut c, mut victims) = (used, count, Vec::new());
+        for (k, s) in candidates {
+            if fits(u, c) {
+                break;
+            }
+            u -= s.predicted;
+            c -= 1;
+            victims.push(k.clone());
+        }
+        if fits(u, c) {
+            return Ok(victims);
+        }
+        let holding = |f: &dyn Fn(&Slot) -> bool| -> Vec<String> {
+            self.slots
+                .iter()
+                .filter(|(k, s)| k.as_str() != id && s.phase.holds_memory() && f(s))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        Err(Refusal {
+            model: id.to_string(),
+            needed,
+            budget: self.budget,
+            used,
+            resident: count,
+            max_resident: self.max_resident,
+            pinned: holding(&|s| s.pinned),
+            busy: holding(&|s| !s.pinned && !s.idle()),
+        })
+    }
+
+    /// Evicts what the policy says and starts a load, or fails it.
     fn start_load(&mut self, id: &str, now: Millis) -> Vec<Action> {
-        let Some(slot) = self.slots.get(id) else {
+        let Some(needed) = self.slots.get(id).map(|s| s.predicted) else {
             return Vec::new();
         };
-        let needed = slot.predicted;
-        let used = self.used_bytes();
-        let count = self.resident_count();
-        let fits = |used: u64, count: usize| used + needed <= self.budget && count < self.max_resident;
-
-        let mut evict: Vec<String> = Vec::new();
-        if !fits(used, count) {
-            // Candidates: unpinned, idle, not leaving; least recently used first.
-            let mut candidates: Vec<(&String, &Slot)> = self
-                .slots
-                .iter()
-                .filter(|(k, s)| {
-                    k.as_str() != id
-                        && matches!(s.phase, Phase::Resident { .. })
-                        && !s.pinned
-                        && s.idle()
-                        && !s.unload_pending
-                })
-                .collect();
-            candidates.sort_by_key(|(k, s)| (s.last_used, (*k).clone()));
-            let (mut u, mut c) = (used, count);
-            for (k, s) in candidates {
-                if fits(u, c) {
-                    break;
-                }
-                u -= s.predicted;
-                c -= 1;
-                evict.push(k.clone());
-            }
-            if !fits(u, c) {
-                let pinned: Vec<&str> = self
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.pinned && s.phase.holds_memory())
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                let busy: Vec<&str> = self
-                    .slots
-                    .iter()
-                    .filter(|(k, s)| k.as_str() != id && s.phase.holds_memory() && !s.pinned && !s.idle())
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                let mut error = if needed > self.budget {
-                    format!("{id} needs {}; the whole budget is {}", mib(needed), mib(self.budget))
-                } else if count >= self.max_resident && used + needed <= self.budget {
-                    format!(
-                        "{id} cannot load: {count} of at most {} models are resident and none can be evicted",
-                        self.max_resident
-                    )
-                } else {
-                    format!(
-                        "{id} needs {}; {} free of a {} budget",
-                        mib(needed),
-                        mib(self.budget.saturating_sub(used)),
-                        mib(self.budget)
-                    )
-                };
-                error.push_str(&format!(
-                    "; pinned: {}",
-                    if pinned.is_empty() {
-                        "none".to_string()
-                    } else {
-                        pinned.join(", ")
-                    }
-                ));
-                if !busy.is_empty() {
-                    error.push_str(&format!("; busy: {}", busy.join(", ")));
-                }
-                return self.fail_load(id, error);
-            }
-        }
-
+        let victims = match self.plan_eviction(id) {
+            Ok(v) => v,
+            Err(refusal) => return self.fail_load(id, refusal.to_string()),
+        };
         let mut out = Vec::new();
-        for k in evict {
+        for k in victims {
             if let Some(s) = self.slots.get_mut(&k) {
                 s.phase = Phase::Available;
                 out.push(Action::Free {
@@ -541,7 +540,7 @@ impl Residency {
                 KeepAlive::Forever => false,
                 KeepAlive::Millis(ms) => now >= s.last_used.saturating_add(ms),
             };
-            if expired && matches!(s.phase, Phase::Resident { .. }) && !s.pinned && s.idle() && !s.unload_pending {
+            if expired && s.evictable() {
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.phase = Phase::Available;
                 }
@@ -558,7 +557,7 @@ impl Residency {
     pub fn next_deadline(&self) -> Option<Millis> {
         self.slots
             .values()
-            .filter(|s| matches!(s.phase, Phase::Resident { .. }) && !s.pinned && s.idle())
+            .filter(|s| s.evictable())
             .filter_map(|s| match self.keep_alive_of(s) {
                 KeepAlive::Forever => None,
                 KeepAlive::Millis(ms) => Some(s.last_used.saturating_add(ms)),
@@ -569,7 +568,7 @@ impl Residency {
     /// Time left before an idle model's keep-alive frees it.
     pub fn keep_alive_left(&self, id: &str, now: Millis) -> Option<u64> {
         let s = self.slots.get(id)?;
-        if !matches!(s.phase, Phase::Resident { .. }) || s.pinned || !s.idle() {
+        if !s.evictable() {
             return None;
         }
         match self.keep_alive_of(s) {

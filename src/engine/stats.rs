@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::vision::Timings;
 
@@ -19,7 +19,7 @@ struct ModelStats {
 }
 
 /// What clients see.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencySnapshot {
     pub model: String,
     pub count: u64,

@@ -15,11 +15,10 @@ use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
 use super::stats::Stats;
 use super::{
-    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot, WakeFn,
+    Answer, Command, Reply, Subscribers, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot, WakeFn,
 };
 use crate::models::registry::Registry;
 use crate::models::Model;
-use crate::telemetry::process;
 use crate::vision::decode::{decode_bytes, read_file_limited};
 use crate::vision::{InferParams, Output, Timings};
 
@@ -28,7 +27,7 @@ struct Pending {
     image_name: String,
     image: Arc<RgbImage>,
     params: InferParams,
-    reply: Option<Sender<Answer>>,
+    reply: Option<Reply>,
     submitted: Instant,
     decode_ms: f64,
     cache_key: Option<cache::Key>,
@@ -44,6 +43,7 @@ struct Worker {
     cache: ResultCache,
     stats: Stats,
     events: Sender<Event>,
+    subscribers: Subscribers,
     snapshot: Arc<Mutex<Snapshot>>,
     wake: Option<WakeFn>,
     load_tx: Sender<LoadJob>,
@@ -58,6 +58,7 @@ pub(super) fn spawn(
     config: EngineConfig,
     rx: Receiver<Command>,
     events: Sender<Event>,
+    subscribers: Subscribers,
     snapshot: Arc<Mutex<Snapshot>>,
     wake: Option<WakeFn>,
     ready: Sender<()>,
@@ -91,6 +92,7 @@ pub(super) fn spawn(
                 requests: HashMap::new(),
                 stats: Stats::default(),
                 events,
+                subscribers,
                 snapshot,
                 wake,
                 load_tx,
@@ -179,6 +181,13 @@ impl Worker {
     }
 
     fn emit(&self, e: Event) {
+        if !matches!(e, Event::Answer(_)) {
+            let mut subs = match self.subscribers.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            subs.retain(|s| !matches!(s.try_send(e.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
+        }
         match e {
             // Answers must never be lost.
             Event::Answer(_) => {
@@ -230,10 +239,10 @@ impl Worker {
         true
     }
 
-    fn answer(&mut self, reply: Option<Sender<Answer>>, a: Answer) {
+    fn answer(&mut self, reply: Option<Reply>, a: Answer) {
         match reply {
             Some(r) => {
-                let _ = r.send(a);
+                r.send(a);
                 if let Some(w) = &self.wake {
                     w();
                 }
@@ -248,7 +257,7 @@ impl Worker {
         model: String,
         input: ImageInput,
         params: InferParams,
-        reply: Option<Sender<Answer>>,
+        reply: Option<Reply>,
         submitted: Instant,
     ) {
         let name = input.name();
@@ -357,7 +366,7 @@ impl Worker {
                 let cuda = self.device.as_ref().ok().and_then(loader::cuda_index);
                 let before = cuda.and_then(crate::telemetry::nvml::own_used_memory);
                 if self.models.remove(&model).is_some() {
-                    process::release_free_memory();
+                    super::allocator::release_free_memory();
                     // On a GPU, trust the budget only once the memory is back.
                     if let (Some(i), Some(b)) = (cuda, before) {
                         let expect = self.registry.get(&model).map(|e| e.predicted_bytes).unwrap_or(0);
@@ -554,7 +563,7 @@ impl Worker {
                     name: e.manifest.name.clone(),
                     task: e.manifest.task.clone(),
                     arch: e.manifest.arch.clone(),
-                    state: s.phase.name().to_string(),
+                    state: s.phase.state(),
                     failed_reason: match &s.phase {
                         Phase::Failed { reason } => Some(reason.clone()),
                         _ => None,

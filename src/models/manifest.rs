@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::engine::residency::KeepAlive;
+use super::keep_alive::KeepAlive;
 use crate::error::{Error, Result};
 
 /// Where the weights come from: a path relative to the manifest's folder, or

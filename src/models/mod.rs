@@ -1,6 +1,7 @@
 //! The model zoo: manifests, weights, and one file per network.
 
 pub mod builtin;
+pub mod keep_alive;
 pub mod face_landmarks;
 pub mod hub;
 pub mod layers;

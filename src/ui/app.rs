@@ -14,16 +14,23 @@ use super::frame_history::FrameHistory;
 use super::log_capture::LogBuffer;
 use super::viewer::Viewer;
 use super::{export, gpu_panel, latency_panel, log_panel, models_panel};
-use crate::engine::{Engine, EngineConfig, Event, Snapshot};
+use crate::camera::SourceSpec;
+use crate::client::{Client, LateWake};
+use crate::engine::{Event, ModelState, Snapshot};
 use crate::models::registry::Registry;
 use crate::telemetry::sampler::{Sampler, SamplerConfig};
 
 /// Time the UI spends draining engine events per frame.
 const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// Width the central panel (Viewer / Live) keeps before side panels get any.
+const MIN_CENTRAL: f32 = 520.0;
+/// Narrowest a side panel gets before it steps aside.
+const SIDE_MIN: f32 = 160.0;
 
 pub struct AppOptions {
+    /// The engine the panels steer: in this process or a server's.
+    pub client: Client,
     pub registry: Registry,
-    pub config: EngineConfig,
     /// Images to open at start.
     pub open: Vec<PathBuf>,
     /// The viewer's model (default: the built-in face detector).
@@ -31,9 +38,11 @@ pub struct AppOptions {
     pub telemetry: bool,
     pub log: LogBuffer,
     /// Start the Live panel on this source at start (`synthetic`, `webcam[:N]`, a folder).
-    pub live: Option<String>,
+    pub live: Option<SourceSpec>,
     /// Close the window after this long and print timing figures (tests, benchmarks).
     pub exit_after: Option<Duration>,
+    /// Filled with the window's repaint once it exists; the client was started with it.
+    pub wake: LateWake,
 }
 
 /// What persists between runs (window layout and sizes persist through egui).
@@ -84,7 +93,7 @@ enum Dialog {
 }
 
 pub struct ModeldockApp {
-    pub engine: Engine,
+    pub engine: Client,
     registry: Registry,
     snapshot: Snapshot,
     selected_model: Option<String>,
@@ -102,13 +111,13 @@ pub struct ModeldockApp {
     first_frame: Option<Duration>,
     exit_after: Option<Duration>,
     pending_open: Vec<PathBuf>,
-    pending_live: Option<String>,
+    pending_live: Option<SourceSpec>,
     loading_frames: FrameHistory,
 }
 
 impl ModeldockApp {
     pub fn new(cc: &eframe::CreationContext<'_>, opts: AppOptions) -> Self {
-        let started = *crate::cli::PROCESS_START.get_or_init(Instant::now);
+        let started = *crate::PROCESS_START.get_or_init(Instant::now);
         let ctx = cc.egui_ctx.clone();
         let wake: crate::engine::WakeFn = std::sync::Arc::new(move || ctx.request_repaint());
         let layout: Layout = cc
@@ -131,7 +140,8 @@ impl ModeldockApp {
         let conf = layout.conf.or(manifest.as_ref().and_then(|m| m.conf)).unwrap_or(0.5);
         let iou = layout.iou.or(manifest.as_ref().and_then(|m| m.iou)).unwrap_or(0.45);
         let mut errors: Vec<String> = opts.registry.problems.clone();
-        let engine = Engine::start(opts.registry.clone(), opts.config, Some(wake.clone()));
+        opts.wake.set(wake.clone());
+        let engine = opts.client;
         let telemetry = opts
             .telemetry
             .then(|| Sampler::start(SamplerConfig::default(), Some(wake.clone())));
@@ -207,7 +217,7 @@ impl ModeldockApp {
         let tx = self.dialogs.0.clone();
         std::thread::spawn(move || {
             let files = rfd::FileDialog::new()
-                .add_filter("images", super::viewer::IMAGE_EXTENSIONS)
+                .add_filter("images", crate::vision::IMAGE_EXTENSIONS)
                 .pick_files()
                 .unwrap_or_default();
             let _ = tx.send(Dialog::Open(files));
@@ -338,7 +348,7 @@ impl ModeldockApp {
         let resident: Vec<&str> = s
             .models
             .iter()
-            .filter(|m| m.state == "Resident")
+            .filter(|m| m.state == ModelState::Resident)
             .map(|m| m.id.as_str())
             .collect();
         ui.horizontal(|ui| {
@@ -355,8 +365,8 @@ impl ModeldockApp {
             ui.separator();
             ui.label(format!(
                 "Budget: {} / {}",
-                crate::cli::models_cmd::human_bytes(s.used_bytes),
-                crate::cli::models_cmd::human_bytes(s.budget_bytes)
+                crate::engine::config::human_bytes(s.used_bytes),
+                crate::engine::config::human_bytes(s.budget_bytes)
             ));
             ui.separator();
             ui.label(format!(
@@ -406,16 +416,11 @@ impl ModeldockApp {
         }
         if let Some(spec) = self.pending_live.take() {
             self.layout.central_tab = CentralTab::Live;
-            self.live.choice = match spec.as_str() {
-                "synthetic" => super::live_panel::SourceChoice::Synthetic,
-                s if s.starts_with("webcam") => super::live_panel::SourceChoice::Webcam(
-                    s.trim_start_matches("webcam")
-                        .trim_start_matches(':')
-                        .parse()
-                        .unwrap_or(0),
-                ),
-                s => {
-                    self.live.folder = s.to_string();
+            self.live.choice = match spec {
+                SourceSpec::Synthetic => super::live_panel::SourceChoice::Synthetic,
+                SourceSpec::Webcam(i) => super::live_panel::SourceChoice::Webcam(i),
+                SourceSpec::Folder(p) => {
+                    self.live.folder = p.display().to_string();
                     super::live_panel::SourceChoice::Folder
                 }
             };
@@ -428,7 +433,7 @@ impl ModeldockApp {
         self.errors.extend(errs);
         self.dropped_files(&ctx);
         self.shortcuts(&ctx);
-        let loading = self.snapshot.models.iter().any(|m| m.state == "Loading");
+        let loading = self.snapshot.models.iter().any(|m| m.state == ModelState::Loading);
         if loading || self.snapshot.models.iter().any(|m| m.keep_alive_left_ms.is_some()) {
             ctx.request_repaint_after(Duration::from_millis(250));
         }
@@ -446,34 +451,48 @@ impl ModeldockApp {
                     log_panel::ui(ui, &self.log, &mut self.log_level);
                 });
         }
-        if self.layout.show_models {
-            egui::Panel::left("models")
-                .resizable(true)
-                .default_size(560.0)
-                .show(ui, |ui| {
-                    models_panel::ui(ui, &self.engine, &self.snapshot, &mut self.selected_model);
-                });
+        // The central panel keeps MIN_CENTRAL points; the side panels share the
+        // rest, get narrower with the window, and step aside when it is too small.
+        // Dragging a panel's edge past its minimum (or double-clicking it) collapses it.
+        let spare = (ui.available_width() - MIN_CENTRAL).max(0.0);
+        let models_fits = self.layout.show_models && spare >= SIDE_MIN;
+        let side_fits = self.layout.show_side && spare >= SIDE_MIN * if models_fits { 2.0 } else { 1.0 };
+        let mut open = models_fits;
+        egui::Panel::left("models")
+            .resizable(true)
+            .default_size(480.0)
+            .min_size(SIDE_MIN)
+            .max_size(if side_fits { spare - SIDE_MIN } else { spare }.max(SIDE_MIN))
+            .show_collapsible(ui, &mut open, |ui| {
+                models_panel::ui(ui, &self.engine, &self.snapshot, &mut self.selected_model);
+            });
+        if open != models_fits {
+            self.layout.show_models = open;
         }
-        if self.layout.show_side {
-            egui::Panel::right("side")
-                .resizable(true)
-                .default_size(340.0)
-                .show(ui, |ui| {
-                    ui.horizontal(|ui| {
-                        ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
-                        ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
-                    });
-                    ui.separator();
-                    egui::ScrollArea::vertical().show(ui, |ui| match self.layout.side_tab {
-                        SideTab::Gpu => match &self.telemetry {
-                            Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
-                            None => {
-                                ui.label("Telemetry is off.");
-                            }
-                        },
-                        SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
-                    });
+        let mut open = side_fits;
+        egui::Panel::right("side")
+            .resizable(true)
+            .default_size(320.0)
+            .min_size(SIDE_MIN)
+            .max_size((ui.available_width() - MIN_CENTRAL).max(SIDE_MIN))
+            .show_collapsible(ui, &mut open, |ui| {
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
+                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
                 });
+                ui.separator();
+                egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
+                    SideTab::Gpu => match &self.telemetry {
+                        Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
+                        None => {
+                            ui.label("Telemetry is off.");
+                        }
+                    },
+                    SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
+                });
+            });
+        if open != side_fits {
+            self.layout.show_side = open;
         }
         let ids: Vec<String> = self.registry.entries.iter().map(|e| e.manifest.id.clone()).collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use image::{Rgb, RgbImage};
 
-use crate::cli::infer_cmd::result_json;
 use crate::engine::InferResult;
 use crate::error::{Error, Result};
 use crate::vision::decode::{decode_bytes, DecodeLimits};
@@ -91,7 +90,7 @@ pub fn export(items: &[ExportItem], dir: &Path) -> Result<Vec<PathBuf>> {
         img.save(&png)
             .map_err(|e| Error::msg(format!("{}: {e}", png.display())))?;
         let json = dir.join(format!("{stem}.json"));
-        std::fs::write(&json, result_json(&it.result).to_string())
+        std::fs::write(&json, it.result.to_json().to_string())
             .map_err(|e| Error::msg(format!("{}: {e}", json.display())))?;
         written.push(png);
         written.push(json);

@@ -6,8 +6,10 @@ use eframe::egui;
 use egui::{Color32, Pos2, Stroke};
 
 use crate::camera::pipeline::{LiveOptions, LivePipeline, LiveResult};
+use crate::camera::source::SourceFactory;
 use crate::camera::webcam::CameraInfo;
-use crate::engine::{Engine, WakeFn};
+use crate::client::Client;
+use crate::engine::WakeFn;
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
 use crate::vision::InferParams;
 
@@ -30,6 +32,17 @@ pub struct LivePanel {
     cameras_rx: Option<crossbeam_channel::Receiver<Result<Vec<CameraInfo>, String>>>,
     texture: Option<(u64, egui::TextureHandle)>,
     pub message: Option<String>,
+    /// A source being opened on a background thread.
+    pub opening: Option<Opening>,
+}
+
+/// A source being opened off the UI thread, and what to start once it is.
+pub struct Opening {
+    pub spec: String,
+    rx: crossbeam_channel::Receiver<Result<SourceFactory, String>>,
+    engine: Client,
+    options: LiveOptions,
+    wake: Option<WakeFn>,
 }
 
 impl Default for LivePanel {
@@ -46,6 +59,7 @@ impl Default for LivePanel {
             cameras_rx: None,
             texture: None,
             message: None,
+            opening: None,
         }
     }
 }
@@ -68,45 +82,96 @@ impl LivePanel {
         }
     }
 
-    pub fn start(&mut self, engine: &Engine, model: &str, wake: Option<WakeFn>) {
+    /// Opens the chosen source on a background thread (listing cameras,
+    /// reading a folder) and starts the pipeline when it is ready; see
+    /// [`LivePanel::poll_opening`]. Never waits on the device here.
+    pub fn start(&mut self, engine: &Client, model: &str, wake: Option<WakeFn>) {
         self.stop();
         let spec = match &self.choice {
             SourceChoice::Synthetic => "synthetic".to_string(),
             SourceChoice::Folder => self.folder.clone(),
             SourceChoice::Webcam(i) => format!("webcam:{i}"),
         };
-        // Opening a webcam can block for a moment; it is one call per Start.
-        match crate::camera::open_source(&spec, 640, 480, self.fps as f64) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let fps = self.fps as f64;
+        let (thread_spec, thread_wake) = (spec.clone(), wake.clone());
+        let spawned = std::thread::Builder::new()
+            .name("live-open".into())
+            .spawn(move || {
+                let r = crate::camera::open_source(&thread_spec, 640, 480, fps);
+                // Nobody listening (Stop was pressed): the source is dropped here.
+                let _ = tx.send(r);
+                if let Some(w) = thread_wake {
+                    w();
+                }
+            });
+        if let Err(e) = spawned {
+            self.message = Some(format!("{spec}: cannot start a thread: {e} (press Start to retry)"));
+            return;
+        }
+        self.message = Some(format!("opening {spec}…"));
+        self.opening = Some(Opening {
+            spec,
+            rx,
+            engine: engine.clone(),
+            options: LiveOptions {
+                model: model.to_string(),
+                params: InferParams::default(),
+                mirror: self.mirror,
+                max_frames: None,
+                headless: false,
+            },
+            wake,
+        });
+    }
+
+    /// Starts the pipeline once the source is open, or shows why it is not.
+    /// Returns true while a source is still being opened.
+    pub fn poll_opening(&mut self) -> bool {
+        let Some(o) = &self.opening else { return false };
+        let r = match o.rx.try_recv() {
+            Ok(r) => r,
+            Err(crossbeam_channel::TryRecvError::Empty) => return true,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                Err(format!("{}: the opening thread stopped", o.spec))
+            }
+        };
+        let Some(o) = self.opening.take() else { return false };
+        match r {
             Ok(src) => {
                 self.message = None;
-                self.pipeline = Some(LivePipeline::start(
-                    engine.clone(),
-                    src,
-                    LiveOptions {
-                        model: model.to_string(),
-                        params: InferParams::default(),
-                        mirror: self.mirror,
-                        max_frames: None,
-                        headless: false,
-                    },
-                    wake,
-                ));
+                self.pipeline = Some(LivePipeline::start(o.engine, src, o.options, o.wake));
             }
             Err(e) => self.message = Some(format!("{e} (press Start to retry)")),
         }
+        false
     }
 
+    /// Stops the pipeline (its threads are joined on a background thread,
+    /// since the capture thread may be waiting on the camera) or cancels an open.
     pub fn stop(&mut self) {
-        if let Some(mut p) = self.pipeline.take() {
-            p.stop();
+        if self.opening.take().is_some() {
             self.message = Some("stopped".into());
+        }
+        if let Some(p) = self.pipeline.take() {
+            self.message = Some("stopped".into());
+            let joined = std::thread::Builder::new()
+                .name("live-stop".into())
+                .spawn(move || drop(p));
+            if let Err(e) = joined {
+                tracing::warn!("live: cannot start a thread to stop the pipeline: {e}");
+            }
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Engine, model: &str, wake: Option<WakeFn>) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Client, model: &str, wake: Option<WakeFn>) {
         self.poll_cameras();
+        if self.poll_opening() {
+            // The opening thread wakes the UI when it is done; this is a fallback.
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(200));
+        }
         ui.horizontal_wrapped(|ui| {
-            if self.pipeline.is_some() {
+            if self.pipeline.is_some() || self.opening.is_some() {
                 if ui.button("Stop").clicked() {
                     self.stop();
                 }
@@ -160,7 +225,15 @@ impl LivePanel {
             ui.checkbox(&mut self.show_glasses, "Glasses");
         });
         if let Some(m) = &self.message {
-            ui.label(m);
+            ui.horizontal(|ui| {
+                if self.opening.is_some() {
+                    ui.spinner();
+                }
+                ui.label(m);
+            });
+        }
+        if self.opening.is_some() {
+            return;
         }
         let Some(p) = &self.pipeline else {
             ui.label(format!("Model: {model}. Press Start to run it on the live source."));

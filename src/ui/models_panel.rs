@@ -4,8 +4,9 @@
 use eframe::egui;
 use egui::{Color32, RichText};
 
-use crate::cli::models_cmd::human_bytes;
-use crate::engine::{Engine, ModelStatus, Snapshot};
+use crate::engine::config::human_bytes;
+use crate::client::Client;
+use crate::engine::{ModelState, ModelStatus, Snapshot};
 
 pub fn palette(i: usize) -> Color32 {
     const C: [Color32; 8] = [
@@ -49,7 +50,7 @@ fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
     p.rect_filled(rect, 3.0, ui.visuals().extreme_bg_color);
     let mut x = rect.left();
     for (i, m) in snap.models.iter().enumerate() {
-        if m.state != "Resident" && m.state != "Loading" {
+        if !matches!(m.state, ModelState::Resident | ModelState::Loading) {
             continue;
         }
         let w = rect.width() * m.predicted_bytes as f32 / snap.budget_bytes.max(1) as f32;
@@ -59,9 +60,9 @@ fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
     }
 }
 
-fn state_cell(ui: &mut egui::Ui, engine: &Engine, m: &ModelStatus) {
-    match m.state.as_str() {
-        "Loading" => {
+fn state_cell(ui: &mut egui::Ui, engine: &Client, m: &ModelStatus) {
+    match m.state {
+        ModelState::Loading => {
             let f = if m.bytes_total > 0 {
                 m.bytes_done as f32 / m.bytes_total as f32
             } else {
@@ -77,7 +78,7 @@ fn state_cell(ui: &mut egui::Ui, engine: &Engine, m: &ModelStatus) {
                 human_bytes(m.bytes_total)
             )));
         }
-        "Failed" => {
+        ModelState::Failed => {
             ui.vertical(|ui| {
                 ui.colored_label(ui.visuals().error_fg_color, "Failed");
                 if let Some(r) = &m.failed_reason {
@@ -89,13 +90,13 @@ fn state_cell(ui: &mut egui::Ui, engine: &Engine, m: &ModelStatus) {
             });
         }
         s => {
-            ui.label(s);
+            ui.label(s.to_string());
         }
     }
 }
 
 /// Draws the panel; `selected` is the row keyboard shortcuts act on.
-pub fn ui(ui: &mut egui::Ui, engine: &Engine, snap: &Snapshot, selected: &mut Option<String>) {
+pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Option<String>) {
     ui.heading("Models");
     budget_bar(ui, snap);
     ui.add_space(6.0);
@@ -127,8 +128,8 @@ pub fn ui(ui: &mut egui::Ui, engine: &Engine, snap: &Snapshot, selected: &mut Op
                             *selected = Some(m.id.clone());
                         }
                     });
-                    match m.state.as_str() {
-                        "Resident" | "Loading" => {
+                    match m.state {
+                        ModelState::Resident | ModelState::Loading => {
                             if ui.button("Unload").clicked() {
                                 let _ = engine.unload(&m.id);
                             }

@@ -7,17 +7,112 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use egui::{Color32, Pos2, Stroke};
+use egui::{Color32, Pos2, Rect, Stroke, Vec2};
 
-use crate::engine::{Engine, ImageInput, InferResult, RequestId};
+use crate::client::Client;
+use crate::engine::{ImageInput, InferResult, RequestId};
 use crate::vision::decode::{decode_bytes, read_file_limited, DecodeLimits};
 use crate::vision::overlay::{skeleton, ImageToScreen};
-use crate::vision::{Detection, InferParams};
-
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
+use crate::vision::{is_image_name, Detection, InferParams};
 
 /// Largest side of the texture kept for display (the model sees the full image).
 const MAX_TEXTURE: u32 = 2048;
+
+/// Zoom per point of mouse-wheel scroll (a wheel notch is about 50 points).
+const WHEEL_ZOOM: f32 = 0.0025;
+/// The closest zoom, in screen points per image pixel.
+const MAX_SCALE: f32 = 64.0;
+/// How much of a panned image stays on the canvas, in points.
+const KEEP_VISIBLE: f32 = 48.0;
+
+/// How the selected image sits on the canvas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ViewMode {
+    /// The whole image, centred, as large as the canvas allows.
+    Fit,
+    /// `scale` screen points per image pixel; `pan` is how far the image
+    /// centre sits from the canvas centre.
+    Free { scale: f32, pan: Vec2 },
+}
+
+impl ViewMode {
+    /// Image pixels → screen points for an image of `img` pixels on `canvas`.
+    pub fn transform(&self, img: [u32; 2], canvas: Rect) -> ImageToScreen {
+        let size = Vec2::new(img[0].max(1) as f32, img[1].max(1) as f32);
+        match *self {
+            ViewMode::Fit => ImageToScreen::fit(
+                [size.x, size.y],
+                [canvas.left(), canvas.top(), canvas.width(), canvas.height()],
+            ),
+            ViewMode::Free { scale, pan } => {
+                let origin = canvas.center() + pan - size * scale / 2.0;
+                ImageToScreen {
+                    origin: [origin.x, origin.y],
+                    scale,
+                }
+            }
+        }
+    }
+
+    /// The same view as a free one (scale and pan made explicit).
+    pub fn to_free(self, img: [u32; 2], canvas: Rect) -> (f32, Vec2) {
+        match self {
+            ViewMode::Free { scale, pan } => (scale, pan),
+            ViewMode::Fit => (self.transform(img, canvas).scale, Vec2::ZERO),
+        }
+    }
+
+    /// Zooms by `factor` keeping the image point under `cursor` where it is.
+    pub fn zoom_at(self, img: [u32; 2], canvas: Rect, cursor: Pos2, factor: f32) -> ViewMode {
+        let map = self.transform(img, canvas);
+        let scale = map.scale;
+        let min_scale = (ViewMode::Fit.transform(img, canvas).scale.min(1.0) * 0.5).max(1e-3);
+        let new_scale = (scale * factor).clamp(min_scale, MAX_SCALE.max(min_scale));
+        if !new_scale.is_finite() || new_scale <= 0.0 {
+            return self;
+        }
+        let origin = Pos2::new(map.origin[0], map.origin[1]);
+        // The image pixel under the cursor stays under it.
+        let under = (cursor - origin) / scale;
+        let new_origin = cursor - under * new_scale;
+        let size = Vec2::new(img[0].max(1) as f32, img[1].max(1) as f32);
+        let new_pan = new_origin + size * new_scale / 2.0 - canvas.center();
+        ViewMode::Free {
+            scale: new_scale,
+            pan: clamp_pan(new_pan, size * new_scale, canvas),
+        }
+    }
+
+    /// Moves the image by `delta` screen points.
+    pub fn pan_by(self, img: [u32; 2], canvas: Rect, delta: Vec2) -> ViewMode {
+        let (scale, pan) = self.to_free(img, canvas);
+        let size = Vec2::new(img[0].max(1) as f32, img[1].max(1) as f32);
+        ViewMode::Free {
+            scale,
+            pan: clamp_pan(pan + delta, size * scale, canvas),
+        }
+    }
+
+    /// One image pixel per physical screen pixel.
+    pub fn one_to_one(pixels_per_point: f32) -> ViewMode {
+        ViewMode::Free {
+            scale: 1.0 / pixels_per_point.max(1e-3),
+            pan: Vec2::ZERO,
+        }
+    }
+
+    pub fn is_one_to_one(&self, pixels_per_point: f32) -> bool {
+        matches!(*self, ViewMode::Free { scale, .. }
+            if (scale * pixels_per_point.max(1e-3) - 1.0).abs() < 1e-4)
+    }
+}
+
+/// Keeps at least a strip of a panned image of `shown` size on the canvas.
+fn clamp_pan(pan: Vec2, shown: Vec2, canvas: Rect) -> Vec2 {
+    let lim = |shown: f32, canvas: f32| ((shown + canvas) / 2.0 - KEEP_VISIBLE.min(shown)).max(0.0);
+    let (lx, ly) = (lim(shown.x, canvas.width()), lim(shown.y, canvas.height()));
+    Vec2::new(pan.x.clamp(-lx, lx), pan.y.clamp(-ly, ly))
+}
 
 pub struct ViewerImage {
     pub path: PathBuf,
@@ -43,65 +138,98 @@ pub struct Viewer {
     pub model: String,
     pub conf: f32,
     pub iou: f32,
-    decoded_tx: Sender<Result<Decoded, String>>,
-    decoded_rx: Receiver<Result<Decoded, String>>,
+    opened_tx: Sender<Opened>,
+    opened_rx: Receiver<Opened>,
+    /// `open_paths` calls whose files and folders are still being listed.
+    pub listing: usize,
+    /// Listed files still being read and decoded.
     pub decoding: usize,
     pub status: Option<String>,
+    /// How the selected image is shown (back to `Fit` when another is selected).
+    pub view: ViewMode,
+    view_of: Option<usize>,
+    /// Where the image area and the selected image were drawn last frame.
+    pub canvas_rect: Option<Rect>,
+    pub image_rect: Option<Rect>,
+}
+
+/// What the opening thread reports, in order: the files found, then each decoded.
+enum Opened {
+    Listed { files: usize, errors: Vec<String> },
+    Decoded(Box<Result<Decoded, String>>),
 }
 
 impl Viewer {
     pub fn new(model: String, conf: f32, iou: f32) -> Self {
-        let (decoded_tx, decoded_rx) = unbounded();
+        let (opened_tx, opened_rx) = unbounded();
         Viewer {
             images: Vec::new(),
             selected: 0,
             model,
             conf,
             iou,
-            decoded_tx,
-            decoded_rx,
+            opened_tx,
+            opened_rx,
+            listing: 0,
             decoding: 0,
             status: None,
+            view: ViewMode::Fit,
+            view_of: None,
+            canvas_rect: None,
+            image_rect: None,
         }
     }
 
-    /// Files and folders (one level) to open; read and decoded off the UI thread.
+    /// Files and folders (one level) to open. Everything that touches the disk
+    /// (is it a folder, what is in it, reading, decoding) runs on a background
+    /// thread; results arrive through [`Viewer::poll`].
     pub fn open_paths(&mut self, paths: Vec<PathBuf>, ctx: &egui::Context) {
-        let mut files = Vec::new();
-        for p in paths {
-            if p.is_dir() {
-                let mut inner: Vec<PathBuf> = std::fs::read_dir(&p)
-                    .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-                    .unwrap_or_default();
-                inner.retain(|f| is_image_name(f));
-                inner.sort();
-                files.extend(inner);
-            } else {
-                files.push(p);
-            }
-        }
-        if files.is_empty() {
+        if paths.is_empty() {
             return;
         }
-        self.decoding += files.len();
-        let tx = self.decoded_tx.clone();
+        self.listing += 1;
+        let tx = self.opened_tx.clone();
         let ctx = ctx.clone();
-        std::thread::spawn(move || {
-            let limits = DecodeLimits::default();
-            for path in files {
-                let r = decode_for_display(&path, &limits);
-                if tx.send(r).is_err() {
+        let spawned = std::thread::Builder::new()
+            .name("viewer-open".into())
+            .spawn(move || {
+                let (files, errors) = list_images(paths);
+                let listed = Opened::Listed {
+                    files: files.len(),
+                    errors,
+                };
+                if tx.send(listed).is_err() {
                     return;
                 }
                 ctx.request_repaint();
-            }
-        });
+                let limits = DecodeLimits::default();
+                for path in files {
+                    let r = decode_for_display(&path, &limits);
+                    if tx.send(Opened::Decoded(Box::new(r))).is_err() {
+                        return;
+                    }
+                    ctx.request_repaint();
+                }
+            });
+        if let Err(e) = spawned {
+            self.listing -= 1;
+            self.status = Some(format!("Open: cannot start a thread: {e}"));
+        }
     }
 
     /// Takes decoded images from the background thread. Returns errors to show.
-    pub fn poll(&mut self, ctx: &egui::Context, engine: &Engine) -> Vec<String> {
+    pub fn poll(&mut self, ctx: &egui::Context, engine: &Client) -> Vec<String> {
         let mut errors = Vec::new();
-        while let Ok(r) = self.decoded_rx.try_recv() {
+        while let Ok(msg) = self.opened_rx.try_recv() {
+            let r = match msg {
+                Opened::Listed { files, errors: e } => {
+                    self.listing = self.listing.saturating_sub(1);
+                    self.decoding += files;
+                    errors.extend(e);
+                    continue;
+                }
+                Opened::Decoded(r) => *r,
+            };
             self.decoding = self.decoding.saturating_sub(1);
             match r {
                 Ok(d) => {
@@ -141,7 +269,7 @@ impl Viewer {
         }
     }
 
-    fn submit(&mut self, i: usize, engine: &Engine) {
+    fn submit(&mut self, i: usize, engine: &Client) {
         let params = self.params();
         let model = self.model.clone();
         let Some(img) = self.images.get_mut(i) else { return };
@@ -158,7 +286,7 @@ impl Viewer {
         }
     }
 
-    pub fn resubmit_all(&mut self, engine: &Engine) {
+    pub fn resubmit_all(&mut self, engine: &Client) {
         for i in 0..self.images.len() {
             self.submit(i, engine);
         }
@@ -196,10 +324,10 @@ impl Viewer {
     }
 
     pub fn pending(&self) -> usize {
-        self.images.iter().filter(|i| i.request.is_some()).count() + self.decoding
+        self.images.iter().filter(|i| i.request.is_some()).count() + self.decoding + self.listing
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Engine, model_ids: &[String]) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Client, model_ids: &[String]) {
         ui.horizontal_wrapped(|ui| {
             let before = self.model.clone();
             egui::ComboBox::from_label("Model")
@@ -220,18 +348,26 @@ impl Viewer {
             }
         });
         let total = self.images.len() + self.decoding;
-        let pending = self.pending();
+        let pending = self.pending().saturating_sub(self.listing);
         if pending > 0 && total > 1 {
-            let done = total - pending;
+            let done = total.saturating_sub(pending);
             ui.add(egui::ProgressBar::new(done as f32 / total as f32).text(format!("Batch: {done} / {total} images")));
+        }
+        if self.listing > 0 {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Listing files…");
+            });
         }
         if let Some(s) = &self.status {
             ui.label(s);
         }
         if self.images.is_empty() {
-            ui.centered_and_justified(|ui| {
-                ui.label("Drop images or a folder here, or File > Open (Ctrl+O)");
-            });
+            if self.listing == 0 && self.decoding == 0 {
+                ui.centered_and_justified(|ui| {
+                    ui.label("Drop images or a folder here, or File > Open (Ctrl+O)");
+                });
+            }
             return;
         }
         if self.images.len() > 1 {
@@ -280,23 +416,75 @@ impl Viewer {
                 });
             }
         }
-        let avail = ui.available_size();
-        let (rect, _) = ui.allocate_exact_size(avail, egui::Sense::hover());
-        let map = ImageToScreen::fit(
-            [img.size[0] as f32, img.size[1] as f32],
-            [rect.left(), rect.top(), rect.width(), rect.height()],
-        );
+        let ppp = ui.ctx().pixels_per_point();
+        if self.view_of != Some(self.selected) {
+            self.view = ViewMode::Fit;
+            self.view_of = Some(self.selected);
+        }
+        ui.horizontal(|ui| {
+            let fit = self.view == ViewMode::Fit;
+            if ui
+                .add(egui::Button::new("Fit").selected(fit))
+                .on_hover_text("Show the whole image (double-click the image)")
+                .clicked()
+            {
+                self.view = ViewMode::Fit;
+            }
+            let one = self.view.is_one_to_one(ppp);
+            if ui
+                .add(egui::Button::new("1:1").selected(one))
+                .on_hover_text("One image pixel per screen pixel")
+                .clicked()
+            {
+                self.view = if one { ViewMode::Fit } else { ViewMode::one_to_one(ppp) };
+            }
+            if let Some(r) = self.canvas_rect {
+                let scale = self.view.transform(img.size, r).scale;
+                ui.label(format!("{:.0}%", scale * ppp * 100.0));
+            }
+            ui.weak("wheel: zoom · drag: pan");
+        });
+        // Only what is visible: a header wider than the panel widens the Ui
+        // past the panel's clip rect, and an image fitted to that is cropped.
+        let canvas = ui.available_rect_before_wrap().intersect(ui.clip_rect());
+        if !canvas.is_positive() {
+            return;
+        }
+        let response = ui.allocate_rect(canvas, egui::Sense::click_and_drag());
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Image view"));
+        let size = img.size;
+        if response.double_clicked() {
+            self.view = ViewMode::Fit;
+        } else if response.dragged() {
+            let d = response.drag_delta();
+            if d != Vec2::ZERO {
+                self.view = self.view.pan_by(size, canvas, d);
+            }
+        }
+        if response.hovered() {
+            let (scroll, zoom, cursor) =
+                ui.input(|i| (i.smooth_scroll_delta(), i.zoom_delta(), i.pointer.hover_pos()));
+            let factor = zoom * (scroll.y * WHEEL_ZOOM).exp();
+            if let Some(cursor) = cursor {
+                if (factor - 1.0).abs() > 1e-4 {
+                    self.view = self.view.zoom_at(size, canvas, cursor, factor);
+                }
+            }
+        }
+        let map = self.view.transform(size, canvas);
         let top_left = map.point([0.0, 0.0]);
-        let bottom_right = map.point([img.size[0] as f32, img.size[1] as f32]);
-        let img_rect = egui::Rect::from_min_max(
+        let bottom_right = map.point([size[0] as f32, size[1] as f32]);
+        let img_rect = Rect::from_min_max(
             Pos2::new(top_left[0], top_left[1]),
             Pos2::new(bottom_right[0], bottom_right[1]),
         );
-        let painter = ui.painter_at(rect);
+        self.canvas_rect = Some(canvas);
+        self.image_rect = Some(img_rect);
+        let painter = ui.painter_at(canvas);
         painter.image(
             img.texture.id(),
             img_rect,
-            egui::Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );
         if let Some(r) = &img.result {
@@ -346,10 +534,33 @@ pub fn draw_detection(painter: &egui::Painter, map: &ImageToScreen, d: &Detectio
     }
 }
 
-pub fn is_image_name(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+/// The files to open for `paths`: files as given, folders (one level) as
+/// their images in name order. Runs on the opening thread.
+fn list_images(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            files.push(p);
+            continue;
+        }
+        match std::fs::read_dir(&p) {
+            Ok(rd) => {
+                let mut inner: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|f| is_image_name(f))
+                    .collect();
+                if inner.is_empty() {
+                    errors.push(format!("{}: no images in this folder", p.display()));
+                }
+                inner.sort();
+                files.extend(inner);
+            }
+            Err(e) => errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+    (files, errors)
 }
 
 fn decode_for_display(path: &Path, limits: &DecodeLimits) -> Result<Decoded, String> {

@@ -2,10 +2,12 @@
 //! NMS, the output types and overlay geometry.
 
 pub mod decode;
+pub mod image_files;
 pub mod letterbox;
 pub mod nms;
 pub mod output;
 pub mod overlay;
 pub mod preprocess;
 
+pub use image_files::{is_image_name, IMAGE_EXTENSIONS};
 pub use output::{Detection, InferParams, ModelTimings, Output, Timings};

@@ -1,0 +1,100 @@
+//! Starting the desktop app from its flags: `main`'s half for the window.
+//!
+//! If a modeldock server answers (at `MODELDOCK_HOST` or the default address,
+//! or `--remote`), the app attaches to it and its panels steer that engine.
+//! Otherwise it starts its own engine and, unless `--no-serve`, serves the
+//! same API on loopback while it runs, so `modeldock ps` in a terminal shows
+//! what the app holds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing_subscriber::Layer;
+
+use crate::cli::args::AppArgs;
+use crate::client::{base_url, Client, HttpClient, LateWake, RemoteEngine};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::server::{self, ServerOptions};
+use crate::ui::log_capture::{CaptureLayer, LogBuffer};
+use crate::ui::AppOptions;
+
+/// Runs the app; returns the exit code.
+pub fn run(a: AppArgs) -> i32 {
+    match launch(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn loopback_addr(base: &str) -> Option<SocketAddr> {
+    let hostport = base.split_once("://").map(|(_, r)| r).unwrap_or(base);
+    let addr: SocketAddr = hostport.parse().ok()?;
+    addr.ip().is_loopback().then_some(addr)
+}
+
+fn launch(a: AppArgs) -> Result<i32> {
+    let log = LogBuffer::default();
+    crate::logging::init(
+        "warn",
+        Some(CaptureLayer(log.clone()).with_filter(tracing_subscriber::filter::LevelFilter::DEBUG)),
+    );
+    let wake = LateWake::default();
+    let registry = a.engine.registry();
+    let mut server_handle = None;
+    let client = match &a.remote {
+        Some(url) => {
+            let http = HttpClient::new(&base_url(Some(url))?);
+            Client::Remote(RemoteEngine::start(http, Some(wake.as_wake())))
+        }
+        None => {
+            let base = base_url(a.server.server.as_deref())?;
+            let http = HttpClient::new(&base);
+            if http.is_live() {
+                tracing::info!("attached to the modeldock server at {base}");
+                Client::Remote(RemoteEngine::start(http, Some(wake.as_wake())))
+            } else {
+                let engine = Engine::start(registry.clone(), a.engine.config()?, Some(wake.as_wake()));
+                if !a.no_serve {
+                    server_handle = serve_in_background(&engine, &registry, &base);
+                }
+                Client::Local(engine)
+            }
+        }
+    };
+    let opts = AppOptions {
+        client: client.clone(),
+        registry,
+        open: a.open.clone(),
+        model: a.model.clone(),
+        telemetry: !a.no_telemetry,
+        log,
+        live: a.live.clone(),
+        exit_after: a.exit_after.map(Duration::from_secs_f64),
+        wake,
+    };
+    let r = crate::ui::run(opts);
+    if let Some(h) = server_handle {
+        h.shutdown();
+    }
+    client.shutdown();
+    r.map(|_| 0).map_err(|e| Error::msg(e.to_string()))
+}
+
+/// Serves the app's engine on `base` when it is a loopback address that is free.
+fn serve_in_background(engine: &Engine, registry: &crate::models::registry::Registry, base: &str) -> Option<server::ServerHandle> {
+    let addr = loopback_addr(base)?;
+    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), ServerOptions::default(), l)) {
+        Ok(h) => {
+            tracing::info!("serving this app's engine on http://{}", h.addr);
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!("not serving the engine's API: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `ps`, `load`, `unload`, `pin`, `unpin`: commands that steer a running
+//! server (they need one; without it they say how to start it).
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use super::args::{LoadArgs, PinArgs, PsArgs, ServerFlags, UnloadArgs};
+use crate::client::HttpClient;
+use crate::engine::config::human_bytes;
+use crate::error::{Error, Result};
+
+/// The running server, or an error saying none is running and how to start one.
+pub fn server(flags: &ServerFlags) -> Result<HttpClient> {
+    let base = crate::client::base_url(flags.server.as_deref())?;
+    let c = HttpClient::new(&base);
+    if c.is_live() {
+        Ok(c)
+    } else {
+        Err(Error::unavailable(format!(
+            "no modeldock server is running at {base}; start one with `modeldock serve` (or open the app), \
+             or point MODELDOCK_HOST at one"
+        )))
+    }
+}
+
+fn until(v: &Value) -> String {
+    if v["pinned"].as_bool() == Some(true) {
+        return "pinned".to_string();
+    }
+    match v["expires_at"].as_str() {
+        Some(t) => match humantime::parse_rfc3339(t) {
+            Ok(at) => match at.duration_since(std::time::SystemTime::now()) {
+                Ok(d) => format!("{} from now", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+                Err(_) => "now".to_string(),
+            },
+            Err(_) => t.to_string(),
+        },
+        None if v["in_flight"].as_u64().unwrap_or(0) > 0 => "busy".to_string(),
+        None if v["keep_alive"] == "forever" => "forever".to_string(),
+        None => "–".to_string(),
+    }
+}
+
+pub fn ps(a: &PsArgs) -> Result<i32> {
+    let c = server(&a.server)?;
+    let v = c.ps()?;
+    if a.json {
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("{:<22} {:<10} {:>10}  {:<10} {:<20} LOADS", "MODEL", "STATE", "SIZE", "PROCESSOR", "UNTIL");
+    for m in v["models"].as_array().into_iter().flatten() {
+        let size = m["measured_bytes"].as_u64().or(m["predicted_bytes"].as_u64()).unwrap_or(0);
+        println!(
+            "{:<22} {:<10} {:>10}  {:<10} {:<20} {}",
+            m["id"].as_str().unwrap_or("?"),
+            m["state"].as_str().unwrap_or("?"),
+            human_bytes(size),
+            m["device"].as_str().unwrap_or("?"),
+            until(m),
+            m["loads"].as_u64().unwrap_or(0),
+        );
+    }
+    Ok(0)
+}
+
+pub fn load(a: &LoadArgs) -> Result<i32> {
+    let c = server(&a.server)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("loading {}", a.model));
+    // The progress bar is drawn from the event stream while the load request waits.
+    let follower = {
+        let c = c.clone();
+        let bar = bar.clone();
+        let model = a.model.clone();
+        std::thread::spawn(move || {
+            let _ = c.follow_events(|name, v| {
+                if v["model"].as_str() != Some(model.as_str()) {
+                    return true;
+                }
+                match name {
+                    "load_started" | "progress" => {
+                        bar.set_length(v["bytes_total"].as_u64().unwrap_or(0));
+                        bar.set_position(v["bytes_done"].as_u64().unwrap_or(0));
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        })
+    };
+    let r = c.load(&a.model, a.keep_alive.map(|k| k.to_string()), a.pin, true);
+    bar.finish_and_clear();
+    drop(follower);
+    let v = r?;
+    let size = v["measured_bytes"].as_u64().or(v["predicted_bytes"].as_u64()).unwrap_or(0);
+    eprintln!(
+        "{} is resident ({}, keep-alive {}{})",
+        a.model,
+        human_bytes(size),
+        v["keep_alive"].as_str().unwrap_or("?"),
+        if v["pinned"].as_bool() == Some(true) { ", pinned" } else { "" }
+    );
+    Ok(0)
+}
+
+pub fn unload(a: &UnloadArgs) -> Result<i32> {
+    let c = server(&a.server)?;
+    let v = c.unload(if a.all { None } else { a.model.as_deref() })?;
+    let mut busy = 0;
+    for m in v["models"].as_array().into_iter().flatten() {
+        let id = m["model"].as_str().unwrap_or("?");
+        if m["unloaded"].as_bool() == Some(true) {
+            eprintln!("{id} unloaded");
+        } else {
+            busy += 1;
+            eprintln!("{id} is busy; it will leave memory when its requests finish");
+        }
+    }
+    Ok(if busy > 0 { 1 } else { 0 })
+}
+
+pub fn pin(a: &PinArgs, pinned: bool) -> Result<i32> {
+    let c = server(&a.server)?;
+    c.pin(&a.model, pinned)?;
+    eprintln!("{} {}", a.model, if pinned { "pinned" } else { "unpinned" });
+    Ok(0)
+}

@@ -1,0 +1,287 @@
+//! A blocking client of a modeldock server (or, for the v2 parts, any Open
+//! Inference Protocol v2 server): one pooled keep-alive `ureq` agent.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::engine::Snapshot;
+use crate::error::{Error, Result};
+use crate::vision::InferParams;
+
+/// Where the server is by default, and how `MODELDOCK_HOST` is read.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+
+/// Turns `host:port`, `host`, `:port` or a URL into a base URL. `0.0.0.0`
+/// (what a server binds) means this machine.
+pub fn base_url(spec: Option<&str>) -> Result<String> {
+    let port = crate::setup::DEFAULT_PORT;
+    let Some(s) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(format!("http://{DEFAULT_HOST}:{port}"));
+    };
+    let (scheme, rest) = match s.split_once("://") {
+        Some((sch, rest)) if sch == "http" || sch == "https" => (sch, rest),
+        Some((sch, _)) => return Err(Error::usage(format!("server '{s}': unsupported scheme '{sch}' (http or https)"))),
+        None => ("http", s),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, p) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
+            let p: u16 = p
+                .parse()
+                .map_err(|_| Error::usage(format!("server '{s}': bad port '{p}'")))?;
+            (h, p)
+        }
+        _ => (rest, port),
+    };
+    let host = match host {
+        "" | "0.0.0.0" => DEFAULT_HOST,
+        h => h,
+    };
+    if host.contains('/') || host.contains(' ') {
+        return Err(Error::usage(format!("server '{s}': expected host:port or a URL")));
+    }
+    Ok(format!("{scheme}://{host}:{p}"))
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    pub base: String,
+    agent: ureq::Agent,
+    api_key: Option<String>,
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(timeout)
+        .timeout_connect(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// The one-line message of an error body (`{"error": …}`), else the status.
+fn error_from(status: u16, body: &str, what: &str) -> Error {
+    let msg = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    match status {
+        400 | 422 => Error::msg(format!("{what}: {msg}")),
+        404 => Error::not_found(msg),
+        503 => Error::unavailable(format!("{what}: {msg}")),
+        _ => Error::msg(format!("{what}: {msg}")),
+    }
+}
+
+impl HttpClient {
+    pub fn new(base: &str) -> HttpClient {
+        HttpClient {
+            base: base.trim_end_matches('/').to_string(),
+            agent: agent(Some(Duration::from_secs(900))),
+            api_key: std::env::var("MODELDOCK_API_KEY").ok().filter(|k| !k.is_empty()),
+        }
+    }
+
+    /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
+    pub fn connect(spec: Option<&str>) -> Result<Option<HttpClient>> {
+        let c = HttpClient::new(&base_url(spec)?);
+        Ok(c.is_live().then_some(c))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.api_key {
+            Some(k) => r.header("Authorization", format!("Bearer {k}")),
+            None => r,
+        }
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> Error {
+        Error::unavailable(format!("cannot reach the server at {}: {e}", self.base))
+    }
+
+    /// `GET /v2/health/live` answered 200 within a second.
+    pub fn is_live(&self) -> bool {
+        let quick = agent(Some(Duration::from_millis(1500)));
+        let r = self.auth(quick.get(&self.url("/v2/health/live"))).call();
+        matches!(r, Ok(resp) if resp.status().as_u16() == 200)
+    }
+
+    pub fn get_json(&self, path: &str) -> Result<Value> {
+        let mut r = self
+            .auth(self.agent.get(&self.url(path)))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let status = r.status().as_u16();
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        if status != 200 {
+            return Err(error_from(status, &body, path));
+        }
+        serde_json::from_str(&body).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let mut r = self
+            .auth(self.agent.post(&self.url(path)))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| self.unreachable(e))?;
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        if status != 200 {
+            return Err(error_from(status, &text, path));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let v = self.get_json("/api/snapshot")?;
+        serde_json::from_value(v).map_err(|e| Error::msg(format!("/api/snapshot: unexpected shape: {e}")))
+    }
+
+    pub fn ps(&self) -> Result<Value> {
+        self.get_json("/api/ps")
+    }
+
+    pub fn load(&self, model: &str, keep_alive: Option<String>, pin: bool, wait: bool) -> Result<Value> {
+        let mut b = json!({"model": model, "wait": wait});
+        if let Some(k) = keep_alive {
+            b["keep_alive"] = json!(k);
+        }
+        if pin {
+            b["pin"] = json!(true);
+        }
+        self.post_json("/api/load", &b)
+    }
+
+    pub fn unload(&self, model: Option<&str>) -> Result<Value> {
+        let b = match model {
+            Some(m) => json!({"model": m}),
+            None => json!({"all": true}),
+        };
+        self.post_json("/api/unload", &b)
+    }
+
+    pub fn pin(&self, model: &str, pinned: bool) -> Result<Value> {
+        self.post_json("/api/pin", &json!({"model": model, "pinned": pinned}))
+    }
+
+    /// Runs `model` on encoded images through v2 infer (binary tensor
+    /// extension for the images); one `DETECTIONS` object per image.
+    pub fn infer(&self, model: &str, images: &[(String, Vec<u8>)], params: InferParams) -> Result<Vec<Value>> {
+        let mut tail = Vec::new();
+        for (_, b) in images {
+            tail.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            tail.extend_from_slice(b);
+        }
+        let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
+        let mut parameters = json!({"image_names": serde_json::to_string(&names).unwrap_or_default()});
+        if let Some(c) = params.conf {
+            parameters["conf"] = json!(c);
+        }
+        if let Some(i) = params.iou {
+            parameters["iou"] = json!(i);
+        }
+        let head = json!({
+            "inputs": [{"name": "IMAGE", "shape": [images.len()], "datatype": "BYTES",
+                        "parameters": {"binary_data_size": tail.len()}}],
+            "outputs": [{"name": "DETECTIONS", "parameters": {"binary_data": false}}],
+            "parameters": parameters,
+        })
+        .to_string();
+        let mut body = head.clone().into_bytes();
+        body.extend_from_slice(&tail);
+        let path = format!("/v2/models/{model}/infer");
+        let mut r = self
+            .auth(self.agent.post(&self.url(&path)))
+            .header("Content-Type", "application/octet-stream")
+            .header("Inference-Header-Content-Length", head.len().to_string())
+            .send(&body[..])
+            .map_err(|e| self.unreachable(e))?;
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        if status != 200 {
+            return Err(error_from(status, &text, model));
+        }
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))?;
+        let data = v["outputs"]
+            .as_array()
+            .and_then(|o| o.iter().find(|t| t["name"] == "DETECTIONS"))
+            .and_then(|t| t["data"].as_array())
+            .ok_or_else(|| Error::msg(format!("{path}: the reply has no DETECTIONS output")))?;
+        data.iter()
+            .map(|s| {
+                s.as_str()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .ok_or_else(|| Error::msg(format!("{path}: a DETECTIONS element is not JSON")))
+            })
+            .collect()
+    }
+
+    /// Follows `/api/events`, calling `f(name, data)` for each event until it
+    /// returns false or the stream ends.
+    pub fn follow_events(&self, mut f: impl FnMut(&str, &Value) -> bool) -> Result<()> {
+        let r = self
+            .auth(agent(None).get(&self.url("/api/events")))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        if r.status().as_u16() != 200 {
+            return Err(Error::msg(format!("/api/events: HTTP {}", r.status().as_u16())));
+        }
+        let reader = BufReader::new(r.into_body().into_reader());
+        let mut name = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
+                if !f(&name, &v) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn host_specs_become_base_urls() {
+        let d = crate::setup::DEFAULT_PORT;
+        assert_eq!(base_url(None).ok(), Some(format!("http://127.0.0.1:{d}")));
+        assert_eq!(base_url(Some("gpu-box:9000")).ok(), Some("http://gpu-box:9000".into()));
+        assert_eq!(base_url(Some("http://h:1/")).ok(), Some("http://h:1".into()));
+        assert_eq!(base_url(Some("0.0.0.0:7")).ok(), Some("http://127.0.0.1:7".into()));
+        assert_eq!(base_url(Some("box")).ok(), Some(format!("http://box:{d}")));
+        assert!(base_url(Some("h:notaport")).is_err());
+        assert!(base_url(Some("ftp://h")).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! How the CLI and the app reach an engine: in this process, or a modeldock
+//! server over HTTP (`MODELDOCK_HOST`). Panels hold a [`Client`] and never
+//! know which one they have.
+
+pub mod http;
+pub mod remote;
+
+use crossbeam_channel::{bounded, Receiver};
+
+pub use http::{base_url, HttpClient};
+pub use remote::RemoteEngine;
+
+use crate::engine::{Answer, Engine, Event, ImageInput, InferError, KeepAlive, RequestId, Snapshot, WakeFn};
+use crate::error::Result;
+use crate::vision::InferParams;
+
+#[derive(Clone)]
+pub enum Client {
+    Local(Engine),
+    Remote(RemoteEngine),
+}
+
+impl Client {
+    /// Sends a request whose answer arrives as [`Event::Answer`].
+    pub fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
+        match self {
+            Client::Local(e) => e.infer(model, input, params),
+            Client::Remote(r) => Ok(r.infer(model, input, params, None)),
+        }
+    }
+
+    pub fn load(&self, model: &str) -> Result<()> {
+        match self {
+            Client::Local(e) => e.load(model),
+            Client::Remote(r) => {
+                r.load(model);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn unload(&self, model: &str) -> Result<()> {
+        match self {
+            Client::Local(e) => e.unload(model),
+            Client::Remote(r) => {
+                r.unload(model);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn pin(&self, model: &str, pinned: bool) -> Result<()> {
+        match self {
+            Client::Local(e) => e.pin(model, pinned),
+            Client::Remote(r) => {
+                r.pin(model, pinned);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
+        match self {
+            Client::Local(e) => e.set_keep_alive(model, ka),
+            Client::Remote(r) => {
+                r.set_keep_alive(model, ka);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn events(&self) -> &Receiver<Event> {
+        match self {
+            Client::Local(e) => e.events(),
+            Client::Remote(r) => r.events(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        match self {
+            Client::Local(e) => e.snapshot(),
+            Client::Remote(r) => r.snapshot(),
+        }
+    }
+
+    /// Where the engine is, for the status bar: `in this process` or the server's URL.
+    pub fn location(&self) -> String {
+        match self {
+            Client::Local(_) => "in this process".to_string(),
+            Client::Remote(r) => match r.unreachable() {
+                Some(why) => format!("{} — {why}", r.base()),
+                None => r.base().to_string(),
+            },
+        }
+    }
+
+    pub fn shutdown(&self) {
+        match self {
+            Client::Local(e) => e.shutdown(),
+            Client::Remote(r) => r.shutdown(),
+        }
+    }
+}
+
+impl crate::engine::InferWait for Client {
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        match self {
+            Client::Local(e) => e.infer_wait(model, input, params),
+            Client::Remote(r) => {
+                let (tx, rx) = bounded(1);
+                let image = input.name();
+                let id = r.infer(model, input, params, Some(tx));
+                rx.recv().unwrap_or_else(|_| {
+                    Err(InferError {
+                        request_id: id,
+                        model: model.to_string(),
+                        image,
+                        error: "the connection to the server ended before an answer".to_string(),
+                    })
+                })
+            }
+        }
+    }
+}
+
+/// A wake function that can be filled in later (the window's repaint, once it exists).
+#[derive(Clone, Default)]
+pub struct LateWake(std::sync::Arc<std::sync::OnceLock<WakeFn>>);
+
+impl LateWake {
+    pub fn set(&self, f: WakeFn) {
+        let _ = self.0.set(f);
+    }
+
+    pub fn as_wake(&self) -> WakeFn {
+        let slot = self.0.clone();
+        std::sync::Arc::new(move || {
+            if let Some(f) = slot.get() {
+                f();
+            }
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! `POST /v2/models/{name}/infer`: N encoded images in, one answer per image
+//! out. One bad image fails only its own element; a full queue is a 503.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::error::{ApiError, ApiResult};
+use super::state::State;
+use super::tensors::{self, OutputTensor, TensorData};
+use super::v2::keypoint_count;
+use crate::engine::{Answer, ImageInput, InferError, Reply};
+use crate::vision::InferParams;
+
+pub async fn infer(
+    AxState(state): AxState<State>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Some(entry) = state.registry.get(&model) else {
+        return Err(ApiError::unknown_model(&model));
+    };
+    let labels = entry.manifest.labels.clone();
+    let header_len = match headers.get(tensors::HEADER_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?,
+        ),
+        None => None,
+    };
+    let (head, tail) = tensors::split_body(&body, header_len).map_err(ApiError::bad_request)?;
+    let req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
+    let n = req.images.len();
+    let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {
+        Ok(p) => p,
+        Err(_) => {
+            for _ in 0..n {
+                state.metrics.record_fail(&model);
+            }
+            return Err(ApiError::overloaded(format!(
+                "server is busy: {} requests queued (limit {}); retry shortly",
+                state.options.max_queue - state.queue.available_permits(),
+                state.options.max_queue
+            )));
+        }
+    };
+    let params = InferParams {
+        conf: req.conf,
+        iou: req.iou,
+    };
+    let started = Instant::now();
+    let mut waits = Vec::with_capacity(n);
+    for (i, bytes) in req.images.into_iter().enumerate() {
+        let name = req.names.get(i).cloned().unwrap_or_else(|| format!("IMAGE[{i}]"));
+        let (tx, rx) = oneshot::channel::<Answer>();
+        let input = ImageInput::Bytes {
+            name: name.clone(),
+            bytes: Arc::new(bytes),
+        };
+        let reply = Reply::callback(move |a| {
+            let _ = tx.send(a);
+        });
+        match state.engine.try_infer(&model, input, params, reply) {
+            Ok(_) => waits.push((name, Some(rx))),
+            Err((e, _reply)) => {
+                waits.push((name.clone(), None));
+                tracing::warn!("{model}: {name}: {e}");
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + state.options.timeout;
+    let mut answers: Vec<Result<Value, String>> = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    for (name, rx) in waits {
+        let a = match rx {
+            None => Err("engine queue is full or stopped; retry".to_string()),
+            Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(a)) => a.map_err(|e: InferError| e.error),
+                Ok(Err(_)) => Err("engine stopped before answering".to_string()),
+                Err(_) => Err(format!("no answer within {} s", state.options.timeout.as_secs())),
+            },
+        };
+        match a {
+            Ok(r) => {
+                state.metrics.record_ok(&model, &r.timings, r.output.cached);
+                state.stats_mut(&model, |s| s.record_ok(&r.timings, r.output.cached));
+                answers.push(Ok(r.to_json()));
+                results.push(Some(r));
+            }
+            Err(e) => {
+                state.metrics.record_fail(&model);
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                state.stats_mut(&model, |s| s.record_fail(ms));
+                answers.push(Err(e.clone()));
+                results.push(None);
+                let _ = name;
+            }
+        }
+    }
+    drop(permits);
+    let detections: Vec<Vec<u8>> = answers
+        .iter()
+        .zip(&results)
+        .enumerate()
+        .map(|(i, (a, _))| {
+            let v = match a {
+                Ok(v) => v.clone(),
+                Err(e) => serde_json::json!({
+                    "image": req.names.get(i).cloned().unwrap_or_else(|| format!("IMAGE[{i}]")),
+                    "error": e
+                }),
+            };
+            v.to_string().into_bytes()
+        })
+        .collect();
+    let k = keypoint_count(&state, &model);
+    let tensors = numeric_outputs(detections, &results, &labels, k);
+    let enc = tensors::encode_response(&model, req.id.as_deref(), tensors, &req.outputs, req.binary_default);
+    let mut resp = enc.body.into_response();
+    let h = resp.headers_mut();
+    match enc.header_len {
+        Some(len) => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(tensors::HEADER_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(resp)
+}
+
+/// The tensors of one batch: DETECTIONS, then BOXES [N,D,4], SCORES [N,D],
+/// CLASS_IDS [N,D], COUNTS [N] and, for keypoint models, KEYPOINTS [N,D,K,3];
+/// D is the largest detection count, padding is zeros.
+fn numeric_outputs(
+    detections: Vec<Vec<u8>>,
+    results: &[Option<crate::engine::InferResult>],
+    labels: &[String],
+    k: usize,
+) -> Vec<OutputTensor> {
+    let n = results.len();
+    let d = results
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.output.detections.len()).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut boxes = vec![0f32; n * d * 4];
+    let mut scores = vec![0f32; n * d];
+    let mut class_ids = vec![0i32; n * d];
+    let mut counts = vec![0i32; n];
+    let mut kps = vec![0f32; n * d * k * 3];
+    for (i, r) in results.iter().enumerate() {
+        let Some(r) = r else { continue };
+        counts[i] = r.output.detections.len() as i32;
+        for (j, det) in r.output.detections.iter().enumerate() {
+            let at = i * d + j;
+            boxes[at * 4..at * 4 + 4].copy_from_slice(&det.bbox);
+            scores[at] = det.score;
+            class_ids[at] = labels.iter().position(|l| *l == det.label).map(|p| p as i32).unwrap_or(-1);
+            for (p, kp) in det.keypoints.iter().take(k).enumerate() {
+                let o = (at * k + p) * 3;
+                kps[o..o + 3].copy_from_slice(kp);
+            }
+        }
+    }
+    let mut out = vec![
+        OutputTensor {
+            name: "DETECTIONS",
+            shape: vec![n],
+            data: TensorData::Bytes(detections),
+        },
+        OutputTensor {
+            name: "BOXES",
+            shape: vec![n, d, 4],
+            data: TensorData::F32(boxes),
+        },
+        OutputTensor {
+            name: "SCORES",
+            shape: vec![n, d],
+            data: TensorData::F32(scores),
+        },
+        OutputTensor {
+            name: "CLASS_IDS",
+            shape: vec![n, d],
+            data: TensorData::I32(class_ids),
+        },
+        OutputTensor {
+            name: "COUNTS",
+            shape: vec![n],
+            data: TensorData::I32(counts),
+        },
+    ];
+    if k > 0 {
+        out.push(OutputTensor {
+            name: "KEYPOINTS",
+            shape: vec![n, d, k, 3],
+            data: TensorData::F32(kps),
+        });
+    }
+    out
+}

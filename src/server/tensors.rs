@@ -1,0 +1,446 @@
+//! Open Inference Protocol v2 request parsing and response encoding: JSON
+//! tensors and Triton's binary tensor extension. Pure functions over bytes,
+//! so they can be fuzzed and tested without a socket.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The request header (`Inference-Header-Content-Length`) of the binary extension.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// What a request asked for, after parsing.
+#[derive(Debug, Default)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    /// The encoded image files of the `IMAGE` input.
+    pub images: Vec<Vec<u8>>,
+    pub conf: Option<f32>,
+    pub iou: Option<f32>,
+    /// Names for the images (request parameter `image_names`, a JSON list).
+    pub names: Vec<String>,
+    /// Requested outputs and whether each is binary; empty = all, JSON.
+    pub outputs: Vec<(String, bool)>,
+    /// Request-level `binary_data_output`.
+    pub binary_default: bool,
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    id: Option<Value>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<RawInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RawOutput>>,
+}
+
+#[derive(Deserialize)]
+struct RawInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Most images one request may carry.
+pub const MAX_BATCH: usize = 256;
+
+fn bad(m: impl Into<String>) -> String {
+    m.into()
+}
+
+fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>, String> {
+    match p.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let f = v
+                .as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| bad(format!("parameter '{key}': expected a number in 0..1, got {v}")))?;
+            if !(0.0..=1.0).contains(&f) {
+                return Err(bad(format!("parameter '{key}': {f} is outside 0..1")));
+            }
+            Ok(Some(f as f32))
+        }
+    }
+}
+
+fn param_bool(p: Option<&Map<String, Value>>, key: &str) -> bool {
+    p.and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Splits a body into the JSON header and the binary tail, using the value of
+/// `Inference-Header-Content-Length` when the request has one.
+pub fn split_body<'a>(body: &'a [u8], header_len: Option<&str>) -> Result<(&'a [u8], &'a [u8]), String> {
+    match header_len {
+        None => Ok((body, &[])),
+        Some(v) => {
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("Inference-Header-Content-Length '{v}' is not a byte count")))?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
+                    body.len()
+                )));
+            }
+            Ok(body.split_at(n))
+        }
+    }
+}
+
+/// Reads Triton's binary BYTES encoding: each element is a little-endian u32
+/// length followed by that many bytes.
+pub fn decode_bytes_elements(mut data: &[u8], expected: usize, what: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::with_capacity(expected.min(MAX_BATCH));
+    while !data.is_empty() {
+        if data.len() < 4 {
+            return Err(bad(format!("{what}: truncated element length")));
+        }
+        let n = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        data = &data[4..];
+        if n > data.len() {
+            return Err(bad(format!(
+                "{what}: element {} says {n} bytes but only {} remain",
+                out.len(),
+                data.len()
+            )));
+        }
+        out.push(data[..n].to_vec());
+        data = &data[n..];
+        if out.len() > expected {
+            return Err(bad(format!("{what}: more elements than its shape [{expected}] says")));
+        }
+    }
+    if out.len() != expected {
+        return Err(bad(format!(
+            "{what}: shape says {expected} elements, the data holds {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Encodes BYTES elements in Triton's binary form.
+pub fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+    for i in items {
+        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        out.extend_from_slice(i);
+    }
+    out
+}
+
+/// A JSON BYTES element holding an image: base64 (standard or URL-safe, with
+/// or without padding), optionally as a `data:` URL.
+fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| bad(format!("input 'IMAGE': element {i} is not a string (send base64-encoded image files)")))?;
+    let s = match s.strip_prefix("data:") {
+        Some(rest) => rest.split_once(',').map(|(_, d)| d).unwrap_or(rest),
+        None => s,
+    };
+    let s = s.trim();
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    for e in engines {
+        if let Ok(b) = e.decode(s) {
+            return Ok(b);
+        }
+    }
+    Err(bad(format!(
+        "input 'IMAGE': element {i} is not base64 (JSON tensors carry image files base64-encoded; or use the binary tensor extension)"
+    )))
+}
+
+/// Parses an infer request: the JSON header and the binary tail.
+pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, String> {
+    let raw: RawRequest =
+        serde_json::from_slice(header).map_err(|e| bad(format!("request body is not a v2 inference request: {e}")))?;
+    let mut req = InferRequest {
+        id: raw.id.map(|v| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }),
+        ..Default::default()
+    };
+    if let Some(p) = &raw.parameters {
+        req.conf = param_f32(p, "conf")?;
+        req.iou = param_f32(p, "iou")?;
+        if let Some(n) = p.get("image_names").and_then(Value::as_str) {
+            req.names = serde_json::from_str(n)
+                .map_err(|_| bad("parameter 'image_names': expected a JSON list of strings"))?;
+        }
+    }
+    req.binary_default = param_bool(raw.parameters.as_ref(), "binary_data_output");
+    let mut found = false;
+    for input in raw.inputs {
+        let size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| bad(format!("input '{}': binary_data_size is not a byte count", input.name)))
+            })
+            .transpose()?;
+        let chunk = match size {
+            Some(n) => {
+                let n = usize::try_from(n).map_err(|_| bad("binary_data_size too large"))?;
+                if n > binary.len() {
+                    return Err(bad(format!(
+                        "input '{}': binary_data_size {n} is past the end of the body ({} bytes left)",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (c, rest) = binary.split_at(n);
+                binary = rest;
+                Some(c)
+            }
+            None => None,
+        };
+        if input.name != "IMAGE" {
+            return Err(bad(format!("unknown input '{}' (this model takes 'IMAGE')", input.name)));
+        }
+        found = true;
+        if input.datatype != "BYTES" {
+            return Err(bad(format!("input 'IMAGE': datatype {} (expected BYTES)", input.datatype)));
+        }
+        let n = match input.shape.as_slice() {
+            [n] if *n >= 1 => *n as usize,
+            [1, n] if *n >= 1 => *n as usize,
+            s => return Err(bad(format!("input 'IMAGE': shape {s:?} (expected [N], N ≥ 1)"))),
+        };
+        if n > MAX_BATCH {
+            return Err(bad(format!("input 'IMAGE': {n} images; at most {MAX_BATCH} per request")));
+        }
+        req.images = match (chunk, input.data) {
+            (Some(c), _) => decode_bytes_elements(c, n, "input 'IMAGE'")?,
+            (None, Some(Value::Array(items))) => {
+                let flat: Vec<&Value> = items
+                    .iter()
+                    .flat_map(|v| match v {
+                        Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
+                        other => vec![other],
+                    })
+                    .collect();
+                if flat.len() != n {
+                    return Err(bad(format!(
+                        "input 'IMAGE': shape says {n} elements, data holds {}",
+                        flat.len()
+                    )));
+                }
+                flat.iter().enumerate().map(|(i, v)| image_from_json(v, i)).collect::<Result<_, _>>()?
+            }
+            (None, _) => return Err(bad("input 'IMAGE': no data (give 'data' or binary_data_size)")),
+        };
+    }
+    if !found {
+        return Err(bad("missing input 'IMAGE' (BYTES [N]: encoded image files)"));
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!("{} bytes of binary data no input claims", binary.len())));
+    }
+    if let Some(outs) = raw.outputs {
+        for o in outs {
+            if !OUTPUT_NAMES.contains(&o.name.as_str()) {
+                return Err(bad(format!(
+                    "unknown output '{}' (outputs: {})",
+                    o.name,
+                    OUTPUT_NAMES.join(", ")
+                )));
+            }
+            let binary = match o.parameters.as_ref().and_then(|p| p.get("binary_data")) {
+                Some(v) => v.as_bool().unwrap_or(false),
+                None => req.binary_default,
+            };
+            req.outputs.push((o.name, binary));
+        }
+    }
+    Ok(req)
+}
+
+pub const OUTPUT_NAMES: [&str; 6] = ["DETECTIONS", "BOXES", "SCORES", "CLASS_IDS", "COUNTS", "KEYPOINTS"];
+
+/// One output tensor, ready to encode.
+pub enum TensorData {
+    Bytes(Vec<Vec<u8>>),
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+pub struct OutputTensor {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl OutputTensor {
+    fn datatype(&self) -> &'static str {
+        match self.data {
+            TensorData::Bytes(_) => "BYTES",
+            TensorData::F32(_) => "FP32",
+            TensorData::I32(_) => "INT32",
+        }
+    }
+
+    fn binary(&self) -> Vec<u8> {
+        match &self.data {
+            TensorData::Bytes(b) => encode_bytes_elements(b),
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    fn json_data(&self) -> Value {
+        match &self.data {
+            TensorData::Bytes(b) => Value::Array(
+                b.iter()
+                    .map(|x| Value::String(String::from_utf8_lossy(x).into_owned()))
+                    .collect(),
+            ),
+            TensorData::F32(v) => json!(v),
+            TensorData::I32(v) => json!(v),
+        }
+    }
+}
+
+/// An encoded response: body and, for the binary extension, the JSON header length.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_len: Option<usize>,
+}
+
+/// Encodes the response: the outputs the request named (all when it named
+/// none), each as JSON or binary as asked.
+pub fn encode_response(
+    model: &str,
+    id: Option<&str>,
+    tensors: Vec<OutputTensor>,
+    wanted: &[(String, bool)],
+    binary_default: bool,
+) -> EncodedResponse {
+    let mut outputs = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    let selected: Vec<(OutputTensor, bool)> = if wanted.is_empty() {
+        tensors.into_iter().map(|t| (t, binary_default)).collect()
+    } else {
+        let mut ts = tensors;
+        let mut out = Vec::new();
+        for (name, bin) in wanted {
+            if let Some(pos) = ts.iter().position(|t| t.name == name) {
+                out.push((ts.swap_remove(pos), *bin));
+            }
+        }
+        out
+    };
+    for (t, bin) in selected {
+        let mut o = json!({"name": t.name, "datatype": t.datatype(), "shape": t.shape});
+        if bin {
+            let b = t.binary();
+            o["parameters"] = json!({"binary_data_size": b.len()});
+            tail.extend_from_slice(&b);
+        } else {
+            o["data"] = t.json_data();
+        }
+        outputs.push(o);
+    }
+    let mut head = json!({"model_name": model, "model_version": "1", "outputs": outputs});
+    if let Some(id) = id {
+        head["id"] = json!(id);
+    }
+    let mut body = serde_json::to_vec(&head).unwrap_or_default();
+    if tail.is_empty() {
+        return EncodedResponse { body, header_len: None };
+    }
+    let n = body.len();
+    body.extend_from_slice(&tail);
+    EncodedResponse {
+        body,
+        header_len: Some(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_bytes_round_trip_and_bounds() {
+        let items = vec![b"abc".to_vec(), Vec::new(), vec![0u8; 5]];
+        let enc = encode_bytes_elements(&items);
+        assert_eq!(decode_bytes_elements(&enc, 3, "x").ok(), Some(items));
+        assert!(decode_bytes_elements(&enc, 2, "x").is_err());
+        assert!(decode_bytes_elements(&enc[..enc.len() - 1], 3, "x").is_err());
+        assert!(decode_bytes_elements(&[255, 255, 255, 255], 1, "x").is_err());
+    }
+
+    #[test]
+    fn parses_binary_and_json_requests() {
+        let img = b"\x89PNG fake".to_vec();
+        let tail = encode_bytes_elements(std::slice::from_ref(&img));
+        let head = format!(
+            r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}],
+                "parameters":{{"conf":0.25}},"outputs":[{{"name":"SCORES","parameters":{{"binary_data":true}}}}]}}"#,
+            tail.len()
+        );
+        let r = parse_infer(head.as_bytes(), &tail).unwrap_or_default();
+        assert_eq!(r.images, vec![img.clone()]);
+        assert_eq!(r.conf, Some(0.25));
+        assert_eq!(r.outputs, vec![("SCORES".to_string(), true)]);
+
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
+        let head = format!(r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["{b64}"]}}]}}"#);
+        let r = parse_infer(head.as_bytes(), &[]).unwrap_or_default();
+        assert_eq!(r.images, vec![img]);
+    }
+
+    #[test]
+    fn refuses_malformed_requests_with_one_line_errors() {
+        for (head, tail) in [
+            (r#"{"inputs":[]}"#, &b""[..]),
+            (r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#, b""),
+            (r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#, b""),
+            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"FP32","data":[1.0]}]}"#, b""),
+            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":99}}]}"#, b"abc"),
+            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["!!"]}],"parameters":{"conf":3}}"#, b""),
+            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["aa=="]}],"outputs":[{"name":"NOPE"}]}"#, b""),
+            ("not json", b""),
+        ] {
+            let e = parse_infer(head.as_bytes(), tail).err().unwrap_or_default();
+            assert!(!e.is_empty() && !e.contains('\n'), "{head}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn encodes_binary_outputs_after_the_json_header() {
+        let t = vec![OutputTensor {
+            name: "COUNTS",
+            shape: vec![2],
+            data: TensorData::I32(vec![3, 4]),
+        }];
+        let r = encode_response("m", None, t, &[("COUNTS".into(), true)], false);
+        let n = r.header_len.unwrap_or(0);
+        assert_eq!(&r.body[n..], &[3, 0, 0, 0, 4, 0, 0, 0]);
+        let head: Value = serde_json::from_slice(&r.body[..n]).unwrap_or_default();
+        assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+    }
+}

@@ -1,0 +1,83 @@
+//! The engine flags shared by the app and every command (one flattened clap
+//! struct with environment fallbacks), and turning them into a registry, an
+//! engine configuration and an engine. Neutral ground: `main`, the CLI, the
+//! app and the server all use it; it uses none of them.
+
+use std::path::PathBuf;
+
+use crate::engine::config::{parse_bytes, DeviceChoice};
+use crate::engine::{Engine, EngineConfig, WakeFn};
+use crate::error::{Error, Result};
+use crate::models::keep_alive::KeepAlive;
+use crate::models::registry::Registry;
+use crate::telemetry::process;
+
+/// modeldock's default port: not Triton's (8000–8002), not Ollama's (11434).
+pub const DEFAULT_PORT: u16 = 8765;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineFlags {
+    /// Another folder of <id>/model.toml (repeatable; the variable is a `:`-separated list)
+    #[arg(long = "models-dir", value_name = "DIR", env = "MODELDOCK_MODELS", value_delimiter = ':')]
+    pub models_dir: Vec<PathBuf>,
+    /// Memory for resident models: 2GiB, 512MiB, 50% [default: half the available RAM on CPU, 80% of free VRAM on CUDA]
+    #[arg(long, value_name = "SIZE", env = "MODELDOCK_BUDGET")]
+    pub budget: Option<String>,
+    /// At most N models in memory at once [default: 16]
+    #[arg(long, value_name = "N", env = "MODELDOCK_MAX_RESIDENT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_resident: Option<u32>,
+    /// Idle time before a model is unloaded: 5m, 30s, 0 (after each request), -1 (never) [default: 5m]
+    #[arg(long, value_name = "D", env = "MODELDOCK_KEEP_ALIVE")]
+    pub keep_alive: Option<KeepAlive>,
+    /// cpu, cuda[:N], metal[:N] (GPU builds: --features cuda / metal) [default: cpu]
+    #[arg(long, value_name = "D", env = "MODELDOCK_DEVICE")]
+    pub device: Option<DeviceChoice>,
+    /// Load these models in the background right after start (comma-separated)
+    #[arg(long, value_name = "a,b", env = "MODELDOCK_PRELOAD", value_delimiter = ',')]
+    pub preload: Vec<String>,
+}
+
+impl EngineFlags {
+    /// Every model folder the flags (and the user's config folder) name; bad
+    /// manifests are reported on stderr and skipped.
+    pub fn registry(&self) -> Registry {
+        let r = Registry::discover(&Registry::default_dirs(&self.models_dir));
+        for p in &r.problems {
+            eprintln!("warning: {p}");
+            tracing::warn!("{p}");
+        }
+        r
+    }
+
+    pub fn config(&self) -> Result<EngineConfig> {
+        let mut c = EngineConfig::for_device(self.device.unwrap_or(DeviceChoice::Cpu));
+        if let Some(b) = &self.budget {
+            c.budget_bytes = parse_bytes(b, process::total_ram()).map_err(|e| Error::usage(format!("--budget: {e}")))?;
+        }
+        if let Some(k) = self.keep_alive {
+            c.default_keep_alive = k;
+        }
+        if let Some(n) = self.max_resident {
+            c.max_resident = n as usize;
+        }
+        c.preload = self
+            .preload
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(c)
+    }
+
+    /// Starts an in-process engine.
+    pub fn engine(&self, wake: Option<WakeFn>) -> Result<(Engine, Registry)> {
+        let reg = self.registry();
+        let cfg = self.config()?;
+        Ok((Engine::start(reg.clone(), cfg, wake), reg))
+    }
+}
+
+/// The keep-alive flag in its text form, for help and status lines.
+pub fn keep_alive_label(k: Option<KeepAlive>) -> String {
+    k.map(|k| k.to_string()).unwrap_or_else(|| "5m".to_string())
+}
