@@ -85,9 +85,14 @@ fn launch(a: AppArgs) -> Result<i32> {
 }
 
 /// Serves the app's engine on `base` when it is a loopback address that is free.
-fn serve_in_background(engine: &Engine, registry: &crate::models::registry::Registry, base: &str) -> Option<server::ServerHandle> {
+fn serve_in_background(
+    engine: &Engine,
+    registry: &crate::models::registry::Registry,
+    base: &str,
+) -> Option<server::ServerHandle> {
     let addr = loopback_addr(base)?;
-    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), ServerOptions::default(), l)) {
+    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), ServerOptions::default(), l))
+    {
         Ok(h) => {
             tracing::info!("serving this app's engine on http://{}", h.addr);
             Some(h)

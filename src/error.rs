@@ -66,10 +66,11 @@ impl Error {
         }
     }
 
-    /// The process exit code for this error: 2 for usage errors, 1 otherwise.
+    /// The process exit code for this error: 2 for usage errors (a malformed
+    /// flag, an unknown model id), 1 when the work failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::NotFound(_) => 2,
             _ => 1,
         }
     }

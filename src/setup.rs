@@ -18,7 +18,12 @@ pub const DEFAULT_PORT: u16 = 8765;
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct EngineFlags {
     /// Another folder of <id>/model.toml (repeatable; the variable is a `:`-separated list)
-    #[arg(long = "models-dir", value_name = "DIR", env = "MODELDOCK_MODELS", value_delimiter = ':')]
+    #[arg(
+        long = "models-dir",
+        value_name = "DIR",
+        env = "MODELDOCK_MODELS",
+        value_delimiter = ':'
+    )]
     pub models_dir: Vec<PathBuf>,
     /// Memory for resident models: 2GiB, 512MiB, 50% [default: half the available RAM on CPU, 80% of free VRAM on CUDA]
     #[arg(long, value_name = "SIZE", env = "MODELDOCK_BUDGET")]
@@ -52,7 +57,7 @@ impl EngineFlags {
     pub fn config(&self) -> Result<EngineConfig> {
         let mut c = EngineConfig::for_device(self.device.unwrap_or(DeviceChoice::Cpu));
         if let Some(b) = &self.budget {
-            c.budget_bytes = parse_bytes(b, process::total_ram()).map_err(|e| Error::usage(format!("--budget: {e}")))?;
+            c.budget_bytes = parse_bytes(b, process::total_ram()).map_err(|e| Error::usage(format!("--budget {e}")))?;
         }
         if let Some(k) = self.keep_alive {
             c.default_keep_alive = k;

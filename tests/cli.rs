@@ -10,6 +10,7 @@ use serde_json::Value;
 fn modeldock() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_modeldock"));
     c.env_remove("MODELDOCK_MODELS")
+        .env("MODELDOCK_HOST", common::no_server())
         .env("XDG_CONFIG_HOME", std::env::temp_dir().join("modeldock-no-config"));
     c
 }
@@ -97,9 +98,13 @@ fn a_bad_image_fails_alone_with_one_line_and_a_nonzero_exit() {
     let err_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(err_lines.len(), 1, "{err}");
     assert!(err_lines[0].contains("broken.png"), "{err}");
+    // One JSON line per input, in input order, the failure included.
     let v = lines(&out.stdout);
-    assert_eq!(v.len(), 1, "the good image is still processed");
-    assert!(v[0]["image"].as_str().unwrap_or("").ends_with("camera.png"));
+    assert_eq!(v.len(), 2, "one line per input");
+    assert!(v[0]["image"].as_str().unwrap_or("").ends_with("broken.png"));
+    assert!(v[0]["error"].as_str().unwrap_or("").contains("broken.png"), "{}", v[0]);
+    assert!(v[1]["image"].as_str().unwrap_or("").ends_with("camera.png"));
+    assert!(v[1]["detections"].is_array());
 }
 
 #[test]

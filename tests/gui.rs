@@ -10,6 +10,8 @@ use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use modeldock::client::{Client, LateWake};
+use modeldock::engine::{Engine, ModelState};
 use modeldock::models::registry::Registry;
 use modeldock::ui::app::{AppOptions, ModeldockApp};
 use modeldock::ui::log_capture::LogBuffer;
@@ -43,23 +45,24 @@ fn harness(registry: Registry, model: &str) -> Harness<'static, ModeldockApp> {
 
 fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'static, ModeldockApp> {
     let model = model.to_string();
-    Harness::builder()
-        .with_size(size)
-        .build_eframe(move |cc| {
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    registry,
-                    config: config(),
-                    open: Vec::new(),
-                    model: Some(model),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        })
+    Harness::builder().with_size(size).build_eframe(move |cc| {
+        let wake = LateWake::default();
+        let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
+        ModeldockApp::new(
+            cc,
+            AppOptions {
+                client: Client::Local(engine),
+                wake,
+                registry,
+                open: Vec::new(),
+                model: Some(model),
+                telemetry: false,
+                log: LogBuffer::default(),
+                live: None,
+                exit_after: None,
+            },
+        )
+    })
 }
 
 /// Steps frames until `pred` holds (the engine works on other threads).
@@ -103,12 +106,12 @@ fn load_shows_progress_then_resident_and_unload_makes_it_available() {
         h.query_by_label_contains("Loading").is_none(),
         "the progress bar is gone"
     );
-    assert_eq!(h.state().snapshot().models[0].state, "Resident");
+    assert_eq!(h.state().snapshot().models[0].state, ModelState::Resident);
     h.get_by_label("Unload").click();
     step_until(&mut h, "the row to read Available", |h| {
         h.query_by_label("Available").is_some()
     });
-    assert_eq!(h.state().snapshot().models[0].state, "Available");
+    assert_eq!(h.state().snapshot().models[0].state, ModelState::Available);
 }
 
 #[test]
@@ -220,11 +223,7 @@ fn export_writes_annotated_pngs_and_the_cli_json() {
     let written = modeldock::ui::export::export(&items, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(written.len(), 2);
     let json = std::fs::read_to_string(dir.path().join("astronaut.json")).unwrap_or_default();
-    assert_eq!(
-        json,
-        r.to_json().to_string(),
-        "the CLI's JSON"
-    );
+    assert_eq!(json, r.to_json().to_string(), "the CLI's JSON");
     let png = image::open(dir.path().join("astronaut.annotated.png"))
         .unwrap_or_else(|e| panic!("{e}"))
         .to_rgb8();
@@ -294,7 +293,11 @@ fn write_png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
 
 /// A viewer at the default window size with `img` dropped on it and shown.
 fn viewer_with(img: PathBuf) -> Harness<'static, ModeldockApp> {
-    let mut h = harness_sized(only(Registry::discover(&[]), &["face-detector"]), "face-detector", WINDOW);
+    let mut h = harness_sized(
+        only(Registry::discover(&[]), &["face-detector"]),
+        "face-detector",
+        WINDOW,
+    );
     h.step();
     h.input_mut().dropped_files.push(Arc::new(DroppedPath(img)));
     step_until(&mut h, "the image to be shown", |h| painted_image(h).is_some());
@@ -308,7 +311,10 @@ fn near(a: f32, b: f32, tol: f32) -> bool {
 
 fn assert_rect_near(a: egui::Rect, b: egui::Rect, tol: f32, what: &str) {
     assert!(
-        near(a.min.x, b.min.x, tol) && near(a.min.y, b.min.y, tol) && near(a.max.x, b.max.x, tol) && near(a.max.y, b.max.y, tol),
+        near(a.min.x, b.min.x, tol)
+            && near(a.min.y, b.min.y, tol)
+            && near(a.max.x, b.max.x, tol)
+            && near(a.max.y, b.max.y, tol),
         "{what}: {a:?} != {b:?}"
     );
 }
@@ -324,13 +330,28 @@ fn at_1280x800_a_wide_and_a_tall_image_are_fitted_inside_the_viewer_panel() {
         let viewer_tab = h.get_by_label("Viewer").rect();
         let side_tab = h.get_by_label("GPU / System").rect();
         let eps = 0.5;
-        assert!(clip.contains_rect(img.shrink(eps)), "{name}: the whole image is visible: {img:?} in {clip:?}");
-        assert!(img.left() >= viewer_tab.left() - eps, "{name}: {img:?} starts left of the panel");
-        assert!(img.right() <= side_tab.left(), "{name}: {img:?} runs under the side panel at {side_tab:?}");
-        assert!(img.top() >= viewer_tab.bottom(), "{name}: {img:?} above the panel's content");
+        assert!(
+            clip.contains_rect(img.shrink(eps)),
+            "{name}: the whole image is visible: {img:?} in {clip:?}"
+        );
+        assert!(
+            img.left() >= viewer_tab.left() - eps,
+            "{name}: {img:?} starts left of the panel"
+        );
+        assert!(
+            img.right() <= side_tab.left(),
+            "{name}: {img:?} runs under the side panel at {side_tab:?}"
+        );
+        assert!(
+            img.top() >= viewer_tab.bottom(),
+            "{name}: {img:?} above the panel's content"
+        );
         assert!(img.bottom() <= WINDOW.y, "{name}: {img:?} below the window");
         // Fitted: aspect kept, and as large as the panel allows along one side.
-        assert!(near(img.width() / img.height(), w as f32 / hgt as f32, 0.02), "{name}: aspect {img:?}");
+        assert!(
+            near(img.width() / img.height(), w as f32 / hgt as f32, 0.02),
+            "{name}: aspect {img:?}"
+        );
         let fills_w = near(img.width(), clip.width(), 1.0);
         let fills_h = near(img.height(), clip.height(), 1.0);
         assert!(fills_w || fills_h, "{name}: {img:?} fills {clip:?} along one side");
@@ -338,8 +359,21 @@ fn at_1280x800_a_wide_and_a_tall_image_are_fitted_inside_the_viewer_panel() {
             if w > hgt { fills_w } else { fills_h },
             "{name}: {img:?} limited by its long side in {clip:?}"
         );
+        // Nor do the controls above it run under the side panel.
+        let iou = h.query_all_by_label("IoU").map(|n| n.rect()).collect::<Vec<_>>();
+        assert!(!iou.is_empty(), "the IoU slider is shown");
+        for r in iou {
+            assert!(
+                r.right() <= side_tab.left(),
+                "{name}: the IoU slider {r:?} runs under the side panel"
+            );
+        }
         // The central panel keeps room: at 1280 wide it is not squeezed by the side panels.
-        assert!(clip.width() >= 480.0, "{name}: the image area is only {} wide", clip.width());
+        assert!(
+            clip.width() >= 480.0,
+            "{name}: the image area is only {} wide",
+            clip.width()
+        );
         h.step();
     }
 }
@@ -362,9 +396,16 @@ fn side_panels_give_way_to_the_viewer_in_a_small_window() {
             h.step();
         }
         let (img_rect, clip) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
-        assert!(clip.width() >= 480.0, "window {width}: the image area is only {} wide", clip.width());
+        assert!(
+            clip.width() >= 480.0,
+            "window {width}: the image area is only {} wide",
+            clip.width()
+        );
         assert!(clip.right() <= width, "window {width}: {clip:?}");
-        assert!(clip.contains_rect(img_rect.shrink(0.5)), "window {width}: {img_rect:?} in {clip:?}");
+        assert!(
+            clip.contains_rect(img_rect.shrink(0.5)),
+            "window {width}: {img_rect:?} in {clip:?}"
+        );
     }
 }
 
@@ -378,7 +419,10 @@ fn one_to_one_shows_the_image_at_native_size_and_fit_returns() {
     h.step();
     h.step();
     let (native, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
-    assert!(near(native.width(), 900.0, 0.5) && near(native.height(), 700.0, 0.5), "native size: {native:?}");
+    assert!(
+        near(native.width(), 900.0, 0.5) && near(native.height(), 700.0, 0.5),
+        "native size: {native:?}"
+    );
     assert!(near(native.center().x, clip.center().x, 0.5) && near(native.center().y, clip.center().y, 0.5));
     h.get_by_label("Fit").click();
     h.step();
@@ -401,7 +445,10 @@ fn the_wheel_zooms_around_the_cursor_dragging_pans_and_boxes_follow() {
     step_until(&mut h, "the detections", |h| has_label_containing(h, "detections"));
     h.step();
     let (before, clip) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
-    let result = h.state().viewer.images[0].result.clone().unwrap_or_else(|| panic!("a result"));
+    let result = h.state().viewer.images[0]
+        .result
+        .clone()
+        .unwrap_or_else(|| panic!("a result"));
     let dets: Vec<_> = h.state().viewer.visible(&result).into_iter().cloned().collect();
     assert!(!dets.is_empty(), "the astronaut has a face");
     let iw = result.output.image_size[0] as f32;
@@ -441,11 +488,19 @@ fn the_wheel_zooms_around_the_cursor_dragging_pans_and_boxes_follow() {
         h.step();
     }
     let (zoomed, _) = painted_image(&h).unwrap_or_else(|| panic!("painted"));
-    assert!(zoomed.width() > before.width() * 1.2, "zoomed in: {before:?} -> {zoomed:?}");
+    assert!(
+        zoomed.width() > before.width() * 1.2,
+        "zoomed in: {before:?} -> {zoomed:?}"
+    );
     assert!(near(zoomed.width() / zoomed.height(), 1.0, 0.01), "aspect kept");
     // The image point under the cursor stayed under it.
     let at = |r: egui::Rect| (cursor - r.min) / r.width();
-    assert!((at(zoomed) - at(before)).length() < 0.002, "zoom around the cursor: {:?} vs {:?}", at(before), at(zoomed));
+    assert!(
+        (at(zoomed) - at(before)).length() < 0.002,
+        "zoom around the cursor: {:?} vs {:?}",
+        at(before),
+        at(zoomed)
+    );
     check_boxes(&h, zoomed, "zoomed");
 
     // Drag pans by the pointer's movement.
@@ -488,7 +543,10 @@ fn opening_a_folder_lists_it_off_the_ui_thread() {
         (1, 0, 0),
         "the folder is listed on another thread"
     );
-    assert!(has_label_containing(&h, "Listing files"), "the user sees it is being listed");
+    assert!(
+        has_label_containing(&h, "Listing files"),
+        "the user sees it is being listed"
+    );
     step_until(&mut h, "the folder's images via poll", |h| {
         h.state().viewer.images.len() == 3
     });

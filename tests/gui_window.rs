@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixture;
+use common::{fixture, free_port};
 
 struct Xvfb(Child, String);
 
@@ -58,6 +58,8 @@ fn the_window_opens_an_image_with_the_default_model_and_draws_it() {
     let x = start_xvfb();
     let runtime = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // The app serves its engine on this port while it runs.
+    let host = format!("127.0.0.1:{}", free_port());
     let mut app = Command::new(env!("CARGO_BIN_EXE_modeldock"))
         .args(["--model", "face-landmarks", "--exit-after", "5", "--open"])
         .arg(fixture("images/astronaut.png"))
@@ -66,6 +68,7 @@ fn the_window_opens_an_image_with_the_default_model_and_draws_it() {
         .env("XDG_CONFIG_HOME", config.path())
         .env("XDG_DATA_HOME", config.path())
         .env("MODELDOCK_LOG", "info")
+        .env("MODELDOCK_HOST", &host)
         .env_remove("WAYLAND_DISPLAY")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -88,6 +91,20 @@ fn the_window_opens_an_image_with_the_default_model_and_draws_it() {
         }
     }
     assert!(shown, "no result shown; log:\n{}", log.join("\n"));
+    // `modeldock ps` in a terminal sees what the app holds.
+    let ps = Command::new(env!("CARGO_BIN_EXE_modeldock"))
+        .args(["ps", "--json"])
+        .env("MODELDOCK_HOST", &host)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ps.status.success(), "{}", String::from_utf8_lossy(&ps.stderr));
+    let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap_or_default();
+    assert!(
+        ps["models"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["id"] == "face-landmarks" && m["state"] == "Resident")),
+        "{ps}"
+    );
     std::thread::sleep(Duration::from_millis(700));
     assert!(app.try_wait().ok().flatten().is_none(), "the app is still running");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");

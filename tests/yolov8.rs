@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use candle_core::{Device, IndexOp, Tensor};
-use common::fixture;
+use common::{fixture, no_server};
 use modeldock::cli::verify_cmd::raw_forward;
 
 fn load(rel: &str, name: &str) -> Tensor {
@@ -44,6 +44,7 @@ fn yolov8n_head_output_matches_ultralytics() {
 
 fn verify(expected: &std::path::Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"))
+        .env("MODELDOCK_HOST", no_server())
         .args([
             "verify",
             "--arch",
@@ -136,6 +137,7 @@ fn hub_weights_come_from_the_cache_layout_or_fail_clearly_offline() {
     let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"))
+            .env("MODELDOCK_HOST", no_server())
             .args(["infer", "--model", "yolov8n", "--json"])
             .arg(fixture("images/astronaut.png"))
             .env("HF_HOME", home.path())

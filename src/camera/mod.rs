@@ -60,7 +60,9 @@ pub fn open_source(spec: &str, width: u32, height: u32, fps: f64) -> Result<Sour
 /// Opens a parsed source. A folder must exist and hold images.
 pub fn open_spec(spec: &SourceSpec, width: u32, height: u32, fps: f64) -> Result<SourceFactory, String> {
     match spec {
-        SourceSpec::Synthetic => Ok(SourceFactory::ready(synthetic::SyntheticSource::new(width, height, fps)?)),
+        SourceSpec::Synthetic => Ok(SourceFactory::ready(synthetic::SyntheticSource::new(
+            width, height, fps,
+        )?)),
         SourceSpec::Webcam(idx) => webcam::factory(*idx, width, height, fps.round() as u32),
         SourceSpec::Folder(p) if p.is_dir() => Ok(SourceFactory::ready(FolderSource::open(p, fps)?)),
         SourceSpec::Folder(p) => Err(format!(

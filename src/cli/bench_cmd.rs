@@ -44,9 +44,9 @@ pub fn test_card_png() -> Vec<u8> {
 
 fn wait_state(engine: &Engine, model: &str, state: ModelState) -> Result<()> {
     let ok = engine.wait_for(WAIT, |s| {
-        s.models
-            .iter()
-            .any(|m| m.id == model && (m.state == state || (m.state == ModelState::Failed && state != ModelState::Failed)))
+        s.models.iter().any(|m| {
+            m.id == model && (m.state == state || (m.state == ModelState::Failed && state != ModelState::Failed))
+        })
     });
     match engine.status(model) {
         Some(m) if ok && m.state == state => Ok(()),

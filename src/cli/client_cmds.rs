@@ -32,7 +32,10 @@ fn until(v: &Value) -> String {
     match v["expires_at"].as_str() {
         Some(t) => match humantime::parse_rfc3339(t) {
             Ok(at) => match at.duration_since(std::time::SystemTime::now()) {
-                Ok(d) => format!("{} from now", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+                Ok(d) => format!(
+                    "{} from now",
+                    humantime::format_duration(Duration::from_secs(d.as_secs()))
+                ),
                 Err(_) => "now".to_string(),
             },
             Err(_) => t.to_string(),
@@ -50,9 +53,15 @@ pub fn ps(a: &PsArgs) -> Result<i32> {
         println!("{v}");
         return Ok(0);
     }
-    println!("{:<22} {:<10} {:>10}  {:<10} {:<20} LOADS", "MODEL", "STATE", "SIZE", "PROCESSOR", "UNTIL");
+    println!(
+        "{:<22} {:<10} {:>10}  {:<10} {:<20} LOADS",
+        "MODEL", "STATE", "SIZE", "PROCESSOR", "UNTIL"
+    );
     for m in v["models"].as_array().into_iter().flatten() {
-        let size = m["measured_bytes"].as_u64().or(m["predicted_bytes"].as_u64()).unwrap_or(0);
+        let size = m["measured_bytes"]
+            .as_u64()
+            .or(m["predicted_bytes"].as_u64())
+            .unwrap_or(0);
         println!(
             "{:<22} {:<10} {:>10}  {:<10} {:<20} {}",
             m["id"].as_str().unwrap_or("?"),
@@ -100,13 +109,20 @@ pub fn load(a: &LoadArgs) -> Result<i32> {
     bar.finish_and_clear();
     drop(follower);
     let v = r?;
-    let size = v["measured_bytes"].as_u64().or(v["predicted_bytes"].as_u64()).unwrap_or(0);
+    let size = v["measured_bytes"]
+        .as_u64()
+        .or(v["predicted_bytes"].as_u64())
+        .unwrap_or(0);
     eprintln!(
         "{} is resident ({}, keep-alive {}{})",
         a.model,
         human_bytes(size),
         v["keep_alive"].as_str().unwrap_or("?"),
-        if v["pinned"].as_bool() == Some(true) { ", pinned" } else { "" }
+        if v["pinned"].as_bool() == Some(true) {
+            ", pinned"
+        } else {
+            ""
+        }
     );
     Ok(0)
 }

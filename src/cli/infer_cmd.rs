@@ -31,7 +31,9 @@ impl Runner {
             },
             Runner::Remote(c) => {
                 let bytes = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
-                let mut v = c.infer(model, &[(name.clone(), bytes)], params).map_err(|e| e.to_string())?;
+                let mut v = c
+                    .infer(model, &[(name.clone(), bytes)], params)
+                    .map_err(|e| e.to_string())?;
                 match v.pop() {
                     Some(v) => match v.get("error").and_then(Value::as_str) {
                         Some(e) => Err(e.to_string()),

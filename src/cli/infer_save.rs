@@ -26,7 +26,9 @@ const PALETTE: [[u8; 3]; 8] = [
 ];
 
 fn colour(label: &str) -> Rgb<u8> {
-    let h = label.bytes().fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+    let h = label
+        .bytes()
+        .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
     Rgb(PALETTE[h % PALETTE.len()])
 }
 

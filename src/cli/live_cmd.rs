@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::args::LiveArgs;
-use crate::engine::ModelState;
 use crate::camera::pipeline::{LiveOptions, LivePipeline};
+use crate::engine::ModelState;
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
 

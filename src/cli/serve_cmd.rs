@@ -19,12 +19,16 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             args.host
         )));
     }
-    let host = if args.host == "localhost" { "127.0.0.1" } else { args.host.as_str() };
+    let host = if args.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        args.host.as_str()
+    };
     let ip: IpAddr = host
         .parse()
         .map_err(|_| Error::usage(format!("--host '{}': expected an IP address", args.host)))?;
-    let max_body = crate::engine::config::parse_bytes(&args.max_body, 0)
-        .map_err(|e| Error::usage(format!("--max-body: {e}")))?;
+    let max_body =
+        crate::engine::config::parse_bytes(&args.max_body, 0).map_err(|e| Error::usage(format!("--max-body {e}")))?;
     let options = ServerOptions {
         max_queue: args.max_queue as usize,
         max_body: usize::try_from(max_body).unwrap_or(usize::MAX),

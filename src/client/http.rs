@@ -22,7 +22,11 @@ pub fn base_url(spec: Option<&str>) -> Result<String> {
     };
     let (scheme, rest) = match s.split_once("://") {
         Some((sch, rest)) if sch == "http" || sch == "https" => (sch, rest),
-        Some((sch, _)) => return Err(Error::usage(format!("server '{s}': unsupported scheme '{sch}' (http or https)"))),
+        Some((sch, _)) => {
+            return Err(Error::usage(format!(
+                "server '{s}': unsupported scheme '{sch}' (http or https)"
+            )))
+        }
         None => ("http", s),
     };
     let rest = rest.trim_end_matches('/');

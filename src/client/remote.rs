@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use super::http::HttpClient;
-use crate::engine::{
-    Answer, Event, ImageInput, InferError, InferResult, KeepAlive, RequestId, Snapshot, WakeFn,
-};
+use crate::engine::{Answer, Event, ImageInput, InferError, InferResult, KeepAlive, RequestId, Snapshot, WakeFn};
 use crate::vision::InferParams;
 
 enum Job {
@@ -253,7 +251,13 @@ impl RemoteEngine {
         ))
     }
 
-    pub fn infer(&self, model: &str, input: ImageInput, params: InferParams, reply: Option<Sender<Answer>>) -> RequestId {
+    pub fn infer(
+        &self,
+        model: &str,
+        input: ImageInput,
+        params: InferParams,
+        reply: Option<Sender<Answer>>,
+    ) -> RequestId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.jobs.send(Job::Infer {
             id,

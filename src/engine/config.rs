@@ -2,8 +2,8 @@
 
 use candle_core::Device;
 
-use crate::models::keep_alive::KeepAlive;
 use crate::error::{Error, Result};
+use crate::models::keep_alive::KeepAlive;
 use crate::vision::decode::DecodeLimits;
 
 #[derive(Debug, Clone)]

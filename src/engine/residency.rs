@@ -167,9 +167,20 @@ pub struct Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Refusal { model, needed, budget, used, .. } = self;
+        let Refusal {
+            model,
+            needed,
+            budget,
+            used,
+            ..
+        } = self;
         if needed > budget {
-            write!(f, "{model} needs {}; the whole budget is {}", mib(*needed), mib(*budget))?;
+            write!(
+                f,
+                "{model} needs {}; the whole budget is {}",
+                mib(*needed),
+                mib(*budget)
+            )?;
         } else if self.resident >= self.max_resident && used + needed <= *budget {
             write!(
                 f,
@@ -185,7 +196,11 @@ impl fmt::Display for Refusal {
                 mib(*budget)
             )?;
         }
-        let pinned = if self.pinned.is_empty() { "none".to_string() } else { self.pinned.join(", ") };
+        let pinned = if self.pinned.is_empty() {
+            "none".to_string()
+        } else {
+            self.pinned.join(", ")
+        };
         write!(f, "; pinned: {pinned}")?;
         if !self.busy.is_empty() {
             write!(f, "; busy: {}", self.busy.join(", "))?;
@@ -324,8 +339,11 @@ impl Residency {
         let needed = self.slots.get(id).map(|s| s.predicted).unwrap_or(0);
         let fits = |used: u64, count: usize| used + needed <= self.budget && count < self.max_resident;
         let (used, count) = (self.used_bytes(), self.resident_count());
-        let mut candidates: Vec<(&String, &Slot)> =
-            self.slots.iter().filter(|(k, s)| k.as_str() != id && s.evictable()).collect();
+        let mut candidates: Vec<(&String, &Slot)> = self
+            .slots
+            .iter()
+            .filter(|(k, s)| k.as_str() != id && s.evictable())
+            .collect();
         candidates.sort_by_key(|(k, s)| (s.last_used, (*k).clone()));
         let (mut u, mut c, mut victims) = (used, count, Vec::new());
         for (k, s) in candidates {

@@ -15,7 +15,8 @@ use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
 use super::stats::Stats;
 use super::{
-    Answer, Command, Reply, Subscribers, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RequestId, Snapshot, WakeFn,
+    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, Reply, RequestId, Snapshot,
+    Subscribers, WakeFn,
 };
 use crate::models::registry::Registry;
 use crate::models::Model;
@@ -57,8 +58,7 @@ pub(super) fn spawn(
     registry: Registry,
     config: EngineConfig,
     rx: Receiver<Command>,
-    events: Sender<Event>,
-    subscribers: Subscribers,
+    (events, subscribers): (Sender<Event>, Subscribers),
     snapshot: Arc<Mutex<Snapshot>>,
     wake: Option<WakeFn>,
     ready: Sender<()>,
@@ -186,7 +186,12 @@ impl Worker {
                 Ok(s) => s,
                 Err(p) => p.into_inner(),
             };
-            subs.retain(|s| !matches!(s.try_send(e.clone()), Err(crossbeam_channel::TrySendError::Disconnected(_))));
+            subs.retain(|s| {
+                !matches!(
+                    s.try_send(e.clone()),
+                    Err(crossbeam_channel::TrySendError::Disconnected(_))
+                )
+            });
         }
         match e {
             // Answers must never be lost.

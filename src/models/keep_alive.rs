@@ -20,7 +20,7 @@ impl KeepAlive {
             return Some(KeepAlive::Forever);
         }
         if let Ok(secs) = s.parse::<f64>() {
-            if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+            if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
                 return None;
             }
             return Some(KeepAlive::Millis((secs * 1e3) as u64));

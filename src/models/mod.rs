@@ -1,9 +1,9 @@
 //! The model zoo: manifests, weights, and one file per network.
 
 pub mod builtin;
-pub mod keep_alive;
 pub mod face_landmarks;
 pub mod hub;
+pub mod keep_alive;
 pub mod layers;
 pub mod manifest;
 pub mod mtcnn;

@@ -91,7 +91,11 @@ pub async fn load(AxState(state): AxState<State>, body: axum::body::Bytes) -> Ap
         let text = match ka {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            other => return Err(ApiError::bad_request(format!("keep_alive: expected a duration, got {other}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "keep_alive: expected a duration, got {other}"
+                )))
+            }
         };
         let k = KeepAlive::parse(&text)
             .ok_or_else(|| ApiError::bad_request(format!("keep_alive '{text}': expected 5m, 30s, 0 or -1")))?;
@@ -144,7 +148,15 @@ pub async fn unload(AxState(state): AxState<State>, body: axum::body::Bytes) -> 
     for id in ids {
         let engine = state.engine.clone();
         let m = id.clone();
-        let w = command_and_wait(&state, &id, move || engine.unload(&m), is_out, false, state.options.timeout).await?;
+        let w = command_and_wait(
+            &state,
+            &id,
+            move || engine.unload(&m),
+            is_out,
+            false,
+            state.options.timeout,
+        )
+        .await?;
         let left = matches!(w, Waited::Done(_));
         done.push(json!({"model": id, "unloaded": left}));
     }

@@ -127,7 +127,10 @@ pub async fn infer(
     let h = resp.headers_mut();
     match enc.header_len {
         Some(len) => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             h.insert(tensors::HEADER_LENGTH, HeaderValue::from(len));
         }
         None => {
@@ -164,7 +167,11 @@ fn numeric_outputs(
             let at = i * d + j;
             boxes[at * 4..at * 4 + 4].copy_from_slice(&det.bbox);
             scores[at] = det.score;
-            class_ids[at] = labels.iter().position(|l| *l == det.label).map(|p| p as i32).unwrap_or(-1);
+            class_ids[at] = labels
+                .iter()
+                .position(|l| *l == det.label)
+                .map(|p| p as i32)
+                .unwrap_or(-1);
             for (p, kp) in det.keypoints.iter().take(k).enumerate() {
                 let o = (at * k + p) * 3;
                 kps[o..o + 3].copy_from_slice(kp);

@@ -66,7 +66,10 @@ impl Metrics {
             registry.register(name, help, f.clone());
             f
         };
-        let success = counter_like("nv_inference_request_success", "Successful inference requests (per image)");
+        let success = counter_like(
+            "nv_inference_request_success",
+            "Successful inference requests (per image)",
+        );
         let failure = counter_like("nv_inference_request_failure", "Failed inference requests (per image)");
         let count = counter_like("nv_inference_count", "Inferences performed (cache hits included)");
         let exec_count = counter_like("nv_inference_exec_count", "Model executions (cache hits excluded)");
@@ -86,7 +89,11 @@ impl Metrics {
         let loads = Family::<ModelLabel, Counter>::default();
         registry.register("modeldock_loads", "Model loads this server performed", loads.clone());
         let load_seconds = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
-        registry.register("modeldock_load_seconds", "Time spent loading models", load_seconds.clone());
+        registry.register(
+            "modeldock_load_seconds",
+            "Time spent loading models",
+            load_seconds.clone(),
+        );
         let resident_bytes = Family::<ModelLabel, Gauge>::default();
         registry.register(
             "modeldock_resident_bytes",
@@ -94,7 +101,11 @@ impl Metrics {
             resident_bytes.clone(),
         );
         let budget_bytes = Gauge::default();
-        registry.register("modeldock_budget_bytes", "Memory budget for resident models", budget_bytes.clone());
+        registry.register(
+            "modeldock_budget_bytes",
+            "Memory budget for resident models",
+            budget_bytes.clone(),
+        );
         let used_bytes = Gauge::default();
         registry.register("modeldock_used_bytes", "Budget bytes in use", used_bytes.clone());
         let cache_hits = Gauge::default();
@@ -104,7 +115,11 @@ impl Metrics {
         let gpu_used = Family::<GpuLabel, Gauge>::default();
         registry.register("nv_gpu_memory_used_bytes", "GPU memory used (NVML)", gpu_used.clone());
         let gpu_total = Family::<GpuLabel, Gauge>::default();
-        registry.register("nv_gpu_memory_total_bytes", "GPU memory total (NVML)", gpu_total.clone());
+        registry.register(
+            "nv_gpu_memory_total_bytes",
+            "GPU memory total (NVML)",
+            gpu_total.clone(),
+        );
         Metrics {
             registry,
             success,
@@ -136,7 +151,9 @@ impl Metrics {
         self.queue_us.get_or_create(&l).inc_by(us(t.queue));
         if !cached {
             self.exec_count.get_or_create(&l).inc();
-            self.compute_input_us.get_or_create(&l).inc_by(us(t.decode + t.preprocess));
+            self.compute_input_us
+                .get_or_create(&l)
+                .inc_by(us(t.decode + t.preprocess));
             self.compute_infer_us.get_or_create(&l).inc_by(us(t.forward));
             self.compute_output_us.get_or_create(&l).inc_by(us(t.postprocess));
         }

@@ -97,8 +97,11 @@ async fn guard(AxState(state): AxState<State>, req: Request, next: Next) -> Resp
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| t.trim() == key);
         if !ok {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer …)")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key (Authorization: Bearer …)",
+            )
+            .into_response();
         }
     }
     if req.uri().path() == "/api/events" {
@@ -202,7 +205,16 @@ pub fn start(
             let drain = options.drain;
             let state = shared(engine, registry, options);
             rt.block_on(async move {
-                if let Err(e) = serve_until(listener, state, async { let _ = stop_rx.await; }, drain).await {
+                if let Err(e) = serve_until(
+                    listener,
+                    state,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    drain,
+                )
+                .await
+                {
                     tracing::error!("server on {addr}: {e}");
                 }
             });

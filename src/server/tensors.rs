@@ -146,9 +146,11 @@ pub fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
 /// A JSON BYTES element holding an image: base64 (standard or URL-safe, with
 /// or without padding), optionally as a `data:` URL.
 fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>, String> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| bad(format!("input 'IMAGE': element {i} is not a string (send base64-encoded image files)")))?;
+    let s = v.as_str().ok_or_else(|| {
+        bad(format!(
+            "input 'IMAGE': element {i} is not a string (send base64-encoded image files)"
+        ))
+    })?;
     let s = match s.strip_prefix("data:") {
         Some(rest) => rest.split_once(',').map(|(_, d)| d).unwrap_or(rest),
         None => s,
@@ -185,8 +187,8 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
         req.conf = param_f32(p, "conf")?;
         req.iou = param_f32(p, "iou")?;
         if let Some(n) = p.get("image_names").and_then(Value::as_str) {
-            req.names = serde_json::from_str(n)
-                .map_err(|_| bad("parameter 'image_names': expected a JSON list of strings"))?;
+            req.names =
+                serde_json::from_str(n).map_err(|_| bad("parameter 'image_names': expected a JSON list of strings"))?;
         }
     }
     req.binary_default = param_bool(raw.parameters.as_ref(), "binary_data_output");
@@ -218,11 +220,17 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
             None => None,
         };
         if input.name != "IMAGE" {
-            return Err(bad(format!("unknown input '{}' (this model takes 'IMAGE')", input.name)));
+            return Err(bad(format!(
+                "unknown input '{}' (this model takes 'IMAGE')",
+                input.name
+            )));
         }
         found = true;
         if input.datatype != "BYTES" {
-            return Err(bad(format!("input 'IMAGE': datatype {} (expected BYTES)", input.datatype)));
+            return Err(bad(format!(
+                "input 'IMAGE': datatype {} (expected BYTES)",
+                input.datatype
+            )));
         }
         let n = match input.shape.as_slice() {
             [n] if *n >= 1 => *n as usize,
@@ -230,7 +238,9 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
             s => return Err(bad(format!("input 'IMAGE': shape {s:?} (expected [N], N ≥ 1)"))),
         };
         if n > MAX_BATCH {
-            return Err(bad(format!("input 'IMAGE': {n} images; at most {MAX_BATCH} per request")));
+            return Err(bad(format!(
+                "input 'IMAGE': {n} images; at most {MAX_BATCH} per request"
+            )));
         }
         req.images = match (chunk, input.data) {
             (Some(c), _) => decode_bytes_elements(c, n, "input 'IMAGE'")?,
@@ -248,7 +258,10 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
                         flat.len()
                     )));
                 }
-                flat.iter().enumerate().map(|(i, v)| image_from_json(v, i)).collect::<Result<_, _>>()?
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| image_from_json(v, i))
+                    .collect::<Result<_, _>>()?
             }
             (None, _) => return Err(bad("input 'IMAGE': no data (give 'data' or binary_data_size)")),
         };
@@ -417,12 +430,30 @@ mod tests {
     fn refuses_malformed_requests_with_one_line_errors() {
         for (head, tail) in [
             (r#"{"inputs":[]}"#, &b""[..]),
-            (r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#, b""),
-            (r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#, b""),
-            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"FP32","data":[1.0]}]}"#, b""),
-            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":99}}]}"#, b"abc"),
-            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["!!"]}],"parameters":{"conf":3}}"#, b""),
-            (r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["aa=="]}],"outputs":[{"name":"NOPE"}]}"#, b""),
+            (
+                r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#,
+                b"",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#,
+                b"",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"FP32","data":[1.0]}]}"#,
+                b"",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":99}}]}"#,
+                b"abc",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["!!"]}],"parameters":{"conf":3}}"#,
+                b"",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["aa=="]}],"outputs":[{"name":"NOPE"}]}"#,
+                b"",
+            ),
             ("not json", b""),
         ] {
             let e = parse_infer(head.as_bytes(), tail).err().unwrap_or_default();

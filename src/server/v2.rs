@@ -66,7 +66,11 @@ pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<St
     if k > 0 {
         outputs.push(json!({"name": "KEYPOINTS", "datatype": "FP32", "shape": [-1, -1, k, 3]}));
     }
-    let labels = state.registry.get(&model).map(|e| e.manifest.labels.clone()).unwrap_or_default();
+    let labels = state
+        .registry
+        .get(&model)
+        .map(|e| e.manifest.labels.clone())
+        .unwrap_or_default();
     Ok(Json(json!({
         "name": model,
         "versions": ["1"],

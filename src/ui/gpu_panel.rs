@@ -71,7 +71,10 @@ pub fn gpu_plots(t: &TelemetrySnapshot, idx: u32) -> Vec<HistoryPlot> {
     let mib = HistoryPlot {
         unit: Unit::MiB,
         lines: vec![
-            ("VRAM used MiB".into(), series(&|g| Some(g.memory_used_bytes? as f64 / MIB))),
+            (
+                "VRAM used MiB".into(),
+                series(&|g| Some(g.memory_used_bytes? as f64 / MIB)),
+            ),
             (
                 "this process MiB".into(),
                 series(&|g| Some(g.own_memory_bytes? as f64 / MIB)),
@@ -203,7 +206,11 @@ mod tests {
         let plots = system_plots(&snapshot());
         for p in &plots {
             for (name, points) in &p.lines {
-                assert!(name.ends_with(p.unit.label()), "{name} drawn on a {} axis", p.unit.label());
+                assert!(
+                    name.ends_with(p.unit.label()),
+                    "{name} drawn on a {} axis",
+                    p.unit.label()
+                );
                 if p.unit == Unit::Percent {
                     assert!(points.iter().all(|q| (0.0..=100.0).contains(&q[1])), "{name}");
                 }

@@ -95,16 +95,14 @@ impl LivePanel {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let fps = self.fps as f64;
         let (thread_spec, thread_wake) = (spec.clone(), wake.clone());
-        let spawned = std::thread::Builder::new()
-            .name("live-open".into())
-            .spawn(move || {
-                let r = crate::camera::open_source(&thread_spec, 640, 480, fps);
-                // Nobody listening (Stop was pressed): the source is dropped here.
-                let _ = tx.send(r);
-                if let Some(w) = thread_wake {
-                    w();
-                }
-            });
+        let spawned = std::thread::Builder::new().name("live-open".into()).spawn(move || {
+            let r = crate::camera::open_source(&thread_spec, 640, 480, fps);
+            // Nobody listening (Stop was pressed): the source is dropped here.
+            let _ = tx.send(r);
+            if let Some(w) = thread_wake {
+                w();
+            }
+        });
         if let Err(e) = spawned {
             self.message = Some(format!("{spec}: cannot start a thread: {e} (press Start to retry)"));
             return;
@@ -219,6 +217,7 @@ impl LivePanel {
                         .desired_width(180.0),
                 );
             }
+            super::viewer::wrap_unless_fits(ui, super::viewer::slider_width(ui, "FPS"));
             ui.add(egui::Slider::new(&mut self.fps, 1.0..=60.0).text("FPS"));
             ui.checkbox(&mut self.mirror, "Mirror");
             ui.checkbox(&mut self.show_landmarks, "Landmarks");

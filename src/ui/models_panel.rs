@@ -4,8 +4,8 @@
 use eframe::egui;
 use egui::{Color32, RichText};
 
-use crate::engine::config::human_bytes;
 use crate::client::Client;
+use crate::engine::config::human_bytes;
 use crate::engine::{ModelState, ModelStatus, Snapshot};
 
 pub fn palette(i: usize) -> Color32 {

@@ -190,27 +190,25 @@ impl Viewer {
         self.listing += 1;
         let tx = self.opened_tx.clone();
         let ctx = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("viewer-open".into())
-            .spawn(move || {
-                let (files, errors) = list_images(paths);
-                let listed = Opened::Listed {
-                    files: files.len(),
-                    errors,
-                };
-                if tx.send(listed).is_err() {
+        let spawned = std::thread::Builder::new().name("viewer-open".into()).spawn(move || {
+            let (files, errors) = list_images(paths);
+            let listed = Opened::Listed {
+                files: files.len(),
+                errors,
+            };
+            if tx.send(listed).is_err() {
+                return;
+            }
+            ctx.request_repaint();
+            let limits = DecodeLimits::default();
+            for path in files {
+                let r = decode_for_display(&path, &limits);
+                if tx.send(Opened::Decoded(Box::new(r))).is_err() {
                     return;
                 }
                 ctx.request_repaint();
-                let limits = DecodeLimits::default();
-                for path in files {
-                    let r = decode_for_display(&path, &limits);
-                    if tx.send(Opened::Decoded(Box::new(r))).is_err() {
-                        return;
-                    }
-                    ctx.request_repaint();
-                }
-            });
+            }
+        });
         if let Err(e) = spawned {
             self.listing -= 1;
             self.status = Some(format!("Open: cannot start a thread: {e}"));
@@ -340,8 +338,10 @@ impl Viewer {
             if self.model != before {
                 self.resubmit_all(engine);
             }
+            wrap_unless_fits(ui, slider_width(ui, "Confidence"));
             ui.add(egui::Slider::new(&mut self.conf, 0.0..=1.0).text("Confidence"));
             let iou_before = self.iou;
+            wrap_unless_fits(ui, slider_width(ui, "IoU"));
             ui.add(egui::Slider::new(&mut self.iou, 0.05..=1.0).text("IoU"));
             if (self.iou - iou_before).abs() > f32::EPSILON {
                 self.resubmit_all(engine);
@@ -462,8 +462,7 @@ impl Viewer {
             }
         }
         if response.hovered() {
-            let (scroll, zoom, cursor) =
-                ui.input(|i| (i.smooth_scroll_delta(), i.zoom_delta(), i.pointer.hover_pos()));
+            let (scroll, zoom, cursor) = ui.input(|i| (i.smooth_scroll_delta(), i.zoom_delta(), i.pointer.hover_pos()));
             let factor = zoom * (scroll.y * WHEEL_ZOOM).exp();
             if let Some(cursor) = cursor {
                 if (factor - 1.0).abs() > 1e-4 {
@@ -493,6 +492,21 @@ impl Viewer {
             }
         }
     }
+}
+
+/// In a `horizontal_wrapped` Ui, starts a new row unless `width` fits in
+/// this one. A slider (rail, value and label) is one widget whose width egui
+/// learns only after drawing it, so it would overflow the panel instead of wrapping.
+pub fn wrap_unless_fits(ui: &mut egui::Ui, width: f32) {
+    if ui.available_size_before_wrap().x < width && ui.cursor().left() > ui.max_rect().left() + 1.0 {
+        ui.end_row();
+    }
+}
+
+/// About how wide a slider with a value box and `label` is.
+pub fn slider_width(ui: &egui::Ui, label: &str) -> f32 {
+    let s = ui.spacing();
+    s.slider_width + s.interact_size.x + 3.0 * s.item_spacing.x + 8.0 * label.chars().count() as f32
 }
 
 pub fn thumb_size(size: [u32; 2], side: f32) -> egui::Vec2 {

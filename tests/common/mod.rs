@@ -33,11 +33,13 @@ pub fn engine_for(dir: &Path, config: EngineConfig) -> (Engine, Registry) {
 }
 
 pub fn state(e: &Engine, id: &str) -> String {
-    e.status(id).map(|m| m.state).unwrap_or_default()
+    e.status(id).map(|m| m.state.to_string()).unwrap_or_default()
 }
 
 pub fn wait_state(e: &Engine, id: &str, s: &str) {
-    let ok = e.wait_for(WAIT, |snap| snap.models.iter().any(|m| m.id == id && m.state == s));
+    let ok = e.wait_for(WAIT, |snap| {
+        snap.models.iter().any(|m| m.id == id && m.state.to_string() == s)
+    });
     assert!(ok, "{id} never became {s}; it is {:?}", e.status(id));
 }
 
@@ -47,4 +49,18 @@ pub fn png(w: u32, h: u32) -> Vec<u8> {
     img.write_to(&mut c, image::ImageFormat::Png)
         .unwrap_or_else(|e| panic!("png: {e}"));
     c.into_inner()
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A `MODELDOCK_HOST` where no server answers, so a CLI run in a test uses an
+/// engine of its own whatever else runs on the machine.
+pub fn no_server() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
