@@ -74,17 +74,24 @@ pub fn describe(ev: &Event) -> Option<(&'static str, Value)> {
 /// `GET /api/events`: Server-Sent Events until the client goes away.
 pub fn sse(state: &State) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let closing = state.closing.subscribe();
+    let stream = futures_util::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
         loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    if let Some((name, body)) = describe(&ev) {
-                        let e = SseEvent::default().event(name).data(body.to_string());
-                        return Some((Ok(e), rx));
+            if *closing.borrow() {
+                return None;
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(ev) => {
+                        if let Some((name, body)) = describe(&ev) {
+                            let e = SseEvent::default().event(name).data(body.to_string());
+                            return Some((Ok(e), (rx, closing)));
+                        }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = closing.changed() => return None,
             }
         }
     });

@@ -128,6 +128,7 @@ fn shared(engine: Engine, registry: Registry, options: ServerOptions) -> State {
         stats: Mutex::new(BTreeMap::new()),
         metrics: metrics::Metrics::new(),
         events,
+        closing: tokio::sync::watch::channel(false).0,
     });
     events::spawn_forwarder(state.clone());
     state
@@ -236,9 +237,10 @@ async fn serve_until(
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| Error::msg(format!("cannot listen: {e}")))?;
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
-    let app = router(state);
+    let app = router(state.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.await;
+        let _ = state.closing.send(true);
         let _ = drained_tx.send(());
     });
     let server = async move { server.await.map_err(|e| Error::msg(format!("server: {e}"))) };

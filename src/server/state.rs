@@ -104,6 +104,8 @@ pub struct Shared {
     pub stats: Mutex<BTreeMap<String, ModelStats>>,
     pub metrics: Metrics,
     pub events: broadcast::Sender<Event>,
+    /// Set when the server starts shutting down: event streams end at once.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub type State = Arc<Shared>;

@@ -352,6 +352,8 @@ impl ModeldockApp {
             .map(|m| m.id.as_str())
             .collect();
         ui.horizontal(|ui| {
+            ui.label(format!("Engine: {}", self.engine.location()));
+            ui.separator();
             ui.label(format!("Device: {}", s.device));
             ui.separator();
             ui.label(format!(
