@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::fixture;
@@ -313,4 +314,115 @@ fn live_with_the_synthetic_source_reports_its_figures() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("webcam 3"), "{err}");
+}
+
+#[test]
+fn every_command_has_help_and_typos_get_suggestions() {
+    for cmd in ["infer", "models", "serve", "ps", "load", "bench", "verify", "live", "gpu", "completions"] {
+        let out = modeldock().args([cmd, "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(0), "{cmd} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: modeldock"), "{cmd}");
+    }
+    let out = modeldock().args(["infer", "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for env in ["MODELDOCK_BUDGET", "MODELDOCK_KEEP_ALIVE", "MODELDOCK_MAX_RESIDENT", "MODELDOCK_DEVICE", "MODELDOCK_PRELOAD", "MODELDOCK_MODELS"] {
+        assert!(help.contains(env), "infer --help lacks {env}");
+    }
+    let out = modeldock().arg("--version").output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = modeldock().arg("infre").output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'infer'"), "a suggestion");
+    let out = modeldock()
+        .args(["infer", "--model", "face-detector", "--conf", "3", "x.png"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2), "a value out of range is a usage error");
+    let out = modeldock()
+        .args(["models", "--keep-alive", "soon"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let out = modeldock()
+        .args(["models"])
+        .env("MODELDOCK_BUDGET", "lots")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2), "the environment fallback is parsed like the flag");
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef modeldock"), ("fish", "complete -c modeldock")] {
+        let out = modeldock().args(["completions", shell]).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker) && text.contains("infer"), "{shell}");
+    }
+}
+
+#[test]
+fn log_directives_with_targets_reach_the_engine_log() {
+    let run = |filter: &str| {
+        let out = modeldock()
+            .args(["infer", "--model", "face-detector", "--json"])
+            .arg(fixture("images/camera.png"))
+            .env("MODELDOCK_LOG", filter)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run("modeldock=debug,wgpu=warn").contains("load started"));
+    assert!(!run("modeldock=warn").contains("load started"));
+    assert!(!run("off").contains("load started"));
+}
+
+#[test]
+fn infer_takes_folders_and_globs_and_saves_annotated_copies() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap_or_else(|e| panic!("{e}"));
+    for n in ["astronaut.png", "camera.png"] {
+        std::fs::copy(fixture(&format!("images/{n}")), imgs.join(n)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(imgs.join("notes.txt"), "not an image").unwrap_or_else(|e| panic!("{e}"));
+    let out_dir = dir.path().join("out");
+    let pattern = format!("{}/astro*.png", imgs.display());
+    let out = modeldock()
+        .args(["infer", "--model", "face-detector", "--json", "--save"])
+        .arg(&out_dir)
+        .arg(&imgs)
+        .arg(&pattern)
+        .arg(format!("{}/nothing*.png", imgs.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = lines(&out.stdout);
+    let names: Vec<String> = v
+        .iter()
+        .map(|l| {
+            Path::new(l["image"].as_str().unwrap_or(""))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(names, ["astronaut.png", "camera.png", "astronaut.png", "nothing*.png"], "input order");
+    assert!(v[3]["error"].as_str().unwrap_or("").contains("no file matches"));
+    assert_eq!(out.status.code(), Some(1), "an input matched nothing");
+    // Annotated copies differ from the originals where the boxes are drawn.
+    let saved = image::open(out_dir.join("astronaut.png")).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+    let orig = image::open(imgs.join("astronaut.png")).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+    assert_eq!(saved.dimensions(), orig.dimensions());
+    let changed = saved.pixels().zip(orig.pixels()).filter(|(a, b)| a != b).count();
+    assert!(changed > 200, "boxes drawn ({changed} pixels changed)");
+    let b = &v[0]["detections"][0]["bbox"];
+    let (x0, y0) = (b[0].as_f64().unwrap_or(0.0) as u32, b[1].as_f64().unwrap_or(0.0) as u32);
+    assert_ne!(saved.get_pixel(x0 + 5, y0), orig.get_pixel(x0 + 5, y0), "the box's top edge");
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("astronaut.json")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_default();
+    assert_eq!(json["detections"], v[0]["detections"]);
+    assert!(out_dir.join("camera.png").exists() && out_dir.join("astronaut_2.png").exists());
 }

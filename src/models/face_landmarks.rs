@@ -10,7 +10,8 @@ use candle_nn::{Linear, VarBuilder};
 use image::RgbImage;
 
 use super::layers::{conv, same_padding, Act, FastConv, Padding, SeparableConv};
-use super::tiny_face_detector::{ms, TinyFaceDetector};
+use super::timing::ms;
+use super::tiny_face_detector::TinyFaceDetector;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::vision::preprocess::FloatImage;

@@ -1,6 +1,7 @@
 //! The model zoo: manifests, weights, and one file per network.
 
 pub mod builtin;
+pub mod coco;
 pub mod face_landmarks;
 pub mod hub;
 pub mod keep_alive;
@@ -9,6 +10,7 @@ pub mod manifest;
 pub mod mtcnn;
 pub mod registry;
 pub mod tfjs_import;
+pub mod timing;
 pub mod tiny_face_detector;
 pub mod toy;
 pub mod weights;

@@ -9,7 +9,7 @@ use candle_nn::{Linear, VarBuilder};
 use image::RgbImage;
 
 use super::layers::{conv as fast_conv, Act, FastConv, Padding};
-use super::tiny_face_detector::ms;
+use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::Result;
 use crate::vision::nms::nms;

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use super::timing::ms;
 use super::layers::{conv, max_pool_same, Act, FastConv, Padding, SeparableConv};
 use super::{Manifest, Model};
 use crate::error::Result;
@@ -162,9 +163,6 @@ impl TinyFaceDetector {
     }
 }
 
-pub fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 impl Model for TinyFaceDetector {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {

@@ -14,7 +14,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use image::RgbImage;
 
-use super::tiny_face_detector::ms;
+use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::vision::{Detection, InferParams, ModelTimings};

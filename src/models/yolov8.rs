@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::layers::{Act, FastConv, Padding};
-use super::tiny_face_detector::ms;
+use super::timing::ms;
 use super::{yolov8_head, Manifest, Model};
 use crate::error::{Error, Result};
 use crate::kernels::host;
@@ -450,7 +450,7 @@ impl YoloV8 {
         } else if task == Task::Pose {
             vec!["person".into()]
         } else {
-            COCO.iter().map(|s| s.to_string()).collect()
+            super::coco::COCO.iter().map(|s| s.to_string()).collect()
         };
         let variant = if m.variant.is_empty() { "n" } else { m.variant.as_str() };
         let mut y = YoloV8::build(vb, variant, task, labels.len())?;
@@ -582,89 +582,6 @@ impl Model for YoloV8 {
     }
 }
 
-/// The 80 COCO class names, in ultralytics order.
-pub const COCO: [&str; 80] = [
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-];
 
 #[cfg(test)]
 mod tests {

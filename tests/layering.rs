@@ -1,0 +1,75 @@
+//! The arrows between rooms point down (ui/cli/server → client/engine →
+//! models → kernels/vision); the residency state machine has no threads,
+//! clocks or tensors. A violation names the file and the line.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn violations(room: &str, forbidden: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let path = root.join(room);
+    let files = if path.is_dir() {
+        rust_files(&path)
+    } else {
+        vec![path.with_extension("rs")]
+    };
+    assert!(!files.is_empty(), "no files in {room}");
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for bad in forbidden {
+                if code.contains(bad) {
+                    out.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rooms_only_use_the_rooms_below_them() {
+    let rules: &[(&str, &[&str])] = &[
+        ("ui", &["crate::cli::", "crate::server", "crate::app_launch"]),
+        ("cli", &["crate::ui"]),
+        ("server", &["crate::ui", "crate::cli::", "crate::client"]),
+        ("client", &["crate::ui", "crate::cli::", "crate::server"]),
+        ("engine", &["crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
+        ("camera", &["crate::ui", "crate::cli::", "crate::server", "crate::client"]),
+        ("models", &["crate::engine", "crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
+        ("vision", &["crate::engine", "crate::models", "crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
+        ("kernels", &["crate::engine", "crate::models", "crate::ui", "crate::cli::", "crate::server", "crate::client"]),
+        ("telemetry", &["crate::engine", "crate::ui", "crate::cli::", "crate::server", "crate::client", "mallopt", "malloc_trim"]),
+        ("setup", &["crate::ui", "crate::cli::", "crate::server", "crate::client"]),
+        ("engine/residency", &["candle", "std::thread", "Instant", "SystemTime", "crossbeam"]),
+    ];
+    let mut all = Vec::new();
+    for (room, forbidden) in rules {
+        all.extend(violations(room, forbidden));
+    }
+    assert!(all.is_empty(), "imports against the arrows:\n{}", all.join("\n"));
+}
+
+#[test]
+fn model_states_are_an_enum_not_strings() {
+    let mut all = Vec::new();
+    for room in ["ui", "cli", "engine", "server", "client"] {
+        all.extend(violations(room, &["state == \"", "state != \"", "state.as_str()"]));
+    }
+    assert!(all.is_empty(), "string comparisons of model states:\n{}", all.join("\n"));
+}
