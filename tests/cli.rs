@@ -318,14 +318,41 @@ fn live_with_the_synthetic_source_reports_its_figures() {
 
 #[test]
 fn every_command_has_help_and_typos_get_suggestions() {
-    for cmd in ["infer", "models", "serve", "ps", "load", "bench", "verify", "live", "gpu", "completions"] {
-        let out = modeldock().args([cmd, "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
+    for cmd in [
+        "infer",
+        "models",
+        "serve",
+        "ps",
+        "load",
+        "bench",
+        "verify",
+        "live",
+        "gpu",
+        "completions",
+    ] {
+        let out = modeldock()
+            .args([cmd, "--help"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.status.code(), Some(0), "{cmd} --help");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: modeldock"), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: modeldock"),
+            "{cmd}"
+        );
     }
-    let out = modeldock().args(["infer", "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .args(["infer", "--help"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     let help = String::from_utf8_lossy(&out.stdout);
-    for env in ["MODELDOCK_BUDGET", "MODELDOCK_KEEP_ALIVE", "MODELDOCK_MAX_RESIDENT", "MODELDOCK_DEVICE", "MODELDOCK_PRELOAD", "MODELDOCK_MODELS"] {
+    for env in [
+        "MODELDOCK_BUDGET",
+        "MODELDOCK_KEEP_ALIVE",
+        "MODELDOCK_MAX_RESIDENT",
+        "MODELDOCK_DEVICE",
+        "MODELDOCK_PRELOAD",
+        "MODELDOCK_MODELS",
+    ] {
         assert!(help.contains(env), "infer --help lacks {env}");
     }
     let out = modeldock().arg("--version").output().unwrap_or_else(|e| panic!("{e}"));
@@ -348,13 +375,24 @@ fn every_command_has_help_and_typos_get_suggestions() {
         .env("MODELDOCK_BUDGET", "lots")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.status.code(), Some(2), "the environment fallback is parsed like the flag");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the environment fallback is parsed like the flag"
+    );
 }
 
 #[test]
 fn completions_are_generated_for_each_shell() {
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef modeldock"), ("fish", "complete -c modeldock")] {
-        let out = modeldock().args(["completions", shell]).output().unwrap_or_else(|e| panic!("{e}"));
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef modeldock"),
+        ("fish", "complete -c modeldock"),
+    ] {
+        let out = modeldock()
+            .args(["completions", shell])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(marker) && text.contains("infer"), "{shell}");
@@ -407,18 +445,30 @@ fn infer_takes_folders_and_globs_and_saves_annotated_copies() {
                 .unwrap_or_default()
         })
         .collect();
-    assert_eq!(names, ["astronaut.png", "camera.png", "astronaut.png", "nothing*.png"], "input order");
+    assert_eq!(
+        names,
+        ["astronaut.png", "camera.png", "astronaut.png", "nothing*.png"],
+        "input order"
+    );
     assert!(v[3]["error"].as_str().unwrap_or("").contains("no file matches"));
     assert_eq!(out.status.code(), Some(1), "an input matched nothing");
     // Annotated copies differ from the originals where the boxes are drawn.
-    let saved = image::open(out_dir.join("astronaut.png")).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
-    let orig = image::open(imgs.join("astronaut.png")).unwrap_or_else(|e| panic!("{e}")).to_rgb8();
+    let saved = image::open(out_dir.join("astronaut.png"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let orig = image::open(imgs.join("astronaut.png"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
     assert_eq!(saved.dimensions(), orig.dimensions());
     let changed = saved.pixels().zip(orig.pixels()).filter(|(a, b)| a != b).count();
     assert!(changed > 200, "boxes drawn ({changed} pixels changed)");
     let b = &v[0]["detections"][0]["bbox"];
     let (x0, y0) = (b[0].as_f64().unwrap_or(0.0) as u32, b[1].as_f64().unwrap_or(0.0) as u32);
-    assert_ne!(saved.get_pixel(x0 + 5, y0), orig.get_pixel(x0 + 5, y0), "the box's top edge");
+    assert_ne!(
+        saved.get_pixel(x0 + 5, y0),
+        orig.get_pixel(x0 + 5, y0),
+        "the box's top edge"
+    );
     let json: Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("astronaut.json")).unwrap_or_else(|e| panic!("{e}")),
     )

@@ -49,14 +49,74 @@ fn rooms_only_use_the_rooms_below_them() {
         ("cli", &["crate::ui"]),
         ("server", &["crate::ui", "crate::cli::", "crate::client"]),
         ("client", &["crate::ui", "crate::cli::", "crate::server"]),
-        ("engine", &["crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
-        ("camera", &["crate::ui", "crate::cli::", "crate::server", "crate::client"]),
-        ("models", &["crate::engine", "crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
-        ("vision", &["crate::engine", "crate::models", "crate::ui", "crate::cli::", "crate::server", "crate::client", "crate::camera"]),
-        ("kernels", &["crate::engine", "crate::models", "crate::ui", "crate::cli::", "crate::server", "crate::client"]),
-        ("telemetry", &["crate::engine", "crate::ui", "crate::cli::", "crate::server", "crate::client", "mallopt", "malloc_trim"]),
-        ("setup", &["crate::ui", "crate::cli::", "crate::server", "crate::client"]),
-        ("engine/residency", &["candle", "std::thread", "Instant", "SystemTime", "crossbeam"]),
+        (
+            "engine",
+            &[
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+            ],
+        ),
+        (
+            "camera",
+            &["crate::ui", "crate::cli::", "crate::server", "crate::client"],
+        ),
+        (
+            "models",
+            &[
+                "crate::engine",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+            ],
+        ),
+        (
+            "vision",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+            ],
+        ),
+        (
+            "kernels",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+            ],
+        ),
+        (
+            "telemetry",
+            &[
+                "crate::engine",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "mallopt",
+                "malloc_trim",
+            ],
+        ),
+        (
+            "setup",
+            &["crate::ui", "crate::cli::", "crate::server", "crate::client"],
+        ),
+        (
+            "engine/residency",
+            &["candle", "std::thread", "Instant", "SystemTime", "crossbeam"],
+        ),
     ];
     let mut all = Vec::new();
     for (room, forbidden) in rules {
@@ -71,5 +131,9 @@ fn model_states_are_an_enum_not_strings() {
     for room in ["ui", "cli", "engine", "server", "client"] {
         all.extend(violations(room, &["state == \"", "state != \"", "state.as_str()"]));
     }
-    assert!(all.is_empty(), "string comparisons of model states:\n{}", all.join("\n"));
+    assert!(
+        all.is_empty(),
+        "string comparisons of model states:\n{}",
+        all.join("\n")
+    );
 }

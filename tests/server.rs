@@ -506,3 +506,32 @@ fn eight_clients_two_hundred_requests_each_get_one_answer() {
     let grown = rss().saturating_sub(before);
     assert!(grown < 512 << 20, "RSS grew by {} MiB", grown >> 20);
 }
+
+#[test]
+fn a_client_that_never_finishes_its_body_times_out() {
+    use std::io::{Read, Write};
+    let s = serve(
+        builtin(),
+        config(),
+        ServerOptions {
+            timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /v2/models/face-detector/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"inputs\""
+    );
+    conn.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    // Other clients are served meanwhile and after.
+    assert_eq!(get(&format!("{}/v2/health/live", s.base)).0, 200);
+}

@@ -148,6 +148,9 @@ pub struct BenchArgs {
     /// Timed runs per figure (at least 3)
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub runs: usize,
+    /// Compare the model in this process with the same model over HTTP (loopback, keep-alive)
+    #[arg(long)]
+    pub http: bool,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -84,6 +84,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         Some(p) => std::fs::read(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?,
         None => test_card_png(),
     };
+    if args.http {
+        return super::bench_http::run(&reg, &cfg, &model, image, runs, args.json);
+    }
     let image = Arc::new(image);
 
     let device_choice = cfg.device;

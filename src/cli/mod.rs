@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench_cmd;
+pub mod bench_http;
 pub mod client_cmds;
 pub mod gpu_cmd;
 pub mod import_cmd;

@@ -8,8 +8,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use super::timing::ms;
 use super::layers::{conv, max_pool_same, Act, FastConv, Padding, SeparableConv};
+use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::Result;
 use crate::vision::nms::nms;
@@ -162,7 +162,6 @@ impl TinyFaceDetector {
         ))
     }
 }
-
 
 impl Model for TinyFaceDetector {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {

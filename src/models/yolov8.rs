@@ -582,7 +582,6 @@ impl Model for YoloV8 {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

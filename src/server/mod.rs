@@ -107,7 +107,7 @@ async fn guard(AxState(state): AxState<State>, req: Request, next: Next) -> Resp
     if req.uri().path() == "/api/events" {
         return next.run(req).await;
     }
-    let limit = state.options.timeout + Duration::from_secs(5);
+    let limit = state.options.timeout + Duration::from_secs(1);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
