@@ -154,7 +154,11 @@ fn hub_weights_come_from_the_cache_layout_or_fail_clearly_offline() {
         "{err}"
     );
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error line: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "one error line: {err}"
+    );
     // Build the cache layout: refs/main → commit, snapshots/<commit>/file.
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let root = home.path().join("hub/models--lmz--candle-yolo-v8");

@@ -498,7 +498,20 @@ impl Worker {
         };
         let total = ms(p.submitted.elapsed());
         let answer = match result {
-            Ok((detections, mt)) => {
+            Ok((mut detections, mt)) => {
+                let before = detections.len();
+                detections.retain(|d| {
+                    d.score.is_finite()
+                        && d.bbox.iter().all(|v| v.is_finite())
+                        && d.keypoints.iter().all(|k| k.iter().all(|v| v.is_finite()))
+                });
+                if detections.len() < before {
+                    tracing::warn!(
+                        "{model}: {}: dropped {} detection(s) with non-finite values",
+                        p.image_name,
+                        before - detections.len()
+                    );
+                }
                 let timings = Timings {
                     queue: (ms(start - p.submitted) - p.decode_ms).max(0.0),
                     decode: p.decode_ms,

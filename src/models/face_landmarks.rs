@@ -110,8 +110,7 @@ impl LandmarkNet {
 
     /// Pads the crop to a centred square, resizes to 112, normalises.
     pub fn preprocess(&self, crop: &FloatImage) -> Result<Tensor> {
-        let sq = crop.pad_to_square(true);
-        sq.resize_bilinear_tf(INPUT, INPUT)
+        crop.pad_square_resize_tf(true, INPUT)
             .to_nchw(MEAN_RGB, 255.0, &self.device)
     }
 

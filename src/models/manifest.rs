@@ -65,6 +65,29 @@ fn f32_name() -> String {
     "f32".to_string()
 }
 
+/// The documented range of each option, per arch (`*`: every arch). A
+/// manifest with a value outside it is refused at discovery.
+pub const OPTION_RANGES: &[(&str, &str, f64, f64)] = &[
+    ("mtcnn", "min_face_size", 12.0, 4096.0),
+    ("mtcnn", "factor", 0.3, 0.95),
+    ("mtcnn", "threshold1", 0.0, 1.0),
+    ("mtcnn", "threshold2", 0.0, 1.0),
+    ("mtcnn", "threshold3", 0.0, 1.0),
+    ("face_landmarks_68", "detector_input_size", 64.0, 1024.0),
+    ("*", "size_bytes", 0.0, 1e13),
+];
+
+/// `input_size` per arch: (min, max, multiple of).
+pub fn input_size_range(arch: &str) -> (u32, u32, u32) {
+    match arch {
+        "tiny_face_detector" => (64, 1024, 32),
+        "yolov8" => (64, 1280, 32),
+        "face_landmarks_68" => (32, 512, 1),
+        "mtcnn" => (12, 96, 1),
+        _ => (1, 2048, 1),
+    }
+}
+
 pub const ID_CHARS: &str = "letters, digits, '-', '_' and '.'";
 
 impl Manifest {
@@ -95,11 +118,31 @@ impl Manifest {
                 self.id
             )));
         }
-        if self.input_size == 0 || self.input_size > 8192 {
+        let (lo, hi, step) = input_size_range(&self.arch);
+        if self.input_size < lo || self.input_size > hi || !self.input_size.is_multiple_of(step) {
             return Err(Error::msg(format!(
-                "input_size {} is out of range (1..=8192)",
-                self.input_size
+                "input_size = {}: out of range for arch {} ({lo}..={hi}{})",
+                self.input_size,
+                self.arch,
+                if step > 1 {
+                    format!(", a multiple of {step}")
+                } else {
+                    String::new()
+                }
             )));
+        }
+        for (key, v) in &self.options {
+            if !v.is_finite() {
+                return Err(Error::msg(format!("options.{key} = {v}: not a finite number")));
+            }
+            if let Some((_, _, lo, hi)) = OPTION_RANGES
+                .iter()
+                .find(|(arch, k, ..)| (*arch == self.arch || *arch == "*") && k == key)
+            {
+                if *v < *lo || *v > *hi {
+                    return Err(Error::msg(format!("options.{key} = {v}: out of range ({lo}..={hi})")));
+                }
+            }
         }
         if self.dtype != "f32" && self.dtype != "f16" && self.dtype != "bf16" {
             return Err(Error::msg(format!(

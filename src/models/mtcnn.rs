@@ -299,13 +299,15 @@ impl Mtcnn {
     }
 
     pub fn detect(&self, img: &FloatImage, conf: f32) -> Result<Vec<Detection>> {
+        const MAX_SCALES: usize = 64;
         let (w, h) = (img.width as f32, img.height as f32);
         // Scale pyramid.
         let m = 12.0 / self.min_face;
         let mut minl = w.min(h) * m;
         let mut scales = Vec::new();
         let mut s = m;
-        while minl >= 12.0 {
+        // Bounded whatever the options say (they are validated at discovery too).
+        while minl >= 12.0 && scales.len() < MAX_SCALES {
             scales.push(s);
             s *= self.factor;
             minl *= self.factor;

@@ -42,6 +42,37 @@ struct Quant {
     min: f64,
 }
 
+/// A shard path from a manifest: a plain relative name of a regular file
+/// inside the manifest's folder (no `..`, no absolute path, no symlink out).
+fn confined_shard(dir: &Path, rel: &str) -> Result<std::path::PathBuf> {
+    let p = Path::new(rel);
+    if rel.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::msg(format!(
+            "shard path '{rel}' must be a file name inside the manifest's folder"
+        )));
+    }
+    let full = dir.join(p);
+    let meta = std::fs::symlink_metadata(&full).map_err(|e| Error::msg(format!("shard '{rel}': {e}")))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::msg(format!("shard '{rel}' is not a regular file")));
+    }
+    Ok(full)
+}
+
+/// Bytes a weight entry declares (its element count times its stored width).
+fn declared_bytes(w: &Spec) -> u64 {
+    let n: u64 = w.shape.iter().map(|&d| d as u64).product();
+    let width = match (&w.quantization, w.dtype.as_str()) {
+        (Some(q), _) => match q.dtype.as_str() {
+            "uint8" => 1,
+            _ => 2,
+        },
+        (None, "float16") => 2,
+        _ => 4,
+    };
+    n.saturating_mul(width)
+}
+
 /// Reads a tfjs manifest and returns candle tensors in candle layouts.
 pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
     let mname = manifest.display().to_string();
@@ -52,19 +83,49 @@ pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for g in groups {
         let mut data = Vec::new();
+        let declared: u64 = g.weights.iter().map(declared_bytes).sum();
         for p in &g.paths {
-            let shard = dir.join(p);
+            let shard = confined_shard(dir, p).map_err(|e| e.context(&mname))?;
+            let size = std::fs::metadata(&shard)
+                .map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?
+                .len();
+            if data.len() as u64 + size > declared {
+                return Err(Error::msg(format!(
+                    "{mname}: shard '{p}' is {size} bytes; the weights it holds declare {declared} bytes in all"
+                )));
+            }
             let bytes = std::fs::read(&shard).map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?;
             data.extend_from_slice(&bytes);
         }
         let mut off = 0usize;
         for w in g.weights {
-            let n: usize = w.shape.iter().product();
+            let n: usize = w
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|n| *n <= 1 << 31)
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "{mname}: weight '{}': shape {:?} is too large",
+                        w.name, w.shape
+                    ))
+                })?;
             let (values, used) = decode(&w, &data[off.min(data.len())..], n)
                 .map_err(|e| e.context(format!("{mname}: weight '{}'", w.name)))?;
             off += used;
             let t = match values {
-                Decoded::F32(v) => Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?,
+                Decoded::F32(v) => {
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(Error::msg(format!(
+                            "{mname}: weight '{}': value {i} is {} after dequantisation (scale {}, min {})",
+                            w.name,
+                            v[i],
+                            w.quantization.as_ref().map(|q| q.scale).unwrap_or(1.0),
+                            w.quantization.as_ref().map(|q| q.min).unwrap_or(0.0)
+                        )));
+                    }
+                    Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?
+                }
                 Decoded::I64(v) => Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?,
             };
             let (name, t) = to_candle_layout(&w.name, t)?;

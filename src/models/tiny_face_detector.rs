@@ -85,8 +85,7 @@ impl TinyFaceDetector {
     /// face-api's tensor path: pad bottom/right to a square, TF bilinear to
     /// `input_size`, subtract the mean, divide by 255.
     pub fn preprocess(&self, img: &FloatImage) -> Result<Tensor> {
-        let sq = img.pad_to_square(false);
-        let r = sq.resize_bilinear_tf(self.input_size, self.input_size);
+        let r = img.pad_square_resize_tf(false, self.input_size);
         r.to_nchw(MEAN_RGB, 255.0, &self.device)
     }
 

@@ -190,6 +190,19 @@ impl SimpleBackend for CountingBackend {
                         s.dims()
                     )));
                 }
+                if t.dtype().is_float() && t.elem_count() > 0 {
+                    // 0 · inf and 0 · NaN are NaN, 0 · x is 0: one sum finds either.
+                    let probe = (&t * t.zeros_like()?)?
+                        .to_dtype(DType::F32)?
+                        .sum_all()?
+                        .to_scalar::<f32>()?;
+                    if !probe.is_finite() {
+                        return Err(candle_core::Error::Msg(format!(
+                            "{}: tensor '{name}' holds NaN or infinite values",
+                            self.origin
+                        )));
+                    }
+                }
                 t.to_dtype(dtype)?
             }
         };

@@ -83,8 +83,29 @@ pub fn decode_bytes(name: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<R
         .set_limits(ilimits)
         .map_err(|e| Error::msg(format!("{name}: {e}")))?;
     let orientation = decoder.orientation().ok();
-    let mut img =
-        image::DynamicImage::from_decoder(decoder).map_err(|e| Error::msg(format!("{name}: cannot decode: {e}")))?;
+    // A decoder bug must cost this file its answer, not the engine its worker.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        image::DynamicImage::from_decoder(decoder)
+    }));
+    let mut img = match decoded {
+        Ok(r) => r.map_err(|e| Error::msg(format!("{name}: cannot decode: {e}")))?,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown reason".to_string());
+            return Err(Error::msg(format!(
+                "{name}: the image decoder failed on this file ({}): {w}x{h} {}",
+                why.lines().next().unwrap_or(""),
+                if bytes.starts_with(b"II") || bytes.starts_with(b"MM") {
+                    "TIFF"
+                } else {
+                    "image"
+                }
+            )));
+        }
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }

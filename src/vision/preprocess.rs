@@ -70,6 +70,66 @@ impl FloatImage {
         }
     }
 
+    /// [`pad_to_square`](Self::pad_to_square) then
+    /// [`resize_bilinear_tf`](Self::resize_bilinear_tf) to `out`×`out`, with
+    /// the same arithmetic (so the same bits) but without building the padded
+    /// square: memory is the output's, whatever the input's aspect ratio.
+    pub fn pad_square_resize_tf(&self, centred: bool, out: usize) -> Self {
+        let (w, h) = (self.width, self.height);
+        let side = w.max(h);
+        if w == 0 || h == 0 || out == 0 {
+            return FloatImage {
+                width: out,
+                height: out,
+                data: vec![0.0; out * out * 3],
+            };
+        }
+        let diff = side - w.min(h);
+        let after = if centred {
+            (diff as f64 / 2.0).round() as usize
+        } else {
+            diff
+        };
+        let before = diff - after;
+        let (ox, oy) = if w < h { (before, 0) } else { (0, before) };
+        let scale = side as f32 / out as f32;
+        // Padded coordinate → source index, or None in the padding.
+        let taps = |n: usize, off: usize| -> Vec<(Option<usize>, Option<usize>, f32)> {
+            (0..out)
+                .map(|i| {
+                    let src = i as f32 * scale;
+                    let p0 = (src.floor() as usize).min(side - 1);
+                    let p1 = (src.ceil() as usize).min(side - 1);
+                    let map = |p: usize| (p >= off && p < off + n).then(|| p - off);
+                    (map(p0), map(p1), src - src.floor())
+                })
+                .collect()
+        };
+        let xs = taps(w, ox);
+        let ys = taps(h, oy);
+        let px = |y: Option<usize>, x: Option<usize>, c: usize| match (y, x) {
+            (Some(y), Some(x)) => self.data[(y * w + x) * 3 + c],
+            _ => 0.0,
+        };
+        let mut data = Vec::with_capacity(out * out * 3);
+        for &(y0, y1, fy) in &ys {
+            for &(x0, x1, fx) in &xs {
+                for c in 0..3 {
+                    let (tl, tr) = (px(y0, x0, c), px(y0, x1, c));
+                    let (bl, br) = (px(y1, x0, c), px(y1, x1, c));
+                    let top = tl + (tr - tl) * fx;
+                    let bottom = bl + (br - bl) * fx;
+                    data.push(top + (bottom - top) * fy);
+                }
+            }
+        }
+        FloatImage {
+            width: out,
+            height: out,
+            data,
+        }
+    }
+
     /// TensorFlow's legacy bilinear resize (`align_corners = false`,
     /// `half_pixel_centers = false`): source = dst * in / out.
     pub fn resize_bilinear_tf(&self, out_w: usize, out_h: usize) -> Self {
@@ -178,6 +238,20 @@ mod tests {
         let p = img(1, 4).pad_to_square(true);
         assert_eq!(&p.data[0..3], &[0.0; 3]);
         assert_eq!(&p.data[3..6], &[0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn padding_while_resizing_gives_the_same_bits_as_padding_first() {
+        for (w, h) in [(7, 3), (3, 7), (5, 5), (1, 9), (40, 11)] {
+            for centred in [false, true] {
+                for out in [4, 8, 13] {
+                    let src = img(w, h);
+                    let want = src.pad_to_square(centred).resize_bilinear_tf(out, out);
+                    let got = src.pad_square_resize_tf(centred, out);
+                    assert_eq!(got.data, want.data, "{w}x{h} centred={centred} out={out}");
+                }
+            }
+        }
     }
 
     #[test]
