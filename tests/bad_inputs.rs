@@ -69,6 +69,7 @@ fn bad_images_give_one_line_errors() {
             "not an image",
         ),
         ("bomb.png", png_claiming(100_000, 100_000), "pixel limit"),
+        ("big.tif", b"II+\0\x08\0\0\0\x10\0\0\0\0\0\0\0".to_vec(), "bigtiff"),
     ];
     for (name, bytes, problem) in cases {
         let r = std::panic::catch_unwind(|| decode_bytes(name, &bytes, &lim));

@@ -104,7 +104,19 @@ pub(super) fn spawn(
             w.preload();
             w.publish();
             let _ = ready.send(());
-            w.run(rx, msg_rx);
+            // The supervisor: a panic that escapes the per-request guards
+            // (a model's destructor, a bug in the worker itself) costs the
+            // requests in hand their answers — an error each — not the engine.
+            loop {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| w.run(&rx, &msg_rx))) {
+                    Ok(()) => break,
+                    Err(p) => {
+                        let why = loader::panic_text(&p);
+                        tracing::error!("engine worker failed ({why}); recovering");
+                        w.recover(&why);
+                    }
+                }
+            }
             drop(w);
             let _ = loader.join();
         })
@@ -143,7 +155,54 @@ impl Worker {
         }
     }
 
-    fn run(&mut self, rx: Receiver<Command>, loader: Receiver<LoaderMsg>) {
+    /// After a panic escaped [`run`](Self::run): every request in hand gets an
+    /// error, the residency is rebuilt from the models still held (they stay
+    /// resident and usable), and the loop starts again. Requests still queued
+    /// on the channel are served normally afterwards.
+    fn recover(&mut self, why: &str) {
+        let pending: Vec<RequestId> = self.requests.keys().copied().collect();
+        for id in pending {
+            if let Some(p) = self.requests.remove(&id) {
+                self.stats.record_error(&p.model);
+                let e = InferError {
+                    request_id: id,
+                    model: p.model.clone(),
+                    image: p.image_name.clone(),
+                    error: format!(
+                        "{}: {}: the engine failed while this request was in hand ({why}); retry it",
+                        p.image_name, p.model
+                    ),
+                };
+                self.answer(p.reply, Err(e));
+            }
+        }
+        self.actions.clear();
+        self.load_progress.clear();
+        let now = self.now();
+        let mut residency = Residency::new(
+            self.config.budget_bytes,
+            self.config.max_resident,
+            self.config.default_keep_alive,
+        );
+        for e in &self.registry.entries {
+            let id = &e.manifest.id;
+            let (pinned, keep_alive) = match self.residency.slot(id) {
+                Some(s) => (s.pinned, s.keep_alive),
+                None => (e.manifest.pinned, e.manifest.keep_alive()),
+            };
+            residency.register(id, e.predicted_bytes, pinned, keep_alive);
+            if self.models.contains_key(id) {
+                let _ = residency.load(id, now);
+                let _ = residency.load_finished(id, Ok(None), now);
+            }
+        }
+        self.residency = residency;
+        self.dirty = true;
+        self.emit(Event::Changed);
+        self.publish();
+    }
+
+    fn run(&mut self, rx: &Receiver<Command>, loader: &Receiver<LoaderMsg>) {
         loop {
             // Work queued by the state machine goes first, one action at a
             // time, with a non-blocking look at the channels in between.

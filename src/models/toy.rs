@@ -6,7 +6,8 @@
 //! give the model a realistic size. Options (numbers) that stand in for
 //! real-world trouble: `slow_load_ms` (a slow disk), `slow_forward_ms` (a slow
 //! network), `panic_on_width` (a forward that panics on inputs of that width),
-//! `error_on_width` (a forward that returns an error).
+//! `error_on_width` (a forward that returns an error), `panic_on_drop` (a
+//! destructor that panics when the model is unloaded, outside any request).
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,16 @@ pub struct Toy {
     slow_forward: Duration,
     panic_on_width: u32,
     error_on_width: u32,
+    panic_on_drop: bool,
     device: Device,
+}
+
+impl Drop for Toy {
+    fn drop(&mut self) {
+        if self.panic_on_drop && !std::thread::panicking() {
+            panic!("toy model: panic_on_drop");
+        }
+    }
 }
 
 impl Toy {
@@ -65,6 +75,7 @@ impl Toy {
             slow_forward: Duration::from_millis(m.option("slow_forward_ms", 0.0) as u64),
             panic_on_width: m.option("panic_on_width", 0.0) as u32,
             error_on_width: m.option("error_on_width", 0.0) as u32,
+            panic_on_drop: m.option("panic_on_drop", 0.0) != 0.0,
             device: vb.device().clone(),
         })
     }

@@ -61,6 +61,11 @@ pub fn decode_bytes(name: &str, bytes: &[u8], limits: &DecodeLimits) -> Result<R
         .with_guessed_format()
         .map_err(|e| Error::msg(format!("{name}: {e}")))?;
     if reader.format().is_none() {
+        if bytes.starts_with(b"II+\0") || bytes.starts_with(b"MM\0+") {
+            return Err(Error::msg(format!(
+                "{name}: BigTIFF (64-bit TIFF) is not supported; save it as a classic TIFF, PNG or JPEG"
+            )));
+        }
         return Err(Error::msg(format!("{name}: not an image (unrecognised format)")));
     }
     let mut decoder = reader
