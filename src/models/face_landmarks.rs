@@ -177,14 +177,13 @@ impl FaceLandmarks {
 
 impl Model for FaceLandmarks {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        let fimg = FloatImage::from_rgb(img);
-        let (mut faces, mut t) = self.detector.detect(&fimg, params)?;
+        let (mut faces, mut t) = self.detector.detect_rgb(img, params)?;
         for face in &mut faces {
-            let Some((x, y, w, h)) = crop_rect(&face.bbox, fimg.width, fimg.height) else {
+            let Some((x, y, w, h)) = crop_rect(&face.bbox, img.width() as usize, img.height() as usize) else {
                 continue;
             };
             let t0 = Instant::now();
-            let input = self.net.preprocess(&fimg.crop(x, y, w, h))?;
+            let input = self.net.preprocess(&FloatImage::from_rgb_region(img, x, y, w, h))?;
             let t1 = Instant::now();
             let out: Vec<f32> = self.net.forward_all(&input)?.output.flatten_all()?.to_vec1()?;
             let t2 = Instant::now();

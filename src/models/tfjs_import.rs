@@ -73,29 +73,62 @@ fn declared_bytes(w: &Spec) -> u64 {
     n.saturating_mul(width)
 }
 
+/// Where a manifest's `.bin` shards come from: the manifest's folder
+/// ([`read_tfjs`]) or memory ([`read_tfjs_text`] callers such as the fuzz
+/// targets).
+pub trait Shards {
+    /// Checks the shard path `rel` and returns the shard's size, without reading it.
+    fn size(&mut self, rel: &str) -> Result<u64>;
+    /// Reads the shard `rel` (its size was checked first).
+    fn read(&mut self, rel: &str) -> Result<Vec<u8>>;
+}
+
+/// The shards of a manifest on disk, confined to its folder.
+struct FolderShards<'a> {
+    dir: &'a Path,
+    mname: &'a str,
+}
+
+impl Shards for FolderShards<'_> {
+    fn size(&mut self, rel: &str) -> Result<u64> {
+        let shard = confined_shard(self.dir, rel).map_err(|e| e.context(self.mname))?;
+        Ok(std::fs::metadata(&shard)
+            .map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?
+            .len())
+    }
+
+    fn read(&mut self, rel: &str) -> Result<Vec<u8>> {
+        let shard = confined_shard(self.dir, rel).map_err(|e| e.context(self.mname))?;
+        std::fs::read(&shard).map_err(|e| Error::msg(format!("{}: {e}", shard.display())))
+    }
+}
+
 /// Reads a tfjs manifest and returns candle tensors in candle layouts.
 pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
     let mname = manifest.display().to_string();
     let text = std::fs::read_to_string(manifest).map_err(|e| Error::msg(format!("{mname}: {e}")))?;
-    let groups: Vec<Group> =
-        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{mname}: not a tfjs weights manifest: {e}")))?;
     let dir = manifest.parent().unwrap_or(Path::new("."));
+    read_tfjs_text(&mname, &text, &mut FolderShards { dir, mname: &mname })
+}
+
+/// [`read_tfjs`] on the manifest's text, with the shards from `shards`;
+/// `mname` names the manifest in errors. Pure apart from `shards`, so it can
+/// be fuzzed without a folder.
+pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Result<Vec<(String, Tensor)>> {
+    let groups: Vec<Group> =
+        serde_json::from_str(text).map_err(|e| Error::msg(format!("{mname}: not a tfjs weights manifest: {e}")))?;
     let mut out = Vec::new();
     for g in groups {
         let mut data = Vec::new();
         let declared: u64 = g.weights.iter().map(declared_bytes).sum();
         for p in &g.paths {
-            let shard = confined_shard(dir, p).map_err(|e| e.context(&mname))?;
-            let size = std::fs::metadata(&shard)
-                .map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?
-                .len();
+            let size = shards.size(p)?;
             if data.len() as u64 + size > declared {
                 return Err(Error::msg(format!(
                     "{mname}: shard '{p}' is {size} bytes; the weights it holds declare {declared} bytes in all"
                 )));
             }
-            let bytes = std::fs::read(&shard).map_err(|e| Error::msg(format!("{}: {e}", shard.display())))?;
-            data.extend_from_slice(&bytes);
+            data.extend_from_slice(&shards.read(p)?);
         }
         let mut off = 0usize;
         for w in g.weights {

@@ -136,17 +136,41 @@ impl TinyFaceDetector {
             .collect())
     }
 
+    /// [`preprocess`](Self::preprocess) straight from 8-bit pixels (same values,
+    /// no full-size float copy of the image).
+    pub fn preprocess_rgb(&self, img: &RgbImage) -> Result<Tensor> {
+        FloatImage::pad_square_resize_tf_rgb(img, false, self.input_size).to_nchw(MEAN_RGB, 255.0, &self.device)
+    }
+
+    /// Whole pipeline on an 8-bit image.
+    pub fn detect_rgb(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        let t0 = Instant::now();
+        let x = self.preprocess_rgb(img)?;
+        self.detect_input(x, img.width() as usize, img.height() as usize, params, t0)
+    }
+
     /// Whole pipeline on a float image.
     pub fn detect(&self, img: &FloatImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
         let t0 = Instant::now();
         let x = self.preprocess(img)?;
+        self.detect_input(x, img.width, img.height, params, t0)
+    }
+
+    fn detect_input(
+        &self,
+        x: Tensor,
+        width: usize,
+        height: usize,
+        params: &InferParams,
+        t0: Instant,
+    ) -> Result<(Vec<Detection>, ModelTimings)> {
         let t1 = Instant::now();
         let out = self.forward_raw(&x)?;
         let t2 = Instant::now();
         let dets = self.decode(
             &out,
-            img.width,
-            img.height,
+            width,
+            height,
             params.conf.unwrap_or(self.conf),
             params.iou.unwrap_or(self.iou),
         )?;
@@ -164,7 +188,7 @@ impl TinyFaceDetector {
 
 impl Model for TinyFaceDetector {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        self.detect(&FloatImage::from_rgb(img), params)
+        self.detect_rgb(img, params)
     }
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
@@ -172,6 +196,6 @@ impl Model for TinyFaceDetector {
     }
 
     fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {
-        Ok(Some(self.preprocess(&FloatImage::from_rgb(img))?))
+        Ok(Some(self.preprocess_rgb(img)?))
     }
 }

@@ -75,57 +75,28 @@ impl FloatImage {
     /// the same arithmetic (so the same bits) but without building the padded
     /// square: memory is the output's, whatever the input's aspect ratio.
     pub fn pad_square_resize_tf(&self, centred: bool, out: usize) -> Self {
-        let (w, h) = (self.width, self.height);
-        let side = w.max(h);
-        if w == 0 || h == 0 || out == 0 {
-            return FloatImage {
-                width: out,
-                height: out,
-                data: vec![0.0; out * out * 3],
-            };
-        }
-        let diff = side - w.min(h);
-        let after = if centred {
-            (diff as f64 / 2.0).round() as usize
-        } else {
-            diff
-        };
-        let before = diff - after;
-        let (ox, oy) = if w < h { (before, 0) } else { (0, before) };
-        let scale = side as f32 / out as f32;
-        // Padded coordinate → source index, or None in the padding.
-        let taps = |n: usize, off: usize| -> Vec<(Option<usize>, Option<usize>, f32)> {
-            (0..out)
-                .map(|i| {
-                    let src = i as f32 * scale;
-                    let p0 = (src.floor() as usize).min(side - 1);
-                    let p1 = (src.ceil() as usize).min(side - 1);
-                    let map = |p: usize| (p >= off && p < off + n).then(|| p - off);
-                    (map(p0), map(p1), src - src.floor())
-                })
-                .collect()
-        };
-        let xs = taps(w, ox);
-        let ys = taps(h, oy);
-        let px = |y: Option<usize>, x: Option<usize>, c: usize| match (y, x) {
-            (Some(y), Some(x)) => self.data[(y * w + x) * 3 + c],
-            _ => 0.0,
-        };
-        let mut data = Vec::with_capacity(out * out * 3);
-        for &(y0, y1, fy) in &ys {
-            for &(x0, x1, fx) in &xs {
-                for c in 0..3 {
-                    let (tl, tr) = (px(y0, x0, c), px(y0, x1, c));
-                    let (bl, br) = (px(y1, x0, c), px(y1, x1, c));
-                    let top = tl + (tr - tl) * fx;
-                    let bottom = bl + (br - bl) * fx;
-                    data.push(top + (bottom - top) * fy);
-                }
-            }
+        pad_square_resize_tf(&self.data, self.width, self.height, centred, out)
+    }
+
+    /// [`pad_square_resize_tf`](Self::pad_square_resize_tf) straight from 8-bit
+    /// pixels: the same values as converting to float first, without the
+    /// full-size float copy.
+    pub fn pad_square_resize_tf_rgb(img: &RgbImage, centred: bool, out: usize) -> Self {
+        pad_square_resize_tf(img.as_raw(), img.width() as usize, img.height() as usize, centred, out)
+    }
+
+    /// A sub-rectangle of an 8-bit image, as floats (must lie inside it).
+    pub fn from_rgb_region(img: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Self {
+        let width = img.width() as usize;
+        let raw = img.as_raw();
+        let mut data = Vec::with_capacity(w * h * 3);
+        for row in y..y + h {
+            let start = (row * width + x) * 3;
+            data.extend(raw[start..start + w * 3].iter().map(|&v| v as f32));
         }
         FloatImage {
-            width: out,
-            height: out,
+            width: w,
+            height: h,
             data,
         }
     }
@@ -216,6 +187,63 @@ impl FloatImage {
     }
 }
 
+/// Pad to a square and TF-legacy bilinear resize in one pass over HWC
+/// pixels of any numeric type (see [`FloatImage::pad_square_resize_tf`]).
+fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, centred: bool, out: usize) -> FloatImage {
+    let side = w.max(h);
+    if w == 0 || h == 0 || out == 0 {
+        return FloatImage {
+            width: out,
+            height: out,
+            data: vec![0.0; out * out * 3],
+        };
+    }
+    let diff = side - w.min(h);
+    let after = if centred {
+        (diff as f64 / 2.0).round() as usize
+    } else {
+        diff
+    };
+    let before = diff - after;
+    let (ox, oy) = if w < h { (before, 0) } else { (0, before) };
+    let scale = side as f32 / out as f32;
+    // Padded coordinate → source index, or None in the padding.
+    let taps = |n: usize, off: usize| -> Vec<(Option<usize>, Option<usize>, f32)> {
+        (0..out)
+            .map(|i| {
+                let src = i as f32 * scale;
+                let p0 = (src.floor() as usize).min(side - 1);
+                let p1 = (src.ceil() as usize).min(side - 1);
+                let map = |p: usize| (p >= off && p < off + n).then(|| p - off);
+                (map(p0), map(p1), src - src.floor())
+            })
+            .collect()
+    };
+    let xs = taps(w, ox);
+    let ys = taps(h, oy);
+    let px = |y: Option<usize>, x: Option<usize>, c: usize| match (y, x) {
+        (Some(y), Some(x)) => src[(y * w + x) * 3 + c].into(),
+        _ => 0.0,
+    };
+    let mut data = Vec::with_capacity(out * out * 3);
+    for &(y0, y1, fy) in &ys {
+        for &(x0, x1, fx) in &xs {
+            for c in 0..3 {
+                let (tl, tr) = (px(y0, x0, c), px(y0, x1, c));
+                let (bl, br) = (px(y1, x0, c), px(y1, x1, c));
+                let top = tl + (tr - tl) * fx;
+                let bottom = bl + (br - bl) * fx;
+                data.push(top + (bottom - top) * fy);
+            }
+        }
+    }
+    FloatImage {
+        width: out,
+        height: out,
+        data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +277,15 @@ mod tests {
                     let want = src.pad_to_square(centred).resize_bilinear_tf(out, out);
                     let got = src.pad_square_resize_tf(centred, out);
                     assert_eq!(got.data, want.data, "{w}x{h} centred={centred} out={out}");
+                    let rgb = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                        let i = (y as usize * w + x as usize) * 3;
+                        image::Rgb([(i % 251) as u8, ((i + 1) % 251) as u8, ((i + 2) % 251) as u8])
+                    });
+                    let a = FloatImage::pad_square_resize_tf_rgb(&rgb, centred, out);
+                    let b = FloatImage::from_rgb(&rgb)
+                        .pad_to_square(centred)
+                        .resize_bilinear_tf(out, out);
+                    assert_eq!(a.data, b.data);
                 }
             }
         }

@@ -1,0 +1,43 @@
+//! A v2 inference request body → what the server does with it before any
+//! model runs: `split_body` (JSON header / binary tail, by the
+//! `Inference-Header-Content-Length` value), `parse_infer`, and the binary
+//! BYTES element decoder on its own.
+//!
+//! Input: either `#<header value>\n<body>` (the request carries
+//! `Inference-Header-Content-Length: <header value>`) or just `<body>`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use modeldock::server::tensors::{decode_bytes_elements, parse_infer, split_body, MAX_BATCH};
+
+fuzz_target!(|data: &[u8]| {
+    let (header_len, body) = match data.strip_prefix(b"#") {
+        Some(rest) => match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => match std::str::from_utf8(&rest[..i]) {
+                Ok(v) => (Some(v), &rest[i + 1..]),
+                Err(_) => return,
+            },
+            None => return,
+        },
+        None => (None, data),
+    };
+    if let Ok((head, tail)) = split_body(body, header_len) {
+        assert_eq!(head.len() + tail.len(), body.len());
+        if let Ok(req) = parse_infer(head, tail) {
+            assert!(!req.images.is_empty() && req.images.len() <= MAX_BATCH);
+            for (c, i) in [(req.conf, 0), (req.iou, 1)] {
+                if let Some(v) = c {
+                    assert!((0.0..=1.0).contains(&v), "{}", ["conf", "iou"][i]);
+                }
+            }
+        }
+    }
+    // The element decoder alone, expecting as many elements as the first byte says.
+    if let Some((&n, rest)) = data.split_first() {
+        if let Ok(items) = decode_bytes_elements(rest, n as usize, "fuzz") {
+            assert_eq!(items.len(), n as usize);
+            let total: usize = items.iter().map(|i| i.len() + 4).sum();
+            assert_eq!(total, rest.len());
+        }
+    }
+});
