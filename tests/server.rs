@@ -535,3 +535,33 @@ fn a_client_that_never_finishes_its_body_times_out() {
     // Other clients are served meanwhile and after.
     assert_eq!(get(&format!("{}/v2/health/live", s.base)).0, 200);
 }
+
+#[test]
+fn with_an_api_key_every_request_needs_the_bearer_token() {
+    let s = serve(
+        builtin(),
+        config(),
+        ServerOptions {
+            api_key: Some("s3cret".into()),
+            ..Default::default()
+        },
+    );
+    let url = format!("{}/api/ps", s.base);
+    let (st, body) = get(&url);
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("API key"), "{body}");
+    let wrong = agent()
+        .get(&url)
+        .header("Authorization", "Bearer nope")
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(wrong, 401);
+    let right = agent()
+        .get(&url)
+        .header("Authorization", "Bearer s3cret")
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(right, 200);
+}
