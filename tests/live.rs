@@ -131,15 +131,18 @@ fn a_slow_model_drops_frames_instead_of_queueing_them() {
 fn a_missing_webcam_or_folder_is_a_clear_error() {
     let e = modeldock::camera::open_source("webcam:7", 640, 480, 30.0)
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("webcam 7") || e.contains("webcam"), "{e}");
     let e = modeldock::camera::open_source("/no/such/folder", 640, 480, 30.0)
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("/no/such/folder"), "{e}");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let e = modeldock::camera::open_source(&dir.path().display().to_string(), 640, 480, 30.0)
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("no images"), "{e}");
 }

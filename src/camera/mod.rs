@@ -53,22 +53,22 @@ impl std::fmt::Display for SourceSpec {
 }
 
 /// Opens a source from its text form (see [`SourceSpec`]).
-pub fn open_source(spec: &str, width: u32, height: u32, fps: f64) -> Result<SourceFactory, String> {
-    open_spec(&spec.parse()?, width, height, fps)
+pub fn open_source(spec: &str, width: u32, height: u32, fps: f64) -> crate::error::Result<SourceFactory> {
+    open_spec(&spec.parse().map_err(crate::error::Error::usage)?, width, height, fps)
 }
 
 /// Opens a parsed source. A folder must exist and hold images.
-pub fn open_spec(spec: &SourceSpec, width: u32, height: u32, fps: f64) -> Result<SourceFactory, String> {
+pub fn open_spec(spec: &SourceSpec, width: u32, height: u32, fps: f64) -> crate::error::Result<SourceFactory> {
     match spec {
         SourceSpec::Synthetic => Ok(SourceFactory::ready(synthetic::SyntheticSource::new(
             width, height, fps,
         )?)),
         SourceSpec::Webcam(idx) => webcam::factory(*idx, width, height, fps.round() as u32),
         SourceSpec::Folder(p) if p.is_dir() => Ok(SourceFactory::ready(FolderSource::open(p, fps)?)),
-        SourceSpec::Folder(p) => Err(format!(
+        SourceSpec::Folder(p) => Err(crate::error::Error::msg(format!(
             "source '{}': expected synthetic, webcam[:N] or a folder of images",
             p.display()
-        )),
+        ))),
     }
 }
 

@@ -12,13 +12,13 @@ use crate::vision::decode::{decode_file, DecodeLimits};
 /// threads), so they are made there by a [`SourceFactory`].
 pub trait Source {
     fn describe(&self) -> String;
-    fn next(&mut self) -> Result<RgbImage, String>;
+    fn next(&mut self) -> crate::error::Result<RgbImage>;
 }
 
 /// Makes the source on the capture thread.
 pub struct SourceFactory {
     pub name: String,
-    pub make: Box<dyn FnOnce() -> Result<Box<dyn Source>, String> + Send>,
+    pub make: Box<dyn FnOnce() -> crate::error::Result<Box<dyn Source>> + Send>,
 }
 
 impl SourceFactory {
@@ -68,8 +68,8 @@ pub struct FolderSource {
 }
 
 impl FolderSource {
-    pub fn open(dir: &Path, fps: f64) -> Result<Self, String> {
-        let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path, fps: f64) -> crate::error::Result<Self> {
+        let rd = std::fs::read_dir(dir).map_err(|e| crate::error::Error::msg(format!("{}: {e}", dir.display())))?;
         let mut files: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -77,7 +77,10 @@ impl FolderSource {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(format!("{}: no images in this folder", dir.display()));
+            return Err(crate::error::Error::msg(format!(
+                "{}: no images in this folder",
+                dir.display()
+            )));
         }
         Ok(FolderSource {
             dir: dir.to_path_buf(),
@@ -92,8 +95,8 @@ impl Source for FolderSource {
         format!("folder {} ({} images)", self.dir.display(), self.files.len())
     }
 
-    fn next(&mut self) -> Result<RgbImage, String> {
+    fn next(&mut self) -> crate::error::Result<RgbImage> {
         let i = self.pacer.wait() as usize % self.files.len();
-        decode_file(&self.files[i], &DecodeLimits::default()).map_err(|e| e.to_string())
+        decode_file(&self.files[i], &DecodeLimits::default())
     }
 }

@@ -24,9 +24,9 @@ pub struct SyntheticSource {
 }
 
 impl SyntheticSource {
-    pub fn new(width: u32, height: u32, fps: f64) -> Result<Self, String> {
+    pub fn new(width: u32, height: u32, fps: f64) -> crate::error::Result<Self> {
         let photo = image::load_from_memory(PHOTO)
-            .map_err(|e| format!("synthetic source photo: {e}"))?
+            .map_err(|e| crate::error::Error::msg(format!("synthetic source photo: {e}")))?
             .to_rgb8();
         Ok(SyntheticSource {
             photo,
@@ -100,7 +100,7 @@ impl Source for SyntheticSource {
         format!("synthetic {}x{} @ {} fps", self.width, self.height, self.fps)
     }
 
-    fn next(&mut self) -> Result<RgbImage, String> {
+    fn next(&mut self) -> crate::error::Result<RgbImage> {
         let i = self.pacer.wait();
         Ok(self.render(i))
     }

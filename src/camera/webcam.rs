@@ -2,8 +2,10 @@
 //! Foundation on Windows). A missing, busy or unplugged camera is an error
 //! string for the status line, never a panic.
 
+#[cfg(feature = "webcam")]
 use image::RgbImage;
 
+#[cfg(feature = "webcam")]
 use super::source::Source;
 
 #[derive(Debug, Clone)]
@@ -20,8 +22,9 @@ mod imp {
         ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
     };
 
-    pub fn list() -> Result<Vec<CameraInfo>, String> {
-        let cams = nokhwa::query(ApiBackend::Auto).map_err(|e| format!("listing cameras: {e}"))?;
+    pub fn list() -> crate::error::Result<Vec<CameraInfo>> {
+        let cams =
+            nokhwa::query(ApiBackend::Auto).map_err(|e| crate::error::Error::msg(format!("listing cameras: {e}")))?;
         Ok(cams
             .iter()
             .enumerate()
@@ -42,13 +45,13 @@ mod imp {
 
     impl Webcam {
         /// Opens camera `index`, asking for the format closest to `width`×`height` at `fps`.
-        pub fn open(index: u32, width: u32, height: u32, fps: u32) -> Result<Self, String> {
+        pub fn open(index: u32, width: u32, height: u32, fps: u32) -> crate::error::Result<Self> {
             let want = CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
             let req = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(want));
             let mut cam = nokhwa::Camera::new(CameraIndex::Index(index), req)
-                .map_err(|e| format!("webcam {index}: cannot open: {e}"))?;
+                .map_err(|e| crate::error::Error::msg(format!("webcam {index}: cannot open: {e}")))?;
             cam.open_stream()
-                .map_err(|e| format!("webcam {index}: cannot start: {e}"))?;
+                .map_err(|e| crate::error::Error::msg(format!("webcam {index}: cannot start: {e}")))?;
             Ok(Webcam { cam, index })
         }
     }
@@ -58,16 +61,16 @@ mod imp {
             format!("webcam {} ({})", self.index, self.cam.info().human_name())
         }
 
-        fn next(&mut self) -> Result<RgbImage, String> {
-            let buf = self
-                .cam
-                .frame()
-                .map_err(|e| format!("webcam {}: no frame (unplugged or busy?): {e}", self.index))?;
+        fn next(&mut self) -> crate::error::Result<RgbImage> {
+            let buf = self.cam.frame().map_err(|e| {
+                crate::error::Error::msg(format!("webcam {}: no frame (unplugged or busy?): {e}", self.index))
+            })?;
             let img = buf
                 .decode_image::<RgbFormat>()
-                .map_err(|e| format!("webcam {}: cannot decode frame: {e}", self.index))?;
+                .map_err(|e| crate::error::Error::msg(format!("webcam {}: cannot decode frame: {e}", self.index)))?;
             let (w, h) = (img.width(), img.height());
-            RgbImage::from_raw(w, h, img.into_raw()).ok_or_else(|| format!("webcam {}: bad frame size", self.index))
+            RgbImage::from_raw(w, h, img.into_raw())
+                .ok_or_else(|| crate::error::Error::msg(format!("webcam {}: bad frame size", self.index)))
         }
     }
 
@@ -82,20 +85,22 @@ mod imp {
 pub use imp::{list, Webcam};
 
 #[cfg(not(feature = "webcam"))]
-pub fn list() -> Result<Vec<CameraInfo>, String> {
-    Err("this build has no webcam support (build with the `webcam` feature)".into())
+pub fn list() -> crate::error::Result<Vec<CameraInfo>> {
+    Err(crate::error::Error::msg(
+        "this build has no webcam support (build with the `webcam` feature)",
+    ))
 }
 
 /// A factory that opens webcam `index` on the capture thread. The camera list
 /// is checked here first, so a missing camera is an error at once.
-pub fn factory(index: u32, width: u32, height: u32, fps: u32) -> Result<super::source::SourceFactory, String> {
+pub fn factory(index: u32, width: u32, height: u32, fps: u32) -> crate::error::Result<super::source::SourceFactory> {
     let cams = list()?;
     let Some(info) = cams.iter().find(|c| c.index == index) else {
-        return Err(format!(
+        return Err(crate::error::Error::msg(format!(
             "webcam {index}: not found ({} camera{} on this machine)",
             cams.len(),
             if cams.len() == 1 { "" } else { "s" }
-        ));
+        )));
     };
     let name = format!("webcam {index} ({})", info.name);
     #[cfg(feature = "webcam")]
@@ -108,6 +113,8 @@ pub fn factory(index: u32, width: u32, height: u32, fps: u32) -> Result<super::s
     #[cfg(not(feature = "webcam"))]
     {
         let _ = (name, width, height, fps);
-        Err("this build has no webcam support (build with the `webcam` feature)".into())
+        Err(crate::error::Error::msg(
+            "this build has no webcam support (build with the `webcam` feature)",
+        ))
     }
 }

@@ -51,7 +51,7 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
         Ok(s) => s,
         Err(e) => {
             engine.shutdown();
-            return Err(Error::msg(e));
+            return Err(e);
         }
     };
     let start = Instant::now();

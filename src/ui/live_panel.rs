@@ -70,7 +70,7 @@ impl LivePanel {
         if self.cameras.is_none() && self.cameras_rx.is_none() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             std::thread::spawn(move || {
-                let _ = tx.send(crate::camera::webcam::list());
+                let _ = tx.send(crate::camera::webcam::list().map_err(|e| e.to_string()));
             });
             self.cameras_rx = Some(rx);
         }
@@ -96,7 +96,7 @@ impl LivePanel {
         let fps = self.fps as f64;
         let (thread_spec, thread_wake) = (spec.clone(), wake.clone());
         let spawned = std::thread::Builder::new().name("live-open".into()).spawn(move || {
-            let r = crate::camera::open_source(&thread_spec, 640, 480, fps);
+            let r = crate::camera::open_source(&thread_spec, 640, 480, fps).map_err(|e| e.to_string());
             // Nobody listening (Stop was pressed): the source is dropped here.
             let _ = tx.send(r);
             if let Some(w) = thread_wake {
