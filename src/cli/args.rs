@@ -169,6 +169,13 @@ pub enum ImportCommand {
         #[arg(long, value_name = "PREFIX=MANIFEST.json")]
         add: Vec<String>,
     },
+    /// An Ultralytics YOLOv8 detect/pose checkpoint (.pt) → safetensors + model.toml (no Python, nothing executed)
+    Pt {
+        #[arg(value_name = "FILE.pt")]
+        checkpoint: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -204,6 +211,7 @@ pub struct VerifyArgs {
     pub variant: String,
     #[arg(long, default_value = "detect")]
     pub task: String,
+    /// safetensors, or an Ultralytics checkpoint (.pt) for yolov8
     #[arg(long, value_name = "W")]
     pub weights: PathBuf,
     #[arg(long, value_name = "I")]

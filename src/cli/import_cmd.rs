@@ -1,10 +1,11 @@
-//! `modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]`
+//! `modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]`,
+//! `modeldock import pt FILE.pt --out DIR`
 
 use std::path::PathBuf;
 
 use super::args::ImportCommand;
 use crate::error::{Error, Result};
-use crate::models::tfjs_import;
+use crate::models::{pt_import, tfjs_import};
 
 pub fn run(cmd: &ImportCommand) -> Result<i32> {
     match cmd {
@@ -18,6 +19,24 @@ pub fn run(cmd: &ImportCommand) -> Result<i32> {
             }
             let w = tfjs_import::import(manifest, &extra, out)?;
             println!("wrote {} and {}", w.display(), out.join("model.toml").display());
+            Ok(0)
+        }
+        ImportCommand::Pt { checkpoint, out } => {
+            let w = pt_import::import(checkpoint, out)?;
+            println!(
+                "wrote {} ({} tensors, {} bytes, f32): YOLOv8{} {}, {} classes, input {}",
+                w.weights.display(),
+                w.tensors,
+                w.weights_bytes,
+                w.variant,
+                w.task,
+                w.classes,
+                w.input_size
+            );
+            match &w.manifest {
+                Some(m) => println!("wrote {}", m.display()),
+                None => println!("kept the existing {}", w.manifest_path.display()),
+            }
             Ok(0)
         }
     }

@@ -1,6 +1,8 @@
 //! `modeldock verify --arch A --variant V --task T --weights W --input I --expected O [--tol F]
 //! [--rtol F] [--json]`: the raw network on a reference input, compared with
-//! the reference output. Exits 1 above the tolerance.
+//! the reference output. Exits 1 above the tolerance. For yolov8, `--weights`
+//! may be an Ultralytics checkpoint (`.pt`), read in memory by
+//! [`crate::models::pt_import`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +15,7 @@ use super::args::VerifyArgs;
 use crate::error::{Error, Result};
 use crate::models::face_landmarks::LandmarkNet;
 use crate::models::manifest::{Manifest, WeightsRef};
+use crate::models::pt_import;
 use crate::models::tiny_face_detector::TinyFaceDetector;
 use crate::models::weights::{read_header, var_builder, WeightsSource};
 use crate::models::yolov8::{Task, YoloV8};
@@ -35,15 +38,50 @@ fn one_tensor(path: &Path, preferred: &str) -> Result<Tensor> {
     )))
 }
 
+/// The tensors of a YOLOv8 checkpoint, imported in memory; its variant and
+/// task must be the ones asked for.
+fn checkpoint_var_builder(
+    arch: &str,
+    variant: &str,
+    task: &str,
+    weights: &Path,
+) -> Result<candle_nn::VarBuilder<'static>> {
+    if arch != "yolov8" {
+        return Err(Error::usage(format!(
+            "verify: a .pt checkpoint needs --arch yolov8 (not '{arch}')"
+        )));
+    }
+    let ck = pt_import::read_checkpoint(weights)?;
+    if ck.variant != variant || ck.task != task {
+        return Err(Error::usage(format!(
+            "{}: a YOLOv8{} {} checkpoint; pass --variant {} --task {}",
+            weights.display(),
+            ck.variant,
+            ck.task,
+            ck.variant,
+            ck.task
+        )));
+    }
+    Ok(candle_nn::VarBuilder::from_tensors(
+        ck.tensor_map(),
+        DType::F32,
+        &Device::Cpu,
+    ))
+}
+
 /// Runs the raw network of `arch` on `input`.
 pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input: &Tensor) -> Result<Tensor> {
-    let total = read_header(weights)?.data_bytes;
-    let vb = var_builder(
-        &WeightsSource::File(weights.to_path_buf()),
-        total,
-        &Device::Cpu,
-        Arc::new(|_, _| {}),
-    )?;
+    let vb = if pt_import::is_checkpoint_path(weights) {
+        checkpoint_var_builder(arch, variant, task, weights)?
+    } else {
+        let total = read_header(weights)?.data_bytes;
+        var_builder(
+            &WeightsSource::File(weights.to_path_buf()),
+            total,
+            &Device::Cpu,
+            Arc::new(|_, _| {}),
+        )?
+    };
     match arch {
         "yolov8" => {
             let t = Task::of(task)?;

@@ -8,6 +8,8 @@ pub mod keep_alive;
 pub mod layers;
 pub mod manifest;
 pub mod mtcnn;
+pub mod pickle;
+pub mod pt_import;
 pub mod registry;
 pub mod tfjs_import;
 pub mod timing;
