@@ -227,3 +227,38 @@ fn weights_holding_nan_fail_their_load_naming_the_tensor() {
     assert!(e.contains("conv.weight") && e.contains("NaN"), "{e}");
     engine.shutdown();
 }
+
+/// The fuzzers' finds (fuzz/regressions/), replayed as plain tests.
+#[test]
+fn fuzzer_finds_stay_fixed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let e = modeldock::models::weights::header_of_bytes(&read("safetensors_header/header_len_overflow"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("past the end"), "{e}");
+
+    struct Mem(Vec<u8>);
+    impl modeldock::models::tfjs_import::Shards for Mem {
+        fn size(&mut self, _: &str) -> modeldock::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn read(&mut self, _: &str) -> modeldock::Result<Vec<u8>> {
+            Ok(self.0.clone())
+        }
+    }
+    for name in ["declared_sum_overflow", "shape_product_overflow"] {
+        let data = read(&format!("tfjs_manifest/{name}"));
+        let (text, blob) = match data.iter().position(|&b| b == 0) {
+            Some(i) => (&data[..i], data[i + 1..].to_vec()),
+            None => (&data[..], Vec::new()),
+        };
+        let text = String::from_utf8_lossy(text).to_string();
+        let e = modeldock::models::tfjs_import::read_tfjs_text("m.json", &text, &mut Mem(blob))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("m.json") && e.contains("declares more than"), "{name}: {e}");
+    }
+}

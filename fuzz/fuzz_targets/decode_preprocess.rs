@@ -52,19 +52,34 @@ fuzz_target!(|data: &[u8]| {
     let decoded = decode_bytes("fuzz", data, &limits);
     IN_DECODE.with(|f| f.set(false));
     let Ok(img) = decoded else { return };
-    assert!(img.width() > 0 && img.height() > 0, "decode_bytes returned an empty image");
+    assert!(
+        img.width() > 0 && img.height() > 0,
+        "decode_bytes returned an empty image"
+    );
     assert!(img.width() as u64 * img.height() as u64 <= limits.max_pixels);
 
     let f = FloatImage::from_rgb(&img);
-    // The models' steps: tiny face detector (bottom/right padding) and the
-    // landmark nets (centred padding), then plain resizes at sizes taken
-    // from the input's last bytes.
-    let a = f.pad_square_resize_tf(false, 64);
+    // The models' steps: tiny face detector (bottom/right padding, straight
+    // from 8-bit pixels, which must give the float path's values) and the
+    // landmark nets (a crop, centred padding), then plain resizes at sizes
+    // taken from the input's last bytes.
+    let a = FloatImage::pad_square_resize_tf_rgb(&img, false, 64);
     assert_eq!((a.width, a.height, a.data.len()), (64, 64, 64 * 64 * 3));
-    let b = f.pad_square_resize_tf(true, 32);
-    assert_eq!(b.data.len(), 32 * 32 * 3);
+    let a_f = f.pad_square_resize_tf(false, 64);
+    assert!(
+        a.data.iter().zip(&a_f.data).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "pad_square_resize_tf_rgb differs from pad_square_resize_tf"
+    );
     let n = data.len();
-    let (w, h) = (1 + data[n - 1] as usize % 96, 1 + data[n.saturating_sub(2)] as usize % 96);
+    let byte = |k: usize| data[n - 1 - k % n] as usize;
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let (x, y) = (byte(2) % iw, byte(3) % ih);
+    let (cw, ch) = (1 + byte(4) % (iw - x), 1 + byte(5) % (ih - y));
+    let crop = FloatImage::from_rgb_region(&img, x, y, cw, ch);
+    assert_eq!(crop.data.len(), cw * ch * 3);
+    let b = crop.pad_square_resize_tf(true, 32);
+    assert_eq!(b.data.len(), 32 * 32 * 3);
+    let (w, h) = (1 + byte(0) % 96, 1 + byte(1) % 96);
     let r = f.resize_bilinear_tf(w, h);
     assert_eq!(r.data.len(), w * h * 3);
     let r = f.resize_area(w, h);

@@ -22,16 +22,23 @@ fn scratch() -> &'static PathBuf {
 fn names(data: &[u8]) -> Vec<(String, Option<Vec<usize>>)> {
     let Some(len) = data.get(..8) else { return vec![] };
     let n = u64::from_le_bytes(len.try_into().unwrap());
-    let Some(header) = usize::try_from(n).ok().and_then(|n| data.get(8..8usize.checked_add(n)?)) else {
+    let Some(header) = usize::try_from(n)
+        .ok()
+        .and_then(|n| data.get(8..8usize.checked_add(n)?))
+    else {
         return vec![];
     };
-    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(header) else { return vec![] };
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(header) else {
+        return vec![];
+    };
     obj.iter()
         .filter(|(k, _)| *k != "__metadata__")
         .take(32)
         .map(|(k, v)| {
             let shape = v.get("shape").and_then(|s| s.as_array()).and_then(|a| {
-                a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect()
+                a.iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect()
             });
             (k.clone(), shape)
         })
@@ -39,7 +46,9 @@ fn names(data: &[u8]) -> Vec<(String, Option<Vec<usize>>)> {
 }
 
 fn exercise(source: &WeightsSource, total: u64, tensors: &[(String, Option<Vec<usize>>)]) {
-    let Ok(backend) = CountingBackend::open(source, total, Arc::new(|_, _| {})) else { return };
+    let Ok(backend) = CountingBackend::open(source, total, Arc::new(|_, _| {})) else {
+        return;
+    };
     for (name, shape) in tensors {
         let _ = backend.contains_tensor(name);
         let _ = backend.get_unchecked(name, DType::F32, &Device::Cpu);

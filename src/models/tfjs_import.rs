@@ -60,8 +60,7 @@ fn confined_shard(dir: &Path, rel: &str) -> Result<std::path::PathBuf> {
 }
 
 /// Bytes a weight entry declares (its element count times its stored width).
-fn declared_bytes(w: &Spec) -> u64 {
-    let n: u64 = w.shape.iter().map(|&d| d as u64).product();
+fn declared_bytes(w: &Spec) -> Option<u64> {
     let width = match (&w.quantization, w.dtype.as_str()) {
         (Some(q), _) => match q.dtype.as_str() {
             "uint8" => 1,
@@ -70,8 +69,15 @@ fn declared_bytes(w: &Spec) -> u64 {
         (None, "float16") => 2,
         _ => 4,
     };
-    n.saturating_mul(width)
+    w.shape
+        .iter()
+        .try_fold(width, |a: u64, &d| a.checked_mul(d as u64))
+        .filter(|b| *b <= MAX_WEIGHT_BYTES)
 }
+
+/// Largest weight a manifest may declare (8 GiB): sizes are checked against
+/// it before any shard is read.
+const MAX_WEIGHT_BYTES: u64 = 8 << 30;
 
 /// Where a manifest's `.bin` shards come from: the manifest's folder
 /// ([`read_tfjs`]) or memory ([`read_tfjs_text`] callers such as the fuzz
@@ -120,7 +126,18 @@ pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Resul
     let mut out = Vec::new();
     for g in groups {
         let mut data = Vec::new();
-        let declared: u64 = g.weights.iter().map(declared_bytes).sum();
+        let mut declared: u64 = 0;
+        for w in &g.weights {
+            declared = declared_bytes(w)
+                .and_then(|b| declared.checked_add(b))
+                .filter(|b| *b <= MAX_WEIGHT_BYTES)
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "{mname}: weight '{}': shape {:?} declares more than {} bytes",
+                        w.name, w.shape, MAX_WEIGHT_BYTES
+                    ))
+                })?;
+        }
         for p in &g.paths {
             let size = shards.size(p)?;
             if data.len() as u64 + size > declared {

@@ -70,8 +70,11 @@ pub fn header_of_bytes(bytes: &[u8]) -> Result<HeaderInfo> {
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[..8]);
     let n = u64::from_le_bytes(len);
-    if n + 8 > bytes.len() as u64 {
-        return Err(Error::msg("not a safetensors buffer (header past the end)"));
+    if n > bytes.len() as u64 - 8 {
+        return Err(Error::msg(format!(
+            "not a safetensors buffer (header of {n} bytes past the end of {} bytes)",
+            bytes.len()
+        )));
     }
     parse_header(&bytes[8..8 + n as usize], bytes.len() as u64 - 8 - n)
 }
