@@ -259,6 +259,9 @@ fn fuzzer_finds_stay_fixed() {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(e.starts_with("m.json") && e.contains("declares more than"), "{name}: {e}");
+        assert!(
+            e.starts_with("m.json") && e.contains("declares more than"),
+            "{name}: {e}"
+        );
     }
 }
