@@ -116,30 +116,14 @@ impl HttpClient {
         matches!(r, Ok(resp) if resp.status().as_u16() == 200)
     }
 
-    pub fn get_json(&self, path: &str) -> Result<Value> {
-        let mut r = self
-            .auth(self.agent.get(&self.url(path)))
-            .call()
-            .map_err(|e| self.unreachable(e))?;
-        let status = r.status().as_u16();
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()
-            .map_err(|e| self.unreachable(e))?;
-        if status != 200 {
-            return Err(error_from(status, &body, path));
-        }
-        serde_json::from_str(&body).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))
-    }
-
-    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let mut r = self
-            .auth(self.agent.post(&self.url(path)))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .map_err(|e| self.unreachable(e))?;
+    /// The reply's JSON, or the one-line error its status and body say.
+    /// `what` names the request in messages.
+    fn reply_json(
+        &self,
+        sent: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        what: &str,
+    ) -> Result<Value> {
+        let mut r = sent.map_err(|e| self.unreachable(e))?;
         let status = r.status().as_u16();
         let text = r
             .body_mut()
@@ -148,12 +132,24 @@ impl HttpClient {
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
         if status != 200 {
-            return Err(error_from(status, &text, path));
+            return Err(error_from(status, &text, what));
         }
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))
+        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{what}: bad JSON from the server: {e}")))
+    }
+
+    pub fn get_json(&self, path: &str) -> Result<Value> {
+        self.reply_json(self.auth(self.agent.get(&self.url(path))).call(), path)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let sent = self
+            .auth(self.agent.post(&self.url(path)))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        self.reply_json(sent, path)
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -214,24 +210,12 @@ impl HttpClient {
         let mut body = head.clone().into_bytes();
         body.extend_from_slice(&tail);
         let path = format!("/v2/models/{model}/infer");
-        let mut r = self
+        let sent = self
             .auth(self.agent.post(&self.url(&path)))
             .header("Content-Type", "application/octet-stream")
             .header("Inference-Header-Content-Length", head.len().to_string())
-            .send(&body[..])
-            .map_err(|e| self.unreachable(e))?;
-        let status = r.status().as_u16();
-        let text = r
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .map_err(|e| self.unreachable(e))?;
-        if status != 200 {
-            return Err(error_from(status, &text, model));
-        }
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| Error::msg(format!("{path}: bad JSON from the server: {e}")))?;
+            .send(&body[..]);
+        let v = self.reply_json(sent, model)?;
         let data = v["outputs"]
             .as_array()
             .and_then(|o| o.iter().find(|t| t["name"] == "DETECTIONS"))
