@@ -110,6 +110,7 @@ mod tests {
             detections: (0..n)
                 .map(|_| crate::vision::Detection {
                     label: "x".into(),
+                    class_id: None,
                     score: 1.0,
                     bbox: [0.0; 4],
                     keypoints: vec![],

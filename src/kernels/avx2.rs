@@ -135,6 +135,7 @@ unsafe fn activate(v: __m256, act: Act) -> __m256 {
             let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps());
             _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(a)), neg)
         }
+        Act::Relu6 => _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(6.0)),
         Act::Silu => {
             let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
             _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))

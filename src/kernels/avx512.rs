@@ -126,6 +126,7 @@ unsafe fn activate(v: __m512, act: Act) -> __m512 {
             let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
             _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(a))
         }
+        Act::Relu6 => _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
         Act::Silu => {
             let one = _mm512_set1_ps(1.0);
             let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), v));

@@ -78,6 +78,7 @@ impl Channel<'_> {
             match self.act {
                 Act::None => {}
                 Act::Relu => o.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Act::Relu6 => o.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
                 Act::Leaky(a) => o.iter_mut().for_each(|v| {
                     if *v < 0.0 {
                         *v *= a

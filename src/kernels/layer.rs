@@ -242,6 +242,7 @@ impl FastConv {
         Ok(match self.op.act {
             Act::None => y,
             Act::Relu => y.relu()?,
+            Act::Relu6 => y.clamp(0f32, 6f32)?,
             Act::Leaky(a) => y.maximum(&(&y * a as f64)?)?,
             Act::Silu => candle_nn::ops::silu(&y)?,
         })

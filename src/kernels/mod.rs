@@ -35,6 +35,8 @@ pub enum Act {
     Relu,
     Leaky(f32),
     Silu,
+    /// min(max(v, 0), 6) (MobileNet's ReLU6).
+    Relu6,
 }
 
 impl Act {
@@ -51,6 +53,7 @@ impl Act {
                 }
             }
             Act::Silu => v / (1.0 + fast_exp(-v)),
+            Act::Relu6 => v.clamp(0.0, 6.0),
         }
     }
 }
@@ -141,6 +144,7 @@ pub fn epilogue(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Act) {
         match act {
             Act::None => row.iter_mut().for_each(|v| *v += b),
             Act::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Act::Relu6 => row.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),
             Act::Leaky(a) => row.iter_mut().for_each(|v| {
                 let t = *v + b;
                 *v = if t < 0.0 { t * a } else { t };

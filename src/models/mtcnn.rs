@@ -400,6 +400,7 @@ impl Mtcnn {
         Ok(c.into_iter()
             .map(|k| Detection {
                 label: "face".into(),
+                class_id: None,
                 score: k.score,
                 bbox: k.b,
                 keypoints: k.points.iter().map(|p| [p[0], p[1], 1.0]).collect(),

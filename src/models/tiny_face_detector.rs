@@ -128,6 +128,7 @@ impl TinyFaceDetector {
                 let b = boxes[i];
                 Detection {
                     label: "face".to_string(),
+                    class_id: None,
                     score: scores[i],
                     bbox: [b[0] * w as f32, b[1] * h as f32, b[2] * w as f32, b[3] * h as f32],
                     keypoints: Vec::new(),

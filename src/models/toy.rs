@@ -124,6 +124,7 @@ impl Model for Toy {
         if score > params.conf.unwrap_or(self.conf) {
             dets.push(Detection {
                 label: "toy".to_string(),
+                class_id: None,
                 score,
                 bbox: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
                 keypoints: Vec::new(),

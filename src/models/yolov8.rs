@@ -532,6 +532,7 @@ impl YoloV8 {
                     .get(classes[i])
                     .cloned()
                     .unwrap_or_else(|| classes[i].to_string()),
+                class_id: u32::try_from(classes[i]).ok(),
                 score: scores[i],
                 bbox: lb.unmap_box(boxes[i]),
                 keypoints: kps

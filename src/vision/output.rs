@@ -3,10 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 /// One detected object. `bbox` is `[x0, y0, x1, y1]` in pixels of the original
-/// image; `keypoints` are `[x, y, score]` in the same pixels.
+/// image; `keypoints` are `[x, y, score]` in the same pixels (hands:
+/// `[x, y, z]`, z in the same pixel scale).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     pub label: String,
+    /// Index of `label` in the model's label list, for multi-class models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_id: Option<u32>,
     pub score: f32,
     pub bbox: [f32; 4],
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
