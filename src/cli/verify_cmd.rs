@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::models::face_landmarks::LandmarkNet;
 use crate::models::manifest::{Manifest, WeightsRef};
 use crate::models::pt_import;
+use crate::models::tf_graph;
 use crate::models::tiny_face_detector::TinyFaceDetector;
 use crate::models::weights::{read_header, var_builder, WeightsSource};
 use crate::models::yolov8::{Task, YoloV8};
@@ -124,12 +125,114 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
         }
         "face_landmarks_68" => Ok(LandmarkNet::load(vb, variant == "tiny")?.forward_all(input)?.output),
         other => Err(Error::usage(format!(
-            "verify: unknown arch '{other}' (yolov8, tiny_face_detector, face_landmarks_68)"
+            "verify: unknown arch '{other}' (yolov8, tiny_face_detector, face_landmarks_68, nanodet, movenet, palm_detector, hand_landmarks)"
         ))),
     }
 }
 
+/// The tfjs graph networks and where each one sits in a weights file (the
+/// root, or a prefix when it shares the file with another network).
+const GRAPH_ARCHES: &[(&str, &str)] = &[
+    ("nanodet", ""),
+    ("movenet", ""),
+    ("palm_detector", ""),
+    ("hand_landmarks", "landmark"),
+];
+
+/// `verify` for a graph network: every tensor of `--expected` other than
+/// `input` is compared with the output of the same name.
+fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
+    let weights = args.weights.as_path();
+    let total = read_header(weights)?.data_bytes;
+    let vb = var_builder(
+        &WeightsSource::File(weights.to_path_buf()),
+        total,
+        &Device::Cpu,
+        Arc::new(|_, _| {}),
+    )?;
+    let vb = if !prefix.is_empty() && vb.contains_tensor(&format!("{prefix}.{}", tf_graph::GRAPH_TENSOR)) {
+        vb.pp(prefix)
+    } else {
+        vb
+    };
+    let graph = tf_graph::Graph::load(&vb, &weights.display().to_string())?;
+    let input = one_tensor(&args.input, "input")?.to_dtype(DType::F32)?;
+    let ename = args.expected.display();
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(&args.expected, &Device::Cpu).map_err(|e| Error::from(e).context(&ename))?;
+    // A batch of inputs for a batch-1 graph runs row by row (the hand
+    // landmark fixtures hold one row per palm).
+    let outs = if graph.input_shape().first() == Some(&1) && input.rank() > 1 && input.dim(0)? > 1 {
+        let rows: Vec<Vec<(String, Tensor)>> = (0..input.dim(0)?)
+            .map(|i| graph.run(&input.narrow(0, i, 1)?))
+            .collect::<Result<_>>()?;
+        let names: Vec<String> = rows[0].iter().map(|(n, _)| n.clone()).collect();
+        names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                let parts: Vec<&Tensor> = rows.iter().map(|r| &r[k].1).collect();
+                Ok((n.clone(), Tensor::cat(&parts, 0)?))
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        graph.run(&input)?
+    };
+    let mut pass = true;
+    let mut compared = 0;
+    let mut report = Vec::new();
+    for (name, out) in &outs {
+        let Some(exp) = expected.get(name) else { continue };
+        let exp = exp.to_dtype(DType::F32)?;
+        if out.dims() != exp.dims() {
+            return Err(Error::msg(format!(
+                "verify: output '{name}' has shape {:?}; {ename} has {:?}",
+                out.dims(),
+                exp.dims()
+            )));
+        }
+        let diff = (out - &exp)?.abs()?.flatten_all()?;
+        let max = diff.max(0)?.to_scalar::<f32>()? as f64;
+        let allowed = ((exp.abs()?.flatten_all()? * args.rtol)? + args.tol)?;
+        let worst = (diff - allowed)?.max(0)?.to_scalar::<f32>()? as f64;
+        pass &= worst <= 0.0;
+        compared += 1;
+        report.push(json!({"output": name, "shape": exp.dims(), "max_abs_diff": max, "pass": worst <= 0.0}));
+        if !args.json {
+            println!(
+                "{} {name} {:?}: max abs diff {max:.3e} — {}",
+                args.arch,
+                exp.dims(),
+                if worst <= 0.0 { "PASS" } else { "FAIL" }
+            );
+        }
+    }
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|k| *k != "input" && !outs.iter().any(|(n, _)| n == *k))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::msg(format!(
+            "verify: {ename} has {missing:?}, which the network does not output (it outputs {:?})",
+            graph.output_names()
+        )));
+    }
+    if compared == 0 {
+        return Err(Error::msg(format!("verify: {ename} holds no output to compare")));
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({"arch": args.arch, "tol": args.tol, "rtol": args.rtol, "outputs": report, "pass": pass})
+        );
+    }
+    Ok(if pass { 0 } else { 1 })
+}
+
 pub fn run(args: &VerifyArgs) -> Result<i32> {
+    if let Some((_, prefix)) = GRAPH_ARCHES.iter().find(|(a, _)| *a == args.arch) {
+        return run_graph(args, prefix);
+    }
     let arch = args.arch.as_str();
     let variant = args.variant.as_str();
     let task = args.task.as_str();

@@ -11,6 +11,8 @@ pub mod mtcnn;
 pub mod pickle;
 pub mod pt_import;
 pub mod registry;
+pub mod tf_graph;
+pub mod tf_ops;
 pub mod tfjs_import;
 pub mod timing;
 pub mod tiny_face_detector;

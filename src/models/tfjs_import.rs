@@ -9,6 +9,9 @@
 //! * `…/pointwise_filter` `[1, 1, in, out]` → `…pointwise` `[out, in, 1, 1]`
 //! * dense `…/weights` `[in, out]` → `…weight` `[out, in]` (candle `Linear`)
 //! * names: `/` becomes `.`; `bias` stays `bias`.
+//!
+//! A graph model's `model.json` (with `modelTopology`) is read by
+//! [`read_graph`] instead: see [`super::tf_graph`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,6 +126,19 @@ pub fn read_tfjs(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
 pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Result<Vec<(String, Tensor)>> {
     let groups: Vec<Group> =
         serde_json::from_str(text).map_err(|e| Error::msg(format!("{mname}: not a tfjs weights manifest: {e}")))?;
+    read_groups(mname, groups, shards, Mode::Layers)
+}
+
+/// How weights are stored: layers models' weights are converted to candle
+/// layouts and f32; graph models' keep their node names, TF layouts, and
+/// float16 stays float16.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Layers,
+    Graph,
+}
+
+fn read_groups(mname: &str, groups: Vec<Group>, shards: &mut dyn Shards, mode: Mode) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for g in groups {
         let mut data = Vec::new();
@@ -160,12 +176,13 @@ pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Resul
                         w.name, w.shape
                     ))
                 })?;
-            let (values, used) = decode(&w, &data[off.min(data.len())..], n)
+            let (values, used) = decode(&w, &data[off.min(data.len())..], n, mode == Mode::Graph)
                 .map_err(|e| e.context(format!("{mname}: weight '{}'", w.name)))?;
             off += used;
             let t = match values {
                 Decoded::F32(v) => {
-                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    let lone_inf = mode == Mode::Graph && v.len() == 1 && v[0].is_infinite();
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()).filter(|_| !lone_inf) {
                         return Err(Error::msg(format!(
                             "{mname}: weight '{}': value {i} is {} after dequantisation (scale {}, min {})",
                             w.name,
@@ -176,10 +193,23 @@ pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Resul
                     }
                     Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?
                 }
+                Decoded::F16(v) => {
+                    // A lone ±inf is a padding value or clip bound (see weights.rs).
+                    let lone_inf = v.len() == 1 && v[0].is_infinite();
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()).filter(|_| !lone_inf) {
+                        return Err(Error::msg(format!(
+                            "{mname}: weight '{}': value {i} is {} (float16)",
+                            w.name, v[i]
+                        )));
+                    }
+                    Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?
+                }
                 Decoded::I64(v) => Tensor::from_vec(v, w.shape.clone(), &Device::Cpu)?,
             };
-            let (name, t) = to_candle_layout(&w.name, t)?;
-            out.push((name, t));
+            match mode {
+                Mode::Layers => out.push(to_candle_layout(&w.name, t)?),
+                Mode::Graph => out.push((w.name.clone(), t)),
+            }
         }
         if off != data.len() {
             return Err(Error::msg(format!(
@@ -193,10 +223,13 @@ pub fn read_tfjs_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Resul
 
 enum Decoded {
     F32(Vec<f32>),
+    F16(Vec<half::f16>),
     I64(Vec<i64>),
 }
 
-fn decode(w: &Spec, data: &[u8], n: usize) -> Result<(Decoded, usize)> {
+/// Decodes one weight's `n` values from the front of `data`; float16 stays
+/// float16 when `keep_f16`. Returns the values and the bytes used.
+fn decode(w: &Spec, data: &[u8], n: usize, keep_f16: bool) -> Result<(Decoded, usize)> {
     let need = |bytes: usize| -> Result<()> {
         if data.len() < bytes {
             Err(Error::msg(format!(
@@ -221,6 +254,14 @@ fn decode(w: &Spec, data: &[u8], n: usize) -> Result<(Decoded, usize)> {
                     .map(|c| (u16::from_le_bytes([c[0], c[1]]) as f64 * q.scale + q.min) as f32)
                     .collect();
                 Ok((Decoded::F32(v), 2 * n))
+            }
+            "float16" if keep_f16 => {
+                need(2 * n)?;
+                let v = data[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                Ok((Decoded::F16(v), 2 * n))
             }
             "float16" => {
                 need(2 * n)?;
@@ -254,6 +295,61 @@ fn decode(w: &Spec, data: &[u8], n: usize) -> Result<(Decoded, usize)> {
     }
 }
 
+/// A tfjs graph model (`model.json` with `modelTopology` and `weightsManifest`).
+#[derive(Deserialize)]
+struct GraphModelJson {
+    #[serde(rename = "modelTopology")]
+    topology: serde_json::Value,
+    #[serde(default)]
+    signature: Option<serde_json::Value>,
+    #[serde(rename = "weightsManifest")]
+    weights: Vec<Group>,
+}
+
+/// True when `text` is a graph model's `model.json` (not a weights manifest).
+pub fn is_graph_model(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("modelTopology").map(|t| t.get("node").is_some()))
+        .unwrap_or(false)
+}
+
+/// Reads a graph model: its weights under their node names (TF layouts;
+/// float16 kept as float16, int32 as i64, uint8/uint16 dequantised to f32)
+/// plus the topology and signature as the U8 tensor
+/// [`super::tf_graph::GRAPH_TENSOR`].
+pub fn read_graph_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Result<Vec<(String, Tensor)>> {
+    let g: GraphModelJson =
+        serde_json::from_str(text).map_err(|e| Error::msg(format!("{mname}: not a tfjs graph model: {e}")))?;
+    let mut out = read_groups(mname, g.weights, shards, Mode::Graph)?;
+    let topo = serde_json::json!({"modelTopology": g.topology, "signature": g.signature});
+    let bytes = serde_json::to_vec(&topo).map_err(|e| Error::msg(format!("{mname}: {e}")))?;
+    let n = bytes.len();
+    out.push((
+        super::tf_graph::GRAPH_TENSOR.to_string(),
+        Tensor::from_vec(bytes, n, &Device::Cpu)?,
+    ));
+    Ok(out)
+}
+
+/// [`read_graph_text`] on a `model.json` and the shards beside it.
+pub fn read_graph(model_json: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mname = model_json.display().to_string();
+    let text = std::fs::read_to_string(model_json).map_err(|e| Error::msg(format!("{mname}: {e}")))?;
+    let dir = model_json.parent().unwrap_or(Path::new("."));
+    read_graph_text(&mname, &text, &mut FolderShards { dir, mname: &mname })
+}
+
+/// Either kind of tfjs file: a graph model or a layers weights manifest.
+fn read_any(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    if is_graph_model(&text) {
+        read_graph(path)
+    } else {
+        read_tfjs(path)
+    }
+}
+
 /// Renames a tfjs weight and converts its layout (see the module docs).
 pub fn to_candle_layout(name: &str, t: Tensor) -> Result<(String, Tensor)> {
     let (stem, last) = match name.rsplit_once('/') {
@@ -282,6 +378,12 @@ fn skeleton_for(stem: &str) -> (&'static str, &'static str, u32, &'static str) {
         ("face_landmarks_68", "tiny", 112, "face")
     } else if stem.starts_with("face_landmark_68") {
         ("face_landmarks_68", "full", 112, "face")
+    } else if stem.starts_with("nanodet") {
+        ("nanodet", "", 416, "")
+    } else if stem.starts_with("movenet") {
+        ("movenet", "", 192, "person")
+    } else if stem.starts_with("handdetect") {
+        ("hands", "", 256, "hand")
     } else {
         ("unknown", "", 0, "")
     }
@@ -291,11 +393,11 @@ fn skeleton_for(stem: &str) -> (&'static str, &'static str, u32, &'static str) {
 /// into `out/<stem>.safetensors` and `out/model.toml`. Returns the weights path.
 pub fn import(manifest: &Path, extra: &[(String, PathBuf)], out: &Path) -> Result<PathBuf> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (name, t) in read_tfjs(manifest)? {
+    for (name, t) in read_any(manifest)? {
         tensors.insert(name, t);
     }
     for (prefix, m) in extra {
-        for (name, t) in read_tfjs(m)? {
+        for (name, t) in read_any(m)? {
             tensors.insert(format!("{prefix}.{name}"), t);
         }
     }

@@ -216,7 +216,11 @@ impl SimpleBackend for CountingBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.raw(name, dev)?.to_dtype(dtype)?;
+        let t = self
+            .raw(name, dev)
+            .map_err(|_| candle_core::Error::Msg(format!("{}: missing tensor '{name}'", self.origin)))?;
+        check_finite_graph_weight(&self.origin, name, &t)?;
+        let t = t.to_dtype(dtype)?;
         let bytes = (t.elem_count() * t.dtype().size_in_bytes()) as u64;
         let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
         (self.progress)(done, self.total.max(done));
@@ -230,6 +234,30 @@ impl SimpleBackend for CountingBackend {
             Backing::Random => true,
         }
     }
+}
+
+/// Graph weights (read unchecked, by node name) must be finite, except a
+/// lone ±inf: graphs use single-value constants as padding values and clip
+/// bounds (NanoDet pads its max pool with -inf).
+fn check_finite_graph_weight(origin: &str, name: &str, t: &Tensor) -> candle_core::Result<()> {
+    if !t.dtype().is_float() || t.elem_count() == 0 {
+        return Ok(());
+    }
+    let bad = if t.elem_count() == 1 {
+        t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?[0].is_nan()
+    } else {
+        !(t * t.zeros_like()?)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .is_finite()
+    };
+    if bad {
+        return Err(candle_core::Error::Msg(format!(
+            "{origin}: tensor '{name}' holds NaN or infinite values"
+        )));
+    }
+    Ok(())
 }
 
 /// A VarBuilder over `source` that reports progress.

@@ -1,0 +1,886 @@
+//! TF.js graph models (`model.json` with a `modelTopology`), run op by op.
+//!
+//! `import tfjs` stores a graph model's weights under their node names, in
+//! TF layouts, plus the topology itself as the U8 tensor [`GRAPH_TENSOR`], so
+//! one safetensors file holds a whole network. [`Graph::load`] reads both
+//! back, keeps only the nodes the outputs need, converts the conv filters
+//! once (HWIO → OIHW, onto [`FastConv`]) and [`Graph::run`] executes the
+//! nodes in order. Tensors keep TF's NHWC meaning; a conv permutes to NCHW
+//! and back lazily, so NCHW graphs (ONNX-converted ones, which wrap every
+//! conv in Transposes) pay no copies for it.
+//!
+//! The op set is the one the graphs shipped with the app use (NanoDet,
+//! MoveNet, the MediaPipe palm and hand landmark networks); an unknown op is
+//! a load error naming the node. Op semantics follow tfjs-backend-cpu 4.x.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::tf_ops::{self, IntArr, Val};
+use crate::error::{Error, Result};
+use crate::kernels::layer::FastConv;
+use crate::kernels::{Act, Padding};
+
+/// Name of the tensor holding the topology JSON inside the weights file.
+pub const GRAPH_TENSOR: &str = "__graph__";
+
+/// The parts of a tfjs `model.json` the graph needs.
+#[derive(Deserialize)]
+pub struct GraphJson {
+    #[serde(rename = "modelTopology")]
+    pub topology: Topology,
+    #[serde(default)]
+    pub signature: Option<Signature>,
+}
+
+#[derive(Deserialize)]
+pub struct Topology {
+    pub node: Vec<NodeDef>,
+}
+
+#[derive(Deserialize)]
+pub struct Signature {
+    #[serde(default)]
+    pub inputs: serde_json::Map<String, Json>,
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, Json>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct NodeDef {
+    pub name: String,
+    pub op: String,
+    #[serde(default)]
+    pub input: Vec<String>,
+    #[serde(default)]
+    pub attr: serde_json::Map<String, Json>,
+}
+
+impl NodeDef {
+    fn attr(&self, key: &str) -> Option<&Json> {
+        self.attr.get(key)
+    }
+
+    fn err(&self, msg: impl std::fmt::Display) -> Error {
+        Error::msg(format!("node '{}' ({}): {msg}", self.name, self.op))
+    }
+
+    fn attr_str(&self, key: &str) -> Option<String> {
+        let s = self.attr(key)?.get("s")?.as_str()?;
+        let b = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+        String::from_utf8(b).ok()
+    }
+
+    fn attr_f(&self, key: &str) -> Option<f64> {
+        self.attr(key)?.get("f")?.as_f64()
+    }
+
+    fn attr_i(&self, key: &str) -> Option<i64> {
+        let v = self.attr(key)?.get("i")?;
+        v.as_i64().or_else(|| v.as_str()?.parse().ok())
+    }
+
+    fn attr_b(&self, key: &str) -> bool {
+        self.attr(key)
+            .and_then(|v| v.get("b"))
+            .and_then(|b| b.as_bool())
+            .unwrap_or(false)
+    }
+
+    fn attr_ints(&self, key: &str) -> Vec<i64> {
+        let Some(list) = self.attr(key).and_then(|v| v.get("list")).and_then(|l| l.get("i")) else {
+            return Vec::new();
+        };
+        list.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn attr_strs(&self, key: &str) -> Vec<String> {
+        let Some(list) = self.attr(key).and_then(|v| v.get("list")).and_then(|l| l.get("s")) else {
+            return Vec::new();
+        };
+        list.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok())
+                    .filter_map(|b| String::from_utf8(b).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn attr_type(&self, key: &str) -> Option<String> {
+        Some(self.attr(key)?.get("type")?.as_str()?.to_string())
+    }
+}
+
+/// `name:k` → (name, k).
+fn split_ref(r: &str) -> (&str, usize) {
+    match r.rsplit_once(':') {
+        Some((n, k)) => match k.parse() {
+            Ok(k) => (n, k),
+            Err(_) => (r, 0),
+        },
+        None => (r, 0),
+    }
+}
+
+/// How a conv pads.
+#[derive(Debug, Clone, Copy)]
+enum PadMode {
+    Same,
+    Valid,
+    Explicit(Padding),
+}
+
+struct ConvOp {
+    conv: FastConv,
+    k: (usize, usize),
+    stride: usize,
+    pad: PadMode,
+}
+
+enum Op {
+    Input,
+    Const(Val),
+    Identity,
+    Conv(Box<ConvOp>),
+    ConvTranspose {
+        filter: Tensor,
+        stride: usize,
+        same: bool,
+    },
+    MatMul {
+        b: Tensor,
+        bias: Option<Tensor>,
+        ta: bool,
+    },
+    Binary(tf_ops::BinOp),
+    AddN,
+    Unary(tf_ops::UnOp),
+    LeakyRelu(f64),
+    Pad {
+        value_input: bool,
+    },
+    MaxPool {
+        k: (usize, usize),
+        stride: (usize, usize),
+        same: bool,
+    },
+    Concat,
+    Reshape,
+    Transpose,
+    SplitV,
+    Resize {
+        align_corners: bool,
+        half_pixel: bool,
+    },
+    Mean {
+        keep_dims: bool,
+    },
+    Cast {
+        to_int: bool,
+    },
+    Unpack {
+        axis: i64,
+    },
+    ExpandDims,
+    Squeeze(Vec<i64>),
+    Pack {
+        axis: i64,
+    },
+    ArgMax,
+    GatherNd,
+    SparseToDense,
+}
+
+struct Node {
+    name: String,
+    op: Op,
+    /// (node index, output index) of each input.
+    inputs: Vec<(usize, usize)>,
+    /// Index of the last node reading this node's outputs (frees them early).
+    last_use: usize,
+}
+
+/// A loaded graph, ready to run.
+pub struct Graph {
+    nodes: Vec<Node>,
+    input: usize,
+    input_name: String,
+    input_shape: Vec<i64>,
+    outputs: Vec<(String, usize, usize)>,
+    device: Device,
+    /// Float dtype the graph computes in (f32 on CPU; f16 on GPUs).
+    dtype: DType,
+}
+
+impl Graph {
+    /// Reads the topology stored in `vb` (under [`GRAPH_TENSOR`]) and its weights.
+    pub fn load(vb: &VarBuilder, what: &str) -> Result<Graph> {
+        let bytes: Vec<u8> = vb
+            .get_unchecked_dtype(GRAPH_TENSOR, DType::U8)
+            .map_err(|e| Error::msg(format!("{what}: no graph topology in the weights ({e})")))?
+            .to_vec1()?;
+        let json: GraphJson = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::msg(format!("{what}: graph topology is not a tfjs model.json: {e}")))?;
+        let device = vb.device().clone();
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
+        Self::build(&json, dtype, &device, &mut |name, dt| {
+            vb.get_unchecked_dtype(name, dt)
+                .map_err(|e| Error::msg(format!("{what}: weight '{name}': {e}")))
+        })
+        .map_err(|e| e.context(what))
+    }
+
+    /// Builds the graph from its topology, fetching each Const's tensor with `weight`.
+    pub fn build(
+        json: &GraphJson,
+        dtype: DType,
+        device: &Device,
+        weight: &mut dyn FnMut(&str, DType) -> Result<Tensor>,
+    ) -> Result<Graph> {
+        let defs: HashMap<&str, &NodeDef> = json.topology.node.iter().map(|n| (n.name.as_str(), n)).collect();
+        let placeholder = json
+            .topology
+            .node
+            .iter()
+            .find(|n| n.op == "Placeholder")
+            .ok_or_else(|| Error::msg("the graph has no Placeholder input"))?;
+        let input_shape: Vec<i64> = placeholder
+            .attr("shape")
+            .and_then(|s| s.get("shape"))
+            .and_then(|s| s.get("dim"))
+            .and_then(|d| d.as_array())
+            .map(|dims| {
+                dims.iter()
+                    .map(|d| {
+                        d.get("size")
+                            .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))
+                            .unwrap_or(-1)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Output names: the signature's order (tfjs' execute() order), else every Identity.
+        let mut out_names: Vec<String> = match &json.signature {
+            Some(sig) if !sig.outputs.is_empty() => sig
+                .outputs
+                .iter()
+                .map(|(k, v)| v.get("name").and_then(|n| n.as_str()).unwrap_or(k).to_string())
+                .collect(),
+            _ => json
+                .topology
+                .node
+                .iter()
+                .filter(|n| n.op == "Identity")
+                .map(|n| n.name.clone())
+                .collect(),
+        };
+        for n in &mut out_names {
+            *n = split_ref(n).0.to_string();
+        }
+        if out_names.is_empty() {
+            return Err(Error::msg("the graph names no outputs"));
+        }
+        // Topological order of the nodes the outputs need (iterative DFS).
+        let mut order: Vec<&str> = Vec::new();
+        let mut state: HashMap<&str, u8> = HashMap::new();
+        for out in &out_names {
+            let mut stack: Vec<(&str, bool)> = vec![(out.as_str(), false)];
+            while let Some((name, done)) = stack.pop() {
+                if done {
+                    state.insert(name, 2);
+                    order.push(name);
+                    continue;
+                }
+                match state.get(name) {
+                    Some(2) => continue,
+                    Some(1) => return Err(Error::msg(format!("the graph has a cycle through '{name}'"))),
+                    _ => {}
+                }
+                let def = defs
+                    .get(name)
+                    .ok_or_else(|| Error::msg(format!("node '{name}' is used but not defined")))?;
+                state.insert(name, 1);
+                stack.push((name, true));
+                for inp in &def.input {
+                    if inp.starts_with('^') {
+                        continue; // control dependency
+                    }
+                    let (src, _) = split_ref(inp);
+                    if state.get(src) != Some(&2) {
+                        stack.push((src, false));
+                    }
+                }
+            }
+        }
+        let index: HashMap<&str, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut consts: HashMap<&str, Val> = HashMap::new();
+        let mut nodes: Vec<Node> = Vec::with_capacity(order.len());
+        let mut input = usize::MAX;
+        for (i, name) in order.iter().enumerate() {
+            let def = defs[name];
+            let inputs: Vec<(usize, usize)> = def
+                .input
+                .iter()
+                .filter(|s| !s.starts_with('^'))
+                .map(|s| {
+                    let (n, k) = split_ref(s);
+                    (index[n], k)
+                })
+                .collect();
+            let const_in = |k: usize| -> Result<&Val> {
+                let src = def
+                    .input
+                    .get(k)
+                    .map(|s| split_ref(s).0)
+                    .ok_or_else(|| def.err(format!("input {k} is missing")))?;
+                consts
+                    .get(src)
+                    .ok_or_else(|| def.err(format!("input {k} ('{src}') must be a constant")))
+            };
+            let op = match def.op.as_str() {
+                "Placeholder" => {
+                    input = i;
+                    Op::Input
+                }
+                "Const" => {
+                    let dt = def.attr_type("dtype").unwrap_or_default();
+                    let v = match dt.as_str() {
+                        "DT_FLOAT" => Val::F(weight(name, dtype)?.to_device(device)?),
+                        "DT_INT32" | "DT_INT64" | "DT_BOOL" => Val::I(IntArr::from_tensor(&weight(name, DType::I64)?)?),
+                        other => return Err(def.err(format!("constant of unsupported dtype {other}"))),
+                    };
+                    consts.insert(name, v.clone());
+                    Op::Const(v)
+                }
+                "Identity" | "StopGradient" => Op::Identity,
+                "Conv2D" | "_FusedConv2D" | "DepthwiseConv2dNative" | "FusedDepthwiseConv2dNative" => {
+                    Op::Conv(Box::new(conv_op(def, &const_in)?))
+                }
+                "Conv2DBackpropInput" => {
+                    check_nhwc(def)?;
+                    let f = const_in(1)?.float(def)?;
+                    let (_, _, _, _) = f.dims4().map_err(|_| def.err("filter must be 4-D"))?;
+                    // TF [kh, kw, out, in] → candle's conv_transpose2d [in, out, kh, kw].
+                    let filter = f.permute((3, 2, 0, 1))?.contiguous()?;
+                    let strides = def.attr_ints("strides");
+                    let stride = *strides.get(1).unwrap_or(&1) as usize;
+                    if strides.get(1) != strides.get(2) {
+                        return Err(def.err(format!("unequal strides {strides:?}")));
+                    }
+                    let same = def.attr_str("padding").as_deref() == Some("SAME");
+                    Op::ConvTranspose { filter, stride, same }
+                }
+                "_FusedMatMul" | "MatMul" => {
+                    let b = const_in(1)?.float(def)?;
+                    let b = if def.attr_b("transpose_b") {
+                        b.t()?.contiguous()?
+                    } else {
+                        b
+                    };
+                    let fused = def.attr_strs("fused_ops");
+                    let bias = match fused.as_slice() {
+                        [] => None,
+                        [x] if x == "BiasAdd" => Some(const_in(2)?.float(def)?),
+                        other => return Err(def.err(format!("unsupported fused ops {other:?}"))),
+                    };
+                    Op::MatMul {
+                        b,
+                        bias,
+                        ta: def.attr_b("transpose_a"),
+                    }
+                }
+                "Add" | "AddV2" | "BiasAdd" => Op::Binary(tf_ops::BinOp::Add),
+                "Sub" => Op::Binary(tf_ops::BinOp::Sub),
+                "Mul" => Op::Binary(tf_ops::BinOp::Mul),
+                "RealDiv" | "Div" => Op::Binary(tf_ops::BinOp::Div),
+                "FloorDiv" => Op::Binary(tf_ops::BinOp::FloorDiv),
+                "Maximum" => Op::Binary(tf_ops::BinOp::Max),
+                "Minimum" => Op::Binary(tf_ops::BinOp::Min),
+                "SquaredDifference" => Op::Binary(tf_ops::BinOp::SquaredDiff),
+                "AddN" => Op::AddN,
+                "Relu" => Op::Unary(tf_ops::UnOp::Relu),
+                "Relu6" => Op::Unary(tf_ops::UnOp::Relu6),
+                "Sigmoid" => Op::Unary(tf_ops::UnOp::Sigmoid),
+                "Sqrt" => Op::Unary(tf_ops::UnOp::Sqrt),
+                "Exp" => Op::Unary(tf_ops::UnOp::Exp),
+                "Tanh" => Op::Unary(tf_ops::UnOp::Tanh),
+                "LeakyRelu" => Op::LeakyRelu(def.attr_f("alpha").unwrap_or(0.2)),
+                "Pad" => Op::Pad { value_input: false },
+                "PadV2" => Op::Pad { value_input: true },
+                "MaxPool" => {
+                    check_nhwc(def)?;
+                    let k = def.attr_ints("ksize");
+                    let s = def.attr_ints("strides");
+                    if k.len() != 4 || s.len() != 4 {
+                        return Err(def.err("ksize and strides must have 4 entries"));
+                    }
+                    Op::MaxPool {
+                        k: (k[1].max(1) as usize, k[2].max(1) as usize),
+                        stride: (s[1].max(1) as usize, s[2].max(1) as usize),
+                        same: def.attr_str("padding").as_deref() == Some("SAME"),
+                    }
+                }
+                "ConcatV2" => Op::Concat,
+                "Reshape" => Op::Reshape,
+                "Transpose" => Op::Transpose,
+                "SplitV" => Op::SplitV,
+                "ResizeBilinear" => Op::Resize {
+                    align_corners: def.attr_b("align_corners"),
+                    half_pixel: def.attr_b("half_pixel_centers"),
+                },
+                "Mean" => Op::Mean {
+                    keep_dims: def.attr_b("keep_dims"),
+                },
+                "Cast" => {
+                    let to = def.attr_type("DstT").unwrap_or_default();
+                    Op::Cast {
+                        to_int: to.starts_with("DT_INT"),
+                    }
+                }
+                "Unpack" => Op::Unpack {
+                    axis: def.attr_i("axis").unwrap_or(0),
+                },
+                "ExpandDims" => Op::ExpandDims,
+                "Squeeze" => Op::Squeeze(def.attr_ints("squeeze_dims")),
+                "Pack" => Op::Pack {
+                    axis: def.attr_i("axis").unwrap_or(0),
+                },
+                "ArgMax" => Op::ArgMax,
+                "GatherNd" => Op::GatherNd,
+                "SparseToDense" => Op::SparseToDense,
+                other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
+            };
+            nodes.push(Node {
+                name: name.to_string(),
+                op,
+                inputs,
+                last_use: i,
+            });
+        }
+        if input == usize::MAX {
+            return Err(Error::msg(format!(
+                "the outputs do not depend on the input '{}'",
+                placeholder.name
+            )));
+        }
+        for i in 0..nodes.len() {
+            for k in 0..nodes[i].inputs.len() {
+                let (src, _) = nodes[i].inputs[k];
+                nodes[src].last_use = nodes[src].last_use.max(i);
+            }
+        }
+        let outputs: Vec<(String, usize, usize)> =
+            out_names.iter().map(|n| (n.clone(), index[n.as_str()], 0)).collect();
+        for (_, i, _) in &outputs {
+            nodes[*i].last_use = usize::MAX;
+        }
+        Ok(Graph {
+            nodes,
+            input,
+            input_name: placeholder.name.clone(),
+            input_shape,
+            outputs,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The input's declared shape (`-1` for unknown dimensions).
+    pub fn input_shape(&self) -> &[i64] {
+        &self.input_shape
+    }
+
+    /// The output names, in the signature's order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|(n, _, _)| n.as_str()).collect()
+    }
+
+    /// Runs the graph on `x` (any float dtype; computed in the graph's
+    /// dtype) and returns the outputs by name, as f32.
+    pub fn run(&self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let want = &self.input_shape;
+        let dims = x.dims();
+        if want.len() != dims.len() || want.iter().zip(dims).any(|(w, d)| *w >= 0 && *w as usize != *d) {
+            return Err(Error::msg(format!(
+                "input '{}' must have shape {want:?}, got {dims:?}",
+                self.input_name
+            )));
+        }
+        let x = x.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let mut vals: Vec<Option<Vec<Val>>> = (0..self.nodes.len()).map(|_| None).collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let args: Vec<&Val> = node
+                .inputs
+                .iter()
+                .map(|&(src, k)| {
+                    vals[src]
+                        .as_ref()
+                        .and_then(|v| v.get(k))
+                        .ok_or_else(|| Error::msg(format!("node '{}': input {src}:{k} has no value", node.name)))
+                })
+                .collect::<Result<_>>()?;
+            let out = if i == self.input {
+                vec![Val::F(x.clone())]
+            } else {
+                self.exec(node, &args)
+                    .map_err(|e| Error::msg(format!("node '{}': {e}", node.name)))?
+            };
+            drop(args);
+            vals[i] = Some(out);
+            for &(src, _) in &node.inputs {
+                if self.nodes[src].last_use == i {
+                    vals[src] = None;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for (name, i, k) in &self.outputs {
+            let v = vals[*i]
+                .as_ref()
+                .and_then(|v| v.get(*k))
+                .ok_or_else(|| Error::msg(format!("output '{name}' has no value")))?;
+            out.push((name.clone(), v.to_f32_tensor(&self.device)?));
+        }
+        Ok(out)
+    }
+
+    fn exec(&self, node: &Node, a: &[&Val]) -> Result<Vec<Val>> {
+        let arg = |k: usize| -> Result<&Val> {
+            a.get(k)
+                .copied()
+                .ok_or_else(|| Error::msg(format!("input {k} is missing")))
+        };
+        let f = |k: usize| -> Result<Tensor> { arg(k)?.as_float(&self.device, self.dtype) };
+        let ints = |k: usize| -> Result<Vec<i64>> { arg(k)?.ints() };
+        let one = |v: Val| Ok(vec![v]);
+        match &node.op {
+            Op::Input => Err(Error::msg("the input is set by run()")),
+            Op::Const(v) => one(v.clone()),
+            Op::Identity => one(arg(0)?.clone()),
+            Op::Conv(c) => {
+                let x = f(0)?;
+                let (n, h, w, _) = x.dims4()?;
+                let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+                let pad = match c.pad {
+                    PadMode::Valid => Padding::default(),
+                    PadMode::Explicit(p) => p,
+                    PadMode::Same => {
+                        let (top, bottom) = super::layers::same_pad(h, c.k.0, c.stride);
+                        let (left, right) = super::layers::same_pad(w, c.k.1, c.stride);
+                        Padding {
+                            top,
+                            bottom,
+                            left,
+                            right,
+                        }
+                    }
+                };
+                let _ = n;
+                let y = c.conv.forward_padded(&nchw, pad)?;
+                one(Val::F(y.permute((0, 2, 3, 1))?))
+            }
+            Op::ConvTranspose { filter, stride, same } => {
+                let shape = ints(0)?;
+                let x = f(2)?;
+                let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+                let full = nchw.conv_transpose2d(filter, 0, 0, *stride, 1)?;
+                let (_, _, fh, fw) = full.dims4()?;
+                if shape.len() != 4 {
+                    return Err(Error::msg(format!("output shape {shape:?} must have 4 entries")));
+                }
+                let (oh, ow) = (shape[1].max(0) as usize, shape[2].max(0) as usize);
+                if oh > fh || ow > fw {
+                    return Err(Error::msg(format!(
+                        "output shape {shape:?} is larger than the transposed conv's {fh}x{fw}"
+                    )));
+                }
+                let (top, left) = if *same { ((fh - oh) / 2, (fw - ow) / 2) } else { (0, 0) };
+                let y = full.narrow(2, top, oh)?.narrow(3, left, ow)?;
+                one(Val::F(y.permute((0, 2, 3, 1))?))
+            }
+            Op::MatMul { b, bias, ta } => {
+                let x = f(0)?;
+                let x = if *ta { x.t()? } else { x };
+                let mut y = x.contiguous()?.matmul(b)?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(bias)?;
+                }
+                one(Val::F(y))
+            }
+            Op::Binary(op) => one(tf_ops::binary(*op, arg(0)?, arg(1)?, &self.device, self.dtype)?),
+            Op::AddN => {
+                let mut acc = f(0)?;
+                for k in 1..a.len() {
+                    acc = acc.broadcast_add(&f(k)?)?;
+                }
+                one(Val::F(acc))
+            }
+            Op::Unary(op) => one(Val::F(tf_ops::unary(*op, &f(0)?)?)),
+            Op::LeakyRelu(alpha) => {
+                let x = f(0)?;
+                let neg = x.affine(*alpha, 0.0)?;
+                let y = if *alpha <= 1.0 {
+                    x.maximum(&neg)?
+                } else {
+                    x.minimum(&neg)?
+                };
+                one(Val::F(y))
+            }
+            Op::Pad { value_input } => {
+                let pads = ints(1)?;
+                let value = if *value_input {
+                    f(2)?
+                        .flatten_all()?
+                        .to_dtype(DType::F64)?
+                        .to_vec1::<f64>()?
+                        .first()
+                        .copied()
+                        .unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                match arg(0)? {
+                    Val::F(x) => one(Val::F(tf_ops::pad(x, &pads, value)?)),
+                    Val::I(x) => one(Val::I(x.pad(&pads, value as i64)?)),
+                }
+            }
+            Op::MaxPool { k, stride, same } => one(Val::F(tf_ops::max_pool(&f(0)?, *k, *stride, *same)?)),
+            Op::Concat => {
+                let n = a.len().saturating_sub(1);
+                let axis = *ints(n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;
+                if a[..n].iter().all(|v| matches!(v, Val::I(_))) {
+                    let parts: Vec<&IntArr> = a[..n].iter().filter_map(|v| v.as_int()).collect();
+                    return one(Val::I(IntArr::concat(&parts, axis)?));
+                }
+                let parts: Vec<Tensor> = (0..n).map(f).collect::<Result<_>>()?;
+                let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
+                let ax = tf_ops::axis(axis, rank)?;
+                one(Val::F(Tensor::cat(&parts, ax)?))
+            }
+            Op::Reshape => {
+                let shape = ints(1)?;
+                match arg(0)? {
+                    Val::F(x) => {
+                        let dims = tf_ops::resolve_shape(&shape, x.elem_count())?;
+                        one(Val::F(x.reshape(dims)?))
+                    }
+                    Val::I(x) => {
+                        let dims = tf_ops::resolve_shape(&shape, x.data.len())?;
+                        one(Val::I(IntArr::new(x.data.clone(), dims)?))
+                    }
+                }
+            }
+            Op::Transpose => {
+                let perm: Vec<usize> = ints(1)?.iter().map(|&p| p.max(0) as usize).collect();
+                match arg(0)? {
+                    Val::F(x) => {
+                        if perm.len() != x.rank() {
+                            return Err(Error::msg(format!("perm {perm:?} does not fit rank {}", x.rank())));
+                        }
+                        one(Val::F(x.permute(perm)?))
+                    }
+                    Val::I(x) => one(Val::I(x.transpose(&perm)?)),
+                }
+            }
+            Op::SplitV => {
+                let x = f(0)?;
+                let sizes = ints(1)?;
+                let ax = tf_ops::axis(*ints(2)?.first().unwrap_or(&0), x.rank())?;
+                let dim = x.dim(ax)?;
+                let known: i64 = sizes.iter().filter(|s| **s >= 0).sum();
+                let mut out = Vec::with_capacity(sizes.len());
+                let mut start = 0usize;
+                for s in sizes {
+                    let len = if s < 0 { dim as i64 - known } else { s };
+                    let len = usize::try_from(len).map_err(|_| Error::msg("negative split size"))?;
+                    out.push(Val::F(x.narrow(ax, start, len)?));
+                    start += len;
+                }
+                Ok(out)
+            }
+            Op::Resize {
+                align_corners,
+                half_pixel,
+            } => {
+                let size = ints(1)?;
+                if size.len() != 2 || size.iter().any(|s| *s <= 0 || *s > 1 << 15) {
+                    return Err(Error::msg(format!("resize size {size:?} must be two positive sizes")));
+                }
+                let y =
+                    tf_ops::resize_bilinear(&f(0)?, size[0] as usize, size[1] as usize, *align_corners, *half_pixel)?;
+                one(Val::F(y.to_dtype(self.dtype)?))
+            }
+            Op::Mean { keep_dims } => {
+                let x = f(0)?;
+                let mut axes: Vec<usize> = ints(1)?
+                    .iter()
+                    .map(|&a| tf_ops::axis(a, x.rank()))
+                    .collect::<Result<_>>()?;
+                axes.sort_unstable();
+                axes.dedup();
+                let mut y = x.mean_keepdim(axes.clone())?;
+                if !keep_dims {
+                    for ax in axes.iter().rev() {
+                        y = y.squeeze(*ax)?;
+                    }
+                }
+                one(Val::F(y))
+            }
+            Op::Cast { to_int } => match (arg(0)?, to_int) {
+                (Val::F(x), true) => one(Val::I(IntArr::from_float_trunc(x)?)),
+                (Val::I(x), false) => one(Val::F(x.to_tensor(&self.device, self.dtype)?)),
+                (v, _) => one(v.clone()),
+            },
+            Op::Unpack { axis } => match arg(0)? {
+                Val::F(x) => {
+                    let ax = tf_ops::axis(*axis, x.rank())?;
+                    (0..x.dim(ax)?)
+                        .map(|i| Ok(Val::F(x.narrow(ax, i, 1)?.squeeze(ax)?)))
+                        .collect()
+                }
+                Val::I(x) => Ok(x.unpack(*axis)?.into_iter().map(Val::I).collect()),
+            },
+            Op::ExpandDims => {
+                let ax = *ints(1)?.first().unwrap_or(&0);
+                match arg(0)? {
+                    Val::F(x) => {
+                        let ax = tf_ops::axis(ax, x.rank() + 1)?;
+                        one(Val::F(x.unsqueeze(ax)?))
+                    }
+                    Val::I(x) => one(Val::I(x.expand_dims(ax)?)),
+                }
+            }
+            Op::Squeeze(dims) => match arg(0)? {
+                Val::F(x) => {
+                    let mut axes: Vec<usize> = if dims.is_empty() {
+                        x.dims()
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, d)| **d == 1)
+                            .map(|(i, _)| i)
+                            .collect()
+                    } else {
+                        dims.iter().map(|&d| tf_ops::axis(d, x.rank())).collect::<Result<_>>()?
+                    };
+                    axes.sort_unstable();
+                    let mut y = x.clone();
+                    for ax in axes.iter().rev() {
+                        y = y.squeeze(*ax)?;
+                    }
+                    one(Val::F(y))
+                }
+                Val::I(x) => one(Val::I(x.squeeze(dims)?)),
+            },
+            Op::Pack { axis } => {
+                if a.iter().all(|v| matches!(v, Val::I(_))) {
+                    let parts: Vec<&IntArr> = a.iter().filter_map(|v| v.as_int()).collect();
+                    return one(Val::I(IntArr::stack(&parts, *axis)?));
+                }
+                let parts: Vec<Tensor> = (0..a.len()).map(f).collect::<Result<_>>()?;
+                let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
+                let ax = tf_ops::axis(*axis, rank + 1)?;
+                one(Val::F(Tensor::stack(&parts, ax)?))
+            }
+            Op::ArgMax => {
+                let x = f(0)?;
+                let ax = tf_ops::axis(*ints(1)?.first().unwrap_or(&0), x.rank())?;
+                let idx = x.argmax(ax)?;
+                one(Val::I(IntArr::from_tensor(&idx)?))
+            }
+            Op::GatherNd => one(tf_ops::gather_nd(
+                arg(0)?,
+                &arg(1)?.ints_arr()?,
+                &self.device,
+                self.dtype,
+            )?),
+            Op::SparseToDense => one(tf_ops::sparse_to_dense(
+                &arg(0)?.ints_arr()?,
+                &ints(1)?,
+                arg(2)?,
+                arg(3)?,
+                &self.device,
+                self.dtype,
+            )?),
+        }
+    }
+}
+
+fn check_nhwc(def: &NodeDef) -> Result<()> {
+    match def.attr_str("data_format").as_deref() {
+        None | Some("NHWC") => Ok(()),
+        Some(other) => Err(def.err(format!("data_format {other} is not supported (NHWC only)"))),
+    }
+}
+
+/// A conv node (plain, fused, depthwise) compiled onto [`FastConv`].
+fn conv_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Result<ConvOp> {
+    check_nhwc(def)?;
+    if def.attr_ints("dilations").iter().any(|d| *d != 1) {
+        return Err(def.err("dilated convolutions are not supported"));
+    }
+    let strides = def.attr_ints("strides");
+    if strides.len() != 4 || strides[1] != strides[2] || strides[1] < 1 {
+        return Err(def.err(format!("strides {strides:?} must be [1, s, s, 1]")));
+    }
+    let stride = strides[1] as usize;
+    let f = const_in(1)?.float(def)?;
+    let (kh, kw, cin, m) = f.dims4().map_err(|_| def.err("filter must be 4-D"))?;
+    let depthwise = def.op.contains("Depthwise");
+    let (weight, groups) = if depthwise {
+        if m != 1 {
+            return Err(def.err(format!("depth multiplier {m} is not supported")));
+        }
+        (f.permute((2, 3, 0, 1))?.reshape((cin, 1, kh, kw))?, cin)
+    } else {
+        (f.permute((3, 2, 0, 1))?.contiguous()?, 1)
+    };
+    let fused = def.attr_strs("fused_ops");
+    let (bias, act) = match fused.iter().map(|s| s.as_str()).collect::<Vec<_>>().as_slice() {
+        [] => (None, Act::None),
+        ["BiasAdd"] => (Some(const_in(2)?.float(def)?), Act::None),
+        ["BiasAdd", "Relu"] => (Some(const_in(2)?.float(def)?), Act::Relu),
+        ["BiasAdd", "Relu6"] => (Some(const_in(2)?.float(def)?), Act::Relu6),
+        ["BiasAdd", "LeakyRelu"] => (
+            Some(const_in(2)?.float(def)?),
+            Act::Leaky(def.attr_f("leakyrelu_alpha").unwrap_or(0.2) as f32),
+        ),
+        other => return Err(def.err(format!("unsupported fused ops {other:?}"))),
+    };
+    let pad = match def.attr_str("padding").as_deref() {
+        Some("SAME") => PadMode::Same,
+        Some("VALID") | None => PadMode::Valid,
+        Some("EXPLICIT") => {
+            let p = def.attr_ints("explicit_paddings");
+            if p.len() != 8 || p.iter().any(|v| *v < 0) {
+                return Err(def.err(format!("explicit_paddings {p:?} must be 8 non-negative values")));
+            }
+            PadMode::Explicit(Padding {
+                top: p[2] as usize,
+                bottom: p[3] as usize,
+                left: p[4] as usize,
+                right: p[5] as usize,
+            })
+        }
+        Some(other) => return Err(def.err(format!("padding {other} is not supported"))),
+    };
+    let conv = FastConv::new(weight, bias, stride, Padding::default(), groups, act)?;
+    Ok(ConvOp {
+        conv,
+        k: (kh, kw),
+        stride,
+        pad,
+    })
+}
