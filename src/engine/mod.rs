@@ -255,8 +255,17 @@ pub(crate) type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
 impl Engine {
     /// Starts the worker and loader threads. Models marked `preload` (and
     /// `config.preload`) start loading in the background at once.
-    pub fn start(registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
+    pub fn start(mut registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
         allocator::keep_freed_memory_for_reuse();
+        // f16 weights are converted to f32 once at load on the CPU (GPUs keep
+        // f16): the prediction follows the dtype in memory, not on disk.
+        if config.device == config::DeviceChoice::Cpu {
+            for e in &mut registry.entries {
+                if matches!(e.manifest.dtype.as_str(), "f16" | "bf16") {
+                    e.predicted_bytes = e.predicted_bytes.saturating_mul(2);
+                }
+            }
+        }
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));

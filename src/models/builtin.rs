@@ -14,6 +14,8 @@ macro_rules! builtin {
 }
 
 pub static MODELS: &[(&str, &str, &[u8])] = &[
+    builtin!("objects", "nanodet.safetensors"),
+    builtin!("pose", "movenet-lightning.safetensors"),
     builtin!("face-detector", "tiny_face_detector_model.safetensors"),
     builtin!("face-landmarks", "face_landmark_68_model.safetensors"),
     builtin!("face-landmarks-tiny", "face_landmark_68_tiny_model.safetensors"),
@@ -21,7 +23,7 @@ pub static MODELS: &[(&str, &str, &[u8])] = &[
 ];
 
 /// The model the app and the CLI use when none is named.
-pub const DEFAULT_MODEL: &str = "face-detector";
+pub const DEFAULT_MODEL: &str = "objects";
 
 /// Models whose weights come from a hub: only their manifests are built in.
 pub static HUB_MANIFESTS: &[(&str, &str)] = &[

@@ -8,7 +8,9 @@ pub mod keep_alive;
 pub mod layers;
 pub mod manifest;
 pub mod mtcnn;
+pub mod objects;
 pub mod pickle;
+pub mod pose;
 pub mod pt_import;
 pub mod registry;
 pub mod tf_graph;
@@ -47,7 +49,15 @@ pub trait Model: Send {
 }
 
 /// Architectures this build knows.
-pub const ARCHES: &[&str] = &["tiny_face_detector", "face_landmarks_68", "mtcnn", "yolov8", "toy"];
+pub const ARCHES: &[&str] = &[
+    "tiny_face_detector",
+    "face_landmarks_68",
+    "mtcnn",
+    "yolov8",
+    "nanodet",
+    "movenet",
+    "toy",
+];
 
 /// Builds the network for `manifest` from `source`, reporting progress.
 pub fn build(
@@ -63,6 +73,8 @@ pub fn build(
         "face_landmarks_68" => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
         "mtcnn" => Box::new(mtcnn::Mtcnn::load(vb, manifest)?),
         "yolov8" => Box::new(yolov8::YoloV8::load(vb, manifest)?),
+        "nanodet" => Box::new(objects::Objects::load(vb, manifest)?),
+        "movenet" => Box::new(pose::Pose::load(vb, manifest)?),
         "toy" => Box::new(toy::Toy::load(vb, manifest)?),
         other => {
             return Err(Error::msg(format!(

@@ -8,6 +8,7 @@ pub mod nms;
 pub mod output;
 pub mod overlay;
 pub mod preprocess;
+pub mod warp;
 
 pub use image_files::{is_image_name, IMAGE_EXTENSIONS};
 pub use output::{Detection, InferParams, ModelTimings, Output, Timings};
