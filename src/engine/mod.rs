@@ -175,6 +175,10 @@ pub struct ModelStatus {
     pub loads: u64,
     pub licence: String,
     pub origin: String,
+    /// Why this model cannot load yet: its weights are not on this machine
+    /// (a hub model not downloaded); `None` when they are.
+    #[serde(default)]
+    pub weights_missing: Option<String>,
 }
 
 /// Everything a panel needs, published by the worker after each change.

@@ -19,6 +19,7 @@ use super::{
     Subscribers, WakeFn,
 };
 use crate::models::registry::Registry;
+use crate::models::registry::WeightsResolved;
 use crate::models::Model;
 use crate::vision::decode::{decode_bytes, read_file_limited};
 use crate::vision::{InferParams, Output, Timings};
@@ -663,6 +664,10 @@ impl Worker {
                     loads: s.loads_started,
                     licence: e.manifest.licence.clone(),
                     origin: e.origin.clone(),
+                    weights_missing: match &e.weights {
+                        WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
+                        WeightsResolved::Local(_) => None,
+                    },
                 })
             })
             .collect();

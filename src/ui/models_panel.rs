@@ -129,6 +129,10 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                         }
                     });
                     match m.state {
+                        _ if m.weights_missing.is_some() && m.state != ModelState::Resident => {
+                            ui.label(RichText::new("no weights").weak())
+                                .on_hover_text(m.weights_missing.as_deref().unwrap_or_default());
+                        }
                         ModelState::Resident | ModelState::Loading => {
                             if ui.button("Unload").clicked() {
                                 let _ = engine.unload(&m.id);
