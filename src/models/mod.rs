@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod coco;
 pub mod face_landmarks;
+pub mod hands;
 pub mod hub;
 pub mod keep_alive;
 pub mod layers;
