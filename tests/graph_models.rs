@@ -323,3 +323,56 @@ fn graph_import_refuses_an_unknown_op_at_load() {
     assert_eq!(code, 1, "{msg}");
     assert!(msg.contains("node 'y' (Erf)") && msg.contains("not supported"), "{msg}");
 }
+
+#[test]
+fn palm_and_landmark_raw_outputs_match_tfjs() {
+    // Both networks live in the hands model's file: the palm detector at the
+    // root, the landmark network under `landmark.`.
+    let w = root("models/hands/handdetect.safetensors");
+    let (code, out) = verify("palm_detector", &w, &hm("hands/sample2.handdetect.safetensors"), "1e-3");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Identity [1, 2944, 19]"), "{out}");
+    let (code, out) = verify(
+        "hand_landmarks",
+        &w,
+        &hm("hands/sample2.handlandmark.safetensors"),
+        "1e-3",
+    );
+    assert_eq!(code, 0, "{out}");
+    // Every output by name: landmarks, presence, handedness, world landmarks (3 rows each).
+    for name in [
+        "Identity [3, 63]",
+        "Identity_1 [3, 1]",
+        "Identity_2 [3, 1]",
+        "Identity_3 [3, 63]",
+    ] {
+        assert!(out.contains(name), "{name} missing: {out}");
+    }
+}
+
+#[test]
+fn hands_cli_gives_labelled_hands_with_21_points() {
+    let got = infer("hands", &[], &[hm("images/sample2.png"), hm("images/chelsea.png")]);
+    let exp = json(&hm("hands/sample2.json"));
+    let want = exp["hands"].as_array().cloned().unwrap_or_default();
+    let dets = got[0]["detections"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dets.len(), want.len(), "sample2: {}", got[0]);
+    for (d, w) in dets.iter().zip(&want) {
+        let label = if f(&w["handedness"]) > 0.5 { "right" } else { "left" };
+        assert_eq!(d["label"], label);
+        assert!((f(&d["score"]) - f(&w["presence"])).abs() <= 1e-3);
+        let k = d["keypoints"].as_array().cloned().unwrap_or_default();
+        let l = w["landmarks"].as_array().cloned().unwrap_or_default();
+        assert_eq!(k.len(), 21);
+        for (a, b) in k.iter().zip(&l) {
+            for j in 0..3 {
+                assert!((f(&a[j]) - f(&b[j])).abs() <= 0.5, "{a} vs {b}");
+            }
+        }
+    }
+    assert_eq!(
+        got[1]["detections"].as_array().map(|a| a.len()),
+        Some(0),
+        "chelsea has no hands"
+    );
+}

@@ -41,7 +41,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 }
 
 fn image(stem: &str) -> RgbImage {
-    let p = fixture(&format!("images/{stem}.png"));
+    let p = root().join(format!("tests/fixtures/human-models/images/{stem}.png"));
     let b = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     modeldock::vision::decode::decode_bytes(stem, &b, &Default::default()).unwrap_or_else(|e| panic!("{e}"))
 }

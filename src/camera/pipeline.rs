@@ -148,7 +148,7 @@ impl LivePipeline {
                     name: format!("frame {}", f.id),
                     image: f.image.clone(),
                 };
-                let answer = engine.infer_wait(&opts.model, input, opts.params);
+                let answer = crate::engine::infer_combo(&engine, &opts.model, input, opts.params);
                 let now = Instant::now();
                 {
                     let mut g = lock(&sh);

@@ -25,27 +25,35 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(|| crate::models::builtin::DEFAULT_MODEL.to_string());
+        .unwrap_or_else(|| crate::models::builtin::DEFAULT_LIVE_MODEL.to_string());
     let frames = args.frames;
     let fps = args.fps;
     let (w, h) = parse_size(&args.size)?;
     let (engine, reg) = args.engine.engine(None)?;
-    if reg.get(&model).is_none() {
+    // `a+b` runs both models on every frame (see `engine::infer_combo`).
+    let ids: Vec<&str> = model.split('+').filter(|s| !s.is_empty()).collect();
+    if let Some(bad) = ids.iter().find(|id| reg.get(id).is_none()) {
         engine.shutdown();
-        return Err(Error::not_found(format!("unknown model '{model}'")));
+        return Err(Error::not_found(format!("unknown model '{bad}'")));
     }
     // Load first so the figures describe the steady state, not the load.
-    engine.load(&model)?;
+    for id in &ids {
+        engine.load(id)?;
+    }
     engine.wait_for(Duration::from_secs(600), |s| {
-        s.models
-            .iter()
-            .any(|m| m.id == model && matches!(m.state, ModelState::Resident | ModelState::Failed))
+        ids.iter().all(|id| {
+            s.models
+                .iter()
+                .any(|m| m.id == *id && matches!(m.state, ModelState::Resident | ModelState::Failed))
+        })
     });
-    if let Some(m) = engine.status(&model).filter(|m| m.state == ModelState::Failed) {
-        engine.shutdown();
-        return Err(Error::msg(
-            m.failed_reason.unwrap_or_else(|| format!("{model}: load failed")),
-        ));
+    for id in &ids {
+        if let Some(m) = engine.status(id).filter(|m| m.state == ModelState::Failed) {
+            engine.shutdown();
+            return Err(Error::msg(
+                m.failed_reason.unwrap_or_else(|| format!("{id}: load failed")),
+            ));
+        }
     }
     let source = match crate::camera::open_spec(&args.source, w, h, fps) {
         Ok(s) => s,

@@ -16,6 +16,7 @@ macro_rules! builtin {
 pub static MODELS: &[(&str, &str, &[u8])] = &[
     builtin!("objects", "nanodet.safetensors"),
     builtin!("pose", "movenet-lightning.safetensors"),
+    builtin!("hands", "handdetect.safetensors"),
     builtin!("face-detector", "tiny_face_detector_model.safetensors"),
     builtin!("face-landmarks", "face_landmark_68_model.safetensors"),
     builtin!("face-landmarks-tiny", "face_landmark_68_tiny_model.safetensors"),
@@ -24,6 +25,10 @@ pub static MODELS: &[(&str, &str, &[u8])] = &[
 
 /// The model the app and the CLI use when none is named.
 pub const DEFAULT_MODEL: &str = "objects";
+
+/// Live's default: hands (for the nail overlay) and faces, both run on every
+/// frame (`+` joins model ids into a combo).
+pub const DEFAULT_LIVE_MODEL: &str = "hands+face-detector";
 
 /// Models whose weights come from a hub: only their manifests are built in.
 pub static HUB_MANIFESTS: &[(&str, &str)] = &[

@@ -74,6 +74,7 @@ pub const OPTION_RANGES: &[(&str, &str, f64, f64)] = &[
     ("mtcnn", "threshold2", 0.0, 1.0),
     ("mtcnn", "threshold3", 0.0, 1.0),
     ("face_landmarks_68", "detector_input_size", 64.0, 1024.0),
+    ("hands", "max_hands", 1.0, 64.0),
     ("*", "size_bytes", 0.0, 1e13),
 ];
 

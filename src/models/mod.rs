@@ -57,6 +57,7 @@ pub const ARCHES: &[&str] = &[
     "yolov8",
     "nanodet",
     "movenet",
+    "hands",
     "toy",
 ];
 
@@ -76,6 +77,7 @@ pub fn build(
         "yolov8" => Box::new(yolov8::YoloV8::load(vb, manifest)?),
         "nanodet" => Box::new(objects::Objects::load(vb, manifest)?),
         "movenet" => Box::new(pose::Pose::load(vb, manifest)?),
+        "hands" => Box::new(hands::Hands::load(vb, manifest)?),
         "toy" => Box::new(toy::Toy::load(vb, manifest)?),
         other => {
             return Err(Error::msg(format!(
