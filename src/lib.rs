@@ -17,6 +17,7 @@ pub mod server;
 pub mod setup;
 pub mod telemetry;
 pub mod ui;
+pub mod units;
 pub mod vision;
 
 pub use error::{Error, Result};

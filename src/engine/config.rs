@@ -107,19 +107,7 @@ pub fn parse_bytes(s: &str, base: u64) -> Result<u64> {
     Ok(v)
 }
 
-/// Formats a byte count for people ("12.2 MiB"); the one place sizes are written.
-pub fn human_bytes(b: u64) -> String {
-    let f = b as f64;
-    if f >= 1073741824.0 {
-        format!("{:.1} GiB", f / 1073741824.0)
-    } else if f >= 1048576.0 {
-        format!("{:.1} MiB", f / 1048576.0)
-    } else if f >= 1024.0 {
-        format!("{:.0} KiB", f / 1024.0)
-    } else {
-        format!("{b} B")
-    }
-}
+pub use crate::units::human_bytes;
 
 impl EngineConfig {
     /// Defaults for `device`: on CPU half of the available RAM; on a GPU 80%

@@ -91,18 +91,55 @@ pub fn input_size_range(arch: &str) -> (u32, u32, u32) {
 
 pub const ID_CHARS: &str = "letters, digits, '-', '_' and '.'";
 
+/// A TOML error as one line: the file, the line, the key it concerns and
+/// what was expected there, in words rather than Rust types.
+fn malformed(text: &str, origin: &str, e: &toml::de::Error) -> Error {
+    let mut msg = e.message().trim().to_string();
+    if msg.contains("untagged enum WeightsRef") {
+        msg = "expected a file name (a string) or a hub reference { repo = \"…\", file = \"…\" }".to_string();
+    }
+    for (rust, words) in [
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        if let Some(head) = msg.strip_suffix(rust) {
+            msg = format!("{head}{words}");
+        }
+    }
+    // A missing field has no line of its own (toml points at the whole table).
+    let span = e.span().filter(|_| !msg.starts_with("missing field"));
+    let Some(span) = span else {
+        return Error::msg(format!("{origin}: malformed manifest: {msg}"));
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.contains(char::is_whitespace));
+    let at = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k} (line {line_no})"),
+        (None, Some(k)) => format!("{k} (line {line_no})"),
+        _ => format!("line {line_no}"),
+    };
+    Error::msg(format!("{origin}: malformed manifest: {at}: {msg}"))
+}
+
 impl Manifest {
     /// Parses and validates a manifest; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
-        let m: Manifest = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-                .map(|l| format!(" (line {l})"))
-                .unwrap_or_default();
-            Error::msg(format!("{origin}: malformed manifest{line}: {msg}"))
-        })?;
+        let m: Manifest = toml::from_str(text).map_err(|e| malformed(text, origin, &e))?;
         m.validate().map_err(|e| e.context(origin))?;
         Ok(m)
     }
@@ -161,13 +198,15 @@ impl Manifest {
         for (k, v) in [("conf", self.conf), ("iou", self.iou)] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(Error::msg(format!("{k} {v} is outside 0..1")));
+                    return Err(Error::msg(format!("{k} = {v}: out of range (0..=1)")));
                 }
             }
         }
         if let WeightsRef::Path(p) = &self.weights {
             if p.is_empty() {
-                return Err(Error::msg("weights path is empty"));
+                return Err(Error::msg(
+                    "weights = \"\": empty path (expected a file name relative to the manifest's folder)",
+                ));
             }
         }
         Ok(())

@@ -151,7 +151,10 @@ impl<R: Read + Seek> Archive<R> {
             }
         })?;
         if zip.len() > MAX_ENTRIES {
-            return Err(fail(format!("{} archive entries (at most {MAX_ENTRIES})", zip.len())));
+            return Err(fail(format!(
+                "the zip archive has {} entries (at most {MAX_ENTRIES})",
+                zip.len()
+            )));
         }
         // `<prefix>/data.pkl`, one level deep.
         let mut prefixes: Vec<String> = zip
@@ -170,7 +173,12 @@ impl<R: Read + Seek> Archive<R> {
                     "zip archive without a <name>/data.pkl entry: not a torch checkpoint",
                 ))
             }
-            _ => return Err(fail(format!("zip archive with {} data.pkl entries", prefixes.len()))),
+            _ => {
+                return Err(fail(format!(
+                    "zip archive with {} <name>/data.pkl entries (expected exactly one)",
+                    prefixes.len()
+                )))
+            }
         };
         let mut a = Archive {
             zip,
@@ -255,10 +263,14 @@ impl<R: Read + Seek> Archive<R> {
         let s = &t.storage;
         if !self.storages.contains_key(&s.key) {
             let width = s.dtype.size_in_bytes() as u64;
-            let bytes = s
-                .numel
-                .checked_mul(width)
-                .ok_or_else(|| fail(format!("storage '{}' is too large", s.key)))?;
+            let bytes = s.numel.checked_mul(width).ok_or_else(|| {
+                fail(format!(
+                    "storage '{}' of {} {} elements is too large (its byte size overflows)",
+                    s.key,
+                    s.numel,
+                    dtype_name(s.dtype)
+                ))
+            })?;
             let raw = self.read_entry(&format!("data/{}", s.key), Some(bytes), u64::MAX)?;
             self.storages.insert(s.key.clone(), decode(s.dtype, &raw));
         }
@@ -321,7 +333,12 @@ fn gather<T: Copy>(src: &[T], t: &TensorMeta) -> Result<Vec<T>> {
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_TENSOR_ELEMS)
-        .ok_or_else(|| fail(format!("shape {:?} is too large", t.size)))?;
+        .ok_or_else(|| {
+            fail(format!(
+                "shape {:?} is too large (at most {MAX_TENSOR_ELEMS} elements)",
+                t.size
+            ))
+        })?;
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -689,7 +706,9 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
         .ok_or_else(|| fail("no tensor 'model.22.cv3.0.2.bias': not a YOLOv8 detect or pose head"))?
         as usize;
     if nc == 0 || nc > 10_000 {
-        return Err(fail(format!("{nc} classes")));
+        return Err(fail(format!(
+            "tensor 'model.22.cv3.0.2.bias' gives {nc} classes (expected 1..=10000)"
+        )));
     }
     if task == "pose" && nc != 1 {
         return Err(fail(format!(

@@ -225,9 +225,16 @@ pub fn resolve_inside(dir: &Path, rel: &str) -> Result<PathBuf> {
     let canon_dir = dir
         .canonicalize()
         .map_err(|e| Error::msg(format!("model folder {}: {e}", dir.display())))?;
-    let canon = joined
-        .canonicalize()
-        .map_err(|e| Error::msg(format!("weights file '{rel}': {e}")))?;
+    let canon = joined.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::msg(format!(
+                "weights file '{rel}' does not exist (expected it in {})",
+                dir.display()
+            ))
+        } else {
+            Error::msg(format!("weights file '{rel}': {e}"))
+        }
+    })?;
     if !canon.starts_with(&canon_dir) {
         return Err(Error::msg(format!(
             "weights path '{rel}' escapes the model folder (resolves to {})",

@@ -39,7 +39,8 @@ pub struct HeaderInfo {
     pub data_bytes: u64,
 }
 
-const MAX_HEADER: u64 = 100 << 20;
+/// safetensors' own limit on the header (`MAX_HEADER_SIZE`).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Reads only the header of a safetensors file and sums the tensor sizes.
 pub fn read_header(path: &Path) -> Result<HeaderInfo> {
@@ -51,9 +52,14 @@ pub fn read_header(path: &Path) -> Result<HeaderInfo> {
     f.read_exact(&mut len)
         .map_err(|_| Error::msg(format!("{name}: not a safetensors file (shorter than 8 bytes)")))?;
     let n = u64::from_le_bytes(len);
-    if n > MAX_HEADER || n + 8 > file_len {
+    if n > MAX_HEADER {
         return Err(Error::msg(format!(
-            "{name}: not a safetensors file (header length {n} does not fit a {file_len} byte file)"
+            "{name}: not a safetensors file (header length {n} is above the {MAX_HEADER} byte limit)"
+        )));
+    }
+    if n + 8 > file_len {
+        return Err(Error::msg(format!(
+            "{name}: not a safetensors file (header length {n} runs past the end of the {file_len} byte file)"
         )));
     }
     let mut header = vec![0u8; n as usize];
@@ -70,44 +76,219 @@ pub fn header_of_bytes(bytes: &[u8]) -> Result<HeaderInfo> {
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[..8]);
     let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER {
+        return Err(Error::msg(format!(
+            "not a safetensors buffer (header length {n} is above the {MAX_HEADER} byte limit)"
+        )));
+    }
     if n > bytes.len() as u64 - 8 {
         return Err(Error::msg(format!(
-            "not a safetensors buffer (header of {n} bytes past the end of {} bytes)",
+            "not a safetensors buffer (header length {n} runs past the end of the {} byte buffer)",
             bytes.len()
         )));
     }
     parse_header(&bytes[8..8 + n as usize], bytes.len() as u64 - 8 - n)
 }
 
+/// Element sizes in bits of the safetensors dtypes candle can load (the
+/// others are refused here, naming the tensor, rather than at load time).
+const DTYPES: &[(&str, u64)] = &[
+    ("F32", 32),
+    ("F16", 16),
+    ("BF16", 16),
+    ("F64", 64),
+    ("U8", 8),
+    ("U16", 16),
+    ("U32", 32),
+    ("I16", 16),
+    ("I32", 32),
+    ("I64", 64),
+    ("F8_E4M3", 8),
+    ("F8_E8M0", 8),
+    ("F6_E2M3", 6),
+    ("F6_E3M2", 6),
+    ("F4", 4),
+];
+
+/// Valid safetensors dtypes candle cannot load.
+const UNLOADABLE_DTYPES: &[&str] = &["BOOL", "I8", "U64", "C64", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ"];
+
+/// One tensor's header entry, checked.
+struct Entry<'a> {
+    name: &'a str,
+    start: u64,
+    end: u64,
+}
+
+fn check_entry<'a>(name: &'a str, t: &'a serde_json::Value, data_len: u64) -> Result<Entry<'a>> {
+    let t = t.as_object().ok_or_else(|| {
+        Error::msg(format!(
+            "tensor '{name}': expected an object with dtype, shape and data_offsets, got {}",
+            short_json(t)
+        ))
+    })?;
+    let dtype_v = t
+        .get("dtype")
+        .ok_or_else(|| Error::msg(format!("tensor '{name}' has no dtype")))?;
+    let dtype = dtype_v.as_str().unwrap_or("");
+    let bits = match DTYPES.iter().find(|(d, _)| *d == dtype) {
+        Some((_, b)) => *b,
+        None if UNLOADABLE_DTYPES.contains(&dtype) => {
+            return Err(Error::msg(format!(
+                "tensor '{name}' has dtype {dtype}, which modeldock cannot load (expected one of {})",
+                dtype_list()
+            )))
+        }
+        None => {
+            return Err(Error::msg(format!(
+                "tensor '{name}' has unknown dtype {} (expected one of {})",
+                short_json(dtype_v),
+                dtype_list()
+            )))
+        }
+    };
+    let shape_v = t
+        .get("shape")
+        .ok_or_else(|| Error::msg(format!("tensor '{name}' has no shape")))?;
+    let shape: Vec<u64> = shape_v
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().filter(|&d| usize::try_from(d).is_ok()))
+                .collect()
+        })
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "tensor '{name}' shape {}: expected a list of non-negative integers",
+                short_json(shape_v)
+            ))
+        })?;
+    let offs_v = t
+        .get("data_offsets")
+        .ok_or_else(|| Error::msg(format!("tensor '{name}' has no data_offsets")))?;
+    let (start, end) = match offs_v.as_array().map(|a| a.as_slice()) {
+        Some([a, b]) => match (a.as_u64(), b.as_u64()) {
+            (Some(a), Some(b)) if usize::try_from(a.max(b)).is_ok() => (a, b),
+            _ => (u64::MAX, u64::MAX),
+        },
+        _ => (u64::MAX, u64::MAX),
+    };
+    if start == u64::MAX {
+        return Err(Error::msg(format!(
+            "tensor '{name}' data_offsets {}: expected [start, end], two byte offsets",
+            short_json(offs_v)
+        )));
+    }
+    if start > end {
+        return Err(Error::msg(format!(
+            "tensor '{name}' data_offsets [{start}, {end}] are reversed: the start is after the end"
+        )));
+    }
+    if end > data_len {
+        return Err(Error::msg(format!(
+            "tensor '{name}' data_offsets [{start}, {end}] point past the end of the data ({data_len} bytes)"
+        )));
+    }
+    let shape_str = format!("{shape:?}");
+    let nbits = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .filter(|&n| usize::try_from(n).is_ok())
+        .and_then(|n| n.checked_mul(bits))
+        .filter(|&b| usize::try_from(b).is_ok())
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "tensor '{name}' ({dtype}, shape {shape_str}) is too large: its byte size overflows"
+            ))
+        })?;
+    if nbits % 8 != 0 {
+        return Err(Error::msg(format!(
+            "tensor '{name}' ({dtype}, shape {shape_str}) is {nbits} bits, not a whole number of bytes"
+        )));
+    }
+    let expected = nbits / 8;
+    if end - start != expected {
+        return Err(Error::msg(format!(
+            "tensor '{name}' ({dtype}, shape {shape_str}) needs {expected} bytes, but its data_offsets [{start}, {end}] hold {}",
+            end - start
+        )));
+    }
+    Ok(Entry { name, start, end })
+}
+
+fn dtype_list() -> String {
+    DTYPES.iter().map(|(d, _)| *d).collect::<Vec<_>>().join(", ")
+}
+
+/// A JSON value for a message: at most 40 characters.
+fn short_json(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// Checks everything safetensors (and candle's loader) would check, so that
+/// a bad file is refused here with a message naming the tensor, the field and
+/// what was expected, and candle never sees it.
 fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
     let v: serde_json::Value =
         serde_json::from_slice(header).map_err(|e| Error::msg(format!("not a safetensors file (header: {e})")))?;
     let obj = v
         .as_object()
         .ok_or_else(|| Error::msg("not a safetensors file (header is not a JSON object)"))?;
-    let mut info = HeaderInfo::default();
+    let mut entries = Vec::with_capacity(obj.len());
     for (k, t) in obj {
         if k == "__metadata__" {
+            let ok = t
+                .as_object()
+                .is_some_and(|m| m.values().all(serde_json::Value::is_string));
+            if !ok {
+                return Err(Error::msg(format!(
+                    "__metadata__ {}: expected an object of string values",
+                    short_json(t)
+                )));
+            }
             continue;
         }
-        let offs = t
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .filter(|a| a.len() == 2)
-            .ok_or_else(|| Error::msg(format!("tensor '{k}' has no data_offsets")))?;
-        let (a, b) = (
-            offs[0].as_u64().unwrap_or(u64::MAX),
-            offs[1].as_u64().unwrap_or(u64::MAX),
-        );
-        if a > b || b > data_len {
+        entries.push(check_entry(k, t, data_len)?);
+    }
+    // The tensors' data must tile the data section: in offset order, each
+    // starts where the previous ends, and the last ends at the end of the file.
+    entries.sort_by_key(|e| (e.start, e.end));
+    let mut at = 0u64;
+    let mut prev: Option<&Entry> = None;
+    for e in &entries {
+        if e.start != at {
+            let (what, n) = if e.start > at {
+                ("a gap of", e.start - at)
+            } else {
+                ("an overlap of", at - e.start)
+            };
+            let before = prev
+                .map(|p| format!("tensor '{}' ends at byte {}", p.name, p.end))
+                .unwrap_or_else(|| "the data starts at byte 0".to_string());
             return Err(Error::msg(format!(
-                "tensor '{k}' data_offsets [{a}, {b}] point past the end of the data ({data_len} bytes)"
+                "tensor '{}' data_offsets [{}, {}] leave {what} {n} bytes: {before}, expected this tensor to start there",
+                e.name, e.start, e.end
             )));
         }
-        info.tensors += 1;
-        info.data_bytes += b - a;
+        at = e.end;
+        prev = Some(e);
     }
-    Ok(info)
+    if at != data_len {
+        return Err(Error::msg(format!(
+            "{} bytes after the last tensor ({}) belong to no tensor: the data section is {data_len} bytes, the tensors cover {at}",
+            data_len - at,
+            prev.map(|p| format!("'{}' ends at byte {}", p.name, p.end))
+                .unwrap_or_else(|| "there are none".to_string())
+        )));
+    }
+    Ok(HeaderInfo {
+        tensors: entries.len(),
+        data_bytes: at,
+    })
 }
 
 /// Called with (bytes_done, bytes_total) as tensors are materialised.
@@ -141,6 +322,7 @@ impl CountingBackend {
                 Backing::Mmap(st)
             }
             WeightsSource::Embedded { name, bytes } => {
+                header_of_bytes(bytes).map_err(|e| e.context(name))?;
                 let st =
                     candle_core::safetensors::SliceSafetensors::new(bytes).map_err(|e| Error::from(e).context(name))?;
                 Backing::Slice(st)
@@ -182,9 +364,19 @@ impl SimpleBackend for CountingBackend {
                 r.to_dtype(dtype)?
             }
             _ => {
-                let t = self
-                    .raw(name, dev)
-                    .map_err(|_| candle_core::Error::Msg(format!("{}: missing tensor '{name}'", self.origin)))?;
+                if !self.contains_tensor(name) {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{}: missing tensor '{name}'",
+                        self.origin
+                    )));
+                }
+                let t = self.raw(name, dev).map_err(|e| {
+                    candle_core::Error::Msg(format!(
+                        "{}: tensor '{name}': {}",
+                        self.origin,
+                        e.to_string().lines().next().unwrap_or("cannot be read")
+                    ))
+                })?;
                 if t.shape() != &s {
                     return Err(candle_core::Error::Msg(format!(
                         "{}: tensor '{name}' has shape {:?}, expected {:?}",
@@ -218,7 +410,13 @@ impl SimpleBackend for CountingBackend {
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self
             .raw(name, dev)
-            .map_err(|_| candle_core::Error::Msg(format!("{}: missing tensor '{name}'", self.origin)))?;
+            .map_err(|e| {
+                candle_core::Error::Msg(format!(
+                    "{}: tensor '{name}': {}",
+                    self.origin,
+                    e.to_string().lines().next().unwrap_or("cannot be read")
+                ))
+            })?;
         check_finite_graph_weight(&self.origin, name, &t)?;
         let t = t.to_dtype(dtype)?;
         let bytes = (t.elem_count() * t.dtype().size_in_bytes()) as u64;

@@ -3,7 +3,6 @@
 //! so they can be fuzzed and tested without a socket.
 
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// The request header (`Inference-Header-Content-Length`) of the binary extension.
@@ -25,32 +24,132 @@ pub struct InferRequest {
     pub binary_default: bool,
 }
 
-#[derive(Deserialize)]
 struct RawRequest {
     id: Option<Value>,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
     inputs: Vec<RawInput>,
-    #[serde(default)]
     outputs: Option<Vec<RawOutput>>,
 }
 
-#[derive(Deserialize)]
 struct RawInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
     data: Option<Value>,
 }
 
-#[derive(Deserialize)]
 struct RawOutput {
     name: String,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
+}
+
+/// A JSON value for a message: at most 40 characters.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// `field` of `obj`: absent and `null` are `None`; anything else must be an object.
+fn opt_object(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Option<Map<String, Value>>, String> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(v) => Err(bad(format!("{at}{field}: expected an object, got {}", shown(&v)))),
+    }
+}
+
+fn req_string(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<String, String> {
+    match obj.remove(field) {
+        Some(Value::String(s)) => Ok(s),
+        None => Err(bad(format!("{at}{field}: missing (expected a string)"))),
+        Some(v) => Err(bad(format!("{at}{field}: expected a string, got {}", shown(&v)))),
+    }
+}
+
+fn array_of(v: Option<Value>, what: &str, expected: &str) -> Result<Vec<Value>, String> {
+    match v {
+        Some(Value::Array(a)) => Ok(a),
+        None => Err(bad(format!("{what}: missing (expected {expected})"))),
+        Some(v) => Err(bad(format!("{what}: expected {expected}, got {}", shown(&v)))),
+    }
+}
+
+/// The request's JSON header, field by field, so that every error names the
+/// field (`inputs[0].shape`) and what was expected there.
+fn parse_raw(header: &[u8]) -> Result<RawRequest, String> {
+    let v: Value =
+        serde_json::from_slice(header).map_err(|e| bad(format!("request body is not a v2 inference request: {e}")))?;
+    let Value::Object(mut top) = v else {
+        return Err(bad(format!(
+            "request body: expected a JSON object (a v2 inference request), got {}",
+            shown(&v)
+        )));
+    };
+    let id = top.remove("id");
+    let parameters = opt_object(&mut top, "parameters", "")?;
+    let mut inputs = Vec::new();
+    for (i, v) in array_of(top.remove("inputs"), "inputs", "a list of input tensors")?
+        .into_iter()
+        .enumerate()
+    {
+        let at = format!("inputs[{i}].");
+        let Value::Object(mut o) = v else {
+            return Err(bad(format!(
+                "inputs[{i}]: expected an object (name, shape, datatype, data), got {}",
+                shown(&v)
+            )));
+        };
+        let name = req_string(&mut o, "name", &at)?;
+        let shape = array_of(o.remove("shape"), &format!("{at}shape"), "a list of integers")?
+            .iter()
+            .map(|d| {
+                d.as_i64()
+                    .ok_or_else(|| bad(format!("{at}shape: expected a list of integers, got {}", shown(d))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let datatype = req_string(&mut o, "datatype", &at)?;
+        let parameters = opt_object(&mut o, "parameters", &at)?;
+        let data = o.remove("data");
+        inputs.push(RawInput {
+            name,
+            shape,
+            datatype,
+            parameters,
+            data,
+        });
+    }
+    let outputs = match top.remove("outputs") {
+        None | Some(Value::Null) => None,
+        v => {
+            let mut outs = Vec::new();
+            for (i, v) in array_of(v, "outputs", "a list of {\"name\": …} objects")?
+                .into_iter()
+                .enumerate()
+            {
+                let at = format!("outputs[{i}].");
+                let Value::Object(mut o) = v else {
+                    return Err(bad(format!(
+                        "outputs[{i}]: expected an object with a name, got {}",
+                        shown(&v)
+                    )));
+                };
+                let name = req_string(&mut o, "name", &at)?;
+                let parameters = opt_object(&mut o, "parameters", &at)?;
+                outs.push(RawOutput { name, parameters });
+            }
+            Some(outs)
+        }
+    };
+    Ok(RawRequest {
+        id,
+        parameters,
+        inputs,
+        outputs,
+    })
 }
 
 /// Most images one request may carry.
@@ -174,8 +273,7 @@ fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>, String> {
 
 /// Parses an infer request: the JSON header and the binary tail.
 pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, String> {
-    let raw: RawRequest =
-        serde_json::from_slice(header).map_err(|e| bad(format!("request body is not a v2 inference request: {e}")))?;
+    let raw = parse_raw(header)?;
     let mut req = InferRequest {
         id: raw.id.map(|v| match v {
             Value::String(s) => s,
@@ -186,9 +284,22 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
     if let Some(p) = &raw.parameters {
         req.conf = param_f32(p, "conf")?;
         req.iou = param_f32(p, "iou")?;
-        if let Some(n) = p.get("image_names").and_then(Value::as_str) {
-            req.names =
-                serde_json::from_str(n).map_err(|_| bad("parameter 'image_names': expected a JSON list of strings"))?;
+        match p.get("image_names") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) => {
+                req.names = serde_json::from_str(n).map_err(|_| {
+                    bad(format!(
+                        "parameter 'image_names': expected a JSON list of strings, got {}",
+                        shown(&Value::String(n.clone()))
+                    ))
+                })?
+            }
+            Some(v) => {
+                return Err(bad(format!(
+                    "parameter 'image_names': expected a string holding a JSON list of strings, got {}",
+                    shown(v)
+                )))
+            }
         }
     }
     req.binary_default = param_bool(raw.parameters.as_ref(), "binary_data_output");
@@ -205,7 +316,13 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
             .transpose()?;
         let chunk = match size {
             Some(n) => {
-                let n = usize::try_from(n).map_err(|_| bad("binary_data_size too large"))?;
+                let n = usize::try_from(n).map_err(|_| {
+                    bad(format!(
+                        "input '{}': binary_data_size {n} is past the end of the body ({} bytes left)",
+                        input.name,
+                        binary.len()
+                    ))
+                })?;
                 if n > binary.len() {
                     return Err(bad(format!(
                         "input '{}': binary_data_size {n} is past the end of the body ({} bytes left)",
@@ -427,37 +544,91 @@ mod tests {
     }
 
     #[test]
-    fn refuses_malformed_requests_with_one_line_errors() {
-        for (head, tail) in [
-            (r#"{"inputs":[]}"#, &b""[..]),
+    fn refuses_malformed_requests_with_one_line_errors_naming_the_field() {
+        const IMG: &str = r#"{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["aGk="]}"#;
+        let with = |rest: &str| format!(r#"{{"inputs":[{IMG}],{rest}}}"#);
+        for (head, tail, want) in [
+            (r#"{"inputs":[]}"#.to_string(), &b""[..], "missing input 'IMAGE' (BYTES [N]: encoded image files)"),
             (
-                r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#,
+                r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#.into(),
                 b"",
+                "unknown input 'X' (this model takes 'IMAGE')",
             ),
             (
-                r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#,
+                r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#.into(),
                 b"",
+                "input 'IMAGE': shape says 2 elements, data holds 1",
             ),
             (
-                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"FP32","data":[1.0]}]}"#,
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"FP32","data":[1.0]}]}"#.into(),
                 b"",
+                "input 'IMAGE': datatype FP32 (expected BYTES)",
             ),
             (
-                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":99}}]}"#,
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":99}}]}"#
+                    .into(),
                 b"abc",
+                "input 'IMAGE': binary_data_size 99 is past the end of the body (3 bytes left)",
             ),
             (
-                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["!!"]}],"parameters":{"conf":3}}"#,
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["!!"]}]}"#.into(),
                 b"",
+                "input 'IMAGE': element 0 is not base64 (JSON tensors carry image files base64-encoded; or use the binary tensor extension)",
+            ),
+            (with(r#""parameters":{"conf":3}"#), b"", "parameter 'conf': 3 is outside 0..1"),
+            (
+                with(r#""outputs":[{"name":"NOPE"}]"#),
+                b"",
+                "unknown output 'NOPE' (outputs: DETECTIONS, BOXES, SCORES, CLASS_IDS, COUNTS, KEYPOINTS)",
             ),
             (
-                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["aa=="]}],"outputs":[{"name":"NOPE"}]}"#,
+                "not json".into(),
                 b"",
+                "request body is not a v2 inference request: expected ident at line 1 column 2",
             ),
-            ("not json", b""),
+            ("[]".into(), b"", "request body: expected a JSON object (a v2 inference request), got []"),
+            (r#"{"inputs":{}}"#.into(), b"", "inputs: expected a list of input tensors, got {}"),
+            (r#"{"id":"x"}"#.into(), b"", "inputs: missing (expected a list of input tensors)"),
+            (
+                r#"{"inputs":["x"]}"#.into(),
+                b"",
+                r#"inputs[0]: expected an object (name, shape, datatype, data), got "x""#,
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":"3","datatype":"BYTES"}]}"#.into(),
+                b"",
+                r#"inputs[0].shape: expected a list of integers, got "3""#,
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1.5],"datatype":"BYTES"}]}"#.into(),
+                b"",
+                "inputs[0].shape: expected a list of integers, got 1.5",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1]}]}"#.into(),
+                b"",
+                "inputs[0].datatype: missing (expected a string)",
+            ),
+            (
+                r#"{"inputs":[{"name":7,"shape":[1],"datatype":"BYTES"}]}"#.into(),
+                b"",
+                "inputs[0].name: expected a string, got 7",
+            ),
+            (
+                r#"{"inputs":[{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":"p"}]}"#.into(),
+                b"",
+                r#"inputs[0].parameters: expected an object, got "p""#,
+            ),
+            (with(r#""parameters":3"#), b"", "parameters: expected an object, got 3"),
+            (with(r#""outputs":[{"nme":"x"}]"#), b"", "outputs[0].name: missing (expected a string)"),
+            (
+                with(r#""parameters":{"image_names":["a"]}"#),
+                b"",
+                r#"parameter 'image_names': expected a string holding a JSON list of strings, got ["a"]"#,
+            ),
         ] {
             let e = parse_infer(head.as_bytes(), tail).err().unwrap_or_default();
-            assert!(!e.is_empty() && !e.contains('\n'), "{head}: {e:?}");
+            assert_eq!(e, want, "{head}");
         }
     }
 
