@@ -11,6 +11,7 @@ use super::frame::{Frame, LatestSlot};
 use super::live_stats::{LiveStats, LiveSummary};
 use super::source::SourceFactory;
 use crate::engine::{ImageInput, InferWait, WakeFn};
+use crate::vision::one_euro::{HandSmoother, HAND_SMOOTHING};
 use crate::vision::{Detection, InferParams};
 
 #[derive(Clone, Debug)]
@@ -30,7 +31,13 @@ pub struct LiveResult {
     pub frame_id: u64,
     pub captured: Instant,
     pub ready: Instant,
+    /// The model's detections, as they came.
     pub detections: Vec<Detection>,
+    /// The same detections with each hand's landmarks smoothed over frames
+    /// (One Euro filter, one track per hand, frame capture times as the
+    /// clock; see `vision::one_euro`), for overlays that should not jitter.
+    /// Other detections are as in `detections`.
+    pub smoothed: Vec<Detection>,
     pub image_size: [u32; 2],
     pub inference_ms: f64,
 }
@@ -136,7 +143,9 @@ impl LivePipeline {
         }));
 
         let (s, sh, st, opts) = (slot.clone(), shared.clone(), stop.clone(), options.clone());
+        let epoch = Instant::now();
         threads.push(std::thread::spawn(move || {
+            let mut smoother = HandSmoother::new(HAND_SMOOTHING);
             loop {
                 let Some(f) = s.take(Duration::from_millis(100)) else {
                     if lock(&sh).capture_done || st.load(Ordering::Relaxed) {
@@ -150,6 +159,10 @@ impl LivePipeline {
                 };
                 let answer = crate::engine::infer_combo(&engine, &opts.model, input, opts.params);
                 let now = Instant::now();
+                let smoothed = answer.as_ref().ok().map(|r| {
+                    let t = f.captured.saturating_duration_since(epoch).as_secs_f64();
+                    smoother.smooth(&r.output.detections, t)
+                });
                 {
                     let mut g = lock(&sh);
                     match answer {
@@ -166,6 +179,7 @@ impl LivePipeline {
                                 frame_id: f.id,
                                 captured: f.captured,
                                 ready: now,
+                                smoothed: smoothed.unwrap_or_else(|| r.output.detections.clone()),
                                 detections: r.output.detections,
                                 image_size: r.output.image_size,
                                 inference_ms: r.timings.total,

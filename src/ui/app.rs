@@ -57,6 +57,10 @@ struct Layout {
     model: Option<String>,
     conf: Option<f32>,
     iou: Option<f32>,
+    /// The Live panel's nail polish: on, colour (sRGB), hands smoothed.
+    nails: Option<bool>,
+    polish: Option<[u8; 3]>,
+    smooth: Option<bool>,
 }
 
 impl Default for Layout {
@@ -70,6 +74,9 @@ impl Default for Layout {
             model: None,
             conf: None,
             iou: None,
+            nails: None,
+            polish: None,
+            smooth: None,
         }
     }
 }
@@ -146,13 +153,19 @@ impl ModeldockApp {
             .telemetry
             .then(|| Sampler::start(SamplerConfig::default(), Some(wake.clone())));
         errors.retain(|e| !e.is_empty());
+        let mut live = super::live_panel::LivePanel::default();
+        live.show_nails = layout.nails.unwrap_or(live.show_nails);
+        live.smooth = layout.smooth.unwrap_or(live.smooth);
+        if let Some([r, g, b]) = layout.polish {
+            live.polish = egui::Color32::from_rgb(r, g, b);
+        }
         ModeldockApp {
             snapshot: engine.snapshot(),
             engine,
             registry: opts.registry,
             selected_model: Some(default_model.clone()),
             viewer: Viewer::new(default_model, conf, iou),
-            live: Default::default(),
+            live,
             wake,
             telemetry,
             log: opts.log,
@@ -514,6 +527,10 @@ impl ModeldockApp {
         self.layout.model = Some(self.viewer.model.clone());
         self.layout.conf = Some(self.viewer.conf);
         self.layout.iou = Some(self.viewer.iou);
+        self.layout.nails = Some(self.live.show_nails);
+        self.layout.smooth = Some(self.live.smooth);
+        let p = self.live.polish;
+        self.layout.polish = Some([p.r(), p.g(), p.b()]);
         let ms = t0.elapsed().as_secs_f32() * 1e3;
         self.frames.record(ms);
         if loading {

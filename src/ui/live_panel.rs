@@ -1,17 +1,38 @@
 //! Live panel: a camera (or folder, or synthetic) source through the live
 //! pipeline, the newest frame with the newest result's overlay, and camera
-//! FPS, inference FPS and end-to-end latency shown apart.
+//! FPS, inference FPS and end-to-end latency shown apart. AR on top: glasses
+//! on faces with landmarks, polish on the nails of each detected hand (a
+//! hands model: 21 landmarks per hand), hands smoothed over frames.
 
 use eframe::egui;
 use egui::{Color32, Pos2, Stroke};
 
-use crate::camera::pipeline::{LiveOptions, LivePipeline, LiveResult};
+use crate::camera::pipeline::{LiveOptions, LivePipeline};
 use crate::camera::source::SourceFactory;
 use crate::camera::webcam::CameraInfo;
 use crate::client::Client;
 use crate::engine::WakeFn;
+use crate::vision::nails::{gloss_outline, nail_outline, nails, Nail};
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
-use crate::vision::InferParams;
+use crate::vision::{Detection, InferParams};
+
+/// The polish a new panel starts with: a classic red.
+pub const DEFAULT_POLISH: Color32 = Color32::from_rgb(196, 18, 48);
+
+/// Swatches in the polish picker.
+pub const POLISH_PRESETS: [(&str, Color32); 8] = [
+    ("Classic red", DEFAULT_POLISH),
+    ("Cherry", Color32::from_rgb(120, 8, 32)),
+    ("Coral", Color32::from_rgb(246, 94, 76)),
+    ("Pink", Color32::from_rgb(242, 120, 170)),
+    ("Nude", Color32::from_rgb(222, 172, 150)),
+    ("Lilac", Color32::from_rgb(168, 140, 214)),
+    ("Navy", Color32::from_rgb(28, 40, 96)),
+    ("Black", Color32::from_rgb(18, 18, 22)),
+];
+
+/// The accessible label of the polish colour button.
+pub const POLISH_LABEL: &str = "Nail polish colour";
 
 #[derive(Clone, PartialEq)]
 pub enum SourceChoice {
@@ -27,6 +48,12 @@ pub struct LivePanel {
     pub mirror: bool,
     pub show_landmarks: bool,
     pub show_glasses: bool,
+    /// Polish on the nails of each detected hand.
+    pub show_nails: bool,
+    /// The polish colour (opaque).
+    pub polish: Color32,
+    /// Draw hands smoothed over frames (`LiveResult::smoothed`) rather than as detected.
+    pub smooth: bool,
     pub pipeline: Option<LivePipeline>,
     cameras: Option<Result<Vec<CameraInfo>, String>>,
     cameras_rx: Option<crossbeam_channel::Receiver<Result<Vec<CameraInfo>, String>>>,
@@ -54,6 +81,9 @@ impl Default for LivePanel {
             mirror: false,
             show_landmarks: true,
             show_glasses: true,
+            show_nails: true,
+            polish: DEFAULT_POLISH,
+            smooth: true,
             pipeline: None,
             cameras: None,
             cameras_rx: None,
@@ -222,6 +252,11 @@ impl LivePanel {
             ui.checkbox(&mut self.mirror, "Mirror");
             ui.checkbox(&mut self.show_landmarks, "Landmarks");
             ui.checkbox(&mut self.show_glasses, "Glasses");
+            ui.checkbox(&mut self.show_nails, "Nails")
+                .on_hover_text("Polish on the nails of each hand (needs a hands model)");
+            self.polish_button(ui);
+            ui.checkbox(&mut self.smooth, "Smooth")
+                .on_hover_text("Smooth hand landmarks over frames (One Euro filter)");
         });
         if let Some(m) = &self.message {
             ui.horizontal(|ui| {
@@ -291,22 +326,86 @@ impl LivePanel {
             Color32::WHITE,
         );
         if let Some(r) = &result {
-            self.draw_overlay(&painter, &map, r);
+            let dets = if self.smooth { &r.smoothed } else { &r.detections };
+            self.draw_overlay(&painter, &map, dets);
             p.mark_shown(r);
         }
         ui.ctx().request_repaint();
     }
 
-    fn draw_overlay(&self, painter: &egui::Painter, map: &ImageToScreen, r: &LiveResult) {
-        for (i, d) in r.detections.iter().enumerate() {
+    /// The polish colour button, named [`POLISH_LABEL`] for screen readers
+    /// and tests. A click opens the picker: polish swatches and hue,
+    /// saturation and brightness sliders. (egui's own picker has a 📋 button
+    /// that the bundled fonts cannot draw.)
+    fn polish_button(&mut self, ui: &mut egui::Ui) {
+        let hex = |c: Color32| format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b());
+        let c = self.polish;
+        let button = ui
+            .add(egui::Button::new("").fill(c).min_size(egui::vec2(
+                ui.spacing().interact_size.x * 0.8,
+                ui.spacing().interact_size.y,
+            )))
+            .on_hover_text(POLISH_LABEL);
+        button.widget_info(|| {
+            let mut info = egui::WidgetInfo::labeled(egui::Role::ColorWell, true, POLISH_LABEL);
+            info.current_text_value = Some(hex(c));
+            info
+        });
+        egui::Popup::menu(&button)
+            .id(ui.make_persistent_id("polish-picker"))
+            .close_behavior(egui::PopupCloseBehavior::CloseOnClickOutside)
+            .show(|ui| {
+                ui.label("Nail polish");
+                ui.horizontal_wrapped(|ui| {
+                    for (name, colour) in POLISH_PRESETS {
+                        let size = egui::vec2(ui.spacing().interact_size.y * 1.4, ui.spacing().interact_size.y);
+                        let r = ui
+                            .add(
+                                egui::Button::new("")
+                                    .fill(colour)
+                                    .min_size(size)
+                                    .selected(self.polish == colour),
+                            )
+                            .on_hover_text(name);
+                        r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, name));
+                        if r.clicked() {
+                            self.polish = colour;
+                        }
+                    }
+                });
+                let mut hsva = egui::ecolor::Hsva::from(self.polish);
+                let mut changed = false;
+                changed |= ui.add(egui::Slider::new(&mut hsva.h, 0.0..=1.0).text("Hue")).changed();
+                changed |= ui
+                    .add(egui::Slider::new(&mut hsva.s, 0.0..=1.0).text("Saturation"))
+                    .changed();
+                changed |= ui
+                    .add(egui::Slider::new(&mut hsva.v, 0.0..=1.0).text("Brightness"))
+                    .changed();
+                if changed {
+                    hsva.a = 1.0;
+                    self.polish = Color32::from(hsva);
+                }
+            });
+    }
+
+    /// Boxes, labels, landmarks, glasses and nails of `detections` (image
+    /// pixels) over an image drawn through `map`, as the panel's toggles say.
+    pub fn draw_overlay(&self, painter: &egui::Painter, map: &ImageToScreen, detections: &[Detection]) {
+        for d in detections {
             let mut shown = d.clone();
             if !self.show_landmarks {
                 shown.keypoints.clear();
             }
-            super::viewer::draw_detection(painter, map, &shown, super::models_panel::palette(i + 3));
+            super::viewer::draw_detection(painter, map, &shown, super::viewer::detection_colour(d));
             if self.show_glasses {
                 if let Some(g) = glasses_pose(&d.keypoints) {
                     draw_glasses(painter, map, &g);
+                }
+            }
+            if self.show_nails {
+                for n in nails(&d.keypoints).iter().filter(|n| !n.occluded) {
+                    draw_nail(painter, map, n, self.polish);
                 }
             }
         }
@@ -336,6 +435,32 @@ impl LivePanel {
             Err(e) => format!("Snapshot: {}: {e}", path.display()),
         });
     }
+}
+
+/// One nail: the outline filled with `polish`, edged a little darker, and a
+/// gloss highlight (a lighter, smaller ellipse toward the tip).
+pub fn draw_nail(painter: &egui::Painter, map: &ImageToScreen, n: &Nail, polish: Color32) {
+    let to_screen = |p: [f32; 2]| {
+        let q = map.point(p);
+        Pos2::new(q[0], q[1])
+    };
+    let outline: Vec<Pos2> = nail_outline(n, 32).into_iter().map(to_screen).collect();
+    let edge = Stroke::new(
+        (0.06 * n.width * map.scale).clamp(0.5, 2.0),
+        Color32::from_rgb(
+            (polish.r() as f32 * 0.55) as u8,
+            (polish.g() as f32 * 0.55) as u8,
+            (polish.b() as f32 * 0.55) as u8,
+        ),
+    );
+    painter.add(egui::Shape::convex_polygon(outline, polish, edge));
+    let gloss: Vec<Pos2> = gloss_outline(n, 20).into_iter().map(to_screen).collect();
+    let light = polish.lerp_to_gamma(Color32::WHITE, 0.7);
+    painter.add(egui::Shape::convex_polygon(
+        gloss,
+        Color32::from_rgba_unmultiplied(light.r(), light.g(), light.b(), 170),
+        Stroke::NONE,
+    ));
 }
 
 /// Glasses anchored on the eye corners: two lenses, a bridge and temples,

@@ -12,7 +12,7 @@ use egui::{Color32, Pos2, Rect, Stroke, Vec2};
 use crate::client::Client;
 use crate::engine::{ImageInput, InferResult, RequestId};
 use crate::vision::decode::{decode_bytes, read_file_limited, DecodeLimits};
-use crate::vision::overlay::{skeleton, ImageToScreen};
+use crate::vision::overlay::{class_colour, hand_finger, keypoint_visible, skeleton, text_colour_on, ImageToScreen};
 use crate::vision::{is_image_name, Detection, InferParams};
 
 /// Largest side of the texture kept for display (the model sees the full image).
@@ -487,8 +487,8 @@ impl Viewer {
             Color32::WHITE,
         );
         if let Some(r) = &img.result {
-            for (k, d) in r.output.detections.iter().filter(|d| d.score > conf).enumerate() {
-                draw_detection(&painter, &map, d, super::models_panel::palette(k + 3));
+            for d in r.output.detections.iter().filter(|d| d.score > conf) {
+                draw_detection(&painter, &map, d, detection_colour(d));
             }
         }
     }
@@ -514,20 +514,41 @@ pub fn thumb_size(size: [u32; 2], side: f32) -> egui::Vec2 {
     egui::vec2(size[0] as f32 * s, size[1] as f32 * s)
 }
 
-/// Box, label and score, keypoints and their skeleton.
+/// A detection's overlay colour: its class's (by `class_id`, else by label),
+/// the same in every frame and every image.
+pub fn detection_colour(d: &Detection) -> Color32 {
+    let [r, g, b] = class_colour(d.class_id, &d.label);
+    Color32::from_rgb(r, g, b)
+}
+
+/// Hand bones by finger, thumb to pinky (MediaPipe's drawing colours).
+const FINGER_COLOURS: [Color32; 5] = [
+    Color32::from_rgb(255, 208, 48),
+    Color32::from_rgb(128, 64, 128),
+    Color32::from_rgb(255, 204, 0),
+    Color32::from_rgb(48, 255, 48),
+    Color32::from_rgb(21, 101, 192),
+];
+
+/// Box, label and score, keypoints and their skeleton: a body's COCO
+/// skeleton (points below the score floor and their bones left out), a
+/// hand's 21-point skeleton coloured by finger, face landmarks' outlines.
 pub fn draw_detection(painter: &egui::Painter, map: &ImageToScreen, d: &Detection, color: Color32) {
     let a = map.point([d.bbox[0], d.bbox[1]]);
     let b = map.point([d.bbox[2], d.bbox[3]]);
     let r = egui::Rect::from_min_max(Pos2::new(a[0], a[1]), Pos2::new(b[0], b[1]));
     painter.rect_stroke(r, 2.0, Stroke::new(2.0, color), egui::StrokeKind::Outside);
     let text = format!("{} {:.2}", d.label, d.score);
-    let galley = painter.layout_no_wrap(text, egui::FontId::proportional(13.0), Color32::WHITE);
+    let [tr, tg, tb] = text_colour_on([color.r(), color.g(), color.b()]);
+    let text_colour = Color32::from_rgb(tr, tg, tb);
+    let galley = painter.layout_no_wrap(text, egui::FontId::proportional(13.0), text_colour);
     let bg = egui::Rect::from_min_size(
         r.left_top() - egui::vec2(0.0, galley.size().y + 2.0),
         galley.size() + egui::vec2(6.0, 2.0),
     );
     painter.rect_filled(bg, 2.0, color);
-    painter.galley(bg.left_top() + egui::vec2(3.0, 1.0), galley, Color32::WHITE);
+    painter.galley(bg.left_top() + egui::vec2(3.0, 1.0), galley, text_colour);
+    let n = d.keypoints.len();
     let pts: Vec<Pos2> = d
         .keypoints
         .iter()
@@ -536,14 +557,29 @@ pub fn draw_detection(painter: &egui::Painter, map: &ImageToScreen, d: &Detectio
             Pos2::new(p[0], p[1])
         })
         .collect();
-    for (i, j) in skeleton(pts.len()) {
-        if d.keypoints[i][2] > 0.25 && d.keypoints[j][2] > 0.25 {
-            painter.line_segment([pts[i], pts[j]], Stroke::new(1.5, color.gamma_multiply(0.8)));
+    let hand = n == 21;
+    for (i, j) in skeleton(n) {
+        if keypoint_visible(n, &d.keypoints[i]) && keypoint_visible(n, &d.keypoints[j]) {
+            let c = match hand.then(|| hand_finger((i, j))).flatten() {
+                Some(f) => FINGER_COLOURS[f],
+                None if hand => Color32::from_gray(235),
+                None => color.gamma_multiply(0.8),
+            };
+            painter.line_segment([pts[i], pts[j]], Stroke::new(if hand { 2.0 } else { 1.5 }, c));
         }
     }
     for (p, k) in pts.iter().zip(&d.keypoints) {
-        if k[2] > 0.25 {
-            painter.circle_filled(*p, 2.0, Color32::from_rgb(255, 255, 0));
+        if keypoint_visible(n, k) {
+            if hand {
+                painter.circle(
+                    *p,
+                    2.5,
+                    Color32::from_rgb(224, 32, 48),
+                    Stroke::new(1.0, Color32::WHITE),
+                );
+            } else {
+                painter.circle_filled(*p, 2.0, Color32::from_rgb(255, 255, 0));
+            }
         }
     }
 }

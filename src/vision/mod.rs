@@ -1,10 +1,12 @@
 //! What every model shares: decoding with limits, resizing and normalising,
-//! NMS, the output types and overlay geometry.
+//! NMS, the output types, overlay and nail geometry, landmark smoothing.
 
 pub mod decode;
 pub mod image_files;
 pub mod letterbox;
+pub mod nails;
 pub mod nms;
+pub mod one_euro;
 pub mod output;
 pub mod overlay;
 pub mod preprocess;
