@@ -408,15 +408,13 @@ impl SimpleBackend for CountingBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .raw(name, dev)
-            .map_err(|e| {
-                candle_core::Error::Msg(format!(
-                    "{}: tensor '{name}': {}",
-                    self.origin,
-                    e.to_string().lines().next().unwrap_or("cannot be read")
-                ))
-            })?;
+        let t = self.raw(name, dev).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "{}: tensor '{name}': {}",
+                self.origin,
+                e.to_string().lines().next().unwrap_or("cannot be read")
+            ))
+        })?;
         check_finite_graph_weight(&self.origin, name, &t)?;
         let t = t.to_dtype(dtype)?;
         let bytes = (t.elem_count() * t.dtype().size_in_bytes()) as u64;
