@@ -376,3 +376,17 @@ fn hands_cli_gives_labelled_hands_with_21_points() {
         "chelsea has no hands"
     );
 }
+
+#[test]
+fn f16_weights_are_predicted_at_their_f32_size_on_the_cpu() {
+    use modeldock::engine::Engine;
+    use modeldock::models::registry::Registry;
+    let engine = Engine::start(Registry::discover(&[]), common::config(), None);
+    let disk = modeldock::models::weights::read_header(&root("models/objects/nanodet.safetensors"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .data_bytes;
+    let st = engine.status("objects").unwrap_or_else(|| panic!("no objects model"));
+    engine.shutdown();
+    // The weights are f16 on disk and f32 in memory on the CPU.
+    assert_eq!(st.predicted_bytes, 2 * disk);
+}

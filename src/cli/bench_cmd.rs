@@ -248,7 +248,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "model": model,
         "weights": weights_kind,
         "device": device_label,
-        "predicted_bytes": entry.predicted_bytes,
+        "predicted_bytes": entry.predicted_in_memory(device_choice == crate::engine::config::DeviceChoice::Cpu),
         "raw_read_ms": file_backed.then_some(raw_ms),
         "cold_load_ms": cold_ms,
         "load_ratio": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),

@@ -287,12 +287,9 @@ impl Engine {
         allocator::keep_freed_memory_for_reuse();
         // f16 weights are converted to f32 once at load on the CPU (GPUs keep
         // f16): the prediction follows the dtype in memory, not on disk.
-        if config.device == config::DeviceChoice::Cpu {
-            for e in &mut registry.entries {
-                if matches!(e.manifest.dtype.as_str(), "f16" | "bf16") {
-                    e.predicted_bytes = e.predicted_bytes.saturating_mul(2);
-                }
-            }
+        let cpu = config.device == config::DeviceChoice::Cpu;
+        for e in &mut registry.entries {
+            e.predicted_bytes = e.predicted_in_memory(cpu);
         }
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);

@@ -23,6 +23,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Bytes the weights take in memory: f16/bf16 weights are converted to
+    /// f32 once at load on the CPU (GPUs keep them), so the prediction follows
+    /// the dtype in memory, not on disk.
+    pub fn predicted_in_memory(&self, cpu: bool) -> u64 {
+        if cpu && matches!(self.manifest.dtype.as_str(), "f16" | "bf16") {
+            self.predicted_bytes.saturating_mul(2)
+        } else {
+            self.predicted_bytes
+        }
+    }
+
     /// Where to read this model's weights now: random values when asked, a
     /// local file or the embedded bytes, or a hub reference resolved from
     /// the local cache.
