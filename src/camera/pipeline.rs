@@ -29,6 +29,9 @@ pub struct LiveOptions {
 #[derive(Clone, Debug)]
 pub struct LiveResult {
     pub frame_id: u64,
+    /// The frame these detections were computed on (overlays drawn on it
+    /// line up whatever the inference time).
+    pub frame: Frame,
     pub captured: Instant,
     pub ready: Instant,
     /// The model's detections, as they came.
@@ -177,6 +180,7 @@ impl LivePipeline {
                             }
                             g.latest_result = Some(LiveResult {
                                 frame_id: f.id,
+                                frame: f.clone(),
                                 captured: f.captured,
                                 ready: now,
                                 smoothed: smoothed.unwrap_or_else(|| r.output.detections.clone()),

@@ -154,6 +154,9 @@ impl ModeldockApp {
             .then(|| Sampler::start(SamplerConfig::default(), Some(wake.clone())));
         errors.retain(|e| !e.is_empty());
         let mut live = super::live_panel::LivePanel::default();
+        if let Some(m) = opts.model.clone().filter(|_| opts.live.is_some()) {
+            live.model = m;
+        }
         live.show_nails = layout.nails.unwrap_or(live.show_nails);
         live.smooth = layout.smooth.unwrap_or(live.smooth);
         if let Some([r, g, b]) = layout.polish {
@@ -439,7 +442,7 @@ impl ModeldockApp {
                     super::live_panel::SourceChoice::Folder
                 }
             };
-            let model = self.viewer.model.clone();
+            let model = self.live.model.clone();
             self.live.start(&self.engine, &model, Some(self.wake.clone()));
         }
         self.drain_events(&ctx);
@@ -519,7 +522,25 @@ impl ModeldockApp {
             match self.layout.central_tab {
                 CentralTab::Viewer => self.viewer.ui(ui, &self.engine, &ids),
                 CentralTab::Live => {
-                    let model = self.viewer.model.clone();
+                    ui.horizontal(|ui| {
+                        ui.label("Live model:");
+                        let combo = crate::models::builtin::DEFAULT_LIVE_MODEL;
+                        let shown = if self.live.model == combo {
+                            "hands + faces"
+                        } else {
+                            self.live.model.as_str()
+                        };
+                        egui::ComboBox::from_id_salt("live-model")
+                            .selected_text(shown.to_string())
+                            .show_ui(ui, |ui| {
+                                ui.selectable_value(&mut self.live.model, combo.to_string(), "hands + faces")
+                                    .on_hover_text("Both models on every frame: nails on hands, glasses on faces");
+                                for id in &ids {
+                                    ui.selectable_value(&mut self.live.model, id.clone(), id);
+                                }
+                            });
+                    });
+                    let model = self.live.model.clone();
                     self.live.ui(ui, &self.engine, &model, Some(self.wake.clone()));
                 }
             }

@@ -42,6 +42,8 @@ pub enum SourceChoice {
 }
 
 pub struct LivePanel {
+    /// The model (or `a+b` combo) Live runs on each frame.
+    pub model: String,
     pub choice: SourceChoice,
     pub folder: String,
     pub fps: f32,
@@ -54,6 +56,9 @@ pub struct LivePanel {
     pub polish: Color32,
     /// Draw hands smoothed over frames (`LiveResult::smoothed`) rather than as detected.
     pub smooth: bool,
+    /// Show each result on the frame it was computed on (overlays line up;
+    /// the picture lags by the inference time) instead of on the newest frame.
+    pub in_sync: bool,
     pub pipeline: Option<LivePipeline>,
     cameras: Option<Result<Vec<CameraInfo>, String>>,
     cameras_rx: Option<crossbeam_channel::Receiver<Result<Vec<CameraInfo>, String>>>,
@@ -75,6 +80,7 @@ pub struct Opening {
 impl Default for LivePanel {
     fn default() -> Self {
         LivePanel {
+            model: crate::models::builtin::DEFAULT_LIVE_MODEL.to_string(),
             choice: SourceChoice::Synthetic,
             folder: String::new(),
             fps: 30.0,
@@ -84,6 +90,7 @@ impl Default for LivePanel {
             show_nails: true,
             polish: DEFAULT_POLISH,
             smooth: true,
+            in_sync: true,
             pipeline: None,
             cameras: None,
             cameras_rx: None,
@@ -257,6 +264,10 @@ impl LivePanel {
             self.polish_button(ui);
             ui.checkbox(&mut self.smooth, "Smooth")
                 .on_hover_text("Smooth hand landmarks over frames (One Euro filter)");
+            ui.checkbox(&mut self.in_sync, "In sync").on_hover_text(
+                "Show each result on the frame it was computed on: overlays line up, \
+                 the picture lags by the inference time. Off: the newest frame, with the newest result",
+            );
         });
         if let Some(m) = &self.message {
             ui.horizontal(|ui| {
@@ -293,6 +304,10 @@ impl LivePanel {
                 frame.captured.saturating_duration_since(r.captured).as_secs_f64() * 1e3
             ));
         }
+        let frame = match (&result, self.in_sync) {
+            (Some(r), true) => r.frame.clone(),
+            _ => frame,
+        };
         let need_upload = self.texture.as_ref().is_none_or(|(id, _)| *id != frame.id);
         if need_upload {
             let img = egui::ColorImage::from_rgb(
