@@ -476,3 +476,28 @@ fn infer_takes_folders_and_globs_and_saves_annotated_copies() {
     assert_eq!(json["detections"], v[0]["detections"]);
     assert!(out_dir.join("camera.png").exists() && out_dir.join("astronaut_2.png").exists());
 }
+
+#[test]
+fn models_without_local_weights_say_so() {
+    // An empty hub cache: the YOLOv8 manifests list as "no weights", and the
+    // embedded graph models (objects, pose, hands) as available.
+    let hf = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = modeldock()
+        .arg("models")
+        .env("HF_HOME", hf.path())
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no {id} row in:\n{text}"))
+            .to_string()
+    };
+    assert!(row("yolov8n").contains("no weights"), "{text}");
+    for id in ["objects", "pose", "hands", "face-detector"] {
+        assert!(row(id).contains("Available"), "{text}");
+    }
+}

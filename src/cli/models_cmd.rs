@@ -30,7 +30,11 @@ pub fn run(args: &ModelsArgs) -> Result<i32> {
             "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",
             m.id,
             m.task,
-            m.state.to_string(),
+            if m.weights_missing.is_some() && m.state != crate::engine::residency::ModelState::Resident {
+                "no weights".to_string()
+            } else {
+                m.state.to_string()
+            },
             human_bytes(m.predicted_bytes),
             m.keep_alive,
             m.licence
