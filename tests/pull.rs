@@ -393,3 +393,65 @@ fn offline_mode_uses_the_cache_and_never_asks_the_hub() {
     assert!(e.contains("HF_HUB_OFFLINE") && e.contains("config.json"), "{e}");
     assert_eq!(hub.requests().len(), n, "offline made requests: {:?}", hub.requests());
 }
+
+#[test]
+fn a_whole_part_file_left_by_a_killed_run_restarts_cleanly() {
+    let hub = Hub::start(&[]);
+    let (out, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    // As if killed after the last byte, before the rename: only `<sha>.part` remains.
+    let sha = sha256(&payload(SIZE));
+    let blobs = hub.repo_dir().join("blobs");
+    std::fs::rename(blobs.join(&sha), blobs.join(format!("{sha}.part"))).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(out.trim()).unwrap_or_else(|e| panic!("{e}"));
+    let (again, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    assert_eq!(out, again);
+    assert!(err.contains("sha256 verified"), "{err}");
+    assert_eq!(sha256(&std::fs::read(again.trim()).unwrap_or_default()), sha);
+    assert!(!blobs.join(format!("{sha}.part")).exists());
+}
+
+#[test]
+fn a_damaged_cached_copy_is_fetched_again() {
+    let hub = Hub::start(&[]);
+    let (out, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    let mut bytes = payload(SIZE);
+    bytes[SIZE / 2] ^= 0xff;
+    std::fs::write(out.trim(), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let n = hub.requests().len();
+    let (again, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    assert_eq!(out, again);
+    assert!(!err.contains("already in the cache"), "{err}");
+    assert!(hub.requests().len() > n);
+    assert_eq!(
+        sha256(&std::fs::read(again.trim()).unwrap_or_default()),
+        sha256(&payload(SIZE))
+    );
+}
+
+#[test]
+fn hf_token_and_hf_hub_cache_are_honoured() {
+    let hub = Hub::start(&[]);
+    let elsewhere = hub.home.path().join("elsewhere");
+    let cache = elsewhere.display().to_string();
+    let (out, _) = ok(&hub.pull(
+        &[REPO, FILE],
+        &[("HF_TOKEN", "hf_modeldock_test"), ("HF_HUB_CACHE", &cache)],
+    ));
+    let want = elsewhere
+        .join("models--lmz--candle-yolo-v8/snapshots")
+        .join(commit_of(REPO))
+        .join(FILE);
+    assert_eq!(out.trim(), want.display().to_string());
+    assert!(!hub.repo_dir().exists(), "wrote under HF_HOME/hub despite HF_HUB_CACHE");
+    let reqs = hub.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r["auth"], "Bearer hf_modeldock_test", "{r}");
+    }
+    // The LFS file came through the CDN redirect, as from the Hub.
+    assert!(
+        reqs.iter()
+            .any(|r| r["path"].as_str().unwrap_or("").starts_with("/__cdn/")),
+        "{reqs:?}"
+    );
+}

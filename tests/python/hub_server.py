@@ -10,6 +10,9 @@ the way the Hub answers hf-hub and huggingface_hub:
   `main` or that commit), `ETag`, and for LFS-like files (.safetensors, .bin,
   .pt, .onnx) `X-Linked-Etag` / `X-Linked-Size` with the sha256. Small files'
   ETag is their git blob sha1.
+* LFS files are answered with a 302 to /__cdn/<org>/<name>/<file> (carrying
+  `X-Repo-Commit`, `X-Linked-Etag`, `X-Linked-Size`), which serves the bytes
+  with ranges, as the Hub redirects to its CDN.
 * A missing repo, file or revision is a 404 with `X-Error-Code`.
 
 Test controls:
@@ -18,7 +21,7 @@ Test controls:
                         connection is closed mid-body.
   --bad-sha FILE        advertise a wrong sha256 (and etag) for FILE.
   GET /__requests       JSON list of the requests served so far (method,
-                        path, range), this one excluded.
+                        path, range, auth), this one excluded.
 
 Binds 127.0.0.1 only; prints `PORT <n>` on stdout once listening; exits by
 itself after --max-seconds (default 300).
@@ -107,8 +110,21 @@ class Handler(BaseHTTPRequestHandler):
     def serve(self, body):
         st = self.state
         rng = self.headers.get("Range")
-        st.log({"method": self.command, "path": self.path, "range": rng})
+        st.log(
+            {
+                "method": self.command,
+                "path": self.path,
+                "range": rng,
+                "auth": self.headers.get("Authorization"),
+            }
+        )
         parts = unquote(self.path.split("?", 1)[0]).lstrip("/").split("/")
+        if ".." in parts:
+            return self.fail(404, "RepoNotFound", "Repository not found")
+        cdn = parts[0] == "__cdn"
+        if cdn:
+            # /__cdn/org/name/file...: where LFS files are redirected to.
+            parts = parts[1:3] + ["resolve", "main"] + parts[3:]
         # org/name/resolve/rev/file...
         if len(parts) < 5 or parts[2] != "resolve":
             return self.fail(404, "RepoNotFound", "not a resolve URL")
@@ -116,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
         rev = parts[3]
         file = "/".join(parts[4:])
         repo_dir = os.path.join(st.root, parts[0], parts[1])
-        if not os.path.isdir(repo_dir) or ".." in parts:
+        if not os.path.isdir(repo_dir):
             return self.fail(404, "RepoNotFound", "Repository not found")
         commit = commit_of(repo)
         if rev not in ("main", commit):
@@ -128,14 +144,21 @@ class Handler(BaseHTTPRequestHandler):
             data = f.read()
         size = len(data)
         lfs = file.endswith(LFS_SUFFIXES)
-        if lfs:
-            etag = hashlib.sha256(data).hexdigest()
-            if file in st.bad:
-                etag = hashlib.sha256(data + b"tampered").hexdigest()
-        else:
-            etag = git_sha1(data)
-            if file in st.bad:
-                etag = git_sha1(data + b"tampered")
+        tampered = data + b"tampered" if file in st.bad else data
+        etag = hashlib.sha256(tampered).hexdigest() if lfs else git_sha1(tampered)
+        if lfs and not cdn:
+            # The Hub answers LFS files with a redirect to its CDN, carrying
+            # the commit and the LFS sha256 itself.
+            self.send_response(302)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("X-Linked-Etag", '"%s"' % etag)
+            self.send_header("X-Linked-Size", str(size))
+            self.send_header("ETag", '"%s"' % etag)
+            host = self.headers.get("Host") or "127.0.0.1:%d" % self.server.server_address[1]
+            self.send_header("Location", "http://%s/__cdn/%s/%s" % (host, repo, file))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         start, end = 0, size - 1
         status = 200
         if rng:
@@ -154,11 +177,9 @@ class Handler(BaseHTTPRequestHandler):
                 return
             status = 206
         self.send_response(status)
-        self.send_header("X-Repo-Commit", commit)
+        if not cdn:
+            self.send_header("X-Repo-Commit", commit)
         self.send_header("ETag", '"%s"' % etag)
-        if lfs:
-            self.send_header("X-Linked-Etag", '"%s"' % etag)
-            self.send_header("X-Linked-Size", str(size))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", "application/octet-stream")
         if status == 206:

@@ -9,6 +9,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::api::Progress;
@@ -49,7 +50,11 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
         .with_endpoint(ep.clone())
         .with_token(token())
         .with_progress(false)
-        .with_retries(retries)
+        // hf-hub's own retry resumes from the file position, which is 0 for
+        // a part file reopened in append mode before its first write (it
+        // would append the whole file again): retries are ours, each a fresh
+        // call that resumes from the part file's length.
+        .with_retries(0)
         .with_user_agent("modeldock", env!("CARGO_PKG_VERSION"))
         .build()
         .map_err(|e| Error::msg(format!("{repo}/{file}: cannot set up the Hub client: {e}")))?;
@@ -64,9 +69,27 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
         total: 0,
         started: false,
     };
-    let path = handle
-        .download_with_progress(file, &mut adapter)
-        .map_err(|e| explain(&e, repo, file, revision, &ep, &adapter))?;
+    let mut attempt = 0;
+    let mut restarted = false;
+    let path = loop {
+        match handle.download_with_progress(file, &mut adapter) {
+            Ok(p) => break p,
+            Err(e) if stale_part(&e) && !restarted => {
+                // The partial file is already whole (a run killed before its
+                // rename) or longer than the file: drop it and start over, once.
+                restarted = true;
+                if let Ok(m) = api.metadata(&handle.url(file)) {
+                    let part = super::repo_dir(repo).join("blobs").join(format!("{}.part", m.etag()));
+                    let _ = std::fs::remove_file(part);
+                }
+            }
+            Err(e) if attempt < retries && transient(&e, &adapter) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(250 << attempt.min(4)));
+            }
+            Err(e) => return Err(explain(&e, repo, file, revision, &ep, &adapter)),
+        }
+    };
     let bytes = std::fs::metadata(&path)
         .map(|m| m.len())
         .map_err(|e| Error::msg(format!("{repo}/{file}: {}: {e}", path.display())))?;
@@ -74,8 +97,12 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
         let blob = verify::blob_of(&path);
         let _ = std::fs::remove_file(&path);
         if let Some(b) = blob {
-            // Back to a partial file, so the next pull resumes it.
-            let _ = std::fs::rename(&b, part_of(&b));
+            if bytes < adapter.total {
+                // Back to a partial file, so the next pull resumes it.
+                let _ = std::fs::rename(&b, part_of(&b));
+            } else {
+                let _ = std::fs::remove_file(&b);
+            }
         }
         return Err(Error::msg(format!(
             "{repo}/{file}@{revision}: the download ended at {bytes} of {} bytes; run \
@@ -101,6 +128,32 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
     }
 }
 
+/// Worth another try: the connection broke, timed out, or the server is busy.
+fn transient(e: &ApiError, a: &Adapter) -> bool {
+    match e {
+        ApiError::IoError(io) => a.started && !is_disk_full(io) && io.kind() != ErrorKind::PermissionDenied,
+        ApiError::RequestError(re) => matches!(
+            re.as_ref(),
+            ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::StatusCode(429 | 500..=599)
+        ),
+        _ => false,
+    }
+}
+
+/// hf-hub resumes from the `.part` file's length: a `Range` past the end (416)
+/// or a part longer than the file means the part cannot be resumed.
+fn stale_part(e: &ApiError) -> bool {
+    match e {
+        ApiError::InvalidResume => true,
+        ApiError::RequestError(re) => matches!(re.as_ref(), ureq::Error::StatusCode(416)),
+        ApiError::TooManyRetries(inner) => stale_part(inner),
+        _ => false,
+    }
+}
+
 fn part_of(blob: &Path) -> PathBuf {
     let mut p = blob.to_path_buf();
     p.set_extension("part");
@@ -115,15 +168,7 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 fn explain(e: &ApiError, repo: &str, file: &str, revision: &str, ep: &str, a: &Adapter) -> Error {
     let what = format!("{repo}/{file}@{revision}");
     match e {
-        ApiError::TooManyRetries(inner) => {
-            let e = explain(inner, repo, file, revision, ep, a);
-            let m = format!("{} (gave up after retrying)", e.message());
-            match e {
-                Error::NotFound(_) => Error::not_found(m),
-                Error::Unavailable(_) => Error::unavailable(m),
-                _ => Error::msg(m),
-            }
-        }
+        ApiError::TooManyRetries(inner) => explain(inner, repo, file, revision, ep, a),
         ApiError::RequestError(re) => match re.as_ref() {
             ureq::Error::StatusCode(404) => Error::not_found(format!(
                 "{what}: not found on {ep} (404): check the repo id, the file name and the revision"
