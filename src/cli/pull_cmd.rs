@@ -51,6 +51,8 @@ fn target(a: &PullArgs) -> Result<(String, String, String)> {
 
 /// An indicatif bar on a terminal; otherwise a line at every 10 %.
 struct Shown {
+    tty: bool,
+    label: String,
     bar: Option<ProgressBar>,
     next_tenth: u64,
     t0: Instant,
@@ -62,11 +64,22 @@ impl PullProgress for Shown {
         self.next_tenth = 0;
         self.resumed_from = None;
         self.t0 = Instant::now();
-        if let Some(b) = &self.bar {
-            b.set_length(total);
-            b.set_position(0);
-            b.reset_eta();
+        if !self.tty {
+            return;
         }
+        let b = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_message(self.label.clone());
+            b
+        });
+        b.set_length(total);
+        b.set_position(0);
+        b.reset_eta();
     }
 
     fn update(&mut self, done: u64, total: u64) {
@@ -101,21 +114,14 @@ impl PullProgress for Shown {
 
 pub fn run(a: &PullArgs) -> Result<i32> {
     let (repo, file, revision) = target(a)?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b.set_message(format!("pulling {file}"));
-        b
-    });
-    if bar.is_none() {
+    let tty = std::io::stderr().is_terminal();
+    if !tty {
         eprintln!("pulling {repo}/{file}@{revision}");
     }
     let mut shown = Shown {
-        bar,
+        tty,
+        label: format!("pulling {file}"),
+        bar: None,
         next_tenth: 0,
         t0: Instant::now(),
         resumed_from: None,
