@@ -455,3 +455,25 @@ fn hf_token_and_hf_hub_cache_are_honoured() {
         "{reqs:?}"
     );
 }
+
+/// A full disk: the part file is a link to `/dev/full`, so every write fails with ENOSPC.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_a_one_line_error() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here; skipped");
+        return;
+    }
+    let hub = Hub::start(&[]);
+    let blobs = hub.repo_dir().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("{e}"));
+    let sha = sha256(&payload(SIZE));
+    std::os::unix::fs::symlink("/dev/full", blobs.join(format!("{sha}.part"))).unwrap_or_else(|e| panic!("{e}"));
+    let e = one_line_error(&hub.pull(&[REPO, FILE], &[]));
+    assert!(
+        e.contains("no space left") && e.contains(&format!("{REPO}/{FILE}@main")),
+        "{e}"
+    );
+    assert!(!hub.snapshot_file(FILE).exists());
+    assert!(!blobs.join(&sha).exists());
+}

@@ -110,7 +110,7 @@ pub fn resolve(id: &str, repo: &str, file: &str, revision: &str) -> Result<PathB
         "{id}: weights {repo}/{file}@{revision} are not in the local hub cache ({}){}; run \
          `modeldock pull {id}` (or `modeldock pull {repo}{rev} {file}`), or point `weights` in \
          the manifest at a local .safetensors file",
-        cache_dir().display(),
+        repo_dir(repo).display(),
         if offline() { " and HF_HUB_OFFLINE is set" } else { "" },
     )))
 }
