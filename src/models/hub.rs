@@ -172,6 +172,7 @@ fn check_names(repo: &str, file: &str, revision: &str) -> Result<()> {
 /// within this call.
 pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &mut dyn PullProgress) -> Result<Pulled> {
     check_names(repo, file, revision)?;
+    let mut damaged = None;
     if let Some(p) = cached(repo, file, revision) {
         match verify::check(&p)? {
             verify::Check::Good(verified) => {
@@ -183,18 +184,25 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
                     verified,
                 });
             }
-            verify::Check::Bad { .. } => {
+            verify::Check::Bad { kind, .. } => {
                 // A damaged cache entry: remove it and fetch it again.
                 verify::remove(&p);
+                damaged = Some(kind);
             }
         }
     }
     if offline() {
-        return Err(Error::unavailable(format!(
-            "{repo}/{file}@{revision} is not in the hub cache ({}) and HF_HUB_OFFLINE is set; \
-             unset it to download",
-            cache_dir().display()
-        )));
+        return Err(Error::unavailable(match damaged {
+            Some(kind) => format!(
+                "{repo}/{file}@{revision}: the cached copy did not match its {kind} and was \
+                 removed; HF_HUB_OFFLINE is set, so it cannot be fetched again"
+            ),
+            None => format!(
+                "{repo}/{file}@{revision} is not in the hub cache ({}) and HF_HUB_OFFLINE is set; \
+                 unset it to download",
+                cache_dir().display()
+            ),
+        }));
     }
     download::pull(repo, file, revision, retries, progress)
 }

@@ -106,8 +106,13 @@ pub fn pull(repo: &str, file: &str, revision: &str, retries: usize, progress: &m
         }
         return Err(Error::msg(format!(
             "{repo}/{file}@{revision}: the download ended at {bytes} of {} bytes; run \
-             `modeldock pull` again to resume it",
-            adapter.total
+             `modeldock pull` again to {}",
+            adapter.total,
+            if bytes < adapter.total {
+                "resume it"
+            } else {
+                "download it afresh"
+            }
         )));
     }
     match verify::check(&path).map_err(|e| e.context(format!("{repo}/{file}")))? {
