@@ -322,6 +322,7 @@ fn every_command_has_help_and_typos_get_suggestions() {
         "infer",
         "models",
         "serve",
+        "pull",
         "ps",
         "load",
         "bench",

@@ -70,6 +70,8 @@ pub enum Command {
     Infer(InferArgs),
     /// Time loads, inference, the cache and concurrency
     Bench(BenchArgs),
+    /// Download a model's weights from the Hugging Face Hub into its cache (HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE)
+    Pull(PullArgs),
     /// Convert foreign weights into a modeldock model folder
     #[command(subcommand)]
     Import(ImportCommand),
@@ -155,6 +157,27 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PullArgs {
+    /// A model id whose manifest names hub weights (see `modeldock models`), or a Hub repo: org/name[@REVISION]
+    #[arg(value_name = "MODEL|REPO[@REVISION]")]
+    pub target: String,
+    /// The file in the repo (needed with a repo)
+    #[arg(value_name = "FILE")]
+    pub file: Option<String>,
+    /// Times an interrupted download resumes before the command gives up
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: usize,
+    /// Another folder of <id>/model.toml (repeatable; the variable is a `:`-separated list)
+    #[arg(
+        long = "models-dir",
+        value_name = "DIR",
+        env = "MODELDOCK_MODELS",
+        value_delimiter = ':'
+    )]
+    pub models_dir: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod infer_inputs;
 pub mod infer_save;
 pub mod live_cmd;
 pub mod models_cmd;
+pub mod pull_cmd;
 pub mod serve_cmd;
 pub mod verify_cmd;
 
@@ -28,6 +29,7 @@ pub fn run(cmd: Command) -> i32 {
         Command::Models(a) => models_cmd::run(&a),
         Command::Infer(a) => infer_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
+        Command::Pull(a) => pull_cmd::run(&a),
         Command::Import(a) => import_cmd::run(&a),
         Command::Live(a) => live_cmd::run(&a),
         Command::Verify(a) => verify_cmd::run(&a),

@@ -1,0 +1,479 @@
+//! `modeldock pull` (the real binary, downloading through hf-hub) against a
+//! stand-in for the Hugging Face Hub: `tests/python/hub_server.py`, started
+//! here on 127.0.0.1 with `HF_ENDPOINT` pointing at it and `HF_HOME` in a
+//! temporary folder.
+#![cfg(feature = "hub")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const REPO: &str = "lmz/candle-yolo-v8";
+const FILE: &str = "yolov8n.safetensors";
+const SIZE: usize = 3_000_000;
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Deterministic bytes that do not compress or repeat.
+fn payload(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
+}
+
+/// The commit the stand-in reports for a repo.
+fn commit_of(repo: &str) -> String {
+    hex(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("commit:{repo}").as_bytes(),
+    )
+    .as_ref())
+}
+
+struct Hub {
+    child: Child,
+    port: u16,
+    _root: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Hub {
+    /// Serves `REPO/FILE` (SIZE bytes) and `REPO/config.json`, with `flags`
+    /// (`--cut`, `--bad-sha`) passed to the server.
+    fn start(flags: &[&str]) -> Hub {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = root.path().join(REPO);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join(FILE), payload(SIZE)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("config.json"), b"{\"classes\": 80}\n").unwrap_or_else(|e| panic!("{e}"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/hub_server.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(root.path())
+            .args(["--port", "0", "--max-seconds", "240"])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
+        let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("the stand-in hub did not start: {line:?}")
+            });
+        Hub {
+            child,
+            port,
+            _root: root,
+            home: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests the server has answered (its own log excluded).
+    fn requests(&self) -> Vec<Value> {
+        let mut r = ureq::get(format!("{}/__requests", self.endpoint()))
+            .call()
+            .unwrap_or_else(|e| panic!("/__requests: {e}"));
+        let s = r.body_mut().read_to_string().unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str::<Vec<Value>>(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        self.home
+            .path()
+            .join("hub")
+            .join(format!("models--{}", REPO.replace('/', "--")))
+    }
+
+    fn snapshot_file(&self, file: &str) -> PathBuf {
+        self.repo_dir().join("snapshots").join(commit_of(REPO)).join(file)
+    }
+
+    fn blobs(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(self.repo_dir().join("blobs"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        (e.file_name().to_string_lossy().to_string(), len)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn modeldock(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modeldock"));
+        c.args(args)
+            .env_remove("MODELDOCK_MODELS")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("HF_TOKEN")
+            .env("MODELDOCK_HOST", common::no_server())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("HF_ENDPOINT", self.endpoint())
+            .env("HF_HOME", self.home.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run_bounded(c)
+    }
+
+    fn pull(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut a = vec!["pull"];
+        a.extend_from_slice(args);
+        self.modeldock(&a, env)
+    }
+}
+
+/// Runs a command to its end, killing it after RUN_LIMIT.
+fn run_bounded(mut c: Command) -> Output {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("modeldock: {e}"));
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = reader(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if t0.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("modeldock ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// A failed command's stderr ends in exactly one `error:` line; that line.
+fn one_line_error(o: &Output) -> String {
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "expected a failure; stderr:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
+    assert_eq!(err.lines().last(), Some(errors[0]), "the error ends the output:\n{err}");
+    errors[0].to_string()
+}
+
+fn ok(o: &Output) -> (String, String) {
+    assert!(o.status.success(), "pull failed: {}", text(&o.stderr));
+    (text(&o.stdout), text(&o.stderr))
+}
+
+#[test]
+fn first_pull_downloads_with_byte_progress_into_the_hf_cache_layout() {
+    let hub = Hub::start(&[]);
+    let (out, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    // Progress in bytes, up to the whole file.
+    let progress: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.split_once(" bytes ("))
+        .filter_map(|(done, _)| done.strip_suffix(&format!("/{SIZE}"))?.parse().ok())
+        .collect();
+    assert!(progress.len() >= 5, "progress lines:\n{err}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.last(), Some(&(SIZE as u64)), "{err}");
+    assert!(err.contains("sha256 verified"), "{err}");
+
+    // The Hugging Face layout: snapshot link → blob named by the sha256, ref → commit.
+    let snap = hub.snapshot_file(FILE);
+    assert_eq!(out.trim(), snap.display().to_string());
+    let want = payload(SIZE);
+    let link = std::fs::read_link(&snap).unwrap_or_else(|e| panic!("{}: {e}", snap.display()));
+    assert_eq!(link, Path::new("../../blobs").join(sha256(&want)));
+    assert_eq!(std::fs::read(&snap).unwrap_or_default(), want);
+    let main_ref = std::fs::read_to_string(hub.repo_dir().join("refs/main")).unwrap_or_default();
+    assert_eq!(main_ref.trim(), commit_of(REPO));
+    // Nothing half-written is left behind.
+    assert!(
+        hub.blobs().iter().all(|(n, _)| !n.ends_with(".part")),
+        "{:?}",
+        hub.blobs()
+    );
+
+    // A small (non-LFS) file is checked against its git blob sha1.
+    let (_, err) = ok(&hub.pull(&[REPO, "config.json"], &[]));
+    assert!(err.contains("git-sha1 verified"), "{err}");
+}
+
+#[test]
+fn second_pull_hits_the_cache_and_makes_no_request() {
+    let hub = Hub::start(&[]);
+    // Before: the hub model says how to get its weights.
+    let models = |h: &Hub| -> Value {
+        let o = h.modeldock(&["models", "--json"], &[]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.iter().find(|m| m["id"] == "yolov8n").cloned())
+            .unwrap_or_else(|| panic!("no yolov8n in {v}"))
+    };
+    let before = models(&hub);
+    let hint = before["weights_missing"].as_str().unwrap_or_default();
+    assert!(hint.contains("modeldock pull yolov8n"), "{before}");
+
+    // The manifest's hub reference: `pull yolov8n` fetches lmz/candle-yolo-v8 yolov8n.safetensors.
+    let (first, _) = ok(&hub.pull(&["yolov8n"], &[]));
+    let n = hub.requests().len();
+    assert!(n >= 2, "{:?}", hub.requests());
+    let (second, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    assert_eq!(first, second);
+    assert!(err.contains("already in the cache"), "{err}");
+    let (_, _) = ok(&hub.pull(&["yolov8n"], &[]));
+    assert_eq!(
+        hub.requests().len(),
+        n,
+        "a cache hit made requests: {:?}",
+        hub.requests()
+    );
+
+    // The registry now finds the weights where pull put them.
+    let after = models(&hub);
+    assert!(after["weights_missing"].is_null(), "{after}");
+}
+
+#[test]
+fn a_cut_download_leaves_only_a_part_file_then_resumes_with_the_right_bytes() {
+    let cut = SIZE / 2;
+    let hub = Hub::start(&["--cut", &format!("{FILE}:{cut}:1")]);
+    let e = one_line_error(&hub.pull(&[REPO, FILE, "--retries", "0"], &[]));
+    assert!(e.contains(REPO) && e.contains(FILE), "{e}");
+    assert!(e.contains(&format!("{cut} of {SIZE} bytes")), "{e}");
+    // Nothing that looks complete: no snapshot entry, no blob under the sha's name.
+    let want = payload(SIZE);
+    let sha = sha256(&want);
+    assert!(!hub.snapshot_file(FILE).exists());
+    assert!(!hub.repo_dir().join("blobs").join(&sha).exists());
+    assert!(
+        hub.blobs().contains(&(format!("{sha}.part"), cut as u64)),
+        "{:?}",
+        hub.blobs()
+    );
+
+    let (out, err) = ok(&hub.pull(&[REPO, FILE, "--retries", "0"], &[]));
+    assert!(err.contains(&format!("resuming at {cut}")), "{err}");
+    let ranges: Vec<String> = hub
+        .requests()
+        .iter()
+        .filter_map(|r| r["range"].as_str().map(str::to_string))
+        .collect();
+    assert!(ranges.contains(&format!("bytes={cut}-")), "{ranges:?}");
+    let got = std::fs::read(out.trim()).unwrap_or_default();
+    assert_eq!(got.len(), SIZE);
+    assert_eq!(sha256(&got), sha);
+}
+
+#[test]
+fn a_cut_download_resumes_within_one_pull() {
+    let cut = SIZE / 3;
+    let hub = Hub::start(&["--cut", &format!("{FILE}:{cut}:1")]);
+    let (out, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    let got = std::fs::read(out.trim()).unwrap_or_default();
+    assert_eq!(sha256(&got), sha256(&payload(SIZE)));
+    let ranges: Vec<String> = hub
+        .requests()
+        .iter()
+        .filter_map(|r| r["range"].as_str().map(str::to_string))
+        .collect();
+    assert!(ranges.contains(&format!("bytes={cut}-")), "{ranges:?}");
+}
+
+#[test]
+fn a_wrong_checksum_is_refused_and_nothing_stays_cached() {
+    let hub = Hub::start(&["--bad-sha", FILE]);
+    for _ in 0..2 {
+        let e = one_line_error(&hub.pull(&[REPO, FILE], &[]));
+        assert!(e.contains("checksum mismatch"), "{e}");
+        assert!(e.contains(REPO) && e.contains(FILE), "{e}");
+        assert!(!hub.snapshot_file(FILE).exists(), "the refused file is still linked");
+        assert!(
+            hub.blobs().iter().all(|(n, _)| n.ends_with(".lock")),
+            "blobs left: {:?}",
+            hub.blobs()
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_or_revision_is_a_one_line_404() {
+    let hub = Hub::start(&[]);
+    let o = hub.pull(&[REPO, "yolov9n.safetensors"], &[]);
+    let e = one_line_error(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!("{REPO}/yolov9n.safetensors@main")) && e.contains("404"),
+        "{e}"
+    );
+
+    let e = one_line_error(&hub.pull(&[&format!("{REPO}@v9"), FILE], &[]));
+    assert!(e.contains(&format!("{REPO}/{FILE}@v9")) && e.contains("404"), "{e}");
+    assert!(!hub.repo_dir().join("snapshots").exists());
+}
+
+#[test]
+fn offline_mode_uses_the_cache_and_never_asks_the_hub() {
+    let hub = Hub::start(&[]);
+    let off = [("HF_HUB_OFFLINE", "1")];
+    // A miss offline: one line, no request.
+    let e = one_line_error(&hub.pull(&[REPO, FILE], &off));
+    assert!(e.contains("HF_HUB_OFFLINE") && e.contains(FILE), "{e}");
+    assert!(hub.requests().is_empty(), "{:?}", hub.requests());
+
+    let (online, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    let n = hub.requests().len();
+    let (offline, err) = ok(&hub.pull(&[REPO, FILE], &off));
+    assert_eq!(online, offline);
+    assert!(err.contains("already in the cache"), "{err}");
+    let e = one_line_error(&hub.pull(&[REPO, "config.json"], &off));
+    assert!(e.contains("HF_HUB_OFFLINE") && e.contains("config.json"), "{e}");
+    assert_eq!(hub.requests().len(), n, "offline made requests: {:?}", hub.requests());
+}
+
+#[test]
+fn a_whole_part_file_left_by_a_killed_run_restarts_cleanly() {
+    let hub = Hub::start(&[]);
+    let (out, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    // As if killed after the last byte, before the rename: only `<sha>.part` remains.
+    let sha = sha256(&payload(SIZE));
+    let blobs = hub.repo_dir().join("blobs");
+    std::fs::rename(blobs.join(&sha), blobs.join(format!("{sha}.part"))).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(out.trim()).unwrap_or_else(|e| panic!("{e}"));
+    let (again, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    assert_eq!(out, again);
+    assert!(err.contains("sha256 verified"), "{err}");
+    assert_eq!(sha256(&std::fs::read(again.trim()).unwrap_or_default()), sha);
+    assert!(!blobs.join(format!("{sha}.part")).exists());
+}
+
+#[test]
+fn a_damaged_cached_copy_is_fetched_again() {
+    let hub = Hub::start(&[]);
+    let (out, _) = ok(&hub.pull(&[REPO, FILE], &[]));
+    let mut bytes = payload(SIZE);
+    bytes[SIZE / 2] ^= 0xff;
+    std::fs::write(out.trim(), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let n = hub.requests().len();
+    let (again, err) = ok(&hub.pull(&[REPO, FILE], &[]));
+    assert_eq!(out, again);
+    assert!(!err.contains("already in the cache"), "{err}");
+    assert!(hub.requests().len() > n);
+    assert_eq!(
+        sha256(&std::fs::read(again.trim()).unwrap_or_default()),
+        sha256(&payload(SIZE))
+    );
+}
+
+#[test]
+fn hf_token_and_hf_hub_cache_are_honoured() {
+    let hub = Hub::start(&[]);
+    let elsewhere = hub.home.path().join("elsewhere");
+    let cache = elsewhere.display().to_string();
+    let (out, _) = ok(&hub.pull(
+        &[REPO, FILE],
+        &[("HF_TOKEN", "hf_modeldock_test"), ("HF_HUB_CACHE", &cache)],
+    ));
+    let want = elsewhere
+        .join("models--lmz--candle-yolo-v8/snapshots")
+        .join(commit_of(REPO))
+        .join(FILE);
+    assert_eq!(out.trim(), want.display().to_string());
+    assert!(!hub.repo_dir().exists(), "wrote under HF_HOME/hub despite HF_HUB_CACHE");
+    let reqs = hub.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r["auth"], "Bearer hf_modeldock_test", "{r}");
+    }
+    // The LFS file came through the CDN redirect, as from the Hub.
+    assert!(
+        reqs.iter()
+            .any(|r| r["path"].as_str().unwrap_or("").starts_with("/__cdn/")),
+        "{reqs:?}"
+    );
+}
+
+/// A full disk: the part file is a link to `/dev/full`, so every write fails with ENOSPC.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_a_one_line_error() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here; skipped");
+        return;
+    }
+    let hub = Hub::start(&[]);
+    let blobs = hub.repo_dir().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap_or_else(|e| panic!("{e}"));
+    let sha = sha256(&payload(SIZE));
+    std::os::unix::fs::symlink("/dev/full", blobs.join(format!("{sha}.part"))).unwrap_or_else(|e| panic!("{e}"));
+    let e = one_line_error(&hub.pull(&[REPO, FILE], &[]));
+    assert!(
+        e.contains("no space left") && e.contains(&format!("{REPO}/{FILE}@main")),
+        "{e}"
+    );
+    assert!(!hub.snapshot_file(FILE).exists());
+    assert!(!blobs.join(&sha).exists());
+}
