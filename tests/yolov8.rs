@@ -150,7 +150,7 @@ fn hub_weights_come_from_the_cache_layout_or_fail_clearly_offline() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("yolov8n.safetensors") && err.contains("models--lmz--candle-yolo-v8"),
+        err.contains("lmz/candle-yolo-v8/yolov8n.safetensors@main") && err.contains("hub cache"),
         "{err}"
     );
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");

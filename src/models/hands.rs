@@ -79,46 +79,12 @@ pub fn palm_anchors() -> Vec<[f32; 2]> {
     out
 }
 
-/// TF's legacy bilinear resize (`align_corners = false`,
-/// `half_pixel_centers = false`, as tfjs's cpu kernel): source = dst × in/out,
-/// f64 arithmetic, f32 result. HWC, 3 channels.
-pub fn resize_bilinear_legacy(img: &RgbImage, out_w: usize, out_h: usize) -> Vec<f32> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut data = Vec::with_capacity(out_w * out_h * 3);
-    if w == 0 || h == 0 {
-        data.resize(out_w * out_h * 3, 0.0);
-        return data;
-    }
-    let src = img.as_raw();
-    let taps = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f64)> {
-        let ratio = n_in as f64 / n_out as f64;
-        (0..n_out)
-            .map(|i| {
-                let s = ratio * i as f64;
-                let lo = s.floor().max(0.0);
-                let hi = (s.ceil() as usize).min(n_in - 1);
-                (lo as usize, hi, s - lo)
-            })
-            .collect()
-    };
-    let xs = taps(w, out_w);
-    for (y0, y1, fy) in taps(h, out_h) {
-        for &(x0, x1, fx) in &xs {
-            for c in 0..3 {
-                let p = |y: usize, x: usize| src[(y * w + x) * 3 + c] as f64;
-                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
-                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
-                data.push((top + (bottom - top) * fy) as f32);
-            }
-        }
-    }
-    data
-}
-
 /// The palm detector's input values (HWC, 256×256×3): legacy stretch resize,
 /// then `x / 127.5 - 1`, each step rounded to f32.
 pub fn palm_input_data(img: &RgbImage) -> Vec<f32> {
-    let mut d = resize_bilinear_legacy(img, PALM_INPUT, PALM_INPUT);
+    // TF's legacy bilinear resize (tfjs's cpu kernel: f64 arithmetic, f32 result).
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut d = crate::vision::warp::resize_legacy_padded(img, 0, 0, w, h, PALM_INPUT, PALM_INPUT);
     for v in &mut d {
         *v = *v / 127.5f32 - 1.0f32;
     }

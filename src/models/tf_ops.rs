@@ -420,6 +420,9 @@ pub fn max_pool(x: &Tensor, k: (usize, usize), s: (usize, usize), same: bool) ->
 /// tfjs-backend-cpu's `resizeBilinear` on NHWC, computed in f64 and stored as f32.
 pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize, align_corners: bool, half_pixel: bool) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
+    if h == 0 || w == 0 {
+        return Err(Error::msg(format!("cannot resize an empty {h}x{w} image")));
+    }
     let src: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let ratio = |inp: usize, out: usize| -> f64 {
         if align_corners && out > 1 {

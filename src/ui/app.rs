@@ -157,6 +157,10 @@ impl ModeldockApp {
         if let Some(m) = opts.model.clone().filter(|_| opts.live.is_some()) {
             live.model = m;
         }
+        // The hands + faces combo needs both models; otherwise Live starts on the viewer's model.
+        if !live.model.split('+').all(|id| opts.registry.get(id).is_some()) {
+            live.model = default_model.clone();
+        }
         live.show_nails = layout.nails.unwrap_or(live.show_nails);
         live.smooth = layout.smooth.unwrap_or(live.smooth);
         if let Some([r, g, b]) = layout.polish {

@@ -17,8 +17,8 @@ use hf_hub::{Repo, RepoType};
 
 use super::verify::{self, Check};
 use super::{cache_dir, endpoint, token, PullProgress, Pulled};
-use crate::engine::config::human_bytes;
 use crate::error::{Error, Result};
+use crate::units::human_bytes;
 
 struct Adapter<'a> {
     inner: &'a mut dyn PullProgress,
