@@ -572,7 +572,7 @@ impl Graph {
             Op::Identity => one(arg(0)?.clone()),
             Op::Conv(c) => {
                 let x = f(0)?;
-                let (n, h, w, _) = x.dims4()?;
+                let (_, h, w, _) = x.dims4()?;
                 let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
                 let pad = match c.pad {
                     PadMode::Valid => Padding::default(),
@@ -588,7 +588,6 @@ impl Graph {
                         }
                     }
                 };
-                let _ = n;
                 let y = c.conv.forward_padded(&nchw, pad)?;
                 one(Val::F(y.permute((0, 2, 3, 1))?))
             }
