@@ -578,3 +578,43 @@ fn starting_a_live_source_opens_it_off_the_ui_thread_and_reports_errors() {
     assert!(msg.contains("no-such-folder"), "{msg}");
     assert!(h.state().live.opening.is_none() && h.state().live.pipeline.is_none());
 }
+
+#[test]
+fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
+    h.state_mut().import_root = Some(root.path().to_path_buf());
+    h.step();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(fixture("yolov8n-pt/yolov8n-random.pt"))));
+    step_until(&mut h, "the import question", |h| {
+        has_label_containing(h, "Import yolov8n-random.pt as a modeldock model?")
+    });
+    // Nothing is written before the user says yes.
+    assert!(!root.path().join("yolov8n-random").exists());
+    h.get_by_label("Import").click();
+    step_until(&mut h, "the imported model", |h| {
+        h.state().viewer.model == "yolov8n-random"
+    });
+    assert!(root.path().join("yolov8n-random/model.toml").is_file());
+    let snap = h.state().engine.snapshot();
+    let st = snap
+        .models
+        .iter()
+        .find(|m| m.id == "yolov8n-random")
+        .unwrap_or_else(|| panic!("the engine knows the imported model"));
+    assert_eq!(st.arch, "yolov8");
+    // It runs like any other model.
+    let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
+    let r = modeldock::engine::InferWait::infer_wait(
+        &h.state().engine,
+        "yolov8n-random",
+        modeldock::engine::ImageInput::Bytes {
+            name: "astronaut.png".into(),
+            bytes: Arc::new(bytes),
+        },
+        Default::default(),
+    );
+    assert!(r.is_ok(), "{:?}", r.err());
+}

@@ -49,6 +49,18 @@ impl Client {
         }
     }
 
+    /// Registers a model found after start (an imported checkpoint). A
+    /// server reads its model folders when it starts.
+    pub fn register(&self, entry: crate::models::registry::Entry) -> Result<()> {
+        match self {
+            Client::Local(e) => e.register(entry),
+            Client::Remote(_) => Err(crate::error::Error::unavailable(format!(
+                "{} was written to {}; the server reads its model folders when it starts: restart it to serve this model",
+                entry.manifest.id, entry.origin
+            ))),
+        }
+    }
+
     pub fn pin(&self, model: &str, pinned: bool) -> Result<()> {
         match self {
             Client::Local(e) => e.pin(model, pinned),

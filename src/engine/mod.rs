@@ -148,6 +148,9 @@ pub enum Command {
     Unload(String),
     Pin(String, bool),
     SetKeepAlive(String, Option<KeepAlive>),
+    /// Adds a model found after start (an imported checkpoint), or replaces
+    /// one that is not loaded.
+    Register(Box<crate::models::registry::Entry>),
     Shutdown,
 }
 
@@ -424,6 +427,11 @@ impl Engine {
 
     pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
         self.send(Command::SetKeepAlive(model.to_string(), ka))
+    }
+
+    /// Registers a model found after start (see [`Command::Register`]).
+    pub fn register(&self, entry: crate::models::registry::Entry) -> Result<()> {
+        self.send(Command::Register(Box::new(entry)))
     }
 
     /// Events from the worker (progress, loads, answers without a reply channel).

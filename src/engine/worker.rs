@@ -300,8 +300,31 @@ impl Worker {
                 self.residency.set_pinned(&m, p);
             }
             Command::SetKeepAlive(m, ka) => self.residency.set_keep_alive(&m, ka),
+            Command::Register(e) => self.on_register(*e),
         }
         true
+    }
+
+    /// A model found after start joins the registry and the residency
+    /// table; one that is loaded or loading is left as it is.
+    fn on_register(&mut self, mut e: crate::models::registry::Entry) {
+        let id = e.manifest.id.clone();
+        let busy = self.models.contains_key(&id)
+            || self
+                .residency
+                .slot(&id)
+                .is_some_and(|s| matches!(s.phase, Phase::Loading { .. } | Phase::Resident { .. }));
+        if busy {
+            let error = format!("{id}: is loaded; unload it before replacing it with {}", e.origin);
+            tracing::warn!("{error}");
+            self.emit(Event::LoadFailed { model: id, error });
+            return;
+        }
+        e.predicted_bytes = e.predicted_in_memory(self.config.device == super::config::DeviceChoice::Cpu);
+        self.residency
+            .register(&id, e.predicted_bytes, e.manifest.pinned, e.manifest.keep_alive());
+        tracing::info!("{id}: registered from {}", e.origin);
+        self.registry.upsert(e);
     }
 
     fn answer(&mut self, reply: Option<Reply>, a: Answer) {

@@ -773,7 +773,7 @@ fn toml_str(s: &str) -> String {
 }
 
 /// A model id from a file stem: letters, digits, '-', '_', '.'.
-fn id_of(stem: &str) -> String {
+pub fn id_of(stem: &str) -> String {
     let id: String = stem
         .chars()
         .map(|c| {

@@ -128,6 +128,14 @@ impl Registry {
         dirs
     }
 
+    /// Adds `e`, or replaces the entry with its id.
+    pub fn upsert(&mut self, e: Entry) {
+        match self.entries.iter_mut().find(|x| x.manifest.id == e.manifest.id) {
+            Some(slot) => *slot = e,
+            None => self.entries.push(e),
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.manifest.id == id)
     }

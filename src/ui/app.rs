@@ -97,6 +97,8 @@ enum Dialog {
     Open(Vec<PathBuf>),
     Export(Option<PathBuf>),
     Exported(Result<usize, String>),
+    /// A dropped checkpoint, imported (off the UI thread) into a model folder.
+    Imported(Result<crate::models::registry::Entry, String>),
 }
 
 pub struct ModeldockApp {
@@ -119,6 +121,10 @@ pub struct ModeldockApp {
     exit_after: Option<Duration>,
     pending_open: Vec<PathBuf>,
     pending_live: Option<SourceSpec>,
+    /// A dropped `.pt` checkpoint waiting for the user's yes or no.
+    pub pending_pt: Option<PathBuf>,
+    /// Where imported checkpoints go (`None`: `<config>/models`).
+    pub import_root: Option<PathBuf>,
     loading_frames: FrameHistory,
 }
 
@@ -186,6 +192,8 @@ impl ModeldockApp {
             exit_after: opts.exit_after,
             pending_open: opts.open,
             pending_live: opts.live,
+            pending_pt: None,
+            import_root: None,
             loading_frames: FrameHistory::default(),
         }
     }
@@ -229,6 +237,18 @@ impl ModeldockApp {
                 Dialog::Export(None) => {}
                 Dialog::Exported(Ok(n)) => self.viewer.status = Some(format!("Exported {n} files")),
                 Dialog::Exported(Err(e)) => self.errors.push(e),
+                Dialog::Imported(Ok(entry)) => {
+                    let id = entry.manifest.id.clone();
+                    self.registry.upsert(entry.clone());
+                    match self.engine.register(entry) {
+                        Ok(()) => {
+                            self.viewer.model = id.clone();
+                            self.viewer.status = Some(format!("Imported {id}: drop an image to run it"));
+                        }
+                        Err(e) => self.errors.push(e.to_string()),
+                    }
+                }
+                Dialog::Imported(Err(e)) => self.errors.push(e),
             }
         }
     }
@@ -313,8 +333,77 @@ impl ModeldockApp {
                 .filter(|p| !p.as_os_str().is_empty())
                 .collect()
         });
-        if !dropped.is_empty() {
-            self.viewer.open_paths(dropped, ctx);
+        let (checkpoints, images): (Vec<PathBuf>, Vec<PathBuf>) = dropped
+            .into_iter()
+            .partition(|p| crate::models::pt_import::is_checkpoint_path(p));
+        if let Some(p) = checkpoints.into_iter().next() {
+            self.pending_pt = Some(p);
+        }
+        if !images.is_empty() {
+            self.viewer.open_paths(images, ctx);
+        }
+    }
+
+    /// Where a dropped checkpoint becomes a model: `<config>/models/<id>/`
+    /// (the folder the registry reads at start).
+    fn import_dir(&self, pt: &std::path::Path) -> Option<PathBuf> {
+        let stem = pt.file_stem()?.to_str()?;
+        let root = match &self.import_root {
+            Some(r) => r.clone(),
+            None => directories::ProjectDirs::from("", "", "modeldock")?
+                .config_dir()
+                .join("models"),
+        };
+        Some(root.join(crate::models::pt_import::id_of(stem)))
+    }
+
+    /// Asks whether to import a dropped `.pt`, and imports it off the UI thread.
+    fn import_prompt(&mut self, ctx: &egui::Context) {
+        let Some(pt) = self.pending_pt.clone() else { return };
+        let name = pt
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let target = self.import_dir(&pt);
+        let mut answer = None;
+        egui::Window::new("Import checkpoint")
+            .collapsible(false)
+            .resizable(false)
+            .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
+            .show(ctx, |ui| {
+                ui.label(format!("Import {name} as a modeldock model?"));
+                match &target {
+                    Some(t) => ui.label(format!(
+                        "It is read without running any code and written to {}.",
+                        t.display()
+                    )),
+                    None => ui.label("There is no configuration folder to write it to."),
+                };
+                ui.horizontal(|ui| {
+                    if ui.add_enabled(target.is_some(), egui::Button::new("Import")).clicked() {
+                        answer = Some(true);
+                    }
+                    if ui.button("Cancel").clicked() {
+                        answer = Some(false);
+                    }
+                });
+            });
+        match (answer, target) {
+            (Some(true), Some(dir)) => {
+                self.pending_pt = None;
+                self.viewer.status = Some(format!("Importing {name}…"));
+                let tx = self.dialogs.0.clone();
+                let ctx = ctx.clone();
+                std::thread::spawn(move || {
+                    let r = crate::models::pt_import::import(&pt, &dir)
+                        .and_then(|w| crate::models::registry::load_manifest_file(&w.manifest_path))
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Dialog::Imported(r));
+                    ctx.request_repaint();
+                });
+            }
+            (Some(_), _) => self.pending_pt = None,
+            (None, _) => {}
         }
     }
 
@@ -451,6 +540,7 @@ impl ModeldockApp {
         }
         self.drain_events(&ctx);
         self.poll_dialogs(&ctx);
+        self.import_prompt(&ctx);
         let errs = self.viewer.poll(&ctx, &self.engine);
         self.errors.extend(errs);
         self.dropped_files(&ctx);
