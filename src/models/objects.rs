@@ -30,7 +30,7 @@ use super::tf_graph::Graph;
 use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
-use crate::vision::nms::iou as box_iou;
+use crate::vision::nms::batched_nms;
 use crate::vision::warp::cv_warp_scale;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
@@ -196,7 +196,10 @@ impl Objects {
         if non_finite > 0 {
             tracing::debug!("objects: {non_finite} points with non-finite boxes dropped");
         }
-        let keep = class_aware_nms(&cands, iou, MAX_DETECTIONS);
+        let boxes: Vec<[f32; 4]> = cands.iter().map(|c| c.bbox).collect();
+        let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
+        let classes: Vec<usize> = cands.iter().map(|c| c.class).collect();
+        let keep = batched_nms(&boxes, &scores, &classes, iou, MAX_DETECTIONS);
         let (w, h) = (image.0 as f32, image.1 as f32);
         let back = |v: f32, t: f64| ((v as f64 - t) / warp.r) as f32;
         Ok(keep
@@ -226,27 +229,6 @@ fn integral(z: &[f32]) -> f32 {
     let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
     let sum: f32 = e.iter().sum();
     e.iter().enumerate().map(|(j, v)| j as f32 * v / sum).sum()
-}
-
-/// torchvision's greedy NMS per class (boxes of different classes never
-/// suppress each other), over all candidates sorted by score (stable, so ties
-/// keep candidate order); suppresses when IoU > `iou`; at most `max` kept.
-fn class_aware_nms(c: &[Candidate], iou: f32, max: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..c.len()).collect();
-    order.sort_by(|&a, &b| c[b].score.total_cmp(&c[a].score));
-    let mut keep: Vec<usize> = Vec::new();
-    for &i in &order {
-        if keep.len() >= max {
-            break;
-        }
-        if keep
-            .iter()
-            .all(|&k| c[k].class != c[i].class || box_iou(&c[k].bbox, &c[i].bbox) <= iou)
-        {
-            keep.push(i);
-        }
-    }
-    keep
 }
 
 impl Model for Objects {
@@ -314,21 +296,5 @@ mod tests {
         assert!((w.r - 416.0 / 451.0).abs() < 1e-12);
         assert!(w.tx.abs() < 1e-9);
         assert!((w.ty - 69.6407982261641).abs() < 1e-9);
-    }
-
-    #[test]
-    fn nms_keeps_other_classes() {
-        let a = Candidate {
-            bbox: [0.0, 0.0, 10.0, 10.0],
-            score: 0.9,
-            class: 0,
-        };
-        let b = Candidate { score: 0.8, ..a };
-        let c = Candidate {
-            class: 1,
-            score: 0.7,
-            ..a
-        };
-        assert_eq!(class_aware_nms(&[a, b, c], 0.6, 100), vec![0, 2]);
     }
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::host;
 use crate::kernels::pool::{max_pool_same_size, upsample2x};
 use crate::vision::letterbox::letterbox;
-use crate::vision::nms::nms_per_class;
+use crate::vision::nms::batched_nms;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
 const BN_EPS: f64 = 1e-3;
@@ -522,8 +522,8 @@ impl YoloV8 {
                 );
             }
         }
-        let mut keep = nms_per_class(&boxes, &scores, &classes, iou);
-        keep.truncate(300);
+        // Ultralytics' max_det: at most 300 kept.
+        let keep = batched_nms(&boxes, &scores, &classes, iou, 300);
         Ok(keep
             .into_iter()
             .map(|i| Detection {

@@ -36,6 +36,32 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], threshold: f32) -> Vec<usize> {
     keep
 }
 
+/// Batched (class-aware) greedy NMS, as torchvision's `batched_nms` and
+/// Ultralytics do it: candidates in score order (a stable sort, so ties keep
+/// input order), each one kept unless a kept box *of its class* overlaps it
+/// by more than `threshold`; stops after `max` kept. Each candidate is only
+/// compared with kept boxes, so the cost is candidates × kept, not
+/// candidates²: a few ms even when every anchor passes the confidence filter.
+/// Returns kept indices, best first.
+pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], threshold: f32, max: usize) -> Vec<usize> {
+    let n = boxes.len().min(scores.len()).min(classes.len());
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut keep: Vec<usize> = Vec::new();
+    for i in order {
+        if keep.len() >= max {
+            break;
+        }
+        if keep
+            .iter()
+            .all(|&k| classes[k] != classes[i] || iou(&boxes[k], &boxes[i]) <= threshold)
+        {
+            keep.push(i);
+        }
+    }
+    keep
+}
+
 /// NMS applied per class label: boxes of different classes never suppress each other.
 pub fn nms_per_class(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], threshold: f32) -> Vec<usize> {
     let mut keep = Vec::new();
@@ -71,5 +97,33 @@ mod tests {
         assert_eq!(keep, vec![1, 2]);
         let keep = nms_per_class(&boxes, &[0.8, 0.9, 0.5], &[0, 1, 0], 0.4);
         assert_eq!(keep, vec![1, 0, 2]);
+        assert_eq!(
+            batched_nms(&boxes, &[0.8, 0.9, 0.5], &[0, 1, 0], 0.4, 300),
+            vec![1, 0, 2]
+        );
+        assert_eq!(batched_nms(&boxes, &[0.8, 0.9, 0.5], &[0, 0, 0], 0.4, 300), vec![1, 2]);
+        assert_eq!(batched_nms(&boxes, &[0.8, 0.9, 0.5], &[0, 1, 0], 0.4, 2), vec![1, 0]);
+    }
+
+    #[test]
+    fn batched_nms_equals_per_class_nms_then_truncation() {
+        // Pseudo-random boxes in a few classes: the same kept set and order.
+        let mut s = 12345u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (s >> 8) as f32 / (1u32 << 24) as f32
+        };
+        let n = 400;
+        let boxes: Vec<[f32; 4]> = (0..n)
+            .map(|_| {
+                let (x, y) = (rnd() * 100.0, rnd() * 100.0);
+                [x, y, x + 5.0 + rnd() * 30.0, y + 5.0 + rnd() * 30.0]
+            })
+            .collect();
+        let scores: Vec<f32> = (0..n).map(|_| rnd()).collect();
+        let classes: Vec<usize> = (0..n).map(|_| (rnd() * 4.0) as usize).collect();
+        let mut want = nms_per_class(&boxes, &scores, &classes, 0.5);
+        want.truncate(30);
+        assert_eq!(batched_nms(&boxes, &scores, &classes, 0.5, 30), want);
     }
 }
