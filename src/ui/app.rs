@@ -98,7 +98,7 @@ enum Dialog {
     Export(Option<PathBuf>),
     Exported(Result<usize, String>),
     /// A dropped checkpoint, imported (off the UI thread) into a model folder.
-    Imported(Result<crate::models::registry::Entry, String>),
+    Imported(Result<Box<crate::models::registry::Entry>, String>),
 }
 
 pub struct ModeldockApp {
@@ -239,8 +239,8 @@ impl ModeldockApp {
                 Dialog::Exported(Err(e)) => self.errors.push(e),
                 Dialog::Imported(Ok(entry)) => {
                     let id = entry.manifest.id.clone();
-                    self.registry.upsert(entry.clone());
-                    match self.engine.register(entry) {
+                    self.registry.upsert((*entry).clone());
+                    match self.engine.register(*entry) {
                         Ok(()) => {
                             self.viewer.model = id.clone();
                             self.viewer.status = Some(format!("Imported {id}: drop an image to run it"));
@@ -397,6 +397,7 @@ impl ModeldockApp {
                 std::thread::spawn(move || {
                     let r = crate::models::pt_import::import(&pt, &dir)
                         .and_then(|w| crate::models::registry::load_manifest_file(&w.manifest_path))
+                        .map(Box::new)
                         .map_err(|e| e.to_string());
                     let _ = tx.send(Dialog::Imported(r));
                     ctx.request_repaint();
