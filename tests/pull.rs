@@ -487,9 +487,11 @@ fn hub_env(hub: &Hub) {
     std::env::remove_var("HF_HUB_OFFLINE");
 }
 
-/// One infer request on a fresh engine, with every event seen meanwhile:
-/// (answer ok?, progress events as (downloading, done, total), failures).
-fn infer_watching(engine: &modeldock::engine::Engine, id: &str) -> (Result<(), String>, Vec<(bool, u64, u64)>) {
+/// A load progress event: (downloading, bytes done, bytes total).
+type Step = (bool, u64, u64);
+
+/// One infer request, with the load progress events of `id` seen meanwhile.
+fn infer_watching(engine: &modeldock::engine::Engine, id: &str) -> (Result<(), String>, Vec<Step>) {
     use modeldock::engine::{Event, ImageInput};
     let events = engine.subscribe(100_000);
     let e2 = engine.clone();
