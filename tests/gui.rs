@@ -617,4 +617,38 @@ fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
         Default::default(),
     );
     assert!(r.is_ok(), "{:?}", r.err());
+
+fn a_hub_model_without_local_weights_offers_download_with_its_size() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().join("hubonly");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    // A repo no hub cache holds, so the weights are missing wherever this runs.
+    std::fs::write(
+        d.join("model.toml"),
+        "id = \"hubonly\"\nname = \"Hub only\"\ntask = \"detect\"\narch = \"toy\"\n\
+         weights = { repo = \"modeldock-tests/never-downloaded\", file = \"absent.safetensors\" }\n\
+         input_size = 32\nlabels = [\"toy\"]\nlicence = \"CC0-1.0\"\n\n[options]\nsize_bytes = 12800000\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reg = Registry::discover(&[dir.path().to_path_buf()]);
+    assert!(reg.get("hubonly").is_some(), "{:?}", reg.problems);
+    let mut h = harness(only(reg, &["hubonly"]), "hubonly");
+    h.step();
+    step_until(&mut h, "the hub model's row", |h| {
+        h.state().snapshot().models.iter().any(|m| m.id == "hubonly")
+    });
+    h.step();
+    let m = &h.state().snapshot().models[0];
+    assert!(m.weights_missing.is_some(), "{m:?}");
+    if modeldock::models::hub::offline() {
+        // HF_HUB_OFFLINE: nothing to download; the row says so.
+        assert!(has_label_containing(&h, "no weights"));
+        return;
+    }
+    assert!(
+        h.query_by_label("Download (12.2 MiB)").is_some(),
+        "no Download button; the row is {m:?}"
+    );
+    assert!(h.query_by_label("Load").is_none(), "Load shows instead of Download");
+    assert!(!has_label_containing(&h, "no weights"));
 }

@@ -477,3 +477,155 @@ fn a_full_disk_is_a_one_line_error() {
     assert!(!hub.snapshot_file(FILE).exists());
     assert!(!blobs.join(&sha).exists());
 }
+
+/// The one test in this binary that sets `HF_ENDPOINT` / `HF_HOME` in its own
+/// process (the others pass them to a child), for an in-process engine.
+fn hub_env(hub: &Hub) {
+    std::env::set_var("HF_ENDPOINT", hub.endpoint());
+    std::env::set_var("HF_HOME", hub.home.path());
+    std::env::remove_var("HF_HUB_CACHE");
+    std::env::remove_var("HF_HUB_OFFLINE");
+}
+
+/// A load progress event: (downloading, bytes done, bytes total).
+type Step = (bool, u64, u64);
+
+/// One infer request, with the load progress events of `id` seen meanwhile.
+fn infer_watching(engine: &modeldock::engine::Engine, id: &str) -> (Result<(), String>, Vec<Step>) {
+    use modeldock::engine::{Event, ImageInput};
+    let events = engine.subscribe(100_000);
+    let e2 = engine.clone();
+    let model = id.to_string();
+    let request = std::thread::spawn(move || {
+        let input = ImageInput::Bytes {
+            name: "x.png".into(),
+            bytes: std::sync::Arc::new(common::png(24, 24)),
+        };
+        e2.infer_wait(&model, input, modeldock::vision::InferParams::default())
+            .map(|_| ())
+            .map_err(|e| e.error)
+    });
+    let t0 = Instant::now();
+    while !request.is_finished() {
+        assert!(t0.elapsed() < common::WAIT, "no answer within {:?}", common::WAIT);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answer = request.join().unwrap_or_else(|_| panic!("the request thread panicked"));
+    let mut progress = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if let Event::LoadProgress {
+            model,
+            bytes_done,
+            bytes_total,
+            downloading,
+            ..
+        } = ev
+        {
+            if model == id {
+                progress.push((downloading, bytes_done, bytes_total));
+            }
+        }
+    }
+    (answer, progress)
+}
+
+#[test]
+fn an_engine_load_downloads_missing_hub_weights_first_then_loads() {
+    use modeldock::engine::Engine;
+    use modeldock::models::registry::Registry;
+
+    let hub = Hub::start(&[]);
+    // A real (toy) model's weights, served by the stand-in as org/toy-hub.
+    let made = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    modeldock::models::toy::write_toy_model(made.path(), "src", 1 << 20, "", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let weights = std::fs::read(made.path().join("src/toy.safetensors")).unwrap_or_else(|e| panic!("{e}"));
+    let served = hub._root.path().join("org/toy-hub");
+    std::fs::create_dir_all(&served).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(served.join("toy.safetensors"), &weights).unwrap_or_else(|e| panic!("{e}"));
+
+    // Two hub manifests: one whose file the hub has, one whose file it lacks (yet).
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let manifest = |id: &str, file: &str| {
+        let d = models.path().join(id);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        let toml = format!(
+            "id = \"{id}\"\nname = \"Hub toy {id}\"\ntask = \"detect\"\narch = \"toy\"\n\
+             weights = {{ repo = \"org/toy-hub\", file = \"{file}\" }}\ninput_size = 32\n\
+             labels = [\"toy\"]\nlicence = \"CC0-1.0\"\n\n[options]\npad_elems = {}\nsize_bytes = {}\n",
+            1 << 20,
+            weights.len()
+        );
+        std::fs::write(d.join("model.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    };
+    manifest("hubtoy", "toy.safetensors");
+    manifest("later", "later.safetensors");
+    hub_env(&hub);
+    let cached = hub
+        .home
+        .path()
+        .join("hub/models--org--toy-hub/snapshots")
+        .join(commit_of("org/toy-hub"));
+
+    let reg = Registry::discover(&[models.path().to_path_buf()]);
+    assert!(reg.get("hubtoy").is_some(), "{:?}", reg.problems);
+    let engine = Engine::start(reg.clone(), common::config(), None);
+    let before = engine.status("hubtoy").unwrap_or_else(|| panic!("no hubtoy"));
+    assert!(before.weights_missing.is_some(), "{before:?}");
+    assert_eq!(before.download_bytes, Some(weights.len() as u64), "{before:?}");
+
+    // An infer request waits through the download and the load.
+    let (answer, progress) = infer_watching(&engine, "hubtoy");
+    answer.unwrap_or_else(|e| panic!("the request failed: {e}"));
+    let first_load = progress.iter().position(|p| !p.0);
+    let downloads: Vec<_> = progress.iter().filter(|p| p.0).collect();
+    assert!(!downloads.is_empty(), "no download progress: {progress:?}");
+    assert!(first_load.is_some(), "no load progress: {progress:?}");
+    assert!(
+        progress[first_load.unwrap_or(0)..].iter().all(|p| !p.0),
+        "download progress after the load began: {progress:?}"
+    );
+    let last_download = downloads[downloads.len() - 1];
+    assert_eq!(
+        (last_download.1, last_download.2),
+        (weights.len() as u64, weights.len() as u64),
+        "{progress:?}"
+    );
+    let got = std::fs::read(cached.join("toy.safetensors")).unwrap_or_else(|e| panic!("not in the HF cache: {e}"));
+    assert!(got == weights, "the cached file differs from the served one");
+    let now = engine.status("hubtoy").unwrap_or_else(|| panic!("no hubtoy"));
+    assert_eq!(now.state.to_string(), "Resident", "{now:?}");
+    assert!(now.weights_missing.is_none() && now.download_bytes.is_none(), "{now:?}");
+
+    // A file the hub lacks: the load fails with the download's one-line 404,
+    // and a retry once the hub has it works.
+    engine.load("later").unwrap_or_else(|e| panic!("{e}"));
+    common::wait_state(&engine, "later", "Failed");
+    let reason = engine.status("later").and_then(|m| m.failed_reason).unwrap_or_default();
+    assert!(
+        reason.contains("org/toy-hub/later.safetensors") && reason.contains("404") && !reason.contains('\n'),
+        "{reason}"
+    );
+    std::fs::write(served.join("later.safetensors"), &weights).unwrap_or_else(|e| panic!("{e}"));
+    engine.load("later").unwrap_or_else(|e| panic!("{e}"));
+    common::wait_state(&engine, "later", "Resident");
+    engine.shutdown();
+    drop(engine);
+
+    // A second engine finds the weights local: no download, no request.
+    let n = hub.requests().len();
+    let engine = Engine::start(
+        Registry::discover(&[models.path().to_path_buf()]),
+        common::config(),
+        None,
+    );
+    let again = engine.status("hubtoy").unwrap_or_else(|| panic!("no hubtoy"));
+    assert!(
+        again.weights_missing.is_none() && again.download_bytes.is_none(),
+        "{again:?}"
+    );
+    let (answer, progress) = infer_watching(&engine, "hubtoy");
+    answer.unwrap_or_else(|e| panic!("the request failed: {e}"));
+    assert!(progress.iter().all(|p| !p.0), "downloaded again: {progress:?}");
+    assert_eq!(hub.requests().len(), n, "requests: {:?}", hub.requests());
+    engine.shutdown();
+}

@@ -90,12 +90,24 @@ pub fn load(a: &LoadArgs) -> Result<i32> {
         let bar = bar.clone();
         let model = a.model.clone();
         std::thread::spawn(move || {
+            let mut shown_phase = "";
             let _ = c.follow_events(|name, v| {
                 if v["model"].as_str() != Some(model.as_str()) {
                     return true;
                 }
                 match name {
                     "load_started" | "progress" => {
+                        let phase = if v["phase"] == "downloading" {
+                            "downloading"
+                        } else {
+                            "loading"
+                        };
+                        if phase != shown_phase {
+                            // Two phases: the download's bytes, then the load's.
+                            shown_phase = phase;
+                            bar.set_message(format!("{phase} {model}"));
+                            bar.reset_eta();
+                        }
                         bar.set_length(v["bytes_total"].as_u64().unwrap_or(0));
                         bar.set_position(v["bytes_done"].as_u64().unwrap_or(0));
                         true

@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::models::registry::Entry;
+use crate::models::registry::{Entry, WeightsResolved};
 use crate::models::weights::WeightsSource;
 use crate::models::{self, Model};
 use crate::telemetry::process;
@@ -31,6 +31,8 @@ pub enum LoaderMsg {
         done: u64,
         total: u64,
         eta_ms: Option<u64>,
+        /// The first phase: the weights are downloading (bytes of the file).
+        downloading: bool,
     },
     Done {
         model: String,
@@ -40,6 +42,86 @@ pub enum LoaderMsg {
 
 /// Minimum time between two progress messages (~20 per second).
 const PROGRESS_EVERY_MS: u128 = 50;
+
+/// A load downloads a hub model's missing weights first (the `hub` feature).
+pub const CAN_DOWNLOAD: bool = cfg!(feature = "hub");
+
+/// Times an interrupted download resumes within one load.
+const DOWNLOAD_RETRIES: usize = 3;
+
+/// Sends rate-limited progress messages for one phase of one load.
+struct Reporter {
+    tx: Sender<LoaderMsg>,
+    model: String,
+    start: Instant,
+    last: Option<Instant>,
+    downloading: bool,
+}
+
+impl Reporter {
+    fn new(tx: &Sender<LoaderMsg>, model: &str, downloading: bool) -> Reporter {
+        Reporter {
+            tx: tx.clone(),
+            model: model.to_string(),
+            start: Instant::now(),
+            last: None,
+            downloading,
+        }
+    }
+
+    fn report(&mut self, done: u64, total: u64) {
+        let now = Instant::now();
+        if let Some(l) = self.last {
+            if now.duration_since(l).as_millis() < PROGRESS_EVERY_MS && done < total {
+                return;
+            }
+        }
+        self.last = Some(now);
+        let el = now.duration_since(self.start).as_secs_f64();
+        let eta_ms = (done > 0 && done <= total).then(|| (el / done as f64 * (total - done) as f64 * 1e3) as u64);
+        let _ = self.tx.try_send(LoaderMsg::Progress {
+            model: self.model.clone(),
+            done,
+            total,
+            eta_ms,
+            downloading: self.downloading,
+        });
+    }
+}
+
+impl models::hub::PullProgress for Reporter {
+    fn start(&mut self, total: u64) {
+        // A resumed download counts its ETA from here.
+        self.start = Instant::now();
+        self.last = None;
+        self.report(0, total);
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        self.report(done, total);
+    }
+}
+
+/// The weights of `e`: for a hub model not in the cache (and a build with
+/// the `hub` feature), downloaded first, with progress in the download phase.
+fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource, String> {
+    let e = &job.entry;
+    match e.weights_source(job.random_weights) {
+        Ok(s) => Ok(s),
+        Err(missing) => match &e.weights {
+            WeightsResolved::Hub { repo, file, revision } if CAN_DOWNLOAD => {
+                let id = &e.manifest.id;
+                tracing::info!("{id}: downloading {repo}/{file}@{revision}");
+                let mut reporter = Reporter::new(out, id, true);
+                let pulled = models::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)
+                    .map_err(|err| err.to_string())?;
+                tracing::info!("{id}: downloaded {} bytes to {}", pulled.bytes, pulled.path.display());
+                Ok(WeightsSource::File(pulled.path))
+            }
+            _ => Err(missing.to_string()),
+        },
+    }
+}
 
 pub fn spawn(jobs: Receiver<LoadJob>, out: Sender<LoaderMsg>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -70,7 +152,7 @@ pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let e = &job.entry;
     let id = e.manifest.id.clone();
-    let source = e.weights_source(job.random_weights).map_err(|e| e.to_string())?;
+    let source = weights_for(job, out)?;
     let start = Instant::now();
     let rss_before = process::rss_bytes();
     let gpu_index = cuda_index(&job.device);
@@ -81,28 +163,12 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
             .unwrap_or(e.predicted_bytes),
         _ => e.predicted_bytes,
     };
-    let last = Arc::new(std::sync::Mutex::new(
-        Instant::now() - std::time::Duration::from_secs(1),
-    ));
-    let (tx, model_id) = (out.clone(), id.clone());
+    let reporter = std::sync::Mutex::new(Reporter::new(out, &id, false));
     let progress: models::weights::ProgressFn = Arc::new(move |done, total| {
-        let now = Instant::now();
-        let mut l = match last.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
+        match reporter.lock() {
+            Ok(mut r) => r.report(done, total),
+            Err(p) => p.into_inner().report(done, total),
         };
-        if now.duration_since(*l).as_millis() < PROGRESS_EVERY_MS && done < total {
-            return;
-        }
-        *l = now;
-        let el = now.duration_since(start).as_secs_f64();
-        let eta_ms = (done > 0 && done <= total).then(|| (el / done as f64 * (total - done) as f64 * 1e3) as u64);
-        let _ = tx.try_send(LoaderMsg::Progress {
-            model: model_id.clone(),
-            done,
-            total,
-            eta_ms,
-        });
     });
     let model = models::build(&e.manifest, &source, total, &job.device, progress).map_err(|err| {
         let s = err.to_string();

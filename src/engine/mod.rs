@@ -182,6 +182,15 @@ pub struct ModelStatus {
     /// (a hub model not downloaded); `None` when they are.
     #[serde(default)]
     pub weights_missing: Option<String>,
+    /// While Loading: the weights are still downloading (the bytes and ETA
+    /// count the download), before the load proper.
+    #[serde(default)]
+    pub downloading: bool,
+    /// Weights missing but downloadable by a load (the build has the `hub`
+    /// feature and HF_HUB_OFFLINE is not set): the expected download size in
+    /// bytes (the manifest's `size_bytes`, 0 when unknown).
+    #[serde(default)]
+    pub download_bytes: Option<u64>,
 }
 
 /// Everything a panel needs, published by the worker after each change.
@@ -204,11 +213,14 @@ pub enum Event {
         model: String,
         bytes_total: u64,
     },
+    /// Bytes of a load's current phase: the download of its weights
+    /// (`downloading`, a hub model not yet in the cache), then the load.
     LoadProgress {
         model: String,
         bytes_done: u64,
         bytes_total: u64,
         eta_ms: Option<u64>,
+        downloading: bool,
     },
     Loaded {
         model: String,

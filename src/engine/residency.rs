@@ -56,9 +56,19 @@ impl fmt::Display for ModelState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     Available,
-    Loading { bytes_done: u64, bytes_total: u64 },
-    Resident { measured: Option<u64> },
-    Failed { reason: String },
+    /// `downloading`: the loader is still fetching the weights (the first of
+    /// its two phases); the bytes count the download, then the load.
+    Loading {
+        bytes_done: u64,
+        bytes_total: u64,
+        downloading: bool,
+    },
+    Resident {
+        measured: Option<u64>,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 impl Phase {
@@ -401,6 +411,7 @@ impl Residency {
             slot.phase = Phase::Loading {
                 bytes_done: 0,
                 bytes_total: needed,
+                downloading: false,
             };
             slot.last_used = now;
             slot.loads_started += 1;
@@ -427,12 +438,14 @@ impl Residency {
         out
     }
 
-    pub fn progress(&mut self, id: &str, done: u64, total: u64) {
+    /// Progress of a load; `downloading` while its weights are being fetched.
+    pub fn progress(&mut self, id: &str, done: u64, total: u64, downloading: bool) {
         if let Some(slot) = self.slots.get_mut(id) {
             if let Phase::Loading { .. } = slot.phase {
                 slot.phase = Phase::Loading {
                     bytes_done: done,
                     bytes_total: total,
+                    downloading,
                 };
             }
         }

@@ -517,14 +517,16 @@ impl Worker {
                 done,
                 total,
                 eta_ms,
+                downloading,
             } => {
-                self.residency.progress(&model, done, total);
+                self.residency.progress(&model, done, total, downloading);
                 self.load_progress.insert(model.clone(), eta_ms);
                 self.emit(Event::LoadProgress {
                     model,
                     bytes_done: done,
                     bytes_total: total,
                     eta_ms,
+                    downloading,
                 });
                 self.publish();
             }
@@ -651,12 +653,17 @@ impl Worker {
             .filter_map(|e| {
                 let id = &e.manifest.id;
                 let s = self.residency.slot(id)?;
-                let (bytes_done, bytes_total) = match s.phase {
+                let (bytes_done, bytes_total, downloading) = match s.phase {
                     Phase::Loading {
                         bytes_done,
                         bytes_total,
-                    } => (bytes_done, bytes_total),
-                    _ => (0, 0),
+                        downloading,
+                    } => (bytes_done, bytes_total, downloading),
+                    _ => (0, 0, false),
+                };
+                let weights_missing = match &e.weights {
+                    WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
+                    WeightsResolved::Local(_) => None,
                 };
                 let held = matches!(s.phase, Phase::Resident { .. });
                 Some(ModelStatus {
@@ -687,10 +694,12 @@ impl Worker {
                     loads: s.loads_started,
                     licence: e.manifest.licence.clone(),
                     origin: e.origin.clone(),
-                    weights_missing: match &e.weights {
-                        WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
-                        WeightsResolved::Local(_) => None,
-                    },
+                    download_bytes: (weights_missing.is_some()
+                        && loader::CAN_DOWNLOAD
+                        && !crate::models::hub::offline())
+                    .then(|| e.manifest.option("size_bytes", 0.0) as u64),
+                    weights_missing,
+                    downloading,
                 })
             })
             .collect();

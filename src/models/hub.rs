@@ -7,7 +7,8 @@
 //! [`resolve`] only reads that cache. `modeldock pull <id>` (or
 //! `modeldock pull REPO[@REVISION] FILE`) fills it through [`pull`], which
 //! downloads with the `hf-hub` crate when the build has the `hub` feature
-//! (on by default). `HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME` / `HF_HUB_CACHE`
+//! (on by default); so does the engine's loader when a model whose weights
+//! are missing is loaded (its first phase, "downloading"). `HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME` / `HF_HUB_CACHE`
 //! and `HF_HUB_OFFLINE` mean what they mean in `huggingface_hub`.
 
 use std::path::{Path, PathBuf};

@@ -43,9 +43,16 @@ pub fn describe(ev: &Event) -> Option<(&'static str, Value)> {
             bytes_done,
             bytes_total,
             eta_ms,
+            downloading,
         } => (
             "progress",
-            json!({"model": model, "bytes_done": bytes_done, "bytes_total": bytes_total, "eta_ms": eta_ms}),
+            json!({
+                "model": model,
+                "bytes_done": bytes_done,
+                "bytes_total": bytes_total,
+                "eta_ms": eta_ms,
+                "phase": if *downloading { "downloading" } else { "loading" },
+            }),
         ),
         Event::Loaded {
             model,

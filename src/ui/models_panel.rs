@@ -62,6 +62,27 @@ fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
 
 fn state_cell(ui: &mut egui::Ui, engine: &Client, m: &ModelStatus) {
     match m.state {
+        ModelState::Loading if m.downloading => {
+            let f = if m.bytes_total > 0 {
+                m.bytes_done as f32 / m.bytes_total as f32
+            } else {
+                0.0
+            };
+            let eta = m
+                .eta_ms
+                .map(|e| format!(" · {:.0} s", (e as f64 / 1000.0).ceil()))
+                .unwrap_or_default();
+            ui.add(
+                egui::ProgressBar::new(f)
+                    .desired_width(180.0)
+                    .text(format!("Downloading {:.0}%{eta}", 100.0 * f)),
+            )
+            .on_hover_text(format!(
+                "Downloading the weights: {} / {}; the load follows",
+                human_bytes(m.bytes_done),
+                human_bytes(m.bytes_total)
+            ));
+        }
         ModelState::Loading => {
             let f = if m.bytes_total > 0 {
                 m.bytes_done as f32 / m.bytes_total as f32
@@ -129,14 +150,31 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                         }
                     });
                     match m.state {
-                        _ if m.weights_missing.is_some() && m.state != ModelState::Resident => {
-                            ui.label(RichText::new("no weights").weak())
-                                .on_hover_text(m.weights_missing.as_deref().unwrap_or_default());
-                        }
                         ModelState::Resident | ModelState::Loading => {
                             if ui.button("Unload").clicked() {
                                 let _ = engine.unload(&m.id);
                             }
+                        }
+                        // A load downloads the weights first, then the usual
+                        // budget and residency rules apply.
+                        _ if m.weights_missing.is_some() && m.download_bytes.is_some() => {
+                            let size = m.download_bytes.unwrap_or(0);
+                            let text = if size > 0 {
+                                format!("Download ({})", human_bytes(size))
+                            } else {
+                                "Download".to_string()
+                            };
+                            if ui
+                                .button(text)
+                                .on_hover_text(m.weights_missing.as_deref().unwrap_or_default())
+                                .clicked()
+                            {
+                                let _ = engine.load(&m.id);
+                            }
+                        }
+                        _ if m.weights_missing.is_some() => {
+                            ui.label(RichText::new("no weights").weak())
+                                .on_hover_text(m.weights_missing.as_deref().unwrap_or_default());
                         }
                         _ => {
                             if ui.button("Load").clicked() {
