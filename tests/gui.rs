@@ -617,7 +617,9 @@ fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
         Default::default(),
     );
     assert!(r.is_ok(), "{:?}", r.err());
+}
 
+#[test]
 fn a_hub_model_without_local_weights_offers_download_with_its_size() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path().join("hubonly");
