@@ -598,6 +598,15 @@ fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
         h.state().viewer.model == "yolov8n-random"
     });
     assert!(root.path().join("yolov8n-random/model.toml").is_file());
+    // The engine registers it on its own thread.
+    step_until(&mut h, "the engine to list the imported model", |h| {
+        h.state()
+            .engine
+            .snapshot()
+            .models
+            .iter()
+            .any(|m| m.id == "yolov8n-random")
+    });
     let snap = h.state().engine.snapshot();
     let st = snap
         .models
