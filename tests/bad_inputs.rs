@@ -822,3 +822,23 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_tensor_entry_with_a_field_twice_is_refused_naming_it() {
+    // Found by the safetensors_header fuzzer: JSON keeps the last `shape`,
+    // candle's reader refuses the file; our check must refuse it first.
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/safetensors_header/duplicate-shape-field"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = modeldock::models::weights::header_of_bytes(&bytes)
+        .err()
+        .unwrap_or_else(|| panic!("accepted a header with two `shape` fields"))
+        .to_string();
+    assert!(
+        err.contains("tensor '_'") && err.contains("duplicate field `shape`"),
+        "{err}"
+    );
+    assert!(candle_core::safetensors::SliceSafetensors::new(&bytes).is_err());
+}

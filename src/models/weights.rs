@@ -232,6 +232,32 @@ fn short_json(v: &serde_json::Value) -> String {
 /// Checks everything safetensors (and candle's loader) would check, so that
 /// a bad file is refused here with a message naming the tensor, the field and
 /// what was expected, and candle never sees it.
+/// A tensor entry's fields, each at most once: `serde_json::Value` keeps the
+/// last of two equal keys, while safetensors' reader refuses the entry.
+#[derive(serde::Deserialize)]
+struct FieldsOnce {
+    #[serde(rename = "dtype")]
+    _dtype: serde::de::IgnoredAny,
+    #[serde(rename = "shape")]
+    _shape: serde::de::IgnoredAny,
+    #[serde(rename = "data_offsets")]
+    _data_offsets: serde::de::IgnoredAny,
+}
+
+/// Refuses a tensor entry that names a field twice (e.g. two `shape`s).
+fn refuse_duplicate_fields(header: &[u8]) -> Result<()> {
+    let raw: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(header).map_err(|e| Error::msg(format!("not a safetensors file (header: {e})")))?;
+    for (k, v) in raw {
+        if k == "__metadata__" {
+            continue;
+        }
+        serde_json::from_str::<FieldsOnce>(v.get())
+            .map_err(|e| Error::msg(format!("tensor '{k}': {e} (each of dtype, shape, data_offsets once)")))?;
+    }
+    Ok(())
+}
+
 fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
     let v: serde_json::Value =
         serde_json::from_slice(header).map_err(|e| Error::msg(format!("not a safetensors file (header: {e})")))?;
@@ -254,6 +280,7 @@ fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
         }
         entries.push(check_entry(k, t, data_len)?);
     }
+    refuse_duplicate_fields(header)?;
     // The tensors' data must tile the data section: in offset order, each
     // starts where the previous ends, and the last ends at the end of the file.
     entries.sort_by_key(|e| (e.start, e.end));
