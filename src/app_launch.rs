@@ -12,6 +12,7 @@ use std::time::Duration;
 use tracing_subscriber::Layer;
 
 use crate::cli::args::AppArgs;
+use crate::client::v2_server::{self, ServerKind};
 use crate::client::{base_url, Client, HttpClient, LateWake, RemoteEngine};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -47,8 +48,24 @@ fn launch(a: AppArgs) -> Result<i32> {
     let mut server_handle = None;
     let client = match &a.remote {
         Some(url) => {
-            let http = HttpClient::new(&base_url(Some(url))?);
-            Client::Remote(RemoteEngine::start(http, Some(wake.as_wake())))
+            let base = base_url(Some(url))?;
+            match v2_server::probe(&base)? {
+                ServerKind::Modeldock => {
+                    Client::Remote(RemoteEngine::start(HttpClient::new(&base), Some(wake.as_wake())))
+                }
+                ServerKind::Other(name) => {
+                    let attached = v2_server::attach(&base, &name, &registry, a.remote_metrics.clone())?;
+                    for p in &attached.registry.problems {
+                        tracing::warn!("{p}");
+                    }
+                    tracing::info!(
+                        "attached to {name} at {base}: {} models in its index",
+                        attached.registry.entries.len()
+                    );
+                    let engine = Engine::start(attached.registry.clone(), a.engine.config()?, Some(wake.as_wake()));
+                    Client::Attached(engine, std::sync::Arc::new(attached))
+                }
+            }
         }
         None => {
             let base = base_url(a.server.server.as_deref())?;
@@ -64,6 +81,10 @@ fn launch(a: AppArgs) -> Result<i32> {
                 Client::Local(engine)
             }
         }
+    };
+    let registry = match &client {
+        Client::Attached(_, a) => a.registry.clone(),
+        _ => registry,
     };
     let opts = AppOptions {
         client: client.clone(),

@@ -5,6 +5,7 @@
 //! the Open Inference Protocol v2, and every other process is its client.
 
 pub mod app_launch;
+pub mod backend;
 pub mod camera;
 pub mod cli;
 pub mod client;

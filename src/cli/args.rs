@@ -57,9 +57,14 @@ pub struct AppArgs {
     /// Do not serve the engine's API on loopback while the app runs
     #[arg(long)]
     pub no_serve: bool,
-    /// Drive a remote Open Inference Protocol v2 server instead of a local engine
+    /// Drive a remote Open Inference Protocol v2 server (modeldock, Triton,
+    /// KServe, MLServer) instead of a local engine
     #[arg(long, value_name = "URL")]
     pub remote: Option<String>,
+    /// Where the remote server's Prometheus metrics are [default: URL/metrics,
+    /// then port 8002 of the same host (Triton's)]
+    #[arg(long, value_name = "URL", requires = "remote")]
+    pub remote_metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -32,6 +32,10 @@ fn target(a: &PullArgs) -> Result<(String, String, String)> {
                 "{}: its weights are local ({}); there is nothing to pull",
                 a.target, e.origin
             ))),
+            WeightsResolved::Remote => Err(Error::usage(format!(
+                "{}: its network runs on a server ({}); there is nothing to pull",
+                a.target, e.origin
+            ))),
         },
         None if a.target.contains('/') => Err(Error::usage(format!(
             "name the file to pull from {}: `modeldock pull {} FILE`",

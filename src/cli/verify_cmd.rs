@@ -120,6 +120,7 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
                 iou: None,
                 options: Default::default(),
                 provenance: None,
+                backend: None,
             };
             Ok(TinyFaceDetector::load(vb, &m)?.forward_all(input)?.output)
         }

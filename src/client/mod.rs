@@ -4,6 +4,9 @@
 
 pub mod http;
 pub mod remote;
+pub mod v2_server;
+
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
 
@@ -18,20 +21,23 @@ use crate::vision::InferParams;
 pub enum Client {
     Local(Engine),
     Remote(RemoteEngine),
+    /// A local engine whose models run their networks on a v2 server that
+    /// is not modeldock (Triton, KServe, MLServer): `--remote URL`.
+    Attached(Engine, Arc<v2_server::Attached>),
 }
 
 impl Client {
     /// Sends a request whose answer arrives as [`Event::Answer`].
     pub fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
         match self {
-            Client::Local(e) => e.infer(model, input, params),
+            Client::Local(e) | Client::Attached(e, _) => e.infer(model, input, params),
             Client::Remote(r) => Ok(r.infer(model, input, params, None)),
         }
     }
 
     pub fn load(&self, model: &str) -> Result<()> {
         match self {
-            Client::Local(e) => e.load(model),
+            Client::Local(e) | Client::Attached(e, _) => e.load(model),
             Client::Remote(r) => {
                 r.load(model);
                 Ok(())
@@ -41,7 +47,7 @@ impl Client {
 
     pub fn unload(&self, model: &str) -> Result<()> {
         match self {
-            Client::Local(e) => e.unload(model),
+            Client::Local(e) | Client::Attached(e, _) => e.unload(model),
             Client::Remote(r) => {
                 r.unload(model);
                 Ok(())
@@ -54,6 +60,10 @@ impl Client {
     pub fn register(&self, entry: crate::models::registry::Entry) -> Result<()> {
         match self {
             Client::Local(e) => e.register(entry),
+            Client::Attached(..) => Err(crate::error::Error::unavailable(format!(
+                "{} was written to {}; the app is attached to a v2 server and lists that server's models",
+                entry.manifest.id, entry.origin
+            ))),
             Client::Remote(_) => Err(crate::error::Error::unavailable(format!(
                 "{} was written to {}; the server reads its model folders when it starts: restart it to serve this model",
                 entry.manifest.id, entry.origin
@@ -63,7 +73,7 @@ impl Client {
 
     pub fn pin(&self, model: &str, pinned: bool) -> Result<()> {
         match self {
-            Client::Local(e) => e.pin(model, pinned),
+            Client::Local(e) | Client::Attached(e, _) => e.pin(model, pinned),
             Client::Remote(r) => {
                 r.pin(model, pinned);
                 Ok(())
@@ -73,7 +83,7 @@ impl Client {
 
     pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
         match self {
-            Client::Local(e) => e.set_keep_alive(model, ka),
+            Client::Local(e) | Client::Attached(e, _) => e.set_keep_alive(model, ka),
             Client::Remote(r) => {
                 r.set_keep_alive(model, ka);
                 Ok(())
@@ -83,14 +93,14 @@ impl Client {
 
     pub fn events(&self) -> &Receiver<Event> {
         match self {
-            Client::Local(e) => e.events(),
+            Client::Local(e) | Client::Attached(e, _) => e.events(),
             Client::Remote(r) => r.events(),
         }
     }
 
     pub fn snapshot(&self) -> Snapshot {
         match self {
-            Client::Local(e) => e.snapshot(),
+            Client::Local(e) | Client::Attached(e, _) => e.snapshot(),
             Client::Remote(r) => r.snapshot(),
         }
     }
@@ -99,6 +109,10 @@ impl Client {
     pub fn location(&self) -> String {
         match self {
             Client::Local(_) => "in this process".to_string(),
+            Client::Attached(_, a) => match a.client.unreachable() {
+                Some(why) => format!("{} at {} — {why}", a.server_name, a.client.base()),
+                None => format!("{} at {}", a.server_name, a.client.base()),
+            },
             Client::Remote(r) => match r.unreachable() {
                 Some(why) => format!("{} — {why}", r.base()),
                 None => r.base().to_string(),
@@ -108,7 +122,7 @@ impl Client {
 
     pub fn shutdown(&self) {
         match self {
-            Client::Local(e) => e.shutdown(),
+            Client::Local(e) | Client::Attached(e, _) => e.shutdown(),
             Client::Remote(r) => r.shutdown(),
         }
     }
@@ -117,7 +131,7 @@ impl Client {
 impl crate::engine::InferWait for Client {
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
         match self {
-            Client::Local(e) => e.infer_wait(model, input, params),
+            Client::Local(e) | Client::Attached(e, _) => e.infer_wait(model, input, params),
             Client::Remote(r) => {
                 let (tx, rx) = bounded(1);
                 let image = input.name();

@@ -152,6 +152,9 @@ pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let e = &job.entry;
     let id = e.manifest.id.clone();
+    if e.manifest.backend.is_some() {
+        return load_remote(job, out);
+    }
     let source = weights_for(job, out)?;
     let start = Instant::now();
     let rss_before = process::rss_bytes();
@@ -190,6 +193,22 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     Ok(Loaded {
         model,
         measured_bytes: measured,
+        load_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// A model whose network runs on a server: the server loads it (repository
+/// extension); its memory is the server's, so nothing is charged here.
+fn load_remote(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
+    let m = &job.entry.manifest;
+    let start = Instant::now();
+    let mut reporter = Reporter::new(out, &m.id, false);
+    reporter.report(0, 1);
+    let model = models::build_remote(m, &job.device).map_err(|e| e.to_string())?;
+    reporter.report(1, 1);
+    Ok(Loaded {
+        model,
+        measured_bytes: Some(0),
         load_ms: start.elapsed().as_secs_f64() * 1e3,
     })
 }

@@ -191,6 +191,25 @@ pub struct ModelStatus {
     /// bytes (the manifest's `size_bytes`, 0 when unknown).
     #[serde(default)]
     pub download_bytes: Option<u64>,
+    /// The network runs on a v2 server: which, whether it answers, and the
+    /// split of a round trip there.
+    #[serde(default)]
+    pub remote: Option<RemoteStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    /// "tiny_face on http://gpu-box:8000".
+    pub backend: String,
+    /// "unreachable since 12:01:07 UTC, retrying: …" while the server is down.
+    pub unreachable: Option<String>,
+    /// Round trip = network + queue + compute, from the server's statistics.
+    pub split: Option<crate::backend::RemoteSplit>,
+    /// No decoder here: listed, loaded and unloaded, not run on images.
+    pub raw: bool,
+    /// The model's state in the server's repository index ("READY",
+    /// "UNAVAILABLE: unloaded"), when the app watches that server.
+    pub server_state: Option<String>,
 }
 
 /// Everything a panel needs, published by the worker after each change.

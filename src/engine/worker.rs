@@ -15,8 +15,8 @@ use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
 use super::stats::Stats;
 use super::{
-    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, Reply, RequestId, Snapshot,
-    Subscribers, WakeFn,
+    Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RemoteStatus, Reply,
+    RequestId, Snapshot, Subscribers, WakeFn,
 };
 use crate::models::registry::Registry;
 use crate::models::registry::WeightsResolved;
@@ -53,6 +53,8 @@ struct Worker {
     actions: VecDeque<Action>,
     load_progress: HashMap<String, Option<u64>>,
     dirty: bool,
+    /// The remote servers' states at the last publish.
+    remote_seen: Vec<crate::backend::ServerView>,
 }
 
 pub(super) fn spawn(
@@ -101,6 +103,7 @@ pub(super) fn spawn(
                 actions: VecDeque::new(),
                 load_progress: HashMap::new(),
                 dirty: true,
+                remote_seen: Vec::new(),
             };
             w.preload();
             w.publish();
@@ -218,6 +221,9 @@ impl Worker {
                     }
                 }
                 continue;
+            }
+            if self.remote_changed() {
+                self.dirty = true;
             }
             self.publish();
             let now = self.now();
@@ -639,6 +645,23 @@ impl Worker {
         self.actions.extend(a);
     }
 
+    /// Whether a remote server's state or round-trip split changed since the
+    /// last look (those change without any command).
+    fn remote_changed(&mut self) -> bool {
+        let now: Vec<_> = self
+            .registry
+            .entries
+            .iter()
+            .filter_map(|e| e.manifest.backend.as_ref())
+            .map(crate::backend::status)
+            .collect();
+        if now == self.remote_seen {
+            return false;
+        }
+        self.remote_seen = now;
+        true
+    }
+
     fn publish(&mut self) {
         if !self.dirty {
             return;
@@ -663,7 +686,7 @@ impl Worker {
                 };
                 let weights_missing = match &e.weights {
                     WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
-                    WeightsResolved::Local(_) => None,
+                    WeightsResolved::Local(_) | WeightsResolved::Remote => None,
                 };
                 let held = matches!(s.phase, Phase::Resident { .. });
                 Some(ModelStatus {
@@ -700,6 +723,21 @@ impl Worker {
                     .then(|| e.manifest.option("size_bytes", 0.0) as u64),
                     weights_missing,
                     downloading,
+                    remote: e.manifest.backend.as_ref().map(|b| {
+                        let v = crate::backend::status(b);
+                        RemoteStatus {
+                            backend: b.describe(),
+                            unreachable: v.unreachable,
+                            split: v.split,
+                            raw: e.manifest.arch == crate::models::manifest::RAW_ARCH,
+                            server_state: v.index.map(|(state, reason)| match (state.as_str(), reason.as_str()) {
+                                ("", "") => "not loaded".to_string(),
+                                (s, "") => s.to_string(),
+                                ("", r) => r.to_string(),
+                                (s, r) => format!("{s}: {r}"),
+                            }),
+                        }
+                    }),
                 })
             })
             .collect();

@@ -33,6 +33,8 @@ pub struct Manifest {
     pub arch: String,
     #[serde(default)]
     pub variant: String,
+    /// Not needed when the network runs on a server (`backend`).
+    #[serde(default = "no_weights")]
     pub weights: WeightsRef,
     pub input_size: u32,
     #[serde(default)]
@@ -59,7 +61,23 @@ pub struct Manifest {
     /// Where the weights came from (package, version, file, sha256).
     #[serde(default)]
     pub provenance: Option<String>,
+    /// The network runs on a v2 server; decoding, pre- and post-processing
+    /// stay here.
+    #[serde(default)]
+    pub backend: Option<crate::backend::BackendSpec>,
 }
+
+fn no_weights() -> WeightsRef {
+    WeightsRef::Path(String::new())
+}
+
+/// Architectures whose network can run on a remote server (one FP32 input,
+/// one FP32 output), and `raw`: a server's model with no decoder here.
+pub const REMOTE_ARCHES: &[&str] = &["tiny_face_detector", RAW_ARCH];
+
+/// The arch of a remote model modeldock has no pre/post-processing for: it
+/// can be loaded and unloaded, not run on images.
+pub const RAW_ARCH: &str = "raw";
 
 fn f32_name() -> String {
     "f32".to_string()
@@ -202,7 +220,18 @@ impl Manifest {
                 }
             }
         }
-        if let WeightsRef::Path(p) = &self.weights {
+        if let Some(b) = &self.backend {
+            b.validate().map_err(Error::msg)?;
+            if !REMOTE_ARCHES.contains(&self.arch.as_str()) {
+                return Err(Error::msg(format!(
+                    "backend: arch {} cannot run its network remotely (these can: {})",
+                    self.arch,
+                    REMOTE_ARCHES.join(", ")
+                )));
+            }
+        } else if self.arch == RAW_ARCH {
+            return Err(Error::msg("arch raw needs a backend = { url, model, … }"));
+        } else if let WeightsRef::Path(p) = &self.weights {
             if p.is_empty() {
                 return Err(Error::msg(
                     "weights = \"\": empty path (expected a file name relative to the manifest's folder)",

@@ -14,6 +14,7 @@ pub mod pickle;
 pub mod pose;
 pub mod pt_import;
 pub mod registry;
+pub mod remote_net;
 pub mod tf_graph;
 pub mod tf_ops;
 pub mod tfjs_import;
@@ -59,7 +60,24 @@ pub const ARCHES: &[&str] = &[
     "movenet",
     "hands",
     "toy",
+    manifest::RAW_ARCH,
 ];
+
+/// Builds a model whose network runs on a server (`manifest.backend`):
+/// nothing is read here; the server is asked to load it.
+pub fn build_remote(manifest: &Manifest, device: &Device) -> Result<Box<dyn Model>> {
+    let m: Box<dyn Model> = match manifest.arch.as_str() {
+        "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::remote(manifest, device)?),
+        manifest::RAW_ARCH => Box::new(remote_net::RawRemote::connect(manifest)?),
+        other => {
+            return Err(Error::msg(format!(
+                "{}: arch {other} cannot run its network remotely",
+                manifest.id
+            )))
+        }
+    };
+    Ok(m)
+}
 
 /// Builds the network for `manifest` from `source`, reporting progress.
 pub fn build(

@@ -49,6 +49,11 @@ impl Entry {
                 file,
                 revision,
             )?)),
+            WeightsResolved::Remote => Err(Error::msg(format!(
+                "{}: the network runs on a server ({}); there are no weights here",
+                self.manifest.id,
+                self.manifest.backend.as_ref().map(|b| b.describe()).unwrap_or_default()
+            ))),
         }
     }
 }
@@ -62,6 +67,8 @@ pub enum WeightsResolved {
         file: String,
         revision: String,
     },
+    /// The network runs on a server (`manifest.backend`): nothing to read here.
+    Remote,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -205,6 +212,8 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
     let manifest = Manifest::parse(&text, &origin)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let (weights, predicted) = match &manifest.weights {
+        // The server holds the network; nothing is charged to the local budget.
+        _ if manifest.backend.is_some() => (WeightsResolved::Remote, 0),
         WeightsRef::Path(p) => {
             let resolved = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
             let info = read_header(&resolved).map_err(|e| e.context(&origin))?;

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::layers::{conv, max_pool_same, Act, FastConv, Padding, SeparableConv};
+use super::remote_net::Net;
 use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::Result;
@@ -25,10 +26,15 @@ pub const ANCHORS: [(f32, f32); 5] = [
     (9.041765, 10.66308),
 ];
 
-pub struct TinyFaceDetector {
+/// The network's layers, when it runs here.
+struct Layers {
     conv0: FastConv,
     sep: Vec<SeparableConv>,
     conv8: FastConv,
+}
+
+pub struct TinyFaceDetector {
+    net: Net<Layers>,
     input_size: usize,
     conf: f32,
     iou: f32,
@@ -57,28 +63,40 @@ impl TinyFaceDetector {
             )?);
         }
         let conv8 = conv(vb.pp("conv8"), 512, 25, 1, 1, Padding::default(), Act::None)?;
-        Ok(TinyFaceDetector {
-            conv0,
-            sep,
-            conv8,
+        Ok(Self::with_net(Net::Local(Layers { conv0, sep, conv8 }), m, vb.device()))
+    }
+
+    /// The detector with its network on a v2 server (`m.backend`).
+    pub fn remote(m: &Manifest, device: &Device) -> Result<Self> {
+        Ok(Self::with_net(Net::Remote(super::remote_net::connect(m)?), m, device))
+    }
+
+    fn with_net(net: Net<Layers>, m: &Manifest, device: &Device) -> Self {
+        TinyFaceDetector {
+            net,
             input_size: m.input_size as usize,
             conf: m.conf.unwrap_or(0.5),
             iou: m.iou.unwrap_or(0.4),
-            device: vb.device().clone(),
-        })
+            device: device.clone(),
+        }
     }
 
-    /// The network with every block's output kept.
+    /// The network with every block's output kept (a local network only).
     pub fn forward_all(&self, x: &Tensor) -> Result<Activations> {
+        let Net::Local(l) = &self.net else {
+            return Err(crate::error::Error::msg(
+                "the network runs on a server: no activations here",
+            ));
+        };
         let mut layers = Vec::new();
-        let mut h = max_pool_same(&self.conv0.forward(x)?, 2)?;
+        let mut h = max_pool_same(&l.conv0.forward(x)?, 2)?;
         layers.push(h.clone());
-        for (i, s) in self.sep.iter().enumerate() {
+        for (i, s) in l.sep.iter().enumerate() {
             let y = s.forward_same(&h)?;
             h = max_pool_same(&y, if i == 4 { 1 } else { 2 })?;
             layers.push(h.clone());
         }
-        let output = self.conv8.forward(&h)?;
+        let output = l.conv8.forward(&h)?;
         Ok(Activations { layers, output })
     }
 
@@ -193,7 +211,10 @@ impl Model for TinyFaceDetector {
     }
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_all(x)?.output)
+        match &self.net {
+            Net::Local(_) => Ok(self.forward_all(x)?.output),
+            Net::Remote(r) => super::remote_net::run(r, x),
+        }
     }
 
     fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {

@@ -595,19 +595,32 @@ impl ModeldockApp {
                 });
                 ui.separator();
                 egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
-                    SideTab::Gpu => match &self.telemetry {
-                        Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
-                        None => {
-                            ui.label("Telemetry is off.");
+                    SideTab::Gpu => {
+                        if let crate::client::Client::Attached(_, a) = &self.engine {
+                            gpu_panel::server_ui(ui, &a.server_name, a.client.base(), a.client.gpu_metrics());
+                            ui.separator();
                         }
-                    },
+                        match &self.telemetry {
+                            Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
+                            None => {
+                                ui.label("Telemetry is off.");
+                            }
+                        }
+                    }
                     SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
                 });
             });
         if open != side_fits {
             self.layout.show_side = open;
         }
-        let ids: Vec<String> = self.registry.entries.iter().map(|e| e.manifest.id.clone()).collect();
+        // Raw-tensor models on a server have no decoder: not offered for images.
+        let ids: Vec<String> = self
+            .registry
+            .entries
+            .iter()
+            .filter(|e| e.manifest.arch != crate::models::manifest::RAW_ARCH)
+            .map(|e| e.manifest.id.clone())
+            .collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.layout.central_tab, CentralTab::Viewer, "Viewer");

@@ -129,6 +129,35 @@ fn show_plot(ui: &mut egui::Ui, id: impl std::hash::Hash + std::fmt::Debug, plot
     });
 }
 
+/// The attached server's GPUs, from its Prometheus metrics (Triton's
+/// `nv_gpu_*` gauges).
+pub fn server_ui(ui: &mut egui::Ui, name: &str, base: &str, gpu: Option<Option<crate::backend::GpuMetrics>>) {
+    ui.heading(format!("Server GPUs — {name}"));
+    match gpu {
+        None => {
+            ui.label(format!("Reading {base}'s metrics…"));
+        }
+        Some(None) => {
+            ui.label(format!(
+                "{base} reports no GPU metrics (a CPU-only server, or its metrics endpoint is elsewhere: --remote-metrics)."
+            ));
+        }
+        Some(Some(g)) => {
+            if let (Some(u), Some(t)) = (g.memory_used_bytes, g.memory_total_bytes) {
+                bar(ui, u as u64, t as u64, None, "VRAM (server)");
+            }
+            ui.label(format!(
+                "{} GPU{} · util {} · power {} W",
+                g.gpus,
+                if g.gpus == 1 { "" } else { "s" },
+                or_na(g.utilization.map(|u| format!("{:.0}%", 100.0 * u))),
+                or_na(g.power_watts.map(|w| format!("{w:.0}")))
+            ));
+        }
+    }
+    ui.label(egui::RichText::new("This machine:").strong());
+}
+
 pub fn ui(ui: &mut egui::Ui, t: &TelemetrySnapshot) {
     ui.heading("GPU / System");
     let Some(last) = t.latest() else {

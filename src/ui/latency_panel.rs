@@ -65,6 +65,19 @@ pub fn ui(ui: &mut egui::Ui, snap: &Snapshot) {
             x += w;
         }
     }
+    for m in &snap.models {
+        let Some(sp) = m.remote.as_ref().and_then(|r| r.split) else {
+            continue;
+        };
+        ui.label(format!(
+            "{} on its server — round trip {:.1} ms = network {:.1} + queue {:.1} + compute {:.1} ms",
+            m.id, sp.round_trip_ms, sp.network_ms, sp.queue_ms, sp.compute_ms
+        ))
+        .on_hover_text(format!(
+            "Mean over the last {} requests; queue and compute from the server's statistics extension",
+            sp.requests
+        ));
+    }
     ui.horizontal_wrapped(|ui| {
         for (name, c) in STAGES {
             ui.colored_label(c, name);

@@ -6,7 +6,7 @@ use egui::{Color32, RichText};
 
 use crate::client::Client;
 use crate::engine::config::human_bytes;
-use crate::engine::{ModelState, ModelStatus, Snapshot};
+use crate::engine::{ModelState, ModelStatus, RemoteStatus, Snapshot};
 
 pub fn palette(i: usize) -> Color32 {
     const C: [Color32; 8] = [
@@ -116,6 +116,22 @@ fn state_cell(ui: &mut egui::Ui, engine: &Client, m: &ModelStatus) {
     }
 }
 
+/// Where a remote model's network runs, the server's state for it, and why
+/// a raw model is not offered for images.
+fn remote_lines(ui: &mut egui::Ui, r: &RemoteStatus) {
+    ui.label(RichText::new(format!("on {}", r.backend)).small().weak());
+    if let Some(s) = &r.server_state {
+        ui.label(RichText::new(format!("server: {s}")).small());
+    }
+    if let Some(u) = &r.unreachable {
+        ui.colored_label(ui.visuals().warn_fg_color, RichText::new(u).small());
+    }
+    if r.raw {
+        ui.label(RichText::new("raw tensors: not offered for images").small().weak())
+            .on_hover_text(crate::models::remote_net::no_decoder(&r.backend));
+    }
+}
+
 /// Draws the panel; `selected` is the row keyboard shortcuts act on.
 pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Option<String>) {
     ui.heading("Models");
@@ -145,9 +161,14 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                     ui.horizontal(|ui| {
                         let (r, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
                         ui.painter().rect_filled(r, 2.0, palette(i));
-                        if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
-                            *selected = Some(m.id.clone());
-                        }
+                        ui.vertical(|ui| {
+                            if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
+                                *selected = Some(m.id.clone());
+                            }
+                            if let Some(r) = &m.remote {
+                                remote_lines(ui, r);
+                            }
+                        });
                     });
                     match m.state {
                         ModelState::Resident | ModelState::Loading => {

@@ -1,0 +1,293 @@
+//! Remote network backends: a model's network runs on an Open Inference
+//! Protocol v2 server (NVIDIA Triton, KServe, MLServer, another modeldock)
+//! while modeldock keeps decoding, pre- and post-processing here. This room
+//! knows HTTP and tensors as plain numbers; it knows nothing of models,
+//! candle or the engine.
+
+pub mod client;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{GpuMetrics, IndexEntry, Metadata, RemoteSplit, V2Client};
+pub use wire::Tensor32;
+
+/// `backend = { url = "http://gpu-box:8000", model = "tiny_face", input = "input", output = "output" }`
+/// in a `model.toml`: where the network runs and the names of its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// The server's base URL (`http://host:port`).
+    pub url: String,
+    /// The model's name on the server.
+    pub model: String,
+    /// The network's input tensor (FP32, NCHW); empty or absent: the
+    /// model's only input.
+    #[serde(default)]
+    pub input: String,
+    /// The network's output tensor (FP32); empty or absent: its only output.
+    #[serde(default)]
+    pub output: String,
+    /// How long one request may take ("30s", the default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Load and unload the model on the server with modeldock's residency
+    /// (the repository extension). `false` for servers that manage their own
+    /// models (KServe): modeldock then only checks that the model is ready.
+    #[serde(default = "yes")]
+    pub manage: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl BackendSpec {
+    /// Checks the fields; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        client::normalise_url(&self.url).map_err(|e| format!("backend.url {e}"))?;
+        for (k, v) in [("model", &self.model), ("input", &self.input), ("output", &self.output)] {
+            if (v.is_empty() && k == "model") || v.contains(['/', '?', '#', ' ']) {
+                return Err(format!(
+                    "backend.{k} = {v:?}: expected a name (no '/', '?', '#' or spaces)"
+                ));
+            }
+        }
+        self.timeout_duration()?;
+        Ok(())
+    }
+
+    pub fn timeout_duration(&self) -> Result<Duration, String> {
+        match &self.timeout {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(t) => humantime::parse_duration(t)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+                .ok_or_else(|| format!("backend.timeout = {t:?}: expected a duration like 30s (up to 1h)")),
+        }
+    }
+
+    /// "tiny_face on http://gpu-box:8000".
+    pub fn describe(&self) -> String {
+        format!("{} on {}", self.model, self.url.trim_end_matches('/'))
+    }
+}
+
+/// A network that runs on a v2 server. Made by [`RemoteNet::connect`] (which
+/// loads it there); dropping it unloads it there when modeldock manages it.
+pub struct RemoteNet {
+    client: Arc<V2Client>,
+    spec: BackendSpec,
+}
+
+/// A server's answer that means "this model is not loaded (any more)".
+fn not_loaded(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    (m.contains("http 400") || m.contains("http 404") || m.contains("http 503"))
+        && (m.contains("unknown model")
+            || m.contains("not found")
+            || m.contains("not ready")
+            || m.contains("unavailable")
+            || m.contains("not loaded"))
+}
+
+impl RemoteNet {
+    /// Loads the model on the server (repository extension) when `manage`,
+    /// else checks it is ready; then checks that `input` and `output` are
+    /// FP32 tensors of it. Errors are one line naming the field or the server.
+    pub fn connect(spec: &BackendSpec) -> Result<RemoteNet, String> {
+        let mut net = RemoteNet::attach(spec)?;
+        let meta = net.client.metadata(&spec.model)?;
+        net.spec.input = resolve_tensor(&meta.inputs, &spec.input, "input", spec)?;
+        net.spec.output = resolve_tensor(&meta.outputs, &spec.output, "output", spec)?;
+        Ok(net)
+    }
+
+    /// Loads (or checks) the model on the server without looking at its
+    /// tensors: for models modeldock only lists, loads and unloads.
+    pub fn attach(spec: &BackendSpec) -> Result<RemoteNet, String> {
+        spec.validate()?;
+        let client = V2Client::shared(&spec.url, spec.timeout_duration()?)?;
+        let net = RemoteNet {
+            client,
+            spec: spec.clone(),
+        };
+        net.load_there()?;
+        Ok(net)
+    }
+
+    fn load_there(&self) -> Result<(), String> {
+        let m = &self.spec.model;
+        if self.spec.manage {
+            match self.client.load(m) {
+                Ok(()) => return Ok(()),
+                // No repository extension, or the server manages its models:
+                // fine if the model is ready anyway.
+                Err(e) if self.client.unreachable().is_none() => {
+                    if self.client.ready(m)? {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.client.ready(m)? {
+            Ok(())
+        } else {
+            Err(format!("{}: the model is not ready there", self.spec.describe()))
+        }
+    }
+
+    /// Runs the network on `x`. A server that forgot the model (it restarted)
+    /// gets it loaded again, once, before the error is passed on.
+    pub fn run(&self, x: &Tensor32) -> Result<Tensor32, String> {
+        let s = &self.spec;
+        match self.client.infer(&s.model, &s.input, x, &s.output) {
+            Err(e) if not_loaded(&e) => {
+                tracing::info!("{}: the server does not have it loaded; loading it again", s.describe());
+                self.load_there()
+                    .map_err(|le| format!("{e} (loading it again failed: {le})"))?;
+                self.client.infer(&s.model, &s.input, x, &s.output)
+            }
+            r => r,
+        }
+    }
+
+    pub fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+
+    pub fn unreachable(&self) -> Option<String> {
+        self.client.unreachable()
+    }
+}
+
+impl Drop for RemoteNet {
+    fn drop(&mut self) {
+        if !self.spec.manage {
+            return;
+        }
+        // Off the caller's thread: the worker never waits on the network.
+        let client = self.client.clone();
+        let model = self.spec.model.clone();
+        let _ = std::thread::Builder::new()
+            .name("modeldock-v2-unload".into())
+            .spawn(move || {
+                if let Err(e) = client.unload(&model) {
+                    tracing::warn!("{e}");
+                }
+            });
+    }
+}
+
+/// The tensor named `name` (or the only one, when `name` is empty), checked
+/// to be FP32.
+fn resolve_tensor(
+    list: &[(String, String, Vec<i64>)],
+    name: &str,
+    field: &str,
+    spec: &BackendSpec,
+) -> Result<String, String> {
+    let names: Vec<&str> = list.iter().map(|(n, ..)| n.as_str()).collect();
+    let name = match (name, names.as_slice()) {
+        ("", [only]) => *only,
+        ("", _) => {
+            return Err(format!(
+                "backend.{field}: {} has {} {field}s {names:?}; name the one to use",
+                spec.describe(),
+                names.len()
+            ))
+        }
+        (n, _) => n,
+    };
+    match list.iter().find(|(n, ..)| n == name) {
+        Some((_, dt, _)) if dt == "FP32" => Ok(name.to_string()),
+        Some((_, dt, _)) => Err(format!(
+            "backend.{field} '{name}' of {} is {dt}; modeldock sends and reads FP32",
+            spec.describe()
+        )),
+        None => Err(format!(
+            "backend.{field} '{name}' is not an {field} of {} (it has {names:?})",
+            spec.describe()
+        )),
+    }
+}
+
+/// What panels show of a remote model's server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerView {
+    /// "unreachable since 12:01:07 UTC, retrying: …".
+    pub unreachable: Option<String>,
+    pub split: Option<RemoteSplit>,
+    /// The model's row in the server's repository index (when watched):
+    /// state and reason, e.g. ("READY", "") or ("UNAVAILABLE", "unloaded").
+    pub index: Option<(String, String)>,
+}
+
+/// For panels: whether the server of `spec` answers, the latest round-trip
+/// split of its model, and the model's state there. Nothing while no model in
+/// this process talks to that server.
+pub fn status(spec: &BackendSpec) -> ServerView {
+    match V2Client::existing(&spec.url) {
+        Some(c) => ServerView {
+            unreachable: c.unreachable(),
+            split: c.split(&spec.model),
+            index: c.index_row(&spec.model).map(|r| (r.state, r.reason)),
+        },
+        None => ServerView::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BackendSpec {
+        BackendSpec {
+            url: "http://127.0.0.1:8000".into(),
+            model: "tiny_face".into(),
+            input: "input".into(),
+            output: "output".into(),
+            timeout: None,
+            manage: true,
+        }
+    }
+
+    #[test]
+    fn specs_are_checked_field_by_field() {
+        assert_eq!(spec().validate(), Ok(()));
+        let mut s = spec();
+        s.url = "gpu-box:8000".into();
+        assert!(s.validate().unwrap_err().starts_with("backend.url"));
+        let mut s = spec();
+        s.model = "../etc".into();
+        assert!(s.validate().unwrap_err().starts_with("backend.model"));
+        let mut s = spec();
+        s.timeout = Some("soon".into());
+        assert!(s.validate().unwrap_err().starts_with("backend.timeout"));
+        let mut s = spec();
+        s.timeout = Some("2s".into());
+        assert_eq!(s.timeout_duration(), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_forgotten_model_is_recognised_from_each_servers_wording() {
+        assert!(not_loaded(
+            "HTTP 400: Request for unknown model: 'tiny_face' is not found"
+        ));
+        assert!(not_loaded(
+            "HTTP 400: Request for unknown model: 'tiny_face' has no available versions"
+        ));
+        assert!(not_loaded("HTTP 404: Model tiny_face not found"));
+        assert!(!not_loaded("HTTP 400: unexpected shape for input 'input'"));
+        assert!(!not_loaded(
+            "http://x: unreachable since 12:00:00 UTC, retrying: not found"
+        ));
+    }
+}

@@ -1,0 +1,173 @@
+//! Attaching to any Open Inference Protocol v2 server (NVIDIA Triton, KServe,
+//! MLServer): its repository index becomes the registry of a local engine
+//! whose models run their networks there. Models modeldock has a decoder for
+//! (a local manifest names them, or has their name) keep their pre- and
+//! post-processing here; the rest are listed as `raw`: loaded and unloaded
+//! through the repository extension, not run on images.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::backend::{BackendSpec, V2Client, DEFAULT_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::models::manifest::{self, Manifest, WeightsRef, RAW_ARCH};
+use crate::models::registry::{Entry, Registry, WeightsResolved};
+
+/// What answers at a base URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerKind {
+    /// A modeldock server: its own API steers its engine.
+    Modeldock,
+    /// Another v2 server; the name it gives in `GET /v2`.
+    Other(String),
+}
+
+/// Asks `GET /v2` who is there.
+pub fn probe(base: &str) -> Result<ServerKind> {
+    let c = V2Client::shared(base, DEFAULT_TIMEOUT).map_err(Error::usage)?;
+    let r = c
+        .call("GET", "/v2", None)
+        .map_err(|e| Error::unavailable(format!("cannot reach {base}: {e}")))?;
+    let r = r.ok("GET /v2").map_err(Error::unavailable)?;
+    let v = r.json().unwrap_or(Value::Null);
+    let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    Ok(if name == "modeldock" {
+        ServerKind::Modeldock
+    } else {
+        ServerKind::Other(if name.is_empty() { "a v2 server".into() } else { name })
+    })
+}
+
+/// A v2 server attached to: the registry its index gives, and the client
+/// (kept alive by whoever holds this, so the index stays watched).
+pub struct Attached {
+    pub registry: Registry,
+    pub client: Arc<V2Client>,
+    pub server_name: String,
+}
+
+/// The registry for the server at `base`: one entry per model in its index.
+/// A `local` entry whose backend names that model on this server, or whose id
+/// is the model's name and whose arch can run remotely, keeps its decoder;
+/// others become `raw` entries.
+pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Option<String>) -> Result<Attached> {
+    let client = V2Client::shared(base, DEFAULT_TIMEOUT).map_err(Error::usage)?;
+    let index = client
+        .index()
+        .map_err(|e| Error::unavailable(format!("{base}: cannot read the repository index: {e}")))?;
+    client.watch_index(metrics_url);
+    let mut reg = Registry::default();
+    for row in index {
+        let name = row.name.clone();
+        match entry_for(base, &name, local) {
+            Ok(e) => reg.upsert(e),
+            Err(e) => reg.problems.push(e),
+        }
+    }
+    Ok(Attached {
+        registry: reg,
+        client,
+        server_name: server_name.to_string(),
+    })
+}
+
+fn same_server(a: &str, b: &str) -> bool {
+    crate::backend::client::normalise_url(a).ok() == crate::backend::client::normalise_url(b).ok()
+}
+
+fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<Entry, String> {
+    let origin = format!("{base} (repository index)");
+    // A manifest that already points at this model on this server.
+    if let Some(e) = local.entries.iter().find(|e| {
+        e.manifest
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.model == name && same_server(&b.url, base))
+    }) {
+        return Ok(e.clone());
+    }
+    let spec = BackendSpec {
+        url: base.to_string(),
+        model: name.to_string(),
+        input: String::new(),
+        output: String::new(),
+        timeout: None,
+        manage: true,
+    };
+    // A local model of that name whose network can run there.
+    if let Some(e) = local
+        .get(name)
+        .filter(|e| manifest::REMOTE_ARCHES.contains(&e.manifest.arch.as_str()) && e.manifest.arch != RAW_ARCH)
+    {
+        let mut m = e.manifest.clone();
+        m.backend = Some(spec);
+        return Ok(Entry {
+            manifest: m,
+            origin,
+            weights: WeightsResolved::Remote,
+            predicted_bytes: 0,
+        });
+    }
+    let manifest = raw_manifest(name, spec).map_err(|e| format!("{origin}: model '{name}': {e}"))?;
+    Ok(Entry {
+        manifest,
+        origin,
+        weights: WeightsResolved::Remote,
+        predicted_bytes: 0,
+    })
+}
+
+fn raw_manifest(name: &str, spec: BackendSpec) -> Result<Manifest> {
+    let text = format!(
+        "id = {id}\nname = {id}\ntask = \"raw\"\narch = \"{RAW_ARCH}\"\ninput_size = 1\nlicence = \"\"\n",
+        id = toml_string(name)
+    );
+    let mut m = Manifest::parse(
+        &format!(
+            "{text}backend = {{ url = {}, model = {} }}\n",
+            toml_string(&spec.url),
+            toml_string(name)
+        ),
+        name,
+    )?;
+    m.weights = WeightsRef::Path(String::new());
+    Ok(m)
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Registry {
+        Registry::discover(&[])
+    }
+
+    #[test]
+    fn index_names_map_to_decoders_or_raw_entries() {
+        let base = "http://127.0.0.1:9";
+        let reg = local();
+        let e = entry_for(base, "face-detector", &reg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.manifest.arch, "tiny_face_detector");
+        assert_eq!(e.predicted_bytes, 0);
+        assert!(matches!(e.weights, WeightsResolved::Remote));
+        let b = e.manifest.backend.unwrap_or_else(|| panic!("no backend"));
+        assert_eq!((b.model.as_str(), b.input.as_str()), ("face-detector", ""));
+
+        let raw = entry_for(base, "add_sub", &reg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(raw.manifest.arch, RAW_ARCH);
+        assert_eq!(raw.manifest.task, "raw");
+
+        // A local model whose network cannot run remotely is listed raw.
+        let objects = entry_for(base, "objects", &reg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(objects.manifest.arch, RAW_ARCH);
+
+        // A name that is not a modeldock id is a problem line, not a panic.
+        let bad = entry_for(base, "a/b", &reg).err().unwrap_or_default();
+        assert!(bad.contains("model 'a/b'"), "{bad}");
+    }
+}

@@ -1,0 +1,64 @@
+//! A model's network on a v2 server ([`crate::backend`]): candle tensors to
+//! plain numbers and back, and `raw`, a server's model modeldock has no
+//! decoder for (listed, loaded and unloaded, never run on images).
+
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use super::{Manifest, Model};
+use crate::backend::{RemoteNet, Tensor32};
+use crate::error::{Error, Result};
+use crate::vision::{Detection, InferParams, ModelTimings};
+
+/// Where a model's network runs.
+pub enum Net<L> {
+    Local(L),
+    Remote(RemoteNet),
+}
+
+/// Connects `m`'s backend (loading the model on the server); errors name the model.
+pub fn connect(m: &Manifest) -> Result<RemoteNet> {
+    RemoteNet::connect(spec_of(m)?).map_err(|e| Error::msg(format!("{}: {e}", m.id)))
+}
+
+fn spec_of(m: &Manifest) -> Result<&crate::backend::BackendSpec> {
+    m.backend
+        .as_ref()
+        .ok_or_else(|| Error::msg(format!("{}: no backend in the manifest", m.id)))
+}
+
+/// Runs `x` through the remote network; the output lands on `x`'s device.
+pub fn run(net: &RemoteNet, x: &Tensor) -> Result<Tensor> {
+    let shape = x.dims().to_vec();
+    let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let y = net.run(&Tensor32 { shape, data }).map_err(Error::msg)?;
+    let out = Tensor::from_vec(y.data, y.shape, x.device())?;
+    Ok(if x.dtype() == DType::F32 {
+        out
+    } else {
+        out.to_dtype(x.dtype())?
+    })
+}
+
+/// A server's model with no decoder here.
+pub struct RawRemote {
+    net: RemoteNet,
+}
+
+impl RawRemote {
+    pub fn connect(m: &Manifest) -> Result<RawRemote> {
+        let net = RemoteNet::attach(spec_of(m)?).map_err(|e| Error::msg(format!("{}: {e}", m.id)))?;
+        Ok(RawRemote { net })
+    }
+}
+
+impl Model for RawRemote {
+    fn infer(&self, _img: &RgbImage, _params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        Err(Error::msg(no_decoder(&self.net.spec().describe())))
+    }
+}
+
+/// Why a raw model is not offered for images.
+pub fn no_decoder(what: &str) -> String {
+    format!("{what} is a raw-tensor model: modeldock has no pre/post-processing for it, so it can be loaded and unloaded but not run on images")
+}
