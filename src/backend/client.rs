@@ -419,6 +419,14 @@ impl V2Client {
         lock(&self.state).gpu
     }
 
+    /// Reads `model`'s statistics now, so that the first window of requests
+    /// has a starting point (servers without statistics: nothing).
+    pub fn baseline(&self, model: &str) {
+        if let Ok(now) = self.stats(model) {
+            lock(&self.state).latency.entry(model.to_string()).or_default().last = Some(now);
+        }
+    }
+
     /// The latest round-trip split of `model`'s requests sent from here.
     pub fn split(&self, model: &str) -> Option<RemoteSplit> {
         lock(&self.state).latency.get(model).and_then(|l| l.split)
@@ -436,7 +444,15 @@ impl V2Client {
             let Ok(now) = self.stats(&m) else { continue };
             let mut s = lock(&self.state);
             let l = s.latency.entry(m).or_default();
-            if let (Some(prev), true) = (l.last, l.trips > 0) {
+            // Counters start again when the server reloads the model.
+            let last = l.last.map(|p| {
+                if now.success < p.success {
+                    StatTotals::default()
+                } else {
+                    p
+                }
+            });
+            if let (Some(prev), true) = (last, l.trips > 0) {
                 let n = now.success.saturating_sub(prev.success);
                 if n > 0 {
                     let queue = now.queue_ns.saturating_sub(prev.queue_ns) as f64 / n as f64 / 1e6;

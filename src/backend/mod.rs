@@ -105,6 +105,7 @@ impl RemoteNet {
         let meta = net.client.metadata(&spec.model)?;
         net.spec.input = resolve_tensor(&meta.inputs, &spec.input, "input", spec)?;
         net.spec.output = resolve_tensor(&meta.outputs, &spec.output, "output", spec)?;
+        net.client.baseline(&spec.model);
         Ok(net)
     }
 

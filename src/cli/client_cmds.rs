@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::args::{LoadArgs, PinArgs, PsArgs, ServerFlags, UnloadArgs};
+use super::v2_cmds;
 use crate::client::HttpClient;
 use crate::engine::config::human_bytes;
 use crate::error::{Error, Result};
@@ -46,7 +47,16 @@ fn until(v: &Value) -> String {
     }
 }
 
+/// The registry of this machine's manifests (to match a v2 server's models
+/// with decoders here).
+fn local_registry() -> crate::models::registry::Registry {
+    crate::models::registry::Registry::discover(&crate::models::registry::Registry::default_dirs(&[]))
+}
+
 pub fn ps(a: &PsArgs) -> Result<i32> {
+    if let Some(o) = v2_cmds::other_server(&a.server)? {
+        return v2_cmds::list(&o, &local_registry(), a.json);
+    }
     let c = server(&a.server)?;
     let v = c.ps()?;
     if a.json {
@@ -76,6 +86,9 @@ pub fn ps(a: &PsArgs) -> Result<i32> {
 }
 
 pub fn load(a: &LoadArgs) -> Result<i32> {
+    if let Some(o) = v2_cmds::other_server(&a.server)? {
+        return v2_cmds::load(&o, &a.model);
+    }
     let c = server(&a.server)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -140,6 +153,9 @@ pub fn load(a: &LoadArgs) -> Result<i32> {
 }
 
 pub fn unload(a: &UnloadArgs) -> Result<i32> {
+    if let Some(o) = v2_cmds::other_server(&a.server)? {
+        return v2_cmds::unload(&o, if a.all { None } else { a.model.as_deref() });
+    }
     let c = server(&a.server)?;
     let v = c.unload(if a.all { None } else { a.model.as_deref() })?;
     let mut busy = 0;
@@ -156,6 +172,9 @@ pub fn unload(a: &UnloadArgs) -> Result<i32> {
 }
 
 pub fn pin(a: &PinArgs, pinned: bool) -> Result<i32> {
+    if let Some(o) = v2_cmds::other_server(&a.server)? {
+        return Err(v2_cmds::not_here(&o, "pinning"));
+    }
     let c = server(&a.server)?;
     c.pin(&a.model, pinned)?;
     eprintln!("{} {}", a.model, if pinned { "pinned" } else { "unpinned" });

@@ -80,7 +80,14 @@ pub fn run(args: &InferArgs) -> Result<i32> {
         iou: args.iou,
     };
     let inputs = expand(&args.inputs);
-    let remote = if args.local {
+    let other = if args.local {
+        None
+    } else {
+        super::v2_cmds::other_server(&args.server)?
+    };
+    // Another v2 server: pre/post-processing here, the network there.
+    let mut _attached = None;
+    let remote = if args.local || other.is_some() {
         None
     } else {
         HttpClient::connect(args.server.server.as_deref())?
@@ -99,10 +106,27 @@ pub fn run(args: &InferArgs) -> Result<i32> {
             Runner::Remote(c)
         }
         None => {
-            if !args.local {
-                eprintln!("modeldock: no server running; running in this process");
-            }
-            let (engine, reg) = args.engine.engine(None)?;
+            let (engine, reg) = match &other {
+                Some(o) => {
+                    let a = crate::client::v2_server::attach(&o.base, &o.name, &args.engine.registry(), None)?;
+                    eprintln!(
+                        "modeldock: {} at {}: pre- and post-processing here, the network there",
+                        o.name, o.base
+                    );
+                    let reg = a.registry.clone();
+                    _attached = Some(a);
+                    (
+                        crate::engine::Engine::start(reg.clone(), args.engine.config()?, None),
+                        reg,
+                    )
+                }
+                None => {
+                    if !args.local {
+                        eprintln!("modeldock: no server running; running in this process");
+                    }
+                    args.engine.engine(None)?
+                }
+            };
             if reg.get(&model).is_none() {
                 engine.shutdown();
                 let known: Vec<&str> = reg.entries.iter().map(|e| e.manifest.id.as_str()).collect();

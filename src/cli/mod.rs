@@ -14,6 +14,7 @@ pub mod live_cmd;
 pub mod models_cmd;
 pub mod pull_cmd;
 pub mod serve_cmd;
+pub mod v2_cmds;
 pub mod verify_cmd;
 
 use args::Command;

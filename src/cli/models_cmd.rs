@@ -7,6 +7,9 @@ use crate::engine::config::human_bytes;
 use crate::error::Result;
 
 pub fn run(args: &ModelsArgs) -> Result<i32> {
+    if let Some(o) = super::v2_cmds::other_server(&args.server)? {
+        return super::v2_cmds::list(&o, &args.engine.registry(), args.json);
+    }
     let snap = match HttpClient::connect(args.server.server.as_deref())? {
         Some(c) => c.snapshot()?,
         None => {

@@ -1,0 +1,123 @@
+//! The client commands when `MODELDOCK_HOST` points at a v2 server that is
+//! not modeldock (Triton, KServe, MLServer): `ps` and `models` list its
+//! repository index, `load` and `unload` go through its repository
+//! extension, and `infer` runs modeldock's pre/post-processing here with the
+//! network there.
+
+use super::args::ServerFlags;
+use crate::backend::{V2Client, DEFAULT_TIMEOUT};
+use crate::client::v2_server::{self, ServerKind};
+use crate::error::{Error, Result};
+use crate::models::registry::Registry;
+
+/// A v2 server that is not modeldock.
+pub struct OtherServer {
+    pub base: String,
+    pub name: String,
+}
+
+/// The server `flags` name, when one answers there and it is not modeldock.
+pub fn other_server(flags: &ServerFlags) -> Result<Option<OtherServer>> {
+    let base = crate::client::base_url(flags.server.as_deref())?;
+    let live = crate::client::HttpClient::new(&base).is_live();
+    if !live {
+        return Ok(None);
+    }
+    Ok(match v2_server::probe(&base)? {
+        ServerKind::Modeldock => None,
+        ServerKind::Other(name) => Some(OtherServer { base, name }),
+    })
+}
+
+fn client(s: &OtherServer) -> Result<std::sync::Arc<V2Client>> {
+    V2Client::shared(&s.base, DEFAULT_TIMEOUT).map_err(Error::usage)
+}
+
+/// `ps` / `models`: the repository index with each model's state, and
+/// whether modeldock has a decoder for it.
+pub fn list(s: &OtherServer, local: &Registry, json: bool) -> Result<i32> {
+    let attached = v2_server::attach(&s.base, &s.name, local, None)?;
+    let index = client(s)?.index().map_err(Error::unavailable)?;
+    let rows: Vec<serde_json::Value> = index
+        .iter()
+        .map(|r| {
+            let decoder = attached
+                .registry
+                .entries
+                .iter()
+                .find(|e| e.manifest.backend.as_ref().is_some_and(|b| b.model == r.name))
+                .map(|e| e.manifest.arch.clone())
+                .unwrap_or_else(|| crate::models::manifest::RAW_ARCH.to_string());
+            serde_json::json!({"model": r.name, "version": r.version, "state": r.state,
+                               "reason": r.reason, "decoder": decoder})
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"server": s.name, "url": s.base, "models": rows})
+        );
+        return Ok(0);
+    }
+    println!("{} at {}", s.name, s.base);
+    println!(
+        "{:<24} {:<8} {:<12} {:<20} REASON",
+        "MODEL", "VERSION", "STATE", "DECODER"
+    );
+    for r in &rows {
+        let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        println!(
+            "{:<24} {:<8} {:<12} {:<20} {}",
+            text("model"),
+            text("version"),
+            if text("state").is_empty() {
+                "–".to_string()
+            } else {
+                text("state")
+            },
+            text("decoder"),
+            text("reason")
+        );
+    }
+    Ok(0)
+}
+
+pub fn load(s: &OtherServer, model: &str) -> Result<i32> {
+    let c = client(s)?;
+    eprintln!("loading {model} on {} at {}", s.name, s.base);
+    c.load(model).map_err(Error::msg)?;
+    eprintln!("{model} is loaded on {} (its memory is the server's)", s.name);
+    Ok(0)
+}
+
+pub fn unload(s: &OtherServer, model: Option<&str>) -> Result<i32> {
+    let c = client(s)?;
+    let targets: Vec<String> = match model {
+        Some(m) => vec![m.to_string()],
+        None => c
+            .index()
+            .map_err(Error::unavailable)?
+            .into_iter()
+            .filter(|r| r.ready())
+            .map(|r| r.name)
+            .collect(),
+    };
+    let mut failed = 0;
+    for m in targets {
+        match c.unload(&m) {
+            Ok(()) => eprintln!("{m} unloaded on {}", s.name),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+pub fn not_here(s: &OtherServer, what: &str) -> Error {
+    Error::usage(format!(
+        "{what} is modeldock's own; the server at {} is {} (ps, load, unload and infer work there)",
+        s.base, s.name
+    ))
+}
