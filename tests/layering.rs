@@ -1,5 +1,5 @@
 //! The arrows between rooms point down (ui/cli/server → client/engine →
-//! models → kernels/vision); the residency state machine has no threads,
+//! models → kernels/vision/backend); the residency state machine has no threads,
 //! clocks or tensors. A violation names the file and the line.
 
 use std::path::{Path, PathBuf};
@@ -95,6 +95,19 @@ fn rooms_only_use_the_rooms_below_them() {
                 "crate::cli::",
                 "crate::server",
                 "crate::client",
+            ],
+        ),
+        (
+            "backend",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+                "candle",
             ],
         ),
         (
