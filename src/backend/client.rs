@@ -534,6 +534,16 @@ impl IndexEntry {
     pub fn ready(&self) -> bool {
         self.state.eq_ignore_ascii_case("READY")
     }
+
+    /// "READY", "UNAVAILABLE: unloaded", "not loaded" (no state given).
+    pub fn describe(&self) -> String {
+        match (self.state.as_str(), self.reason.as_str()) {
+            ("", "") => "not loaded".to_string(),
+            (s, "") => s.to_string(),
+            ("", r) => r.to_string(),
+            (s, r) => format!("{s}: {r}"),
+        }
+    }
 }
 
 /// A model's declared tensors: (name, datatype, shape; -1 is any size).

@@ -227,8 +227,8 @@ pub struct ServerView {
     pub unreachable: Option<String>,
     pub split: Option<RemoteSplit>,
     /// The model's row in the server's repository index (when watched):
-    /// state and reason, e.g. ("READY", "") or ("UNAVAILABLE", "unloaded").
-    pub index: Option<(String, String)>,
+    /// "READY", "UNAVAILABLE: unloaded", "not loaded".
+    pub index: Option<String>,
 }
 
 /// For panels: whether the server of `spec` answers, the latest round-trip
@@ -239,7 +239,7 @@ pub fn status(spec: &BackendSpec) -> ServerView {
         Some(c) => ServerView {
             unreachable: c.unreachable(),
             split: c.split(&spec.model),
-            index: c.index_row(&spec.model).map(|r| (r.state, r.reason)),
+            index: c.index_row(&spec.model).map(|r| r.describe()),
         },
         None => ServerView::default(),
     }

@@ -730,12 +730,7 @@ impl Worker {
                             unreachable: v.unreachable,
                             split: v.split,
                             raw: e.manifest.arch == crate::models::manifest::RAW_ARCH,
-                            server_state: v.index.map(|(state, reason)| match (state.as_str(), reason.as_str()) {
-                                ("", "") => "not loaded".to_string(),
-                                (s, "") => s.to_string(),
-                                ("", r) => r.to_string(),
-                                (s, r) => format!("{s}: {r}"),
-                            }),
+                            server_state: v.index,
                         }
                     }),
                 })
