@@ -553,6 +553,130 @@ fn a_modeldock_server_is_the_remote_of_another_modeldock_with_identical_results(
     assert_eq!(strip(&local), strip(&remote));
 }
 
+/// `modeldock serve` with `dir`'s models on a free port; killed on drop.
+struct Serve(Child, String);
+
+impl Serve {
+    fn start(dir: &Path) -> Serve {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_modeldock"))
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--models-dir",
+            ])
+            .arg(dir)
+            .env_remove("MODELDOCK_HOST")
+            .env_remove("MODELDOCK_MODELS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("serve: {e}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let s = Serve(child, base);
+        let end = Instant::now() + WAIT;
+        while !modeldock::client::HttpClient::new(&s.1).is_live() {
+            assert!(Instant::now() < end, "modeldock serve never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_manifest(dir: &Path, id: &str, body: &str) {
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        d.join("model.toml"),
+        format!("id = \"{id}\"\nname = \"{id}\"\nlicence = \"MIT\"\n{body}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_modeldock_server_is_the_network_backend_of_another_modeldock_with_identical_results() {
+    // The serving side: YOLOv8n (the fixture's random weights) next to the built-in face detector.
+    let served = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let yolo = "task = \"detect\"\narch = \"yolov8\"\nvariant = \"n\"\ninput_size = 640\nconf = 0.6\n";
+    write_manifest(
+        served.path(),
+        "yolo-served",
+        &format!("{yolo}weights = \"weights.safetensors\"\n"),
+    );
+    std::fs::copy(
+        fixture("yolov8n-random/weights.safetensors"),
+        served.path().join("yolo-served/weights.safetensors"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = Serve::start(served.path());
+
+    // This side: the same models run here, and with their networks there.
+    let here = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write_manifest(
+        here.path(),
+        "yolo-local",
+        &format!("{yolo}weights = \"weights.safetensors\"\n"),
+    );
+    std::fs::copy(
+        fixture("yolov8n-random/weights.safetensors"),
+        here.path().join("yolo-local/weights.safetensors"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let backend = |model: &str| {
+        format!(
+            "backend = {{ url = \"{}\", model = \"{model}\", input = \"NETWORK_INPUT\", output = \"NETWORK_OUTPUT\" }}\n",
+            server.1
+        )
+    };
+    write_manifest(here.path(), "yolo-remote", &format!("{yolo}{}", backend("yolo-served")));
+    write_manifest(
+        here.path(),
+        "face-remote",
+        &format!(
+            "task = \"detect\"\narch = \"tiny_face_detector\"\ninput_size = 416\nlabels = [\"face\"]\nconf = 0.5\niou = 0.4\n{}",
+            backend("face-detector")
+        ),
+    );
+    let reg = Registry::discover(&[here.path().to_path_buf()]);
+    assert!(reg.problems.is_empty(), "{:?}", reg.problems);
+    let e = Engine::start(reg, no_cache(), None);
+    let json = |r: &InferResult| serde_json::to_value(&r.output.detections).unwrap_or_default();
+    let mut objects = 0;
+    for img in images() {
+        let (a, b) = (ok(run(&e, "face-detector", &img)), ok(run(&e, "face-remote", &img)));
+        assert_eq!(json(&a), json(&b), "{}", img.display());
+        let (a, b) = (ok(run(&e, "yolo-local", &img)), ok(run(&e, "yolo-remote", &img)));
+        assert_eq!(json(&a), json(&b), "{}", img.display());
+        objects += a.output.detections.len();
+    }
+    assert!(objects > 0, "the random YOLO finds something to compare");
+    // The serving side holds the networks; this side holds none of them.
+    let st = e.status("yolo-remote").unwrap_or_else(|| panic!("no status"));
+    assert_eq!((st.state, st.predicted_bytes), (ModelState::Resident, 0));
+    // A wrong input shape is refused there with a one-line error.
+    let c = V2Client::shared(&server.1, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let x = modeldock::backend::Tensor32 {
+        shape: vec![1, 3, 8, 8],
+        data: vec![0.0; 192],
+    };
+    let err = c
+        .infer("face-detector", "NETWORK_INPUT", &x, "NETWORK_OUTPUT")
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("this model takes [1, 3, 416, 416]"), "{err}");
+    e.shutdown();
+}
+
 mod app {
     use super::*;
     use eframe::egui;

@@ -75,57 +75,108 @@ pub fn decode_reply(body: &[u8], header_length: Option<usize>, output_name: &str
     }
     let head: Value =
         serde_json::from_slice(&body[..head_len]).map_err(|e| format!("the reply is not v2 JSON: {e}"))?;
-    let outputs = head
-        .get("outputs")
+    match find_tensor(&head, "outputs", output_name, &body[head_len..])? {
+        Some(t) => Ok(t),
+        None => Err(format!(
+            "the reply has no output '{output_name}' (it has {:?})",
+            names(&head, "outputs")
+        )),
+    }
+}
+
+/// The FP32 input `name` of a request whose JSON header is `head` and whose
+/// binary tensors follow in `tail`; `None` when it has no such input.
+pub fn decode_request_input(head: &[u8], tail: &[u8], name: &str) -> Result<Option<Tensor32>, String> {
+    let head: Value = serde_json::from_slice(head).map_err(|e| format!("the request is not v2 JSON: {e}"))?;
+    find_tensor(&head, "inputs", name, tail)
+}
+
+/// The infer reply carrying `t` as output `name` (binary or JSON).
+pub fn encode_reply(model: &str, name: &str, t: &Tensor32, binary: bool) -> Encoded {
+    if binary {
+        let head = json!({"model_name": model, "model_version": "1",
+            "outputs": [{"name": name, "datatype": "FP32", "shape": t.shape,
+                         "parameters": {"binary_data_size": t.data.len() * 4}}]})
+        .to_string();
+        let mut body = Vec::with_capacity(head.len() + t.data.len() * 4);
+        body.extend_from_slice(head.as_bytes());
+        for v in &t.data {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        Encoded {
+            body,
+            content_type: "application/octet-stream",
+            header_length: Some(head.len()),
+        }
+    } else {
+        let body = json!({"model_name": model, "model_version": "1",
+            "outputs": [{"name": name, "datatype": "FP32", "shape": t.shape, "data": t.data}]})
+        .to_string()
+        .into_bytes();
+        Encoded {
+            body,
+            content_type: "application/json",
+            header_length: None,
+        }
+    }
+}
+
+fn names<'a>(head: &'a Value, key: &str) -> Vec<&'a str> {
+    head.get(key)
         .and_then(Value::as_array)
-        .ok_or_else(|| "the reply has no 'outputs' list".to_string())?;
-    // Binary outputs follow the header in the order of the list.
-    let mut offset = head_len;
-    for o in outputs {
+        .map(|l| l.iter().filter_map(|o| o.get("name").and_then(Value::as_str)).collect())
+        .unwrap_or_default()
+}
+
+/// The tensor `name` of `head[key]` ("inputs" or "outputs"); binary tensors
+/// follow in `tail` in the order of the list.
+fn find_tensor(head: &Value, key: &str, name: &str, tail: &[u8]) -> Result<Option<Tensor32>, String> {
+    let list = head
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("no '{key}' list"))?;
+    let mut offset = 0usize;
+    for o in list {
         let size = o
             .get("parameters")
             .and_then(|p| p.get("binary_data_size"))
             .and_then(Value::as_u64)
             .map(|n| n as usize);
-        let name = o.get("name").and_then(Value::as_str).unwrap_or("");
-        if name != output_name {
+        if o.get("name").and_then(Value::as_str) != Some(name) {
             if let Some(n) = size {
                 offset = offset.saturating_add(n);
             }
             continue;
         }
-        return output_tensor(o, size.map(|n| (offset, n)), body, output_name);
+        return output_tensor(o, size.map(|n| (offset, n)), tail, name).map(Some);
     }
-    let names: Vec<&str> = outputs
-        .iter()
-        .filter_map(|o| o.get("name").and_then(Value::as_str))
-        .collect();
-    Err(format!("the reply has no output '{output_name}' (it has {names:?})"))
+    Ok(None)
 }
 
 fn output_tensor(o: &Value, binary: Option<(usize, usize)>, body: &[u8], name: &str) -> Result<Tensor32, String> {
+    let name = &format!("'{name}'");
     let dt = o.get("datatype").and_then(Value::as_str).unwrap_or("");
     if dt != "FP32" {
-        return Err(format!("output '{name}': datatype {dt:?}, expected FP32"));
+        return Err(format!("tensor {name}: datatype {dt:?}, expected FP32"));
     }
     let shape: Vec<usize> = o
         .get("shape")
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("output '{name}': no shape"))?
+        .ok_or_else(|| format!("tensor {name}: no shape"))?
         .iter()
         .map(|d| d.as_u64().map(|d| d as usize))
         .collect::<Option<_>>()
-        .ok_or_else(|| format!("output '{name}': the shape is not a list of sizes"))?;
-    let n = Tensor32::elements(&shape).ok_or_else(|| format!("output '{name}': shape {shape:?} overflows"))?;
+        .ok_or_else(|| format!("tensor {name}: the shape is not a list of sizes"))?;
+    let n = Tensor32::elements(&shape).ok_or_else(|| format!("tensor {name}: shape {shape:?} overflows"))?;
     let data = match binary {
         Some((at, len)) => {
             let end = at
                 .checked_add(len)
                 .filter(|&e| e <= body.len())
-                .ok_or_else(|| format!("output '{name}': binary_data_size {len} runs past the end of the reply"))?;
+                .ok_or_else(|| format!("tensor {name}: binary_data_size {len} runs past the end of the body"))?;
             if len != n.saturating_mul(4) {
                 return Err(format!(
-                    "output '{name}': {len} bytes for shape {shape:?} ({} expected)",
+                    "tensor {name}: {len} bytes for shape {shape:?} ({} expected)",
                     n.saturating_mul(4)
                 ));
             }
@@ -138,7 +189,7 @@ fn output_tensor(o: &Value, binary: Option<(usize, usize)>, body: &[u8], name: &
     };
     if data.len() != n {
         return Err(format!(
-            "output '{name}': {} values for shape {shape:?} ({n} expected)",
+            "tensor {name}: {} values for shape {shape:?} ({n} expected)",
             data.len()
         ));
     }
@@ -156,14 +207,14 @@ fn json_data(data: Option<&Value>, name: &str) -> Result<Vec<f32>, String> {
         }
     }
     match data {
-        None | Some(Value::Null) => Err(format!("output '{name}': no data")),
+        None | Some(Value::Null) => Err(format!("tensor {name}: no data")),
         Some(Value::String(s)) => {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_err(|e| format!("output '{name}': data is neither numbers nor base64: {e}"))?;
+                .map_err(|e| format!("tensor {name}: data is neither numbers nor base64: {e}"))?;
             if raw.len() % 4 != 0 {
                 return Err(format!(
-                    "output '{name}': {} bytes is not a whole number of FP32",
+                    "tensor {name}: {} bytes is not a whole number of FP32",
                     raw.len()
                 ));
             }
@@ -177,7 +228,7 @@ fn json_data(data: Option<&Value>, name: &str) -> Result<Vec<f32>, String> {
             if flatten(v, &mut out) {
                 Ok(out)
             } else {
-                Err(format!("output '{name}': data holds something other than numbers"))
+                Err(format!("tensor {name}: data holds something other than numbers"))
             }
         }
     }

@@ -41,13 +41,21 @@ pub enum ImageInput {
     Bytes { name: String, bytes: Arc<Vec<u8>> },
     /// A decoded frame (live sources); never cached.
     Frame { name: String, image: Arc<RgbImage> },
+    /// A network input tensor: the model's raw network runs on it and the
+    /// answer carries the raw output (`Output::tensor`). Never cached.
+    Tensor {
+        name: String,
+        tensor: Arc<crate::backend::Tensor32>,
+    },
 }
 
 impl ImageInput {
     pub fn name(&self) -> String {
         match self {
             ImageInput::Path(p) => p.display().to_string(),
-            ImageInput::Bytes { name, .. } | ImageInput::Frame { name, .. } => name.clone(),
+            ImageInput::Bytes { name, .. } | ImageInput::Frame { name, .. } | ImageInput::Tensor { name, .. } => {
+                name.clone()
+            }
         }
     }
 }
@@ -86,6 +94,7 @@ impl InferResult {
                 image_size: serde_json::from_value(v.get("image_size")?.clone()).ok()?,
                 detections: serde_json::from_value(v.get("detections")?.clone()).ok()?,
                 cached: v.get("cached").and_then(|c| c.as_bool()).unwrap_or(false),
+                tensor: None,
             },
             timings: serde_json::from_value(v.get("timings_ms")?.clone()).ok()?,
         })

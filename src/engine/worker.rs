@@ -22,12 +22,19 @@ use crate::models::registry::Registry;
 use crate::models::registry::WeightsResolved;
 use crate::models::Model;
 use crate::vision::decode::{decode_bytes, read_file_limited};
-use crate::vision::{InferParams, Output, Timings};
+use crate::vision::{InferParams, ModelTimings, Output, Timings};
+
+/// What a request runs on.
+enum Work {
+    Image(Arc<RgbImage>),
+    /// A network input tensor: the raw network only.
+    Tensor(Arc<crate::backend::Tensor32>),
+}
 
 struct Pending {
     model: String,
     image_name: String,
-    image: Arc<RgbImage>,
+    work: Work,
     params: InferParams,
     reply: Option<Reply>,
     submitted: Instant,
@@ -380,6 +387,22 @@ impl Worker {
             },
             ImageInput::Bytes { bytes, .. } => (Some(bytes), None),
             ImageInput::Frame { image, .. } => (None, Some(image)),
+            ImageInput::Tensor { tensor, .. } => {
+                self.queue_request(
+                    id,
+                    Pending {
+                        model: model.clone(),
+                        image_name: name,
+                        work: Work::Tensor(tensor),
+                        params,
+                        reply,
+                        submitted,
+                        decode_ms: 0.0,
+                        cache_key: None,
+                    },
+                );
+                return;
+            }
         };
         let cache_key = bytes
             .as_ref()
@@ -421,12 +444,12 @@ impl Worker {
                 return;
             }
         };
-        self.requests.insert(
+        self.queue_request(
             id,
             Pending {
                 model: model.clone(),
                 image_name: name,
-                image,
+                work: Work::Image(image),
                 params,
                 reply,
                 submitted,
@@ -434,6 +457,12 @@ impl Worker {
                 cache_key,
             },
         );
+    }
+
+    /// Parks a request with the residency: it runs once its model is resident.
+    fn queue_request(&mut self, id: RequestId, p: Pending) {
+        let model = p.model.clone();
+        self.requests.insert(id, p);
         let now = self.now();
         let a = self.residency.request(&model, id, now);
         self.actions.extend(a);
@@ -575,9 +604,23 @@ impl Worker {
             return;
         };
         let start = Instant::now();
+        let device = self.device.clone().unwrap_or(Device::Cpu);
+        let run = |m: &dyn Model| match &p.work {
+            Work::Image(img) => m.infer(img, &p.params).map(|(d, t)| (d, t, None)),
+            Work::Tensor(x) => {
+                let t0 = Instant::now();
+                crate::models::remote_net::serve_raw(m, x, &device).map(|y| {
+                    let t = ModelTimings {
+                        forward: ms(t0.elapsed()),
+                        ..Default::default()
+                    };
+                    (Vec::new(), t, Some(Arc::new(y)))
+                })
+            }
+        };
         let result = match self.models.get(&model) {
             None => Err(format!("{model}: not resident (internal state mismatch)")),
-            Some(m) => match std::panic::catch_unwind(AssertUnwindSafe(|| m.infer(&p.image, &p.params))) {
+            Some(m) => match std::panic::catch_unwind(AssertUnwindSafe(|| run(m.as_ref()))) {
                 Ok(Ok(r)) => Ok(r),
                 Ok(Err(e)) => Err(format!("{}: {model}: {e}", p.image_name)),
                 Err(panic) => Err(format!(
@@ -589,7 +632,7 @@ impl Worker {
         };
         let total = ms(p.submitted.elapsed());
         let answer = match result {
-            Ok((mut detections, mt)) => {
+            Ok((mut detections, mt, tensor)) => {
                 let before = detections.len();
                 detections.retain(|d| {
                     d.score.is_finite()
@@ -611,10 +654,15 @@ impl Worker {
                     postprocess: mt.postprocess,
                     total,
                 };
+                let image_size = match &p.work {
+                    Work::Image(i) => [i.width(), i.height()],
+                    Work::Tensor(_) => [0, 0],
+                };
                 let output = Output {
-                    image_size: [p.image.width(), p.image.height()],
+                    image_size,
                     detections,
                     cached: false,
+                    tensor,
                 };
                 if let Some(k) = p.cache_key {
                     self.cache.put(k, output.clone());

@@ -73,7 +73,7 @@ fn no_weights() -> WeightsRef {
 
 /// Architectures whose network can run on a remote server (one FP32 input,
 /// one FP32 output), and `raw`: a server's model with no decoder here.
-pub const REMOTE_ARCHES: &[&str] = &["tiny_face_detector", RAW_ARCH];
+pub const REMOTE_ARCHES: &[&str] = &["tiny_face_detector", "yolov8", RAW_ARCH];
 
 /// The arch of a remote model modeldock has no pre/post-processing for: it
 /// can be loaded and unloaded, not run on images.

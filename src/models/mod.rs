@@ -43,6 +43,12 @@ pub trait Model: Send {
         Err(Error::msg("this model has no raw forward"))
     }
 
+    /// The shape of the tensor [`Model::forward_raw`] takes, for models whose
+    /// network can be served on its own (to another modeldock); `None` else.
+    fn raw_input_shape(&self) -> Option<Vec<usize>> {
+        None
+    }
+
     /// The tensor [`Model::forward_raw`] takes for `img` (the first stage of
     /// [`Model::infer`]); `None` for models with no single network input.
     fn preprocess_raw(&self, _img: &RgbImage) -> Result<Option<Tensor>> {
@@ -68,6 +74,7 @@ pub const ARCHES: &[&str] = &[
 pub fn build_remote(manifest: &Manifest, device: &Device) -> Result<Box<dyn Model>> {
     let m: Box<dyn Model> = match manifest.arch.as_str() {
         "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::remote(manifest, device)?),
+        "yolov8" => Box::new(yolov8::YoloV8::remote(manifest, device)?),
         manifest::RAW_ARCH => Box::new(remote_net::RawRemote::connect(manifest)?),
         other => {
             return Err(Error::msg(format!(

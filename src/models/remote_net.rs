@@ -40,6 +40,29 @@ pub fn run(net: &RemoteNet, x: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// Runs `m`'s raw network on a network input sent by another modeldock (this
+/// one is its remote backend). The shape must be the one `m` takes.
+pub fn serve_raw(m: &dyn Model, x: &Tensor32, device: &candle_core::Device) -> Result<Tensor32> {
+    let want = m
+        .raw_input_shape()
+        .ok_or_else(|| Error::msg("this model's network cannot be served on its own (no single input tensor)"))?;
+    if x.shape != want {
+        return Err(Error::msg(format!(
+            "network input shape {:?}; this model takes {want:?}",
+            x.shape
+        )));
+    }
+    if Tensor32::elements(&x.shape) != Some(x.data.len()) {
+        return Err(Error::msg("network input: the data does not fill its shape"));
+    }
+    let t = Tensor::from_vec(x.data.clone(), x.shape.clone(), device)?;
+    let y = m.forward_raw(&t)?;
+    Ok(Tensor32 {
+        shape: y.dims().to_vec(),
+        data: y.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+    })
+}
+
 /// A server's model with no decoder here.
 pub struct RawRemote {
     net: RemoteNet,

@@ -217,6 +217,10 @@ impl Model for TinyFaceDetector {
         }
     }
 
+    fn raw_input_shape(&self) -> Option<Vec<usize>> {
+        Some(vec![1, 3, self.input_size, self.input_size])
+    }
+
     fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {
         Ok(Some(self.preprocess_rgb(img)?))
     }

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::layers::{Act, FastConv, Padding};
+use super::remote_net::Net;
 use super::timing::ms;
 use super::{yolov8_head, Manifest, Model};
 use crate::error::{Error, Result};
@@ -350,7 +351,8 @@ impl Head {
     }
 }
 
-pub struct YoloV8 {
+/// The network's layers, when it runs here.
+struct Layers {
     l0: ConvBn,
     l1: ConvBn,
     l2: C2f,
@@ -368,6 +370,10 @@ pub struct YoloV8 {
     l19: ConvBn,
     l21: C2f,
     head: Head,
+}
+
+pub struct YoloV8 {
+    net: Net<Box<Layers>>,
     pub task: Task,
     input_size: usize,
     labels: Vec<String>,
@@ -416,7 +422,7 @@ impl YoloV8 {
         let vb = vb.pp("model");
         let (c64, c128, c256, c512, c1024) = (s.ch(64), s.ch(128), s.ch(256), s.ch(512), s.ch(1024));
         let (n3, n6) = (s.n(3), s.n(6));
-        Ok(YoloV8 {
+        let layers = Layers {
             l0: ConvBn::load(vb.pp("0"), 3, c64, 3, 2)?,
             l1: ConvBn::load(vb.pp("1"), c64, c128, 3, 2)?,
             l2: C2f::load(vb.pp("2"), c128, c128, n3, true)?,
@@ -434,6 +440,9 @@ impl YoloV8 {
             l19: ConvBn::load(vb.pp("19"), c512, c512, 3, 2)?,
             l21: C2f::load(vb.pp("21"), c512 + c1024, c1024, n3, false)?,
             head: Head::load(vb.pp("22"), [c256, c512, c1024], nc, task)?,
+        };
+        Ok(YoloV8 {
+            net: Net::Local(Box::new(layers)),
             task,
             input_size: 640,
             labels: Vec::new(),
@@ -443,7 +452,8 @@ impl YoloV8 {
         })
     }
 
-    pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
+    /// The task and labels a manifest gives.
+    fn task_labels(m: &Manifest) -> Result<(Task, Vec<String>)> {
         let task = Task::of(&m.task)?;
         let labels: Vec<String> = if !m.labels.is_empty() {
             m.labels.clone()
@@ -452,28 +462,57 @@ impl YoloV8 {
         } else {
             super::coco::COCO.iter().map(|s| s.to_string()).collect()
         };
+        Ok((task, labels))
+    }
+
+    fn configure(mut self, m: &Manifest, labels: Vec<String>) -> Self {
+        self.input_size = m.input_size as usize;
+        self.labels = labels;
+        self.conf = m.conf.unwrap_or(0.25);
+        self.iou = m.iou.unwrap_or(0.7);
+        self
+    }
+
+    pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
+        let (task, labels) = Self::task_labels(m)?;
         let variant = if m.variant.is_empty() { "n" } else { m.variant.as_str() };
-        let mut y = YoloV8::build(vb, variant, task, labels.len())?;
-        y.input_size = m.input_size as usize;
-        y.labels = labels;
-        y.conf = m.conf.unwrap_or(0.25);
-        y.iou = m.iou.unwrap_or(0.7);
-        Ok(y)
+        let y = YoloV8::build(vb, variant, task, labels.len())?;
+        Ok(y.configure(m, labels))
+    }
+
+    /// The model with its network on a v2 server (`m.backend`): letterbox,
+    /// decoding, NMS and keypoints stay here.
+    pub fn remote(m: &Manifest, device: &Device) -> Result<Self> {
+        let (task, labels) = Self::task_labels(m)?;
+        let y = YoloV8 {
+            net: Net::Remote(super::remote_net::connect(m)?),
+            task,
+            input_size: 640,
+            labels: Vec::new(),
+            conf: 0.25,
+            iou: 0.7,
+            device: device.clone(),
+        };
+        Ok(y.configure(m, labels))
     }
 
     /// The raw eval-mode network on a (1, 3, S, S) input in 0..1.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.l1.forward(&self.l0.forward(x)?)?;
-        let x = self.l2.forward(&x)?;
-        let p3 = self.l4.forward(&self.l3.forward(&x)?)?;
-        let p4 = self.l6.forward(&self.l5.forward(&p3)?)?;
-        let p5 = self.l9.forward(&self.l8.forward(&self.l7.forward(&p4)?)?)?;
+        let l = match &self.net {
+            Net::Local(l) => l,
+            Net::Remote(r) => return super::remote_net::run(r, x),
+        };
+        let x = l.l1.forward(&l.l0.forward(x)?)?;
+        let x = l.l2.forward(&x)?;
+        let p3 = l.l4.forward(&l.l3.forward(&x)?)?;
+        let p4 = l.l6.forward(&l.l5.forward(&p3)?)?;
+        let p5 = l.l9.forward(&l.l8.forward(&l.l7.forward(&p4)?)?)?;
         // The neck's concatenations are read in place by each C2f.
-        let x12 = self.l12.forward_cat(&[&upsample2x(&p5)?, &p4])?;
-        let x15 = self.l15.forward_cat(&[&upsample2x(&x12)?, &p3])?;
-        let x18 = self.l18.forward_cat(&[&self.l16.forward(&x15)?, &x12])?;
-        let x21 = self.l21.forward_cat(&[&self.l19.forward(&x18)?, &p5])?;
-        self.head.forward([&x15, &x18, &x21])
+        let x12 = l.l12.forward_cat(&[&upsample2x(&p5)?, &p4])?;
+        let x15 = l.l15.forward_cat(&[&upsample2x(&x12)?, &p3])?;
+        let x18 = l.l18.forward_cat(&[&l.l16.forward(&x15)?, &x12])?;
+        let x21 = l.l21.forward_cat(&[&l.l19.forward(&x18)?, &p5])?;
+        l.head.forward([&x15, &x18, &x21])
     }
 
     #[allow(clippy::needless_range_loop)] // j walks the anchor columns of every row
@@ -576,6 +615,10 @@ impl Model for YoloV8 {
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(x)
+    }
+
+    fn raw_input_shape(&self) -> Option<Vec<usize>> {
+        Some(vec![1, 3, self.input_size, self.input_size])
     }
 
     fn preprocess_raw(&self, img: &RgbImage) -> Result<Option<Tensor>> {

@@ -36,6 +36,9 @@ pub async fn infer(
         None => None,
     };
     let (head, tail) = tensors::split_body(&body, header_len).map_err(ApiError::bad_request)?;
+    if let Some(x) = super::network::network_input(head, tail).map_err(ApiError::bad_request)? {
+        return super::network::infer(state, model, x, header_len.is_some()).await;
+    }
     let req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
     let n = req.images.len();
     let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {

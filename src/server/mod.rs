@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod infer;
 pub mod metrics;
+pub mod network;
 pub mod state;
 pub mod tensors;
 pub mod v2;

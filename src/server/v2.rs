@@ -71,11 +71,22 @@ pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<St
         .get(&model)
         .map(|e| e.manifest.labels.clone())
         .unwrap_or_default();
+    let mut inputs = vec![json!({"name": "IMAGE", "datatype": "BYTES", "shape": [-1]})];
+    // The raw network too, for another modeldock using this one as its backend.
+    if let Some(e) = state
+        .registry
+        .get(&model)
+        .filter(|e| super::network::serves_network(&e.manifest.arch))
+    {
+        let s = e.manifest.input_size;
+        inputs.push(json!({"name": super::network::NETWORK_INPUT, "datatype": "FP32", "shape": [1, 3, s, s]}));
+        outputs.push(json!({"name": super::network::NETWORK_OUTPUT, "datatype": "FP32", "shape": [-1]}));
+    }
     Ok(Json(json!({
         "name": model,
         "versions": ["1"],
         "platform": "modeldock",
-        "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}],
+        "inputs": inputs,
         "outputs": outputs,
         "parameters": {"labels": labels.join(",")},
     })))

@@ -77,6 +77,10 @@ pub struct Output {
     /// True when the answer came from the result cache.
     #[serde(default)]
     pub cached: bool,
+    /// The raw network output, for a request that sent a network input
+    /// tensor (another modeldock using this one as its remote backend).
+    #[serde(skip)]
+    pub tensor: Option<std::sync::Arc<crate::backend::Tensor32>>,
 }
 
 impl Output {
