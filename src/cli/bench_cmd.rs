@@ -109,7 +109,31 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         raw.push(t.elapsed().as_secs_f64() * 1e3);
     }
 
-    // Cold loads and unloads.
+    // The same with the file's pages dropped from the page cache first.
+    let weights_file = match (&entry.weights, args.random_weights) {
+        (WeightsResolved::Local(WeightsSource::File(p)), false) => Some(p.clone()),
+        _ => None,
+    };
+    let mut raw_cold = Vec::new();
+    let mut load_cold = Vec::new();
+    if let Some(p) = weights_file.as_ref().filter(|p| super::page_cache::drop_file(p)) {
+        for _ in 0..3 {
+            super::page_cache::drop_file(p);
+            let t = Instant::now();
+            let n = std::fs::read(p).map(|b| b.len()).unwrap_or(0);
+            std::hint::black_box(n);
+            raw_cold.push(t.elapsed().as_secs_f64() * 1e3);
+            super::page_cache::drop_file(p);
+            let t = Instant::now();
+            engine.load(&model)?;
+            wait_state(&engine, &model, ModelState::Resident)?;
+            load_cold.push(t.elapsed().as_secs_f64() * 1e3);
+            engine.unload(&model)?;
+            wait_state(&engine, &model, ModelState::Available)?;
+        }
+    }
+
+    // Cold loads and unloads (the page cache warm).
     let mut cold = Vec::new();
     let mut rss_loaded = None;
     let mut rss_unloaded = None;
@@ -242,8 +266,10 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
 
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);
-    // Random or hub weights have no file to read here: no ratio to report.
-    let file_backed = !args.random_weights && matches!(entry.weights, WeightsResolved::Local(_));
+    // Random, embedded or hub weights have no file to read here: no ratio to report.
+    let file_backed = weights_file.is_some();
+    let raw_cold_ms = (!raw_cold.is_empty()).then(|| pct(&mut raw_cold, 0.5));
+    let load_cold_ms = (!load_cold.is_empty()).then(|| pct(&mut load_cold, 0.5));
     let out = json!({
         "model": model,
         "weights": weights_kind,
@@ -252,6 +278,10 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "raw_read_ms": file_backed.then_some(raw_ms),
         "cold_load_ms": cold_ms,
         "load_ratio": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
+        "load_ratio_warm": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
+        "raw_read_cold_cache_ms": raw_cold_ms,
+        "cold_load_cold_cache_ms": load_cold_ms,
+        "load_ratio_cold": raw_cold_ms.zip(load_cold_ms).filter(|(r, _)| *r > 0.0).map(|(r, l)| l / r),
         "loads_under_32_concurrent": loads,
         "answers_under_32_concurrent": answers,
         "warm_p50_ms": pct(&mut warm.clone(), 0.5),

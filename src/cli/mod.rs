@@ -12,6 +12,7 @@ pub mod infer_inputs;
 pub mod infer_save;
 pub mod live_cmd;
 pub mod models_cmd;
+pub mod page_cache;
 pub mod pull_cmd;
 pub mod serve_cmd;
 pub mod v2_cmds;

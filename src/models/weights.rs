@@ -365,6 +365,37 @@ impl CountingBackend {
         })
     }
 
+    /// An F32 tensor for the CPU in one pass over the file's bytes: copied
+    /// into its final buffer while checked for NaN and infinities (the bytes
+    /// are read once; no second pass, no temporary tensor). `None` for other
+    /// dtypes and devices.
+    fn f32_checked(&self, name: &str, dev: &Device) -> Option<candle_core::Result<(Tensor, bool)>> {
+        if !dev.is_cpu() {
+            return None;
+        }
+        let view = match &self.backing {
+            Backing::Mmap(st) => st.get(name).ok()?,
+            Backing::Slice(st) => st.get(name).ok()?,
+            Backing::Random => return None,
+        };
+        if view.dtype() != safetensors::Dtype::F32 {
+            return None;
+        }
+        let (values, finite) = copy_f32_checked(view.data());
+        Some(Tensor::from_vec(values, view.shape(), dev).map(|t| (t, finite)))
+    }
+
+    /// [`Self::raw`] with errors naming the file and the tensor.
+    fn raw_named(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+        self.raw(name, dev).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "{}: tensor '{name}': {}",
+                self.origin,
+                e.to_string().lines().next().unwrap_or("cannot be read")
+            ))
+        })
+    }
+
     fn raw(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
         match &self.backing {
             Backing::Mmap(st) => st.load(name, dev),
@@ -397,13 +428,19 @@ impl SimpleBackend for CountingBackend {
                         self.origin
                     )));
                 }
-                let t = self.raw(name, dev).map_err(|e| {
-                    candle_core::Error::Msg(format!(
-                        "{}: tensor '{name}': {}",
-                        self.origin,
-                        e.to_string().lines().next().unwrap_or("cannot be read")
-                    ))
-                })?;
+                let (t, checked) = match self.f32_checked(name, dev) {
+                    Some(r) => {
+                        let (t, finite) = r?;
+                        if !finite {
+                            return Err(candle_core::Error::Msg(format!(
+                                "{}: tensor '{name}' holds NaN or infinite values",
+                                self.origin
+                            )));
+                        }
+                        (t, true)
+                    }
+                    None => (self.raw_named(name, dev)?, false),
+                };
                 if t.shape() != &s {
                     return Err(candle_core::Error::Msg(format!(
                         "{}: tensor '{name}' has shape {:?}, expected {:?}",
@@ -412,7 +449,7 @@ impl SimpleBackend for CountingBackend {
                         s.dims()
                     )));
                 }
-                if t.dtype().is_float() && t.elem_count() > 0 {
+                if !checked && t.dtype().is_float() && t.elem_count() > 0 {
                     // 0 · inf and 0 · NaN are NaN, 0 · x is 0: one sum finds either.
                     let probe = (&t * t.zeros_like()?)?
                         .to_dtype(DType::F32)?
@@ -459,6 +496,22 @@ impl SimpleBackend for CountingBackend {
     }
 }
 
+/// Little-endian F32 bytes → values, and whether every value is finite, in
+/// one pass (the exponent test is integer work, so the loop vectorises).
+pub fn copy_f32_checked(bytes: &[u8]) -> (Vec<f32>, bool) {
+    let n = bytes.len() / 4;
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let mut bad = 0u32;
+    for (dst, src) in out.spare_capacity_mut()[..n].iter_mut().zip(bytes.chunks_exact(4)) {
+        let b = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+        bad |= u32::from(b & 0x7f80_0000 == 0x7f80_0000);
+        dst.write(f32::from_bits(b));
+    }
+    // SAFETY: the loop wrote each of the first n elements.
+    unsafe { out.set_len(n) };
+    (out, bad == 0)
+}
+
 /// Graph weights (read unchecked, by node name) must be finite, except a
 /// lone ±inf: graphs use single-value constants as padding values and clip
 /// bounds (NanoDet pads its max pool with -inf).
@@ -492,4 +545,27 @@ pub fn var_builder(
 ) -> Result<VarBuilder<'static>> {
     let backend = CountingBackend::open(source, total, progress)?;
     Ok(VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_f32_checked;
+
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn one_pass_copy_keeps_values_and_finds_nan_and_infinities() {
+        let v = [0.0, -1.5, f32::MAX, f32::MIN_POSITIVE, 1e-42, -0.0];
+        assert_eq!(copy_f32_checked(&bytes(&v)), (v.to_vec(), true));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut w = vec![1.0f32; 37];
+            w[29] = bad;
+            let (out, finite) = copy_f32_checked(&bytes(&w));
+            assert!(!finite, "{bad} not found");
+            assert_eq!(out.len(), 37);
+        }
+        assert_eq!(copy_f32_checked(&[]), (Vec::new(), true));
+    }
 }

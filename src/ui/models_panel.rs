@@ -161,14 +161,9 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                     ui.horizontal(|ui| {
                         let (r, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
                         ui.painter().rect_filled(r, 2.0, palette(i));
-                        ui.vertical(|ui| {
-                            if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
-                                *selected = Some(m.id.clone());
-                            }
-                            if let Some(r) = &m.remote {
-                                remote_lines(ui, r);
-                            }
-                        });
+                        if ui.selectable_label(is_sel, &m.name).on_hover_text(&m.id).clicked() {
+                            *selected = Some(m.id.clone());
+                        }
                     });
                     match m.state {
                         ModelState::Resident | ModelState::Loading => {
@@ -211,7 +206,12 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                     {
                         let _ = engine.pin(&m.id, pinned);
                     }
-                    state_cell(ui, engine, m);
+                    ui.vertical(|ui| {
+                        state_cell(ui, engine, m);
+                        if let Some(r) = &m.remote {
+                            remote_lines(ui, r);
+                        }
+                    });
                     ui.label(format!(
                         "{} / {}",
                         human_bytes(m.predicted_bytes),
