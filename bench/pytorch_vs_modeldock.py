@@ -1,36 +1,135 @@
 #!/usr/bin/env python3
-"""PyTorch and modeldock on the same networks, same machine, one run.
+"""modeldock against PyTorch, ONNX Runtime, Ultralytics and facenet-pytorch:
+the same networks, same weights, same images, same machine, one run.
 
-    python3 -m venv venv && venv/bin/pip install torch ultralytics
-    venv/bin/python bench/pytorch_vs_modeldock.py [--modeldock PATH] [--threads N] [--runs N]
+Install (a venv outside the repository; every package from PyPI):
 
-Networks (warm forward p50, batch 1, float32, CPU):
-  * face-api tiny face detector at 416x416, built in PyTorch from the face-api
-    sources (conv0 3x3 valid + leaky, five depthwise-separable convs with
-    TF-'same' max pools, conv8 1x1), with modeldock's converted weights
-    (models/face-detector/*.safetensors);
-  * YOLOv8n at 640x640, ultralytics' own model built offline from
-    yolov8n.yaml (random init, Conv+BN fused, eval mode).
-modeldock's figures come from `modeldock bench --json`: forward_loop_p50_ms
-(the network back to back on one input tensor, timed as PyTorch is timed
-here); forward_p50_ms (the forward inside engine requests, with decoding and
-post-processing between runs) is printed too.
-Both sides are measured in alternating rounds (--rounds, default 3); each
-side's best round counts. Prints both figures and modeldock / PyTorch for
-each network, with every round's figure.
+    python3 -m venv /work/bench-venv/venv
+    /work/bench-venv/venv/bin/pip install torch torchvision ultralytics onnx onnxruntime onnxscript tqdm
+    /work/bench-venv/venv/bin/pip install --no-deps facenet-pytorch
+
+  PyPI's Linux torch wheel is the CUDA build: it pulls ~3 GB of nvidia-*
+  wheels (the venv is ~6 GB) that stay unused on CPU. `pip install --no-deps
+  torch` does not avoid them: `import torch` then fails (libcublasLt not
+  found). facenet-pytorch pins an old torch, hence `--no-deps` (it needs only
+  torch, torchvision, numpy, Pillow and tqdm, all already there).
+
+Run (build modeldock first: cargo build --release):
+
+    /work/bench-venv/venv/bin/python bench/pytorch_vs_modeldock.py \\
+        [--modeldock PATH] [--threads 2] [--runs 20] [--rounds 3] \\
+        [--image JPEG] [--mtcnn-image IMG ...] [--rows face,yolo,e2e,mtcnn] \\
+        [--json-out FILE]
+
+Threads: --threads N (default 2) sets OMP_NUM_THREADS / MKL_NUM_THREADS and
+torch.set_num_threads(N) for PyTorch, Ultralytics and facenet-pytorch,
+intra_op_num_threads=N (inter_op 1) for ONNX Runtime and RAYON_NUM_THREADS=N
+for modeldock. (Ultralytics' predictor setup calls
+torch.set_num_threads(min(8, cpus - 1)), i.e. 1 on a 2-core machine; the
+script sets N again after it and stops if a round ends with another count.)
+Every figure is a p50 of --runs timed runs after warm-up; the sides are
+measured in alternating rounds (--rounds) and each side's best round counts,
+so a noisy moment hurts neither side alone. Run it on an otherwise idle
+machine: with another process busy on the cores, PyTorch's OpenMP threads
+collapse (tiny face detector, 2 threads next to a cargo build: ~560 ms
+instead of ~40 ms with 1 thread), so the PyTorch, Ultralytics and
+facenet-pytorch figures mean nothing then. The load average is printed and
+kept in the JSON, with a warning when it is above 0.5 at the start.
+
+Rows (each prints modeldock's figure, the peers' figures, every round's
+figure in brackets, and the ratios; a ratio below 1 means modeldock is faster):
+
+  face    tiny face detector @416, warm forward, batch 1, float32. PyTorch: the
+          network rebuilt from the face-api sources (conv0 3x3 valid + leaky,
+          five depthwise-separable convs with TF-'same' max pools, conv8 1x1)
+          with modeldock's converted weights (models/face-detector).
+  yolo    YOLOv8n @640, warm forward. PyTorch: Ultralytics' own
+          `YOLO('yolov8n.yaml')` model with the fixture weights
+          tests/fixtures/yolov8n-random/weights.safetensors loaded into it
+          (Conv+BN fused, eval mode). modeldock: the same file, through a
+          temporary models folder (model `yolov8n-fixture`).
+          Both rows: ONNX Runtime runs the same PyTorch network exported with
+          torch.onnx.export (opset 17; CPUExecutionProvider, ORT_ENABLE_ALL).
+          PyTorch and ORT get the fixture input tensors; modeldock's figure is
+          `bench --json`'s forward_loop_p50_ms (the network back to back on
+          one preprocessed input, as the peers are timed here).
+          Ratios: modeldock / PyTorch, modeldock / ORT, modeldock / best peer.
+  e2e     YOLOv8n end to end per request on one JPEG (--image, default
+          Ultralytics' packaged bus.jpg): decode + letterbox + forward + NMS.
+          Ultralytics: `YOLO.predict(path, conf=0.25, iou=0.7, max_det=300)`
+          wall time per call, fixture weights. modeldock:
+          `bench --http --json`'s inproc_p50_ms (in-process requests from the
+          file's bytes, result cache off; the plain `bench` times decoded
+          frames only). Ratio modeldock / Ultralytics (target <= 0.6), with
+          Ultralytics' letterbox forced square (rect=False: 640x640 on both
+          sides, the same work); the ratio against Ultralytics' default
+          rectangular letterbox (rect=True: e.g. 640x480 for bus.jpg, less
+          work than modeldock's square 640x640) is printed beside it.
+          With the random fixture weights thousands of boxes pass conf 0.25,
+          so NMS is far heavier than with trained weights (both sides get
+          the same candidates); Ultralytics' own pre/inference/post split is
+          printed to show it.
+  mtcnn   MTCNN (facenet-pytorch 2.6.0 weights, defaults: min face 20,
+          thresholds 0.6/0.7/0.7, factor 0.709) end to end per request on
+          each --mtcnn-image (default tests/fixtures/images/astronaut.png and
+          Ultralytics' zidane.jpg). facenet-pytorch: PIL decode +
+          `MTCNN(keep_all=True).detect(img, landmarks=True)`; modeldock:
+          `bench --http --model mtcnn --json`'s inproc_p50_ms. Ratio modeldock /
+          facenet-pytorch per image and over all images (sum of p50s;
+          target <= 0.5).
+
+Checks printed before the timings: the PyTorch and ORT outputs against the
+fixture outputs, and the number of detections each side finds.
+
+The last line is a JSON object with every figure and ratio (also written to
+--json-out FILE), for pasting into a note. Temporary files (ONNX exports, the
+models folder) go to a temporary directory outside the repository.
 """
 import argparse
+import atexit
+import copy
 import json
 import os
+import platform
+import shutil
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-
-import torch
-import torch.nn.functional as F
+import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = ("face", "yolo", "e2e", "mtcnn")
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        description="modeldock against PyTorch, ONNX Runtime, Ultralytics and facenet-pytorch "
+        "(what is measured: the module docstring, or bench/README.md)")
+    ap.add_argument("--modeldock", default=None, help="the modeldock binary [target/release/modeldock]")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every side [2]")
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per figure [20]")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; each side's best counts [3]")
+    ap.add_argument("--image", default=None, help="JPEG for the YOLOv8n end-to-end row [ultralytics' bus.jpg]")
+    ap.add_argument("--mtcnn-image", action="append", default=None,
+                    help="image for the MTCNN row (repeatable) [astronaut.png, ultralytics' zidane.jpg]")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"rows to run [{','.join(ROWS)}]")
+    ap.add_argument("--json-out", default=None, help="also write the final JSON object to this file")
+    ap.add_argument("--keep-work", action="store_true", help="keep the temporary folder (ONNX files, models dir)")
+    return ap
+
+
+# Thread counts must be in the environment before torch (and ultralytics,
+# which sets OMP_NUM_THREADS=1 when it is unset) are imported.
+if __name__ == "__main__":
+    _threads = str(parser().parse_known_args()[0].threads)
+    for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[_v] = _threads
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def load_safetensors(path):
@@ -70,33 +169,122 @@ class TinyFaceDetector(torch.nn.Module):
         return F.conv2d(x, w["conv8.weight"], w["conv8.bias"])
 
 
-def p50(fn, x, runs, warmup=3):
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        ts = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn(x)
-            ts.append((time.perf_counter() - t) * 1e3)
+class FirstOutput(torch.nn.Module):
+    """Ultralytics' eval-mode Detect returns (y, x): keep y, (1, 84, 8400)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x)[0]
+
+
+def p50_of(fn, runs, warmup=3):
+    """p50 (ms) of fn() over `runs` timed calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
     ts.sort()
     return ts[len(ts) // 2]
 
 
-def modeldock(binary, args):
-    """(back-to-back forward p50 -- timed like PyTorch here --, forward p50 inside engine requests)."""
-    out = subprocess.run([binary, "bench", "--json", *args], capture_output=True, text=True, check=True)
-    j = json.loads(out.stdout)
-    return j.get("forward_loop_p50_ms") or j["forward_p50_ms"], j["forward_p50_ms"]
+def torch_p50(net, x, runs):
+    with torch.inference_mode():
+        return p50_of(lambda: net(x), runs)
+
+
+def export_onnx(net, x, path):
+    """torch.onnx.export at opset 17 (TorchScript exporter); the dynamo exporter
+    (opset 18, its lowest) only if that one is gone. Returns (opset, exporter)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(net, (x,), path, opset_version=17, input_names=["input"],
+                              output_names=["output"], dynamo=False)
+            return 17, "torchscript"
+        except Exception as e:  # noqa: BLE001
+            print(f"  torch.onnx.export(dynamo=False) failed ({e}); trying the dynamo exporter", file=sys.stderr)
+            torch.onnx.export(net, (x,), path, opset_version=18, input_names=["input"],
+                              output_names=["output"], dynamo=True)
+            return 18, "dynamo"
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return lambda x: s.run(None, {name: x})[0]
+
+
+class Modeldock:
+    def __init__(self, binary, threads, models_dir):
+        self.binary = binary
+        # `infer` would use a running modeldock server: point it at a free port
+        # so it always runs in this process, with --models-dir.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.env = dict(os.environ, RAYON_NUM_THREADS=str(threads), MODELDOCK_HOST=f"127.0.0.1:{port}")
+        self.models_dir = models_dir
+
+    def run(self, *args):
+        cmd = [self.binary, *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=3600)
+        if out.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
+        return out.stdout
+
+    def bench(self, model, runs, image=None, http=False):
+        args = ["bench", "--json", "--model", model, "--runs", str(runs), "--models-dir", self.models_dir]
+        if image:
+            args += ["--image", image]
+        if http:
+            args.append("--http")
+        return json.loads(self.run(*args))
+
+    def detections(self, model, image):
+        j = json.loads(self.run("infer", "--json", "--models-dir", self.models_dir, "--model", model, image))
+        return len(j.get("detections", [])), j.get("timings_ms", {})
+
+
+def forward_loop(j):
+    """bench's back-to-back forward p50; forward_p50_ms (inside requests) if missing."""
+    return j.get("forward_loop_p50_ms") or j["forward_p50_ms"]
+
+
+def best(v):
+    return min(v) if v else None
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def fmt(v, nd=1):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def every(v):
+    return "[" + " ".join(f"{x:.1f}" for x in v) + "]"
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--modeldock", default=None)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
+    a = parser().parse_args()
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        sys.exit(f"unknown rows {bad}; choose from {ROWS}")
     binary = a.modeldock
     if binary is None:
         for cand in ("target/release/modeldock", "target/debug/modeldock"):
@@ -105,40 +293,226 @@ def main():
                 break
     if binary is None:
         sys.exit("build modeldock first (cargo build --release) or pass --modeldock PATH")
+    binary = os.path.abspath(binary)
     torch.set_num_threads(a.threads)
 
-    w = load_safetensors(os.path.join(ROOT, "models/face-detector/tiny_face_detector_model.safetensors"))
-    face = TinyFaceDetector(w)
-
+    import onnxruntime
+    import ultralytics
     from ultralytics import YOLO
 
-    yolo = YOLO("yolov8n.yaml").model.fuse().eval()
+    torch.set_num_threads(a.threads)  # ultralytics may touch the env on import; torch keeps this
+    assets = ultralytics.ASSETS
+    jpeg = os.path.abspath(a.image or str(assets / "bus.jpg"))
+    mtcnn_images = [os.path.abspath(p) for p in (a.mtcnn_image or [
+        os.path.join(ROOT, "tests/fixtures/images/astronaut.png"), str(assets / "zidane.jpg")])]
+    for p in [jpeg, *mtcnn_images]:
+        if not os.path.isfile(p):
+            sys.exit(f"no such image: {p}")
 
-    # The machine may be shared: measure both sides in alternating rounds
-    # and keep each side's best round (its p50), so a noisy moment hurts
-    # neither side alone.
-    rounds = {k: [] for k in ("face_pt", "face_md", "yolo_pt", "yolo_md")}
-    in_engine = {"face": [], "yolo": []}
-    for _ in range(a.rounds):
-        rounds["face_pt"].append(p50(face, torch.rand(1, 3, 416, 416), a.runs))
-        md, engine = modeldock(binary, ["--model", "face-detector", "--runs", str(a.runs)])
-        rounds["face_md"].append(md)
-        in_engine["face"].append(engine)
-        rounds["yolo_pt"].append(p50(yolo, torch.rand(1, 3, 640, 640), a.runs))
-        md, engine = modeldock(binary, ["--model", "yolov8n", "--random-weights", "--runs", str(a.runs)])
-        rounds["yolo_md"].append(md)
-        in_engine["yolo"].append(engine)
+    work = tempfile.mkdtemp(prefix="modeldock-vs-peers-")
+    if a.keep_work:
+        atexit.register(lambda: print(f"kept {work}", file=sys.stderr))
+    else:
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+    fx = lambda rel: os.path.join(ROOT, "tests/fixtures", rel)
+    # A models folder whose yolov8n has the fixture weights (a copy: modeldock
+    # refuses weights that resolve outside the model folder).
+    ydir = os.path.join(work, "models", "yolov8n-fixture")
+    os.makedirs(ydir)
+    shutil.copy(fx("yolov8n-random/weights.safetensors"), os.path.join(ydir, "weights.safetensors"))
+    with open(os.path.join(ydir, "model.toml"), "w") as f:
+        f.write('id = "yolov8n-fixture"\nname = "YOLOv8n, random fixture weights"\ntask = "detect"\n'
+                'arch = "yolov8"\nvariant = "n"\nweights = "weights.safetensors"\ninput_size = 640\n'
+                'dtype = "f32"\nconf = 0.25\niou = 0.7\nlicence = "random numbers (test fixture)"\n')
+    md = Modeldock(binary, a.threads, os.path.join(work, "models"))
 
-    print(f"threads: {a.threads}, torch {torch.__version__}, modeldock {binary}")
-    print(f"warm forward p50 (ms), best of {a.rounds} alternating rounds of {a.runs} runs; every round in brackets")
-    print(f"{'network':<28} {'PyTorch ms':>10} {'modeldock ms':>13} {'ratio':>7}")
-    for name, key in (("tiny face detector @416", "face"), ("YOLOv8n @640", "yolo")):
-        pt, md = min(rounds[key + "_pt"]), min(rounds[key + "_md"])
-        every = lambda k: " ".join(f"{v:.1f}" for v in rounds[k])
-        print(f"{name:<28} {pt:>10.1f} {md:>13.1f} {md / pt:>7.2f}   [{every(key + '_pt')}] [{every(key + '_md')}]")
-    print("modeldock's figure is `bench`'s forward_loop_p50_ms (the network back to back on one input,")
-    print("as PyTorch is timed here); inside engine requests (forward_p50_ms), best round:",
-          ", ".join(f"{k} {min(v):.1f} ms" for k, v in in_engine.items()))
+    versions = {
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "ultralytics": ultralytics.__version__, "python": platform.python_version(),
+    }
+    checks = {}
+    load_start = os.getloadavg()
+    if load_start[0] > 0.5:
+        print(f"WARNING: load average {load_start[0]:.2f} at the start: the machine is busy, the figures "
+              "(PyTorch's above all) are not worth keeping", file=sys.stderr, flush=True)
+    print(f"modeldock {binary}; threads {a.threads}; runs {a.runs}; rounds {a.rounds}; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
+
+    # ---- networks, exports, sanity checks (untimed) ----
+    if "face" in rows:
+        face = TinyFaceDetector(load_safetensors(os.path.join(ROOT, "models/face-detector/tiny_face_detector_model.safetensors")))
+        ff = load_safetensors(fx("tiny_face_detector/astronaut.safetensors"))
+        face_x, face_ref = ff["input"], ff["output"]
+        opset, exporter = export_onnx(face, face_x, os.path.join(work, "face.onnx"))
+        face_ort = ort_session(os.path.join(work, "face.onnx"), a.threads)
+        face_xn = face_x.numpy()
+        with torch.inference_mode():
+            checks["face_pytorch_max_abs_diff"] = float((face(face_x) - face_ref).abs().max())
+        checks["face_ort_max_abs_diff"] = float(abs(face_ort(face_xn) - face_ref.numpy()).max())
+        checks["onnx"] = f"opset {opset} ({exporter} exporter)"
+    if {"yolo", "e2e"} & set(rows):
+        yolo = YOLO("yolov8n.yaml")
+        sd = load_safetensors(fx("yolov8n-random/weights.safetensors"))
+        res = yolo.model.load_state_dict(sd, strict=False)
+        missing = [k for k in res.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or res.unexpected_keys:
+            sys.exit(f"fixture weights do not fit yolov8n.yaml: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
+        yolo.model.eval()
+    if "yolo" in rows:
+        ynet = copy.deepcopy(yolo.model).fuse().eval()
+        yf = load_safetensors(fx("yolov8n-random/input.safetensors"))
+        yolo_x, yolo_ref = yf["input"], load_safetensors(fx("yolov8n-random/output.safetensors"))["output"]
+        # Export before any inference-mode run (the Detect head caches its anchors).
+        opset, exporter = export_onnx(FirstOutput(copy.deepcopy(ynet)), yolo_x, os.path.join(work, "yolov8n.onnx"))
+        yolo_ort = ort_session(os.path.join(work, "yolov8n.onnx"), a.threads)
+        yolo_xn = yolo_x.numpy()
+        with torch.no_grad():
+            d = (ynet(yolo_x)[0] - yolo_ref).abs()
+        checks["yolo_pytorch_max_abs_diff_box_px"] = float(d[:, :4].max())
+        checks["yolo_pytorch_max_abs_diff_score"] = float(d[:, 4:].max())
+        d = abs(yolo_ort(yolo_xn) - yolo_ref.numpy())
+        checks["yolo_ort_max_abs_diff_box_px"] = float(d[:, :4].max())
+        checks["yolo_ort_max_abs_diff_score"] = float(d[:, 4:].max())
+        checks["onnx"] = f"opset {opset} ({exporter} exporter)"
+    ul_speed = {"preprocess": [], "inference": [], "postprocess": []}
+
+    def predict(rect, speed=None):
+        r = yolo.predict(source=jpeg, imgsz=640, conf=0.25, iou=0.7, max_det=300, device="cpu",
+                         rect=rect, save=False, verbose=False)
+        if speed is not None:
+            for k in speed:
+                speed[k].append(r[0].speed[k])
+        return r
+
+    if "e2e" in rows:
+        checks["e2e_detections_ultralytics_square"] = len(predict(False)[0].boxes)
+        checks["e2e_detections_ultralytics_rect"] = len(predict(True)[0].boxes)
+        # Ultralytics' predictor setup (select_device) calls
+        # torch.set_num_threads(min(8, cpus - 1)): 1 thread on a 2-core
+        # machine. Give it --threads like every other side.
+        checks["ultralytics_default_torch_threads"] = torch.get_num_threads()
+        torch.set_num_threads(a.threads)
+        n, t = md.detections("yolov8n-fixture", jpeg)
+        checks["e2e_detections_modeldock"] = n
+        checks["e2e_modeldock_one_request_ms"] = {k: round(v, 2) for k, v in t.items()}
+    if "mtcnn" in rows:
+        from facenet_pytorch import MTCNN
+        from PIL import Image
+
+        mtcnn = MTCNN(keep_all=True, device="cpu")
+
+        def facenet(path):
+            return mtcnn.detect(Image.open(path).convert("RGB"), landmarks=True)
+
+        for p in mtcnn_images:
+            boxes = facenet(p)[0]
+            checks[f"mtcnn_faces_facenet[{os.path.basename(p)}]"] = 0 if boxes is None else len(boxes)
+            checks[f"mtcnn_faces_modeldock[{os.path.basename(p)}]"] = md.detections("mtcnn", p)[0]
+    print("checks: " + json.dumps(checks), flush=True)
+
+    # ---- alternating rounds ----
+    R = {}
+    add = lambda k, v: R.setdefault(k, []).append(v)
+    for rnd in range(a.rounds):
+        t0 = time.time()
+        if "face" in rows:
+            add("face_pytorch", torch_p50(face, face_x, a.runs))
+            add("face_ort", p50_of(lambda: face_ort(face_xn), a.runs))
+            j = md.bench("face-detector", a.runs, image=fx("images/astronaut.png"))
+            add("face_modeldock", forward_loop(j))
+        if "yolo" in rows:
+            add("yolo_pytorch", torch_p50(ynet, yolo_x, a.runs))
+            add("yolo_ort", p50_of(lambda: yolo_ort(yolo_xn), a.runs))
+            j = md.bench("yolov8n-fixture", a.runs, image=jpeg)
+            add("yolo_modeldock", forward_loop(j))
+            add("yolo_modeldock_warm_decoded", j["warm_p50_ms"])
+            add("yolo_modeldock_forward_in_request", j["forward_p50_ms"])
+        if "e2e" in rows:
+            add("e2e_ultralytics", p50_of(lambda: predict(False, ul_speed), a.runs))
+            add("e2e_ultralytics_rect", p50_of(lambda: predict(True), a.runs))
+            add("e2e_modeldock", md.bench("yolov8n-fixture", a.runs, image=jpeg, http=True)["inproc_p50_ms"])
+        if "mtcnn" in rows:
+            for i, p in enumerate(mtcnn_images):
+                add(f"mtcnn_facenet_{i}", p50_of(lambda: facenet(p), a.runs, warmup=2))
+                add(f"mtcnn_modeldock_{i}", md.bench("mtcnn", a.runs, image=p, http=True)["inproc_p50_ms"])
+        if torch.get_num_threads() != a.threads:
+            sys.exit(f"torch threads changed to {torch.get_num_threads()} during round {rnd + 1}")
+        print(f"round {rnd + 1}/{a.rounds} done in {time.time() - t0:.0f} s", flush=True)
+
+    # ---- report ----
+    B = {k: best(v) for k, v in R.items()}
+    summary = []  # (row, modeldock ms, peer, peer ms, ratio, target)
+    print()
+    if "face" in rows or "yolo" in rows:
+        print(f"warm forward p50 (ms), batch 1, float32; best of {a.rounds} alternating rounds of {a.runs} runs; every round in brackets")
+        print(f"{'network':<24} {'modeldock':>9} {'PyTorch':>9} {'ORT':>9} {'md/PT':>7} {'md/ORT':>7} {'md/best':>8}")
+        for key, name in (("face", "tiny face detector @416"), ("yolo", "YOLOv8n @640")):
+            if key not in rows:
+                continue
+            m, pt, ort_ = B[key + "_modeldock"], B[key + "_pytorch"], B[key + "_ort"]
+            bp = min(pt, ort_)
+            print(f"{name:<24} {m:>9.1f} {pt:>9.1f} {ort_:>9.1f} {m / pt:>7.2f} {m / ort_:>7.2f} {m / bp:>8.2f}"
+                  f"   md {every(R[key + '_modeldock'])} PT {every(R[key + '_pytorch'])} ORT {every(R[key + '_ort'])}")
+            summary += [(f"{name} forward", m, "PyTorch", pt, m / pt, None),
+                        (f"{name} forward", m, "ONNX Runtime", ort_, m / ort_, None),
+                        (f"{name} forward", m, "best peer", bp, m / bp, None)]
+        print("modeldock: `bench`'s forward_loop_p50_ms (the network back to back on one preprocessed input).")
+        if "yolo" in rows:
+            print(f"YOLOv8n inside modeldock requests: forward {fmt(B['yolo_modeldock_forward_in_request'])} ms, "
+                  f"whole request on a decoded frame (warm_p50_ms) {fmt(B['yolo_modeldock_warm_decoded'])} ms")
+        print()
+    if "e2e" in rows:
+        m, ul, ulr = B["e2e_modeldock"], B["e2e_ultralytics"], B["e2e_ultralytics_rect"]
+        sp = {k: sorted(v)[len(v) // 2] for k, v in ul_speed.items() if v}
+        print(f"YOLOv8n end to end per request (decode + letterbox + forward + NMS) on {jpeg}, fixture weights")
+        print(f"  modeldock (bench --http inproc_p50_ms)           {m:>8.1f} ms  {every(R['e2e_modeldock'])}")
+        print(f"  Ultralytics predict, square 640x640 (rect=False) {ul:>8.1f} ms  {every(R['e2e_ultralytics'])}"
+              f"   ratio {m / ul:.2f} (target <= 0.6)")
+        print(f"  Ultralytics predict, default rect letterbox      {ulr:>8.1f} ms  {every(R['e2e_ultralytics_rect'])}"
+              f"   ratio {m / ulr:.2f}")
+        print("  Ultralytics' own split (square, p50 over all rounds, excludes imread): "
+              + ", ".join(f"{k} {v:.1f} ms" for k, v in sp.items()))
+        summary += [("YOLOv8n end to end", m, "Ultralytics (square)", ul, m / ul, 0.6),
+                    ("YOLOv8n end to end", m, "Ultralytics (rect)", ulr, m / ulr, None)]
+        print()
+    if "mtcnn" in rows:
+        print("MTCNN end to end per request (decode + detect with landmarks)")
+        tm = tf = 0.0
+        for i, p in enumerate(mtcnn_images):
+            m, f_ = B[f"mtcnn_modeldock_{i}"], B[f"mtcnn_facenet_{i}"]
+            tm, tf = tm + m, tf + f_
+            print(f"  {os.path.basename(p):<20} modeldock {m:>8.1f} ms {every(R[f'mtcnn_modeldock_{i}'])}  "
+                  f"facenet-pytorch {f_:>8.1f} ms {every(R[f'mtcnn_facenet_{i}'])}  ratio {m / f_:.2f}")
+            summary.append((f"MTCNN {os.path.basename(p)}", m, "facenet-pytorch", f_, m / f_, None))
+        print(f"  all images (sum of p50s)  modeldock {tm:.1f} ms, facenet-pytorch {tf:.1f} ms, ratio {tm / tf:.2f} (target <= 0.5)")
+        summary.append(("MTCNN all images", tm, "facenet-pytorch", tf, tm / tf, 0.5))
+        print()
+
+    load_end = os.getloadavg()
+    print(f"summary (threads {a.threads}, best of {a.rounds} rounds x {a.runs} runs; ratio = modeldock / peer; "
+          f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end)")
+    print(f"{'row':<36} {'modeldock ms':>12} {'peer':<22} {'peer ms':>9} {'ratio':>6} {'target':>7}")
+    for row, m, peer, pm, r, target in summary:
+        tgt = "" if target is None else f"<={target}" + (" ok" if r <= target else " no")
+        print(f"{row:<36} {m:>12.1f} {peer:<22} {pm:>9.1f} {r:>6.2f} {tgt:>7}")
+
+    out = {
+        "bench": "pytorch_vs_modeldock", "threads": a.threads, "runs": a.runs, "rounds": a.rounds,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "loadavg_start": [round(x, 2) for x in load_start], "loadavg_end": [round(x, 2) for x in load_end]},
+        "modeldock": binary, "versions": versions, "image": jpeg, "mtcnn_images": mtcnn_images,
+        "checks": checks,
+        "best_ms": {k: round(v, 3) for k, v in B.items()},
+        "rounds_ms": {k: [round(x, 3) for x in v] for k, v in R.items()},
+        "ultralytics_split_ms": {k: round(sorted(v)[len(v) // 2], 3) for k, v in ul_speed.items() if v},
+        "ratios": [{"row": row, "peer": peer, "modeldock_ms": round(m, 3), "peer_ms": round(pm, 3),
+                    "ratio": round(r, 4), "target": target} for row, m, peer, pm, r, target in summary],
+    }
+    line = json.dumps(out, separators=(",", ":"))
+    print(line)
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":
