@@ -372,6 +372,9 @@ struct Layers {
     head: Head,
 }
 
+/// Ultralytics' `max_nms`: candidates kept for NMS, best first.
+const MAX_NMS: usize = 30_000;
+
 pub struct YoloV8 {
     net: Net<Box<Layers>>,
     pub task: Task,
@@ -515,7 +518,6 @@ impl YoloV8 {
         l.head.forward([&x15, &x18, &x21])
     }
 
-    #[allow(clippy::needless_range_loop)] // j walks the anchor columns of every row
     fn decode(
         &self,
         out: &Tensor,
@@ -525,42 +527,58 @@ impl YoloV8 {
     ) -> Result<Vec<Detection>> {
         let out = out.squeeze(0)?.to_dtype(DType::F32)?; // (rows, anchors)
         let nc = self.labels.len();
-        let rows: Vec<Vec<f32>> = out.to_vec2()?;
-        let a = rows.first().map(|r| r.len()).unwrap_or(0);
-        let mut boxes = Vec::new();
-        let mut scores = Vec::new();
-        let mut classes = Vec::new();
-        let mut kps = Vec::new();
-        for j in 0..a {
-            let (mut best, mut bc) = (0f32, 0usize);
-            for c in 0..nc {
-                let v = rows[4 + c][j];
-                if v > best {
-                    best = v;
-                    bc = c;
+        let (nrows, a) = out.dims2()?;
+        if nrows < 4 + nc {
+            return Err(crate::error::Error::msg(format!(
+                "the network output has {nrows} rows; {} labels need at least {}",
+                nc,
+                4 + nc
+            )));
+        }
+        let data: Vec<f32> = out.flatten_all()?.to_vec1()?;
+        let row = |r: usize| &data[r * a..(r + 1) * a];
+        // Best class per anchor, class by class over contiguous rows (as
+        // Ultralytics: confidence first, then at most MAX_NMS candidates).
+        let mut best = vec![0f32; a];
+        let mut best_c = vec![0usize; a];
+        for c in 0..nc {
+            for (j, &v) in row(4 + c).iter().enumerate() {
+                if v > best[j] {
+                    best[j] = v;
+                    best_c[j] = c;
                 }
             }
-            if best <= conf {
-                continue;
-            }
-            let (cx, cy, w, h) = (rows[0][j], rows[1][j], rows[2][j], rows[3][j]);
-            boxes.push([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
-            scores.push(best);
-            classes.push(bc);
-            if self.task == Task::Pose {
-                kps.push(
-                    (0..17)
-                        .map(|k| {
-                            [
-                                rows[4 + nc + 3 * k][j],
-                                rows[5 + nc + 3 * k][j],
-                                rows[6 + nc + 3 * k][j],
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-            }
         }
+        let mut cand: Vec<usize> = (0..a).filter(|&j| best[j] > conf).collect();
+        if cand.len() > MAX_NMS {
+            cand.sort_by(|&x, &y| best[y].total_cmp(&best[x]));
+            cand.truncate(MAX_NMS);
+        }
+        let (cx, cy, w, h) = (row(0), row(1), row(2), row(3));
+        let boxes: Vec<[f32; 4]> = cand
+            .iter()
+            .map(|&j| {
+                [
+                    cx[j] - w[j] / 2.0,
+                    cy[j] - h[j] / 2.0,
+                    cx[j] + w[j] / 2.0,
+                    cy[j] + h[j] / 2.0,
+                ]
+            })
+            .collect();
+        let scores: Vec<f32> = cand.iter().map(|&j| best[j]).collect();
+        let classes: Vec<usize> = cand.iter().map(|&j| best_c[j]).collect();
+        let kps: Vec<Vec<[f32; 3]>> = if self.task == Task::Pose && nrows >= 4 + nc + 51 {
+            cand.iter()
+                .map(|&j| {
+                    (0..17)
+                        .map(|k| [row(4 + nc + 3 * k)[j], row(5 + nc + 3 * k)[j], row(6 + nc + 3 * k)[j]])
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Ultralytics' max_det: at most 300 kept.
         let keep = batched_nms(&boxes, &scores, &classes, iou, 300);
         Ok(keep

@@ -48,14 +48,15 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], thresh
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut keep: Vec<usize> = Vec::new();
+    // Kept boxes per class: a candidate is compared only with its own class.
+    let mut kept: std::collections::HashMap<usize, Vec<[f32; 4]>> = std::collections::HashMap::new();
     for i in order {
         if keep.len() >= max {
             break;
         }
-        if keep
-            .iter()
-            .all(|&k| classes[k] != classes[i] || iou(&boxes[k], &boxes[i]) <= threshold)
-        {
+        let same = kept.entry(classes[i]).or_default();
+        if same.iter().all(|k| iou(k, &boxes[i]) <= threshold) {
+            same.push(boxes[i]);
             keep.push(i);
         }
     }
