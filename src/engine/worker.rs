@@ -40,6 +40,9 @@ struct Pending {
     submitted: Instant,
     decode_ms: f64,
     cache_key: Option<cache::Key>,
+    /// The image was decoded at a reduced scale: original pixels per decoded
+    /// pixel (x, y) and the original size, to map the answer back.
+    unscale: Option<((f32, f32), (u32, u32))>,
 }
 
 struct Worker {
@@ -399,6 +402,7 @@ impl Worker {
                         submitted,
                         decode_ms: 0.0,
                         cache_key: None,
+                        unscale: None,
                     },
                 );
                 return;
@@ -428,11 +432,21 @@ impl Worker {
                 return;
             }
         }
+        let mut unscale = None;
         let image = match (frame, bytes) {
             (Some(f), _) => Ok(f),
-            (None, Some(b)) => decode_bytes(&name, &b, &limits)
-                .map(Arc::new)
-                .map_err(|e| e.to_string()),
+            (None, Some(b)) => match self
+                .reduced_side(&model)
+                .and_then(|side| crate::vision::jpeg_scaled::decode_reduced(&b, side, &limits))
+            {
+                Some(r) => {
+                    unscale = Some((r.factor(), r.original));
+                    Ok(Arc::new(r.image))
+                }
+                None => decode_bytes(&name, &b, &limits)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            },
             (None, None) => Err(format!("{name}: no image data")),
         };
         let decode_ms = ms(t0.elapsed());
@@ -455,8 +469,19 @@ impl Worker {
                 submitted,
                 decode_ms,
                 cache_key,
+                unscale,
             },
         );
+    }
+
+    /// For a model that resizes the whole image to its input size, the
+    /// longer side a JPEG may be decoded down to (twice the input size, so
+    /// the model's own resize still has the detail it expects); `None` for
+    /// models that look at full-resolution crops (landmarks, MTCNN, hands).
+    fn reduced_side(&self, model: &str) -> Option<u32> {
+        let m = &self.registry.get(model)?.manifest;
+        matches!(m.arch.as_str(), "tiny_face_detector" | "yolov8" | "nanodet" | "movenet")
+            .then_some(m.input_size.saturating_mul(2))
     }
 
     /// Parks a request with the residency: it runs once its model is resident.
@@ -654,9 +679,15 @@ impl Worker {
                     postprocess: mt.postprocess,
                     total,
                 };
-                let image_size = match &p.work {
-                    Work::Image(i) => [i.width(), i.height()],
-                    Work::Tensor(_) => [0, 0],
+                let image_size = match (&p.work, p.unscale) {
+                    (_, Some((f, original))) => {
+                        for d in &mut detections {
+                            d.scale(f.0, f.1);
+                        }
+                        [original.0, original.1]
+                    }
+                    (Work::Image(i), None) => [i.width(), i.height()],
+                    (Work::Tensor(_), None) => [0, 0],
                 };
                 let output = Output {
                     image_size,

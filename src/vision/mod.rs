@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod image_files;
+pub mod jpeg_scaled;
 pub mod letterbox;
 pub mod nails;
 pub mod nms;

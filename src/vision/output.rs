@@ -18,6 +18,21 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// Maps the box and keypoints from a scaled image's pixels to the
+    /// original's (`fx`, `fy`: original pixels per scaled pixel).
+    pub fn scale(&mut self, fx: f32, fy: f32) {
+        self.bbox = [
+            self.bbox[0] * fx,
+            self.bbox[1] * fy,
+            self.bbox[2] * fx,
+            self.bbox[3] * fy,
+        ];
+        for k in &mut self.keypoints {
+            k[0] *= fx;
+            k[1] *= fy;
+        }
+    }
+
     pub fn area(&self) -> f32 {
         (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
     }
