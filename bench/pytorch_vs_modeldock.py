@@ -58,9 +58,8 @@ figure in brackets, and the ratios; a ratio below 1 means modeldock is faster):
           Ultralytics' packaged bus.jpg): decode + letterbox + forward + NMS.
           Ultralytics: `YOLO.predict(path, conf=0.25, iou=0.7, max_det=300)`
           wall time per call, fixture weights. modeldock:
-          `bench --http --json`'s inproc_p50_ms (in-process requests from the
-          file's bytes, result cache off; the plain `bench` times decoded
-          frames only). Ratio modeldock / Ultralytics (target <= 0.6), with
+          `bench --json`'s e2e_p50_ms (requests from the file's bytes, decode
+          included, result cache bypassed). Ratio modeldock / Ultralytics (target <= 0.6), with
           Ultralytics' letterbox forced square (rect=False: 640x640 on both
           sides, the same work); the ratio against Ultralytics' default
           rectangular letterbox (rect=True: e.g. 640x480 for bus.jpg, less
@@ -74,7 +73,7 @@ figure in brackets, and the ratios; a ratio below 1 means modeldock is faster):
           each --mtcnn-image (default tests/fixtures/images/astronaut.png and
           Ultralytics' zidane.jpg). facenet-pytorch: PIL decode +
           `MTCNN(keep_all=True).detect(img, landmarks=True)`; modeldock:
-          `bench --http --model mtcnn --json`'s inproc_p50_ms. Ratio modeldock /
+          `bench --model mtcnn --json`'s e2e_p50_ms. Ratio modeldock /
           facenet-pytorch per image and over all images (sum of p50s;
           target <= 0.5).
 
@@ -430,11 +429,11 @@ def main():
         if "e2e" in rows:
             add("e2e_ultralytics", p50_of(lambda: predict(False, ul_speed), a.runs))
             add("e2e_ultralytics_rect", p50_of(lambda: predict(True), a.runs))
-            add("e2e_modeldock", md.bench("yolov8n-fixture", a.runs, image=jpeg, http=True)["inproc_p50_ms"])
+            add("e2e_modeldock", md.bench("yolov8n-fixture", a.runs, image=jpeg)["e2e_p50_ms"])
         if "mtcnn" in rows:
             for i, p in enumerate(mtcnn_images):
                 add(f"mtcnn_facenet_{i}", p50_of(lambda: facenet(p), a.runs, warmup=2))
-                add(f"mtcnn_modeldock_{i}", md.bench("mtcnn", a.runs, image=p, http=True)["inproc_p50_ms"])
+                add(f"mtcnn_modeldock_{i}", md.bench("mtcnn", a.runs, image=p)["e2e_p50_ms"])
         if torch.get_num_threads() != a.threads:
             sys.exit(f"torch threads changed to {torch.get_num_threads()} during round {rnd + 1}")
         print(f"round {rnd + 1}/{a.rounds} done in {time.time() - t0:.0f} s", flush=True)
@@ -465,7 +464,7 @@ def main():
         m, ul, ulr = B["e2e_modeldock"], B["e2e_ultralytics"], B["e2e_ultralytics_rect"]
         sp = {k: sorted(v)[len(v) // 2] for k, v in ul_speed.items() if v}
         print(f"YOLOv8n end to end per request (decode + letterbox + forward + NMS) on {jpeg}, fixture weights")
-        print(f"  modeldock (bench --http inproc_p50_ms)           {m:>8.1f} ms  {every(R['e2e_modeldock'])}")
+        print(f"  modeldock (bench e2e_p50_ms)                     {m:>8.1f} ms  {every(R['e2e_modeldock'])}")
         print(f"  Ultralytics predict, square 640x640 (rect=False) {ul:>8.1f} ms  {every(R['e2e_ultralytics'])}"
               f"   ratio {m / ul:.2f} (target <= 0.6)")
         print(f"  Ultralytics predict, default rect letterbox      {ulr:>8.1f} ms  {every(R['e2e_ultralytics_rect'])}"

@@ -124,6 +124,11 @@ impl RemoteNet {
 
     fn load_there(&self) -> Result<(), String> {
         let m = &self.spec.model;
+        // Already loaded there (by another client, or at the server's start):
+        // a repository load would reload it (Triton does), draining requests.
+        if self.client.ready(m)? {
+            return Ok(());
+        }
         if self.spec.manage {
             match self.client.load(m) {
                 Ok(()) => return Ok(()),
