@@ -59,29 +59,47 @@ impl InPlace {
     }
 
     /// Lane masks (bit j = wide position start + j, j < n) of every class.
+    /// Rows: a tap row is valid on one contiguous range of wide positions.
+    /// Columns: the lanes split into runs of one output row each, and on a
+    /// run a tap column is valid on one contiguous range. So the cost is
+    /// O(kh + runs · kw) word operations, not O(n · (kh + kw)) bit tests.
     pub fn masks(&self, start: usize, n: usize, out: &mut [u64]) {
+        let n = n.min(64);
+        let below = |b: usize| if b >= 64 { u64::MAX } else { (1u64 << b) - 1 };
+        // Lanes whose wide position is in [lo, hi).
+        let range = |lo: isize, hi: isize| -> u64 {
+            let a = (lo - start as isize).clamp(0, n as isize) as usize;
+            let b = (hi - start as isize).clamp(0, n as isize) as usize;
+            if b <= a {
+                0
+            } else {
+                below(b) & !below(a)
+            }
+        };
+        let w = self.w as isize;
         let mut rows = [0u64; 16];
+        for (ky, r) in rows.iter_mut().enumerate().take(self.kh) {
+            // Valid when top <= oy + ky < top + h, oy = p / w.
+            let lo = (self.top as isize - ky as isize) * w;
+            let hi = (self.top as isize + self.h as isize - ky as isize) * w;
+            *r = range(lo.max(0), hi);
+        }
         let mut cols = [0u64; 16];
-        let (mut oy, mut ox) = (start / self.w, start % self.w);
-        for j in 0..n.min(64) {
-            let bit = 1u64 << j;
-            for (ky, r) in rows.iter_mut().enumerate().take(self.kh) {
-                let iy = oy + ky;
-                if iy >= self.top && iy - self.top < self.h {
-                    *r |= bit;
-                }
-            }
+        let mut j = 0usize;
+        while j < n {
+            let ox = (start + j) % self.w;
+            let len = (self.w - ox).min(n - j);
             for (kx, c) in cols.iter_mut().enumerate().take(self.kw) {
-                let ix = ox + kx;
-                if ix >= self.left && ix - self.left < self.w {
-                    *c |= bit;
+                // Valid when left <= ox + t + kx < left + w, for t in [0, len).
+                let lo = self.left as isize - kx as isize - ox as isize;
+                let hi = lo + w;
+                let a = lo.clamp(0, len as isize) as usize;
+                let b = hi.clamp(0, len as isize) as usize;
+                if b > a {
+                    *c |= (below(b) & !below(a)) << j;
                 }
             }
-            ox += 1;
-            if ox == self.w {
-                ox = 0;
-                oy += 1;
-            }
+            j += len;
         }
         for ky in 0..self.kh {
             for kx in 0..self.kw {
@@ -95,6 +113,59 @@ impl InPlace {
 mod tests {
     use super::*;
     use crate::kernels::Padding;
+
+    /// Lane by lane, tap by tap: what [`InPlace::masks`] must equal.
+    fn masks_reference(g: &InPlace, start: usize, n: usize) -> Vec<u64> {
+        let mut out = vec![0u64; g.classes()];
+        for j in 0..n.min(64) {
+            let (oy, ox) = ((start + j) / g.w, (start + j) % g.w);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let (iy, ix) = (oy + ky, ox + kx);
+                    if iy >= g.top && iy - g.top < g.h && ix >= g.left && ix - g.left < g.w {
+                        out[ky * g.kw + kx] |= 1u64 << j;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn word_masks_equal_the_lane_by_lane_masks() {
+        for h in 1..9usize {
+            for w in 1..11usize {
+                for k in [1usize, 2, 3, 5] {
+                    for (top, left) in [(0, 0), (1, 1), (0, 2), (2, 0), (k - 1, k - 1)] {
+                        let pad = Padding {
+                            top: top.min(k - 1),
+                            bottom: 0,
+                            left: left.min(k - 1),
+                            right: 0,
+                        };
+                        let s = ConvShape {
+                            cin: 1,
+                            cout: 1,
+                            kh: k,
+                            kw: k,
+                            stride: 1,
+                            pad,
+                        };
+                        let Some(g) = InPlace::new(&s, h, w) else { continue };
+                        let wide = g.wide_len();
+                        for nr in [1usize, 7, 48, 64] {
+                            for start in (0..wide.max(1)).step_by(nr.max(1)) {
+                                let n = (wide.saturating_sub(start)).min(nr);
+                                let mut got = vec![0u64; g.classes()];
+                                g.masks(start, n, &mut got);
+                                assert_eq!(got, masks_reference(&g, start, n), "{h}x{w} k{k} {pad:?} start {start} n {n}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Every unmasked lane reads the input value the tap should; every tap
     /// that falls in the padding is masked.
