@@ -4,8 +4,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use common::app::step_until;
 use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
@@ -63,23 +63,6 @@ fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'
             },
         )
     })
-}
-
-/// Steps frames until `pred` holds (the engine works on other threads).
-fn step_until(
-    h: &mut Harness<'static, ModeldockApp>,
-    what: &str,
-    pred: impl Fn(&Harness<'static, ModeldockApp>) -> bool,
-) {
-    let end = Instant::now() + WAIT;
-    while Instant::now() < end {
-        h.step();
-        if pred(h) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn has_label_containing(h: &Harness<'static, ModeldockApp>, s: &str) -> bool {

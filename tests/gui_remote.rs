@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::app::step_until;
 use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
@@ -15,22 +16,6 @@ use modeldock::models::registry::Registry;
 use modeldock::server::{self, ServerOptions};
 use modeldock::ui::app::{AppOptions, ModeldockApp};
 use modeldock::ui::log_capture::LogBuffer;
-
-fn step_until(
-    h: &mut Harness<'static, ModeldockApp>,
-    what: &str,
-    pred: impl Fn(&Harness<'static, ModeldockApp>) -> bool,
-) {
-    let end = Instant::now() + WAIT;
-    while Instant::now() < end {
-        h.step();
-        if pred(h) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[test]
 fn a_model_loaded_through_the_server_shows_resident_and_unload_in_the_panel_unloads_it_there() {

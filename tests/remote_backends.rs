@@ -678,6 +678,7 @@ fn a_modeldock_server_is_the_network_backend_of_another_modeldock_with_identical
 }
 
 mod app {
+    use super::common::app::step_until;
     use super::*;
     use eframe::egui;
     use egui_kittest::kittest::Queryable;
@@ -685,22 +686,6 @@ mod app {
     use modeldock::client::{Client, LateWake};
     use modeldock::ui::app::{AppOptions, ModeldockApp};
     use modeldock::ui::log_capture::LogBuffer;
-
-    fn step_until(
-        h: &mut Harness<'static, ModeldockApp>,
-        what: &str,
-        pred: impl Fn(&Harness<'static, ModeldockApp>) -> bool,
-    ) {
-        let end = Instant::now() + WAIT;
-        while Instant::now() < end {
-            h.step();
-            if pred(h) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("timed out waiting for {what}");
-    }
 
     #[test]
     fn the_app_with_remote_shows_a_tritons_index_with_its_states_and_why_raw_models_are_not_offered() {

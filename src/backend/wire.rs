@@ -35,30 +35,36 @@ pub fn encode_request(input_name: &str, x: &Tensor32, output_name: &str, binary:
             "inputs": [{"name": input_name, "shape": x.shape, "datatype": "FP32",
                         "parameters": {"binary_data_size": x.data.len() * 4}}],
             "outputs": [{"name": output_name, "parameters": {"binary_data": true}}],
-        })
-        .to_string();
-        let mut body = Vec::with_capacity(head.len() + x.data.len() * 4);
-        body.extend_from_slice(head.as_bytes());
-        for v in &x.data {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        Encoded {
-            body,
-            content_type: "application/octet-stream",
-            header_length: Some(head.len()),
-        }
+        });
+        binary_body(&head, &x.data)
     } else {
-        let body = json!({
+        json_body(&json!({
             "inputs": [{"name": input_name, "shape": x.shape, "datatype": "FP32", "data": x.data}],
             "outputs": [{"name": output_name}],
-        })
-        .to_string()
-        .into_bytes();
-        Encoded {
-            body,
-            content_type: "application/json",
-            header_length: None,
-        }
+        }))
+    }
+}
+
+/// The JSON header, then the values as little-endian bytes (binary extension).
+fn binary_body(head: &Value, data: &[f32]) -> Encoded {
+    let head = head.to_string();
+    let mut body = Vec::with_capacity(head.len() + data.len() * 4);
+    body.extend_from_slice(head.as_bytes());
+    for v in data {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    Encoded {
+        body,
+        content_type: "application/octet-stream",
+        header_length: Some(head.len()),
+    }
+}
+
+fn json_body(v: &Value) -> Encoded {
+    Encoded {
+        body: v.to_string().into_bytes(),
+        content_type: "application/json",
+        header_length: None,
     }
 }
 
@@ -96,28 +102,11 @@ pub fn encode_reply(model: &str, name: &str, t: &Tensor32, binary: bool) -> Enco
     if binary {
         let head = json!({"model_name": model, "model_version": "1",
             "outputs": [{"name": name, "datatype": "FP32", "shape": t.shape,
-                         "parameters": {"binary_data_size": t.data.len() * 4}}]})
-        .to_string();
-        let mut body = Vec::with_capacity(head.len() + t.data.len() * 4);
-        body.extend_from_slice(head.as_bytes());
-        for v in &t.data {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        Encoded {
-            body,
-            content_type: "application/octet-stream",
-            header_length: Some(head.len()),
-        }
+                         "parameters": {"binary_data_size": t.data.len() * 4}}]});
+        binary_body(&head, &t.data)
     } else {
-        let body = json!({"model_name": model, "model_version": "1",
-            "outputs": [{"name": name, "datatype": "FP32", "shape": t.shape, "data": t.data}]})
-        .to_string()
-        .into_bytes();
-        Encoded {
-            body,
-            content_type: "application/json",
-            header_length: None,
-        }
+        json_body(&json!({"model_name": model, "model_version": "1",
+            "outputs": [{"name": name, "datatype": "FP32", "shape": t.shape, "data": t.data}]}))
     }
 }
 

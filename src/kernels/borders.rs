@@ -158,7 +158,11 @@ mod tests {
                                 let n = (wide.saturating_sub(start)).min(nr);
                                 let mut got = vec![0u64; g.classes()];
                                 g.masks(start, n, &mut got);
-                                assert_eq!(got, masks_reference(&g, start, n), "{h}x{w} k{k} {pad:?} start {start} n {n}");
+                                assert_eq!(
+                                    got,
+                                    masks_reference(&g, start, n),
+                                    "{h}x{w} k{k} {pad:?} start {start} n {n}"
+                                );
                             }
                         }
                     }
