@@ -12,9 +12,11 @@ use super::layers::{conv as fast_conv, Act, FastConv, Padding};
 use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::Result;
+use crate::kernels::host;
 use crate::vision::nms::nms;
 use crate::vision::preprocess::FloatImage;
 use crate::vision::{Detection, InferParams, ModelTimings};
+use rayon::prelude::*;
 
 struct PRelu(Tensor);
 
@@ -22,8 +24,34 @@ impl PRelu {
     fn load(vb: VarBuilder, c: usize) -> Result<Self> {
         Ok(PRelu(vb.get(c, "weight")?))
     }
-    /// max(x, 0) + w * min(x, 0), per channel (dim 1).
+    /// max(x, 0) + w * min(x, 0), per channel (dim 1): one pass on the CPU.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        if host::is_cpu_f32(x) && host::is_cpu_f32(&self.0) && dims.len() >= 2 && self.0.dim(0)? == dims[1] {
+            let c = dims[1];
+            let inner: usize = dims[2..].iter().product::<usize>().max(1);
+            return host::with_slices(&[x, &self.0], |s| {
+                let (xs, ws) = (s[0], s[1]);
+                let mut out = vec![0f32; xs.len()];
+                let plane = |i: usize, o: &mut [f32], xi: &[f32]| {
+                    let w = ws[i % c];
+                    for (o, &v) in o.iter_mut().zip(xi) {
+                        *o = if v > 0.0 { v } else { w * v };
+                    }
+                };
+                if inner >= 4096 {
+                    out.par_chunks_mut(inner)
+                        .zip(xs.par_chunks(inner))
+                        .enumerate()
+                        .for_each(|(i, (o, xi))| plane(i, o, xi));
+                } else {
+                    for (i, (o, xi)) in out.chunks_mut(inner).zip(xs.chunks(inner)).enumerate() {
+                        plane(i, o, xi);
+                    }
+                }
+                Ok(Tensor::from_vec(out, dims.clone(), x.device())?)
+            });
+        }
         let shape: Vec<usize> = (0..x.rank())
             .map(|d| if d == 1 { self.0.dim(0).unwrap_or(1) } else { 1 })
             .collect();
@@ -33,17 +61,45 @@ impl PRelu {
     }
 }
 
-/// PyTorch `MaxPool2d(k, s, ceil_mode=True)` without padding.
+/// PyTorch `MaxPool2d(k, s, ceil_mode=True)` without padding: a window that
+/// runs past the edge takes the max of the part inside. One pass per plane
+/// on the CPU.
 fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let extra = |n: usize| {
-        let mut out = (n.saturating_sub(k)).div_ceil(s) + 1;
-        if (out - 1) * s >= n {
+    let (n, c, h, w) = x.dims4()?;
+    let out_len = |len: usize| {
+        let mut out = (len.saturating_sub(k)).div_ceil(s) + 1;
+        if (out - 1) * s >= len {
             out -= 1;
         }
-        ((out - 1) * s + k).saturating_sub(n)
+        out
     };
-    let x = x.pad_with_same(2, 0, extra(h))?.pad_with_same(3, 0, extra(w))?;
+    let (oh, ow) = (out_len(h), out_len(w));
+    if host::is_cpu_f32(x) && h > 0 && w > 0 {
+        return host::with_slices(&[x], |sl| {
+            let xs = sl[0];
+            let mut out = vec![0f32; n * c * oh * ow];
+            out.par_chunks_mut(oh * ow)
+                .zip(xs.par_chunks(h * w))
+                .for_each(|(o, p)| {
+                    for oy in 0..oh {
+                        let (y0, y1) = (oy * s, (oy * s + k).min(h));
+                        for ox in 0..ow {
+                            let (x0, x1) = (ox * s, (ox * s + k).min(w));
+                            let mut m = f32::NEG_INFINITY;
+                            for y in y0..y1 {
+                                for v in &p[y * w + x0..y * w + x1] {
+                                    m = m.max(*v);
+                                }
+                            }
+                            o[oy * ow + ox] = m;
+                        }
+                    }
+                });
+            Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
+        });
+    }
+    let extra = |len: usize, out: usize| ((out - 1) * s + k).saturating_sub(len);
+    let x = x.pad_with_same(2, 0, extra(h, oh))?.pad_with_same(3, 0, extra(w, ow))?;
     Ok(x.max_pool2d_with_stride(k, s)?)
 }
 
