@@ -77,19 +77,35 @@ pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
                 out.par_chunks_mut((oh * ow).max(1))
                     .zip(src.par_chunks((h * w).max(1)))
                     .for_each(|(o, s)| {
+                        // The two rows' max first (a vector loop), then pairs along it.
+                        let mut m = vec![0f32; w];
                         for (oy, orow) in o.chunks_mut(ow).enumerate() {
                             let y0 = oy * stride;
                             let r0 = &s[y0 * w..(y0 + 1) * w];
                             let r1 = &s[(y0 + 1).min(h - 1) * w..][..w];
+                            for ((v, a), b) in m.iter_mut().zip(r0).zip(r1) {
+                                *v = greater(*a, *b);
+                            }
                             for (ox, v) in orow.iter_mut().enumerate() {
                                 let (x0, x1) = (ox * stride, (ox * stride + 1).min(w - 1));
-                                *v = r0[x0].max(r0[x1]).max(r1[x0]).max(r1[x1]);
+                                *v = greater(m[x0], m[x1]);
                             }
                         }
                     });
             })
         }
     })
+}
+
+/// The larger of two values: one `maxps` lane (finite inputs; `f32::max`'s
+/// NaN handling keeps the loop scalar).
+#[inline(always)]
+fn greater(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 
 /// Nearest-neighbour upsampling by 2 in both directions.
