@@ -51,7 +51,23 @@ struct Server {
 }
 
 impl Server {
+    /// Starts the server on free ports; a port taken by another process
+    /// between the pick and the bind (tests run side by side) means new
+    /// ports and another try, at most three.
     fn start(python: PathBuf, script_name: &str, repo: &Path, load: &[&str]) -> Server {
+        let mut why = String::new();
+        for _ in 0..3 {
+            let mut s = Server::configure(python.clone(), script_name, repo, load);
+            match s.try_spawn() {
+                Ok(()) => return s,
+                Err(e) if e.contains("already in use") || e.contains("in use") => why = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("three tries, every one lost a port race:\n{why}");
+    }
+
+    fn configure(python: PathBuf, script_name: &str, repo: &Path, load: &[&str]) -> Server {
         let (http, grpc, metrics) = (free_port(), free_port(), free_port());
         let mut cmd = vec![
             script(script_name).display().to_string(),
@@ -68,7 +84,7 @@ impl Server {
             cmd.push("--load".into());
             cmd.extend(load.iter().map(|s| s.to_string()));
         }
-        let mut s = Server {
+        let s = Server {
             child: None,
             base: format!("http://127.0.0.1:{http}"),
             metrics: format!("http://127.0.0.1:{metrics}/metrics"),
@@ -76,11 +92,16 @@ impl Server {
             python,
             log: tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}")),
         };
-        s.spawn();
         s
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         use std::os::unix::process::CommandExt;
         let child = Command::new(&self.python)
             .args(&self.cmd)
@@ -91,10 +112,14 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.cmd[0]));
         self.child = Some(child);
-        self.wait_ready();
+        let r = self.wait_ready();
+        if r.is_err() {
+            self.kill();
+        }
+        r
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let end = Instant::now() + START;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
@@ -103,7 +128,16 @@ impl Server {
             .into();
         loop {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{} exited before it was ready: {st}\n{}", self.cmd[0], self.log_tail());
+                return Err(format!(
+                    "{} exited before it was ready: {st}\n{}",
+                    self.cmd[0],
+                    self.log_tail()
+                ));
+            }
+            // Triton may log a busy port and stay up without serving.
+            let tail = self.log_tail();
+            if tail.contains("already in use") {
+                return Err(format!("{}: a port is already in use\n{tail}", self.cmd[0]));
             }
             let ok = agent
                 .get(format!("{}/v2/health/ready", self.base))
@@ -111,14 +145,11 @@ impl Server {
                 .map(|r| r.status().as_u16() == 200)
                 .unwrap_or(false);
             if ok {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < end,
-                "{} not ready after {START:?}\n{}",
-                self.base,
-                self.log_tail()
-            );
+            if Instant::now() >= end {
+                return Err(format!("{} not ready after {START:?}\n{}", self.base, self.log_tail()));
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }
