@@ -4,9 +4,9 @@ the same networks, same weights, same images, same machine, one run.
 
 Install (a venv outside the repository; every package from PyPI):
 
-    python3 -m venv /work/bench-venv/venv
-    /work/bench-venv/venv/bin/pip install torch torchvision ultralytics onnx onnxruntime onnxscript tqdm
-    /work/bench-venv/venv/bin/pip install --no-deps facenet-pytorch
+    python3 -m venv ../bench-venv
+    ../bench-venv/bin/pip install torch torchvision ultralytics onnx onnxruntime onnxscript tqdm
+    ../bench-venv/bin/pip install --no-deps facenet-pytorch
 
   PyPI's Linux torch wheel is the CUDA build: it pulls ~3 GB of nvidia-*
   wheels (the venv is ~6 GB) that stay unused on CPU. `pip install --no-deps
@@ -16,7 +16,7 @@ Install (a venv outside the repository; every package from PyPI):
 
 Run (build modeldock first: cargo build --release):
 
-    /work/bench-venv/venv/bin/python bench/pytorch_vs_modeldock.py \\
+    ../bench-venv/bin/python bench/pytorch_vs_modeldock.py \\
         [--modeldock PATH] [--threads 2] [--runs 20] [--rounds 3] \\
         [--image JPEG] [--mtcnn-image IMG ...] [--rows face,yolo,e2e,mtcnn] \\
         [--json-out FILE]
