@@ -496,14 +496,19 @@ impl Engine {
     /// Waits until `pred` holds for the snapshot, or `timeout` passes.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Snapshot) -> bool) -> bool {
         let end = Instant::now() + timeout;
+        // Woken by the worker's events rather than polling, so a waiter sees
+        // a change as soon as it is published; the short timeout only covers
+        // events dropped from a full stream.
+        let changes = self.subscribe(64);
         loop {
             if pred(&self.snapshot()) {
                 return true;
             }
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if now >= end {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            let _ = changes.recv_timeout((end - now).min(Duration::from_millis(20)));
         }
     }
 

@@ -2,9 +2,28 @@
 //! tensors' data in place) and candle's own ops on any other device.
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 use super::{conv, depthwise, host, tiled, Act, ConvShape, Padding};
 use crate::error::{Error, Result};
+
+/// A batch whose images each take fewer multiply-adds than this runs one
+/// image per job (a single image this small splits badly among threads).
+const BATCH_PARALLEL_BELOW: usize = 8 << 20;
+
+/// The output pointer, shared by jobs that write disjoint images.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every job writes the elements of its own image only.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Through a method, so closures capture the wrapper (Sync), not the raw pointer.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 struct Op {
     weight: Vec<f32>,
@@ -186,7 +205,7 @@ impl FastConv {
                 // SAFETY: the tiled kernel writes every output element of every image.
                 return unsafe {
                     host::tensor_filled((n, s.cout, oh, ow), |out| {
-                        for i in 0..n {
+                        let one = |i: usize, out: *mut f32| {
                             let r = res.first().map(|r| &r[i * per_out..(i + 1) * per_out]);
                             tiled::conv2d(
                                 &image(i),
@@ -198,6 +217,14 @@ impl FastConv {
                                 r,
                                 out.add(i * per_out),
                             );
+                        };
+                        if n > 1 && per_out * s.cin * s.kh * s.kw < BATCH_PARALLEL_BELOW {
+                            // Many small images (MTCNN's crops): one image per
+                            // job, each run whole on its thread.
+                            let out = SendPtr(out);
+                            (0..n).into_par_iter().for_each(|i| one(i, out.get()));
+                        } else {
+                            (0..n).for_each(|i| one(i, out));
                         }
                     })
                 };

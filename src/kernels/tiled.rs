@@ -198,7 +198,11 @@ fn run(
     let panels = packed.panels();
     // Enough jobs for the pool to balance, each big enough to amortise itself:
     // tiles are grouped so a group's input stays in L2; small outputs split panels.
-    let threads = rayon::current_num_threads().max(1);
+    // Inside a job of rayon's pool (a batch or a pyramid already shared among
+    // the threads), the call runs on this thread alone: splitting it again
+    // would only add wake-ups.
+    let nested = rayon::current_thread_index().is_some();
+    let threads = if nested { 1 } else { rayon::current_num_threads().max(1) };
     let per_tile_bytes = packed.taps * NR * 4;
     let group = ((512 << 10) / per_tile_bytes.max(1))
         .clamp(1, 4)
@@ -208,7 +212,7 @@ fn run(
     let panels_per_job = panels.div_ceil(panel_split);
     let jobs = tile_groups * panels.div_ceil(panels_per_job);
     let plane = g.oh * g.ow;
-    (0..jobs).into_par_iter().for_each(|job| {
+    let body = |job: usize| {
         let (tg, pj) = (job % tile_groups, job / tile_groups);
         let t0 = tg * group;
         let t1 = (t0 + group).min(tiles);
@@ -308,7 +312,12 @@ fn run(
                 });
             }
         }
-    });
+    };
+    if nested {
+        (0..jobs).for_each(body);
+    } else {
+        (0..jobs).into_par_iter().for_each(body);
+    }
 }
 
 /// Copies the valid columns of a tile's rows to their output positions.

@@ -14,7 +14,7 @@ use super::{Manifest, Model};
 use crate::error::Result;
 use crate::kernels::host;
 use crate::vision::nms::nms;
-use crate::vision::preprocess::FloatImage;
+use crate::vision::preprocess::{FloatImage, Region};
 use crate::vision::{Detection, InferParams, ModelTimings};
 use rayon::prelude::*;
 
@@ -78,23 +78,45 @@ fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
         return host::with_slices(&[x], |sl| {
             let xs = sl[0];
             let mut out = vec![0f32; n * c * oh * ow];
-            out.par_chunks_mut(oh * ow)
-                .zip(xs.par_chunks(h * w))
-                .for_each(|(o, p)| {
-                    for oy in 0..oh {
-                        let (y0, y1) = (oy * s, (oy * s + k).min(h));
-                        for ox in 0..ow {
-                            let (x0, x1) = (ox * s, (ox * s + k).min(w));
-                            let mut m = f32::NEG_INFINITY;
-                            for y in y0..y1 {
-                                for v in &p[y * w + x0..y * w + x1] {
-                                    m = m.max(*v);
-                                }
-                            }
-                            o[oy * ow + ox] = m;
+            // Per output row: the window's rows' max as one vector loop over
+            // the row, then the max of each window's columns of it.
+            let plane = |(o, p): (&mut [f32], &[f32])| {
+                let mut rows = vec![0f32; w];
+                for (oy, o) in o.chunks_exact_mut(ow).enumerate() {
+                    let (y0, y1) = (oy * s, (oy * s + k).min(h));
+                    rows.copy_from_slice(&p[y0 * w..y0 * w + w]);
+                    // `if a > b` compiles to one max instruction (`f32::max`'s
+                    // NaN rule does not), scalar or vector.
+                    for y in y0 + 1..y1 {
+                        for (m, v) in rows.iter_mut().zip(&p[y * w..y * w + w]) {
+                            *m = if *v > *m { *v } else { *m };
                         }
                     }
-                });
+                    let max = |a: f32, b: f32| if b > a { b } else { a };
+                    // Windows wholly inside the row, with the window size
+                    // known to the compiler; then the partial one at the edge.
+                    let whole = if w >= k { ((w - k) / s + 1).min(ow) } else { 0 };
+                    match k {
+                        2 => (0..whole).for_each(|ox| o[ox] = max(rows[ox * s], rows[ox * s + 1])),
+                        3 => {
+                            (0..whole).for_each(|ox| o[ox] = max(max(rows[ox * s], rows[ox * s + 1]), rows[ox * s + 2]))
+                        }
+                        _ => {}
+                    }
+                    let from = if k == 2 || k == 3 { whole } else { 0 };
+                    for (ox, o) in o.iter_mut().enumerate().skip(from) {
+                        let (x0, x1) = (ox * s, (ox * s + k).min(w));
+                        *o = rows[x0..x1]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+                    }
+                }
+            };
+            if h * w >= 4096 {
+                out.par_chunks_mut(oh * ow).zip(xs.par_chunks(h * w)).for_each(plane);
+            } else {
+                out.chunks_mut(oh * ow).zip(xs.chunks(h * w)).for_each(plane);
+            }
             Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
         });
     }
@@ -252,9 +274,9 @@ pub struct Mtcnn {
     device: Device,
 }
 
-fn normalise(img: &FloatImage, device: &Device) -> Result<Tensor> {
-    img.to_nchw([127.5; 3], 128.0, device)
-}
+/// facenet-pytorch's input normalisation: (v - 127.5) / 128.
+const MEAN: [f32; 3] = [127.5; 3];
+const SCALE: f32 = 128.0;
 
 fn keep(c: &[Cand], idx: Vec<usize>) -> Vec<Cand> {
     idx.into_iter().map(|i| c[i].clone()).collect()
@@ -326,32 +348,78 @@ impl Mtcnn {
     }
 
     /// Crops `img[y-1..ey, x-1..ex]` of each (truncated, clamped) box and
-    /// area-resizes it to `size`; drops boxes with an empty crop.
+    /// area-resizes it to `size`; drops boxes with an empty crop. The crops
+    /// are shared among rayon's threads.
     fn crops(&self, img: &FloatImage, c: Vec<Cand>, size: usize) -> Result<(Vec<Cand>, Option<Tensor>)> {
         let (w, h) = (img.width as i64, img.height as i64);
-        let mut kept = Vec::new();
-        let mut tensors = Vec::new();
-        for k in c {
+        let region = |k: &Cand| {
             let x = (k.b[0].trunc() as i64).max(1);
             let y = (k.b[1].trunc() as i64).max(1);
             let ex = (k.b[2].trunc() as i64).min(w);
             let ey = (k.b[3].trunc() as i64).min(h);
             if ey < y || ex < x || x > w || y > h {
-                continue;
+                return None;
             }
-            let crop = img.crop(
-                (x - 1) as usize,
-                (y - 1) as usize,
-                (ex - x + 1) as usize,
-                (ey - y + 1) as usize,
-            );
-            tensors.push(normalise(&crop.resize_area(size, size), &self.device)?);
-            kept.push(k);
-        }
-        if tensors.is_empty() {
+            Some(Region {
+                x: (x - 1) as usize,
+                y: (y - 1) as usize,
+                width: (ex - x + 1) as usize,
+                height: (ey - y + 1) as usize,
+            })
+        };
+        let (kept, regions): (Vec<Cand>, Vec<Region>) =
+            c.into_iter().filter_map(|k| region(&k).map(|r| (k, r))).unzip();
+        if kept.is_empty() {
             return Ok((kept, None));
         }
-        Ok((kept, Some(Tensor::cat(&tensors, 0)?)))
+        let per = 3 * size * size;
+        let mut batch = vec![0f32; kept.len() * per];
+        batch
+            .par_chunks_mut(per)
+            .zip(regions.par_iter())
+            .for_each(|(dst, r)| dst.copy_from_slice(&img.resize_area_planes(*r, size, size, MEAN, SCALE)));
+        let n = kept.len();
+        Ok((
+            kept,
+            Some(Tensor::from_vec(batch, (n, 3, size, size), &Device::Cpu)?.to_device(&self.device)?),
+        ))
+    }
+
+    /// P-Net's candidates at one scale of the pyramid, NMS 0.5 applied.
+    fn pnet_scale(&self, img: &FloatImage, scale: f32) -> Result<Vec<Cand>> {
+        let (w, h) = (img.width as f32, img.height as f32);
+        let (hs, ws) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
+        let whole = Region {
+            x: 0,
+            y: 0,
+            width: img.width,
+            height: img.height,
+        };
+        let planes = img.resize_area_planes(whole, ws, hs, MEAN, SCALE);
+        let x = Tensor::from_vec(planes, (1, 3, hs, ws), &Device::Cpu)?.to_device(&self.device)?;
+        let (reg, prob) = self.pnet.forward(&x)?;
+        let prob: Vec<Vec<f32>> = prob.squeeze(0)?.to_vec2()?;
+        let reg: Vec<Vec<Vec<f32>>> = reg.squeeze(0)?.to_vec3()?;
+        let mut here = Vec::new();
+        for (yy, row) in prob.iter().enumerate() {
+            for (xx, &p) in row.iter().enumerate() {
+                if p >= self.thresholds[0] {
+                    let (bx, by) = (xx as f32, yy as f32);
+                    here.push(Cand {
+                        b: [
+                            ((2.0 * bx + 1.0) / scale).floor(),
+                            ((2.0 * by + 1.0) / scale).floor(),
+                            ((2.0 * bx + 12.0) / scale).floor(),
+                            ((2.0 * by + 12.0) / scale).floor(),
+                        ],
+                        score: p,
+                        reg: [reg[0][yy][xx], reg[1][yy][xx], reg[2][yy][xx], reg[3][yy][xx]],
+                        points: [[0.0; 2]; 5],
+                    });
+                }
+            }
+        }
+        Ok(nms_iou(&here, 0.5))
     }
 
     pub fn detect(&self, img: &FloatImage, conf: f32) -> Result<Vec<Detection>> {
@@ -369,34 +437,15 @@ impl Mtcnn {
             minl *= self.factor;
         }
         // Stage 1: P-Net on each scale, NMS 0.5 per scale, then 0.7 overall.
-        let mut all = Vec::new();
-        for &scale in &scales {
-            let (hs, ws) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
-            let x = normalise(&img.resize_area(ws, hs), &self.device)?;
-            let (reg, prob) = self.pnet.forward(&x)?;
-            let prob: Vec<Vec<f32>> = prob.squeeze(0)?.to_vec2()?;
-            let reg: Vec<Vec<Vec<f32>>> = reg.squeeze(0)?.to_vec3()?;
-            let mut here = Vec::new();
-            for (yy, row) in prob.iter().enumerate() {
-                for (xx, &p) in row.iter().enumerate() {
-                    if p >= self.thresholds[0] {
-                        let (bx, by) = (xx as f32, yy as f32);
-                        here.push(Cand {
-                            b: [
-                                ((2.0 * bx + 1.0) / scale).floor(),
-                                ((2.0 * by + 1.0) / scale).floor(),
-                                ((2.0 * bx + 12.0) / scale).floor(),
-                                ((2.0 * by + 12.0) / scale).floor(),
-                            ],
-                            score: p,
-                            reg: [reg[0][yy][xx], reg[1][yy][xx], reg[2][yy][xx], reg[3][yy][xx]],
-                            points: [[0.0; 2]; 5],
-                        });
-                    }
-                }
-            }
-            all.extend(nms_iou(&here, 0.5));
-        }
+        // The scales run side by side, each whole on one thread (the largest
+        // is about half the work, the rest the other half); the candidates
+        // are joined in scale order, as one after the other would give.
+        let per_scale: Vec<Vec<Cand>> = scales
+            .par_iter()
+            .with_max_len(1)
+            .map(|&scale| self.pnet_scale(img, scale))
+            .collect::<Result<_>>()?;
+        let all: Vec<Cand> = per_scale.into_iter().flatten().collect();
         let mut c = nms_iou(&all, 0.7);
         for k in &mut c {
             let (rw, rh) = (k.b[2] - k.b[0], k.b[3] - k.b[1]);
@@ -479,5 +528,38 @@ impl Model for Mtcnn {
                 postprocess: 0.0,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass ceil-mode pool against candle's pad-then-pool, on odd and
+    /// even sizes, both window shapes MTCNN uses, and planes large enough to
+    /// be shared among threads.
+    #[test]
+    fn ceil_mode_max_pool_matches_padding_then_pooling() -> Result<()> {
+        for &(h, w) in &[(1usize, 1usize), (5, 7), (6, 8), (9, 4), (70, 67), (64, 66)] {
+            for &(k, s) in &[(2usize, 2usize), (3, 2)] {
+                let n = 2 * 3 * h * w;
+                let vals: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
+                let x = Tensor::from_vec(vals, (2, 3, h, w), &Device::Cpu)?;
+                let got = max_pool_ceil(&x, k, s)?;
+                let (oh, ow) = (got.dim(2)?, got.dim(3)?);
+                let extra = |len: usize, out: usize| ((out - 1) * s + k).saturating_sub(len);
+                let want = x
+                    .pad_with_same(2, 0, extra(h, oh))?
+                    .pad_with_same(3, 0, extra(w, ow))?
+                    .max_pool2d_with_stride(k, s)?;
+                assert_eq!(got.dims(), want.dims(), "{h}x{w} k{k} s{s}");
+                let (g, e) = (
+                    got.flatten_all()?.to_vec1::<f32>()?,
+                    want.flatten_all()?.to_vec1::<f32>()?,
+                );
+                assert_eq!(g, e, "{h}x{w} k{k} s{s}");
+            }
+        }
+        Ok(())
     }
 }

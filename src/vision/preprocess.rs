@@ -14,6 +14,39 @@ pub struct FloatImage {
     pub data: Vec<f32>,
 }
 
+/// A rectangle of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Region {
+    /// The part of this region inside a `w`×`h` image.
+    fn clamped(self, w: usize, h: usize) -> Region {
+        let x = self.x.min(w);
+        let y = self.y.min(h);
+        Region {
+            x,
+            y,
+            width: self.width.min(w - x),
+            height: self.height.min(h - y),
+        }
+    }
+}
+
+/// Source span `[a, b)` (absolute, from `start`) of output index `i` when
+/// `n` source pixels are area-resized to `out` (PyTorch's adaptive pooling).
+fn area_span(start: usize, i: usize, n: usize, out: usize) -> (usize, usize) {
+    (start + i * n / out, start + ((i + 1) * n).div_ceil(out))
+}
+
+fn area_spans(start: usize, n: usize, out: usize) -> Vec<(usize, usize)> {
+    (0..out).map(|i| area_span(start, i, n, out)).collect()
+}
+
 impl FloatImage {
     pub fn from_rgb(img: &RgbImage) -> Self {
         FloatImage {
@@ -148,29 +181,98 @@ impl FloatImage {
     /// pooling): output pixel i averages source rows/columns
     /// `floor(i * n / out) .. ceil((i + 1) * n / out)`.
     pub fn resize_area(&self, out_w: usize, out_h: usize) -> Self {
-        let span = |i: usize, n: usize, out: usize| (i * n / out, ((i + 1) * n).div_ceil(out));
-        let xs: Vec<(usize, usize)> = (0..out_w).map(|x| span(x, self.width, out_w)).collect();
-        let mut data = Vec::with_capacity(out_w * out_h * 3);
-        for y in 0..out_h {
-            let (y0, y1) = span(y, self.height, out_h);
-            for &(x0, x1) in &xs {
-                let mut acc = [0f32; 3];
-                for yy in y0..y1 {
-                    let row = yy * self.width * 3;
-                    for px in self.data[row + x0 * 3..row + x1 * 3].chunks_exact(3) {
-                        for (a, v) in acc.iter_mut().zip(px) {
-                            *a += v;
-                        }
-                    }
-                }
-                let n = ((y1 - y0) * (x1 - x0)).max(1) as f32;
-                data.extend(acc.iter().map(|v| v / n));
-            }
+        let mut data = vec![0f32; out_w * out_h * 3];
+        let full = Region {
+            x: 0,
+            y: 0,
+            width: self.width,
+            height: self.height,
+        };
+        let xs = area_spans(full.x, full.width, out_w);
+        for (y, row) in data.chunks_exact_mut((out_w * 3).max(1)).enumerate() {
+            self.area_row(&xs, area_span(full.y, y, full.height, out_h), |x, px| {
+                row[x * 3..x * 3 + 3].copy_from_slice(&px)
+            });
         }
         FloatImage {
             width: out_w,
             height: out_h,
             data,
+        }
+    }
+
+    /// [`Self::resize_area`] of `region` (inside the image) straight into
+    /// planes of `(v - mean) / scale`, the (3, out_h, out_w) layout a network
+    /// takes: no crop, no HWC copy, no second pass. The values are those of
+    /// `crop → resize_area → to_nchw`, to the bit. Rows are shared among
+    /// rayon's threads for large outputs.
+    pub fn resize_area_planes(
+        &self,
+        region: Region,
+        out_w: usize,
+        out_h: usize,
+        mean: [f32; 3],
+        scale: f32,
+    ) -> Vec<f32> {
+        use rayon::prelude::*;
+        let region = region.clamped(self.width, self.height);
+        let plane = out_w * out_h;
+        let mut out = vec![0f32; plane * 3];
+        if plane == 0 {
+            return out;
+        }
+        let xs = area_spans(region.x, region.width, out_w);
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        let row = |y: usize, (r, g, b): (&mut [f32], &mut [f32], &mut [f32])| {
+            self.area_row(&xs, area_span(region.y, y, region.height, out_h), |x, px| {
+                r[x] = (px[0] - mean[0]) / scale;
+                g[x] = (px[1] - mean[1]) / scale;
+                b[x] = (px[2] - mean[2]) / scale;
+            })
+        };
+        if plane >= 16 << 10 {
+            r.par_chunks_mut(out_w)
+                .zip(g.par_chunks_mut(out_w))
+                .zip(b.par_chunks_mut(out_w))
+                .enumerate()
+                .for_each(|(y, ((r, g), b))| row(y, (r, g, b)));
+        } else {
+            r.chunks_mut(out_w)
+                .zip(g.chunks_mut(out_w))
+                .zip(b.chunks_mut(out_w))
+                .enumerate()
+                .for_each(|(y, ((r, g), b))| row(y, (r, g, b)));
+        }
+        out
+    }
+
+    /// One output row of an area resize: the mean of each box `xs[x]` ×
+    /// `(y0, y1)`. The box's rows are summed first, as one vector loop over
+    /// the span of columns the row needs, then each box's columns of that.
+    fn area_row(&self, xs: &[(usize, usize)], (y0, y1): (usize, usize), mut emit: impl FnMut(usize, [f32; 3])) {
+        let (Some(&(c0, _)), Some(&(_, c1))) = (xs.first(), xs.last()) else {
+            return;
+        };
+        let span = |y: usize| &self.data[(y * self.width + c0) * 3..(y * self.width + c1) * 3];
+        let mut sums = match (y0..y1).next() {
+            Some(y) => span(y).to_vec(),
+            None => vec![0f32; (c1 - c0) * 3],
+        };
+        for y in y0 + 1..y1 {
+            for (a, v) in sums.iter_mut().zip(span(y)) {
+                *a += v;
+            }
+        }
+        for (x, &(x0, x1)) in xs.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for px in sums[(x0 - c0) * 3..(x1 - c0) * 3].chunks_exact(3) {
+                for (a, v) in acc.iter_mut().zip(px) {
+                    *a += v;
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)).max(1) as f32;
+            emit(x, acc.map(|v| v / n));
         }
     }
 
@@ -299,6 +401,42 @@ mod tests {
         assert_eq!(r.data[0], 7.5);
         let same = src.resize_area(4, 2);
         assert_eq!(same.data, src.data);
+    }
+
+    /// Pixel values are integers (8-bit images), so the row-first sums are
+    /// exact and the region resize gives the bits of crop → resize → planes.
+    #[test]
+    fn region_area_resize_to_planes_matches_crop_resize_normalise() {
+        let src = FloatImage {
+            width: 37,
+            height: 23,
+            data: (0..37 * 23 * 3).map(|v| (v * 7 % 256) as f32).collect(),
+        };
+        for (x, y, w, h) in [(0, 0, 37, 23), (3, 5, 10, 7), (36, 22, 1, 1), (1, 2, 30, 20)] {
+            for (ow, oh) in [(24, 24), (5, 3), (12, 40), (1, 1)] {
+                let want = src
+                    .crop(x, y, w, h)
+                    .resize_area(ow, oh)
+                    .to_nchw([127.5; 3], 128.0, &Device::Cpu)
+                    .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?));
+                let region = Region {
+                    x,
+                    y,
+                    width: w,
+                    height: h,
+                };
+                let got = src.resize_area_planes(region, ow, oh, [127.5; 3], 128.0);
+                assert_eq!(Some(got), want.ok(), "region {x},{y} {w}x{h} -> {ow}x{oh}");
+            }
+        }
+        // A region past the edge is clamped to the image, not read outside it.
+        let r = Region {
+            x: 30,
+            y: 20,
+            width: 50,
+            height: 50,
+        };
+        assert_eq!(src.resize_area_planes(r, 2, 2, [0.0; 3], 1.0).len(), 12);
     }
 
     #[test]
