@@ -600,6 +600,8 @@ impl Worker {
                             Some(Phase::Loading { .. })
                         );
                         if still_loading {
+                            let device = self.device.clone().unwrap_or(Device::Cpu);
+                            loader::warm_up(&model, l.model.as_ref(), &device);
                             self.models.insert(model.clone(), l.model);
                         }
                         tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);

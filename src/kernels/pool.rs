@@ -83,6 +83,10 @@ pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
                             let y0 = oy * stride;
                             let r0 = &s[y0 * w..(y0 + 1) * w];
                             let r1 = &s[(y0 + 1).min(h - 1) * w..][..w];
+                            if stride == 2 {
+                                pool2x2_stride2_row(r0, r1, orow);
+                                continue;
+                            }
                             for ((v, a), b) in m.iter_mut().zip(r0).zip(r1) {
                                 *v = greater(*a, *b);
                             }
@@ -95,6 +99,37 @@ pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
             })
         }
     })
+}
+
+/// One output row of a 2×2, stride-2 max pool from input rows `r0`, `r1`
+/// (`out.len() == r0.len().div_ceil(2)`; an odd last column pairs with
+/// itself): rows and column pairs in one vector pass, 8 inputs → 4 outputs.
+fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    let w = r0.len().min(r1.len());
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_max_ps, _mm_shuffle_ps, _mm_storeu_ps};
+        let whole = (w / 8).min(out.len() / 4);
+        for i in 0..whole {
+            // SAFETY: SSE is part of x86_64; lanes 8i..8i+8 lie in both rows
+            // (i < w / 8) and 4i..4i+4 in `out` (i < out.len() / 4).
+            unsafe {
+                let (a, b) = (r0.as_ptr().add(8 * i), r1.as_ptr().add(8 * i));
+                let lo = _mm_max_ps(_mm_loadu_ps(a), _mm_loadu_ps(b));
+                let hi = _mm_max_ps(_mm_loadu_ps(a.add(4)), _mm_loadu_ps(b.add(4)));
+                let even = _mm_shuffle_ps::<0b10_00_10_00>(lo, hi);
+                let odd = _mm_shuffle_ps::<0b11_01_11_01>(lo, hi);
+                _mm_storeu_ps(out.as_mut_ptr().add(4 * i), _mm_max_ps(even, odd));
+            }
+        }
+        whole * 4
+    };
+    for (ox, v) in out.iter_mut().enumerate().skip(done) {
+        let (x0, x1) = (2 * ox, (2 * ox + 1).min(w - 1));
+        *v = greater(greater(r0[x0], r1[x0]), greater(r0[x1], r1[x1]));
+    }
 }
 
 /// The larger of two values: one `maxps` lane (finite inputs; `f32::max`'s
@@ -156,7 +191,7 @@ mod tests {
 
     #[test]
     fn pooling_and_upsampling_match_candle() {
-        for shape in [(1, 3, 7, 5), (2, 2, 1, 9), (1, 1, 20, 20)] {
+        for shape in [(1, 3, 7, 5), (2, 2, 1, 9), (1, 1, 20, 20), (1, 2, 9, 37), (1, 1, 4, 16)] {
             let x = sample(shape);
             for k in [3, 5] {
                 let r = k / 2;
