@@ -207,3 +207,40 @@ fn realistic_layer_sizes_match() {
         "grouped non-depthwise is refused"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
+
+    /// The conv with its 2×2 stride-2 pool fused gives the bits of the conv
+    /// then the pool (the same kernel computes both), on odd and even output
+    /// sizes, rows wider than a tile, several panels, both ISAs, and convs
+    /// that cannot fuse (stride 2) through the fallback.
+    #[test]
+    fn conv_with_fused_pool_equals_conv_then_pool(
+        cin in 1usize..20, cout in 1usize..24, h in 1usize..40, w in 1usize..110,
+        k in prop::sample::select(vec![1usize, 3]), pad in 0usize..2, stride in 1usize..3,
+        a in act(), seed in any::<u64>(),
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let x = rand(&[1, cin, h, w], seed);
+        let wgt = rand(&[cout, cin, k, k], seed ^ 7);
+        let b = Some(rand(&[cout], seed ^ 8));
+        let make = || {
+            FastConv::new(wgt.clone(), b.clone(), stride, Padding::uniform(pad), 1, a)
+                .map_err(|e| TestCaseError::fail(e.to_string()))
+        };
+        for conv in [make()?.with_tiled_isa(Isa::Avx2), make()?] {
+            let fused = conv.forward_pool2(&x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let apart = conv
+                .forward(&x)
+                .and_then(|y| modeldock::kernels::pool::max_pool2_same(&y, 2))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(fused.dims(), apart.dims());
+            let (f, p) = (
+                fused.flatten_all().and_then(|t| t.to_vec1::<f32>()),
+                apart.flatten_all().and_then(|t| t.to_vec1::<f32>()),
+            );
+            prop_assert_eq!(f.ok(), p.ok());
+        }
+    }
+}

@@ -155,6 +155,40 @@ impl FastConv {
         })
     }
 
+    /// This conv, then a 2×2, stride-2 max pool with TF "same" padding
+    /// ([`super::pool::max_pool2_same`]). On CPU with the tiled kernel and a
+    /// stride-1 conv, in one pass that never writes the full-size output.
+    pub fn forward_pool2(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.op.shape;
+        if let (Some(packed), true) = (&self.op.packed, host::is_cpu_f32(x)) {
+            let (n, c, h, w) = x.dims4()?;
+            let (oh, ow) = s.out_hw(h, w);
+            if c == s.cin && n == 1 && oh > 0 && ow > 0 {
+                let bias = self.op.bias.as_deref();
+                let fused = host::with_slices(&[x], |d| {
+                    let mut v: Vec<f32> = Vec::with_capacity(s.cout * oh.div_ceil(2) * ow.div_ceil(2));
+                    // SAFETY: on `true` every element of the pooled output is written.
+                    let done =
+                        unsafe { tiled::conv2d_pool2(&[d[0]], (h, w), packed, bias, &s, self.op.act, v.as_mut_ptr()) };
+                    if !done {
+                        return Ok(None);
+                    }
+                    // SAFETY: conv2d_pool2 wrote all of them.
+                    unsafe { v.set_len(v.capacity()) };
+                    Ok(Some(Tensor::from_vec(
+                        v,
+                        (1, s.cout, oh.div_ceil(2), ow.div_ceil(2)),
+                        &candle_core::Device::Cpu,
+                    )?))
+                })?;
+                if let Some(t) = fused {
+                    return Ok(t);
+                }
+            }
+        }
+        super::pool::max_pool2_same(&self.forward(x)?, 2)
+    }
+
     fn cpu(&self, parts: &[&Tensor], residual: Option<&Tensor>, pad: Padding) -> Result<Tensor> {
         let s = ConvShape { pad, ..self.op.shape };
         let (n, _, h, w) = parts.first().ok_or_else(|| Error::msg("conv: no input"))?.dims4()?;

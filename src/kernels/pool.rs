@@ -104,7 +104,7 @@ pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
 /// One output row of a 2×2, stride-2 max pool from input rows `r0`, `r1`
 /// (`out.len() == r0.len().div_ceil(2)`; an odd last column pairs with
 /// itself): rows and column pairs in one vector pass, 8 inputs → 4 outputs.
-fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+pub(super) fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
     let w = r0.len().min(r1.len());
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;

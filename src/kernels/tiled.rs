@@ -345,3 +345,119 @@ fn scatter(
         p += len;
     }
 }
+
+/// [`conv2d`] (stride 1, read in place) followed by a 2×2, stride-2 max pool
+/// with TF "same" padding (an odd last row or column pairs with itself), in
+/// one pass: each pair of output rows is computed into a per-thread scratch
+/// band (all channels, a few KiB to a few hundred) and pooled from there, so
+/// the full-size output is never written to memory and read back. `false`
+/// (nothing written) when the conv cannot read its input in place.
+///
+/// # Safety
+/// `out` is valid for writes of `s.cout·⌈oh/2⌉·⌈ow/2⌉` floats; on `true`
+/// every one is written.
+pub unsafe fn conv2d_pool2(
+    parts: &[&[f32]],
+    (h, w): (usize, usize),
+    packed: &Packed,
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    act: Act,
+    out: *mut f32,
+) -> bool {
+    let Some(g) = InPlace::new(s, h, w) else {
+        return false;
+    };
+    if !packed.isa.supported() || g.oh == 0 || g.ow == 0 {
+        return false;
+    }
+    let mut taps = Vec::with_capacity(packed.taps);
+    let mut classes = Vec::with_capacity(packed.taps);
+    for p in parts {
+        for ci in 0..p.len() / (h * w).max(1) {
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    taps.push(p.as_ptr().wrapping_offset(g.offset(ci, ky, kx)));
+                    classes.push((ky * s.kw + kx) as u8);
+                }
+            }
+        }
+    }
+    debug_assert_eq!(packed.taps, taps.len());
+    let taps = &Taps(taps);
+    let (oh, ow, wp) = (g.oh, g.ow, w);
+    let (ph, pw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let wide = g.wide_len();
+    let panels = packed.panels();
+    let ptr = OutPtr(out);
+    let band = |b: usize| {
+        let first = 2 * b * wp;
+        let end = ((2 * b + 2) * wp).min(wide);
+        let two_rows = 2 * b + 1 < oh;
+        host::with_scratch(packed.cout * 2 * wp, |scratch| {
+            let mut bits = vec![0u64; g.classes()];
+            let tiles: Vec<(usize, usize, Vec<[u16; 3]>)> = (first..end)
+                .step_by(NR)
+                .map(|start| {
+                    let n = (end - start).min(NR);
+                    g.masks(start, n, &mut bits);
+                    let m = bits
+                        .iter()
+                        .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
+                        .collect();
+                    (start, n, m)
+                })
+                .collect();
+            for panel in 0..panels {
+                let co0 = panel * MR;
+                let rows = (packed.cout - co0).min(MR);
+                let mut b = [0f32; MR];
+                if let Some(bias) = bias {
+                    b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
+                }
+                let weights = &packed.data[panel * packed.taps * MR..(panel + 1) * packed.taps * MR];
+                for (start, n, masks) in &tiles {
+                    let dest = avx512::Dest {
+                        out: scratch.as_mut_ptr().wrapping_add(co0 * 2 * wp + (start - first)),
+                        stride: 2 * wp,
+                        rows,
+                        n: *n,
+                        residual: std::ptr::null(),
+                    };
+                    // SAFETY: the ISA is checked supported above; the panel
+                    // holds taps·MR floats; every lane a tap's mask sets is
+                    // inside the input (borders.rs); the destination rows
+                    // (channels co0..co0+rows, lanes start-first..+n, below
+                    // 2·wp) lie in this thread's scratch.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        match packed.isa {
+                            Isa::Avx512 => {
+                                avx512::tile(weights.as_ptr(), &taps.0, &classes, masks, *start, &b, act, dest)
+                            }
+                            Isa::Avx2 => avx2::tile(weights.as_ptr(), &taps.0, &classes, masks, *start, &b, act, dest),
+                        }
+                    }
+                }
+            }
+            for co in 0..packed.cout {
+                let r0 = &scratch[co * 2 * wp..co * 2 * wp + ow];
+                let r1 = if two_rows {
+                    &scratch[co * 2 * wp + wp..co * 2 * wp + wp + ow]
+                } else {
+                    r0
+                };
+                // SAFETY: row b of channel co's pooled plane lies in `out`
+                // and belongs to this band only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.get().add((co * ph + b) * pw), pw) };
+                super::pool::pool2x2_stride2_row(r0, r1, dst);
+            }
+        })
+    };
+    if rayon::current_thread_index().is_some() {
+        (0..ph).for_each(band);
+    } else {
+        (0..ph).into_par_iter().for_each(band);
+    }
+    true
+}

@@ -70,6 +70,13 @@ impl SeparableConv {
         let pad = same_padding(x, 3, self.stride)?;
         self.pointwise.forward(&self.depthwise.forward_padded(x, pad)?)
     }
+
+    /// [`Self::forward_same`] then a 2×2, stride-2 TF-same max pool, the pool
+    /// fused into the pointwise pass on CPU.
+    pub fn forward_same_pool2(&self, x: &Tensor) -> Result<Tensor> {
+        let pad = same_padding(x, 3, self.stride)?;
+        self.pointwise.forward_pool2(&self.depthwise.forward_padded(x, pad)?)
+    }
 }
 
 pub use crate::kernels::pool::max_pool2_same as max_pool_same;

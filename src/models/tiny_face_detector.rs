@@ -89,11 +89,15 @@ impl TinyFaceDetector {
             ));
         };
         let mut layers = Vec::new();
-        let mut h = max_pool_same(&l.conv0.forward(x)?, 2)?;
+        // Each block's conv and its 2×2 stride-2 pool run as one pass.
+        let mut h = l.conv0.forward_pool2(x)?;
         layers.push(h.clone());
         for (i, s) in l.sep.iter().enumerate() {
-            let y = s.forward_same(&h)?;
-            h = max_pool_same(&y, if i == 4 { 1 } else { 2 })?;
+            h = if i == 4 {
+                max_pool_same(&s.forward_same(&h)?, 1)?
+            } else {
+                s.forward_same_pool2(&h)?
+            };
             layers.push(h.clone());
         }
         let output = l.conv8.forward(&h)?;
