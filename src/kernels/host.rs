@@ -1,7 +1,7 @@
 //! Borrowing the f32 data of CPU tensors for the kernels, and wrapping a
 //! kernel's output back into a tensor without a copy.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
 
@@ -43,6 +43,32 @@ pub unsafe fn tensor_filled(shape: impl Into<Shape>, fill: impl FnOnce(*mut f32)
     // SAFETY: capacity is n and the caller guarantees all n floats are written.
     unsafe { v.set_len(n) };
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+thread_local! {
+    /// Set while this thread runs one job of a batch or pyramid that is
+    /// already shared among rayon's threads.
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the kernels on this thread alone: for one job of work that
+/// is already split among rayon's threads (the images of a batch, the scales
+/// of a pyramid), where splitting each kernel again would only add
+/// wake-ups. The previous setting comes back afterwards, panic or not.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
+/// True inside [`serial`]: kernels run without splitting their work.
+pub fn is_serial() -> bool {
+    SERIAL.with(|s| s.get())
 }
 
 thread_local! {

@@ -256,7 +256,7 @@ impl FastConv {
                             // Many small images (MTCNN's crops): one image per
                             // job, each run whole on its thread.
                             let out = SendPtr(out);
-                            (0..n).into_par_iter().for_each(|i| one(i, out.get()));
+                            (0..n).into_par_iter().for_each(|i| host::serial(|| one(i, out.get())));
                         } else {
                             (0..n).for_each(|i| one(i, out));
                         }

@@ -105,14 +105,56 @@ pub fn max_pool2_same(x: &Tensor, stride: usize) -> Result<Tensor> {
 /// (`out.len() == r0.len().div_ceil(2)`; an odd last column pairs with
 /// itself): rows and column pairs in one vector pass, 8 inputs → 4 outputs.
 pub(super) fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is present (checked just above).
+        return unsafe { pool2x2_stride2_row_avx512(r0, r1, out) };
+    }
+    pool2x2_stride2_row_sse(r0, r1, out, 0)
+}
+
+/// [`pool2x2_stride2_row`] with AVX-512: 32 inputs of each row → 16 outputs
+/// per step (the row max, then even and odd lanes gathered across the two
+/// vectors and their max); the rest as [`pool2x2_stride2_row_sse`].
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pool2x2_stride2_row_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let w = r0.len().min(r1.len());
+    let whole = (w / 32).min(out.len() / 16);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for i in 0..whole {
+        // SAFETY: lanes 32i..32i+32 lie in both rows (i < w / 32) and
+        // 16i..16i+16 in `out` (i < out.len() / 16).
+        unsafe {
+            let (a, b) = (r0.as_ptr().add(32 * i), r1.as_ptr().add(32 * i));
+            let lo = _mm512_max_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b));
+            let hi = _mm512_max_ps(_mm512_loadu_ps(a.add(16)), _mm512_loadu_ps(b.add(16)));
+            let m = _mm512_max_ps(
+                _mm512_permutex2var_ps(lo, even, hi),
+                _mm512_permutex2var_ps(lo, odd, hi),
+            );
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), m);
+        }
+    }
+    pool2x2_stride2_row_sse(r0, r1, out, whole * 16)
+}
+
+/// [`pool2x2_stride2_row`] from output `from` on, 8 inputs → 4 outputs per
+/// SSE step, then one by one.
+fn pool2x2_stride2_row_sse(r0: &[f32], r1: &[f32], out: &mut [f32], from: usize) {
     let w = r0.len().min(r1.len());
     #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
+    let done = from;
     #[cfg(target_arch = "x86_64")]
     let done = {
         use std::arch::x86_64::{_mm_loadu_ps, _mm_max_ps, _mm_shuffle_ps, _mm_storeu_ps};
         let whole = (w / 8).min(out.len() / 4);
-        for i in 0..whole {
+        for i in from / 4..whole {
             // SAFETY: SSE is part of x86_64; lanes 8i..8i+8 lie in both rows
             // (i < w / 8) and 4i..4i+4 in `out` (i < out.len() / 4).
             unsafe {
@@ -124,7 +166,7 @@ pub(super) fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
                 _mm_storeu_ps(out.as_mut_ptr().add(4 * i), _mm_max_ps(even, odd));
             }
         }
-        whole * 4
+        (whole * 4).max(from)
     };
     for (ox, v) in out.iter_mut().enumerate().skip(done) {
         let (x0, x1) = (2 * ox, (2 * ox + 1).min(w - 1));

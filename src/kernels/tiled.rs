@@ -198,10 +198,9 @@ fn run(
     let panels = packed.panels();
     // Enough jobs for the pool to balance, each big enough to amortise itself:
     // tiles are grouped so a group's input stays in L2; small outputs split panels.
-    // Inside a job of rayon's pool (a batch or a pyramid already shared among
-    // the threads), the call runs on this thread alone: splitting it again
-    // would only add wake-ups.
-    let nested = rayon::current_thread_index().is_some();
+    // Inside one job of a batch or pyramid already shared among the threads
+    // (host::serial), the call runs on this thread alone.
+    let nested = host::is_serial();
     let threads = if nested { 1 } else { rayon::current_num_threads().max(1) };
     let per_tile_bytes = packed.taps * NR * 4;
     let group = ((512 << 10) / per_tile_bytes.max(1))
@@ -454,7 +453,7 @@ pub unsafe fn conv2d_pool2(
             }
         })
     };
-    if rayon::current_thread_index().is_some() {
+    if host::is_serial() {
         (0..ph).for_each(band);
     } else {
         (0..ph).into_par_iter().for_each(band);

@@ -437,13 +437,13 @@ impl Mtcnn {
             minl *= self.factor;
         }
         // Stage 1: P-Net on each scale, NMS 0.5 per scale, then 0.7 overall.
-        // The scales run side by side, each whole on one thread (the largest
+        // The scales run side by side, each whole on one thread (host::serial) (the largest
         // is about half the work, the rest the other half); the candidates
         // are joined in scale order, as one after the other would give.
         let per_scale: Vec<Vec<Cand>> = scales
             .par_iter()
             .with_max_len(1)
-            .map(|&scale| self.pnet_scale(img, scale))
+            .map(|&scale| host::serial(|| self.pnet_scale(img, scale)))
             .collect::<Result<_>>()?;
         let all: Vec<Cand> = per_scale.into_iter().flatten().collect();
         let mut c = nms_iou(&all, 0.7);
