@@ -197,20 +197,25 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     })
 }
 
-/// One pass of the network on a zero input, run by the worker (the thread
-/// requests run on) as a model arrives, so the first request finds the
+/// One whole request on a plain grey image, run by the worker (the thread
+/// requests run on) as a model arrives, so the first real request finds the
 /// thread pool started and that thread's kernel scratch and allocator arena
-/// already grown (a process's first forward was 2-3x a warm one). Models
-/// with no single network input are left as they are; a failure is logged,
-/// never fails the load (a request would report it).
-pub(super) fn warm_up(id: &str, model: &dyn Model, device: &Device) {
+/// already grown for pre-processing and the network (a process's first
+/// forward was 2-3x a warm one). Only models with one network input (their
+/// input size known); a failure is logged, never fails the load (a request
+/// would report it).
+pub(super) fn warm_up(id: &str, model: &dyn Model) {
     let Some(shape) = model.raw_input_shape() else {
         return;
     };
     let t = Instant::now();
-    let run = candle_core::Tensor::zeros(shape.as_slice(), candle_core::DType::F32, device)
-        .map_err(crate::error::Error::from)
-        .and_then(|x| model.forward_raw(&x));
+    let (w, h) = match shape.as_slice() {
+        [.., h, w] => (*w as u32, *h as u32),
+        _ => return,
+    };
+    // Landscape, so letterboxing pads as it does for most photos.
+    let img = image::RgbImage::from_pixel(w * 3 / 2, h, image::Rgb([114, 114, 114]));
+    let run = model.infer(&img, &crate::vision::InferParams::default());
     match run {
         Ok(_) => tracing::debug!("{id}: warmed up in {:.1} ms", t.elapsed().as_secs_f64() * 1e3),
         Err(e) => tracing::warn!("{id}: warm-up pass failed: {e}"),

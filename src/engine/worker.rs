@@ -600,8 +600,11 @@ impl Worker {
                             Some(Phase::Loading { .. })
                         );
                         if still_loading {
-                            let device = self.device.clone().unwrap_or(Device::Cpu);
-                            loader::warm_up(&model, l.model.as_ref(), &device);
+                            // A remote network's first request costs the server, not us.
+                            let local = self.registry.get(&model).is_some_and(|e| e.manifest.backend.is_none());
+                            if local {
+                                loader::warm_up(&model, l.model.as_ref());
+                            }
                             self.models.insert(model.clone(), l.model);
                         }
                         tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);
