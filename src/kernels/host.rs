@@ -45,6 +45,15 @@ pub unsafe fn tensor_filled(shape: impl Into<Shape>, fill: impl FnOnce(*mut f32)
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
+/// Runs `f` on a thread of rayon's pool while this thread waits. A network's
+/// parallel loops then share their work among the pool's threads directly,
+/// instead of each loop waking the pool from outside and waiting on it:
+/// one hand-over per forward rather than one per layer (5% of the face
+/// detector's forward on 2 cores). Inside the pool already, `f` just runs.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::join(f, || ()).0
+}
+
 thread_local! {
     /// Set while this thread runs one job of a batch or pyramid that is
     /// already shared among rayon's threads.

@@ -519,7 +519,8 @@ impl Model for Mtcnn {
         let t0 = Instant::now();
         let f = FloatImage::from_rgb(img);
         let t1 = Instant::now();
-        let d = self.detect(&f, params.conf.unwrap_or(self.thresholds[2]))?;
+        let conf = params.conf.unwrap_or(self.thresholds[2]);
+        let d = host::in_pool(|| self.detect(&f, conf))?;
         Ok((
             d,
             ModelTimings {

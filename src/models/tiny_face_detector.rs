@@ -216,7 +216,7 @@ impl Model for TinyFaceDetector {
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {
         match &self.net {
-            Net::Local(_) => Ok(self.forward_all(x)?.output),
+            Net::Local(_) => crate::kernels::host::in_pool(|| self.forward_all(x)).map(|a| a.output),
             Net::Remote(r) => super::remote_net::run(r, x),
         }
     }

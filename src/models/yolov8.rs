@@ -505,6 +505,10 @@ impl YoloV8 {
             Net::Local(l) => l,
             Net::Remote(r) => return super::remote_net::run(r, x),
         };
+        crate::kernels::host::in_pool(|| Self::forward_local(l, x))
+    }
+
+    fn forward_local(l: &Layers, x: &Tensor) -> Result<Tensor> {
         let x = l.l1.forward(&l.l0.forward(x)?)?;
         let x = l.l2.forward(&x)?;
         let p3 = l.l4.forward(&l.l3.forward(&x)?)?;
