@@ -11,20 +11,6 @@ use crate::error::{Error, Result};
 /// image per job (a single image this small splits badly among threads).
 const BATCH_PARALLEL_BELOW: usize = 8 << 20;
 
-/// The output pointer, shared by jobs that write disjoint images.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: every job writes the elements of its own image only.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Through a method, so closures capture the wrapper (Sync), not the raw pointer.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 struct Op {
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -255,7 +241,7 @@ impl FastConv {
                         if n > 1 && per_out * s.cin * s.kh * s.kw < BATCH_PARALLEL_BELOW {
                             // Many small images (MTCNN's crops): one image per
                             // job, each run whole on its thread.
-                            let out = SendPtr(out);
+                            let out = tiled::OutPtr(out);
                             (0..n).into_par_iter().for_each(|i| host::serial(|| one(i, out.get())));
                         } else {
                             (0..n).for_each(|i| one(i, out));

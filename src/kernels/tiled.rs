@@ -78,14 +78,14 @@ pub fn available() -> bool {
 /// Pointers shared by the tile jobs: the output (each job writes only its own
 /// tiles' positions) and the per-tap input runs (read only).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: jobs write disjoint elements (distinct tiles or distinct panels).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so closures capture the wrapper (Sync), not the raw pointer.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -135,18 +135,7 @@ pub unsafe fn conv2d(
     };
     if let Some(g) = InPlace::new(s, h, w) {
         // Stride 1: taps read each part where it is, borders masked.
-        let mut taps = Vec::with_capacity(packed.taps);
-        let mut classes = Vec::with_capacity(packed.taps);
-        for p in parts {
-            for ci in 0..p.len() / (h * w).max(1) {
-                for ky in 0..s.kh {
-                    for kx in 0..s.kw {
-                        taps.push(p.as_ptr().wrapping_offset(g.offset(ci, ky, kx)));
-                        classes.push((ky * s.kw + kx) as u8);
-                    }
-                }
-            }
-        }
+        let (taps, classes) = in_place_taps(parts, &g, s, (h, w));
         let wide = Wide {
             oh: g.oh,
             ow: g.ow,
@@ -176,6 +165,24 @@ pub unsafe fn conv2d(
         };
         job(Taps(taps), vec![0; g.offsets.len()], Reads::Planes, wide);
     });
+}
+
+/// Where each tap (part, channel, ky, kx) of a stride-1 conv reads its part
+/// in place, and its border-mask class (ky·kw + kx).
+fn in_place_taps(parts: &[&[f32]], g: &InPlace, s: &ConvShape, (h, w): (usize, usize)) -> (Vec<*const f32>, Vec<u8>) {
+    let mut taps = Vec::with_capacity(s.cin * s.kh * s.kw);
+    let mut classes = Vec::with_capacity(s.cin * s.kh * s.kw);
+    for p in parts {
+        for ci in 0..p.len() / (h * w).max(1) {
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    taps.push(p.as_ptr().wrapping_offset(g.offset(ci, ky, kx)));
+                    classes.push((ky * s.kw + kx) as u8);
+                }
+            }
+        }
+    }
+    (taps, classes)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -370,18 +377,7 @@ pub unsafe fn conv2d_pool2(
     if !packed.isa.supported() || g.oh == 0 || g.ow == 0 {
         return false;
     }
-    let mut taps = Vec::with_capacity(packed.taps);
-    let mut classes = Vec::with_capacity(packed.taps);
-    for p in parts {
-        for ci in 0..p.len() / (h * w).max(1) {
-            for ky in 0..s.kh {
-                for kx in 0..s.kw {
-                    taps.push(p.as_ptr().wrapping_offset(g.offset(ci, ky, kx)));
-                    classes.push((ky * s.kw + kx) as u8);
-                }
-            }
-        }
-    }
+    let (taps, classes) = in_place_taps(parts, &g, s, (h, w));
     debug_assert_eq!(packed.taps, taps.len());
     let taps = &Taps(taps);
     let (oh, ow, wp) = (g.oh, g.ow, w);
