@@ -244,3 +244,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The separable blocks' depthwise (3×3, stride 1, padding 1), which reads
+    /// its input in place with the borders masked: widths on both sides of
+    /// the 16-lane blocks, one-row and one-column planes, every activation.
+    #[test]
+    fn same_padded_3x3_depthwise_matches_candle(
+        c in 1usize..20, h in 1usize..40, w in 1usize..70,
+        bias in any::<bool>(), a in act(), seed in any::<u64>(),
+    ) {
+        let x = rand(&[1, c, h, w], seed);
+        let wgt = rand(&[c, 1, 3, 3], seed ^ 9);
+        let b = bias.then(|| rand(&[c], seed ^ 10));
+        let conv = FastConv::new(wgt, b, 1, Padding::uniform(1), c, a)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(&x, &conv)?;
+    }
+}

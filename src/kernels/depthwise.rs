@@ -25,6 +25,9 @@ pub fn depthwise(
     let (oh, ow) = (g.oh, g.ow);
     let kk = s.kh * s.kw;
     let avx512 = super::avx512::available();
+    // 3×3, stride 1, padding 1 on every side (separable blocks): read in
+    // place, the borders masked, instead of through a padded copy.
+    let same3 = (s.kh, s.kw, s.stride) == (3, 3, 1) && s.pad == super::Padding::uniform(1) && (oh, ow) == (h, w);
     out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(c, o)| {
         let plane = &x[c * h * w..(c + 1) * h * w];
         let job = Channel {
@@ -43,6 +46,12 @@ pub fn depthwise(
             }
             job.rows(src, o)
         };
+        #[cfg(target_arch = "x86_64")]
+        if avx512 && same3 {
+            // SAFETY: AVX-512F is present (checked above); the shape is 3×3,
+            // stride 1, padding 1 (checked in `same3`).
+            return unsafe { job.same3_in_place_avx512(plane, (h, w), o) };
+        }
         if g.in_place {
             run(plane, o);
         } else {
@@ -92,6 +101,77 @@ impl Channel<'_> {
                 }
             }),
             Act::Silu => o.iter_mut().for_each(|v| *v = self.act.apply(*v)),
+        }
+    }
+
+    /// A 3×3, stride-1, padding-1 filter over the unpadded `plane` (h×w) into
+    /// `out` (h×w): as [`Self::rows_avx512`] on the padded copy, with lanes
+    /// that fall in the padding masked to zero instead, so the same products
+    /// are added in the same order and the values are the same.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `plane.len() >= h·w` and `out.len() == h·w`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn same3_in_place_avx512(&self, plane: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let zero = _mm512_setzero_ps();
+        if w == 0 || plane.len() < h * w || out.len() < h * w || self.weights.len() < 9 {
+            return;
+        }
+        for (oy, o) in out.chunks_mut(w).take(h).enumerate() {
+            for x0 in (0..w).step_by(16) {
+                let n = (w - x0).min(16);
+                let all: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                let mut acc = _mm512_set1_ps(self.bias);
+                for ky in 0..3 {
+                    // Input row oy + ky - 1; outside the plane every lane is padding.
+                    let iy = (oy + ky).checked_sub(1).filter(|iy| *iy < h);
+                    for kx in 0..3 {
+                        let wt = _mm512_set1_ps(self.weights[ky * 3 + kx]);
+                        let x = match iy {
+                            None => zero,
+                            Some(iy) => {
+                                // Lane j reads column x0 + j + kx - 1: the first
+                                // lane of the row's first block reads the left
+                                // padding at kx = 0, the last lane of its last
+                                // block the right padding at kx = 2.
+                                let mut m = all;
+                                if kx == 0 && x0 == 0 {
+                                    m &= !1;
+                                }
+                                if kx == 2 && x0 + n == w {
+                                    m &= !(1u16 << (n - 1));
+                                }
+                                let p = plane
+                                    .as_ptr()
+                                    .wrapping_add(iy * w + x0)
+                                    .wrapping_add(kx)
+                                    .wrapping_sub(1);
+                                // SAFETY: every lane the mask keeps reads a column
+                                // in 0..w of row iy < h, inside `plane`; the
+                                // others are not read.
+                                unsafe { _mm512_maskz_loadu_ps(m, p) }
+                            }
+                        };
+                        acc = _mm512_add_ps(acc, _mm512_mul_ps(wt, x));
+                    }
+                }
+                acc = match self.act {
+                    Act::Relu => _mm512_max_ps(acc, zero),
+                    Act::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), _mm512_set1_ps(6.0)),
+                    Act::Leaky(a) => {
+                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, zero);
+                        _mm512_mask_mul_ps(acc, neg, acc, _mm512_set1_ps(a))
+                    }
+                    Act::None | Act::Silu => acc,
+                };
+                // SAFETY: lanes x0..x0+n lie in this output row.
+                unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(x0), all, acc) };
+            }
+            if let Act::Silu = self.act {
+                o.iter_mut().for_each(|v| *v = self.act.apply(*v));
+            }
         }
     }
 
