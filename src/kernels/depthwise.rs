@@ -157,15 +157,7 @@ impl Channel<'_> {
                         acc = _mm512_add_ps(acc, _mm512_mul_ps(wt, x));
                     }
                 }
-                acc = match self.act {
-                    Act::Relu => _mm512_max_ps(acc, zero),
-                    Act::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), _mm512_set1_ps(6.0)),
-                    Act::Leaky(a) => {
-                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, zero);
-                        _mm512_mask_mul_ps(acc, neg, acc, _mm512_set1_ps(a))
-                    }
-                    Act::None | Act::Silu => acc,
-                };
+                acc = act_avx512(self.act, acc);
                 // SAFETY: lanes x0..x0+n lie in this output row.
                 unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(x0), all, acc) };
             }
@@ -188,7 +180,6 @@ impl Channel<'_> {
     unsafe fn rows_avx512(&self, src: &[f32], out: &mut [f32]) {
         use std::arch::x86_64::*;
         let reach = self.taps.iter().copied().max().unwrap_or(0);
-        let zero = _mm512_setzero_ps();
         for (oy, o) in out.chunks_mut(self.ow.max(1)).enumerate() {
             let row = oy * self.wp;
             if row + reach + o.len() > src.len() {
@@ -207,15 +198,7 @@ impl Channel<'_> {
                     let x = unsafe { _mm512_maskz_loadu_ps(m, src.as_ptr().add(row + off + x0)) };
                     acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(wt), x));
                 }
-                acc = match self.act {
-                    Act::Relu => _mm512_max_ps(acc, zero),
-                    Act::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), _mm512_set1_ps(6.0)),
-                    Act::Leaky(a) => {
-                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, zero);
-                        _mm512_mask_mul_ps(acc, neg, acc, _mm512_set1_ps(a))
-                    }
-                    Act::None | Act::Silu => acc,
-                };
+                acc = act_avx512(self.act, acc);
                 // SAFETY: lanes x0..x0+n lie in `o`; the others are not written.
                 unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(x0), m, acc) };
             }
@@ -223,5 +206,24 @@ impl Channel<'_> {
                 o.iter_mut().for_each(|v| *v = self.act.apply(*v));
             }
         }
+    }
+}
+
+/// The activation on 16 sums, as the scalar path computes it (SiLU is left
+/// to a pass over the row with [`Act::apply`]).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn act_avx512(act: Act, acc: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    match act {
+        Act::Relu => _mm512_max_ps(acc, zero),
+        Act::Relu6 => _mm512_min_ps(_mm512_max_ps(acc, zero), _mm512_set1_ps(6.0)),
+        Act::Leaky(a) => {
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, zero);
+            _mm512_mask_mul_ps(acc, neg, acc, _mm512_set1_ps(a))
+        }
+        Act::None | Act::Silu => acc,
     }
 }
