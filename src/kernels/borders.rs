@@ -37,6 +37,23 @@ impl InPlace {
         })
     }
 
+    /// The same reads on a grid of its own: an `h`×`w` image (a phase
+    /// plane) whose conv output is `oh`×`ow` at wide indices oy·w + ox, with
+    /// a `kh`×`kw` kernel of offsets from (−top, −left).
+    #[allow(clippy::too_many_arguments)]
+    fn grid(h: usize, w: usize, oh: usize, ow: usize, kh: usize, kw: usize, top: usize, left: usize) -> Self {
+        InPlace {
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            top,
+            left,
+        }
+    }
+
     /// Kernel positions (mask classes); tap (ci, ky, kx) has class ky·kw + kx.
     pub fn classes(&self) -> usize {
         self.kh * self.kw
@@ -106,6 +123,58 @@ impl InPlace {
                 out[ky * self.kw + kx] = rows[ky] & cols[kx];
             }
         }
+    }
+}
+
+/// A conv of stride s ≥ 2 read from the s×s phase planes of its input, with
+/// no padding and no wasted columns. Plane (a, b) of channel ci holds
+/// x[ci][s·i + a][s·j + b], ⌈h/s⌉ × ⌈w/s⌉, zero past the image (what
+/// [`super::planes::Geometry::fill`] writes for an unpadded shape). Output
+/// (oy, ox) has the wide index oy·pw + ox, and tap (ky, kx) reads phase
+/// ((ky − top) mod s, (kx − left) mod s) shifted by ⌊(ky − top)/s⌋ plane
+/// rows and ⌊(kx − left)/s⌋ columns: a stride-1 read of that plane, whose
+/// lanes outside it are masked as for [`InPlace`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phases {
+    /// The masks and output size, on the plane grid.
+    pub grid: InPlace,
+    /// Per kernel position (ky·kw + kx): the offset of its read from the wide
+    /// output index, inside one input channel's planes, and its mask class.
+    pub kernel: Vec<(isize, u8)>,
+}
+
+impl Phases {
+    /// `None` for stride 1, or when the output is wider than a phase plane.
+    pub fn new(s: &ConvShape, h: usize, w: usize) -> Option<Self> {
+        let st = s.stride;
+        if !(2..=8).contains(&st) || s.kh == 0 || s.kw == 0 || s.kh > 16 || s.kw > 16 {
+            return None;
+        }
+        let (oh, ow) = s.out_hw(h, w);
+        let (ph, pw) = (h.div_ceil(st), w.div_ceil(st));
+        if oh == 0 || ow == 0 || ow > pw {
+            return None;
+        }
+        let split = |k: usize, pad: usize| {
+            let d = k as isize - pad as isize;
+            (d.div_euclid(st as isize), d.rem_euclid(st as isize) as usize)
+        };
+        let (y0, y1) = (split(0, s.pad.top).0, split(s.kh - 1, s.pad.top).0);
+        let (x0, x1) = (split(0, s.pad.left).0, split(s.kw - 1, s.pad.left).0);
+        let (kh, kw) = ((y1 - y0 + 1) as usize, (x1 - x0 + 1) as usize);
+        let grid = InPlace::grid(ph, pw, oh, ow, kh, kw, (-y0) as usize, (-x0) as usize);
+        let plane = (ph * pw) as isize;
+        let mut kernel = Vec::with_capacity(s.kh * s.kw);
+        for ky in 0..s.kh {
+            let (dy, a) = split(ky, s.pad.top);
+            for kx in 0..s.kw {
+                let (dx, b) = split(kx, s.pad.left);
+                let offset = (a * st + b) as isize * plane + dy * pw as isize + dx;
+                let class = ((dy - y0) as usize * kw + (dx - x0) as usize) as u8;
+                kernel.push((offset, class));
+            }
+        }
+        Some(Phases { grid, kernel })
     }
 }
 
@@ -225,6 +294,104 @@ mod tests {
                                     assert_eq!(x[at as usize], want);
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strided convs on phase planes: every unmasked lane of every tap reads
+    /// the input value it should, and every tap that falls in the padding is
+    /// masked or reads a zero the fill wrote past the image.
+    #[test]
+    fn phase_plane_taps_read_the_padded_input() {
+        use crate::kernels::planes::Geometry;
+        for &(h, w, k, st, pad) in &[
+            (6usize, 8usize, 3usize, 2usize, Padding::uniform(1)),
+            (7, 5, 3, 2, Padding::uniform(1)),
+            (
+                9,
+                11,
+                5,
+                3,
+                Padding {
+                    top: 2,
+                    bottom: 1,
+                    left: 0,
+                    right: 2,
+                },
+            ),
+            (8, 8, 1, 2, Padding::default()),
+            (
+                5,
+                9,
+                2,
+                2,
+                Padding {
+                    top: 0,
+                    bottom: 1,
+                    left: 1,
+                    right: 0,
+                },
+            ),
+            (40, 70, 3, 2, Padding::uniform(1)),
+        ] {
+            let s = ConvShape {
+                cin: 2,
+                cout: 1,
+                kh: k,
+                kw: k,
+                stride: st,
+                pad,
+            };
+            let Some(ph) = Phases::new(&s, h, w) else {
+                panic!("{h}x{w} k{k} s{st} has phase planes")
+            };
+            let unpadded = ConvShape {
+                pad: Padding::default(),
+                ..s
+            };
+            let g = Geometry::new(&unpadded, h, w);
+            let x: Vec<f32> = (0..2 * h * w).map(|i| i as f32 + 1.0).collect();
+            let mut buf = vec![f32::NAN; g.buffer_len(&unpadded)];
+            g.fill(&x, (h, w), &unpadded, &mut buf);
+            let per_channel = buf.len() / 2;
+            let (oh, ow) = s.out_hw(h, w);
+            assert_eq!((ph.grid.oh, ph.grid.ow), (oh, ow));
+            let wide = ph.grid.wide_len();
+            let mut masks = vec![0u64; ph.grid.classes()];
+            for start in (0..wide).step_by(48) {
+                let n = (wide - start).min(48);
+                ph.grid.masks(start, n, &mut masks);
+                for j in 0..n {
+                    let (oy, ox) = ((start + j) / g.wp, (start + j) % g.wp);
+                    if ox >= ow {
+                        continue;
+                    }
+                    for ci in 0..2 {
+                        for (t, &(offset, class)) in ph.kernel.iter().enumerate() {
+                            let (ky, kx) = (t / k, t % k);
+                            let iy = (oy * st + ky) as isize - pad.top as isize;
+                            let ix = (ox * st + kx) as isize - pad.left as isize;
+                            let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                            let on = masks[class as usize] >> j & 1 == 1;
+                            let got = if on {
+                                let at = (ci * per_channel) as isize + (start + j) as isize + offset;
+                                buf[usize::try_from(at).unwrap_or_else(|_| panic!("tap {t} reads before the planes"))]
+                            } else {
+                                0.0
+                            };
+                            let want = if inside {
+                                x[ci * h * w + iy as usize * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            assert!(
+                                on || !inside,
+                                "{h}x{w} k{k} s{st} ({oy},{ox}) tap ({ky},{kx}) masked inside the image"
+                            );
+                            assert_eq!(got, want, "{h}x{w} k{k} s{st} ({oy},{ox}) tap ({ky},{kx})");
                         }
                     }
                 }

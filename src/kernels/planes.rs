@@ -122,6 +122,8 @@ impl Geometry {
             let x0 = st * j0 + b - pl;
             if st == 1 {
                 row[j0..j1].copy_from_slice(&srow[x0..x0 + (j1 - j0)]);
+            } else if st == 2 {
+                every_second(&srow[x0..], &mut row[j0..j1]);
             } else {
                 for (jj, v) in row[j0..j1].iter_mut().enumerate() {
                     *v = srow[x0 + jj * st];
@@ -130,6 +132,45 @@ impl Geometry {
             row[j1..].fill(0.0);
         }
     }
+}
+
+/// `dst[j] = src[2·j]` for every j (`src` holds at least `2·dst.len() − 1`
+/// floats): the columns of one phase of a stride-2 conv, 32 inputs → 16
+/// outputs per AVX-512 step (even lanes gathered across two vectors).
+fn every_second(src: &[f32], dst: &mut [f32]) {
+    let n = dst.len().min(src.len().div_ceil(2));
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is present (checked just above).
+        done = unsafe { every_second_avx512(src, &mut dst[..n]) };
+    }
+    for (d, s) in dst[done..n].iter_mut().zip(src[2 * done..].iter().step_by(2)) {
+        *d = *s;
+    }
+}
+
+/// The whole 16-output blocks of [`every_second`]; returns how many outputs it wrote.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn every_second_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let whole = (src.len() / 32).min(dst.len() / 16);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for i in 0..whole {
+        // SAFETY: inputs 32i..32i+32 lie in `src` (i < src.len() / 32) and
+        // outputs 16i..16i+16 in `dst` (i < dst.len() / 16).
+        unsafe {
+            let a = src.as_ptr().add(32 * i);
+            let v = _mm512_permutex2var_ps(_mm512_loadu_ps(a), even, _mm512_loadu_ps(a.add(16)));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(16 * i), v);
+        }
+    }
+    whole * 16
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use rayon::prelude::*;
 
 use super::avx2;
 use super::avx512::{self, MR, NR};
-use super::borders::InPlace;
+use super::borders::{InPlace, Phases};
 use super::host;
 use super::planes::Geometry;
-use super::{Act, ConvShape};
+use super::{Act, ConvShape, Padding};
 
 /// Which microkernel runs the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,16 +145,40 @@ pub unsafe fn conv2d(
         job(Taps(taps), classes, Reads::InPlace(g), wide);
         return;
     }
+    if let Some(ph) = Phases::new(s, h, w) {
+        // Stride ≥ 2: the taps read unpadded phase planes, borders masked.
+        let unpadded = ConvShape {
+            pad: Padding::default(),
+            ..*s
+        };
+        let g = Geometry::new(&unpadded, h, w);
+        let len = g.buffer_len(&unpadded);
+        host::with_scratch(len, |buf| {
+            fill_parts(parts, &g, (h, w), &unpadded, buf);
+            let per_channel = len / s.cin.max(1);
+            let base = buf.as_ptr();
+            let mut taps = Vec::with_capacity(s.cin * ph.kernel.len());
+            let mut classes = Vec::with_capacity(s.cin * ph.kernel.len());
+            for ci in 0..s.cin {
+                for &(offset, class) in &ph.kernel {
+                    taps.push(base.wrapping_add(ci * per_channel).wrapping_offset(offset));
+                    classes.push(class);
+                }
+            }
+            let wide = Wide {
+                oh: ph.grid.oh,
+                ow: ph.grid.ow,
+                wp: g.wp,
+                len: ph.grid.wide_len(),
+            };
+            job(Taps(taps), classes, Reads::InPlace(ph.grid), wide);
+        });
+        return;
+    }
     let g = Geometry::new(s, h, w);
     let len = g.buffer_len(s);
     host::with_scratch(len, |buf| {
-        let per_channel = len / s.cin.max(1);
-        let mut at = 0;
-        for p in parts {
-            let c = p.len() / (h * w).max(1);
-            g.fill(p, (h, w), s, &mut buf[at * per_channel..(at + c) * per_channel]);
-            at += c;
-        }
+        fill_parts(parts, &g, (h, w), s, buf);
         let base = buf.as_ptr();
         let taps = g.offsets.iter().map(|&o| base.wrapping_add(o)).collect();
         let wide = Wide {
@@ -165,6 +189,18 @@ pub unsafe fn conv2d(
         };
         job(Taps(taps), vec![0; g.offsets.len()], Reads::Planes, wide);
     });
+}
+
+/// The prepared planes of every part, one after the other (`buf` holds
+/// `g.buffer_len(s)` floats).
+fn fill_parts(parts: &[&[f32]], g: &Geometry, (h, w): (usize, usize), s: &ConvShape, buf: &mut [f32]) {
+    let per_channel = buf.len() / s.cin.max(1);
+    let mut at = 0;
+    for p in parts {
+        let c = p.len() / (h * w).max(1);
+        g.fill(p, (h, w), s, &mut buf[at * per_channel..(at + c) * per_channel]);
+        at += c;
+    }
 }
 
 /// Where each tap (part, channel, ky, kx) of a stride-1 conv reads its part
