@@ -221,6 +221,11 @@ fn in_place_taps(parts: &[&[f32]], g: &InPlace, s: &ConvShape, (h, w): (usize, u
     (taps, classes)
 }
 
+/// Jobs per pool thread a conv is split into: enough that the last ones
+/// even out the threads' shares (4 left a 64→64 conv at 40×40 with 9 jobs
+/// for 2 threads), few enough to amortise each job's masks and hand-over.
+const JOBS_PER_THREAD: usize = 8;
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     taps: &Taps,
@@ -248,9 +253,9 @@ fn run(
     let per_tile_bytes = packed.taps * NR * 4;
     let group = ((512 << 10) / per_tile_bytes.max(1))
         .clamp(1, 4)
-        .min(tiles.div_ceil(threads * 4).max(1));
+        .min(tiles.div_ceil(threads * JOBS_PER_THREAD).max(1));
     let tile_groups = tiles.div_ceil(group);
-    let panel_split = (threads * 4).div_ceil(tile_groups).clamp(1, panels);
+    let panel_split = (threads * JOBS_PER_THREAD).div_ceil(tile_groups).clamp(1, panels);
     let panels_per_job = panels.div_ceil(panel_split);
     let jobs = tile_groups * panels.div_ceil(panels_per_job);
     let plane = g.oh * g.ow;
