@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::ConvShape;
+use super::{ConvShape, Padding};
 
 /// Where the taps of a conv read from, for one input size.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,9 +84,48 @@ impl Geometry {
     pub fn fill(&self, x: &[f32], hw: (usize, usize), s: &ConvShape, buf: &mut [f32]) {
         // Rows per job: about 16 KiB of output each.
         let rows_per_job = (4096 / self.wp.max(1)).clamp(1, self.hp.max(1));
+        if s.stride == 2 && s.pad == Padding::default() && !self.in_place {
+            return self.fill_unpadded_stride2(x, hw, buf, rows_per_job);
+        }
         buf.par_chunks_mut(self.wp * rows_per_job)
             .enumerate()
             .for_each(|(job, rows)| self.fill_rows(x, hw, s, job * rows_per_job, rows));
+    }
+
+    /// [`Self::fill`] for stride 2 without padding: each input row is read
+    /// once and split into its even and odd columns (phases b = 0 and 1 of
+    /// its row phase), in parallel over channels, row phases and row blocks.
+    fn fill_unpadded_stride2(&self, x: &[f32], (h, w): (usize, usize), buf: &mut [f32], rows_per_job: usize) {
+        let (hp, wp) = (self.hp, self.wp);
+        let plane = hp * wp;
+        if plane == 0 {
+            return;
+        }
+        let mut jobs = Vec::new();
+        for (ci, channel) in buf.chunks_mut(4 * plane).enumerate() {
+            let (a0, a1) = channel.split_at_mut((2 * plane).min(channel.len()));
+            for (a, pair) in [a0, a1].into_iter().enumerate() {
+                let (even, odd) = pair.split_at_mut(plane.min(pair.len()));
+                let rows = even
+                    .chunks_mut(wp * rows_per_job)
+                    .zip(odd.chunks_mut(wp * rows_per_job));
+                for (k, (e, o)) in rows.enumerate() {
+                    jobs.push((ci, a, k * rows_per_job, e, o));
+                }
+            }
+        }
+        jobs.into_par_iter().for_each(|(ci, a, first, even, odd)| {
+            for (k, (e, o)) in even.chunks_mut(wp).zip(odd.chunks_mut(wp)).enumerate() {
+                let y = 2 * (first + k) + a;
+                match x.get((ci * h + y) * w..(ci * h + y + 1) * w) {
+                    Some(src) if y < h => split_even_odd(src, e, o),
+                    _ => {
+                        e.fill(0.0);
+                        o.fill(0.0);
+                    }
+                }
+            }
+        });
     }
 
     /// [`Self::fill`] on the calling thread only (for callers that are
@@ -131,6 +170,55 @@ impl Geometry {
             }
             row[j1..].fill(0.0);
         }
+    }
+}
+
+/// `even[j] = src[2·j]`, `odd[j] = src[2·j + 1]`, 0 past the end of `src`,
+/// for j < `even.len()` (= `odd.len()`): 32 inputs per AVX-512 step, the
+/// tail masked.
+fn split_even_odd(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len().min(odd.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F is present (checked just above).
+        return unsafe { split_even_odd_avx512(src, &mut even[..n], &mut odd[..n]) };
+    }
+    for j in 0..n {
+        even[j] = src.get(2 * j).copied().unwrap_or(0.0);
+        odd[j] = src.get(2 * j + 1).copied().unwrap_or(0.0);
+    }
+}
+
+/// [`split_even_odd`] with AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `even.len() == odd.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_even_odd_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let lanes = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let n = even.len().min(odd.len());
+    let mut j = 0;
+    while j < n {
+        let at = 2 * j;
+        let (m0, m1) = (
+            lanes(src.len().saturating_sub(at)),
+            lanes(src.len().saturating_sub(at + 16)),
+        );
+        let out = lanes(n - j);
+        // SAFETY: the loads read only lanes inside `src` (masks m0, m1) and the
+        // stores write only lanes j..min(j + 16, n) of `even` and `odd`.
+        unsafe {
+            let p = src.as_ptr().wrapping_add(at);
+            let lo = _mm512_maskz_loadu_ps(m0, p);
+            let hi = _mm512_maskz_loadu_ps(m1, p.wrapping_add(16));
+            _mm512_mask_storeu_ps(even.as_mut_ptr().add(j), out, _mm512_permutex2var_ps(lo, ie, hi));
+            _mm512_mask_storeu_ps(odd.as_mut_ptr().add(j), out, _mm512_permutex2var_ps(lo, io, hi));
+        }
+        j += 16;
     }
 }
 
@@ -237,6 +325,31 @@ mod tests {
                         let got = data[oy * g.wp + ox + off];
                         assert_eq!(got, want, "{h}x{w} k{k} s{st} out ({oy},{ox}) tap {t}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Even and odd columns, zero past the row, on lengths around the
+    /// 32-input vector step (the tail is masked).
+    #[test]
+    fn even_odd_split_matches_the_definition() {
+        for len in [0usize, 1, 2, 15, 31, 32, 33, 63, 64, 65, 101, 640] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 7.0).collect();
+            for n in [len.div_ceil(2), len / 2, len.div_ceil(2) + 3] {
+                let (mut even, mut odd) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                split_even_odd(&src, &mut even, &mut odd);
+                for j in 0..n {
+                    assert_eq!(
+                        even[j],
+                        src.get(2 * j).copied().unwrap_or(0.0),
+                        "len {len} n {n} even {j}"
+                    );
+                    assert_eq!(
+                        odd[j],
+                        src.get(2 * j + 1).copied().unwrap_or(0.0),
+                        "len {len} n {n} odd {j}"
+                    );
                 }
             }
         }
