@@ -146,6 +146,62 @@ unsafe fn activate(v: __m512, act: Act) -> __m512 {
     }
 }
 
+/// `out[i] = 1 / (1 + fast_exp(−x[i]))` over `min(x.len(), out.len())`
+/// values, 16 per step (the same exp as [`super::fast_exp`], an exact division).
+///
+/// # Safety
+/// The CPU supports AVX-512F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn sigmoid_row(x: &[f32], out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < n {
+        let m = ((1u32 << (n - i).min(16)) - 1) as __mmask16;
+        // SAFETY: lanes i..min(i + 16, n) of both slices (mask m).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), v));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+        }
+        i += 16;
+    }
+}
+
+/// The box distribution's expectation per anchor, 16 anchors per step:
+/// `out[j] = Σ_b e_b·dfl[b] / Σ_b e_b`, `e_b = fast_exp(bins[b·n + j] − max_b bins[b·n + j])`,
+/// over `out.len()` anchors (= n), bins in order, as the scalar loop sums them.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `bins` holds `dfl.len()·out.len()` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dfl_expectation(bins: &[f32], dfl: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    debug_assert!(bins.len() >= dfl.len() * n);
+    let mut j = 0;
+    while j < n {
+        let m = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
+        // SAFETY: lanes j..min(j + 16, n) of each bin's row (b·n + j < dfl.len()·n) and of `out`.
+        unsafe {
+            let at = |b: usize| _mm512_maskz_loadu_ps(m, bins.as_ptr().add(b * n + j));
+            let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
+            for b in 0..dfl.len() {
+                hi = _mm512_max_ps(hi, at(b));
+            }
+            let (mut num, mut den) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for (b, &wt) in dfl.iter().enumerate() {
+                let e = exp(_mm512_sub_ps(at(b), hi));
+                den = _mm512_add_ps(den, e);
+                num = _mm512_add_ps(num, _mm512_mul_ps(e, _mm512_set1_ps(wt)));
+            }
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, _mm512_div_ps(num, den));
+        }
+        j += 16;
+    }
+}
+
 /// The vector form of [`super::fast_exp`] (same reduction and polynomial;
 /// 2^n applied with `scalef`).
 #[cfg(target_arch = "x86_64")]
@@ -183,6 +239,47 @@ mod tests {
             for (g, x) in got.iter().zip(chunk) {
                 let want = x.clamp(-87.0, 88.0).exp();
                 assert!(((g - want) / want).abs() < 1e-6, "exp({x}) = {g}, want {want}");
+            }
+        }
+    }
+
+    /// The head's vector sigmoid and box expectation give the scalar
+    /// loops' values to a few ulp (the vector exp fuses its multiply-adds),
+    /// on lengths around the 16-lane step.
+    #[test]
+    fn head_rows_match_the_scalar_loops() {
+        if !available() {
+            return;
+        }
+        let fast_exp = crate::kernels::fast_exp;
+        for n in [1usize, 15, 16, 17, 100, 400] {
+            let x: Vec<f32> = (0..16 * n).map(|i| ((i * 7919) % 2003) as f32 * 0.013 - 13.0).collect();
+            let mut got = vec![f32::NAN; n];
+            // SAFETY: AVX-512F is available (checked above).
+            unsafe { sigmoid_row(&x[..n], &mut got) };
+            for (g, v) in got.iter().zip(&x) {
+                let want = 1.0 / (1.0 + fast_exp(-v));
+                assert!(
+                    (g - want).abs() <= 1e-6 * want,
+                    "sigmoid({v}) = {g}, want {want}, n {n}"
+                );
+            }
+            let dfl: Vec<f32> = (0..16).map(|b| b as f32).collect();
+            // SAFETY: as above; x holds 16·n floats.
+            unsafe { dfl_expectation(&x, &dfl, &mut got) };
+            for (j, g) in got.iter().enumerate() {
+                let m = (0..16).map(|b| x[b * n + j]).fold(f32::NEG_INFINITY, f32::max);
+                let (mut num, mut den) = (0f32, 0f32);
+                for (b, wt) in dfl.iter().enumerate() {
+                    let e = fast_exp(x[b * n + j] - m);
+                    den += e;
+                    num += e * wt;
+                }
+                let want = num / den;
+                assert!(
+                    (g - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "anchor {j} = {g}, want {want}, n {n}"
+                );
             }
         }
     }

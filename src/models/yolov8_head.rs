@@ -49,6 +49,13 @@ pub fn decode(levels: &[Level], nc: usize, dfl: &[f32], out: &mut [f32]) {
             let n = l.len();
             let d = &mut row[at..at + n];
             let bins = &l.boxes[side * REG_MAX * n..(side + 1) * REG_MAX * n];
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernels::avx512::available() && dfl.len() == REG_MAX {
+                // SAFETY: AVX-512F is present; `bins` holds REG_MAX·n floats.
+                unsafe { crate::kernels::avx512::dfl_expectation(bins, dfl, d) };
+                at += n;
+                continue;
+            }
             let mut m = vec![f32::NEG_INFINITY; n];
             for b in bins.chunks(n) {
                 m.iter_mut().zip(b).for_each(|(m, v)| *m = m.max(*v));
@@ -87,6 +94,13 @@ pub fn decode(levels: &[Level], nc: usize, dfl: &[f32], out: &mut [f32]) {
                 }
                 _ if r < 4 + nc => {
                     let c = &l.cls[(r - 4) * n..(r - 3) * n];
+                    #[cfg(target_arch = "x86_64")]
+                    if crate::kernels::avx512::available() {
+                        // SAFETY: AVX-512F is present (checked just above).
+                        unsafe { crate::kernels::avx512::sigmoid_row(c, o) };
+                        at += n;
+                        continue;
+                    }
                     o.iter_mut().zip(c).for_each(|(v, c)| *v = sigmoid(*c));
                 }
                 _ => {
