@@ -337,14 +337,7 @@ mod tests {
             ),
             (40, 70, 3, 2, Padding::uniform(1)),
         ] {
-            let s = ConvShape {
-                cin: 2,
-                cout: 1,
-                kh: k,
-                kw: k,
-                stride: st,
-                pad,
-            };
+            let s = ConvShape::square(2, 1, k, st, pad);
             let Some(ph) = Phases::new(&s, h, w) else {
                 panic!("{h}x{w} k{k} s{st} has phase planes")
             };

@@ -122,6 +122,18 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// A square `k`×`k` kernel.
+    pub fn square(cin: usize, cout: usize, k: usize, stride: usize, pad: Padding) -> Self {
+        ConvShape {
+            cin,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }
+    }
+
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         let ph = h + self.pad.top + self.pad.bottom;
         let pw = w + self.pad.left + self.pad.right;

@@ -298,14 +298,7 @@ mod tests {
                 },
             ),
         ] {
-            let s = ConvShape {
-                cin: 2,
-                cout: 1,
-                kh: k,
-                kw: k,
-                stride: st,
-                pad,
-            };
+            let s = ConvShape::square(2, 1, k, st, pad);
             let x: Vec<f32> = (0..2 * h * w).map(|i| i as f32 + 1.0).collect();
             let g = Geometry::new(&s, h, w);
             let mut buf = vec![f32::NAN; g.buffer_len(&s)];
