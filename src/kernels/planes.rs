@@ -6,7 +6,9 @@
 //! of every output pixel reads `data[p + offsets[k]]`: one shifted, contiguous
 //! run per tap, whatever the stride or padding. Columns ox ≥ ow of a wide row
 //! are computed and thrown away (one or two per row for a padded 3×3 conv).
-//! A 1×1, stride-1, unpadded conv reads its input as it is.
+//! A 1×1, stride-1, unpadded conv reads its input as it is. The tiled conv
+//! uses the unpadded form for strided convs ([`super::borders::Phases`]),
+//! where masks stand in for the padding.
 
 use rayon::prelude::*;
 

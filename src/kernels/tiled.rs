@@ -1,6 +1,8 @@
 //! Dense convolution without im2col: weights packed once into panels of
-//! [`MR`] output channels, the input prepared once into shifted-read planes
-//! ([`super::planes`]), and a register-tiled microkernel ([`super::avx512`])
+//! [`MR`] output channels; stride-1 inputs read in place and strided ones
+//! from unpadded phase planes, image borders masked ([`super::borders`]), or
+//! else through padded shifted-read planes ([`super::planes`]); and a
+//! register-tiled microkernel ([`super::avx512`])
 //! over tiles of [`NR`] wide output positions. Threads take groups of tiles
 //! (and, for small outputs, groups of panels) from rayon.
 
