@@ -176,33 +176,51 @@ impl Geometry {
 }
 
 /// `even[j] = src[2·j]`, `odd[j] = src[2·j + 1]`, 0 past the end of `src`,
-/// for j < `even.len()` (= `odd.len()`): 32 inputs per AVX-512 step, the
-/// tail masked.
+/// for j < `even.len()` (= `odd.len()`).
 fn split_even_odd(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     let n = even.len().min(odd.len());
+    deinterleave(src, &mut even[..n], Some(&mut odd[..n]));
+}
+
+/// `dst[j] = src[2·j]` for every j, 0 past the end of `src`: the columns of
+/// one phase of a padded stride-2 conv.
+fn every_second(src: &[f32], dst: &mut [f32]) {
+    deinterleave(src, dst, None);
+}
+
+/// The even columns of `src` into `even` and, if given, the odd ones into
+/// `odd` (same length), 0 past the end of `src`: 32 inputs per AVX-512 step
+/// (lanes gathered across two vectors), the tail masked.
+fn deinterleave(src: &[f32], even: &mut [f32], odd: Option<&mut [f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: AVX-512F is present (checked just above).
-        return unsafe { split_even_odd_avx512(src, &mut even[..n], &mut odd[..n]) };
+        return unsafe { deinterleave_avx512(src, even, odd) };
     }
-    for j in 0..n {
-        even[j] = src.get(2 * j).copied().unwrap_or(0.0);
-        odd[j] = src.get(2 * j + 1).copied().unwrap_or(0.0);
+    let at = |i: usize| src.get(i).copied().unwrap_or(0.0);
+    for (j, v) in even.iter_mut().enumerate() {
+        *v = at(2 * j);
+    }
+    for (j, v) in odd.into_iter().flatten().enumerate() {
+        *v = at(2 * j + 1);
     }
 }
 
-/// [`split_even_odd`] with AVX-512.
+/// [`deinterleave`] with AVX-512.
 ///
 /// # Safety
-/// The CPU supports AVX-512F; `even.len() == odd.len()`.
+/// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn split_even_odd_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+unsafe fn deinterleave_avx512(src: &[f32], even: &mut [f32], mut odd: Option<&mut [f32]>) {
     use std::arch::x86_64::*;
     let lanes = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
     let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let n = even.len().min(odd.len());
+    let n = match &odd {
+        Some(o) => even.len().min(o.len()),
+        None => even.len(),
+    };
     let mut j = 0;
     while j < n {
         let at = 2 * j;
@@ -218,49 +236,12 @@ unsafe fn split_even_odd_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) 
             let lo = _mm512_maskz_loadu_ps(m0, p);
             let hi = _mm512_maskz_loadu_ps(m1, p.wrapping_add(16));
             _mm512_mask_storeu_ps(even.as_mut_ptr().add(j), out, _mm512_permutex2var_ps(lo, ie, hi));
-            _mm512_mask_storeu_ps(odd.as_mut_ptr().add(j), out, _mm512_permutex2var_ps(lo, io, hi));
+            if let Some(o) = odd.as_deref_mut() {
+                _mm512_mask_storeu_ps(o.as_mut_ptr().add(j), out, _mm512_permutex2var_ps(lo, io, hi));
+            }
         }
         j += 16;
     }
-}
-
-/// `dst[j] = src[2·j]` for every j (`src` holds at least `2·dst.len() − 1`
-/// floats): the columns of one phase of a stride-2 conv, 32 inputs → 16
-/// outputs per AVX-512 step (even lanes gathered across two vectors).
-fn every_second(src: &[f32], dst: &mut [f32]) {
-    let n = dst.len().min(src.len().div_ceil(2));
-    #[allow(unused_mut)]
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F is present (checked just above).
-        done = unsafe { every_second_avx512(src, &mut dst[..n]) };
-    }
-    for (d, s) in dst[done..n].iter_mut().zip(src[2 * done..].iter().step_by(2)) {
-        *d = *s;
-    }
-}
-
-/// The whole 16-output blocks of [`every_second`]; returns how many outputs it wrote.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn every_second_avx512(src: &[f32], dst: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let whole = (src.len() / 32).min(dst.len() / 16);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    for i in 0..whole {
-        // SAFETY: inputs 32i..32i+32 lie in `src` (i < src.len() / 32) and
-        // outputs 16i..16i+16 in `dst` (i < dst.len() / 16).
-        unsafe {
-            let a = src.as_ptr().add(32 * i);
-            let v = _mm512_permutex2var_ps(_mm512_loadu_ps(a), even, _mm512_loadu_ps(a.add(16)));
-            _mm512_storeu_ps(dst.as_mut_ptr().add(16 * i), v);
-        }
-    }
-    whole * 16
 }
 
 #[cfg(test)]
@@ -325,8 +306,8 @@ mod tests {
         }
     }
 
-    /// Even and odd columns, zero past the row, on lengths around the
-    /// 32-input vector step (the tail is masked).
+    /// Even and odd columns (together, and the even ones alone), zero past
+    /// the row, on lengths around the 32-input vector step (the tail is masked).
     #[test]
     fn even_odd_split_matches_the_definition() {
         for len in [0usize, 1, 2, 15, 31, 32, 33, 63, 64, 65, 101, 640] {
@@ -334,6 +315,9 @@ mod tests {
             for n in [len.div_ceil(2), len / 2, len.div_ceil(2) + 3] {
                 let (mut even, mut odd) = (vec![f32::NAN; n], vec![f32::NAN; n]);
                 split_even_odd(&src, &mut even, &mut odd);
+                let mut alone = vec![f32::NAN; n];
+                every_second(&src, &mut alone);
+                assert_eq!(alone, even, "len {len} n {n}: even columns alone");
                 for j in 0..n {
                     assert_eq!(
                         even[j],
