@@ -109,6 +109,20 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         raw.push(t.elapsed().as_secs_f64() * 1e3);
     }
 
+    // The same into fresh memory (handed back to the OS first, as after an
+    // unload): the raw read above reuses the buffer the allocator keeps, a
+    // load after an unload cannot, and pays the kernel's zeroing of new pages.
+    let mut raw_fresh = Vec::new();
+    if let WeightsResolved::Local(WeightsSource::File(p)) = &entry.weights {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let n = super::page_cache::read_into_fresh_memory(p)
+                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+            std::hint::black_box(n);
+            raw_fresh.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
     // The same with the file's pages dropped from the page cache first.
     let weights_file = match (&entry.weights, args.random_weights) {
         (WeightsResolved::Local(WeightsSource::File(p)), false) => Some(p.clone()),
@@ -305,6 +319,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     // Random, embedded or hub weights have no file to read here: no ratio to report.
     let file_backed = weights_file.is_some();
     let raw_cold_ms = (!raw_cold.is_empty()).then(|| pct(&mut raw_cold, 0.5));
+    let raw_fresh_ms = (!raw_fresh.is_empty()).then(|| pct(&mut raw_fresh, 0.5));
     let load_cold_ms = (!load_cold.is_empty()).then(|| pct(&mut load_cold, 0.5));
     let out = json!({
         "model": model,
@@ -315,6 +330,8 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "cold_load_ms": cold_ms,
         "load_ratio": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
         "load_ratio_warm": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
+        "raw_read_fresh_memory_ms": raw_fresh_ms.filter(|_| file_backed),
+        "load_ratio_warm_fresh_memory": raw_fresh_ms.filter(|r| file_backed && *r > 0.0).map(|r| cold_ms / r),
         "raw_read_cold_cache_ms": raw_cold_ms,
         "cold_load_cold_cache_ms": load_cold_ms,
         "load_ratio_cold": raw_cold_ms.zip(load_cold_ms).filter(|(r, _)| *r > 0.0).map(|(r, l)| l / r),

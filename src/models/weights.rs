@@ -500,18 +500,23 @@ impl SimpleBackend for CountingBackend {
 /// filling it takes one page fault per 2 MiB instead of one per 4 KiB (most
 /// of a warm-cache load's time otherwise). A hint: ignored where unsupported.
 fn huge_pages(buf: &mut Vec<f32>) {
+    advise_huge_pages(buf.as_mut_ptr().cast::<u8>(), buf.capacity() * 4);
+}
+
+/// The hint of [`huge_pages`] for `bytes` bytes from `ptr` (the whole
+/// 4 KiB pages inside them); buffers under 4 MiB are left alone.
+pub fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
-        let bytes = buf.capacity() * 4;
         if bytes < 4 << 20 {
             return;
         }
         let page = 4096usize;
-        let p = buf.as_mut_ptr() as usize;
+        let p = ptr as usize;
         let start = (p + page - 1) & !(page - 1);
         let end = (p + bytes) & !(page - 1);
         if end > start {
-            // SAFETY: the range lies inside this Vec's allocation; MADV_HUGEPAGE
+            // SAFETY: the callers pass their own allocation's range; MADV_HUGEPAGE
             // changes no contents, only how untouched pages are backed.
             unsafe {
                 libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
@@ -519,7 +524,7 @@ fn huge_pages(buf: &mut Vec<f32>) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = buf;
+    let _ = (ptr, bytes);
 }
 
 /// Values per block of [`copy_f32_checked`]: 16 KiB, so the check reads what
