@@ -18,7 +18,7 @@ Run (build modeldock first: cargo build --release):
 
     ../bench-venv/bin/python bench/pytorch_vs_modeldock.py \\
         [--modeldock PATH] [--threads 2] [--runs 20] [--rounds 3] \\
-        [--image JPEG] [--mtcnn-image IMG ...] [--rows face,yolo,e2e,mtcnn] \\
+        [--image JPEG] [--mtcnn-image IMG ...] [--rows face,yolo,e2e,mtcnn,load,decode] \\
         [--json-out FILE]
 
 Threads: --threads N (default 2) sets OMP_NUM_THREADS / MKL_NUM_THREADS and
@@ -77,6 +77,30 @@ figure in brackets, and the ratios; a ratio below 1 means modeldock is faster):
           facenet-pytorch per image and over all images (sum of p50s;
           target <= 0.5).
 
+  load    modeldock's model loads against the raw read of the same file, in
+          the same `bench --json` run (no peer program: the floor is one copy
+          of the bytes). The 64 MiB toy model (`bench` without --model):
+          cold_load_ms / raw_read_ms with the page cache warm (target <= 1.2),
+          cold_load_cold_cache_ms / raw_read_cold_cache_ms with the file's
+          pages dropped first (posix_fadvise DONTNEED; target <= 1.2), and
+          cold_load_ms / raw_read_fresh_memory_ms: the raw read into memory
+          handed back to the OS first, as a load after an unload finds it
+          (the plain raw read reuses a buffer the allocator kept). YOLOv8n
+          (fixture weights, 12 MB): cold_load_ms / raw_read_ms (its load is
+          weight packing and BN folding, then a warm-up request). Ratios are
+          taken within one bench run; the best round counts.
+  decode  Decode + pre-processing of a 1920x1398 JPEG (the script writes it:
+          tests/fixtures/human-models/images/sample2.png resized with PIL,
+          JPEG quality 75, 4:2:0) against the tiny face detector's forward.
+          modeldock: `bench --model face-detector --image` e2e phases decode
+          + preprocess (warm requests from the bytes) over the same run's
+          forward_loop_p50_ms (target <= 0.8; best rounds), and the first request of a
+          fresh process (`infer --json`). Peer, for the floor: PIL with
+          libjpeg-turbo decoding at the same reduced scale (`draft`, DCT
+          scaling), letterboxing to 416 (bilinear) and normalising to a
+          float32 CHW array with numpy; printed as PIL's decode alone and
+          decode + pre-processing, each over modeldock's face forward.
+
 Checks printed before the timings: the PyTorch and ORT outputs against the
 fixture outputs, and the number of detections each side finds.
 
@@ -87,6 +111,7 @@ models folder) go to a temporary directory outside the repository.
 import argparse
 import atexit
 import copy
+import io
 import json
 import os
 import platform
@@ -100,7 +125,7 @@ import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ("face", "yolo", "e2e", "mtcnn")
+ROWS = ("face", "yolo", "e2e", "mtcnn", "load", "decode")
 
 
 def parser():
@@ -245,7 +270,9 @@ class Modeldock:
         return out.stdout
 
     def bench(self, model, runs, image=None, http=False):
-        args = ["bench", "--json", "--model", model, "--runs", str(runs), "--models-dir", self.models_dir]
+        args = ["bench", "--json", "--runs", str(runs), "--models-dir", self.models_dir]
+        if model:
+            args += ["--model", model]
         if image:
             args += ["--image", image]
         if http:
@@ -276,6 +303,10 @@ def fmt(v, nd=1):
 
 def every(v):
     return "[" + " ".join(f"{x:.1f}" for x in v) + "]"
+
+
+def every2(v):
+    return "[" + " ".join(f"{x:.2f}" for x in v) + "]"
 
 
 def main():
@@ -407,6 +438,38 @@ def main():
             boxes = facenet(p)[0]
             checks[f"mtcnn_faces_facenet[{os.path.basename(p)}]"] = 0 if boxes is None else len(boxes)
             checks[f"mtcnn_faces_modeldock[{os.path.basename(p)}]"] = md.detections("mtcnn", p)[0]
+    if "decode" in rows:
+        from PIL import Image, features
+        import numpy as np
+
+        big_jpeg = os.path.join(work, "sample2-1920x1398.jpg")
+        src = Image.open(fx("human-models/images/sample2.png")).convert("RGB")
+        src.resize((1920, 1398), Image.BILINEAR).save(big_jpeg, quality=75)
+        with open(big_jpeg, "rb") as f:
+            big_bytes = f.read()
+        checks["decode_pil_libjpeg_turbo"] = features.check_feature("libjpeg_turbo")
+        first = md.detections("face-detector", big_jpeg)
+        checks["decode_faces_modeldock"] = first[0]
+        checks["decode_modeldock_first_request_ms"] = {k: round(v, 2) for k, v in first[1].items()}
+
+        def pil_decode():
+            im = Image.open(io.BytesIO(big_bytes))
+            # The scale modeldock decodes at: the smallest DCT scale whose
+            # longer side stays >= twice the input (832).
+            im.draft("RGB", (832, 832 * im.size[1] // im.size[0]))
+            im.load()
+            return im
+
+        def pil_decode_pre():
+            im = pil_decode()
+            s_ = 416 / max(im.size)
+            w_, h_ = round(im.size[0] * s_), round(im.size[1] * s_)
+            canvas = np.zeros((416, 416, 3), np.float32)
+            y0, x0 = (416 - h_) // 2, (416 - w_) // 2
+            canvas[y0:y0 + h_, x0:x0 + w_] = np.asarray(im.resize((w_, h_), Image.BILINEAR), np.float32)
+            return np.ascontiguousarray(canvas.transpose(2, 0, 1)) / 255.0
+
+        checks["decode_pil_size"] = list(pil_decode().size)
     print("checks: " + json.dumps(checks), flush=True)
 
     # ---- alternating rounds ----
@@ -434,6 +497,30 @@ def main():
             for i, p in enumerate(mtcnn_images):
                 add(f"mtcnn_facenet_{i}", p50_of(lambda: facenet(p), a.runs, warmup=2))
                 add(f"mtcnn_modeldock_{i}", md.bench("mtcnn", a.runs, image=p)["e2e_p50_ms"])
+        if "load" in rows:
+            j = md.bench(None, 5)
+            add("load_toy_warm", j["cold_load_ms"])
+            add("load_toy_raw", j["raw_read_ms"])
+            add("load_toy_ratio_warm", j["load_ratio_warm"])
+            if j.get("raw_read_fresh_memory_ms"):
+                add("load_toy_raw_fresh", j["raw_read_fresh_memory_ms"])
+                add("load_toy_ratio_warm_fresh", j["load_ratio_warm_fresh_memory"])
+            if j.get("load_ratio_cold") is not None:
+                add("load_toy_cold", j["cold_load_cold_cache_ms"])
+                add("load_toy_raw_cold", j["raw_read_cold_cache_ms"])
+                add("load_toy_ratio_cold", j["load_ratio_cold"])
+            j = md.bench("yolov8n-fixture", 5, image=jpeg)
+            add("load_yolo", j["cold_load_ms"])
+            add("load_yolo_raw", j["raw_read_ms"])
+            add("load_yolo_ratio", j["load_ratio_warm"])
+        if "decode" in rows:
+            add("decode_pil", p50_of(pil_decode, a.runs))
+            add("decode_pil_pre", p50_of(pil_decode_pre, a.runs))
+            j = md.bench("face-detector", a.runs, image=big_jpeg)
+            ph = j["e2e_phases_p50_ms"]
+            add("decode_modeldock", ph["decode"])
+            add("decode_modeldock_pre", ph["decode"] + ph["preprocess"])
+            add("decode_face_forward", forward_loop(j))
         if torch.get_num_threads() != a.threads:
             sys.exit(f"torch threads changed to {torch.get_num_threads()} during round {rnd + 1}")
         print(f"round {rnd + 1}/{a.rounds} done in {time.time() - t0:.0f} s", flush=True)
@@ -487,6 +574,50 @@ def main():
         summary.append(("MTCNN all images", tm, "facenet-pytorch", tf, tm / tf, 0.5))
         print()
 
+    if "load" in rows:
+        print("Loads against the raw read of the same file (one bench run each; ratio within the run, best round)")
+        tr = lambda k: f"{best(R[k]):.2f} {every2(R[k])}"
+        print(f"  64 MiB toy, page cache warm: load {fmt(best(R['load_toy_warm']))} ms, raw read "
+              f"{fmt(best(R['load_toy_raw']))} ms, ratio {tr('load_toy_ratio_warm')} (target <= 1.2)")
+        summary.append(("64 MiB load, cache warm", best(R["load_toy_warm"]), "raw read (reused memory)",
+                        best(R["load_toy_raw"]), best(R["load_toy_ratio_warm"]), 1.2))
+        if "load_toy_raw_fresh" in R:
+            print(f"    raw read into fresh memory {fmt(best(R['load_toy_raw_fresh']))} ms, "
+                  f"ratio {tr('load_toy_ratio_warm_fresh')}")
+            summary.append(("64 MiB load, cache warm", best(R["load_toy_warm"]), "raw read (fresh memory)",
+                            best(R["load_toy_raw_fresh"]), best(R["load_toy_ratio_warm_fresh"]), None))
+        if "load_toy_ratio_cold" in R:
+            print(f"  64 MiB toy, page cache cold: load {fmt(best(R['load_toy_cold']))} ms, raw read "
+                  f"{fmt(best(R['load_toy_raw_cold']))} ms, ratio {tr('load_toy_ratio_cold')} (target <= 1.2)")
+            summary.append(("64 MiB load, cache cold", best(R["load_toy_cold"]), "raw read (cold cache)",
+                            best(R["load_toy_raw_cold"]), best(R["load_toy_ratio_cold"]), 1.2))
+        print(f"  YOLOv8n (12 MB), page cache warm: load {fmt(best(R['load_yolo']))} ms, raw read "
+              f"{fmt(best(R['load_yolo_raw']), 2)} ms, ratio {tr('load_yolo_ratio')}")
+        summary.append(("YOLOv8n load, cache warm", best(R["load_yolo"]), "raw read (reused memory)",
+                        best(R["load_yolo_raw"]), best(R["load_yolo_ratio"]), None))
+        print()
+    if "decode" in rows:
+        fw = best(R["decode_face_forward"])
+        print(f"Decode + pre-processing of a 1920x1398 JPEG against the face detector's forward ({fmt(fw, 2)} ms "
+              f"{every2(R['decode_face_forward'])}, bench forward_loop_p50_ms; ratios of the best rounds)")
+        print(f"  modeldock decode {fmt(best(R['decode_modeldock']), 2)} ms, + preprocess "
+              f"{fmt(best(R['decode_modeldock_pre']), 2)} ms {every2(R['decode_modeldock_pre'])}, "
+              f"ratio to the forward {best(R['decode_modeldock_pre']) / fw:.2f} (target <= 0.8)")
+        fr = checks.get("decode_modeldock_first_request_ms", {})
+        if fr:
+            print(f"  first request of a fresh process: decode {fr.get('decode')} ms, preprocess "
+                  f"{fr.get('preprocess')} ms, forward {fr.get('forward')} ms")
+        print(f"  PIL (libjpeg-turbo {checks.get('decode_pil_libjpeg_turbo')}) decode at the same scale "
+              f"{fmt(best(R['decode_pil']), 2)} ms {every2(R['decode_pil'])} = {best(R['decode_pil']) / fw:.2f} x "
+              f"modeldock's forward; + letterbox + normalise {fmt(best(R['decode_pil_pre']), 2)} ms = "
+              f"{best(R['decode_pil_pre']) / fw:.2f} x")
+        summary += [("1920x1398 JPEG decode+pre", best(R["decode_modeldock_pre"]), "face forward (md)", fw,
+                     best(R["decode_modeldock_pre"]) / fw, 0.8),
+                    ("1920x1398 JPEG decode+pre", best(R["decode_modeldock_pre"]), "PIL/libjpeg-turbo",
+                     best(R["decode_pil_pre"]), best(R["decode_modeldock_pre"]) / best(R["decode_pil_pre"]), None),
+                    ("PIL/libjpeg-turbo decode+pre", best(R["decode_pil_pre"]), "face forward (md)", fw,
+                     best(R["decode_pil_pre"]) / fw, None)]
+        print()
     load_end = os.getloadavg()
     print(f"summary (threads {a.threads}, best of {a.rounds} rounds x {a.runs} runs; ratio = modeldock / peer; "
           f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end)")
