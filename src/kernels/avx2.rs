@@ -1,6 +1,6 @@
 //! The AVX2 + FMA microkernel of the tiled conv, for CPUs without AVX-512:
 //! the same 8 × 48 tile and packed panels as [`super::avx512`], computed as
-//! four 4-row × 24-column blocks of 12 ymm accumulators (16 registers only).
+//! six 4-row × 16-column blocks of 8 ymm accumulators (16 registers only).
 //! Masks become per-lane vectors for `maskload`, which never touches a
 //! masked-off lane.
 
@@ -11,6 +11,9 @@ use super::avx512::{Dest, MR, NR};
 use super::Act;
 #[cfg(target_arch = "x86_64")]
 use super::{EXP_LN2_HI, EXP_LN2_LO, EXP_POLY};
+
+/// Mask classes whose vector masks fit on the stack (a 3×3 conv has 9).
+const STACK_CLASSES: usize = 25;
 
 /// True when this CPU can run the kernel.
 pub fn available() -> bool {
@@ -42,28 +45,40 @@ pub unsafe fn tile(
     act: Act,
     dest: Dest,
 ) {
-    // Lane masks as vectors: class c, 8-lane group g at [c][g].
+    // Lane masks as vectors: class c, 8-lane group g at [c][g] (on the
+    // stack for the usual few classes).
     let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let vmasks: Vec<[__m256i; 6]> = masks
-        .iter()
-        .map(|m| {
-            let bits = m[0] as u64 | (m[1] as u64) << 16 | (m[2] as u64) << 32;
-            let mut v = [_mm256_setzero_si256(); 6];
-            for (g, slot) in v.iter_mut().enumerate() {
-                let b = _mm256_set1_epi32(((bits >> (8 * g)) & 0xff) as i32);
-                *slot = _mm256_cmpeq_epi32(_mm256_and_si256(b, lane_bits), lane_bits);
-            }
-            v
-        })
-        .collect();
+    let to_vectors = |m: &[u16; 3]| {
+        let bits = m[0] as u64 | (m[1] as u64) << 16 | (m[2] as u64) << 32;
+        let mut v = [_mm256_setzero_si256(); 6];
+        for (g, slot) in v.iter_mut().enumerate() {
+            let b = _mm256_set1_epi32(((bits >> (8 * g)) & 0xff) as i32);
+            *slot = _mm256_cmpeq_epi32(_mm256_and_si256(b, lane_bits), lane_bits);
+        }
+        v
+    };
+    let mut on_stack = [[_mm256_setzero_si256(); 6]; STACK_CLASSES];
+    let on_heap: Vec<[__m256i; 6]>;
+    let vmasks: &[[__m256i; 6]] = if masks.len() <= STACK_CLASSES {
+        for (slot, m) in on_stack.iter_mut().zip(masks) {
+            *slot = to_vectors(m);
+        }
+        &on_stack[..masks.len()]
+    } else {
+        on_heap = masks.iter().map(to_vectors).collect();
+        &on_heap
+    };
     let mut tmp = [0f32; MR * NR];
-    for half_r in 0..2 {
-        for half_c in 0..2 {
-            let acc = block(panel, taps, classes, &vmasks, start, half_r, half_c);
+    // Blocks of 4 rows × 16 columns: 8 accumulators, 2 inputs, 2 masks and
+    // a broadcast stay in the 16 ymm registers. Blocks past the tile's
+    // rows or lanes are skipped (their results are never stored).
+    for half_r in 0..dest.rows.div_ceil(4).min(2) {
+        for third_c in 0..dest.n.div_ceil(16).min(3) {
+            let acc = block(panel, taps, classes, vmasks, start, half_r, third_c);
             let o = tmp.as_mut_ptr();
             for (r, row) in acc.iter().enumerate() {
                 for (c, v) in row.iter().enumerate() {
-                    _mm256_storeu_ps(o.wrapping_add((half_r * 4 + r) * NR + half_c * 24 + c * 8), *v);
+                    _mm256_storeu_ps(o.wrapping_add((half_r * 4 + r) * NR + third_c * 16 + c * 8), *v);
                 }
             }
         }
@@ -90,7 +105,7 @@ pub unsafe fn tile(
     }
 }
 
-/// Rows 4·half_r.. and columns 24·half_c.. of the tile, over every tap.
+/// Rows 4·half_r.. and columns 16·third_c.. of the tile, over every tap.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn block(
@@ -100,25 +115,23 @@ unsafe fn block(
     vmasks: &[[__m256i; 6]],
     start: usize,
     half_r: usize,
-    half_c: usize,
-) -> [[__m256; 3]; 4] {
-    let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+    third_c: usize,
+) -> [[__m256; 2]; 4] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
     let mut w = panel.wrapping_add(half_r * 4);
     let zero = [_mm256_setzero_si256(); 6];
+    let g = third_c * 2;
     for (&tap, &class) in taps.iter().zip(classes) {
-        let s = tap.wrapping_add(start + half_c * 24);
+        let s = tap.wrapping_add(start + third_c * 16);
         let m = vmasks.get(class as usize).unwrap_or(&zero);
-        let g = half_c * 3;
         let b = [
             _mm256_maskload_ps(s, m[g]),
             _mm256_maskload_ps(s.wrapping_add(8), m[g + 1]),
-            _mm256_maskload_ps(s.wrapping_add(16), m[g + 2]),
         ];
         for (r, row) in acc.iter_mut().enumerate() {
             let a = _mm256_broadcastss_ps(_mm_load_ss(w.wrapping_add(r)));
             row[0] = _mm256_fmadd_ps(a, b[0], row[0]);
             row[1] = _mm256_fmadd_ps(a, b[1], row[1]);
-            row[2] = _mm256_fmadd_ps(a, b[2], row[2]);
         }
         w = w.wrapping_add(MR);
     }
