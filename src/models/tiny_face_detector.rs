@@ -162,7 +162,9 @@ impl TinyFaceDetector {
     /// [`preprocess`](Self::preprocess) straight from 8-bit pixels (same values,
     /// no full-size float copy of the image).
     pub fn preprocess_rgb(&self, img: &RgbImage) -> Result<Tensor> {
-        FloatImage::pad_square_resize_tf_rgb(img, false, self.input_size).to_nchw(MEAN_RGB, 255.0, &self.device)
+        let n = self.input_size;
+        let planes = crate::vision::preprocess::pad_square_resize_tf_planes(img, false, n, MEAN_RGB, 255.0);
+        Ok(Tensor::from_vec(planes, (1, 3, n, n), &self.device)?)
     }
 
     /// Whole pipeline on an 8-bit image.

@@ -289,17 +289,14 @@ impl FloatImage {
     }
 }
 
-/// Pad to a square and TF-legacy bilinear resize in one pass over HWC
-/// pixels of any numeric type (see [`FloatImage::pad_square_resize_tf`]).
-fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, centred: bool, out: usize) -> FloatImage {
+/// Per output coordinate of a pad-to-square + TF-legacy bilinear resize:
+/// the two source indices (`None` in the padding) and the weight.
+type Tap = (Option<usize>, Option<usize>, f32);
+
+/// The column and row taps of [`pad_square_resize_tf`] for a `w`×`h`
+/// image (both non-zero) and an `out`×`out` result.
+fn square_taps(w: usize, h: usize, centred: bool, out: usize) -> (Vec<Tap>, Vec<Tap>) {
     let side = w.max(h);
-    if w == 0 || h == 0 || out == 0 {
-        return FloatImage {
-            width: out,
-            height: out,
-            data: vec![0.0; out * out * 3],
-        };
-    }
     let diff = side - w.min(h);
     let after = if centred {
         (diff as f64 / 2.0).round() as usize
@@ -310,7 +307,7 @@ fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, cent
     let (ox, oy) = if w < h { (before, 0) } else { (0, before) };
     let scale = side as f32 / out as f32;
     // Padded coordinate → source index, or None in the padding.
-    let taps = |n: usize, off: usize| -> Vec<(Option<usize>, Option<usize>, f32)> {
+    let taps = |n: usize, off: usize| -> Vec<Tap> {
         (0..out)
             .map(|i| {
                 let src = i as f32 * scale;
@@ -321,21 +318,39 @@ fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, cent
             })
             .collect()
     };
-    let xs = taps(w, ox);
-    let ys = taps(h, oy);
-    let px = |y: Option<usize>, x: Option<usize>, c: usize| match (y, x) {
+    (taps(w, ox), taps(h, oy))
+}
+
+/// One channel value of the resize at taps `(y0, y1, fy)`, `(x0, x1, fx)`.
+#[inline(always)]
+fn tf_bilinear<T: Copy + Into<f32>>(src: &[T], w: usize, c: usize, (y0, y1, fy): Tap, (x0, x1, fx): Tap) -> f32 {
+    let px = |y: Option<usize>, x: Option<usize>| match (y, x) {
         (Some(y), Some(x)) => src[(y * w + x) * 3 + c].into(),
         _ => 0.0,
     };
+    let (tl, tr) = (px(y0, x0), px(y0, x1));
+    let (bl, br) = (px(y1, x0), px(y1, x1));
+    let top = tl + (tr - tl) * fx;
+    let bottom = bl + (br - bl) * fx;
+    top + (bottom - top) * fy
+}
+
+/// Pad to a square and TF-legacy bilinear resize in one pass over HWC
+/// pixels of any numeric type (see [`FloatImage::pad_square_resize_tf`]).
+fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, centred: bool, out: usize) -> FloatImage {
+    if w == 0 || h == 0 || out == 0 {
+        return FloatImage {
+            width: out,
+            height: out,
+            data: vec![0.0; out * out * 3],
+        };
+    }
+    let (xs, ys) = square_taps(w, h, centred, out);
     let mut data = Vec::with_capacity(out * out * 3);
-    for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
+    for &ty in &ys {
+        for &tx in &xs {
             for c in 0..3 {
-                let (tl, tr) = (px(y0, x0, c), px(y0, x1, c));
-                let (bl, br) = (px(y1, x0, c), px(y1, x1, c));
-                let top = tl + (tr - tl) * fx;
-                let bottom = bl + (br - bl) * fx;
-                data.push(top + (bottom - top) * fy);
+                data.push(tf_bilinear(src, w, c, ty, tx));
             }
         }
     }
@@ -344,6 +359,37 @@ fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, cent
         height: out,
         data,
     }
+}
+
+/// [`FloatImage::pad_square_resize_tf_rgb`] then [`FloatImage::to_nchw`]
+/// in one pass: the same values, written straight into the three
+/// `out`×`out` planes of `(v − mean) / scale`, rows shared among rayon's
+/// threads (no HWC float image in between).
+pub fn pad_square_resize_tf_planes(img: &RgbImage, centred: bool, out: usize, mean: [f32; 3], scale: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0f32; out * out * 3];
+    if out == 0 {
+        return data;
+    }
+    if w == 0 || h == 0 {
+        for (c, plane) in data.chunks_mut(out * out).enumerate() {
+            plane.fill((0.0 - mean[c]) / scale);
+        }
+        return data;
+    }
+    let (xs, ys) = square_taps(w, h, centred, out);
+    let src = img.as_raw();
+    data.par_chunks_mut(out)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(i, row)| {
+            let (c, y) = (i / out, i % out);
+            for (o, &tx) in row.iter_mut().zip(&xs) {
+                *o = (tf_bilinear(src.as_slice(), w, c, ys[y], tx) - mean[c]) / scale;
+            }
+        });
+    data
 }
 
 #[cfg(test)]
@@ -450,5 +496,32 @@ mod tests {
         assert!((up.data[3] - (src.data[0] + src.data[3]) / 2.0).abs() < 1e-5);
         // The last column clamps to the edge.
         assert_eq!(up.data[(8 - 1) * 3], src.data[3 * 3]);
+    }
+
+    /// The fused planes give the bits of the HWC resize then `to_nchw`, for
+    /// portrait, landscape, square and padded-centred inputs.
+    #[test]
+    fn fused_planes_equal_resize_then_nchw() {
+        for (w, h, out, centred) in [
+            (960, 699, 64, false),
+            (11, 37, 20, true),
+            (16, 16, 16, false),
+            (3, 1, 9, true),
+        ] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x * 5 + y) as u8, (x ^ y) as u8, (x * y % 241) as u8])
+            });
+            let mean = [122.78, 117.0, 104.0];
+            let want = FloatImage::pad_square_resize_tf_rgb(&img, centred, out)
+                .to_nchw(mean, 255.0, &Device::Cpu)
+                .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let got = pad_square_resize_tf_planes(&img, centred, out, mean, 255.0);
+            assert_eq!(got.len(), want.len());
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{w}x{h} into {out}"
+            );
+        }
     }
 }
