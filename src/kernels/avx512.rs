@@ -141,7 +141,7 @@ unsafe fn activate(v: __m512, act: Act) -> __m512 {
 /// 1 + r + r²·(c₀ + c₁r + c₂r² + c₃r³): 1.1e-7 relative (1.9e-7 evaluated
 /// in f32), enough for an activation and two multiply-adds cheaper than
 /// [`EXP_POLY`]'s degree 7.
-const SILU_EXP_POLY: [f32; 4] = [0.499_992_3, 0.166_671_14, 0.041_890_11, 0.008_312_53];
+pub(crate) const SILU_EXP_POLY: [f32; 4] = [0.499_992_3, 0.166_671_14, 0.041_890_11, 0.008_312_53];
 
 /// `v / (1 + e^−v)` with a short exp: the argument negated inside the
 /// range reduction, one ln 2 constant (its rounding costs ≤ 2.4e-7 relative
