@@ -140,6 +140,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// `act(conv(x) + bias + pre)` equals candle's conv plus `pre`, then the
+    /// activation: in the tiled kernel's output pass (1×1 and padded-same
+    /// 3×3), through the fallback where it cannot (valid 3×3, stride 2), on
+    /// both ISAs and the GEMM path.
+    #[test]
+    fn pre_activation_addend_matches_candle(
+        cin in 1usize..20, cout in 1usize..20, h in 1usize..30, w in 1usize..70,
+        shape in prop::sample::select(vec![(1usize, 0usize, 1usize), (3, 1, 1), (3, 0, 1), (3, 1, 2)]),
+        a in act(), seed in any::<u64>(),
+    ) {
+        let (k, pad, stride) = shape;
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let x = rand(&[1, cin, h, w], seed);
+        let make = || FastConv::new(rand(&[cout, cin, k, k], seed ^ 7), Some(rand(&[cout], seed ^ 8)), stride,
+            Padding::uniform(pad), 1, a).map_err(|e| TestCaseError::fail(e.to_string()));
+        let out = make()?.reference(&x).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let pre = rand(out.dims(), seed ^ 9);
+        let want = make()?.reference_pre(&x, &pre).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for (path, conv) in [("tiled", make()?), ("tiled avx2", make()?.with_tiled_isa(Isa::Avx2)),
+                             ("gemm", make()?.without_tiled())] {
+            let got = conv.forward_pre(&x, &pre).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got.dims(), want.dims());
+            let d = abs_diff(&got, &want);
+            prop_assert!(d <= 2e-4, "{}: max abs diff {}", path, d);
+        }
+    }
+}
+
 /// Largest difference between the kernels and candle's reference.
 fn max_diff(conv: &FastConv, x: &Tensor) -> f32 {
     let a = conv.forward(x).unwrap_or_else(|e| panic!("{e}"));

@@ -91,10 +91,11 @@ pub unsafe fn tile(
             }
             let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             let at = r * dest.stride + g * 8;
-            let mut v = activate(
-                _mm256_add_ps(_mm256_loadu_ps(tmp.as_ptr().wrapping_add(r * NR + g * 8)), bv),
-                act,
-            );
+            let mut x = _mm256_add_ps(_mm256_loadu_ps(tmp.as_ptr().wrapping_add(r * NR + g * 8)), bv);
+            if !dest.pre.is_null() {
+                x = _mm256_add_ps(x, _mm256_maskload_ps(dest.pre.wrapping_add(at), m));
+            }
+            let mut v = activate(x, act);
             if !dest.residual.is_null() {
                 v = _mm256_add_ps(v, _mm256_maskload_ps(dest.residual.wrapping_add(at), m));
             }

@@ -90,7 +90,11 @@ pub unsafe fn tile(
         let bv = _mm512_set1_ps(b);
         for (c, &mc) in m.iter().enumerate() {
             let at = r * dest.stride + c * 16;
-            let mut v = activate(_mm512_add_ps(_mm512_loadu_ps(o.wrapping_add(r * NR + c * 16)), bv), act);
+            let mut x = _mm512_add_ps(_mm512_loadu_ps(o.wrapping_add(r * NR + c * 16)), bv);
+            if !dest.pre.is_null() {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mc, dest.pre.wrapping_add(at)));
+            }
+            let mut v = activate(x, act);
             if !dest.residual.is_null() {
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mc, dest.residual.wrapping_add(at)));
             }
@@ -100,14 +104,16 @@ pub unsafe fn tile(
 }
 
 /// Where a tile's results go: rows `stride` apart, the first `rows` rows
-/// and `n` lanes of each; `residual` (null for none) has the same layout
-/// and is added after the activation.
+/// and `n` lanes of each; `pre` and `residual` (null for none) have the same
+/// layout: `pre` is added before the activation (with the bias), `residual`
+/// after it.
 #[derive(Clone, Copy)]
 pub struct Dest {
     pub out: *mut f32,
     pub stride: usize,
     pub rows: usize,
     pub n: usize,
+    pub pre: *const f32,
     pub residual: *const f32,
 }
 

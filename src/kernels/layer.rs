@@ -80,6 +80,33 @@ impl FastConv {
         })
     }
 
+    /// This dense conv as two over its input channels `..at` and `at..`:
+    /// the first without bias or activation, the second with both, so that
+    /// `second.forward_pre(x_b, &first.forward(x_a)?)` is this conv of the
+    /// concatenation (to float rounding). For a 1×1 conv whose first input
+    /// is upsampled, the first runs before the upsampling, on a quarter of
+    /// the positions.
+    pub fn split_input(&self, at: usize) -> Result<(FastConv, FastConv)> {
+        let cin = self.op.shape.cin;
+        if self.groups != 1 || at == 0 || at >= cin {
+            return Err(Error::msg(format!(
+                "conv: cannot split {cin} input channels at {at} (groups {})",
+                self.groups
+            )));
+        }
+        let s = self.op.shape;
+        let first = FastConv::new(self.weight.narrow(1, 0, at)?, None, s.stride, s.pad, 1, Act::None)?;
+        let second = FastConv::new(
+            self.weight.narrow(1, at, cin - at)?,
+            self.bias.clone(),
+            s.stride,
+            s.pad,
+            1,
+            self.op.act,
+        )?;
+        Ok((first, second))
+    }
+
     /// True when this layer runs the tiled kernel ([`tiled`]) on CPU.
     pub fn is_tiled(&self) -> bool {
         self.op.packed.is_some()
@@ -115,7 +142,7 @@ impl FastConv {
     /// With padding chosen per call (TF "same" depends on the input size).
     pub fn forward_padded(&self, x: &Tensor, pad: Padding) -> Result<Tensor> {
         if host::is_cpu_f32(x) {
-            self.cpu(&[x], None, pad)
+            self.cpu(&[x], (None, None), pad)
         } else {
             self.reference_padded(x, pad)
         }
@@ -128,7 +155,7 @@ impl FastConv {
     pub fn forward_fused(&self, parts: &[&Tensor], residual: Option<&Tensor>) -> Result<Tensor> {
         let on_cpu = parts.iter().chain(residual.iter()).all(|t| host::is_cpu_f32(t));
         if on_cpu && self.op.packed.is_some() {
-            return self.cpu(parts, residual, self.op.shape.pad);
+            return self.cpu(parts, (None, residual), self.op.shape.pad);
         }
         let x = match parts {
             [one] => (*one).clone(),
@@ -139,6 +166,18 @@ impl FastConv {
             Some(r) => (y + r)?,
             None => y,
         })
+    }
+
+    /// `act(conv(x) + bias + pre)`: `pre` (output-shaped) is added before
+    /// the activation, as a second input's contribution computed elsewhere
+    /// (e.g. at a lower resolution and upsampled). On CPU it is added in the
+    /// kernel's output pass.
+    pub fn forward_pre(&self, x: &Tensor, pre: &Tensor) -> Result<Tensor> {
+        if host::is_cpu_f32(x) && host::is_cpu_f32(pre) {
+            return self.cpu(&[x], (Some(pre), None), self.op.shape.pad);
+        }
+        let y = (self.linear(x, self.op.shape.pad)? + pre)?;
+        activate(y, self.op.act)
     }
 
     /// This conv, then a 2×2, stride-2 max pool with TF "same" padding
@@ -175,7 +214,12 @@ impl FastConv {
         super::pool::max_pool2_same(&self.forward(x)?, 2)
     }
 
-    fn cpu(&self, parts: &[&Tensor], residual: Option<&Tensor>, pad: Padding) -> Result<Tensor> {
+    fn cpu(
+        &self,
+        parts: &[&Tensor],
+        (pre, residual): (Option<&Tensor>, Option<&Tensor>),
+        pad: Padding,
+    ) -> Result<Tensor> {
         let s = ConvShape { pad, ..self.op.shape };
         let (n, _, h, w) = parts.first().ok_or_else(|| Error::msg("conv: no input"))?.dims4()?;
         let mut cin = 0;
@@ -198,20 +242,30 @@ impl FastConv {
         }
         let (oh, ow) = s.out_hw(h, w);
         let per_out = s.cout * oh * ow;
-        if let Some(r) = residual {
-            if r.dims() != [n, s.cout, oh, ow] {
-                return Err(Error::msg(format!(
-                    "conv: residual {:?} does not match the output {:?}",
-                    r.dims(),
-                    [n, s.cout, oh, ow]
-                )));
+        for (what, t) in [("pre-activation addend", pre), ("residual", residual)] {
+            if let Some(r) = t {
+                if r.dims() != [n, s.cout, oh, ow] {
+                    return Err(Error::msg(format!(
+                        "conv: {what} {:?} does not match the output {:?}",
+                        r.dims(),
+                        [n, s.cout, oh, ow]
+                    )));
+                }
             }
         }
         let mut all: Vec<&Tensor> = parts.to_vec();
+        all.extend(pre);
         all.extend(residual);
         let bias = self.op.bias.as_deref();
+        // The tiled kernel adds `pre` only where it writes its results directly.
+        let tiled = self
+            .op
+            .packed
+            .as_ref()
+            .filter(|_| pre.is_none() || tiled::writes_directly(&s, (h, w)));
         host::with_slices(&all, |data| {
-            let (inputs, res) = data.split_at(parts.len());
+            let (inputs, extra) = data.split_at(parts.len());
+            let (pre_data, res) = extra.split_at(usize::from(pre.is_some()));
             let image = |i: usize| -> Vec<&[f32]> {
                 inputs
                     .iter()
@@ -221,12 +275,13 @@ impl FastConv {
                     })
                     .collect()
             };
-            if let Some(packed) = &self.op.packed {
+            if let Some(packed) = tiled {
                 // SAFETY: the tiled kernel writes every output element of every image.
                 return unsafe {
                     host::tensor_filled((n, s.cout, oh, ow), |out| {
                         let one = |i: usize, out: *mut f32| {
                             let r = res.first().map(|r| &r[i * per_out..(i + 1) * per_out]);
+                            let p = pre_data.first().map(|p| &p[i * per_out..(i + 1) * per_out]);
                             tiled::conv2d(
                                 &image(i),
                                 (h, w),
@@ -234,7 +289,7 @@ impl FastConv {
                                 bias,
                                 &s,
                                 self.op.act,
-                                r,
+                                (p, r),
                                 out.add(i * per_out),
                             );
                         };
@@ -260,10 +315,18 @@ impl FastConv {
                         &joined
                     }
                 };
+                // With a pre-activation addend, the activation waits for it.
+                let act = if pre.is_some() { Act::None } else { self.op.act };
                 if self.op.depthwise {
-                    depthwise::depthwise(x, (h, w), &self.op.weight, bias, &s, self.op.act, o);
+                    depthwise::depthwise(x, (h, w), &self.op.weight, bias, &s, act, o);
                 } else {
-                    conv::conv2d(x, (h, w), &self.op.weight, bias, &s, self.op.act, o);
+                    conv::conv2d(x, (h, w), &self.op.weight, bias, &s, act, o);
+                }
+                if let Some(p) = pre_data.first() {
+                    let act = self.op.act;
+                    o.iter_mut()
+                        .zip(&p[i * per_out..])
+                        .for_each(|(v, p)| *v = act.apply(*v + p));
                 }
                 if let Some(r) = res.first() {
                     o.iter_mut().zip(&r[i * per_out..]).for_each(|(v, r)| *v += r);
@@ -279,6 +342,11 @@ impl FastConv {
     }
 
     fn reference_padded(&self, x: &Tensor, p: Padding) -> Result<Tensor> {
+        activate(self.linear(x, p)?, self.op.act)
+    }
+
+    /// The conv plus bias with candle's ops, before the activation.
+    fn linear(&self, x: &Tensor, p: Padding) -> Result<Tensor> {
         let x = x
             .pad_with_zeros(2, p.top, p.bottom)?
             .pad_with_zeros(3, p.left, p.right)?;
@@ -286,12 +354,23 @@ impl FastConv {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
         }
-        Ok(match self.op.act {
-            Act::None => y,
-            Act::Relu => y.relu()?,
-            Act::Relu6 => y.clamp(0f32, 6f32)?,
-            Act::Leaky(a) => y.maximum(&(&y * a as f64)?)?,
-            Act::Silu => candle_nn::ops::silu(&y)?,
-        })
+        Ok(y)
     }
+
+    /// The reference of [`Self::forward_pre`]: candle's conv, plus bias and
+    /// `pre`, then the activation.
+    pub fn reference_pre(&self, x: &Tensor, pre: &Tensor) -> Result<Tensor> {
+        activate((self.linear(x, self.op.shape.pad)? + pre)?, self.op.act)
+    }
+}
+
+/// `act` on a tensor with candle's ops.
+fn activate(y: Tensor, act: Act) -> Result<Tensor> {
+    Ok(match act {
+        Act::None => y,
+        Act::Relu => y.relu()?,
+        Act::Relu6 => y.clamp(0f32, 6f32)?,
+        Act::Leaky(a) => y.maximum(&(&y * a as f64)?)?,
+        Act::Silu => candle_nn::ops::silu(&y)?,
+    })
 }

@@ -114,8 +114,9 @@ struct Wide {
 
 /// A dense conv over the channel concatenation of `parts` (each [ci, h, w],
 /// channels adding up to `s.cin`; the concatenation is never built), plus
-/// `residual` ([cout, oh, ow]) added after the activation. Call only when
-/// [`available`].
+/// `pre` ([cout, oh, ow]) added before the activation and `residual` (same
+/// shape) after it. Call only when [`available`]; `pre` only for convs that
+/// read their input in place with no padding columns ([`writes_directly`]).
 ///
 /// # Safety
 /// `out` is valid for writes of `s.cout·oh·ow` floats; every one is written.
@@ -127,13 +128,24 @@ pub unsafe fn conv2d(
     bias: Option<&[f32]>,
     s: &ConvShape,
     act: Act,
-    residual: Option<&[f32]>,
+    (pre, residual): (Option<&[f32]>, Option<&[f32]>),
     out: *mut f32,
 ) {
     debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), s.cin * h * w);
+    debug_assert!(pre.is_none() || writes_directly(s, (h, w)));
     let job = |taps: Taps, classes: Vec<u8>, reads: Reads, wide: Wide| {
         debug_assert_eq!(packed.taps, taps.0.len());
-        run(&taps, &classes, &reads, &wide, packed, bias, act, residual, OutPtr(out));
+        run(
+            &taps,
+            &classes,
+            &reads,
+            &wide,
+            packed,
+            bias,
+            act,
+            (pre, residual),
+            OutPtr(out),
+        );
     };
     if let Some(g) = InPlace::new(s, h, w) {
         // Stride 1: taps read each part where it is, borders masked.
@@ -193,6 +205,13 @@ pub unsafe fn conv2d(
     });
 }
 
+/// True when [`conv2d`] writes the kernel's results straight to the output
+/// (the input read in place, every wide position an output: 1×1 and
+/// padded-same stride-1 convs), as `pre` needs.
+pub fn writes_directly(s: &ConvShape, (h, w): (usize, usize)) -> bool {
+    s.stride == 1 && s.pad.left + s.pad.right + 1 == s.kw && InPlace::new(s, h, w).is_some()
+}
+
 /// The prepared planes of every part, one after the other (`buf` holds
 /// `g.buffer_len(s)` floats).
 fn fill_parts(parts: &[&[f32]], g: &Geometry, (h, w): (usize, usize), s: &ConvShape, buf: &mut [f32]) {
@@ -237,7 +256,7 @@ fn run(
     packed: &Packed,
     bias: Option<&[f32]>,
     act: Act,
-    residual: Option<&[f32]>,
+    (pre, residual): (Option<&[f32]>, Option<&[f32]>),
     ptr: OutPtr,
 ) {
     let wide = g.len;
@@ -313,6 +332,7 @@ fn run(
                         stride: plane,
                         rows,
                         n,
+                        pre: pre.map_or(std::ptr::null(), |p| p[co0 * plane + start..].as_ptr()),
                         residual: residual.map_or(std::ptr::null(), |r| r[co0 * plane + start..].as_ptr()),
                     }
                 } else {
@@ -321,6 +341,7 @@ fn run(
                         stride: NR,
                         rows,
                         n,
+                        pre: std::ptr::null(),
                         residual: std::ptr::null(),
                     }
                 };
@@ -460,6 +481,7 @@ pub unsafe fn conv2d_pool2(
                         stride: 2 * wp,
                         rows,
                         n: *n,
+                        pre: std::ptr::null(),
                         residual: std::ptr::null(),
                     };
                     // SAFETY: the ISA is checked supported above; the panel

@@ -126,6 +126,9 @@ struct C2f {
     cv1: ConvBn,
     cv2: ConvBn,
     m: Vec<Bottleneck>,
+    /// cv1 split over an upsampled first input and a second one (see
+    /// [`C2f::forward_up`]).
+    cv1_up: Option<(FastConv, FastConv)>,
 }
 
 impl C2f {
@@ -137,7 +140,16 @@ impl C2f {
             m: (0..n)
                 .map(|i| Bottleneck::load(vb.pp(format!("m.{i}")), c, shortcut))
                 .collect::<Result<_>>()?,
+            cv1_up: None,
         })
+    }
+
+    /// A C2f whose input is `cat(upsample2x(low), skip)` with `c_low`
+    /// channels in `low` (the neck after each upsampling).
+    fn load_up(vb: VarBuilder, c_low: usize, c_skip: usize, c2: usize, n: usize) -> Result<Self> {
+        let mut c = C2f::load(vb, c_low + c_skip, c2, n, false)?;
+        c.cv1_up = Some(c.cv1.conv.split_input(c_low)?);
+        Ok(c)
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_cat(&[x])
@@ -148,6 +160,23 @@ impl C2f {
     /// each bottleneck's output the same way.
     fn forward_cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
         let y = self.cv1.conv.forward_fused(parts, None)?;
+        self.after_cv1(y)
+    }
+
+    /// [`Self::forward_cat`] of `[upsample2x(low), skip]`: cv1 (1×1) of the
+    /// upsampled part is the upsampling of cv1 of `low`, so that part runs
+    /// on a quarter of the positions and its result, upsampled, is added in
+    /// the other part's output pass, before the activation.
+    fn forward_up(&self, low: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        let Some((on_low, on_skip)) = &self.cv1_up else {
+            return self.forward_cat(&[&upsample2x(low)?, skip]);
+        };
+        let pre = upsample2x(&on_low.forward(low)?)?;
+        self.after_cv1(on_skip.forward_pre(skip, &pre)?)
+    }
+
+    /// The bottlenecks and cv2 on cv1's output `y`.
+    fn after_cv1(&self, y: Tensor) -> Result<Tensor> {
         let c = y.dim(1)? / 2;
         let mut ms: Vec<Tensor> = Vec::with_capacity(self.m.len());
         for b in &self.m {
@@ -436,8 +465,8 @@ impl YoloV8 {
             l7: ConvBn::load(vb.pp("7"), c512, c1024, 3, 2)?,
             l8: C2f::load(vb.pp("8"), c1024, c1024, n3, true)?,
             l9: Sppf::load(vb.pp("9"), c1024, c1024)?,
-            l12: C2f::load(vb.pp("12"), c1024 + c512, c512, n3, false)?,
-            l15: C2f::load(vb.pp("15"), c512 + c256, c256, n3, false)?,
+            l12: C2f::load_up(vb.pp("12"), c1024, c512, c512, n3)?,
+            l15: C2f::load_up(vb.pp("15"), c512, c256, c256, n3)?,
             l16: ConvBn::load(vb.pp("16"), c256, c256, 3, 2)?,
             l18: C2f::load(vb.pp("18"), c256 + c512, c512, n3, false)?,
             l19: ConvBn::load(vb.pp("19"), c512, c512, 3, 2)?,
@@ -515,8 +544,8 @@ impl YoloV8 {
         let p4 = l.l6.forward(&l.l5.forward(&p3)?)?;
         let p5 = l.l9.forward(&l.l8.forward(&l.l7.forward(&p4)?)?)?;
         // The neck's concatenations are read in place by each C2f.
-        let x12 = l.l12.forward_cat(&[&upsample2x(&p5)?, &p4])?;
-        let x15 = l.l15.forward_cat(&[&upsample2x(&x12)?, &p3])?;
+        let x12 = l.l12.forward_up(&p5, &p4)?;
+        let x15 = l.l15.forward_up(&x12, &p3)?;
         let x18 = l.l18.forward_cat(&[&l.l16.forward(&x15)?, &x12])?;
         let x21 = l.l21.forward_cat(&[&l.l19.forward(&x18)?, &p5])?;
         l.head.forward([&x15, &x18, &x21])
