@@ -184,30 +184,17 @@ unsafe fn silu(v: __m256) -> __m256 {
 mod tests {
     use super::*;
 
-    /// The epilogue's SiLU against f64 over the range where it changes
-    /// (both tails included), as the AVX-512 one is checked.
+    /// The epilogue's SiLU against f64 (see `check_silu_against_f64`), as
+    /// the AVX-512 one is checked.
     #[test]
     fn short_silu_matches_f64() {
         if !available() {
             return;
         }
-        let xs: Vec<f32> = (0..8 * 4000).map(|i| -100.0 + i as f32 * 0.00631).collect();
-        let mut worst = 0f64;
-        for chunk in xs.chunks(8) {
-            let mut got = [0f32; 8];
+        crate::kernels::check_silu_against_f64(8, |x, out| {
             // SAFETY: AVX2 and FMA are available (checked above); 8 floats in and out.
-            unsafe { store(got.as_mut_ptr(), chunk.as_ptr()) };
-            for (g, x) in got.iter().zip(chunk) {
-                let x = *x as f64;
-                let want = x / (1.0 + (-x).exp());
-                if want.abs() < 1e-30 {
-                    assert!((*g as f64 - want).abs() < 1e-35, "silu({x}) = {g}, want {want}");
-                } else {
-                    worst = worst.max((*g as f64 - want).abs() / want.abs());
-                }
-            }
-        }
-        assert!(worst < 1e-6, "relative error {worst}");
+            unsafe { store(out.as_mut_ptr(), x.as_ptr()) }
+        });
     }
 
     #[target_feature(enable = "avx2,fma")]

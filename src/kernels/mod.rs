@@ -169,6 +169,32 @@ pub fn epilogue(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Act) {
     });
 }
 
+/// Checks a vector SiLU of `lanes` lanes (`eval(x, out)`) against f64 over
+/// the whole range where SiLU changes, both tails included: within a few
+/// ulp, and within 1e-35 where the value is below 1e-30 (far below any
+/// activation's scale).
+#[cfg(test)]
+pub(crate) fn check_silu_against_f64(lanes: usize, eval: impl Fn(&[f32], &mut [f32])) {
+    let xs: Vec<f32> = (0..lanes * 32000 / lanes)
+        .map(|i| -100.0 + i as f32 * 0.00631)
+        .collect();
+    let mut worst = 0f64;
+    let mut got = vec![0f32; lanes];
+    for chunk in xs.chunks_exact(lanes) {
+        eval(chunk, &mut got);
+        for (g, x) in got.iter().zip(chunk) {
+            let x = *x as f64;
+            let want = x / (1.0 + (-x).exp());
+            if want.abs() < 1e-30 {
+                assert!((*g as f64 - want).abs() < 1e-35, "silu({x}) = {g}, want {want}");
+            } else {
+                worst = worst.max((*g as f64 - want).abs() / want.abs());
+            }
+        }
+    }
+    assert!(worst < 1e-6, "relative error {worst}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

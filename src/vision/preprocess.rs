@@ -380,13 +380,31 @@ pub fn pad_square_resize_tf_planes(img: &RgbImage, centred: bool, out: usize, me
     }
     let (xs, ys) = square_taps(w, h, centred, out);
     let src = img.as_raw();
+    // Branch-free taps: an index (0 in the padding) and a 0/1 factor, so a
+    // padding pixel reads some pixel times 0.0, which is the 0.0 the HWC path
+    // uses (the products by 1.0 are exact: the same bits).
+    let flat = |i: Option<usize>, stride: usize| (i.unwrap_or(0) * stride, if i.is_some() { 1.0f32 } else { 0.0 });
+    let cols: Vec<(usize, f32, usize, f32, f32)> = xs
+        .iter()
+        .map(|&(x0, x1, fx)| {
+            let ((a, ma), (b, mb)) = (flat(x0, 3), flat(x1, 3));
+            (a, ma, b, mb, fx)
+        })
+        .collect();
     data.par_chunks_mut(out)
         .with_min_len(8)
         .enumerate()
         .for_each(|(i, row)| {
             let (c, y) = (i / out, i % out);
-            for (o, &tx) in row.iter_mut().zip(&xs) {
-                *o = (tf_bilinear(src.as_slice(), w, c, ys[y], tx) - mean[c]) / scale;
+            let (y0, y1, fy) = ys[y];
+            let ((r0, n0), (r1, n1)) = (flat(y0, w * 3), flat(y1, w * 3));
+            let (top_row, bottom_row) = (&src[r0 + c..], &src[r1 + c..]);
+            for (o, &(a, ma, b, mb, fx)) in row.iter_mut().zip(&cols) {
+                let (tl, tr) = (top_row[a] as f32 * (n0 * ma), top_row[b] as f32 * (n0 * mb));
+                let (bl, br) = (bottom_row[a] as f32 * (n1 * ma), bottom_row[b] as f32 * (n1 * mb));
+                let top = tl + (tr - tl) * fx;
+                let bottom = bl + (br - bl) * fx;
+                *o = (top + (bottom - top) * fy - mean[c]) / scale;
             }
         });
     data
