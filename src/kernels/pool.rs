@@ -115,7 +115,7 @@ pub(super) fn pool2x2_stride2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
 
 /// [`pool2x2_stride2_row`] with AVX-512: 32 inputs of each row → 16 outputs
 /// per step (the row max, then even and odd lanes gathered across the two
-/// vectors and their max); the rest as [`pool2x2_stride2_row_sse`].
+/// vectors and their max); the rest in one masked step.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
@@ -141,7 +141,30 @@ unsafe fn pool2x2_stride2_row_avx512(r0: &[f32], r1: &[f32], out: &mut [f32]) {
             _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), m);
         }
     }
-    pool2x2_stride2_row_sse(r0, r1, out, whole * 16)
+    // The rest (under 32 inputs) in one masked step: lanes past the row read
+    // as −inf, so an odd last column pairs with itself.
+    let (i0, o0) = (32 * whole, 16 * whole);
+    let (n_in, n_out) = (w - i0, out.len() - o0);
+    if n_out == 0 || n_out > 16 || n_in > 32 || n_in.div_ceil(2) < n_out {
+        return pool2x2_stride2_row_sse(r0, r1, out, o0);
+    }
+    let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+    let (m_lo, m_hi) = (lanes(n_in), lanes(n_in.saturating_sub(16)));
+    let low = _mm512_set1_ps(f32::NEG_INFINITY);
+    // SAFETY: the masks cover inputs i0..w of both rows and outputs o0..o0 + n_out.
+    unsafe {
+        let (a, b) = (r0.as_ptr().add(i0), r1.as_ptr().add(i0));
+        let lo = _mm512_max_ps(_mm512_mask_loadu_ps(low, m_lo, a), _mm512_mask_loadu_ps(low, m_lo, b));
+        let hi = _mm512_max_ps(
+            _mm512_mask_loadu_ps(low, m_hi, a.wrapping_add(16)),
+            _mm512_mask_loadu_ps(low, m_hi, b.wrapping_add(16)),
+        );
+        let m = _mm512_max_ps(
+            _mm512_permutex2var_ps(lo, even, hi),
+            _mm512_permutex2var_ps(lo, odd, hi),
+        );
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(o0), lanes(n_out), m);
+    }
 }
 
 /// [`pool2x2_stride2_row`] from output `from` on, 8 inputs → 4 outputs per
@@ -233,7 +256,14 @@ mod tests {
 
     #[test]
     fn pooling_and_upsampling_match_candle() {
-        for shape in [(1, 3, 7, 5), (2, 2, 1, 9), (1, 1, 20, 20), (1, 2, 9, 37), (1, 1, 4, 16)] {
+        for shape in [
+            (1, 3, 7, 5),
+            (2, 2, 1, 9),
+            (1, 1, 20, 20),
+            (1, 2, 9, 37),
+            (1, 1, 4, 16),
+            (1, 1, 3, 61),
+        ] {
             let x = sample(shape);
             for k in [3, 5] {
                 let r = k / 2;
