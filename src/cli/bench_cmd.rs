@@ -109,11 +109,16 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         raw.push(t.elapsed().as_secs_f64() * 1e3);
     }
 
+    let weights_file = match (&entry.weights, args.random_weights) {
+        (WeightsResolved::Local(WeightsSource::File(p)), false) => Some(p.clone()),
+        _ => None,
+    };
+
     // The same into fresh memory (handed back to the OS first, as after an
     // unload): the raw read above reuses the buffer the allocator keeps, a
     // load after an unload cannot, and pays the kernel's zeroing of new pages.
     let mut raw_fresh = Vec::new();
-    if let WeightsResolved::Local(WeightsSource::File(p)) = &entry.weights {
+    if let Some(p) = &weights_file {
         for _ in 0..5 {
             let t = Instant::now();
             let n = super::page_cache::read_into_fresh_memory(p)
@@ -124,10 +129,6 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     }
 
     // The same with the file's pages dropped from the page cache first.
-    let weights_file = match (&entry.weights, args.random_weights) {
-        (WeightsResolved::Local(WeightsSource::File(p)), false) => Some(p.clone()),
-        _ => None,
-    };
     let mut raw_cold = Vec::new();
     let mut load_cold = Vec::new();
     if let Some(p) = weights_file.as_ref().filter(|p| super::page_cache::drop_file(p)) {
@@ -330,8 +331,8 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "cold_load_ms": cold_ms,
         "load_ratio": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
         "load_ratio_warm": (file_backed && raw_ms > 0.0).then(|| cold_ms / raw_ms),
-        "raw_read_fresh_memory_ms": raw_fresh_ms.filter(|_| file_backed),
-        "load_ratio_warm_fresh_memory": raw_fresh_ms.filter(|r| file_backed && *r > 0.0).map(|r| cold_ms / r),
+        "raw_read_fresh_memory_ms": raw_fresh_ms,
+        "load_ratio_warm_fresh_memory": raw_fresh_ms.filter(|r| *r > 0.0).map(|r| cold_ms / r),
         "raw_read_cold_cache_ms": raw_cold_ms,
         "cold_load_cold_cache_ms": load_cold_ms,
         "load_ratio_cold": raw_cold_ms.zip(load_cold_ms).filter(|(r, _)| *r > 0.0).map(|(r, l)| l / r),

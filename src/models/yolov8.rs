@@ -122,25 +122,29 @@ impl Bottleneck {
     }
 }
 
+/// A C2f's first 1×1 conv: whole, or split over an upsampled first input
+/// and a second one (see [`C2f::forward_up`]).
+enum Cv1 {
+    Whole(ConvBn),
+    /// (on the low-resolution part, before its upsampling; on the other part)
+    Split(Box<(FastConv, FastConv)>),
+}
+
 struct C2f {
-    cv1: ConvBn,
+    cv1: Cv1,
     cv2: ConvBn,
     m: Vec<Bottleneck>,
-    /// cv1 split over an upsampled first input and a second one (see
-    /// [`C2f::forward_up`]).
-    cv1_up: Option<(FastConv, FastConv)>,
 }
 
 impl C2f {
     fn load(vb: VarBuilder, c1: usize, c2: usize, n: usize, shortcut: bool) -> Result<Self> {
         let c = c2 / 2;
         Ok(C2f {
-            cv1: ConvBn::load(vb.pp("cv1"), c1, 2 * c, 1, 1)?,
+            cv1: Cv1::Whole(ConvBn::load(vb.pp("cv1"), c1, 2 * c, 1, 1)?),
             cv2: ConvBn::load(vb.pp("cv2"), (2 + n) * c, c2, 1, 1)?,
             m: (0..n)
                 .map(|i| Bottleneck::load(vb.pp(format!("m.{i}")), c, shortcut))
                 .collect::<Result<_>>()?,
-            cv1_up: None,
         })
     }
 
@@ -148,7 +152,10 @@ impl C2f {
     /// channels in `low` (the neck after each upsampling).
     fn load_up(vb: VarBuilder, c_low: usize, c_skip: usize, c2: usize, n: usize) -> Result<Self> {
         let mut c = C2f::load(vb, c_low + c_skip, c2, n, false)?;
-        c.cv1_up = Some(c.cv1.conv.split_input(c_low)?);
+        if let Cv1::Whole(whole) = &c.cv1 {
+            let (on_low, on_skip) = whole.conv.split_input(c_low)?;
+            c.cv1 = Cv1::Split(Box::new((on_low, on_skip)));
+        }
         Ok(c)
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -159,7 +166,14 @@ impl C2f {
     /// parts where they are, and cv2 reads cv1's output (both halves) and
     /// each bottleneck's output the same way.
     fn forward_cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
-        let y = self.cv1.conv.forward_fused(parts, None)?;
+        let y = match &self.cv1 {
+            Cv1::Whole(cv1) => cv1.conv.forward_fused(parts, None)?,
+            Cv1::Split(..) => {
+                return Err(Error::msg(
+                    "yolov8: this C2f takes an input to upsample and a second one (forward_up)",
+                ))
+            }
+        };
         self.after_cv1(y)
     }
 
@@ -168,9 +182,10 @@ impl C2f {
     /// on a quarter of the positions and its result, upsampled, is added in
     /// the other part's output pass, before the activation.
     fn forward_up(&self, low: &Tensor, skip: &Tensor) -> Result<Tensor> {
-        let Some((on_low, on_skip)) = &self.cv1_up else {
+        let Cv1::Split(split) = &self.cv1 else {
             return self.forward_cat(&[&upsample2x(low)?, skip]);
         };
+        let (on_low, on_skip) = split.as_ref();
         let pre = upsample2x(&on_low.forward(low)?)?;
         self.after_cv1(on_skip.forward_pre(skip, &pre)?)
     }
