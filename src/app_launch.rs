@@ -45,6 +45,7 @@ fn launch(a: AppArgs) -> Result<i32> {
     );
     let wake = LateWake::default();
     let registry = a.engine.registry();
+    a.server.apply_remote_headers(a.remote.as_deref())?;
     let mut server_handle = None;
     let client = match &a.remote {
         Some(url) => {
@@ -55,7 +56,7 @@ fn launch(a: AppArgs) -> Result<i32> {
                 }
                 ServerKind::Other(name) => {
                     let attached = v2_server::attach(&base, &name, &registry, a.remote_metrics.clone())?;
-                    for p in &attached.registry.problems {
+                    for p in attached.registry.problems.iter().chain(&attached.fallback) {
                         tracing::warn!("{p}");
                     }
                     tracing::info!(
@@ -112,8 +113,11 @@ fn serve_in_background(
     base: &str,
 ) -> Option<server::ServerHandle> {
     let addr = loopback_addr(base)?;
-    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), ServerOptions::default(), l))
-    {
+    let options = ServerOptions {
+        access: server::security::Access::from_env(),
+        ..ServerOptions::default()
+    };
+    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), options, l)) {
         Ok(h) => {
             tracing::info!("serving this app's engine on http://{}", h.addr);
             Some(h)

@@ -55,9 +55,18 @@ impl Server {
     /// between the pick and the bind (tests run side by side) means new
     /// ports and another try, at most three.
     fn start(python: PathBuf, script_name: &str, repo: &Path, load: &[&str]) -> Server {
+        Server::start_with(python, script_name, repo, load, &[])
+    }
+
+    /// [`Server::start`] with more server arguments (after `--`).
+    fn start_with(python: PathBuf, script_name: &str, repo: &Path, load: &[&str], extra: &[String]) -> Server {
         let mut why = String::new();
         for _ in 0..3 {
             let mut s = Server::configure(python.clone(), script_name, repo, load);
+            if !extra.is_empty() {
+                s.cmd.push("--".into());
+                s.cmd.extend(extra.iter().cloned());
+            }
             match s.try_spawn() {
                 Ok(()) => return s,
                 Err(e) if e.contains("already in use") || e.contains("in use") => why = e,
@@ -202,6 +211,19 @@ impl Drop for Server {
 
 fn triton(repo: &Path, load: &[&str]) -> Server {
     Server::start(venv_python("venv-triton"), "triton_serve.py", repo, load)
+}
+
+/// A Triton whose shared-memory, repository, statistics, trace and logging
+/// APIs want `triton-access-token: TOKEN`: the arguments PyTriton 0.7's
+/// `TritonSecurityConfig(access_token=TOKEN)` gives tritonserver (its
+/// default restricted endpoints, over HTTP and gRPC).
+fn triton_with_token(repo: &Path, load: &[&str], token: &str) -> Server {
+    let value = format!("shared-memory,model-repository,statistics,trace,logging:triton-access-token={token}");
+    let extra = [
+        format!("--http-restricted-api={value}"),
+        format!("--grpc-restricted-protocol={value}"),
+    ];
+    Server::start_with(venv_python("venv-triton"), "triton_serve.py", repo, load, &extra)
 }
 
 fn mlserver(repo: &Path, load: &[&str]) -> Server {
@@ -544,6 +566,100 @@ fn the_cli_on_a_triton_lists_its_index_loads_unloads_and_infers_through_it() {
         let ds = (x["score"].as_f64().unwrap_or(0.0) - y["score"].as_f64().unwrap_or(9.0)).abs();
         assert!(ds <= 1e-3, "{x} vs {y}");
     }
+}
+
+#[test]
+fn a_triton_with_an_access_token_is_read_with_remote_headers_and_its_refusal_names_the_header() {
+    let repo = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let token = "tok-3b9e51c7";
+    let server = triton_with_token(repo.path(), &["tiny_face"], token);
+    let host = server.base.as_str();
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let empty_dir = empty.path().to_string_lossy().to_string();
+
+    // Without the header: one line that names the header Triton asks for.
+    let (code, out, err) = modeldock(
+        &["models", "--json", "--models-dir", &empty_dir],
+        &[("MODELDOCK_HOST", host)],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("triton-access-token") && err.contains("403"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // With it (the variable, then the flag): the repository is read.
+    let hdr = format!("triton-access-token={token}");
+    for (args, env) in [
+        (
+            vec!["models", "--json"],
+            vec![("MODELDOCK_HOST", host), ("MODELDOCK_REMOTE_HEADERS", hdr.as_str())],
+        ),
+        (
+            vec!["models", "--json", "--remote-header", hdr.as_str()],
+            vec![("MODELDOCK_HOST", host)],
+        ),
+    ] {
+        let (code, out, err) = modeldock(&args, &env);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let names: Vec<&str> = v["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["model"].as_str())
+            .collect();
+        assert!(names.contains(&"tiny_face") && names.contains(&"raw_identity"), "{out}");
+        assert!(!err.contains(token) && !out.contains(token), "the token is printed");
+    }
+    let ready = ureq::get(format!("{host}/v2/models/tiny_face/ready"))
+        .header("triton-access-token", token)
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(ready, 200);
+
+    // Refused index, local manifests name models there: listed from them.
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    remote_face_manifest(models.path(), "face-triton", host);
+    let dir = models.path().to_string_lossy().to_string();
+    let (code, out, err) = modeldock(&["models", "--json", "--models-dir", &dir], &[("MODELDOCK_HOST", host)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("local backend manifests") && err.contains("triton-access-token"),
+        "{err}"
+    );
+    assert!(out.contains("tiny_face") && out.contains("READY"), "{out}");
+
+    // A backend manifest with `headers` loads (repository API) and infers.
+    let secured = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = secured.path().join("face-token");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    let toml = format!(
+        "id = \"face-token\"\nname = \"Tiny face detector behind a token\"\ntask = \"detect\"\narch = \"tiny_face_detector\"\n\
+         input_size = 416\nlabels = [\"face\"]\nconf = 0.5\niou = 0.4\nlicence = \"MIT\"\n\
+         backend = {{ url = \"{host}\", model = \"tiny_face\", input = \"input\", output = \"output\", timeout = \"20s\", \
+         headers = {{ \"triton-access-token\" = \"${{TRITON_TOKEN}}\" }} }}\n"
+    );
+    std::fs::write(d.join("model.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    let sdir = secured.path().to_string_lossy().to_string();
+    let img = fixture("images/astronaut.png");
+    let img = img.to_string_lossy().to_string();
+    let args = [
+        "infer",
+        "--local",
+        "--model",
+        "face-token",
+        "--json",
+        "--models-dir",
+        &sdir,
+        &img,
+    ];
+    let none = no_server();
+    let (code, out, err) = modeldock(&args, &[("MODELDOCK_HOST", none.as_str()), ("TRITON_TOKEN", token)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"detections\""), "{out}");
+    let (code, _, err) = modeldock(&args, &[("MODELDOCK_HOST", none.as_str())]);
+    assert_ne!(code, 0);
+    assert!(err.contains("TRITON_TOKEN"), "{err}");
 }
 
 #[test]

@@ -542,7 +542,10 @@ fn with_an_api_key_every_request_needs_the_bearer_token() {
         builtin(),
         config(),
         ServerOptions {
-            api_key: Some("s3cret".into()),
+            access: modeldock::server::security::Access {
+                admin_key: modeldock::server::security::Secret::new(Some("s3cret".into())),
+                ..Default::default()
+            },
             ..Default::default()
         },
     );

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::transport::with_headers;
 use super::wire;
 
 /// Retries of a request whose connection failed, and the first backoff
@@ -45,6 +46,19 @@ impl Reply {
             Err(format!("{what}: {}", wire::error_message(self.status, &self.body)))
         }
     }
+}
+
+/// The rows of a repository index reply: a list (Triton, MLServer) or
+/// `{"models": [...]}` (some gateways).
+pub fn parse_index(reply: Reply) -> Result<Vec<IndexEntry>, String> {
+    let path = "/v2/repository/index";
+    let v = reply.json().map_err(|e| format!("{path}: {e}"))?;
+    let list = match &v {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => o.get("models").and_then(Value::as_array).cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Ok(list.iter().filter_map(IndexEntry::from_json).collect())
 }
 
 /// Totals of a model's statistics extension (nanoseconds and counts).
@@ -93,6 +107,9 @@ struct State {
 pub struct V2Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent with every request: the backend's `headers` and the remote
+    /// headers set for this server.
+    headers: Vec<(String, String)>,
     state: Mutex<State>,
 }
 
@@ -154,23 +171,29 @@ impl V2Client {
     /// The client of the server at `url`: one per server in this process,
     /// with its health thread, shared by every model that runs there.
     pub fn shared(url: &str, timeout: Duration) -> Result<Arc<V2Client>, String> {
+        V2Client::shared_with(url, timeout, Vec::new())
+    }
+
+    /// [`V2Client::shared`] that also sends `headers` (a backend's own);
+    /// clients with other headers are other clients.
+    pub fn shared_with(url: &str, timeout: Duration, headers: Vec<(String, String)>) -> Result<Arc<V2Client>, String> {
         let base = normalise_url(url)?;
+        let mut headers = [super::transport::remote_headers(&base), headers].concat();
+        headers.sort();
+        headers.dedup();
+        let pool_key = headers.iter().fold(base.clone(), |k, (n, v)| format!("{k}\n{n}: {v}"));
         let mut p = lock(pool());
-        if let Some(c) = p.get(&base).and_then(Weak::upgrade) {
+        if let Some(c) = p.get(&pool_key).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = super::transport::agent(Some(timeout))?;
         let c = Arc::new(V2Client {
             base: base.clone(),
             agent,
+            headers,
             state: Mutex::new(State::default()),
         });
-        p.insert(base, Arc::downgrade(&c));
+        p.insert(pool_key, Arc::downgrade(&c));
         let weak = Arc::downgrade(&c);
         let _ = std::thread::Builder::new()
             .name("modeldock-v2-health".into())
@@ -181,7 +204,10 @@ impl V2Client {
     /// The client of `url` if something in this process holds one.
     pub fn existing(url: &str) -> Option<Arc<V2Client>> {
         let base = normalise_url(url).ok()?;
-        lock(pool()).get(&base).and_then(Weak::upgrade)
+        let p = lock(pool());
+        p.iter()
+            .filter(|(k, _)| k.split('\n').next() == Some(base.as_str()))
+            .find_map(|(_, c)| c.upgrade())
     }
 
     pub fn base(&self) -> &str {
@@ -230,18 +256,17 @@ impl V2Client {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
+            let h = &self.headers;
             let sent = match (method, body) {
-                ("GET", _) => self.agent.get(&url).call(),
+                ("GET", _) => with_headers(self.agent.get(&url), h).call(),
                 (_, Some((bytes, ct, hl))) => {
-                    let mut r = self.agent.post(&url).header("Content-Type", ct);
+                    let mut r = with_headers(self.agent.post(&url), h).header("Content-Type", ct);
                     if let Some(n) = hl {
                         r = r.header("Inference-Header-Content-Length", n.to_string());
                     }
                     r.send(bytes)
                 }
-                (_, None) => self
-                    .agent
-                    .post(&url)
+                (_, None) => with_headers(self.agent.post(&url), h)
                     .header("Content-Type", "application/json")
                     .send(&b"{}"[..]),
             };
@@ -348,19 +373,13 @@ impl V2Client {
 
     /// The repository index: every model the server knows, with its state.
     pub fn index(&self) -> Result<Vec<IndexEntry>, String> {
-        let path = "/v2/repository/index";
-        let v = self
-            .call("POST", path, Some((b"{}", "application/json", None)))?
-            .ok(path)?
-            .json()
-            .map_err(|e| format!("{path}: {e}"))?;
-        // A list (Triton, MLServer) or {"models": [...]} (some gateways).
-        let list = match &v {
-            Value::Array(a) => a.clone(),
-            Value::Object(o) => o.get("models").and_then(Value::as_array).cloned().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        Ok(list.iter().filter_map(IndexEntry::from_json).collect())
+        let reply = self.index_reply()?;
+        parse_index(reply.ok("/v2/repository/index")?)
+    }
+
+    /// `POST /v2/repository/index` as answered, refusals included.
+    pub fn index_reply(&self) -> Result<Reply, String> {
+        self.call("POST", "/v2/repository/index", Some((b"{}", "application/json", None)))
     }
 
     /// The model's inputs and outputs (`GET /v2/models/{model}`).

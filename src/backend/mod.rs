@@ -5,6 +5,7 @@
 //! candle or the engine.
 
 pub mod client;
+pub mod transport;
 pub mod wire;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{GpuMetrics, IndexEntry, Metadata, RemoteSplit, V2Client};
+pub use client::{GpuMetrics, IndexEntry, Metadata, RemoteSplit, Reply, V2Client};
 pub use wire::Tensor32;
 
 /// `backend = { url = "http://gpu-box:8000", model = "tiny_face", input = "input", output = "output" }`
@@ -39,6 +40,12 @@ pub struct BackendSpec {
     /// models (KServe): modeldock then only checks that the model is ready.
     #[serde(default = "yes")]
     pub manage: bool,
+    /// Headers sent with every request to the server (access tokens):
+    /// `headers = { "triton-access-token" = "${TRITON_TOKEN}" }`. `${VAR}`
+    /// is read from the environment when the model loads; values are shown
+    /// as `***`.
+    #[serde(default, skip_serializing_if = "transport::Headers::is_empty")]
+    pub headers: transport::Headers,
 }
 
 fn yes() -> bool {
@@ -59,6 +66,7 @@ impl BackendSpec {
             }
         }
         self.timeout_duration()?;
+        self.headers.validate("backend.headers")?;
         Ok(())
     }
 
@@ -113,7 +121,8 @@ impl RemoteNet {
     /// tensors: for models modeldock only lists, loads and unloads.
     pub fn attach(spec: &BackendSpec) -> Result<RemoteNet, String> {
         spec.validate()?;
-        let client = V2Client::shared(&spec.url, spec.timeout_duration()?)?;
+        let headers = spec.headers.expand("backend.headers")?;
+        let client = V2Client::shared_with(&spec.url, spec.timeout_duration()?, headers)?;
         let net = RemoteNet {
             client,
             spec: spec.clone(),
@@ -262,6 +271,7 @@ mod tests {
             output: "output".into(),
             timeout: None,
             manage: true,
+            headers: Default::default(),
         }
     }
 

@@ -14,6 +14,19 @@ pub struct ServerFlags {
     /// The modeldock server to use: host:port or a URL [default: 127.0.0.1:8765]
     #[arg(long = "server", value_name = "HOST:PORT", env = "MODELDOCK_HOST")]
     pub server: Option<String>,
+    /// A header sent with every request to that server, e.g. an access token
+    /// (repeatable; MODELDOCK_REMOTE_HEADERS="Name=Value;Name2=Value2" adds more)
+    #[arg(long = "remote-header", value_name = "NAME=VALUE")]
+    pub remote_header: Vec<String>,
+}
+
+impl ServerFlags {
+    /// Sends the remote headers (`MODELDOCK_REMOTE_HEADERS`, `--remote-header`)
+    /// to the server these flags name, or to `remote` when given.
+    pub fn apply_remote_headers(&self, remote: Option<&str>) -> crate::error::Result<()> {
+        let base = crate::client::base_url(remote.or(self.server.as_deref()))?;
+        crate::backend::transport::set_remote_headers(&base, &self.remote_header).map_err(crate::error::Error::usage)
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -289,6 +302,9 @@ pub struct ServeArgs {
     /// Bearer token clients must send (required off loopback)
     #[arg(long, env = "MODELDOCK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Bearer token that allows inference and reading only (no load, unload, pin)
+    #[arg(long, env = "MODELDOCK_INFER_KEY", hide_env_values = true)]
+    pub infer_key: Option<String>,
     /// Serve a non-loopback address without an API key
     #[arg(long)]
     pub insecure_no_api_key: bool,

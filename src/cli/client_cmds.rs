@@ -15,14 +15,16 @@ use crate::error::{Error, Result};
 /// The running server, or an error saying none is running and how to start one.
 pub fn server(flags: &ServerFlags) -> Result<HttpClient> {
     let base = crate::client::base_url(flags.server.as_deref())?;
+    if base.starts_with("https://") {
+        crate::backend::transport::agent(None).map_err(Error::usage)?;
+    }
     let c = HttpClient::new(&base);
-    if c.is_live() {
-        Ok(c)
-    } else {
-        Err(Error::unavailable(format!(
-            "no modeldock server is running at {base}; start one with `modeldock serve` (or open the app), \
+    match c.not_live() {
+        None => Ok(c),
+        Some(why) => Err(Error::unavailable(format!(
+            "no modeldock server is running at {base} ({why}); start one with `modeldock serve` (or open the app), \
              or point MODELDOCK_HOST at one"
-        )))
+        ))),
     }
 }
 

@@ -109,6 +109,9 @@ pub fn run(args: &InferArgs) -> Result<i32> {
             let (engine, reg) = match &other {
                 Some(o) => {
                     let a = crate::client::v2_server::attach(&o.base, &o.name, &args.engine.registry(), None)?;
+                    if let Some(note) = &a.fallback {
+                        eprintln!("modeldock: {note}");
+                    }
                     eprintln!(
                         "modeldock: {} at {}: pre- and post-processing here, the network there",
                         o.name, o.base

@@ -27,7 +27,33 @@ use crate::error::Result;
 pub fn run(cmd: Command) -> i32 {
     // Commands print their own one-line errors; MODELDOCK_LOG shows the engine's log.
     crate::logging::init::<tracing_subscriber::layer::Identity>("off", None);
-    let r: Result<i32> = match cmd {
+    let r: Result<i32> = server_flags(&cmd)
+        .map_or(Ok(()), |f| f.apply_remote_headers(None))
+        .and_then(|_| dispatch(cmd));
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// The server flags of a client command.
+fn server_flags(cmd: &Command) -> Option<&args::ServerFlags> {
+    match cmd {
+        Command::Models(a) => Some(&a.server),
+        Command::Infer(a) => Some(&a.server),
+        Command::Ps(a) => Some(&a.server),
+        Command::Load(a) => Some(&a.server),
+        Command::Unload(a) => Some(&a.server),
+        Command::Pin(a) | Command::Unpin(a) => Some(&a.server),
+        _ => None,
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<i32> {
+    match cmd {
         Command::Models(a) => models_cmd::run(&a),
         Command::Infer(a) => infer_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
@@ -46,13 +72,6 @@ pub fn run(cmd: Command) -> i32 {
             let mut cmd = <args::Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "modeldock", &mut std::io::stdout());
             Ok(0)
-        }
-    };
-    match r {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::args::ServeArgs;
 use crate::error::{Error, Result};
+use crate::server::security::{Access, Secret};
 use crate::server::{self, ServerOptions};
 
 fn is_loopback(host: &str) -> bool {
@@ -12,10 +13,15 @@ fn is_loopback(host: &str) -> bool {
 }
 
 pub fn run(args: &ServeArgs) -> Result<i32> {
-    let api_key = args.api_key.clone().filter(|k| !k.trim().is_empty());
-    if !is_loopback(&args.host) && api_key.is_none() && !args.insecure_no_api_key {
+    let access = Access {
+        admin_key: Secret::new(args.api_key.clone()),
+        infer_key: Secret::new(args.infer_key.clone()),
+        ..Access::from_env()
+    };
+    let keyed = access.admin_key.is_some() || access.infer_key.is_some();
+    if !is_loopback(&args.host) && !keyed && !args.insecure_no_api_key {
         return Err(Error::usage(format!(
-            "--host {}: serving beyond loopback needs an API key (set MODELDOCK_API_KEY) or --insecure-no-api-key",
+            "--host {}: serving beyond loopback needs an API key (set MODELDOCK_API_KEY or MODELDOCK_INFER_KEY) or --insecure-no-api-key",
             args.host
         )));
     }
@@ -33,7 +39,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         max_queue: args.max_queue as usize,
         max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
         timeout: Duration::from_secs_f64(args.timeout),
-        api_key,
+        access,
         drain: Duration::from_secs(10),
     };
     let listener = server::bind(SocketAddr::new(ip, args.port))?;

@@ -37,8 +37,11 @@ fn client(s: &OtherServer) -> Result<std::sync::Arc<V2Client>> {
 /// whether modeldock has a decoder for it.
 pub fn list(s: &OtherServer, local: &Registry, json: bool) -> Result<i32> {
     let attached = v2_server::attach(&s.base, &s.name, local, None)?;
-    let index = client(s)?.index().map_err(Error::unavailable)?;
-    let rows: Vec<serde_json::Value> = index
+    if let Some(note) = &attached.fallback {
+        eprintln!("modeldock: {note}");
+    }
+    let rows: Vec<serde_json::Value> = attached
+        .index
         .iter()
         .map(|r| {
             let decoder = attached

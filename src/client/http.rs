@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::backend::transport;
 use crate::engine::Snapshot;
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
@@ -56,13 +57,18 @@ pub struct HttpClient {
     api_key: Option<String>,
 }
 
+/// The shared transport's agent; when `MODELDOCK_CA_BUNDLE` is unreadable,
+/// one with the default roots (requests that need the bundle then fail, and
+/// [`HttpClient::connect`] names the file).
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(timeout)
-        .timeout_connect(Some(Duration::from_secs(3)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    transport::agent(timeout).unwrap_or_else(|_| {
+        ureq::Agent::config_builder()
+            .timeout_global(timeout)
+            .timeout_connect(Some(Duration::from_secs(3)))
+            .http_status_as_error(false)
+            .build()
+            .into()
+    })
 }
 
 /// The one-line message of an error body (`{"error": …}`), else the status.
@@ -90,7 +96,11 @@ impl HttpClient {
 
     /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
     pub fn connect(spec: Option<&str>) -> Result<Option<HttpClient>> {
-        let c = HttpClient::new(&base_url(spec)?);
+        let base = base_url(spec)?;
+        if base.starts_with("https://") {
+            transport::agent(None).map_err(Error::usage)?;
+        }
+        let c = HttpClient::new(&base);
         Ok(c.is_live().then_some(c))
     }
 
@@ -99,6 +109,7 @@ impl HttpClient {
     }
 
     fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let r = transport::with_headers(r, &transport::remote_headers(&self.base));
         match &self.api_key {
             Some(k) => r.header("Authorization", format!("Bearer {k}")),
             None => r,
@@ -111,9 +122,18 @@ impl HttpClient {
 
     /// `GET /v2/health/live` answered 200 within a second.
     pub fn is_live(&self) -> bool {
+        self.not_live().is_none()
+    }
+
+    /// Why `GET /v2/health/live` was not answered 200 within a second and a
+    /// half (a refused connection, a certificate, a status); `None` when it was.
+    pub fn not_live(&self) -> Option<String> {
         let quick = agent(Some(Duration::from_millis(1500)));
-        let r = self.auth(quick.get(&self.url("/v2/health/live"))).call();
-        matches!(r, Ok(resp) if resp.status().as_u16() == 200)
+        match self.auth(quick.get(&self.url("/v2/health/live"))).call() {
+            Ok(resp) if resp.status().as_u16() == 200 => None,
+            Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// The reply's JSON, or the one-line error its status and body say.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::backend::{BackendSpec, V2Client, DEFAULT_TIMEOUT};
+use crate::backend::{BackendSpec, IndexEntry, Reply, V2Client, DEFAULT_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::models::manifest::{self, Manifest, WeightsRef, RAW_ARCH};
 use crate::models::registry::{Entry, Registry, WeightsResolved};
@@ -45,6 +45,11 @@ pub struct Attached {
     pub registry: Registry,
     pub client: Arc<V2Client>,
     pub server_name: String,
+    /// The index read (or, when refused, the local manifests' models with
+    /// their readiness).
+    pub index: Vec<IndexEntry>,
+    /// Why the index came from local manifests, in one line.
+    pub fallback: Option<String>,
 }
 
 /// The registry for the server at `base`: one entry per model in its index.
@@ -53,14 +58,31 @@ pub struct Attached {
 /// others become `raw` entries.
 pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Option<String>) -> Result<Attached> {
     let client = V2Client::shared(base, DEFAULT_TIMEOUT).map_err(Error::usage)?;
-    let index = client
-        .index()
+    let reply = client
+        .index_reply()
         .map_err(|e| Error::unavailable(format!("{base}: cannot read the repository index: {e}")))?;
-    client.watch_index(metrics_url);
+    let (index, fallback) = if matches!(reply.status, 401 | 403) {
+        let why = refusal(base, &reply);
+        let index = local_index(base, &client, local);
+        if index.is_empty() {
+            return Err(Error::unavailable(why));
+        }
+        let note = format!(
+            "{why}; listing the {} model(s) local backend manifests name on this server instead, checked with /v2/models/NAME/ready",
+            index.len()
+        );
+        (index, Some(note))
+    } else {
+        let index = reply
+            .ok("/v2/repository/index")
+            .and_then(crate::backend::client::parse_index)
+            .map_err(|e| Error::unavailable(format!("{base}: cannot read the repository index: {e}")))?;
+        client.watch_index(metrics_url);
+        (index, None)
+    };
     let mut reg = Registry::default();
-    for row in index {
-        let name = row.name.clone();
-        match entry_for(base, &name, local) {
+    for row in &index {
+        match entry_for(base, &row.name, local) {
             Ok(e) => reg.upsert(e),
             Err(e) => reg.problems.push(e),
         }
@@ -69,7 +91,52 @@ pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Opti
         registry: reg,
         client,
         server_name: server_name.to_string(),
+        index,
+        fallback,
     })
+}
+
+/// "the repository index is refused (HTTP 403: …); it asks for header 'X'
+/// (MODELDOCK_REMOTE_HEADERS or --remote-header)".
+fn refusal(base: &str, reply: &Reply) -> String {
+    let msg = crate::backend::wire::error_message(reply.status, &reply.body);
+    let hint = match crate::backend::transport::header_asked_for(&msg) {
+        Some(h) => format!(
+            "; it asks for header '{h}': send it with MODELDOCK_REMOTE_HEADERS=\"{h}=…\" or --remote-header {h}=…"
+        ),
+        None => "; send credentials with MODELDOCK_REMOTE_HEADERS or --remote-header".to_string(),
+    };
+    format!("{base}: the repository index is refused ({msg}){hint}")
+}
+
+/// The models local backend manifests name on `base`, each with its
+/// readiness there.
+fn local_index(base: &str, client: &V2Client, local: &Registry) -> Vec<IndexEntry> {
+    let mut names: Vec<String> = local
+        .entries
+        .iter()
+        .filter_map(|e| e.manifest.backend.as_ref())
+        .filter(|b| same_server(&b.url, base))
+        .map(|b| b.model.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let (state, reason) = match client.ready(&name) {
+                Ok(true) => ("READY", String::new()),
+                Ok(false) => ("UNAVAILABLE", "not ready (GET /v2/models/NAME/ready)".to_string()),
+                Err(e) => ("UNAVAILABLE", e),
+            };
+            IndexEntry {
+                name,
+                version: None,
+                state: state.to_string(),
+                reason,
+            }
+        })
+        .collect()
 }
 
 fn same_server(a: &str, b: &str) -> bool {
@@ -94,6 +161,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<En
         output: String::new(),
         timeout: None,
         manage: true,
+        headers: Default::default(),
     };
     // A local model of that name whose network can run there.
     if let Some(e) = local

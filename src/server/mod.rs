@@ -13,6 +13,7 @@ pub mod events;
 pub mod infer;
 pub mod metrics;
 pub mod network;
+pub mod security;
 pub mod state;
 pub mod tensors;
 pub mod v2;
@@ -86,42 +87,73 @@ async fn v2_versioned_infer(
     infer::infer(st, axum::extract::Path(model), headers, body).await
 }
 
-/// Every request: the API key when one is set, and a time limit for the whole
-/// exchange (a slow client that never finishes its body gets 408). The event
-/// stream is exempt from the time limit.
+/// Every request: the `Host` and `Origin` checks, the body's media type,
+/// the API key and its scope when keys are set, and a time limit for the
+/// whole exchange (a slow client that never finishes its body gets 408). The
+/// event stream is exempt from the time limit. A refusal changes nothing.
 async fn guard(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.options.api_key {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == key);
-        if !ok {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API key (Authorization: Bearer …)",
-            )
-            .into_response();
-        }
-    }
-    if req.uri().path() == "/api/events" {
-        return next.run(req).await;
-    }
-    let limit = state.options.timeout + Duration::from_secs(1);
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("request not completed within {} s", limit.as_secs()),
+    let access = &state.options.access;
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if state.loopback && !security::host_allowed(host, &access.allowed_hosts) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host '{}' is not this server's name (a loopback server answers to localhost, 127.0.0.1 and [::1]; add names with MODELDOCK_ALLOWED_HOSTS)",
+                host.unwrap_or_default()
+            ),
         )
-        .into_response(),
+        .into_response();
     }
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(o)) if security::origin_allowed(o, &access.allowed_origins) => Some(o.to_string()),
+        Some(o) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Origin '{}' is not allowed (loopback pages only; add origins with MODELDOCK_ORIGINS)",
+                    o.unwrap_or("?")
+                ),
+            )
+            .into_response()
+        }
+    };
+    if req.method() == axum::http::Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if let Some(o) = &origin {
+            security::cors_headers(r.headers_mut(), o, true);
+        }
+        return r;
+    }
+    if let Err(e) = security::body_type_ok(req.method(), headers)
+        .and_then(|_| security::authorise(access, headers, security::scope_of(req.method(), req.uri().path())))
+    {
+        return e.into_response();
+    }
+    let mut r = if req.uri().path() == "/api/events" {
+        next.run(req).await
+    } else {
+        let limit = state.options.timeout + Duration::from_secs(1);
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request not completed within {} s", limit.as_secs()),
+            )
+            .into_response(),
+        }
+    };
+    if let Some(o) = &origin {
+        security::cors_headers(r.headers_mut(), o, false);
+    }
+    r
 }
 
-fn shared(engine: Engine, registry: Registry, options: ServerOptions) -> State {
+fn shared(engine: Engine, registry: Registry, options: ServerOptions, loopback: bool) -> State {
     let (events, _) = broadcast::channel(1024);
     let state = Arc::new(Shared {
+        loopback,
         queue: Arc::new(Semaphore::new(options.max_queue)),
         engine,
         registry,
@@ -205,7 +237,7 @@ pub fn start(
         .name("modeldock-server".into())
         .spawn(move || {
             let drain = options.drain;
-            let state = shared(engine, registry, options);
+            let state = shared(engine, registry, options, addr.ip().is_loopback());
             rt.block_on(async move {
                 if let Err(e) = serve_until(
                     listener,
@@ -290,7 +322,8 @@ pub fn run_until_signal(
 ) -> Result<()> {
     let rt = runtime()?;
     let drain = options.drain;
-    let state = shared(engine.clone(), registry, options);
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let state = shared(engine.clone(), registry, options, loopback);
     let r = rt.block_on(serve_until(listener, state, shutdown_signal(), drain));
     engine.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));

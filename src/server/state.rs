@@ -78,7 +78,8 @@ pub struct ServerOptions {
     pub max_queue: usize,
     pub max_body: usize,
     pub timeout: Duration,
-    pub api_key: Option<String>,
+    /// Keys, allowed hosts and origins.
+    pub access: super::security::Access,
     /// How long shutdown waits for requests in flight.
     pub drain: Duration,
 }
@@ -89,7 +90,7 @@ impl Default for ServerOptions {
             max_queue: 64,
             max_body: 256 << 20,
             timeout: Duration::from_secs(120),
-            api_key: None,
+            access: super::security::Access::default(),
             drain: Duration::from_secs(10),
         }
     }
@@ -97,6 +98,8 @@ impl Default for ServerOptions {
 
 pub struct Shared {
     pub engine: Engine,
+    /// The listening address is a loopback one: `Host` is checked.
+    pub loopback: bool,
     pub registry: Registry,
     pub options: ServerOptions,
     /// Permits for images waiting on or in the engine; none left = 503.
