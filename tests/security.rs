@@ -395,6 +395,20 @@ fn origins_hosts_and_keys_from_the_environment_and_keys_never_in_the_snapshot_or
         "{}",
     );
     send(&s.addr, "GET", "/api/ps", &[("Authorization", "Bearer wrong")], "");
+    // The CLI with only the infer key: reads, but cannot unload.
+    let host = format!("http://{}", s.addr);
+    let (code, out, err) = cli(
+        &["ps", "--json"],
+        &[("MODELDOCK_HOST", &host), ("MODELDOCK_INFER_KEY", infer)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("models"), "{out}");
+    let (code, _, err) = cli(
+        &["unload", "--all"],
+        &[("MODELDOCK_HOST", &host), ("MODELDOCK_INFER_KEY", infer)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("admin key") && !err.contains(infer), "{err}");
     let snap = send(&s.addr, "GET", "/api/snapshot", &[auth], "");
     assert_eq!(snap.status, 200);
     for k in [admin, infer] {

@@ -50,6 +50,15 @@ pub fn base_url(spec: Option<&str>) -> Result<String> {
     Ok(format!("{scheme}://{host}:{p}"))
 }
 
+/// The bearer key this user sends to a modeldock server: the admin key
+/// (`MODELDOCK_API_KEY`) when set, else the inference-only one
+/// (`MODELDOCK_INFER_KEY`).
+pub fn client_key() -> Option<String> {
+    ["MODELDOCK_API_KEY", "MODELDOCK_INFER_KEY"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+}
+
 #[derive(Clone)]
 pub struct HttpClient {
     pub base: String,
@@ -90,7 +99,7 @@ impl HttpClient {
         HttpClient {
             base: base.trim_end_matches('/').to_string(),
             agent: agent(Some(Duration::from_secs(900))),
-            api_key: std::env::var("MODELDOCK_API_KEY").ok().filter(|k| !k.is_empty()),
+            api_key: client_key(),
         }
     }
 

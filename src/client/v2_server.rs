@@ -24,8 +24,12 @@ pub enum ServerKind {
 }
 
 /// Asks `GET /v2` who is there.
+/// A keyed modeldock server wants the user's bearer key even there.
 pub fn probe(base: &str) -> Result<ServerKind> {
-    let c = V2Client::shared(base, DEFAULT_TIMEOUT).map_err(Error::usage)?;
+    let auth = super::http::client_key()
+        .map(|k| vec![("Authorization".to_string(), format!("Bearer {k}"))])
+        .unwrap_or_default();
+    let c = V2Client::shared_with(base, DEFAULT_TIMEOUT, auth).map_err(Error::usage)?;
     let r = c
         .call("GET", "/v2", None)
         .map_err(|e| Error::unavailable(format!("cannot reach {base}: {e}")))?;

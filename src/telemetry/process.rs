@@ -1,4 +1,5 @@
-//! This process and this machine: RSS, available RAM, returning freed memory.
+//! This process and this machine: RSS, available and total RAM. (Handing
+//! freed memory back to the OS is the engine's: `engine/allocator.rs`.)
 
 /// Resident set size of this process in bytes.
 pub fn rss_bytes() -> Option<u64> {
