@@ -1,6 +1,6 @@
 //! The arrows between rooms point down (ui/cli/server → client/engine →
-//! models → kernels/vision/backend); the residency state machine has no threads,
-//! clocks or tensors. A violation names the file and the line.
+//! models → kernels/vision/backend); the residency state machine and the
+//! scheduler have no threads, clocks or tensors. A violation names the file and the line.
 
 use std::path::{Path, PathBuf};
 
@@ -129,6 +129,10 @@ fn rooms_only_use_the_rooms_below_them() {
         (
             "engine/residency",
             &["candle", "std::thread", "Instant", "SystemTime", "crossbeam"],
+        ),
+        (
+            "engine/scheduler",
+            &["candle", "std::thread", "Instant", "SystemTime", "crossbeam", "crate::"],
         ),
     ];
     let mut all = Vec::new();

@@ -330,6 +330,12 @@ pub struct LoadArgs {
     /// Keep it in memory until unpinned
     #[arg(long)]
     pub pin: bool,
+    /// Say what the load would do (size, evictions, headroom or the refusal), changing nothing
+    #[arg(long, conflicts_with_all = ["keep_alive", "pin"])]
+    pub dry_run: bool,
+    /// With --dry-run: the plan as JSON
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     #[command(flatten)]
     pub server: ServerFlags,
 }

@@ -10,6 +10,7 @@ use super::args::{LoadArgs, PinArgs, PsArgs, ServerFlags, UnloadArgs};
 use super::v2_cmds;
 use crate::client::HttpClient;
 use crate::engine::config::human_bytes;
+use crate::engine::residency::{LoadPlan, ModelState};
 use crate::error::{Error, Result};
 
 /// The running server, or an error saying none is running and how to start one.
@@ -87,11 +88,57 @@ pub fn ps(a: &PsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Prints a load plan (`load --dry-run`): exit 0 when it would load, 1 when
+/// it would be refused.
+fn dry_run(v: &Value, json: bool) -> Result<i32> {
+    let plan: LoadPlan = serde_json::from_value(v.clone())
+        .map_err(|e| Error::msg(format!("dry run: the server's plan is not understood: {e}")))?;
+    if json {
+        println!("{v}");
+        return Ok(if plan.fits { 0 } else { 1 });
+    }
+    let (model, size) = (&plan.model, human_bytes(plan.predicted_bytes));
+    let headroom = human_bytes(plan.headroom_bytes);
+    if matches!(plan.state, ModelState::Resident | ModelState::Loading) {
+        println!(
+            "{model} is already {} ({size}); {headroom} of the budget left",
+            plan.state.to_string().to_lowercase()
+        );
+        return Ok(0);
+    }
+    if !plan.fits {
+        println!(
+            "{model} ({size}) would be refused: {}",
+            plan.refusal.unwrap_or_default()
+        );
+        return Ok(1);
+    }
+    if plan.evict.is_empty() {
+        println!("{model} ({size}) would load without evicting anything; {headroom} of the budget left after it");
+        return Ok(0);
+    }
+    println!("{model} ({size}) would load after evicting:");
+    for v in &plan.evict {
+        let ago = Duration::from_secs(v.last_used_ms_ago / 1000);
+        println!(
+            "  {:<22} {:>10}  last used {} ago",
+            v.id,
+            human_bytes(v.bytes),
+            humantime::format_duration(ago)
+        );
+    }
+    println!("{headroom} of the budget left after it");
+    Ok(0)
+}
+
 pub fn load(a: &LoadArgs) -> Result<i32> {
     if let Some(o) = v2_cmds::other_server(&a.server)? {
         return v2_cmds::load(&o, &a.model);
     }
     let c = server(&a.server)?;
+    if a.dry_run {
+        return dry_run(&c.plan_load(&a.model)?, a.json);
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")

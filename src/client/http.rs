@@ -201,6 +201,12 @@ impl HttpClient {
         self.post_json("/api/load", &b)
     }
 
+    /// What loading `model` would do now, changing nothing (`/api/load`
+    /// with `dry_run`).
+    pub fn plan_load(&self, model: &str) -> Result<Value> {
+        self.post_json("/api/load", &json!({"model": model, "dry_run": true}))
+    }
+
     pub fn unload(&self, model: Option<&str>) -> Result<Value> {
         let b = match model {
             Some(m) => json!({"model": m}),

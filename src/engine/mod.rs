@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod loader;
 pub mod residency;
+pub mod scheduler;
 pub mod stats;
 mod worker;
 
@@ -152,7 +153,14 @@ pub enum Command {
         /// Where the answer goes; `None` sends it as an [`Event::Answer`].
         reply: Option<Reply>,
         submitted: Instant,
+        /// Who asked and how urgently: the scheduler's input.
+        ticket: scheduler::Ticket,
     },
+    /// Drops these requests if they have not started (their client went
+    /// away); each is answered with an error. Started ones run to the end.
+    Cancel(Vec<RequestId>),
+    /// What loading this model would do now, changing nothing.
+    Plan(String, Sender<Option<residency::LoadPlan>>),
     Load(String),
     Unload(String),
     Pin(String, bool),
@@ -204,6 +212,9 @@ pub struct ModelStatus {
     /// split of a round trip there.
     #[serde(default)]
     pub remote: Option<RemoteStatus>,
+    /// Images for this model the scheduler holds, not started yet.
+    #[serde(default)]
+    pub queued: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -233,6 +244,17 @@ pub struct Snapshot {
     pub cache_entries: usize,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Queue time by scheduling class.
+    #[serde(default)]
+    pub queue: Vec<stats::QueueSnapshot>,
+    /// Models loaded again within 60 s of their eviction (thrashing).
+    #[serde(default)]
+    pub reloads_after_eviction: u64,
+    /// Images waiting their turn, by class.
+    #[serde(default)]
+    pub queued_interactive: usize,
+    #[serde(default)]
+    pub queued_bulk: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -388,6 +410,19 @@ impl Engine {
         params: InferParams,
         reply: Reply,
     ) -> std::result::Result<RequestId, (Error, Reply)> {
+        self.try_infer_as(model, input, params, reply, scheduler::Ticket::default())
+    }
+
+    /// [`Engine::try_infer`] for a client, class and priority (the scheduler
+    /// picks the next image by them; see [`scheduler`]).
+    pub fn try_infer_as(
+        &self,
+        model: &str,
+        input: ImageInput,
+        params: InferParams,
+        reply: Reply,
+        ticket: scheduler::Ticket,
+    ) -> std::result::Result<RequestId, (Error, Reply)> {
         let id = self.next_request_id();
         let cmd = Command::Infer {
             request_id: id,
@@ -396,6 +431,7 @@ impl Engine {
             params,
             reply: Some(reply),
             submitted: Instant::now(),
+            ticket,
         };
         match self.tx.try_send(cmd) {
             Ok(()) => Ok(id),
@@ -425,6 +461,7 @@ impl Engine {
             params,
             reply: None,
             submitted: Instant::now(),
+            ticket: scheduler::Ticket::default(),
         })?;
         Ok(id)
     }
@@ -447,10 +484,31 @@ impl Engine {
             params,
             reply: Some(Reply::Channel(rtx)),
             submitted: Instant::now(),
+            ticket: scheduler::Ticket::default(),
         })
         .map_err(|e| fail(e.to_string()))?;
         rrx.recv()
             .map_err(|_| fail("engine stopped before answering".to_string()))?
+    }
+
+    /// Cancels requests that have not started yet; never blocks (a full
+    /// queue leaves them to run).
+    pub fn cancel(&self, ids: Vec<RequestId>) {
+        if !ids.is_empty() {
+            let _ = self.tx.try_send(Command::Cancel(ids));
+        }
+    }
+
+    /// What loading `model` would do now (evictions, headroom, or the
+    /// refusal), changing nothing: `load --dry-run`.
+    pub fn plan_load(&self, model: &str) -> Result<residency::LoadPlan> {
+        let (tx, rx) = bounded(1);
+        self.send(Command::Plan(model.to_string(), tx))?;
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(Error::not_found(format!("unknown model '{model}'"))),
+            Err(_) => Err(Error::unavailable("the engine did not answer within 10 s")),
+        }
     }
 
     pub fn load(&self, model: &str) -> Result<()> {

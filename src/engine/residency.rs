@@ -162,6 +162,28 @@ impl Slot {
     }
 }
 
+/// A model a load would evict, with its size and when it was last used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Victim {
+    pub id: String,
+    pub bytes: u64,
+    pub last_used_ms_ago: u64,
+}
+
+/// What a load would do now: [`Residency::plan`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadPlan {
+    pub model: String,
+    pub state: ModelState,
+    pub predicted_bytes: u64,
+    /// It would load (after the evictions); false: refused, see `refusal`.
+    pub fits: bool,
+    pub evict: Vec<Victim>,
+    /// Budget left after the load (or now, when refused or already held).
+    pub headroom_bytes: u64,
+    pub refusal: Option<String>,
+}
+
 /// Why a load cannot start; its `Display` is the user's one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -384,6 +406,46 @@ impl Residency {
             pinned: holding(&|s| s.pinned),
             busy: holding(&|s| !s.pinned && !s.idle()),
         })
+    }
+
+    /// What loading `id` now would do, without doing it (`load --dry-run`):
+    /// the models it would evict, or why it would be refused. `None` for an
+    /// unknown model.
+    pub fn plan(&self, id: &str, now: Millis) -> Option<LoadPlan> {
+        let slot = self.slots.get(id)?;
+        let used = self.used_bytes();
+        let mut plan = LoadPlan {
+            model: id.to_string(),
+            state: slot.phase.state(),
+            predicted_bytes: slot.predicted,
+            fits: true,
+            evict: Vec::new(),
+            headroom_bytes: self.budget.saturating_sub(used),
+            refusal: None,
+        };
+        if slot.phase.holds_memory() {
+            return Some(plan);
+        }
+        match self.plan_eviction(id) {
+            Ok(victims) => {
+                let mut freed = 0;
+                for v in victims {
+                    let Some(s) = self.slots.get(&v) else { continue };
+                    freed += s.predicted;
+                    plan.evict.push(Victim {
+                        id: v.clone(),
+                        bytes: s.predicted,
+                        last_used_ms_ago: now.saturating_sub(s.last_used),
+                    });
+                }
+                plan.headroom_bytes = self.budget.saturating_sub(used - freed + slot.predicted);
+            }
+            Err(r) => {
+                plan.fits = false;
+                plan.refusal = Some(r.to_string());
+            }
+        }
+        Some(plan)
     }
 
     /// Evicts what the policy says and starts a load, or fails it.

@@ -33,16 +33,31 @@ pub struct LatencySnapshot {
     pub history_ms: Vec<f64>,
 }
 
+/// Queue time of one scheduling class (interactive, bulk).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    pub class: String,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
 #[derive(Default)]
 pub struct Stats {
     models: BTreeMap<String, ModelStats>,
+    queue: BTreeMap<&'static str, Histogram<u64>>,
 }
 
 impl Stats {
     fn entry(&mut self, model: &str) -> &mut ModelStats {
         self.models.entry(model.to_string()).or_insert_with(|| ModelStats {
-            // 1 µs .. 1 hour, 3 significant digits.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid"),
+            hist: histogram(),
             last: Timings::default(),
             history: VecDeque::new(),
             errors: 0,
@@ -62,6 +77,25 @@ impl Stats {
         if s.history.len() > HISTORY {
             s.history.pop_front();
         }
+    }
+
+    /// How long an image of `class` waited before it started.
+    pub fn record_queue(&mut self, class: &'static str, queue_ms: f64) {
+        let us = (queue_ms * 1000.0).round().max(1.0) as u64;
+        self.queue.entry(class).or_insert_with(histogram).saturating_record(us);
+    }
+
+    pub fn queue_snapshot(&self) -> Vec<QueueSnapshot> {
+        self.queue
+            .iter()
+            .map(|(c, h)| QueueSnapshot {
+                class: c.to_string(),
+                count: h.len(),
+                p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+                max_ms: h.max() as f64 / 1000.0,
+            })
+            .collect()
     }
 
     pub fn record_error(&mut self, model: &str) {

@@ -13,6 +13,7 @@ use image::RgbImage;
 use super::cache::{self, ResultCache};
 use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
+use super::scheduler::{Class, Scheduler};
 use super::stats::Stats;
 use super::{
     Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RemoteStatus, Reply,
@@ -24,6 +25,12 @@ use crate::models::Model;
 use crate::vision::decode::{decode_bytes, read_file_limited};
 use crate::vision::{InferParams, ModelTimings, Output, Timings};
 
+/// Requests the scheduler holds at most; the command channel holds the rest.
+const MAX_STAGED: usize = 1024;
+
+/// A load this soon after the model's eviction counts as thrashing.
+const THRASH_MS: u64 = 60_000;
+
 /// What a request runs on.
 enum Work {
     Image(Arc<RgbImage>),
@@ -31,7 +38,18 @@ enum Work {
     Tensor(Arc<crate::backend::Tensor32>),
 }
 
+/// A request the scheduler holds until its turn: nothing read or decoded yet.
+struct Staged {
+    class: Class,
+    model: String,
+    input: ImageInput,
+    params: InferParams,
+    reply: Option<Reply>,
+    submitted: Instant,
+}
+
 struct Pending {
+    class: Class,
     model: String,
     image_name: String,
     work: Work,
@@ -61,6 +79,13 @@ struct Worker {
     load_tx: Sender<LoadJob>,
     clock: Instant,
     actions: VecDeque<Action>,
+    /// Requests not started yet, and the order they start in.
+    scheduler: Scheduler,
+    /// When each model was last evicted, to count reloads soon after.
+    evicted_at: HashMap<String, u64>,
+    /// Loads that started within [`THRASH_MS`] of the model's eviction.
+    reloads_after_eviction: u64,
+    staged: HashMap<RequestId, Staged>,
     load_progress: HashMap<String, Option<u64>>,
     dirty: bool,
     /// The remote servers' states at the last publish.
@@ -111,6 +136,10 @@ pub(super) fn spawn(
                 load_tx,
                 clock: Instant::now(),
                 actions: VecDeque::new(),
+                scheduler: Scheduler::default(),
+                evicted_at: HashMap::new(),
+                reloads_after_eviction: 0,
+                staged: HashMap::new(),
                 load_progress: HashMap::new(),
                 dirty: true,
                 remote_seen: Vec::new(),
@@ -174,6 +203,21 @@ impl Worker {
     /// resident and usable), and the loop starts again. Requests still queued
     /// on the channel are served normally afterwards.
     fn recover(&mut self, why: &str) {
+        self.scheduler.drain();
+        for (id, st) in std::mem::take(&mut self.staged) {
+            self.stats.record_error(&st.model);
+            let e = InferError {
+                request_id: id,
+                model: st.model.clone(),
+                image: st.input.name(),
+                error: format!(
+                    "{}: {}: the engine failed while this request waited ({why}); retry it",
+                    st.input.name(),
+                    st.model
+                ),
+            };
+            self.answer(st.reply, Err(e));
+        }
         let pending: Vec<RequestId> = self.requests.keys().copied().collect();
         for id in pending {
             if let Some(p) = self.requests.remove(&id) {
@@ -229,6 +273,26 @@ impl Worker {
                     if !self.on_command(c) {
                         return;
                     }
+                }
+                continue;
+            }
+            // Requests waiting their turn: first everything already sent
+            // (so the scheduler chooses among all of it), then one more.
+            if !self.scheduler.is_empty() {
+                // At most MAX_STAGED held here: past that, senders wait on the
+                // bounded channel, as they did before there was a scheduler.
+                while self.staged.len() < MAX_STAGED {
+                    let Ok(c) = rx.try_recv() else { break };
+                    if !self.on_command(c) {
+                        return;
+                    }
+                }
+                while let Ok(m) = loader.try_recv() {
+                    self.on_loader(m);
+                }
+                if self.actions.is_empty() {
+                    self.publish();
+                    self.start_next();
                 }
                 continue;
             }
@@ -296,7 +360,24 @@ impl Worker {
                 params,
                 reply,
                 submitted,
-            } => self.on_infer(request_id, model, input, params, reply, submitted),
+                ticket,
+            } => {
+                let class = ticket.class;
+                self.scheduler.push(request_id, ticket, now);
+                let st = Staged {
+                    class,
+                    model,
+                    input,
+                    params,
+                    reply,
+                    submitted,
+                };
+                self.staged.insert(request_id, st);
+            }
+            Command::Cancel(ids) => self.cancel(ids),
+            Command::Plan(m, reply) => {
+                let _ = reply.try_send(self.residency.plan(&m, now));
+            }
             Command::Load(m) => {
                 if self.registry.get(&m).is_none() {
                     self.emit(Event::LoadFailed {
@@ -355,9 +436,39 @@ impl Worker {
         }
     }
 
+    /// Answers the requests among `ids` that have not started with an
+    /// error, and forgets them.
+    fn cancel(&mut self, ids: Vec<RequestId>) {
+        for id in ids {
+            if !self.scheduler.remove(id) {
+                continue;
+            }
+            if let Some(st) = self.staged.remove(&id) {
+                let e = InferError {
+                    request_id: id,
+                    model: st.model.clone(),
+                    image: st.input.name(),
+                    error: format!("{}: {}: cancelled before it started", st.input.name(), st.model),
+                };
+                self.answer(st.reply, Err(e));
+            }
+        }
+    }
+
+    /// Starts the request whose turn it is.
+    fn start_next(&mut self) {
+        let now = self.now();
+        let Some(id) = self.scheduler.pop(now) else { return };
+        if let Some(st) = self.staged.remove(&id) {
+            self.on_infer(id, st.class, st.model, st.input, st.params, st.reply, st.submitted);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn on_infer(
         &mut self,
         id: RequestId,
+        class: Class,
         model: String,
         input: ImageInput,
         params: InferParams,
@@ -394,6 +505,7 @@ impl Worker {
                 self.queue_request(
                     id,
                     Pending {
+                        class,
                         model: model.clone(),
                         image_name: name,
                         work: Work::Tensor(tensor),
@@ -421,6 +533,7 @@ impl Worker {
                     ..Default::default()
                 };
                 self.stats.record(&model, &timings, true);
+                self.stats.record_queue(class.as_str(), timings.queue);
                 let r = InferResult {
                     request_id: id,
                     model,
@@ -461,6 +574,7 @@ impl Worker {
         self.queue_request(
             id,
             Pending {
+                class,
                 model: model.clone(),
                 image_name: name,
                 work: Work::Image(image),
@@ -524,6 +638,10 @@ impl Worker {
                     }
                 }
                 tracing::info!("{model}: {reason}");
+                if matches!(reason, super::residency::FreeReason::Evicted { .. }) {
+                    let now = self.now();
+                    self.evicted_at.insert(model.clone(), now);
+                }
                 self.emit(Event::Freed {
                     model,
                     reason: reason.to_string(),
@@ -540,6 +658,16 @@ impl Worker {
         let Some(entry) = self.registry.get(&model).cloned() else {
             return;
         };
+        let now = self.now();
+        if let Some(at) = self.evicted_at.remove(&model) {
+            if now.saturating_sub(at) <= THRASH_MS {
+                self.reloads_after_eviction += 1;
+                tracing::warn!(
+                    "{model}: loaded again {} ms after its eviction (the budget is too small for this mix)",
+                    now - at
+                );
+            }
+        }
         let device = match &self.device {
             Ok(d) => d.clone(),
             Err(e) => {
@@ -704,6 +832,7 @@ impl Worker {
                     self.cache.put(k, output.clone());
                 }
                 self.stats.record(&model, &timings, false);
+                self.stats.record_queue(p.class.as_str(), timings.queue);
                 Ok(InferResult {
                     request_id: id,
                     model: model.clone(),
@@ -753,6 +882,10 @@ impl Worker {
         self.dirty = false;
         let now = self.now();
         let device = self.config.device.label();
+        let mut queued: HashMap<&str, usize> = HashMap::new();
+        for st in self.staged.values() {
+            *queued.entry(st.model.as_str()).or_default() += 1;
+        }
         let models = self
             .registry
             .entries
@@ -807,6 +940,7 @@ impl Worker {
                     .then(|| e.manifest.option("size_bytes", 0.0) as u64),
                     weights_missing,
                     downloading,
+                    queued: queued.get(id.as_str()).copied().unwrap_or(0),
                     remote: e.manifest.backend.as_ref().map(|b| {
                         let v = crate::backend::status(b);
                         RemoteStatus {
@@ -827,9 +961,13 @@ impl Worker {
             max_resident: self.residency.max_resident,
             models,
             latency: self.stats.snapshot(),
+            queue: self.stats.queue_snapshot(),
             cache_entries: self.cache.len(),
             cache_hits: self.cache.hits,
             cache_misses: self.cache.misses,
+            reloads_after_eviction: self.reloads_after_eviction,
+            queued_interactive: self.scheduler.waiting(Class::Interactive),
+            queued_bulk: self.scheduler.waiting(Class::Bulk),
         };
         match self.snapshot.lock() {
             Ok(mut s) => *s = snap,

@@ -69,6 +69,9 @@ pub struct LoadBody {
     /// Answer once the model is resident (default) or at once.
     #[serde(default)]
     pub wait: Option<bool>,
+    /// Say what the load would do, changing nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -87,6 +90,19 @@ fn known(state: &State, model: &str) -> ApiResult<()> {
 pub async fn load(AxState(state): AxState<State>, body: axum::body::Bytes) -> ApiResult<Response> {
     let b: LoadBody = parse_body(&body)?;
     known(&state, &b.model)?;
+    if b.dry_run {
+        if b.keep_alive.is_some() || b.pin.is_some() {
+            return Err(ApiError::bad_request(
+                "dry_run changes nothing: drop keep_alive and pin",
+            ));
+        }
+        let engine = state.engine.clone();
+        let model = b.model.clone();
+        let plan = tokio::task::spawn_blocking(move || engine.plan_load(&model))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("dry run: {e}")))??;
+        return Ok(Json(plan).into_response());
+    }
     if let Some(ka) = &b.keep_alive {
         let text = match ka {
             Value::String(s) => s.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State as AxState};
+use axum::extract::{Extension, Path, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -15,12 +15,27 @@ use super::error::{ApiError, ApiResult};
 use super::state::State;
 use super::tensors::{self, OutputTensor, TensorData};
 use super::v2::keypoint_count;
+use super::ClientId;
+use crate::engine::scheduler::{Class, Ticket};
 use crate::engine::{Answer, ImageInput, InferError, Reply};
 use crate::vision::InferParams;
+
+/// Cancels the requests still listed when dropped.
+struct CancelOnDrop {
+    engine: crate::engine::Engine,
+    ids: Vec<crate::engine::residency::RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.engine.cancel(std::mem::take(&mut self.ids));
+    }
+}
 
 pub async fn infer(
     AxState(state): AxState<State>,
     Path(model): Path<String>,
+    Extension(client): Extension<ClientId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -58,8 +73,17 @@ pub async fn infer(
         conf: req.conf,
         iou: req.iou,
     };
+    // One image is interactive (a click, a frame); more are a batch.
+    let class = if n == 1 { Class::Interactive } else { Class::Bulk };
+    let ticket = Ticket::new(client.0, class, req.priority);
     let started = Instant::now();
     let mut waits = Vec::with_capacity(n);
+    // A client that goes away drops this future: its images that have not
+    // started are cancelled.
+    let mut cancel = CancelOnDrop {
+        engine: state.engine.clone(),
+        ids: Vec::with_capacity(n),
+    };
     for (i, bytes) in req.images.into_iter().enumerate() {
         let name = req.names.get(i).cloned().unwrap_or_else(|| format!("IMAGE[{i}]"));
         let (tx, rx) = oneshot::channel::<Answer>();
@@ -70,8 +94,11 @@ pub async fn infer(
         let reply = Reply::callback(move |a| {
             let _ = tx.send(a);
         });
-        match state.engine.try_infer(&model, input, params, reply) {
-            Ok(_) => waits.push((name, Some(rx))),
+        match state.engine.try_infer_as(&model, input, params, reply, ticket.clone()) {
+            Ok(id) => {
+                cancel.ids.push(id);
+                waits.push((name, Some(rx)));
+            }
             Err((e, _reply)) => {
                 waits.push((name.clone(), None));
                 tracing::warn!("{model}: {name}: {e}");
@@ -93,6 +120,7 @@ pub async fn infer(
         match a {
             Ok(r) => {
                 state.metrics.record_ok(&model, &r.timings, r.output.cached);
+                state.metrics.record_queue(class.as_str(), r.timings.queue);
                 state.stats_mut(&model, |s| s.record_ok(&r.timings, r.output.cached));
                 answers.push(Ok(r.to_json()));
                 results.push(Some(r));
@@ -107,6 +135,7 @@ pub async fn infer(
             }
         }
     }
+    cancel.ids.clear();
     drop(permits);
     let detections: Vec<Vec<u8>> = answers
         .iter()

@@ -23,6 +23,11 @@ pub struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuLabel {
     pub gpu_uuid: String,
 }
@@ -46,6 +51,10 @@ pub struct Metrics {
     used_bytes: Gauge,
     cache_hits: Gauge,
     cache_misses: Gauge,
+    pending: Family<ModelLabel, Gauge>,
+    reloads_after_eviction: Gauge,
+    class_queue_us: Family<ClassLabel, Counter>,
+    class_requests: Family<ClassLabel, Counter>,
     gpu_used: Family<GpuLabel, Gauge>,
     gpu_total: Family<GpuLabel, Gauge>,
     gpu: Mutex<Option<GpuProbe>>,
@@ -112,6 +121,30 @@ impl Metrics {
         registry.register("modeldock_cache_hits", "Result cache hits", cache_hits.clone());
         let cache_misses = Gauge::default();
         registry.register("modeldock_cache_misses", "Result cache misses", cache_misses.clone());
+        let pending = Family::<ModelLabel, Gauge>::default();
+        registry.register(
+            "nv_inference_pending_request_count",
+            "Images waiting for the engine: queued for their turn or behind a load",
+            pending.clone(),
+        );
+        let reloads_after_eviction = Gauge::default();
+        registry.register(
+            "modeldock_reloads_after_eviction_total",
+            "Models loaded again within 60 s of being evicted (thrashing: the budget is too small for the mix)",
+            reloads_after_eviction.clone(),
+        );
+        let class_queue_us = Family::<ClassLabel, Counter>::default();
+        registry.register(
+            "modeldock_queue_duration_us",
+            "Cumulative queue time by scheduling class (interactive, bulk), microseconds",
+            class_queue_us.clone(),
+        );
+        let class_requests = Family::<ClassLabel, Counter>::default();
+        registry.register(
+            "modeldock_queue_requests",
+            "Images answered by scheduling class (divide the queue time by this)",
+            class_requests.clone(),
+        );
         let gpu_used = Family::<GpuLabel, Gauge>::default();
         registry.register("nv_gpu_memory_used_bytes", "GPU memory used (NVML)", gpu_used.clone());
         let gpu_total = Family::<GpuLabel, Gauge>::default();
@@ -137,6 +170,10 @@ impl Metrics {
             used_bytes,
             cache_hits,
             cache_misses,
+            pending,
+            reloads_after_eviction,
+            class_queue_us,
+            class_requests,
             gpu_used,
             gpu_total,
             gpu: Mutex::new(None),
@@ -159,6 +196,17 @@ impl Metrics {
         }
     }
 
+    /// The queue time of one answered image, by its scheduling class.
+    pub fn record_queue(&self, class: &str, queue_ms: f64) {
+        let l = ClassLabel {
+            class: class.to_string(),
+        };
+        self.class_queue_us
+            .get_or_create(&l)
+            .inc_by((queue_ms.max(0.0) * 1e3) as u64);
+        self.class_requests.get_or_create(&l).inc();
+    }
+
     pub fn record_fail(&self, model: &str) {
         self.failure.get_or_create(&label(model)).inc();
     }
@@ -172,7 +220,13 @@ impl Metrics {
     /// The text exposition, with the residency gauges read from `snap`.
     pub fn encode(&self, snap: &Snapshot) -> String {
         self.resident_bytes.clear();
+        self.pending.clear();
         for m in &snap.models {
+            if m.queued + m.waiting > 0 {
+                self.pending
+                    .get_or_create(&label(&m.id))
+                    .set(i64::try_from(m.queued + m.waiting).unwrap_or(i64::MAX));
+            }
             if matches!(
                 m.state,
                 crate::engine::ModelState::Resident | crate::engine::ModelState::Loading
@@ -188,6 +242,7 @@ impl Metrics {
         self.used_bytes.set(i(snap.used_bytes));
         self.cache_hits.set(i(snap.cache_hits));
         self.cache_misses.set(i(snap.cache_misses));
+        self.reloads_after_eviction.set(i(snap.reloads_after_eviction));
         if let Ok(mut g) = self.gpu.lock() {
             let probe = g.get_or_insert_with(GpuProbe::open);
             for s in probe.sample() {

@@ -81,17 +81,29 @@ async fn v2_versioned_metadata(
 async fn v2_versioned_infer(
     st: AxState<State>,
     axum::extract::Path((model, _v)): axum::extract::Path<(String, String)>,
+    client: axum::extract::Extension<ClientId>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
-    infer::infer(st, axum::extract::Path(model), headers, body).await
+    infer::infer(st, axum::extract::Path(model), client, headers, body).await
 }
+
+/// Who sent a request, for the scheduler's fair share: the connection's
+/// address (`guard` sets it on every request).
+#[derive(Debug, Clone)]
+pub struct ClientId(pub String);
 
 /// Every request: the `Host` and `Origin` checks, the body's media type,
 /// the API key and its scope when keys are set, and a time limit for the
 /// whole exchange (a slow client that never finishes its body gets 408). The
 /// event stream is exempt from the time limit. A refusal changes nothing.
-async fn guard(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
+async fn guard(AxState(state): AxState<State>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "http".to_string());
+    req.extensions_mut().insert(ClientId(peer));
     let access = &state.options.access;
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -271,6 +283,7 @@ async fn serve_until(
         tokio::net::TcpListener::from_std(listener).map_err(|e| Error::msg(format!("cannot listen: {e}")))?;
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let app = router(state.clone());
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.await;
         let _ = state.closing.send(true);

@@ -16,6 +16,8 @@ pub struct InferRequest {
     pub images: Vec<Vec<u8>>,
     pub conf: Option<f32>,
     pub iou: Option<f32>,
+    /// Request parameter `priority` (Triton's: 1 is the highest, 0 the default).
+    pub priority: u32,
     /// Names for the images (request parameter `image_names`, a JSON list).
     pub names: Vec<String>,
     /// Requested outputs and whether each is binary; empty = all, JSON.
@@ -175,6 +177,27 @@ fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>, String> {
     }
 }
 
+/// The highest level a request may name (Triton's default max_priority
+/// levels are model settings; here any level up to this is accepted).
+pub const MAX_PRIORITY: u64 = 1000;
+
+fn param_priority(p: &Map<String, Value>) -> Result<u32, String> {
+    match p.get("priority") {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| *n <= MAX_PRIORITY)
+            .map(|n| n as u32)
+            .ok_or_else(|| {
+                bad(format!(
+                    "parameter 'priority': expected a whole number in 0..{MAX_PRIORITY} (1 is the highest, 0 the default), got {}",
+                    shown(v)
+                ))
+            }),
+    }
+}
+
 fn param_bool(p: Option<&Map<String, Value>>, key: &str) -> bool {
     p.and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
 }
@@ -284,6 +307,7 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
     if let Some(p) = &raw.parameters {
         req.conf = param_f32(p, "conf")?;
         req.iou = param_f32(p, "iou")?;
+        req.priority = param_priority(p)?;
         match p.get("image_names") {
             None | Some(Value::Null) => {}
             Some(Value::String(n)) => {
@@ -535,7 +559,10 @@ mod tests {
         let r = parse_infer(head.as_bytes(), &tail).unwrap_or_default();
         assert_eq!(r.images, vec![img.clone()]);
         assert_eq!(r.conf, Some(0.25));
+        assert_eq!(r.priority, 0);
         assert_eq!(r.outputs, vec![("SCORES".to_string(), true)]);
+        let with_priority = head.replace(r#""conf":0.25"#, r#""conf":0.25,"priority":"2""#);
+        assert_eq!(parse_infer(with_priority.as_bytes(), &tail).map(|r| r.priority), Ok(2));
 
         let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
         let head = format!(r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["{b64}"]}}]}}"#);
@@ -576,6 +603,11 @@ mod tests {
                 "input 'IMAGE': element 0 is not base64 (JSON tensors carry image files base64-encoded; or use the binary tensor extension)",
             ),
             (with(r#""parameters":{"conf":3}"#), b"", "parameter 'conf': 3 is outside 0..1"),
+            (
+                with(r#""parameters":{"priority":-1}"#),
+                b"",
+                "parameter 'priority': expected a whole number in 0..1000 (1 is the highest, 0 the default), got -1",
+            ),
             (
                 with(r#""outputs":[{"name":"NOPE"}]"#),
                 b"",

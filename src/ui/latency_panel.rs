@@ -46,6 +46,12 @@ pub fn ui(ui: &mut egui::Ui, snap: &Snapshot) {
             ui.end_row();
         }
     });
+    for q in &snap.queue {
+        ui.label(format!(
+            "Queue, {}: p50 {:.1} ms · p99 {:.1} ms · max {:.1} ms ({} images)",
+            q.class, q.p50_ms, q.p99_ms, q.max_ms, q.count
+        ));
+    }
     ui.separator();
     for l in &snap.latency {
         let t = &l.last;

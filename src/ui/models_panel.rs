@@ -208,6 +208,11 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                     }
                     ui.vertical(|ui| {
                         state_cell(ui, engine, m);
+                        let queued = m.queued + m.waiting;
+                        if queued > 0 {
+                            ui.label(RichText::new(format!("{queued} queued")).weak())
+                                .on_hover_text("Images waiting for their turn or for this model's load");
+                        }
                         if let Some(r) = &m.remote {
                             remote_lines(ui, r);
                         }

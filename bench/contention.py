@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""One engine, several clients: does a batch job freeze an interactive one?
+
+Starts `modeldock serve` on a free loopback port and drives it with NVIDIA's
+own client (PyPI `tritonclient[http]`, binary tensors), in three phases of
+--seconds each, all in one run:
+
+  alone        one interactive client: single-image `face-detector` requests
+               (a 512x512 PNG), back to back
+  bulk alone   two bulk clients: `mtcnn` requests of four 1920x1280 images each
+  together     the interactive client and the two bulk clients at once
+
+Every request carries a different `conf`, so the result cache never answers.
+It prints the interactive p50/p99 alone and together, the bulk images/s alone
+and together, and the two ratios the scheduler is held to:
+
+  interactive p99 together / alone   (target <= 3)
+  bulk images/s together / alone     (target >= 0.7)
+
+Run (build first: cargo build --release; .ci/deps makes .ci/venv-client):
+
+    .ci/venv-client/bin/python bench/contention.py [--modeldock target/release/modeldock] \\
+        [--seconds 15] [--json-out FILE]
+
+Run it on an otherwise idle machine; the load average is printed.
+"""
+
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+
+import numpy as np
+import tritonclient.http as httpclient
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def png(width, height, seed):
+    """A PNG of smooth noise (no PIL here): large enough to cost what a photo costs."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    img = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:height, :width]
+    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        c = struct.pack(">I", len(data)) + kind + data
+        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(exe, port):
+    env = dict(os.environ)
+    env.pop("MODELDOCK_HOST", None)
+    p = subprocess.Popen([exe, "serve", "--port", str(port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return p, url
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    sys.exit("contention: the server did not become ready")
+
+
+def load(url, model):
+    req = urllib.request.Request(f"{url}/api/load", data=json.dumps({"model": model}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        r.read()
+
+
+class Client(threading.Thread):
+    """Sends `images` to `model` back to back until `stop` is set."""
+
+    def __init__(self, host, model, images, stop, seed):
+        super().__init__(daemon=True)
+        self.client = httpclient.InferenceServerClient(host, connection_timeout=600, network_timeout=600)
+        self.model, self.images, self.stop = model, images, stop
+        self.latencies, self.done_images, self.errors = [], 0, 0
+        self.conf = 0.3 + (seed % 100) * 1e-4
+
+    def run(self):
+        data = np.array(self.images, dtype=np.object_)
+        while not self.stop.is_set():
+            inp = httpclient.InferInput("IMAGE", [len(self.images)], "BYTES")
+            inp.set_data_from_numpy(data, binary_data=True)
+            self.conf = 0.3 + ((self.conf - 0.3 + 1.37e-4) % 0.4)
+            t0 = time.perf_counter()
+            try:
+                self.client.infer(self.model, [inp], parameters={"conf": self.conf},
+                                  outputs=[httpclient.InferRequestedOutput("COUNTS", binary_data=True)])
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                self.errors += 1
+                continue
+            self.latencies.append((time.perf_counter() - t0) * 1e3)
+            self.done_images += len(self.images)
+
+
+def phase(host, seconds, interactive, bulk, face_png, photos):
+    stop = threading.Event()
+    clients = []
+    if interactive:
+        clients.append(Client(host, "face-detector", [face_png], stop, 1))
+    for i in range(bulk):
+        clients.append(Client(host, "mtcnn", photos, stop, 10 + i))
+    t0 = time.perf_counter()
+    for c in clients:
+        c.start()
+    time.sleep(seconds)
+    stop.set()
+    for c in clients:
+        c.join(timeout=600)
+    elapsed = time.perf_counter() - t0
+    inter = clients[0] if interactive else None
+    bulk_images = sum(c.done_images for c in clients[1 if interactive else 0:])
+    out = {"seconds": round(elapsed, 2), "errors": sum(c.errors for c in clients)}
+    if inter is not None and inter.latencies:
+        lat = np.array(inter.latencies)
+        out.update(interactive_requests=len(lat), interactive_p50_ms=round(float(np.percentile(lat, 50)), 2),
+                   interactive_p99_ms=round(float(np.percentile(lat, 99)), 2))
+    if bulk:
+        out["bulk_images_per_s"] = round(bulk_images / elapsed, 2)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modeldock", default=os.path.join(ROOT, "target", "release", "modeldock"))
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--json-out")
+    a = ap.parse_args()
+    print(f"load average: {os.getloadavg()[0]:.2f}")
+    with open(os.path.join(ROOT, "tests", "fixtures", "images", "astronaut.png"), "rb") as f:
+        face_png = f.read()
+    photos = [png(1920, 1280, s) for s in range(4)]
+    port = free_port()
+    server, url = start_server(a.modeldock, port)
+    host = f"127.0.0.1:{port}"
+    try:
+        for m in ("face-detector", "mtcnn"):
+            load(url, m)
+        phase(host, 2.0, True, 2, face_png, photos)  # warm-up, not reported
+        alone = phase(host, a.seconds, True, 0, face_png, photos)
+        bulk_alone = phase(host, a.seconds, False, 2, face_png, photos)
+        together = phase(host, a.seconds, True, 2, face_png, photos)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    p99_ratio = together["interactive_p99_ms"] / alone["interactive_p99_ms"]
+    bulk_ratio = together["bulk_images_per_s"] / bulk_alone["bulk_images_per_s"]
+    result = {
+        "alone": alone, "bulk_alone": bulk_alone, "together": together,
+        "interactive_p99_ratio": round(p99_ratio, 2), "bulk_throughput_ratio": round(bulk_ratio, 2),
+        "targets": {"interactive_p99_ratio_max": 3.0, "bulk_throughput_ratio_min": 0.7},
+    }
+    print(f"interactive alone:    p50 {alone['interactive_p50_ms']} ms, p99 {alone['interactive_p99_ms']} ms "
+          f"({alone['interactive_requests']} requests)")
+    print(f"interactive together: p50 {together['interactive_p50_ms']} ms, p99 {together['interactive_p99_ms']} ms "
+          f"({together['interactive_requests']} requests)")
+    print(f"bulk alone:    {bulk_alone['bulk_images_per_s']} images/s")
+    print(f"bulk together: {together['bulk_images_per_s']} images/s")
+    print(f"interactive p99 together/alone: {p99_ratio:.2f} (target <= 3)")
+    print(f"bulk images/s together/alone:   {bulk_ratio:.2f} (target >= 0.7)")
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+//! The engine's scheduler end to end, with toy models that take a set time
+//! per forward: interactive images overtake a batch, a batch still finishes
+//! under a constant interactive load (aging), `priority` reorders as
+//! documented, a client that hangs up has its waiting images dropped; and
+//! admission explained before it happens (`load --dry-run`). Behaviour only:
+//! the order answers arrive in, never timings.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use modeldock::engine::scheduler::{Class, Ticket};
+use modeldock::engine::{Engine, EngineConfig, ImageInput, Reply};
+use modeldock::vision::InferParams;
+
+/// No result cache: every image runs.
+fn no_cache() -> EngineConfig {
+    EngineConfig {
+        cache_entries: 0,
+        ..config()
+    }
+}
+
+/// An engine over toy models `(id, ms per forward)`, all resident.
+fn engine(models: &[(&str, f64)]) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (id, ms) in models {
+        toy(dir.path(), id, &[("slow_forward_ms", *ms)]);
+    }
+    let (engine, _) = engine_for(dir.path(), no_cache());
+    for (id, _) in models {
+        engine.load(id).unwrap_or_else(|e| panic!("{e}"));
+        wait_state(&engine, id, "Resident");
+    }
+    (engine, dir)
+}
+
+/// Submits one image; its tag arrives on `done` when it is answered.
+fn submit(e: &Engine, model: &str, ticket: Ticket, tag: String, done: &Sender<(String, bool)>) {
+    let tx = done.clone();
+    let t = tag.clone();
+    let reply = Reply::callback(move |a| {
+        let _ = tx.send((t, a.is_ok()));
+    });
+    let input = ImageInput::Bytes {
+        name: tag,
+        bytes: Arc::new(png(16, 16)),
+    };
+    if let Err((err, _)) = e.try_infer_as(model, input, InferParams::default(), reply, ticket) {
+        panic!("submit: {err}");
+    }
+}
+
+fn next(rx: &Receiver<(String, bool)>) -> String {
+    let (tag, ok) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no answer within 60 s"));
+    assert!(ok, "{tag} failed");
+    tag
+}
+
+#[test]
+fn a_single_image_behind_a_20_image_batch_of_another_model_is_answered_before_its_third_image() {
+    let (e, _dir) = engine(&[("batchy", 40.0), ("quick", 5.0)]);
+    let (tx, rx) = unbounded();
+    for i in 0..20 {
+        submit(
+            &e,
+            "batchy",
+            Ticket::new("batch", Class::Bulk, 0),
+            format!("bulk{i}"),
+            &tx,
+        );
+    }
+    submit(
+        &e,
+        "quick",
+        Ticket::new("viewer", Class::Interactive, 0),
+        "click".into(),
+        &tx,
+    );
+    let order: Vec<String> = (0..21).map(|_| next(&rx)).collect();
+    let click = order.iter().position(|t| t == "click").unwrap_or(usize::MAX);
+    assert!(
+        click < 2,
+        "the click was answered after {click} batch images: {order:?}"
+    );
+    // The batch itself still runs in its own order.
+    let bulk: Vec<&String> = order.iter().filter(|t| t.starts_with("bulk")).collect();
+    let want: Vec<String> = (0..20).map(|i| format!("bulk{i}")).collect();
+    assert_eq!(bulk, want.iter().collect::<Vec<_>>());
+    e.shutdown();
+}
+
+#[test]
+fn a_batch_still_finishes_under_a_constant_stream_of_interactive_requests() {
+    let (e, _dir) = engine(&[("batchy", 10.0), ("live", 10.0)]);
+    let (tx, rx) = unbounded();
+    for i in 0..5 {
+        submit(
+            &e,
+            "batchy",
+            Ticket::new("batch", Class::Bulk, 0),
+            format!("bulk{i}"),
+            &tx,
+        );
+    }
+    // Two interactive frames always waiting: a new one for each answered,
+    // 300 in all (bounded), from one client.
+    let total = 300;
+    let mut sent = 0;
+    for _ in 0..2 {
+        submit(
+            &e,
+            "live",
+            Ticket::new("live", Class::Interactive, 0),
+            format!("frame{sent}"),
+            &tx,
+        );
+        sent += 1;
+    }
+    let end = Instant::now() + Duration::from_secs(120);
+    let (mut frames_done, mut bulk_done, mut frames_when_bulk_done) = (0, 0, None);
+    while (frames_done < total || bulk_done < 5) && Instant::now() < end {
+        let tag = next(&rx);
+        if tag.starts_with("bulk") {
+            bulk_done += 1;
+            if bulk_done == 5 {
+                frames_when_bulk_done = Some(frames_done);
+            }
+        } else {
+            frames_done += 1;
+            if sent < total {
+                submit(
+                    &e,
+                    "live",
+                    Ticket::new("live", Class::Interactive, 0),
+                    format!("frame{sent}"),
+                    &tx,
+                );
+                sent += 1;
+            }
+        }
+    }
+    let at = frames_when_bulk_done.unwrap_or_else(|| panic!("the batch did not finish: {bulk_done} of 5"));
+    assert!(
+        at < total / 2,
+        "the batch finished only after {at} of {total} frames: aging should let it through early"
+    );
+    e.shutdown();
+}
+
+#[test]
+fn priority_one_is_highest_and_zero_is_the_class_default() {
+    let (e, _dir) = engine(&[("m", 30.0)]);
+    let (tx, rx) = unbounded();
+    // Something running, so the rest wait together and are ordered.
+    submit(&e, "m", Ticket::new("x", Class::Bulk, 0), "first".into(), &tx);
+    std::thread::sleep(Duration::from_millis(10));
+    submit(&e, "m", Ticket::new("a", Class::Interactive, 3), "p3".into(), &tx);
+    submit(&e, "m", Ticket::new("a", Class::Bulk, 0), "bulk-default".into(), &tx);
+    submit(&e, "m", Ticket::new("a", Class::Bulk, 1), "bulk-p1".into(), &tx);
+    submit(
+        &e,
+        "m",
+        Ticket::new("a", Class::Interactive, 0),
+        "interactive-default".into(),
+        &tx,
+    );
+    let order: Vec<String> = (0..5).map(|_| next(&rx)).collect();
+    assert_eq!(
+        order,
+        ["first", "bulk-p1", "interactive-default", "bulk-default", "p3"],
+        "levels: p1 = interactive default = 1, bulk default = 2, p3 = 3; ties in arrival order"
+    );
+    e.shutdown();
+}
+
+#[test]
+fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_checked() {
+    use base64::Engine as _;
+    use modeldock::server::{self, ServerOptions};
+    let (e, _dir) = engine(&[("m", 5.0)]);
+    let reg = modeldock::models::registry::Registry::discover(&[_dir.path().to_path_buf()]);
+    let listener =
+        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
+    let handle =
+        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let base = format!("http://{}", handle.addr);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let body = |n: u32, params: &str| {
+        let data: Vec<String> = (0..n)
+            .map(|i| base64::engine::general_purpose::STANDARD.encode(png(8 + i, 8)))
+            .collect();
+        serde_json::json!({"inputs": [{"name": "IMAGE", "shape": [n], "datatype": "BYTES", "data": data}]})
+            .to_string()
+            .replacen('{', &format!("{{{params}"), 1)
+    };
+    let post = |b: String| {
+        let mut r = agent
+            .post(format!("{base}/v2/models/m/infer"))
+            .header("Content-Type", "application/json")
+            .send(b)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    };
+    assert_eq!(post(body(4, "")).0, 200);
+    assert_eq!(post(body(1, r#""parameters":{"priority":1},"#)).0, 200);
+    let (st, text) = post(body(1, r#""parameters":{"priority":"high"},"#));
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("parameter 'priority'"), "{text}");
+    let metrics = agent
+        .get(format!("{base}/metrics"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap_or_default();
+    let count = |class: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("modeldock_queue_requests") && l.contains(&format!("class=\"{class}\"")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!((count("bulk"), count("interactive")), (4.0, 1.0), "{metrics}");
+    assert!(metrics.contains("nv_inference_pending_request_count"), "{metrics}");
+    handle.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still_answered() {
+    use base64::Engine as _;
+    use modeldock::server::{self, ServerOptions};
+    use std::io::Write;
+    let (e, dir) = engine(&[("m", 100.0)]);
+    let reg = modeldock::models::registry::Registry::discover(&[dir.path().to_path_buf()]);
+    let listener =
+        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
+    let handle =
+        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let addr = handle.addr.to_string();
+    let body = |n: u32| {
+        let data: Vec<String> = (0..n)
+            .map(|i| base64::engine::general_purpose::STANDARD.encode(png(8 + i, 8)))
+            .collect();
+        serde_json::json!({"inputs": [{"name": "IMAGE", "shape": [n], "datatype": "BYTES", "data": data}]}).to_string()
+    };
+    // Client A: 8 images (800 ms of work), then it hangs up after 250 ms.
+    let b = body(8);
+    let mut a = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    let req = format!(
+        "POST /v2/models/m/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    a.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(250));
+    drop(a);
+    // Client B is served.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let st = agent
+        .post(format!("http://{addr}/v2/models/m/infer"))
+        .header("Content-Type", "application/json")
+        .send(body(1))
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(st, 200);
+    let idle = e.wait_for(Duration::from_secs(30), |s| {
+        s.models.iter().all(|m| m.queued == 0 && m.in_flight == 0)
+    });
+    assert!(idle, "the engine never went idle");
+    let ran = e
+        .snapshot()
+        .latency
+        .iter()
+        .find(|l| l.model == "m")
+        .map(|l| l.count)
+        .unwrap_or(0);
+    assert!(
+        ran < 9,
+        "all {ran} images ran: the hung-up client's waiting images were not dropped"
+    );
+    assert!(ran >= 2, "{ran}: client B and at least A's first image ran");
+    handle.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothing() {
+    use modeldock::server::{self, ServerOptions};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for id in ["a", "b", "c"] {
+        toy(dir.path(), id, &[]);
+    }
+    // Room for two toys, not three.
+    let cfg = EngineConfig {
+        budget_bytes: 2500,
+        ..config()
+    };
+    let (e, reg) = engine_for(dir.path(), cfg);
+    for id in ["a", "b"] {
+        e.load(id).unwrap_or_else(|err| panic!("{err}"));
+        wait_state(&e, id, "Resident");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listener =
+        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
+    let handle =
+        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let host = format!("http://{}", handle.addr);
+    let ps = || -> Vec<(String, String, bool)> {
+        let mut v: Vec<_> = e
+            .snapshot()
+            .models
+            .iter()
+            .map(|m| (m.id.clone(), m.state.to_string(), m.pinned))
+            .collect();
+        v.sort();
+        v
+    };
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"))
+            .args(args)
+            .env("MODELDOCK_HOST", &host)
+            .env_remove("MODELDOCK_MODELS")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let before = ps();
+    let (code, out, err) = cli(&["load", "c", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would load after evicting") && out.contains("  a "),
+        "{out}"
+    );
+    assert!(!out.contains("  b "), "b was used last, a goes first: {out}");
+    let (code, out, err) = cli(&["load", "c", "--dry-run", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["evict"][0]["id"], "a");
+    assert!(v["evict"][0]["bytes"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(ps(), before, "a dry run changed the engine");
+    // Both pinned: refused, with the reason, exit 1.
+    for id in ["a", "b"] {
+        e.pin(id, true).unwrap_or_else(|err| panic!("{err}"));
+    }
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .filter(|m| m.pinned)
+        .count()
+        == 2));
+    let before = ps();
+    let (code, out, err) = cli(&["load", "c", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("would be refused") && out.contains("pinned"), "{out}");
+    assert_eq!(ps(), before);
+    // Already resident.
+    let (code, out, _) = cli(&["load", "a", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already resident"), "{out}");
+    // Thrashing counted: c evicts a, then a comes back within 60 s.
+    for id in ["a", "b"] {
+        e.pin(id, false).unwrap_or_else(|err| panic!("{err}"));
+    }
+    for id in ["c", "a"] {
+        e.load(id).unwrap_or_else(|err| panic!("{err}"));
+        wait_state(&e, id, "Resident");
+    }
+    assert!(e.wait_for(Duration::from_secs(30), |s| s.reloads_after_eviction == 1));
+    let metrics = ureq::get(format!("{host}/metrics"))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("modeldock_reloads_after_eviction_total 1"),
+        "{metrics}"
+    );
+    handle.shutdown();
+    e.shutdown();
+}
