@@ -502,17 +502,7 @@ fn mlserver_runs_the_network_over_json_tensors_with_the_same_detections() {
 
 /// Runs the modeldock binary; (exit code, stdout, stderr).
 fn modeldock(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_modeldock"));
-    c.args(args).env_remove("MODELDOCK_HOST").env_remove("MODELDOCK_MODELS");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap_or_else(|e| panic!("modeldock: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli(args, env)
 }
 
 #[test]

@@ -62,6 +62,35 @@ fn next(rx: &Receiver<(String, bool)>) -> String {
     tag
 }
 
+/// `e` served over HTTP on an ephemeral loopback port (the registry of `dir`).
+fn serve(e: &Engine, dir: &std::path::Path) -> modeldock::server::ServerHandle {
+    use modeldock::server::{self, ServerOptions};
+    let reg = modeldock::models::registry::Registry::discover(&[dir.to_path_buf()]);
+    let listener =
+        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
+    server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"))
+}
+
+/// A v2 JSON request of `n` distinct small PNGs; `params` (`"parameters":{…},`)
+/// goes first in the object.
+fn infer_body(n: u32, params: &str) -> String {
+    use base64::Engine as _;
+    let data: Vec<String> = (0..n)
+        .map(|i| base64::engine::general_purpose::STANDARD.encode(png(8 + i, 8)))
+        .collect();
+    serde_json::json!({"inputs": [{"name": "IMAGE", "shape": [n], "datatype": "BYTES", "data": data}]})
+        .to_string()
+        .replacen('{', &format!("{{{params}"), 1)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
 #[test]
 fn a_single_image_behind_a_20_image_batch_of_another_model_is_answered_before_its_third_image() {
     let (e, _dir) = engine(&[("batchy", 40.0), ("quick", 5.0)]);
@@ -181,28 +210,10 @@ fn priority_one_is_highest_and_zero_is_the_class_default() {
 
 #[test]
 fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_checked() {
-    use base64::Engine as _;
-    use modeldock::server::{self, ServerOptions};
-    let (e, _dir) = engine(&[("m", 5.0)]);
-    let reg = modeldock::models::registry::Registry::discover(&[_dir.path().to_path_buf()]);
-    let listener =
-        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    let handle =
-        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let (e, dir) = engine(&[("m", 5.0)]);
+    let handle = serve(&e, dir.path());
     let base = format!("http://{}", handle.addr);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let body = |n: u32, params: &str| {
-        let data: Vec<String> = (0..n)
-            .map(|i| base64::engine::general_purpose::STANDARD.encode(png(8 + i, 8)))
-            .collect();
-        serde_json::json!({"inputs": [{"name": "IMAGE", "shape": [n], "datatype": "BYTES", "data": data}]})
-            .to_string()
-            .replacen('{', &format!("{{{params}"), 1)
-    };
+    let agent = agent();
     let post = |b: String| {
         let mut r = agent
             .post(format!("{base}/v2/models/m/infer"))
@@ -211,9 +222,9 @@ fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_
             .unwrap_or_else(|e| panic!("{e}"));
         (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
     };
-    assert_eq!(post(body(4, "")).0, 200);
-    assert_eq!(post(body(1, r#""parameters":{"priority":1},"#)).0, 200);
-    let (st, text) = post(body(1, r#""parameters":{"priority":"high"},"#));
+    assert_eq!(post(infer_body(4, "")).0, 200);
+    assert_eq!(post(infer_body(1, r#""parameters":{"priority":1},"#)).0, 200);
+    let (st, text) = post(infer_body(1, r#""parameters":{"priority":"high"},"#));
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("parameter 'priority'"), "{text}");
     let metrics = agent
@@ -237,24 +248,12 @@ fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_
 
 #[test]
 fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still_answered() {
-    use base64::Engine as _;
-    use modeldock::server::{self, ServerOptions};
     use std::io::Write;
     let (e, dir) = engine(&[("m", 100.0)]);
-    let reg = modeldock::models::registry::Registry::discover(&[dir.path().to_path_buf()]);
-    let listener =
-        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    let handle =
-        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let handle = serve(&e, dir.path());
     let addr = handle.addr.to_string();
-    let body = |n: u32| {
-        let data: Vec<String> = (0..n)
-            .map(|i| base64::engine::general_purpose::STANDARD.encode(png(8 + i, 8)))
-            .collect();
-        serde_json::json!({"inputs": [{"name": "IMAGE", "shape": [n], "datatype": "BYTES", "data": data}]}).to_string()
-    };
     // Client A: 8 images (800 ms of work), then it hangs up after 250 ms.
-    let b = body(8);
+    let b = infer_body(8, "");
     let mut a = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
     let req = format!(
         "POST /v2/models/m/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
@@ -264,15 +263,10 @@ fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still
     std::thread::sleep(Duration::from_millis(250));
     drop(a);
     // Client B is served.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let st = agent
+    let st = agent()
         .post(format!("http://{addr}/v2/models/m/infer"))
         .header("Content-Type", "application/json")
-        .send(body(1))
+        .send(infer_body(1, ""))
         .map(|r| r.status().as_u16())
         .unwrap_or(0);
     assert_eq!(st, 200);
@@ -298,7 +292,6 @@ fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still
 
 #[test]
 fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothing() {
-    use modeldock::server::{self, ServerOptions};
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for id in ["a", "b", "c"] {
         toy(dir.path(), id, &[]);
@@ -308,16 +301,13 @@ fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothin
         budget_bytes: 2500,
         ..config()
     };
-    let (e, reg) = engine_for(dir.path(), cfg);
+    let (e, _) = engine_for(dir.path(), cfg);
     for id in ["a", "b"] {
         e.load(id).unwrap_or_else(|err| panic!("{err}"));
         wait_state(&e, id, "Resident");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let listener =
-        server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    let handle =
-        server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let handle = serve(&e, dir.path());
     let host = format!("http://{}", handle.addr);
     let ps = || -> Vec<(String, String, bool)> {
         let mut v: Vec<_> = e
@@ -329,19 +319,7 @@ fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothin
         v.sort();
         v
     };
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"))
-            .args(args)
-            .env("MODELDOCK_HOST", &host)
-            .env_remove("MODELDOCK_MODELS")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| cli(args, &[("MODELDOCK_HOST", host.as_str())]);
     let before = ps();
     let (code, out, err) = cli(&["load", "c", "--dry-run"]);
     assert_eq!(code, 0, "{err}");

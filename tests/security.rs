@@ -510,23 +510,6 @@ fn https_front(cfg: Arc<rustls::ServerConfig>, upstream: String) -> u16 {
     port
 }
 
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_modeldock"));
-    c.args(args)
-        .env_remove("MODELDOCK_HOST")
-        .env_remove("MODELDOCK_MODELS")
-        .env_remove("MODELDOCK_CA_BUNDLE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap_or_else(|e| panic!("modeldock: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn an_https_server_signed_by_an_unknown_ca_is_refused_until_modeldock_ca_bundle_names_it() {
     let s = serve(Access::default());

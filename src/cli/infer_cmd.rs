@@ -103,7 +103,10 @@ pub fn run(args: &InferArgs) -> Result<i32> {
                     known.join(", ")
                 )));
             }
-            Runner::Remote(c)
+            // Many images, or a --save run, is bulk work: it takes its turn
+            // after interactive work on the shared server.
+            let bulk = inputs.len() > 1 || args.save.is_some();
+            Runner::Remote(if bulk { c.with_priority(2) } else { c })
         }
         None => {
             let (engine, reg) = match &other {

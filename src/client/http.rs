@@ -64,6 +64,8 @@ pub struct HttpClient {
     pub base: String,
     agent: ureq::Agent,
     api_key: Option<String>,
+    /// Sent as the v2 `priority` parameter of inference requests (0: the default).
+    priority: u32,
 }
 
 /// The shared transport's agent; when `MODELDOCK_CA_BUNDLE` is unreadable,
@@ -100,7 +102,15 @@ impl HttpClient {
             base: base.trim_end_matches('/').to_string(),
             agent: agent(Some(Duration::from_secs(900))),
             api_key: client_key(),
+            priority: 0,
         }
+    }
+
+    /// This client's images at `priority` (Triton's: 1 is the highest; 2 is
+    /// where bulk work waits by default).
+    pub fn with_priority(mut self, priority: u32) -> HttpClient {
+        self.priority = priority;
+        self
     }
 
     /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
@@ -234,6 +244,9 @@ impl HttpClient {
         }
         if let Some(i) = params.iou {
             parameters["iou"] = json!(i);
+        }
+        if self.priority > 0 {
+            parameters["priority"] = json!(self.priority);
         }
         let head = json!({
             "inputs": [{"name": "IMAGE", "shape": [images.len()], "datatype": "BYTES",

@@ -66,3 +66,28 @@ pub fn free_port() -> u16 {
 pub fn no_server() -> String {
     format!("127.0.0.1:{}", free_port())
 }
+
+/// Runs the modeldock binary with `env` and none of the caller's
+/// `MODELDOCK_HOST`, `MODELDOCK_MODELS`, `MODELDOCK_CA_BUNDLE` or
+/// `MODELDOCK_REMOTE_HEADERS`; (exit code, stdout, stderr).
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_modeldock"));
+    c.args(args);
+    for k in [
+        "MODELDOCK_HOST",
+        "MODELDOCK_MODELS",
+        "MODELDOCK_CA_BUNDLE",
+        "MODELDOCK_REMOTE_HEADERS",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap_or_else(|e| panic!("modeldock: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
