@@ -46,13 +46,33 @@ fn tls_config() -> Result<ureq::tls::TlsConfig, String> {
 /// connect, HTTP errors as answers (not `Err`), the TLS roots above. Fails
 /// only when `MODELDOCK_CA_BUNDLE` cannot be read.
 pub fn agent(timeout: Option<Duration>) -> Result<ureq::Agent, String> {
-    Ok(ureq::Agent::config_builder()
+    Ok(agent_with(timeout, tls_config()?))
+}
+
+/// [`agent`], or with the default roots when `MODELDOCK_CA_BUNDLE` cannot
+/// be read (requests that need the bundle then fail; [`check_tls`] names
+/// the file).
+pub fn agent_or_default(timeout: Option<Duration>) -> ureq::Agent {
+    agent_with(timeout, tls_config().unwrap_or_default())
+}
+
+fn agent_with(timeout: Option<Duration>, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(timeout)
         .timeout_connect(Some(Duration::from_secs(3)))
         .http_status_as_error(false)
-        .tls_config(tls_config()?)
+        .tls_config(tls)
         .build()
-        .into())
+        .into()
+}
+
+/// For an `https://` base: the one-line error of an unreadable
+/// `MODELDOCK_CA_BUNDLE`, before anything is sent.
+pub fn check_tls(base: &str) -> Result<(), String> {
+    if base.starts_with("https://") {
+        tls_config()?;
+    }
+    Ok(())
 }
 
 /// Header names and values a remote server needs (access tokens, gateway

@@ -68,18 +68,8 @@ pub struct HttpClient {
     priority: u32,
 }
 
-/// The shared transport's agent; when `MODELDOCK_CA_BUNDLE` is unreadable,
-/// one with the default roots (requests that need the bundle then fail, and
-/// [`HttpClient::connect`] names the file).
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    transport::agent(timeout).unwrap_or_else(|_| {
-        ureq::Agent::config_builder()
-            .timeout_global(timeout)
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .http_status_as_error(false)
-            .build()
-            .into()
-    })
+    transport::agent_or_default(timeout)
 }
 
 /// The one-line message of an error body (`{"error": …}`), else the status.
@@ -116,9 +106,7 @@ impl HttpClient {
     /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
     pub fn connect(spec: Option<&str>) -> Result<Option<HttpClient>> {
         let base = base_url(spec)?;
-        if base.starts_with("https://") {
-            transport::agent(None).map_err(Error::usage)?;
-        }
+        transport::check_tls(&base).map_err(Error::usage)?;
         let c = HttpClient::new(&base);
         Ok(c.is_live().then_some(c))
     }
