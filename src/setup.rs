@@ -40,6 +40,23 @@ pub struct EngineFlags {
     /// Load these models in the background right after start (comma-separated)
     #[arg(long, value_name = "a,b", env = "MODELDOCK_PRELOAD", value_delimiter = ',')]
     pub preload: Vec<String>,
+    /// Requests that may run side by side; bulk work leaves one lane to interactive work [default: 2 on 2+ cores, else 1]
+    #[arg(long, value_name = "N", env = "MODELDOCK_LANES", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub lanes: Option<u32>,
+    /// An image that waits this long without starting is answered with an error (250ms, 5s) [default: no limit]
+    #[arg(long, value_name = "D", env = "MODELDOCK_QUEUE_TIMEOUT", value_parser = queue_timeout)]
+    pub queue_timeout: Option<u64>,
+}
+
+/// `--queue-timeout`: a positive duration, in milliseconds.
+fn queue_timeout(s: &str) -> std::result::Result<u64, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}': expected a duration such as 250ms or 5s ({e})"))?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(format!("'{s}': the timeout must be at least 1ms"));
+    }
+    Ok(ms)
 }
 
 impl EngineFlags {
@@ -65,6 +82,10 @@ impl EngineFlags {
         if let Some(n) = self.max_resident {
             c.max_resident = n as usize;
         }
+        if let Some(n) = self.lanes {
+            c.lanes = n as usize;
+        }
+        c.queue_timeout_ms = self.queue_timeout;
         c.preload = self
             .preload
             .iter()

@@ -12,11 +12,22 @@ enum Op {
     Load(usize),
     Unload(usize),
     Pin(usize, bool),
-    /// Finish the oldest outstanding load of model i (ok or failed).
-    LoadDone(usize, bool),
+    /// Finish the outstanding load of model i: ok, failed, or (if it was
+    /// told to cancel) stopped.
+    LoadDone(usize, Outcome),
+    /// The client of the k-th waiting request goes away.
+    Withdraw(usize),
     /// Finish the oldest running request of model i.
     Finish(usize),
     Advance(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ok,
+    Failed,
+    /// Obeys a cancel if one was sent (else finishes ok).
+    Stopped,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -25,7 +36,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Load),
         1 => (0..4usize).prop_map(Op::Unload),
         1 => (0..4usize, any::<bool>()).prop_map(|(m, p)| Op::Pin(m, p)),
-        3 => (0..4usize, prop::bool::weighted(0.85)).prop_map(|(m, ok)| Op::LoadDone(m, ok)),
+        3 => (0..4usize, prop_oneof![6 => Just(Outcome::Ok), 1 => Just(Outcome::Failed), 3 => Just(Outcome::Stopped)])
+            .prop_map(|(m, o)| Op::LoadDone(m, o)),
+        2 => (0..64usize).prop_map(Op::Withdraw),
         3 => (0..4usize).prop_map(Op::Finish),
         1 => (0..20_000u64).prop_map(Op::Advance),
     ]
@@ -39,7 +52,11 @@ struct Harness {
     now: u64,
     next_req: u64,
     loading: BTreeSet<String>,
+    /// Loads told to cancel (and not told to resume).
+    cancelling: BTreeSet<String>,
     running: BTreeMap<String, Vec<u64>>,
+    /// The model each request was sent for.
+    model_of: BTreeMap<u64, String>,
     answers: BTreeMap<u64, u32>,
     issued: BTreeSet<u64>,
 }
@@ -59,7 +76,9 @@ impl Harness {
             now: 0,
             next_req: 1,
             loading: BTreeSet::new(),
+            cancelling: BTreeSet::new(),
             running: BTreeMap::new(),
+            model_of: BTreeMap::new(),
             answers: BTreeMap::new(),
             issued: BTreeSet::new(),
         }
@@ -100,10 +119,32 @@ impl Harness {
                                 prop_assert!(!old.pinned, "keep-alive freed pinned {}", model);
                             }
                             FreeReason::Unloaded => {}
+                            FreeReason::Cancelled => {
+                                prop_assert!(
+                                    matches!(old.phase, Phase::Loading { .. }),
+                                    "cancelled {} which was not loading",
+                                    model
+                                );
+                            }
                         }
                     }
                 }
                 Action::LoadFailed { .. } => {}
+                Action::CancelLoad { model } => {
+                    prop_assert!(self.loading.contains(&model), "cancelled {model} which is not loading");
+                    prop_assert!(self.cancelling.insert(model.clone()), "{model} cancelled twice");
+                    let s = self.r.slot(&model);
+                    prop_assert!(
+                        s.is_some_and(|s| s.parked.is_empty() && (s.unload_pending || !s.pinned)),
+                        "cancelled {model} while something waits for it"
+                    );
+                }
+                Action::ResumeLoad { model } => {
+                    prop_assert!(
+                        self.cancelling.remove(&model),
+                        "resumed {model} which was not cancelling"
+                    );
+                }
             }
         }
         prop_assert!(
@@ -113,6 +154,19 @@ impl Harness {
             self.r.budget
         );
         prop_assert!(self.r.resident_count() <= self.r.max_resident);
+        for (k, s) in self.r.slots() {
+            prop_assert!(
+                !s.cancel_pending || s.parked.is_empty(),
+                "{} cancelling with requests parked",
+                k
+            );
+            prop_assert_eq!(
+                s.cancel_pending,
+                self.cancelling.contains(k.as_str()),
+                "{} cancel flag out of step",
+                k
+            );
+        }
         Ok(())
     }
 
@@ -124,6 +178,7 @@ impl Harness {
                 self.next_req += 1;
                 self.issued.insert(id);
                 self.answers.entry(id).or_default();
+                self.model_of.insert(id, name(*i));
                 self.r.request(&name(*i), id, self.now)
             }
             Op::Load(i) => self.r.load(&name(*i), self.now),
@@ -132,17 +187,35 @@ impl Harness {
                 self.r.set_pinned(&name(*i), *p);
                 Vec::new()
             }
-            Op::LoadDone(i, ok) => {
+            Op::LoadDone(i, outcome) => {
                 let m = name(*i);
                 if !self.loading.remove(&m) {
                     return Ok(());
                 }
-                let res = if *ok {
-                    Ok(Some(SIZES[*i]))
-                } else {
-                    Err(format!("{m}: disk on fire"))
-                };
-                self.r.load_finished(&m, res, self.now)
+                let told = self.cancelling.remove(&m);
+                match outcome {
+                    Outcome::Stopped if told => self.r.load_cancelled(&m, self.now),
+                    Outcome::Ok | Outcome::Stopped => self.r.load_finished(&m, Ok(Some(SIZES[*i])), self.now),
+                    Outcome::Failed => self.r.load_finished(&m, Err(format!("{m}: disk on fire")), self.now),
+                }
+            }
+            Op::Withdraw(k) => {
+                // Requests neither answered nor running: the ones a client can withdraw.
+                let running: BTreeSet<u64> = self.running.values().flatten().copied().collect();
+                let waiting: Vec<u64> = self
+                    .issued
+                    .iter()
+                    .copied()
+                    .filter(|id| self.answers.get(id).copied().unwrap_or(0) == 0 && !running.contains(id))
+                    .collect();
+                if waiting.is_empty() {
+                    return Ok(());
+                }
+                let req = waiting[k % waiting.len()];
+                let m = self.model_of.get(&req).cloned().unwrap_or_default();
+                // The worker answers a withdrawn request itself.
+                *self.answers.entry(req).or_default() += 1;
+                self.r.withdraw(&m, req)
             }
             Op::Finish(i) => {
                 let m = name(*i);
@@ -169,7 +242,7 @@ impl Harness {
         for _ in 0..10_000 {
             if let Some(m) = self.loading.iter().next().cloned() {
                 let i: usize = m[1..].parse().unwrap_or(0);
-                self.step(&Op::LoadDone(i, true))?;
+                self.step(&Op::LoadDone(i, Outcome::Stopped))?;
                 continue;
             }
             if let Some((m, _)) = self.running.iter().find(|(_, v)| !v.is_empty()) {
@@ -211,9 +284,10 @@ proptest! {
         for id in &h.issued {
             prop_assert_eq!(h.answers.get(id).copied().unwrap_or(0), 1, "request {} answered {} times", id, h.answers.get(id).copied().unwrap_or(0));
         }
-        // Nobody is left waiting.
+        // Nobody is left waiting, and no load is left half done.
         for (k, s) in h.r.slots() {
             prop_assert!(s.parked.is_empty() && s.after_unload.is_empty() && s.in_flight.is_empty(), "{} still has waiters", k);
+            prop_assert!(!matches!(s.phase, Phase::Loading { .. }), "{} still loading", k);
         }
     }
 
@@ -233,6 +307,46 @@ proptest! {
             .collect();
         prop_assert_eq!(runs, (0..n as u64).collect::<Vec<_>>(), "parked requests run in arrival order");
     }
+}
+
+#[test]
+fn a_load_whose_only_request_leaves_is_cancelled_and_freed() {
+    let mut r = Residency::new(1000, 4, KeepAlive::Forever);
+    r.register("a", 400, false, None);
+    r.request("a", 1, 0);
+    assert_eq!(r.used_bytes(), 400, "the load holds its budget");
+    assert_eq!(r.withdraw("a", 1), vec![Action::CancelLoad { model: "a".into() }]);
+    assert_eq!(r.used_bytes(), 400, "held until the loader lets go");
+    assert_eq!(
+        r.load_cancelled("a", 5),
+        vec![Action::Free {
+            model: "a".into(),
+            reason: FreeReason::Cancelled
+        }]
+    );
+    assert_eq!(r.used_bytes(), 0);
+    // A load the user asked for goes on when its request leaves.
+    r.load("a", 6);
+    r.request("a", 2, 6);
+    assert!(r.withdraw("a", 2).is_empty(), "{:?}", r.slot("a"));
+    // Two waiters, one leaves: the load goes on for the other.
+    let mut r = Residency::new(1000, 4, KeepAlive::Forever);
+    r.register("a", 400, false, None);
+    r.request("a", 1, 0);
+    r.request("a", 2, 0);
+    assert!(r.withdraw("a", 1).is_empty());
+    // A request arriving while the cancel is on its way resumes the load.
+    assert_eq!(r.withdraw("a", 2), vec![Action::CancelLoad { model: "a".into() }]);
+    assert_eq!(r.request("a", 3, 1), vec![Action::ResumeLoad { model: "a".into() }]);
+    // Too late: the loader had already stopped; a fresh load serves it.
+    assert_eq!(r.load_cancelled("a", 2), vec![Action::StartLoad { model: "a".into() }]);
+    assert_eq!(
+        r.load_finished("a", Ok(None), 3),
+        vec![Action::Run {
+            model: "a".into(),
+            request: 3
+        }]
+    );
 }
 
 #[test]

@@ -24,13 +24,23 @@ fn no_cache() -> EngineConfig {
     }
 }
 
-/// An engine over toy models `(id, ms per forward)`, all resident.
+/// An engine over toy models `(id, ms per forward)`, all resident, with
+/// the default lanes (two).
 fn engine(models: &[(&str, f64)]) -> (Engine, tempfile::TempDir) {
+    engine_with(models, no_cache())
+}
+
+/// The same with one lane: every image runs after the one before.
+fn one_lane(models: &[(&str, f64)]) -> (Engine, tempfile::TempDir) {
+    engine_with(models, EngineConfig { lanes: 1, ..no_cache() })
+}
+
+fn engine_with(models: &[(&str, f64)], cfg: EngineConfig) -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for (id, ms) in models {
         toy(dir.path(), id, &[("slow_forward_ms", *ms)]);
     }
-    let (engine, _) = engine_for(dir.path(), no_cache());
+    let (engine, _) = engine_for(dir.path(), cfg);
     for (id, _) in models {
         engine.load(id).unwrap_or_else(|e| panic!("{e}"));
         wait_state(&engine, id, "Resident");
@@ -64,11 +74,19 @@ fn next(rx: &Receiver<(String, bool)>) -> String {
 
 /// `e` served over HTTP on an ephemeral loopback port (the registry of `dir`).
 fn serve(e: &Engine, dir: &std::path::Path) -> modeldock::server::ServerHandle {
-    use modeldock::server::{self, ServerOptions};
+    serve_with(e, dir, modeldock::server::ServerOptions::default())
+}
+
+fn serve_with(
+    e: &Engine,
+    dir: &std::path::Path,
+    options: modeldock::server::ServerOptions,
+) -> modeldock::server::ServerHandle {
+    use modeldock::server;
     let reg = modeldock::models::registry::Registry::discover(&[dir.to_path_buf()]);
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    server::start(e.clone(), reg, ServerOptions::default(), listener).unwrap_or_else(|e| panic!("start: {e}"))
+    server::start(e.clone(), reg, options, listener).unwrap_or_else(|e| panic!("start: {e}"))
 }
 
 /// A v2 JSON request of `n` distinct small PNGs; `params` (`"parameters":{…},`)
@@ -184,7 +202,8 @@ fn a_batch_still_finishes_under_a_constant_stream_of_interactive_requests() {
 
 #[test]
 fn priority_one_is_highest_and_zero_is_the_class_default() {
-    let (e, _dir) = engine(&[("m", 30.0)]);
+    // One lane, so everything after the first image waits and is ordered.
+    let (e, _dir) = one_lane(&[("m", 30.0)]);
     let (tx, rx) = unbounded();
     // Something running, so the rest wait together and are ordered.
     submit(&e, "m", Ticket::new("x", Class::Bulk, 0), "first".into(), &tx);
@@ -371,6 +390,204 @@ fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothin
         metrics.contains("modeldock_reloads_after_eviction_total 1"),
         "{metrics}"
     );
+    handle.shutdown();
+    e.shutdown();
+}
+
+/// Submits a 3-image batch of `slow` (300 ms each) and, once the first has
+/// started, one image of `quick`: the tags in the order they are answered.
+fn click_during_a_batch(e: &Engine) -> Vec<String> {
+    let (tx, rx) = unbounded();
+    for i in 0..3 {
+        submit(e, "slow", Ticket::new("batch", Class::Bulk, 0), format!("bulk{i}"), &tx);
+    }
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .any(|m| m.id == "slow" && m.in_flight > 0)));
+    submit(
+        e,
+        "quick",
+        Ticket::new("viewer", Class::Interactive, 0),
+        "click".into(),
+        &tx,
+    );
+    (0..4).map(|_| next(&rx)).collect()
+}
+
+#[test]
+fn with_two_lanes_a_single_image_does_not_wait_for_the_batch_image_that_is_running() {
+    let (e, _dir) = engine(&[("slow", 300.0), ("quick", 5.0)]);
+    assert_eq!(e.snapshot().lanes, 2, "two lanes by default on this machine");
+    let order = click_during_a_batch(&e);
+    assert_eq!(order[0], "click", "{order:?}");
+    // Bulk work kept to its own lane: the batch still runs in order.
+    assert_eq!(&order[1..], ["bulk0", "bulk1", "bulk2"]);
+    e.shutdown();
+    // One lane: the click waits for the running image (and only that one).
+    let (e, _dir) = one_lane(&[("slow", 300.0), ("quick", 5.0)]);
+    assert_eq!(click_during_a_batch(&e), ["bulk0", "click", "bulk1", "bulk2"]);
+    e.shutdown();
+}
+
+#[test]
+fn unloading_a_model_while_it_runs_in_a_lane_answers_the_request_then_frees_it() {
+    let (e, _dir) = engine(&[("slow", 300.0)]);
+    let (tx, rx) = unbounded();
+    submit(
+        &e,
+        "slow",
+        Ticket::new("a", Class::Interactive, 0),
+        "running".into(),
+        &tx,
+    );
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .any(|m| m.id == "slow" && m.in_flight > 0)));
+    e.unload("slow").unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(next(&rx), "running");
+    wait_state(&e, "slow", "Available");
+    e.shutdown();
+}
+
+#[test]
+fn an_image_that_waits_past_its_queue_timeout_is_answered_with_an_error_and_over_http_with_503() {
+    let (e, dir) = one_lane(&[("m", 400.0)]);
+    let (tx, rx) = unbounded();
+    submit(&e, "m", Ticket::new("a", Class::Interactive, 0), "long".into(), &tx);
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .any(|m| m.id == "m" && m.in_flight > 0)));
+    // Waits behind "long" (400 ms) with 50 ms to start.
+    let (ttx, trx) = unbounded();
+    let reply = Reply::callback(move |a| {
+        let _ = ttx.send(a);
+    });
+    let input = ImageInput::Bytes {
+        name: "impatient".into(),
+        bytes: Arc::new(png(16, 16)),
+    };
+    let ticket = Ticket::new("b", Class::Interactive, 0).with_timeout(Some(50));
+    if let Err((err, _)) = e.try_infer_as("m", input, InferParams::default(), reply, ticket) {
+        panic!("submit: {err}");
+    }
+    let a = trx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no answer"));
+    let err = a.err().unwrap_or_else(|| panic!("the impatient image ran"));
+    assert!(err.timed_out && err.error.contains("timeout"), "{err:?}");
+    assert_eq!(next(&rx), "long", "the running image is unaffected");
+    // Over HTTP: Triton's `timeout` parameter (microseconds) → 503.
+    let handle = serve(&e, dir.path());
+    let base = format!("http://{}", handle.addr);
+    let busy = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            agent()
+                .post(format!("{base}/v2/models/m/infer"))
+                .header("Content-Type", "application/json")
+                .send(infer_body(1, ""))
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .any(|m| m.id == "m" && m.in_flight > 0)));
+    let mut r = agent()
+        .post(format!("{base}/v2/models/m/infer"))
+        .header("Content-Type", "application/json")
+        .send(infer_body(1, r#""parameters":{"timeout":50000},"#))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(r.status().as_u16(), 503, "{text}");
+    assert!(text.contains("past its timeout"), "{text}");
+    assert_eq!(busy.join().unwrap_or(0), 200);
+    handle.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn one_client_cannot_hold_more_than_its_share_of_the_queue() {
+    let (e, dir) = engine(&[("m", 5.0)]);
+    let options = modeldock::server::ServerOptions {
+        max_queue: 8,
+        max_queue_per_client: 3,
+        ..Default::default()
+    };
+    let handle = serve_with(&e, dir.path(), options);
+    let base = format!("http://{}", handle.addr);
+    let post = |n: u32| {
+        let mut r = agent()
+            .post(format!("{base}/v2/models/m/infer"))
+            .header("Content-Type", "application/json")
+            .send(infer_body(n, ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let (st, text) = post(4);
+    assert_eq!(st, 503, "{text}");
+    assert!(text.contains("--max-queue-per-client"), "{text}");
+    let (st, text) = post(3);
+    assert_eq!(st, 200, "{text}");
+    // The share is given back: the same size again is served.
+    assert_eq!(post(3).0, 200);
+    handle.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_released() {
+    use modeldock::engine::Event;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // 32 MiB of weights, read over 2 s.
+    modeldock::models::toy::write_toy_model(dir.path(), "cold", 8 << 20, "", &[("slow_load_ms", 2000.0)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (e, _) = engine_for(dir.path(), no_cache());
+    let events = e.subscribe(256);
+    let handle = serve(&e, dir.path());
+    let addr = handle.addr.to_string();
+    let b = infer_body(1, "");
+    let mut a = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    let req = format!(
+        "POST /v2/models/cold/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    a.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    wait_state(&e, "cold", "Loading");
+    assert!(
+        e.snapshot().used_bytes >= 32 << 20,
+        "the load holds its predicted bytes"
+    );
+    drop(a);
+    // The load ends without the model becoming resident, and the budget is free.
+    let freed = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(30)).ok()).find_map(|ev| match ev {
+        Event::Freed { model, reason } if model == "cold" => Some(reason),
+        _ => None,
+    });
+    let reason = freed.unwrap_or_else(|| panic!("no Freed event for the cancelled load"));
+    assert!(reason.contains("cancelled"), "{reason}");
+    let s = e.snapshot();
+    assert_eq!(s.used_bytes, 0, "the budget was not given back");
+    let m = s
+        .models
+        .iter()
+        .find(|m| m.id == "cold")
+        .map(|m| (m.state.to_string(), m.loads));
+    assert_eq!(m, Some(("Available".to_string(), 1)));
+    // The next request loads it afresh and is answered.
+    let st = agent()
+        .post(format!("http://{addr}/v2/models/cold/infer"))
+        .header("Content-Type", "application/json")
+        .send(infer_body(1, ""))
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(st, 200);
+    wait_state(&e, "cold", "Resident");
     handle.shutdown();
     e.shutdown();
 }

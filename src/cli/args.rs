@@ -241,6 +241,10 @@ pub struct LiveArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineFlags,
+    /// With --server (or MODELDOCK_HOST): the frames go to that modeldock
+    /// server, at interactive priority, beside its other clients
+    #[command(flatten)]
+    pub server: ServerFlags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -293,6 +297,9 @@ pub struct ServeArgs {
     /// Requests waiting for the engine before new ones get 503 + Retry-After
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queue: u32,
+    /// Images one client (one connection) may have waiting at once [default: half of --max-queue]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue_per_client: Option<u32>,
     /// Largest request body
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub max_body: String,

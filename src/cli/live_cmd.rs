@@ -7,6 +7,9 @@ use serde_json::json;
 
 use super::args::LiveArgs;
 use crate::camera::pipeline::{LiveOptions, LivePipeline};
+use crate::client::http::HttpClient;
+use crate::client::remote::RemoteEngine;
+use crate::client::Client;
 use crate::engine::ModelState;
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
@@ -21,6 +24,35 @@ pub fn parse_size(s: &str) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
+/// Polls `client` until `done` holds or `timeout` passes.
+fn wait_until(client: &Client, timeout: Duration, done: impl Fn(&crate::engine::Snapshot) -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if done(&client.snapshot()) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The engine the frames go to: a modeldock server named by `--server`
+/// (one engine per machine), else one in this process.
+fn client_for(args: &LiveArgs) -> Result<Client> {
+    let Some(spec) = args.server.server.as_deref() else {
+        return Ok(Client::Local(args.engine.engine(None)?.0));
+    };
+    args.server.apply_remote_headers(Some(spec))?;
+    match HttpClient::connect(Some(spec))? {
+        Some(http) => Ok(Client::Remote(RemoteEngine::start(http, None))),
+        None => Err(Error::unavailable(format!(
+            "--server {spec}: no modeldock server answers there; start one with `modeldock serve`"
+        ))),
+    }
+}
+
 pub fn run(args: &LiveArgs) -> Result<i32> {
     let model = args
         .model
@@ -29,29 +61,36 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
     let frames = args.frames;
     let fps = args.fps;
     let (w, h) = parse_size(&args.size)?;
-    let (engine, reg) = args.engine.engine(None)?;
+    let engine = client_for(args)?;
     // `a+b` runs both models on every frame (see `engine::infer_combo`).
     let ids: Vec<&str> = model.split('+').filter(|s| !s.is_empty()).collect();
-    if let Some(bad) = ids.iter().find(|id| reg.get(id).is_none()) {
+    let known = engine.snapshot();
+    if let Some(bad) = ids.iter().find(|id| !known.models.iter().any(|m| m.id == **id)) {
+        let at = engine.location();
         engine.shutdown();
-        return Err(Error::not_found(format!("unknown model '{bad}'")));
+        return Err(Error::not_found(format!("unknown model '{bad}' ({at})")));
     }
     // Load first so the figures describe the steady state, not the load.
     for id in &ids {
         engine.load(id)?;
     }
-    engine.wait_for(Duration::from_secs(600), |s| {
+    wait_until(&engine, Duration::from_secs(600), |s| {
         ids.iter().all(|id| {
             s.models
                 .iter()
                 .any(|m| m.id == *id && matches!(m.state, ModelState::Resident | ModelState::Failed))
         })
     });
+    let snap = engine.snapshot();
     for id in &ids {
-        if let Some(m) = engine.status(id).filter(|m| m.state == ModelState::Failed) {
+        if let Some(m) = snap
+            .models
+            .iter()
+            .find(|m| m.id == *id && m.state == ModelState::Failed)
+        {
             engine.shutdown();
             return Err(Error::msg(
-                m.failed_reason.unwrap_or_else(|| format!("{id}: load failed")),
+                m.failed_reason.clone().unwrap_or_else(|| format!("{id}: load failed")),
             ));
         }
     }

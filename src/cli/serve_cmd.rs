@@ -37,6 +37,10 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         crate::engine::config::parse_bytes(&args.max_body, 0).map_err(|e| Error::usage(format!("--max-body {e}")))?;
     let options = ServerOptions {
         max_queue: args.max_queue as usize,
+        max_queue_per_client: args
+            .max_queue_per_client
+            .map(|n| n as usize)
+            .unwrap_or_else(|| ServerOptions::default_per_client(args.max_queue as usize)),
         max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
         timeout: Duration::from_secs_f64(args.timeout),
         access,

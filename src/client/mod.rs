@@ -142,6 +142,7 @@ impl crate::engine::InferWait for Client {
                         model: model.to_string(),
                         image,
                         error: "the connection to the server ended before an answer".to_string(),
+                        timed_out: false,
                     })
                 })
             }

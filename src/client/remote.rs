@@ -103,6 +103,7 @@ impl Inner {
                     model: model.clone(),
                     image: name.clone(),
                     error,
+                    timed_out: false,
                 };
                 let bytes = match &input {
                     ImageInput::Path(p) => std::fs::read(p).map_err(|e| format!("{name}: {e}")),

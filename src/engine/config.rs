@@ -19,6 +19,13 @@ pub struct EngineConfig {
     pub preload: Vec<String>,
     /// Use random weights of the right shapes instead of the real ones.
     pub random_weights: bool,
+    /// Requests that may run side by side (see `engine::lanes`).
+    pub lanes: usize,
+    /// Compute threads in each lane's pool.
+    pub lane_threads: usize,
+    /// How long a request may wait to start before it is answered with an
+    /// error; `None` = no limit.
+    pub queue_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +136,9 @@ impl EngineConfig {
             decode_limits: DecodeLimits::default(),
             preload: Vec::new(),
             random_weights: false,
+            lanes: super::lanes::default_lanes(),
+            lane_threads: super::lanes::compute_threads(),
+            queue_timeout_ms: None,
         }
     }
 }

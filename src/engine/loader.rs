@@ -2,6 +2,7 @@
 //! It never touches a model after handing it to the worker.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,8 @@ pub struct LoadJob {
     pub entry: Entry,
     pub device: Device,
     pub random_weights: bool,
+    /// Set by the worker when nothing waits for this load any more.
+    pub cancel: Arc<AtomicBool>,
 }
 
 pub struct Loaded {
@@ -38,6 +41,8 @@ pub enum LoaderMsg {
         model: String,
         result: Result<Loaded, String>,
     },
+    /// The load was cancelled: skipped, or what it read already dropped.
+    Cancelled { model: String },
 }
 
 /// Minimum time between two progress messages (~20 per second).
@@ -129,9 +134,22 @@ pub fn spawn(jobs: Receiver<LoadJob>, out: Sender<LoaderMsg>) -> std::thread::Jo
         .spawn(move || {
             for job in jobs {
                 let id = job.entry.manifest.id.clone();
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| load_one(&job, &out)))
-                    .unwrap_or_else(|p| Err(format!("{id}: loader panicked: {}", panic_text(&p))));
-                if out.send(LoaderMsg::Done { model: id, result }).is_err() {
+                let msg = if job.cancel.load(Ordering::Acquire) {
+                    LoaderMsg::Cancelled { model: id }
+                } else {
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| load_one(&job, &out)))
+                        .unwrap_or_else(|p| Err(format!("{id}: loader panicked: {}", panic_text(&p))));
+                    match result {
+                        // Cancelled while it loaded: its memory goes back now.
+                        Ok(loaded) if job.cancel.load(Ordering::Acquire) => {
+                            drop(loaded);
+                            super::allocator::release_free_memory();
+                            LoaderMsg::Cancelled { model: id }
+                        }
+                        result => LoaderMsg::Done { model: id, result },
+                    }
+                };
+                if out.send(msg).is_err() {
                     break;
                 }
             }

@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod cache;
 pub mod config;
+pub mod lanes;
 pub mod loader;
 pub mod residency;
 pub mod scheduler;
@@ -116,6 +117,9 @@ pub struct InferError {
     pub model: String,
     pub image: String,
     pub error: String,
+    /// It waited in the queue past its timeout and never started.
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 pub type Answer = std::result::Result<InferResult, InferError>;
@@ -255,6 +259,11 @@ pub struct Snapshot {
     pub queued_interactive: usize,
     #[serde(default)]
     pub queued_bulk: usize,
+    /// Lanes (requests that may run side by side) and how many are busy.
+    #[serde(default)]
+    pub lanes: usize,
+    #[serde(default)]
+    pub lanes_busy: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -476,6 +485,7 @@ impl Engine {
             model: model.to_string(),
             image: image.clone(),
             error: e,
+            timed_out: false,
         };
         self.send(Command::Infer {
             request_id: id,

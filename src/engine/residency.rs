@@ -94,6 +94,8 @@ pub enum FreeReason {
     Evicted { for_model: String },
     /// Keep-alive expired.
     Idle,
+    /// Its load was stopped: no request, pin or load asked still waits for it.
+    Cancelled,
 }
 
 impl fmt::Display for FreeReason {
@@ -104,6 +106,7 @@ impl fmt::Display for FreeReason {
                 write!(f, "evicted (least recently used) to make room for {for_model}")
             }
             FreeReason::Idle => f.write_str("keep-alive expired"),
+            FreeReason::Cancelled => f.write_str("load cancelled: nothing waits for it any more"),
         }
     }
 }
@@ -125,6 +128,16 @@ pub enum Action {
     Free {
         model: String,
         reason: FreeReason,
+    },
+    /// Stop the model's load in progress: nothing waits for it. The loader
+    /// answers with [`Residency::load_cancelled`] (or, too late to stop,
+    /// [`Residency::load_finished`]).
+    CancelLoad {
+        model: String,
+    },
+    /// Someone wants the load that was being cancelled after all: let it go on.
+    ResumeLoad {
+        model: String,
     },
     /// A load could not start or finished with an error; `Reject`s for its
     /// parked requests follow.
@@ -148,6 +161,11 @@ pub struct Slot {
     pub after_unload: VecDeque<RequestId>,
     pub unload_pending: bool,
     pub loads_started: u64,
+    /// A load (the user's or a preload) asked for the model: its load goes on
+    /// with no request waiting.
+    pub wanted: bool,
+    /// A [`Action::CancelLoad`] was sent for the load in progress.
+    pub cancel_pending: bool,
 }
 
 impl Slot {
@@ -277,6 +295,8 @@ impl Residency {
                 after_unload: VecDeque::new(),
                 unload_pending: false,
                 loads_started: 0,
+                wanted: false,
+                cancel_pending: false,
             },
         );
     }
@@ -329,13 +349,30 @@ impl Residency {
             }
             Phase::Loading { .. } => {
                 slot.parked.push_back(req);
-                Vec::new()
+                resume(id, slot)
             }
             Phase::Available | Phase::Failed { .. } => {
                 slot.parked.push_back(req);
                 self.start_load(id, now)
             }
         }
+    }
+
+    /// Request `req` for `id` no longer waits (its client went away): it
+    /// leaves the queue, and a load that nothing else waits for (no other
+    /// request, no pin, no load or preload asked) is cancelled. A request
+    /// already running is not affected.
+    pub fn withdraw(&mut self, id: &str, req: RequestId) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        let before = slot.parked.len() + slot.after_unload.len();
+        slot.parked.retain(|&r| r != req);
+        slot.after_unload.retain(|&r| r != req);
+        if slot.parked.len() + slot.after_unload.len() == before {
+            return Vec::new();
+        }
+        cancel_if_unwanted(id, slot)
     }
 
     /// The user (or preload) asks for `id` to be loaded.
@@ -347,19 +384,22 @@ impl Residency {
             }];
         };
         match slot.phase {
-            Phase::Available | Phase::Failed { .. } => self.start_load(id, now),
+            Phase::Available | Phase::Failed { .. } => {
+                slot.wanted = true;
+                self.start_load(id, now)
+            }
             Phase::Loading { .. } | Phase::Resident { .. } => {
+                slot.wanted = matches!(slot.phase, Phase::Loading { .. });
+                let mut out = resume(id, slot);
                 // A Load after an Unload that has not happened yet cancels it.
                 if slot.unload_pending {
                     slot.unload_pending = false;
                     let waiting: Vec<_> = slot.after_unload.drain(..).collect();
-                    let mut out = Vec::new();
                     for r in waiting {
                         out.extend(self.request(id, r, now));
                     }
-                    return out;
                 }
-                Vec::new()
+                out
             }
         }
     }
@@ -490,6 +530,8 @@ impl Residency {
         if let Some(slot) = self.slots.get_mut(id) {
             slot.phase = Phase::Failed { reason: error.clone() };
             slot.unload_pending = false;
+            slot.wanted = false;
+            slot.cancel_pending = false;
             for r in slot.parked.drain(..).chain(slot.after_unload.drain(..)) {
                 out.push(Action::Reject {
                     request: r,
@@ -521,8 +563,12 @@ impl Residency {
         if !matches!(slot.phase, Phase::Loading { .. }) {
             return Vec::new();
         }
+        let cancelled = std::mem::take(&mut slot.cancel_pending);
+        slot.wanted = false;
         match result {
             Err(e) => self.fail_load(id, e),
+            // Finished before the cancel reached the loader: freed at once.
+            Ok(_) if cancelled => self.drop_cancelled(id, now),
             Ok(measured) => {
                 slot.phase = Phase::Resident { measured };
                 slot.last_used = now;
@@ -540,6 +586,46 @@ impl Residency {
                 out
             }
         }
+    }
+
+    /// The loader stopped `id`'s load after a [`Action::CancelLoad`] and
+    /// dropped what it had read.
+    pub fn load_cancelled(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        if !matches!(slot.phase, Phase::Loading { .. }) {
+            return Vec::new();
+        }
+        slot.cancel_pending = false;
+        let still_wanted = !slot.parked.is_empty() || (slot.wanted && !slot.unload_pending);
+        if still_wanted {
+            // Wanted again too late to stop the loader: a fresh load.
+            slot.phase = Phase::Available;
+            return self.start_load(id, now);
+        }
+        slot.wanted = false;
+        self.drop_cancelled(id, now)
+    }
+
+    /// A cancelled load's model leaves memory; requests that arrived after an
+    /// unload start a fresh load.
+    fn drop_cancelled(&mut self, id: &str, now: Millis) -> Vec<Action> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Vec::new();
+        };
+        slot.phase = Phase::Available;
+        slot.unload_pending = false;
+        let mut out = vec![Action::Free {
+            model: id.to_string(),
+            reason: FreeReason::Cancelled,
+        }];
+        let waiting: Vec<_> = slot.after_unload.drain(..).collect();
+        if !waiting.is_empty() || !slot.parked.is_empty() {
+            slot.parked.extend(waiting);
+            out.extend(self.start_load(id, now));
+        }
+        out
     }
 
     /// A request that was `Run` has finished (with a result or an error).
@@ -594,9 +680,14 @@ impl Residency {
             return Vec::new();
         };
         match slot.phase {
-            Phase::Resident { .. } | Phase::Loading { .. } => {
+            Phase::Resident { .. } => {
                 slot.unload_pending = true;
                 self.settle(id, now)
+            }
+            Phase::Loading { .. } => {
+                slot.unload_pending = true;
+                slot.wanted = false;
+                cancel_if_unwanted(id, slot)
             }
             Phase::Failed { .. } => {
                 slot.phase = Phase::Available;
@@ -669,4 +760,23 @@ impl Residency {
             KeepAlive::Millis(ms) => Some(s.last_used.saturating_add(ms).saturating_sub(now)),
         }
     }
+}
+
+/// Cancels `slot`'s load if nothing waits for it any more.
+fn cancel_if_unwanted(id: &str, slot: &mut Slot) -> Vec<Action> {
+    let loading = matches!(slot.phase, Phase::Loading { .. });
+    let waited_for = !slot.parked.is_empty() || (!slot.unload_pending && (slot.wanted || slot.pinned));
+    if !loading || slot.cancel_pending || waited_for {
+        return Vec::new();
+    }
+    slot.cancel_pending = true;
+    vec![Action::CancelLoad { model: id.to_string() }]
+}
+
+/// A load being cancelled is wanted again: it goes on.
+fn resume(id: &str, slot: &mut Slot) -> Vec<Action> {
+    if !std::mem::take(&mut slot.cancel_pending) {
+        return Vec::new();
+    }
+    vec![Action::ResumeLoad { model: id.to_string() }]
 }

@@ -44,6 +44,9 @@ pub struct Ticket {
     pub class: Class,
     /// Triton's meaning: 1 is the highest, 0 the default for the class.
     pub priority: u32,
+    /// How long the item may wait to start before it is answered with an
+    /// error; `None` = the engine's default (`--queue-timeout`).
+    pub timeout_ms: Option<u64>,
 }
 
 impl Ticket {
@@ -52,7 +55,14 @@ impl Ticket {
             client: client.into(),
             class,
             priority,
+            timeout_ms: None,
         }
+    }
+
+    /// The same ticket with a queue timeout.
+    pub fn with_timeout(mut self, timeout_ms: Option<u64>) -> Ticket {
+        self.timeout_ms = timeout_ms;
+        self
     }
 
     /// The level before aging.
@@ -134,11 +144,23 @@ impl Scheduler {
 
     /// The next item to run, or `None` when nothing waits.
     pub fn pop(&mut self, now: Millis) -> Option<RequestId> {
-        let best = self.items.iter().map(|i| self.level_at(i, now)).min()?;
+        self.pop_if(now, |_| true)
+    }
+
+    /// The next item among those of a class `allowed` says may start now
+    /// (a bulk item waits while the lanes bulk work may take are busy).
+    pub fn pop_if(&mut self, now: Millis, allowed: impl Fn(Class) -> bool) -> Option<RequestId> {
+        let ok = |i: &Item| allowed(i.ticket.class);
+        let best = self
+            .items
+            .iter()
+            .filter(|i| ok(i))
+            .map(|i| self.level_at(i, now))
+            .min()?;
         let mut clients: Vec<&str> = self
             .items
             .iter()
-            .filter(|i| self.level_at(i, now) == best)
+            .filter(|i| ok(i) && self.level_at(i, now) == best)
             .map(|i| i.ticket.client.as_str())
             .collect();
         clients.sort_unstable();
@@ -155,16 +177,50 @@ impl Scheduler {
         let at = self
             .items
             .iter()
-            .position(|i| i.ticket.client == client && self.level_at(i, now) == best)?;
+            .position(|i| ok(i) && i.ticket.client == client && self.level_at(i, now) == best)?;
         let item = self.items.remove(at)?;
         self.last_client = Some(client);
         Some(item.id)
+    }
+
+    /// Whether an item of `class` waits.
+    pub fn has(&self, class: Class) -> bool {
+        self.items.iter().any(|i| i.ticket.class == class)
+    }
+
+    /// Takes out the items that arrived before `before` (their queue
+    /// timeout passed) and returns them.
+    pub fn expire(&mut self, before: impl Fn(RequestId, Millis) -> bool) -> Vec<RequestId> {
+        let mut gone = Vec::new();
+        self.items.retain(|i| {
+            let keep = !before(i.id, i.arrived);
+            if !keep {
+                gone.push(i.id);
+            }
+            keep
+        });
+        gone
     }
 
     /// Waiting items per class.
     pub fn waiting(&self, class: Class) -> usize {
         self.items.iter().filter(|i| i.ticket.class == class).count()
     }
+}
+
+/// The lane an item of `class` may start in, given what each lane runs
+/// (`None` = free): any free lane, except that bulk work leaves one lane to
+/// interactive work when there are two lanes or more, so a single image
+/// never waits behind a batch's image.
+pub fn lane_for(busy: &[Option<Class>], class: Class) -> Option<usize> {
+    let free = busy.iter().position(Option::is_none)?;
+    if class == Class::Bulk && busy.len() > 1 {
+        let bulk = busy.iter().filter(|b| **b == Some(Class::Bulk)).count();
+        if bulk + 1 >= busy.len() {
+            return None;
+        }
+    }
+    Some(free)
 }
 
 #[cfg(test)]
@@ -293,6 +349,35 @@ mod tests {
         assert!(s.remove(2));
         assert!(!s.remove(2));
         assert_eq!(s.drain(), vec![1]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn bulk_work_leaves_one_lane_to_interactive_work() {
+        use Class::{Bulk, Interactive};
+        assert_eq!(lane_for(&[None], Bulk), Some(0));
+        assert_eq!(lane_for(&[Some(Bulk)], Interactive), None);
+        assert_eq!(lane_for(&[None, None], Bulk), Some(0));
+        assert_eq!(lane_for(&[Some(Bulk), None], Bulk), None);
+        assert_eq!(lane_for(&[Some(Bulk), None], Interactive), Some(1));
+        assert_eq!(lane_for(&[Some(Interactive), None], Bulk), Some(1));
+        assert_eq!(lane_for(&[Some(Interactive), None], Interactive), Some(1));
+        assert_eq!(lane_for(&[Some(Bulk), None, None], Bulk), Some(1));
+        assert_eq!(lane_for(&[Some(Bulk), Some(Bulk), None], Bulk), None);
+        assert_eq!(lane_for(&[Some(Bulk), Some(Bulk), None], Interactive), Some(2));
+    }
+
+    #[test]
+    fn pop_if_skips_classes_that_may_not_start() {
+        let mut s = Scheduler::new(1000);
+        s.push(1, t("batch", Class::Bulk, 0), 0);
+        s.push(2, t("batch", Class::Bulk, 0), 0);
+        assert_eq!(s.pop_if(0, |c| c == Class::Interactive), None);
+        s.push(3, t("viewer", Class::Interactive, 0), 5);
+        assert_eq!(s.pop_if(6, |c| c == Class::Interactive), Some(3));
+        assert!(s.has(Class::Bulk) && !s.has(Class::Interactive));
+        assert_eq!(s.expire(|id, arrived| id == 2 && arrived == 0), vec![2]);
+        assert_eq!(s.pop(7), Some(1));
         assert!(s.is_empty());
     }
 }

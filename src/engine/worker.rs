@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,10 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use image::RgbImage;
 
 use super::cache::{self, ResultCache};
+use super::lanes::{Finished, Lanes};
 use super::loader::{self, LoadJob, LoaderMsg};
 use super::residency::{Action, Phase, Residency};
-use super::scheduler::{Class, Scheduler};
+use super::scheduler::{lane_for, Class, Scheduler};
 use super::stats::Stats;
 use super::{
     Answer, Command, EngineConfig, Event, ImageInput, InferError, InferResult, ModelStatus, RemoteStatus, Reply,
@@ -23,7 +25,7 @@ use crate::models::registry::Registry;
 use crate::models::registry::WeightsResolved;
 use crate::models::Model;
 use crate::vision::decode::{decode_bytes, read_file_limited};
-use crate::vision::{InferParams, ModelTimings, Output, Timings};
+use crate::vision::{Detection, InferParams, ModelTimings, Output, Timings};
 
 /// Requests the scheduler holds at most; the command channel holds the rest.
 const MAX_STAGED: usize = 1024;
@@ -38,6 +40,36 @@ enum Work {
     Tensor(Arc<crate::backend::Tensor32>),
 }
 
+/// An image decoded at a reduced scale: original pixels per decoded pixel
+/// (x, y) and the original size, to map the answer back.
+type Unscale = ((f32, f32), (u32, u32));
+
+/// What a model run hands back: detections, timings, a raw output tensor.
+type RunOutput = (Vec<Detection>, ModelTimings, Option<Arc<crate::backend::Tensor32>>);
+
+/// What a lane hands back to the worker.
+enum LaneOut {
+    Decoded {
+        image: Result<(Arc<RgbImage>, Option<Unscale>), String>,
+        decode_ms: f64,
+    },
+    Ran {
+        result: Result<RunOutput, String>,
+        started: Instant,
+    },
+}
+
+/// A request whose image a lane is decoding.
+struct Decoding {
+    class: Class,
+    model: String,
+    image_name: String,
+    params: InferParams,
+    reply: Option<Reply>,
+    submitted: Instant,
+    cache_key: Option<cache::Key>,
+}
+
 /// A request the scheduler holds until its turn: nothing read or decoded yet.
 struct Staged {
     class: Class,
@@ -46,6 +78,8 @@ struct Staged {
     params: InferParams,
     reply: Option<Reply>,
     submitted: Instant,
+    /// Answered with an error if it has not started by then.
+    deadline: Option<Instant>,
 }
 
 struct Pending {
@@ -58,9 +92,8 @@ struct Pending {
     submitted: Instant,
     decode_ms: f64,
     cache_key: Option<cache::Key>,
-    /// The image was decoded at a reduced scale: original pixels per decoded
-    /// pixel (x, y) and the original size, to map the answer back.
-    unscale: Option<((f32, f32), (u32, u32))>,
+    /// The image was decoded at a reduced scale (see [`Unscale`]).
+    unscale: Option<Unscale>,
 }
 
 struct Worker {
@@ -68,8 +101,15 @@ struct Worker {
     config: EngineConfig,
     device: Result<Device, String>,
     residency: Residency,
-    models: HashMap<String, Box<dyn Model>>,
+    models: HashMap<String, Arc<dyn Model>>,
+    /// Requests parked with the residency or waiting for a lane to run in.
     requests: HashMap<RequestId, Pending>,
+    /// Where images are decoded and models run.
+    lanes: Lanes<LaneOut>,
+    decoding: HashMap<RequestId, Decoding>,
+    running: HashMap<RequestId, Pending>,
+    /// Requests the residency let run that wait for a free lane.
+    runnable: VecDeque<(String, RequestId)>,
     cache: ResultCache,
     stats: Stats,
     events: Sender<Event>,
@@ -87,6 +127,8 @@ struct Worker {
     reloads_after_eviction: u64,
     staged: HashMap<RequestId, Staged>,
     load_progress: HashMap<String, Option<u64>>,
+    /// The cancel flag of each model's load in progress.
+    load_cancels: HashMap<String, Arc<AtomicBool>>,
     dirty: bool,
     /// The remote servers' states at the last publish.
     remote_seen: Vec<crate::backend::ServerView>,
@@ -122,6 +164,10 @@ pub(super) fn spawn(
             }
             let mut w = Worker {
                 cache: ResultCache::new(config.cache_entries, config.cache_bytes),
+                lanes: Lanes::new(config.lanes, config.lane_threads),
+                decoding: HashMap::new(),
+                running: HashMap::new(),
+                runnable: VecDeque::new(),
                 registry,
                 config,
                 device,
@@ -141,6 +187,7 @@ pub(super) fn spawn(
                 reloads_after_eviction: 0,
                 staged: HashMap::new(),
                 load_progress: HashMap::new(),
+                load_cancels: HashMap::new(),
                 dirty: true,
                 remote_seen: Vec::new(),
             };
@@ -215,6 +262,7 @@ impl Worker {
                     st.input.name(),
                     st.model
                 ),
+                timed_out: false,
             };
             self.answer(st.reply, Err(e));
         }
@@ -230,12 +278,16 @@ impl Worker {
                         "{}: {}: the engine failed while this request was in hand ({why}); retry it",
                         p.image_name, p.model
                     ),
+                    timed_out: false,
                 };
                 self.answer(p.reply, Err(e));
             }
         }
+        // Jobs in the lanes finish and are answered as usual.
+        self.runnable.clear();
         self.actions.clear();
         self.load_progress.clear();
+        self.load_cancels.clear();
         let now = self.now();
         let mut residency = Residency::new(
             self.config.budget_bytes,
@@ -261,8 +313,13 @@ impl Worker {
     }
 
     fn run(&mut self, rx: &Receiver<Command>, loader: &Receiver<LoaderMsg>) {
+        let finished = self.lanes.finished().clone();
         loop {
-            // Work queued by the state machine goes first, one action at a
+            // Lanes that finished first: each frees a lane for what waits.
+            while let Ok(f) = finished.try_recv() {
+                self.on_finished(f);
+            }
+            // Work queued by the state machine goes next, one action at a
             // time, with a non-blocking look at the channels in between.
             if let Some(a) = self.actions.pop_front() {
                 self.apply(a);
@@ -271,29 +328,29 @@ impl Worker {
                 }
                 if let Ok(c) = rx.try_recv() {
                     if !self.on_command(c) {
-                        return;
+                        return self.finish_lanes();
                     }
                 }
                 continue;
             }
-            // Requests waiting their turn: first everything already sent
-            // (so the scheduler chooses among all of it), then one more.
-            if !self.scheduler.is_empty() {
-                // At most MAX_STAGED held here: past that, senders wait on the
-                // bounded channel, as they did before there was a scheduler.
-                while self.staged.len() < MAX_STAGED {
-                    let Ok(c) = rx.try_recv() else { break };
-                    if !self.on_command(c) {
-                        return;
-                    }
+            // Everything already sent, so the scheduler chooses among all
+            // of it. At most MAX_STAGED held here: past that, senders wait
+            // on the bounded channel.
+            while self.staged.len() < MAX_STAGED {
+                let Ok(c) = rx.try_recv() else { break };
+                if !self.on_command(c) {
+                    return self.finish_lanes();
                 }
-                while let Ok(m) = loader.try_recv() {
-                    self.on_loader(m);
-                }
-                if self.actions.is_empty() {
-                    self.publish();
-                    self.start_next();
-                }
+            }
+            while let Ok(m) = loader.try_recv() {
+                self.on_loader(m);
+            }
+            if !self.actions.is_empty() {
+                continue;
+            }
+            self.expire_waiting();
+            // Requests ready to run go before new ones are decoded.
+            if self.start_runnable() || self.start_next() {
                 continue;
             }
             if self.remote_changed() {
@@ -301,22 +358,41 @@ impl Worker {
             }
             self.publish();
             let now = self.now();
-            let wait = self
+            let mut wait = self
                 .residency
                 .next_deadline()
                 .map(|d| d.saturating_sub(now).clamp(1, 1000))
                 .unwrap_or(1000);
+            if let Some(d) = self.next_expiry() {
+                wait = wait.min(d.saturating_duration_since(Instant::now()).as_millis() as u64 + 1);
+            }
+            let never = crossbeam_channel::never();
+            let commands = if self.staged.len() < MAX_STAGED { rx } else { &never };
             select! {
-                recv(rx) -> c => match c {
-                    Ok(c) => if !self.on_command(c) { return; },
-                    Err(_) => return,
+                recv(commands) -> c => match c {
+                    Ok(c) => if !self.on_command(c) { return self.finish_lanes(); },
+                    Err(_) => return self.finish_lanes(),
                 },
                 recv(loader) -> m => if let Ok(m) = loader_msg(m) { self.on_loader(m) },
+                recv(finished) -> f => if let Ok(f) = f { self.on_finished(f) },
                 default(Duration::from_millis(wait)) => {}
             }
             let now = self.now();
             let a = self.residency.tick(now);
             self.actions.extend(a);
+        }
+    }
+
+    /// On shutdown: the jobs in the lanes finish and are answered (bounded:
+    /// a job still running after 60 s is left to the process's exit).
+    fn finish_lanes(&mut self) {
+        let limit = Instant::now() + Duration::from_secs(60);
+        while !self.lanes.is_idle() {
+            let left = limit.saturating_duration_since(Instant::now());
+            match self.lanes.finished().recv_timeout(left) {
+                Ok(f) => self.on_finished(f),
+                Err(_) => break,
+            }
         }
     }
 
@@ -363,6 +439,7 @@ impl Worker {
                 ticket,
             } => {
                 let class = ticket.class;
+                let timeout = ticket.timeout_ms.or(self.config.queue_timeout_ms);
                 self.scheduler.push(request_id, ticket, now);
                 let st = Staged {
                     class,
@@ -371,6 +448,7 @@ impl Worker {
                     params,
                     reply,
                     submitted,
+                    deadline: timeout.map(|t| submitted + Duration::from_millis(t)),
                 };
                 self.staged.insert(request_id, st);
             }
@@ -437,31 +515,124 @@ impl Worker {
     }
 
     /// Answers the requests among `ids` that have not started with an
-    /// error, and forgets them.
+    /// error, and forgets them: waiting in the scheduler, being decoded, or
+    /// parked behind their model's load (a load nothing else waits for is
+    /// cancelled). A request already running is left to finish.
     fn cancel(&mut self, ids: Vec<RequestId>) {
         for id in ids {
-            if !self.scheduler.remove(id) {
-                continue;
-            }
-            if let Some(st) = self.staged.remove(&id) {
-                let e = InferError {
-                    request_id: id,
-                    model: st.model.clone(),
-                    image: st.input.name(),
-                    error: format!("{}: {}: cancelled before it started", st.input.name(), st.model),
+            let (model, image) = if self.scheduler.remove(id) {
+                match self.staged.remove(&id) {
+                    Some(st) => {
+                        let (m, i) = (st.model.clone(), st.input.name());
+                        self.answer_cancelled(id, st.reply, m.clone(), i.clone());
+                        (m, i)
+                    }
+                    None => continue,
+                }
+            } else if let Some(d) = self.decoding.remove(&id) {
+                // The lane's decoded image is dropped when it comes back.
+                self.answer_cancelled(id, d.reply, d.model.clone(), d.image_name.clone());
+                (d.model, d.image_name)
+            } else if let Some(p) = self.requests.remove(&id) {
+                let now = self.now();
+                let a = match self.runnable.iter().position(|(_, r)| *r == id) {
+                    // Let run but waiting for a lane.
+                    Some(at) => {
+                        self.runnable.remove(at);
+                        self.residency.request_finished(&p.model, id, now)
+                    }
+                    None => self.residency.withdraw(&p.model, id),
                 };
-                self.answer(st.reply, Err(e));
-            }
+                self.actions.extend(a);
+                self.answer_cancelled(id, p.reply, p.model.clone(), p.image_name.clone());
+                (p.model, p.image_name)
+            } else {
+                continue;
+            };
+            tracing::debug!("{image}: {model}: cancelled before it started");
+            self.dirty = true;
         }
     }
 
-    /// Starts the request whose turn it is.
-    fn start_next(&mut self) {
+    fn answer_cancelled(&mut self, id: RequestId, reply: Option<Reply>, model: String, image: String) {
+        let e = InferError {
+            request_id: id,
+            error: format!("{image}: {model}: cancelled before it started"),
+            model,
+            image,
+            timed_out: false,
+        };
+        self.answer(reply, Err(e));
+    }
+
+    /// Starts the request whose turn it is, if a lane may take it; false
+    /// when nothing could start.
+    fn start_next(&mut self) -> bool {
         let now = self.now();
-        let Some(id) = self.scheduler.pop(now) else { return };
+        let busy = self.lanes.busy().to_vec();
+        // A bulk request whose image is decoded and waits for a lane goes
+        // before more bulk images are decoded (memory stays bounded).
+        let bulk_ready = self
+            .runnable
+            .iter()
+            .any(|(_, id)| self.requests.get(id).is_some_and(|p| p.class == Class::Bulk));
+        let Some(id) = self.scheduler.pop_if(now, |c| {
+            lane_for(&busy, c).is_some() && !(c == Class::Bulk && bulk_ready)
+        }) else {
+            return false;
+        };
         if let Some(st) = self.staged.remove(&id) {
             self.on_infer(id, st.class, st.model, st.input, st.params, st.reply, st.submitted);
         }
+        true
+    }
+
+    /// Starts the first request that is ready to run (its model resident)
+    /// and may take a free lane: interactive ones first.
+    fn start_runnable(&mut self) -> bool {
+        let class_of = |id: &RequestId| self.requests.get(id).map(|p| p.class).unwrap_or_default();
+        let pick = [Class::Interactive, Class::Bulk].into_iter().find_map(|c| {
+            let lane = lane_for(self.lanes.busy(), c)?;
+            let at = self.runnable.iter().position(|(_, id)| class_of(id) == c)?;
+            Some((at, lane))
+        });
+        let Some((at, lane)) = pick else { return false };
+        let Some((model, id)) = self.runnable.remove(at) else {
+            return false;
+        };
+        self.run_in_lane(lane, model, id);
+        true
+    }
+
+    /// Answers the waiting requests whose queue timeout has passed.
+    fn expire_waiting(&mut self) {
+        let now = Instant::now();
+        let staged = &self.staged;
+        let late = self
+            .scheduler
+            .expire(|id, _| staged.get(&id).and_then(|s| s.deadline).is_some_and(|d| d <= now));
+        for id in late {
+            let Some(st) = self.staged.remove(&id) else { continue };
+            self.stats.record_error(&st.model);
+            let waited = ms(st.submitted.elapsed());
+            let e = InferError {
+                request_id: id,
+                model: st.model.clone(),
+                image: st.input.name(),
+                error: format!(
+                    "{}: {}: waited {waited:.0} ms in the queue without starting, past its timeout; retry later or raise the timeout",
+                    st.input.name(),
+                    st.model
+                ),
+                timed_out: true,
+            };
+            self.answer(st.reply, Err(e));
+        }
+    }
+
+    /// The earliest queue deadline among waiting requests.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.staged.values().filter_map(|s| s.deadline).min()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,6 +652,7 @@ impl Worker {
             model: model.clone(),
             image: name.clone(),
             error,
+            timed_out: false,
         };
         if self.registry.get(&model).is_none() {
             let e = fail(format!("unknown model '{model}'"));
@@ -545,47 +717,131 @@ impl Worker {
                 return;
             }
         }
-        let mut unscale = None;
-        let image = match (frame, bytes) {
-            (Some(f), _) => Ok(f),
-            (None, Some(b)) => match self
-                .reduced_side(&model)
-                .and_then(|side| crate::vision::jpeg_scaled::decode_reduced(&b, side, &limits))
-            {
-                Some(r) => {
-                    unscale = Some((r.factor(), r.original));
-                    Ok(Arc::new(r.image))
-                }
-                None => decode_bytes(&name, &b, &limits)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string()),
-            },
-            (None, None) => Err(format!("{name}: no image data")),
-        };
-        let decode_ms = ms(t0.elapsed());
-        let image = match image {
-            Ok(i) => i,
-            Err(e) => {
+        let bytes = match (frame, bytes) {
+            (Some(image), _) => {
+                let p = Pending {
+                    class,
+                    model: model.clone(),
+                    image_name: name,
+                    work: Work::Image(image),
+                    params,
+                    reply,
+                    submitted,
+                    decode_ms: ms(t0.elapsed()),
+                    cache_key,
+                    unscale: None,
+                };
+                self.queue_request(id, p);
+                return;
+            }
+            (None, Some(b)) => b,
+            (None, None) => {
                 self.stats.record_error(&model);
-                self.answer(reply, Err(fail(e)));
+                self.answer(reply, Err(fail(format!("{name}: no image data"))));
                 return;
             }
         };
-        self.queue_request(
-            id,
-            Pending {
-                class,
-                model: model.clone(),
-                image_name: name,
-                work: Work::Image(image),
-                params,
-                reply,
-                submitted,
-                decode_ms,
-                cache_key,
-                unscale,
-            },
-        );
+        // Decoding is as costly as a small model: it runs in a lane.
+        let reduced = self.reduced_side(&model);
+        let job_name = name.clone();
+        let job = move || {
+            let t = Instant::now();
+            let image = match reduced.and_then(|side| crate::vision::jpeg_scaled::decode_reduced(&bytes, side, &limits))
+            {
+                Some(r) => {
+                    let unscale = (r.factor(), r.original);
+                    Ok((Arc::new(r.image), Some(unscale)))
+                }
+                None => decode_bytes(&job_name, &bytes, &limits)
+                    .map(|i| (Arc::new(i), None))
+                    .map_err(|e| e.to_string()),
+            };
+            LaneOut::Decoded {
+                image,
+                decode_ms: ms(t.elapsed()),
+            }
+        };
+        let d = Decoding {
+            class,
+            model,
+            image_name: name,
+            params,
+            reply,
+            submitted,
+            cache_key,
+        };
+        self.decoding.insert(id, d);
+        match lane_for(self.lanes.busy(), class) {
+            Some(lane) => self.lanes.spawn(lane, class, id, job),
+            // Not reached (a request starts only when a lane may take it);
+            // decoding here keeps the request's answer if it were.
+            None => {
+                let out = job();
+                self.on_decoded(id, out);
+            }
+        }
+    }
+
+    /// A lane finished a job: the request goes on (decoded → parked with the
+    /// residency) or is answered (ran), and the lane takes the next job.
+    fn on_finished(&mut self, f: Finished<LaneOut>) {
+        self.dirty = true;
+        self.lanes.release(f.lane);
+        match f.value {
+            Ok(out) => self.on_decoded(f.id, out),
+            Err(panic) => {
+                if let Some(d) = self.decoding.remove(&f.id) {
+                    let error = format!("{}: decoding panicked: {panic}", d.image_name);
+                    self.fail_decoding(f.id, d, error);
+                } else if let Some(p) = self.running.remove(&f.id) {
+                    let error = format!("{}: {} panicked during inference: {panic}", p.image_name, p.model);
+                    self.finish_run(f.id, p, Err(error), Instant::now());
+                }
+            }
+        }
+    }
+
+    fn fail_decoding(&mut self, id: RequestId, d: Decoding, error: String) {
+        self.stats.record_error(&d.model);
+        let e = InferError {
+            request_id: id,
+            model: d.model,
+            image: d.image_name,
+            error,
+            timed_out: false,
+        };
+        self.answer(d.reply, Err(e));
+    }
+
+    fn on_decoded(&mut self, id: RequestId, out: LaneOut) {
+        match out {
+            LaneOut::Decoded { image, decode_ms } => {
+                let Some(d) = self.decoding.remove(&id) else { return };
+                match image {
+                    Ok((image, unscale)) => {
+                        let p = Pending {
+                            class: d.class,
+                            model: d.model,
+                            image_name: d.image_name,
+                            work: Work::Image(image),
+                            params: d.params,
+                            reply: d.reply,
+                            submitted: d.submitted,
+                            decode_ms,
+                            cache_key: d.cache_key,
+                            unscale,
+                        };
+                        self.queue_request(id, p);
+                    }
+                    Err(e) => self.fail_decoding(id, d, e),
+                }
+            }
+            LaneOut::Ran { result, started } => {
+                if let Some(p) = self.running.remove(&id) {
+                    self.finish_run(id, p, result, started);
+                }
+            }
+        }
     }
 
     /// For a model that resizes the whole image to its input size, the
@@ -620,6 +876,7 @@ impl Worker {
                         model: p.model,
                         image: p.image_name,
                         error,
+                        timed_out: false,
                     };
                     self.answer(p.reply, Err(e));
                 }
@@ -646,6 +903,17 @@ impl Worker {
                     model,
                     reason: reason.to_string(),
                 });
+            }
+            Action::CancelLoad { model } => {
+                tracing::info!("{model}: cancelling its load (nothing waits for it)");
+                if let Some(c) = self.load_cancels.get(&model) {
+                    c.store(true, Ordering::Release);
+                }
+            }
+            Action::ResumeLoad { model } => {
+                if let Some(c) = self.load_cancels.get(&model) {
+                    c.store(false, Ordering::Release);
+                }
             }
             Action::LoadFailed { model, error } => {
                 tracing::error!("load failed: {error}");
@@ -682,10 +950,13 @@ impl Worker {
             model: model.clone(),
             bytes_total: entry.predicted_bytes,
         });
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.load_cancels.insert(model.clone(), Arc::clone(&cancel));
         let job = LoadJob {
             entry,
             device,
             random_weights: self.config.random_weights,
+            cancel,
         };
         if self.load_tx.send(job).is_err() {
             let now = self.now();
@@ -718,8 +989,15 @@ impl Worker {
                 });
                 self.publish();
             }
+            LoaderMsg::Cancelled { model } => {
+                self.load_progress.remove(&model);
+                self.load_cancels.remove(&model);
+                let a = self.residency.load_cancelled(&model, now);
+                self.actions.extend(a);
+            }
             LoaderMsg::Done { model, result } => {
                 self.load_progress.remove(&model);
+                self.load_cancels.remove(&model);
                 match result {
                     Ok(l) => {
                         let predicted = self.registry.get(&model).map(|e| e.predicted_bytes).unwrap_or(0);
@@ -730,10 +1008,12 @@ impl Worker {
                         if still_loading {
                             // A remote network's first request costs the server, not us.
                             let local = self.registry.get(&model).is_some_and(|e| e.manifest.backend.is_none());
+                            let m: Arc<dyn Model> = Arc::from(l.model);
                             if local {
-                                loader::warm_up(&model, l.model.as_ref());
+                                // On the threads of the lane requests run in first.
+                                self.lanes.install(0, || loader::warm_up(&model, m.as_ref()));
                             }
-                            self.models.insert(model.clone(), l.model);
+                            self.models.insert(model.clone(), m);
                         }
                         tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);
                         self.emit(Event::Loaded {
@@ -754,40 +1034,72 @@ impl Worker {
         }
     }
 
+    /// The residency let request `id` run: in a free lane, or once one is.
     fn run_request(&mut self, model: String, id: RequestId) {
+        let Some(class) = self.requests.get(&id).map(|p| p.class) else {
+            let now = self.now();
+            let a = self.residency.request_finished(&model, id, now);
+            self.actions.extend(a);
+            return;
+        };
+        // Ready requests keep their order: a new one never passes a waiting one.
+        let waiting_same = self
+            .runnable
+            .iter()
+            .any(|(_, r)| self.requests.get(r).is_some_and(|p| p.class == class));
+        match lane_for(self.lanes.busy(), class) {
+            Some(lane) if !waiting_same => self.run_in_lane(lane, model, id),
+            _ => self.runnable.push_back((model, id)),
+        }
+    }
+
+    fn run_in_lane(&mut self, lane: usize, model: String, id: RequestId) {
         let Some(p) = self.requests.remove(&id) else {
             let now = self.now();
             let a = self.residency.request_finished(&model, id, now);
             self.actions.extend(a);
             return;
         };
-        let start = Instant::now();
+        let Some(m) = self.models.get(&model).cloned() else {
+            let error = format!("{model}: not resident (internal state mismatch)");
+            self.finish_run(id, p, Err(error), Instant::now());
+            return;
+        };
         let device = self.device.clone().unwrap_or(Device::Cpu);
-        let run = |m: &dyn Model| match &p.work {
-            Work::Image(img) => m.infer(img, &p.params).map(|(d, t)| (d, t, None)),
-            Work::Tensor(x) => {
-                let t0 = Instant::now();
-                crate::models::remote_net::serve_raw(m, x, &device).map(|y| {
+        let work = match &p.work {
+            Work::Image(i) => Work::Image(Arc::clone(i)),
+            Work::Tensor(t) => Work::Tensor(Arc::clone(t)),
+        };
+        let params = p.params;
+        let image_name = p.image_name.clone();
+        let class = p.class;
+        let job = move || {
+            let started = Instant::now();
+            let result = match &work {
+                Work::Image(img) => m.infer(img, &params).map(|(d, t)| (d, t, None)),
+                Work::Tensor(x) => crate::models::remote_net::serve_raw(m.as_ref(), x, &device).map(|y| {
                     let t = ModelTimings {
-                        forward: ms(t0.elapsed()),
+                        forward: ms(started.elapsed()),
                         ..Default::default()
                     };
                     (Vec::new(), t, Some(Arc::new(y)))
-                })
+                }),
+            };
+            // The model is let go before the worker hears of the end, so an
+            // unload that waited for this request frees its memory.
+            drop(m);
+            LaneOut::Ran {
+                result: result.map_err(|e| format!("{image_name}: {model}: {e}")),
+                started,
             }
         };
-        let result = match self.models.get(&model) {
-            None => Err(format!("{model}: not resident (internal state mismatch)")),
-            Some(m) => match std::panic::catch_unwind(AssertUnwindSafe(|| run(m.as_ref()))) {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(format!("{}: {model}: {e}", p.image_name)),
-                Err(panic) => Err(format!(
-                    "{}: {model} panicked during inference: {}",
-                    p.image_name,
-                    loader::panic_text(&panic)
-                )),
-            },
-        };
+        self.running.insert(id, p);
+        self.lanes.spawn(lane, class, id, job);
+    }
+
+    /// Answers a request that ran (or failed to) and tells the residency.
+    fn finish_run(&mut self, id: RequestId, p: Pending, result: Result<RunOutput, String>, started: Instant) {
+        let model = p.model.clone();
         let total = ms(p.submitted.elapsed());
         let answer = match result {
             Ok((mut detections, mt, tensor)) => {
@@ -805,7 +1117,7 @@ impl Worker {
                     );
                 }
                 let timings = Timings {
-                    queue: (ms(start - p.submitted) - p.decode_ms).max(0.0),
+                    queue: (ms(started.saturating_duration_since(p.submitted)) - p.decode_ms).max(0.0),
                     decode: p.decode_ms,
                     preprocess: mt.preprocess,
                     forward: mt.forward,
@@ -849,6 +1161,7 @@ impl Worker {
                     model: model.clone(),
                     image: p.image_name,
                     error,
+                    timed_out: false,
                 })
             }
         };
@@ -968,6 +1281,8 @@ impl Worker {
             reloads_after_eviction: self.reloads_after_eviction,
             queued_interactive: self.scheduler.waiting(Class::Interactive),
             queued_bulk: self.scheduler.waiting(Class::Bulk),
+            lanes: self.lanes.count(),
+            lanes_busy: self.lanes.busy().iter().filter(|b| b.is_some()).count(),
         };
         match self.snapshot.lock() {
             Ok(mut s) => *s = snap,

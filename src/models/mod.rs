@@ -34,7 +34,7 @@ pub use manifest::Manifest;
 use weights::{var_builder, ProgressFn, WeightsSource};
 
 /// A loaded network with its own pre- and post-processing.
-pub trait Model: Send {
+pub trait Model: Send + Sync {
     /// Runs the whole pipeline on an RGB image.
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)>;
 

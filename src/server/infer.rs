@@ -56,6 +56,18 @@ pub async fn infer(
     }
     let req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
     let n = req.images.len();
+    let client_permits = match super::state::Shared::client_permits(&state, &client.0, n) {
+        Ok(p) => p,
+        Err(held) => {
+            for _ in 0..n {
+                state.metrics.record_fail(&model);
+            }
+            return Err(ApiError::overloaded(format!(
+                "this client has {held} images queued and asks for {n} more; one client may have at most {} waiting (--max-queue-per-client); retry when some are answered",
+                state.options.max_queue_per_client
+            )));
+        }
+    };
     let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {
         Ok(p) => p,
         Err(_) => {
@@ -75,7 +87,7 @@ pub async fn infer(
     };
     // One image is interactive (a click, a frame); more are a batch.
     let class = if n == 1 { Class::Interactive } else { Class::Bulk };
-    let ticket = Ticket::new(client.0, class, req.priority);
+    let ticket = Ticket::new(client.0, class, req.priority).with_timeout(req.timeout_us.map(|us| us.div_ceil(1000)));
     let started = Instant::now();
     let mut waits = Vec::with_capacity(n);
     // A client that goes away drops this future: its images that have not
@@ -108,11 +120,15 @@ pub async fn infer(
     let deadline = tokio::time::Instant::now() + state.options.timeout;
     let mut answers: Vec<Result<Value, String>> = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
+    let mut timed_out = 0;
     for (name, rx) in waits {
         let a = match rx {
             None => Err("engine queue is full or stopped; retry".to_string()),
             Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(a)) => a.map_err(|e: InferError| e.error),
+                Ok(Ok(a)) => a.map_err(|e: InferError| {
+                    timed_out += usize::from(e.timed_out);
+                    e.error
+                }),
                 Ok(Err(_)) => Err("engine stopped before answering".to_string()),
                 Err(_) => Err(format!("no answer within {} s", state.options.timeout.as_secs())),
             },
@@ -137,6 +153,17 @@ pub async fn infer(
     }
     cancel.ids.clear();
     drop(permits);
+    drop(client_permits);
+    // Nothing started before its queue timeout: the request as a whole is
+    // refused, as Triton's queue policy does, so a client can back off.
+    if n > 0 && timed_out == n {
+        let first = answers
+            .iter()
+            .find_map(|a| a.as_ref().err())
+            .cloned()
+            .unwrap_or_default();
+        return Err(ApiError::overloaded(first));
+    }
     let detections: Vec<Vec<u8>> = answers
         .iter()
         .zip(&results)

@@ -167,6 +167,7 @@ fn shared(engine: Engine, registry: Registry, options: ServerOptions, loopback: 
     let state = Arc::new(Shared {
         loopback,
         queue: Arc::new(Semaphore::new(options.max_queue)),
+        per_client: Default::default(),
         engine,
         registry,
         options,

@@ -76,6 +76,9 @@ pub fn now_epoch_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub max_queue: usize,
+    /// Images one client may have waiting at once, so no client holds
+    /// every permit of `max_queue`.
+    pub max_queue_per_client: usize,
     pub max_body: usize,
     pub timeout: Duration,
     /// Keys, allowed hosts and origins.
@@ -88,10 +91,67 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_queue: 64,
+            max_queue_per_client: 32,
             max_body: 256 << 20,
             timeout: Duration::from_secs(120),
             access: super::security::Access::default(),
             drain: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Half of the queue, at least one image.
+    pub fn default_per_client(max_queue: usize) -> usize {
+        (max_queue / 2).max(1)
+    }
+}
+
+/// Images each client has waiting; an entry leaves when its count is 0.
+#[derive(Default)]
+pub struct PerClient(Mutex<std::collections::HashMap<String, usize>>);
+
+/// A client's share of the queue, given back when dropped.
+pub struct ClientPermits {
+    table: State,
+    client: String,
+    n: usize,
+}
+
+impl PerClient {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+impl Shared {
+    /// Takes `n` of `client`'s share of the queue, or says how many it holds.
+    pub fn client_permits(state: &State, client: &str, n: usize) -> Result<ClientPermits, usize> {
+        let mut t = state.per_client.lock();
+        let held = t.get(client).copied().unwrap_or(0);
+        if held + n > state.options.max_queue_per_client {
+            return Err(held);
+        }
+        t.insert(client.to_string(), held + n);
+        Ok(ClientPermits {
+            table: state.clone(),
+            client: client.to_string(),
+            n,
+        })
+    }
+}
+
+impl Drop for ClientPermits {
+    fn drop(&mut self) {
+        let mut t = self.table.per_client.lock();
+        if let Some(held) = t.get_mut(&self.client) {
+            *held = held.saturating_sub(self.n);
+            if *held == 0 {
+                t.remove(&self.client);
+            }
         }
     }
 }
@@ -104,6 +164,8 @@ pub struct Shared {
     pub options: ServerOptions,
     /// Permits for images waiting on or in the engine; none left = 503.
     pub queue: Arc<Semaphore>,
+    /// Each client's images in `queue`.
+    pub per_client: PerClient,
     pub stats: Mutex<BTreeMap<String, ModelStats>>,
     pub metrics: Metrics,
     pub events: broadcast::Sender<Event>,

@@ -18,6 +18,10 @@ pub struct InferRequest {
     pub iou: Option<f32>,
     /// Request parameter `priority` (Triton's: 1 is the highest, 0 the default).
     pub priority: u32,
+    /// Request parameter `timeout` (Triton's: microseconds an image may wait
+    /// in the queue before it is answered with an error; 0 or none = the
+    /// server's default).
+    pub timeout_us: Option<u64>,
     /// Names for the images (request parameter `image_names`, a JSON list).
     pub names: Vec<String>,
     /// Requested outputs and whether each is binary; empty = all, JSON.
@@ -198,6 +202,26 @@ fn param_priority(p: &Map<String, Value>) -> Result<u32, String> {
     }
 }
 
+/// The longest queue timeout a request may ask for (an hour).
+const MAX_TIMEOUT_US: u64 = 3_600_000_000;
+
+fn param_timeout(p: &Map<String, Value>) -> Result<Option<u64>, String> {
+    match p.get("timeout") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| *n <= MAX_TIMEOUT_US)
+            .map(|n| (n > 0).then_some(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "parameter 'timeout': expected microseconds as a whole number in 0..{MAX_TIMEOUT_US}, got {}",
+                    shown(v)
+                ))
+            }),
+    }
+}
+
 fn param_bool(p: Option<&Map<String, Value>>, key: &str) -> bool {
     p.and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
 }
@@ -308,6 +332,7 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
         req.conf = param_f32(p, "conf")?;
         req.iou = param_f32(p, "iou")?;
         req.priority = param_priority(p)?;
+        req.timeout_us = param_timeout(p)?;
         match p.get("image_names") {
             None | Some(Value::Null) => {}
             Some(Value::String(n)) => {
@@ -563,6 +588,14 @@ mod tests {
         assert_eq!(r.outputs, vec![("SCORES".to_string(), true)]);
         let with_priority = head.replace(r#""conf":0.25"#, r#""conf":0.25,"priority":"2""#);
         assert_eq!(parse_infer(with_priority.as_bytes(), &tail).map(|r| r.priority), Ok(2));
+        let with_timeout = head.replace(r#""conf":0.25"#, r#""conf":0.25,"timeout":250000"#);
+        assert_eq!(
+            parse_infer(with_timeout.as_bytes(), &tail).map(|r| r.timeout_us),
+            Ok(Some(250_000))
+        );
+        let bad_timeout = head.replace(r#""conf":0.25"#, r#""conf":0.25,"timeout":-5"#);
+        let e = parse_infer(bad_timeout.as_bytes(), &tail).err().unwrap_or_default();
+        assert!(e.contains("parameter 'timeout'"), "{e}");
 
         let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
         let head = format!(r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["{b64}"]}}]}}"#);

@@ -1,0 +1,165 @@
+//! Lanes: where images are decoded and models run, side by side.
+//!
+//! Each lane is a thread pool of its own (the compute threads its kernels
+//! fan out to), so a request in one lane never waits behind the parallel
+//! loops of another: the operating system shares the cores among the busy
+//! lanes. The worker hands a lane one job at a time and hears back on one
+//! channel; which lane a job may take is [`super::scheduler::lane_for`].
+//! Loads never run here (they have the loader thread).
+
+use std::panic::AssertUnwindSafe;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use super::residency::RequestId;
+use super::scheduler::Class;
+
+/// What a finished job hands back: the value, or the text of its panic.
+pub(super) struct Finished<T> {
+    pub lane: usize,
+    pub id: RequestId,
+    pub value: Result<T, String>,
+}
+
+pub(super) struct Lanes<T: Send + 'static> {
+    pools: Vec<Option<rayon::ThreadPool>>,
+    busy: Vec<Option<Class>>,
+    done_tx: Sender<Finished<T>>,
+    done_rx: Receiver<Finished<T>>,
+}
+
+/// The default number of lanes: two where there are two cores or more (one
+/// for interactive work while bulk work runs in the other), else one.
+pub fn default_lanes() -> usize {
+    if compute_threads() >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Threads in each lane's pool: every core (the busy lanes share them).
+pub fn compute_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl<T: Send + 'static> Lanes<T> {
+    /// `count` lanes of `threads` threads each. A pool that cannot be started
+    /// leaves its lane on rayon's global pool (logged), never without a lane.
+    pub fn new(count: usize, threads: usize) -> Lanes<T> {
+        let count = count.max(1);
+        let pools = (0..count)
+            .map(|l| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads.max(1))
+                    .thread_name(move |i| format!("modeldock-lane{l}-{i}"))
+                    .build();
+                match pool {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!("lane {l}: cannot start its threads ({e}); it uses the shared pool");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let (done_tx, done_rx) = unbounded();
+        Lanes {
+            pools,
+            busy: vec![None; count],
+            done_tx,
+            done_rx,
+        }
+    }
+
+    pub fn busy(&self) -> &[Option<Class>] {
+        &self.busy
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.busy.iter().all(Option::is_none)
+    }
+
+    pub fn count(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// The channel finished jobs arrive on.
+    pub fn finished(&self) -> &Receiver<Finished<T>> {
+        &self.done_rx
+    }
+
+    /// Marks `lane` free again (its job's [`Finished`] arrived).
+    pub fn release(&mut self, lane: usize) {
+        if let Some(b) = self.busy.get_mut(lane) {
+            *b = None;
+        }
+    }
+
+    /// Runs `job` for request `id` in `lane`, which must be free; its
+    /// result (or its panic, as text) arrives on [`Self::finished`].
+    pub fn spawn(&mut self, lane: usize, class: Class, id: RequestId, job: impl FnOnce() -> T + Send + 'static) {
+        let Some(slot) = self.busy.get_mut(lane) else {
+            return;
+        };
+        *slot = Some(class);
+        let tx = self.done_tx.clone();
+        let task = move || {
+            let value = std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|p| super::loader::panic_text(&p));
+            let _ = tx.send(Finished { lane, id, value });
+        };
+        match self.pools.get(lane).and_then(Option::as_ref) {
+            Some(pool) => pool.spawn(task),
+            None => rayon::spawn(task),
+        }
+    }
+
+    /// Runs `f` on `lane`'s threads and waits for it (a model's warm-up, so
+    /// the threads that will run its requests have their scratch grown).
+    pub fn install<R: Send>(&self, lane: usize, f: impl FnOnce() -> R + Send) -> R {
+        match self.pools.get(lane).and_then(Option::as_ref) {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn jobs_run_side_by_side_and_panics_come_back_as_text() {
+        let mut lanes: Lanes<usize> = Lanes::new(2, 1);
+        let (hold_tx, hold_rx) = crossbeam_channel::bounded::<()>(0);
+        // Lane 0 waits until lane 1's job has run: they must overlap.
+        lanes.spawn(0, Class::Bulk, 1, move || {
+            let _ = hold_rx.recv_timeout(Duration::from_secs(20));
+            rayon::current_num_threads()
+        });
+        lanes.spawn(1, Class::Interactive, 2, move || {
+            let _ = hold_tx.send(());
+            7
+        });
+        assert_eq!(lanes.busy(), &[Some(Class::Bulk), Some(Class::Interactive)]);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let f = lanes
+                .finished()
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a job finished");
+            lanes.release(f.lane);
+            got.push((f.id, f.value));
+        }
+        got.sort_by_key(|g| g.0);
+        assert_eq!(got, vec![(1, Ok(1)), (2, Ok(7))]);
+        assert!(lanes.is_idle());
+        lanes.spawn(1, Class::Bulk, 3, || panic!("boom"));
+        let f = lanes
+            .finished()
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the panic came back");
+        assert_eq!((f.lane, f.id, f.value), (1, 3, Err("boom".to_string())));
+    }
+}
