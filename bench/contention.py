@@ -9,6 +9,9 @@ own client (PyPI `tritonclient[http]`, binary tensors), in three phases of
                (a 512x512 PNG), back to back
   bulk alone   two bulk clients: `mtcnn` requests of four 1920x1280 images each
   together     the interactive client and the two bulk clients at once
+  live         `modeldock live --server URL --model face-landmarks` on the
+               synthetic 30 fps source (640x480, --frames frames), alone and
+               while the two bulk clients run
 
 Every request carries a different `conf`, so the result cache never answers.
 It prints the interactive p50/p99 alone and together, the bulk images/s alone
@@ -16,11 +19,12 @@ and together, and the two ratios the scheduler is held to:
 
   interactive p99 together / alone   (target <= 3)
   bulk images/s together / alone     (target >= 0.7)
+  live inference fps beside bulk     (target >= 25)
 
 Run (build first: cargo build --release; .ci/deps makes .ci/venv-client):
 
     .ci/venv-client/bin/python bench/contention.py [--modeldock target/release/modeldock] \\
-        [--seconds 15] [--json-out FILE]
+        [--seconds 15] [--frames 300] [--lanes N] [--json-out FILE]
 
 Run it on an otherwise idle machine; the load average is printed.
 """
@@ -65,10 +69,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(exe, port):
+def start_server(exe, port, lanes):
     env = dict(os.environ)
     env.pop("MODELDOCK_HOST", None)
-    p = subprocess.Popen([exe, "serve", "--port", str(port)], env=env,
+    extra = ["--lanes", str(lanes)] if lanes else []
+    p = subprocess.Popen([exe, "serve", "--port", str(port), *extra], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -143,10 +148,36 @@ def phase(host, seconds, interactive, bulk, face_png, photos):
     return out
 
 
+def live(exe, url, frames, bulk, photos):
+    """`modeldock live` against the server, with `bulk` bulk clients running beside it."""
+    stop = threading.Event()
+    clients = [Client(url.removeprefix("http://"), "mtcnn", photos, stop, 20 + i) for i in range(bulk)]
+    for c in clients:
+        c.start()
+    env = dict(os.environ)
+    env.pop("MODELDOCK_HOST", None)
+    try:
+        out = subprocess.run([exe, "live", "--server", url, "--source", "synthetic", "--model", "face-landmarks",
+                              "--frames", str(frames), "--json"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=600)
+    if out.returncode != 0:
+        sys.exit(f"contention: modeldock live failed: {out.stderr.strip()}")
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"inference_fps": round(s["inference_fps"], 1), "camera_fps": round(s["camera_fps"], 1),
+            "frames_inferred": s["frames_inferred"], "e2e_p95_ms": round(s["e2e_latency_p95_ms"], 1),
+            "bulk_images": sum(c.done_images for c in clients)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modeldock", default=os.path.join(ROOT, "target", "release", "modeldock"))
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--frames", type=int, default=300, help="frames of each live phase")
+    ap.add_argument("--lanes", type=int, help="the server's --lanes (default: its own)")
     ap.add_argument("--json-out")
     a = ap.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f}")
@@ -154,7 +185,7 @@ def main():
         face_png = f.read()
     photos = [png(1920, 1280, s) for s in range(4)]
     port = free_port()
-    server, url = start_server(a.modeldock, port)
+    server, url = start_server(a.modeldock, port, a.lanes)
     host = f"127.0.0.1:{port}"
     try:
         for m in ("face-detector", "mtcnn"):
@@ -163,6 +194,8 @@ def main():
         alone = phase(host, a.seconds, True, 0, face_png, photos)
         bulk_alone = phase(host, a.seconds, False, 2, face_png, photos)
         together = phase(host, a.seconds, True, 2, face_png, photos)
+        live_alone = live(a.modeldock, url, a.frames, 0, photos)
+        live_bulk = live(a.modeldock, url, a.frames, 2, photos)
     finally:
         server.terminate()
         try:
@@ -172,9 +205,10 @@ def main():
     p99_ratio = together["interactive_p99_ms"] / alone["interactive_p99_ms"]
     bulk_ratio = together["bulk_images_per_s"] / bulk_alone["bulk_images_per_s"]
     result = {
-        "alone": alone, "bulk_alone": bulk_alone, "together": together,
+        "lanes": a.lanes, "alone": alone, "bulk_alone": bulk_alone, "together": together,
+        "live_alone": live_alone, "live_with_bulk": live_bulk,
         "interactive_p99_ratio": round(p99_ratio, 2), "bulk_throughput_ratio": round(bulk_ratio, 2),
-        "targets": {"interactive_p99_ratio_max": 3.0, "bulk_throughput_ratio_min": 0.7},
+        "targets": {"interactive_p99_ratio_max": 3.0, "bulk_throughput_ratio_min": 0.7, "live_fps_min": 25},
     }
     print(f"interactive alone:    p50 {alone['interactive_p50_ms']} ms, p99 {alone['interactive_p99_ms']} ms "
           f"({alone['interactive_requests']} requests)")
@@ -184,6 +218,9 @@ def main():
     print(f"bulk together: {together['bulk_images_per_s']} images/s")
     print(f"interactive p99 together/alone: {p99_ratio:.2f} (target <= 3)")
     print(f"bulk images/s together/alone:   {bulk_ratio:.2f} (target >= 0.7)")
+    print(f"live face-landmarks alone:     {live_alone['inference_fps']} fps (e2e p95 {live_alone['e2e_p95_ms']} ms)")
+    print(f"live face-landmarks with bulk: {live_bulk['inference_fps']} fps (e2e p95 {live_bulk['e2e_p95_ms']} ms, "
+          f"{live_bulk['bulk_images']} bulk images beside it) (target >= 25)")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump(result, f, indent=2)

@@ -86,6 +86,7 @@ impl EngineFlags {
             c.lanes = n as usize;
         }
         c.queue_timeout_ms = self.queue_timeout;
+        c.sizes_file = crate::engine::sizes::default_path();
         c.preload = self
             .preload
             .iter()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
-use modeldock::engine::{Event, ImageInput};
+use modeldock::engine::{EngineConfig, Event, ImageInput};
 use modeldock::vision::InferParams;
 
 fn bytes(name: &str, b: Vec<u8>) -> ImageInput {
@@ -236,5 +236,44 @@ fn a_model_over_budget_fails_with_a_clear_message_and_others_keep_serving() {
     assert!(engine
         .infer_wait("small", bytes("b", png(12, 10)), InferParams::default())
         .is_ok());
+    engine.shutdown();
+}
+
+#[test]
+fn a_measured_size_is_remembered_across_restarts_and_admits_the_next_load() {
+    use modeldock::engine::sizes::SizeBook;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let models = dir.path().join("models");
+    modeldock::models::toy::write_toy_model(&models, "big", 8 << 20, "", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("cache").join("measured-sizes.json");
+    let cfg = || EngineConfig {
+        sizes_file: Some(file.clone()),
+        ..config()
+    };
+    let (engine, reg) = engine_for(&models, cfg());
+    let predicted = reg.get("big").map(|e| e.predicted_bytes).unwrap_or(0);
+    assert_eq!(
+        engine.plan_load("big").map(|p| p.predicted_bytes).ok(),
+        Some(predicted),
+        "first run: the header's prediction"
+    );
+    engine.load("big").unwrap_or_else(|e| panic!("{e}"));
+    wait_state(&engine, "big", "Resident");
+    let measured = engine.status("big").and_then(|m| m.measured_bytes).unwrap_or(0);
+    engine.shutdown();
+    assert!(measured > 0, "32 MiB of weights measured as {measured} bytes");
+    let book = SizeBook::open(Some(file.clone()));
+    assert_eq!(book.len(), 1, "one measurement remembered in {}", file.display());
+
+    // The next run admits the load at the measured size.
+    let (engine, _) = engine_for(&models, cfg());
+    let admitted = engine.plan_load("big").map(|p| p.predicted_bytes).unwrap_or(0);
+    assert_eq!(admitted, measured.max(predicted / 2));
+    engine.shutdown();
+
+    // A corrupt file is ignored: the prediction again.
+    std::fs::write(&file, "{\"format\": 7").unwrap_or_else(|e| panic!("{e}"));
+    let (engine, _) = engine_for(&models, cfg());
+    assert_eq!(engine.plan_load("big").map(|p| p.predicted_bytes).ok(), Some(predicted));
     engine.shutdown();
 }

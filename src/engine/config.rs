@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// How long a request may wait to start before it is answered with an
     /// error; `None` = no limit.
     pub queue_timeout_ms: Option<u64>,
+    /// Where measured sizes are remembered across restarts
+    /// (`engine::sizes`); `None` = this run only.
+    pub sizes_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,7 @@ impl EngineConfig {
             lanes: super::lanes::default_lanes(),
             lane_threads: super::lanes::compute_threads(),
             queue_timeout_ms: None,
+            sizes_file: None,
         }
     }
 }

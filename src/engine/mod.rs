@@ -12,6 +12,7 @@ pub mod lanes;
 pub mod loader;
 pub mod residency;
 pub mod scheduler;
+pub mod sizes;
 pub mod stats;
 mod worker;
 

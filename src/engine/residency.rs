@@ -697,6 +697,16 @@ impl Residency {
         }
     }
 
+    /// The bytes `id`'s next load is admitted at (a measured size); a model
+    /// that holds memory keeps the size it was admitted at until it leaves.
+    pub fn set_size(&mut self, id: &str, bytes: u64) {
+        if let Some(s) = self.slots.get_mut(id) {
+            if !s.phase.holds_memory() {
+                s.predicted = bytes;
+            }
+        }
+    }
+
     pub fn set_pinned(&mut self, id: &str, pinned: bool) -> bool {
         match self.slots.get_mut(id) {
             Some(s) => {

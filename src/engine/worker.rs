@@ -129,6 +129,8 @@ struct Worker {
     load_progress: HashMap<String, Option<u64>>,
     /// The cancel flag of each model's load in progress.
     load_cancels: HashMap<String, Arc<AtomicBool>>,
+    /// Measured sizes remembered across restarts.
+    sizes: super::sizes::SizeBook,
     dirty: bool,
     /// The remote servers' states at the last publish.
     remote_seen: Vec<crate::backend::ServerView>,
@@ -150,10 +152,11 @@ pub(super) fn spawn(
             let (msg_tx, msg_rx) = bounded(1024);
             let loader = loader::spawn(load_rx, msg_tx);
             let mut residency = Residency::new(config.budget_bytes, config.max_resident, config.default_keep_alive);
+            let sizes = super::sizes::SizeBook::open(config.sizes_file.clone());
             for e in &registry.entries {
                 residency.register(
                     &e.manifest.id,
-                    e.predicted_bytes,
+                    super::sizes::admission_bytes(e, &config, &sizes),
                     e.manifest.pinned,
                     e.manifest.keep_alive(),
                 );
@@ -188,6 +191,7 @@ pub(super) fn spawn(
                 staged: HashMap::new(),
                 load_progress: HashMap::new(),
                 load_cancels: HashMap::new(),
+                sizes,
                 dirty: true,
                 remote_seen: Vec::new(),
             };
@@ -300,7 +304,12 @@ impl Worker {
                 Some(s) => (s.pinned, s.keep_alive),
                 None => (e.manifest.pinned, e.manifest.keep_alive()),
             };
-            residency.register(id, e.predicted_bytes, pinned, keep_alive);
+            residency.register(
+                id,
+                super::sizes::admission_bytes(e, &self.config, &self.sizes),
+                pinned,
+                keep_alive,
+            );
             if self.models.contains_key(id) {
                 let _ = residency.load(id, now);
                 let _ = residency.load_finished(id, Ok(None), now);
@@ -496,8 +505,12 @@ impl Worker {
             return;
         }
         e.predicted_bytes = e.predicted_in_memory(self.config.device == super::config::DeviceChoice::Cpu);
-        self.residency
-            .register(&id, e.predicted_bytes, e.manifest.pinned, e.manifest.keep_alive());
+        self.residency.register(
+            &id,
+            super::sizes::admission_bytes(&e, &self.config, &self.sizes),
+            e.manifest.pinned,
+            e.manifest.keep_alive(),
+        );
         tracing::info!("{id}: registered from {}", e.origin);
         self.registry.upsert(e);
     }
@@ -895,6 +908,11 @@ impl Worker {
                     }
                 }
                 tracing::info!("{model}: {reason}");
+                // Its next load is admitted at its measured size, once known.
+                if let Some(e) = self.registry.get(&model) {
+                    let bytes = super::sizes::admission_bytes(e, &self.config, &self.sizes);
+                    self.residency.set_size(&model, bytes);
+                }
                 if matches!(reason, super::residency::FreeReason::Evicted { .. }) {
                     let now = self.now();
                     self.evicted_at.insert(model.clone(), now);
@@ -1016,6 +1034,14 @@ impl Worker {
                             self.models.insert(model.clone(), m);
                         }
                         tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);
+                        if let (Some(bytes), Some(key)) = (
+                            l.measured_bytes,
+                            self.registry
+                                .get(&model)
+                                .and_then(|e| super::sizes::key_of(e, &self.config)),
+                        ) {
+                            self.sizes.record(key, bytes);
+                        }
                         self.emit(Event::Loaded {
                             model: model.clone(),
                             predicted_bytes: predicted,

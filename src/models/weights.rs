@@ -37,6 +37,10 @@ impl WeightsSource {
 pub struct HeaderInfo {
     pub tensors: usize,
     pub data_bytes: u64,
+    /// blake3 of the header and the data length, in hex: every tensor's
+    /// name, dtype, shape and place, so two files with one fingerprint
+    /// take the same memory (the key of measured sizes).
+    pub fingerprint: String,
 }
 
 /// safetensors' own limit on the header (`MAX_HEADER_SIZE`).
@@ -312,9 +316,13 @@ fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
                 .unwrap_or_else(|| "there are none".to_string())
         )));
     }
+    let mut h = blake3::Hasher::new();
+    h.update(header);
+    h.update(&data_len.to_le_bytes());
     Ok(HeaderInfo {
         tensors: entries.len(),
         data_bytes: at,
+        fingerprint: h.finalize().to_hex().to_string(),
     })
 }
 
