@@ -1,0 +1,115 @@
+//! The published [`Snapshot`]: what the UI, `/api/ps` and the metrics read.
+
+use std::collections::HashMap;
+
+use super::Worker;
+use crate::engine::loader;
+use crate::engine::residency::Phase;
+use crate::engine::scheduler::Class;
+use crate::engine::{Event, ModelStatus, RemoteStatus, Snapshot};
+use crate::models::registry::WeightsResolved;
+
+impl Worker {
+    pub(super) fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let now = self.now();
+        let device = self.config.device.label();
+        let mut queued: HashMap<&str, usize> = HashMap::new();
+        for st in self.staged.values() {
+            *queued.entry(st.model.as_str()).or_default() += 1;
+        }
+        let models = self
+            .registry
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let id = &e.manifest.id;
+                let s = self.residency.slot(id)?;
+                let (bytes_done, bytes_total, downloading) = match s.phase {
+                    Phase::Loading {
+                        bytes_done,
+                        bytes_total,
+                        downloading,
+                    } => (bytes_done, bytes_total, downloading),
+                    _ => (0, 0, false),
+                };
+                let weights_missing = match &e.weights {
+                    WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
+                    WeightsResolved::Local(_) | WeightsResolved::Remote => None,
+                };
+                let held = matches!(s.phase, Phase::Resident { .. });
+                Some(ModelStatus {
+                    id: id.clone(),
+                    name: e.manifest.name.clone(),
+                    task: e.manifest.task.clone(),
+                    arch: e.manifest.arch.clone(),
+                    state: s.phase.state(),
+                    failed_reason: match &s.phase {
+                        Phase::Failed { reason } => Some(reason.clone()),
+                        _ => None,
+                    },
+                    bytes_done,
+                    bytes_total,
+                    eta_ms: self.load_progress.get(id).copied().flatten(),
+                    predicted_bytes: e.predicted_bytes,
+                    measured_bytes: match s.phase {
+                        Phase::Resident { measured } => measured,
+                        _ => None,
+                    },
+                    device: if held { device.clone() } else { String::new() },
+                    pinned: s.pinned,
+                    keep_alive: s.keep_alive.unwrap_or(self.residency.default_keep_alive).to_string(),
+                    keep_alive_left_ms: self.residency.keep_alive_left(id, now),
+                    last_used_ms_ago: (s.loads_started > 0).then(|| now.saturating_sub(s.last_used)),
+                    in_flight: s.in_flight.len(),
+                    waiting: s.parked.len() + s.after_unload.len(),
+                    loads: s.loads_started,
+                    licence: e.manifest.licence.clone(),
+                    origin: e.origin.clone(),
+                    download_bytes: (weights_missing.is_some()
+                        && loader::CAN_DOWNLOAD
+                        && !crate::models::hub::offline())
+                    .then(|| e.manifest.option("size_bytes", 0.0) as u64),
+                    weights_missing,
+                    downloading,
+                    queued: queued.get(id.as_str()).copied().unwrap_or(0),
+                    remote: e.manifest.backend.as_ref().map(|b| {
+                        let v = crate::backend::status(b);
+                        RemoteStatus {
+                            backend: b.describe(),
+                            unreachable: v.unreachable,
+                            split: v.split,
+                            raw: e.manifest.arch == crate::models::manifest::RAW_ARCH,
+                            server_state: v.index,
+                        }
+                    }),
+                })
+            })
+            .collect();
+        let snap = Snapshot {
+            device,
+            budget_bytes: self.residency.budget,
+            used_bytes: self.residency.used_bytes(),
+            max_resident: self.residency.max_resident,
+            models,
+            latency: self.stats.snapshot(),
+            queue: self.stats.queue_snapshot(),
+            cache_entries: self.cache.len(),
+            cache_hits: self.cache.hits,
+            cache_misses: self.cache.misses,
+            reloads_after_eviction: self.reloads_after_eviction,
+            queued_interactive: self.scheduler.waiting(Class::Interactive),
+            queued_bulk: self.scheduler.waiting(Class::Bulk),
+            lanes: self.lanes.count(),
+            lanes_busy: self.lanes.busy().iter().filter(|b| b.is_some()).count(),
+        };
+        match self.snapshot.lock() {
+            Ok(mut s) => *s = snap,
+            Err(p) => *p.into_inner() = snap,
+        }
+        self.emit(Event::Changed);
+    }
+}
