@@ -30,6 +30,7 @@ Run it on an otherwise idle machine; the load average is printed.
 """
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -94,22 +95,33 @@ def load(url, model):
         r.read()
 
 
+CLIENTS = itertools.count()
+
+
 class Client(threading.Thread):
-    """Sends `images` to `model` back to back until `stop` is set."""
+    """Sends `images` to `model` back to back until `stop` is set.
+
+    Every request of every client in the run carries its own `conf`: each
+    client walks a range of its own (0.01 wide, steps of 1e-6), so no request
+    repeats an earlier phase's and the result cache never answers."""
 
     def __init__(self, host, model, images, stop, seed):
         super().__init__(daemon=True)
         self.client = httpclient.InferenceServerClient(host, connection_timeout=600, network_timeout=600)
         self.model, self.images, self.stop = model, images, stop
         self.latencies, self.done_images, self.errors = [], 0, 0
-        self.conf = 0.3 + (seed % 100) * 1e-4
+        self.base = 0.2 + 0.01 * next(CLIENTS)
+        self.sent = 0
+        if self.base > 0.9:
+            sys.exit("contention: more clients than distinct conf ranges")
 
     def run(self):
         data = np.array(self.images, dtype=np.object_)
         while not self.stop.is_set():
             inp = httpclient.InferInput("IMAGE", [len(self.images)], "BYTES")
             inp.set_data_from_numpy(data, binary_data=True)
-            self.conf = 0.3 + ((self.conf - 0.3 + 1.37e-4) % 0.4)
+            self.conf = self.base + 1e-6 * (self.sent % 9000)
+            self.sent += 1
             t0 = time.perf_counter()
             try:
                 self.client.infer(self.model, [inp], parameters={"conf": self.conf},
@@ -148,8 +160,10 @@ def phase(host, seconds, interactive, bulk, face_png, photos):
     return out
 
 
-def live(exe, url, frames, bulk, photos):
-    """`modeldock live` against the server, with `bulk` bulk clients running beside it."""
+def live(exe, url, frames, bulk, photos, conf):
+    """`modeldock live` against the server, with `bulk` bulk clients running beside it.
+    The synthetic source renders the same frames in every run: `conf` differs
+    per phase so the result cache never answers a frame."""
     stop = threading.Event()
     clients = [Client(url.removeprefix("http://"), "mtcnn", photos, stop, 20 + i) for i in range(bulk)]
     for c in clients:
@@ -158,7 +172,7 @@ def live(exe, url, frames, bulk, photos):
     env.pop("MODELDOCK_HOST", None)
     try:
         out = subprocess.run([exe, "live", "--server", url, "--source", "synthetic", "--model", "face-landmarks",
-                              "--frames", str(frames), "--json"], env=env, capture_output=True, text=True,
+                              "--frames", str(frames), "--conf", str(conf), "--json"], env=env, capture_output=True, text=True,
                              timeout=600)
     finally:
         stop.set()
@@ -194,8 +208,8 @@ def main():
         alone = phase(host, a.seconds, True, 0, face_png, photos)
         bulk_alone = phase(host, a.seconds, False, 2, face_png, photos)
         together = phase(host, a.seconds, True, 2, face_png, photos)
-        live_alone = live(a.modeldock, url, a.frames, 0, photos)
-        live_bulk = live(a.modeldock, url, a.frames, 2, photos)
+        live_alone = live(a.modeldock, url, a.frames, 0, photos, 0.51)
+        live_bulk = live(a.modeldock, url, a.frames, 2, photos, 0.52)
     finally:
         server.terminate()
         try:

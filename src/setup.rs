@@ -46,6 +46,9 @@ pub struct EngineFlags {
     /// An image that waits this long without starting is answered with an error (250ms, 5s) [default: no limit]
     #[arg(long, value_name = "D", env = "MODELDOCK_QUEUE_TIMEOUT", value_parser = queue_timeout)]
     pub queue_timeout: Option<u64>,
+    /// How far below the normal priority bulk work runs, in nice steps 0-19 (Linux) [default: 10]
+    #[arg(long, value_name = "N", env = "MODELDOCK_BULK_NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub bulk_nice: Option<u8>,
 }
 
 /// `--queue-timeout`: a positive duration, in milliseconds.
@@ -86,6 +89,9 @@ impl EngineFlags {
             c.lanes = n as usize;
         }
         c.queue_timeout_ms = self.queue_timeout;
+        if let Some(n) = self.bulk_nice {
+            c.bulk_nice = i32::from(n);
+        }
         c.sizes_file = crate::engine::sizes::default_path();
         c.preload = self
             .preload

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub lanes: usize,
     /// Compute threads in each lane's pool.
     pub lane_threads: usize,
+    /// Nice steps below the normal priority that bulk work runs at, in the
+    /// lanes past the first (Linux; 0 = the same priority).
+    pub bulk_nice: i32,
     /// How long a request may wait to start before it is answered with an
     /// error; `None` = no limit.
     pub queue_timeout_ms: Option<u64>,
@@ -141,6 +144,7 @@ impl EngineConfig {
             random_weights: false,
             lanes: super::lanes::default_lanes(),
             lane_threads: super::lanes::compute_threads(),
+            bulk_nice: super::lanes::DEFAULT_BULK_NICE,
             queue_timeout_ms: None,
             sizes_file: None,
         }

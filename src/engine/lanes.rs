@@ -23,9 +23,61 @@ pub(super) struct Finished<T> {
 
 pub(super) struct Lanes<T: Send + 'static> {
     pools: Vec<Option<rayon::ThreadPool>>,
+    /// Where lane l (past the first) runs bulk jobs, its threads at the
+    /// engine's `bulk_nice`.
+    bulk_pools: Vec<Option<rayon::ThreadPool>>,
     busy: Vec<Option<Class>>,
     done_tx: Sender<Finished<T>>,
     done_rx: Receiver<Finished<T>>,
+}
+
+/// How far below the normal priority bulk work runs (Linux nice steps), by
+/// default: an interactive image then gets most of the cores while a batch
+/// runs beside it. `bench/contention.py` on two cores measured 0, 5, 10, 15
+/// and 19: higher keeps the interactive p99 lower but costs bulk throughput,
+/// even alone when other programs (its own clients) want the cores; 10 is
+/// the balance (see bench/README.md).
+pub const DEFAULT_BULK_NICE: i32 = 10;
+
+/// Lane `l`'s pool of `threads` threads (`kind` tells bulk pools' names
+/// apart), at `nice`; `None`, logged, when it cannot start (the lane then
+/// uses rayon's shared pool: never without a lane).
+fn pool(l: usize, threads: usize, kind: &'static str, nice: i32) -> Option<rayon::ThreadPool> {
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("modeldock-lane{l}{kind}-{i}"))
+        .start_handler(move |_| lower_priority(nice))
+        .build();
+    match built {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("lane {l}: cannot start its threads ({e}); it uses the shared pool");
+            None
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` steps (Linux
+/// keeps a nice value per thread); elsewhere, or at 0, nothing.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: plain system calls on the calling thread's own id.
+        let r = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            // Relative to the priority the process runs at (nice 19 at most).
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19))
+        };
+        if r != 0 {
+            tracing::debug!(
+                "lane thread: cannot lower its priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// The default number of lanes: two where there are two cores or more (one
@@ -46,26 +98,18 @@ pub fn compute_threads() -> usize {
 impl<T: Send + 'static> Lanes<T> {
     /// `count` lanes of `threads` threads each. A pool that cannot be started
     /// leaves its lane on rayon's global pool (logged), never without a lane.
-    pub fn new(count: usize, threads: usize) -> Lanes<T> {
+    pub fn new(count: usize, threads: usize, bulk_nice: i32) -> Lanes<T> {
         let count = count.max(1);
-        let pools = (0..count)
-            .map(|l| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads.max(1))
-                    .thread_name(move |i| format!("modeldock-lane{l}-{i}"))
-                    .build();
-                match pool {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::warn!("lane {l}: cannot start its threads ({e}); it uses the shared pool");
-                        None
-                    }
-                }
-            })
+        let pools = (0..count).map(|l| pool(l, threads, "", 0)).collect();
+        // Bulk work runs below the normal priority, in pools of its own (a
+        // thread's priority cannot be raised back without privileges).
+        let bulk_pools = (0..count)
+            .map(|l| (count > 1 && l > 0).then(|| pool(l, threads, "b", bulk_nice)).flatten())
             .collect();
         let (done_tx, done_rx) = unbounded();
         Lanes {
             pools,
+            bulk_pools,
             busy: vec![None; count],
             done_tx,
             done_rx,
@@ -108,7 +152,10 @@ impl<T: Send + 'static> Lanes<T> {
             let value = std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|p| super::loader::panic_text(&p));
             let _ = tx.send(Finished { lane, id, value });
         };
-        match self.pools.get(lane).and_then(Option::as_ref) {
+        let bulk = (class == Class::Bulk)
+            .then(|| self.bulk_pools.get(lane).and_then(Option::as_ref))
+            .flatten();
+        match bulk.or_else(|| self.pools.get(lane).and_then(Option::as_ref)) {
             Some(pool) => pool.spawn(task),
             None => rayon::spawn(task),
         }
@@ -131,7 +178,7 @@ mod tests {
 
     #[test]
     fn jobs_run_side_by_side_and_panics_come_back_as_text() {
-        let mut lanes: Lanes<usize> = Lanes::new(2, 1);
+        let mut lanes: Lanes<usize> = Lanes::new(2, 1, 0);
         let (hold_tx, hold_rx) = crossbeam_channel::bounded::<()>(0);
         // Lane 0 waits until lane 1's job has run: they must overlap.
         lanes.spawn(0, Class::Bulk, 1, move || {
@@ -161,5 +208,32 @@ mod tests {
             .recv_timeout(Duration::from_secs(20))
             .expect("the panic came back");
         assert_eq!((f.lane, f.id, f.value), (1, 3, Err("boom".to_string())));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn bulk_jobs_run_below_the_normal_priority_and_interactive_ones_do_not() {
+        fn own_nice() -> i32 {
+            // SAFETY: plain system calls on the calling thread's own id.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::getpriority(libc::PRIO_PROCESS, tid)
+            }
+        }
+        let base = own_nice();
+        let mut lanes: Lanes<i32> = Lanes::new(2, 1, 5);
+        let mut run = |lane, class| {
+            lanes.spawn(lane, class, 1, own_nice);
+            let f = lanes
+                .finished()
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the job finished");
+            lanes.release(f.lane);
+            f.value.expect("no panic") - base
+        };
+        assert_eq!(run(1, Class::Bulk), 5.min(19 - base));
+        assert_eq!(run(1, Class::Interactive), 0);
+        // Lane 0 never runs bulk work below the normal priority.
+        assert_eq!(run(0, Class::Bulk), 0);
     }
 }

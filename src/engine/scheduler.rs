@@ -209,18 +209,17 @@ impl Scheduler {
 }
 
 /// The lane an item of `class` may start in, given what each lane runs
-/// (`None` = free): any free lane, except that bulk work leaves one lane to
-/// interactive work when there are two lanes or more, so a single image
-/// never waits behind a batch's image.
+/// (`None` = free): the first free lane, except that bulk work never takes
+/// lane 0 when there are two lanes or more, so a single image never waits
+/// behind a batch's image (and lane 0's threads run at the normal priority,
+/// the others' below it: see `engine::lanes`).
 pub fn lane_for(busy: &[Option<Class>], class: Class) -> Option<usize> {
-    let free = busy.iter().position(Option::is_none)?;
-    if class == Class::Bulk && busy.len() > 1 {
-        let bulk = busy.iter().filter(|b| **b == Some(Class::Bulk)).count();
-        if bulk + 1 >= busy.len() {
-            return None;
-        }
-    }
-    Some(free)
+    let first = usize::from(class == Class::Bulk && busy.len() > 1);
+    busy.iter()
+        .enumerate()
+        .skip(first)
+        .find(|(_, b)| b.is_none())
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -357,13 +356,15 @@ mod tests {
         use Class::{Bulk, Interactive};
         assert_eq!(lane_for(&[None], Bulk), Some(0));
         assert_eq!(lane_for(&[Some(Bulk)], Interactive), None);
-        assert_eq!(lane_for(&[None, None], Bulk), Some(0));
-        assert_eq!(lane_for(&[Some(Bulk), None], Bulk), None);
+        assert_eq!(lane_for(&[None, None], Bulk), Some(1));
+        assert_eq!(lane_for(&[None, Some(Bulk)], Bulk), None);
+        assert_eq!(lane_for(&[None, Some(Bulk)], Interactive), Some(0));
         assert_eq!(lane_for(&[Some(Bulk), None], Interactive), Some(1));
         assert_eq!(lane_for(&[Some(Interactive), None], Bulk), Some(1));
         assert_eq!(lane_for(&[Some(Interactive), None], Interactive), Some(1));
-        assert_eq!(lane_for(&[Some(Bulk), None, None], Bulk), Some(1));
-        assert_eq!(lane_for(&[Some(Bulk), Some(Bulk), None], Bulk), None);
+        assert_eq!(lane_for(&[None, Some(Bulk), None], Bulk), Some(2));
+        assert_eq!(lane_for(&[None, Some(Bulk), Some(Bulk)], Bulk), None);
+        assert_eq!(lane_for(&[None, Some(Bulk), Some(Bulk)], Interactive), Some(0));
         assert_eq!(lane_for(&[Some(Bulk), Some(Bulk), None], Interactive), Some(2));
     }
 

@@ -167,7 +167,7 @@ pub(super) fn spawn(
             }
             let mut w = Worker {
                 cache: ResultCache::new(config.cache_entries, config.cache_bytes),
-                lanes: Lanes::new(config.lanes, config.lane_threads),
+                lanes: Lanes::new(config.lanes, config.lane_threads, config.bulk_nice),
                 decoding: HashMap::new(),
                 running: HashMap::new(),
                 runnable: VecDeque::new(),
