@@ -591,3 +591,44 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
     handle.shutdown();
     e.shutdown();
 }
+
+#[test]
+fn live_sends_its_frames_to_the_shared_server_when_one_answers() {
+    let (e, dir) = engine(&[("toy-live", 1.0)]);
+    let handle = serve(&e, dir.path());
+    let addr = handle.addr.to_string();
+    let (code, out, err) = cli(
+        &[
+            "live",
+            "--server",
+            &addr,
+            "--source",
+            "synthetic",
+            "--model",
+            "toy-live",
+            "--frames",
+            "12",
+            "--fps",
+            "30",
+            "--size",
+            "160x120",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|x| panic!("{x}: {out}"));
+    let inferred = v["frames_inferred"].as_u64().unwrap_or(0);
+    assert!(inferred > 0, "{out}");
+    // The server's engine ran them (the live process loaded nothing itself).
+    let ran = e
+        .snapshot()
+        .latency
+        .iter()
+        .find(|l| l.model == "toy-live")
+        .map(|l| l.count)
+        .unwrap_or(0);
+    assert!(ran >= inferred, "the server ran {ran} of {inferred} frames");
+    handle.shutdown();
+    e.shutdown();
+}

@@ -241,8 +241,9 @@ pub struct LiveArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineFlags,
-    /// With --server (or MODELDOCK_HOST): the frames go to that modeldock
-    /// server, at interactive priority, beside its other clients
+    /// The frames go to the modeldock server when one answers (at
+    /// interactive priority, beside its other clients), else to an engine
+    /// in this process
     #[command(flatten)]
     pub server: ServerFlags,
 }

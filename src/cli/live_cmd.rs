@@ -38,18 +38,18 @@ fn wait_until(client: &Client, timeout: Duration, done: impl Fn(&crate::engine::
     }
 }
 
-/// The engine the frames go to: a modeldock server named by `--server`
-/// (one engine per machine), else one in this process.
+/// The engine the frames go to: the modeldock server (`--server`,
+/// `MODELDOCK_HOST`, else the default port) when one answers, one engine per
+/// machine, as `infer` does; else one in this process, said on stderr.
 fn client_for(args: &LiveArgs) -> Result<Client> {
-    let Some(spec) = args.server.server.as_deref() else {
-        return Ok(Client::Local(args.engine.engine(None)?.0));
-    };
-    args.server.apply_remote_headers(Some(spec))?;
-    match HttpClient::connect(Some(spec))? {
+    let spec = args.server.server.as_deref();
+    args.server.apply_remote_headers(spec)?;
+    match HttpClient::connect(spec)? {
         Some(http) => Ok(Client::Remote(RemoteEngine::start(http, None))),
-        None => Err(Error::unavailable(format!(
-            "--server {spec}: no modeldock server answers there; start one with `modeldock serve`"
-        ))),
+        None => {
+            eprintln!("modeldock: no server running; running in this process");
+            Ok(Client::Local(args.engine.engine(None)?.0))
+        }
     }
 }
 
