@@ -9,6 +9,8 @@ own client (PyPI `tritonclient[http]`, binary tensors), in three phases of
                (a 512x512 PNG), back to back
   bulk alone   two bulk clients: `mtcnn` requests of four 1920x1280 images each
   together     the interactive client and the two bulk clients at once
+  paced        the interactive client at 20 requests/s (a person clicking,
+               a camera), alone and beside the two bulk clients
   live         `modeldock live --server URL --model face-landmarks` on the
                synthetic 30 fps source (640x480, --frames frames), alone and
                while the two bulk clients run
@@ -105,8 +107,9 @@ class Client(threading.Thread):
     client walks a range of its own (0.01 wide, steps of 1e-6), so no request
     repeats an earlier phase's and the result cache never answers."""
 
-    def __init__(self, host, model, images, stop, seed):
+    def __init__(self, host, model, images, stop, seed, rate=None):
         super().__init__(daemon=True)
+        self.rate = rate
         self.client = httpclient.InferenceServerClient(host, connection_timeout=600, network_timeout=600)
         self.model, self.images, self.stop = model, images, stop
         self.latencies, self.done_images, self.errors = [], 0, 0
@@ -117,7 +120,12 @@ class Client(threading.Thread):
 
     def run(self):
         data = np.array(self.images, dtype=np.object_)
+        next_at = time.perf_counter()
         while not self.stop.is_set():
+            if self.rate:
+                # Paced: one request each 1/rate s, as a person or a camera sends them.
+                next_at += 1.0 / self.rate
+                time.sleep(max(0.0, next_at - time.perf_counter()))
             inp = httpclient.InferInput("IMAGE", [len(self.images)], "BYTES")
             inp.set_data_from_numpy(data, binary_data=True)
             self.conf = self.base + 1e-6 * (self.sent % 9000)
@@ -133,11 +141,11 @@ class Client(threading.Thread):
             self.done_images += len(self.images)
 
 
-def phase(host, seconds, interactive, bulk, face_png, photos):
+def phase(host, seconds, interactive, bulk, face_png, photos, rate=None):
     stop = threading.Event()
     clients = []
     if interactive:
-        clients.append(Client(host, "face-detector", [face_png], stop, 1))
+        clients.append(Client(host, "face-detector", [face_png], stop, 1, rate))
     for i in range(bulk):
         clients.append(Client(host, "mtcnn", photos, stop, 10 + i))
     t0 = time.perf_counter()
@@ -192,6 +200,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--frames", type=int, default=300, help="frames of each live phase")
     ap.add_argument("--lanes", type=int, help="the server's --lanes (default: its own)")
+    ap.add_argument("--no-live", action="store_true",
+                    help="skip the live phases (a modeldock whose live cannot use a server)")
     ap.add_argument("--json-out")
     a = ap.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f}")
@@ -208,8 +218,12 @@ def main():
         alone = phase(host, a.seconds, True, 0, face_png, photos)
         bulk_alone = phase(host, a.seconds, False, 2, face_png, photos)
         together = phase(host, a.seconds, True, 2, face_png, photos)
-        live_alone = live(a.modeldock, url, a.frames, 0, photos, 0.51)
-        live_bulk = live(a.modeldock, url, a.frames, 2, photos, 0.52)
+        paced_alone = phase(host, a.seconds, True, 0, face_png, photos, rate=20)
+        paced = phase(host, a.seconds, True, 2, face_png, photos, rate=20)
+        live_alone = live_bulk = None
+        if not a.no_live:
+            live_alone = live(a.modeldock, url, a.frames, 0, photos, 0.51)
+            live_bulk = live(a.modeldock, url, a.frames, 2, photos, 0.52)
     finally:
         server.terminate()
         try:
@@ -220,6 +234,9 @@ def main():
     bulk_ratio = together["bulk_images_per_s"] / bulk_alone["bulk_images_per_s"]
     result = {
         "lanes": a.lanes, "alone": alone, "bulk_alone": bulk_alone, "together": together,
+        "paced_alone": paced_alone, "paced_together": paced,
+        "paced_interactive_p99_ratio": round(paced["interactive_p99_ms"] / paced_alone["interactive_p99_ms"], 2),
+        "paced_bulk_throughput_ratio": round(paced["bulk_images_per_s"] / bulk_alone["bulk_images_per_s"], 2),
         "live_alone": live_alone, "live_with_bulk": live_bulk,
         "interactive_p99_ratio": round(p99_ratio, 2), "bulk_throughput_ratio": round(bulk_ratio, 2),
         "targets": {"interactive_p99_ratio_max": 3.0, "bulk_throughput_ratio_min": 0.7, "live_fps_min": 25},
@@ -232,6 +249,14 @@ def main():
     print(f"bulk together: {together['bulk_images_per_s']} images/s")
     print(f"interactive p99 together/alone: {p99_ratio:.2f} (target <= 3)")
     print(f"bulk images/s together/alone:   {bulk_ratio:.2f} (target >= 0.7)")
+    print(f"paced interactive (20/s): alone p99 {paced_alone['interactive_p99_ms']} ms, with bulk p99 "
+          f"{paced['interactive_p99_ms']} ms ({result['paced_interactive_p99_ratio']}x); bulk beside it "
+          f"{paced['bulk_images_per_s']} images/s ({result['paced_bulk_throughput_ratio']}x alone)")
+    if live_alone is None:
+        if a.json_out:
+            with open(a.json_out, "w") as f:
+                json.dump(result, f, indent=2)
+        return
     print(f"live face-landmarks alone:     {live_alone['inference_fps']} fps (e2e p95 {live_alone['e2e_p95_ms']} ms)")
     print(f"live face-landmarks with bulk: {live_bulk['inference_fps']} fps (e2e p95 {live_bulk['e2e_p95_ms']} ms, "
           f"{live_bulk['bulk_images']} bulk images beside it) (target >= 25)")
