@@ -101,6 +101,19 @@ fn infer_body(n: u32, params: &str) -> String {
         .replacen('{', &format!("{{{params}"), 1)
 }
 
+/// Sends a JSON infer request for `model` on a connection of its own and
+/// returns the connection unread: dropping it hangs up.
+fn send_unread(addr: &str, model: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let req = format!(
+        "POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    c
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -267,18 +280,11 @@ fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_
 
 #[test]
 fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still_answered() {
-    use std::io::Write;
     let (e, dir) = engine(&[("m", 100.0)]);
     let handle = serve(&e, dir.path());
     let addr = handle.addr.to_string();
     // Client A: 8 images (800 ms of work), then it hangs up after 250 ms.
-    let b = infer_body(8, "");
-    let mut a = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
-    let req = format!(
-        "POST /v2/models/m/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    a.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let a = send_unread(&addr, "m", &infer_body(8, ""));
     std::thread::sleep(Duration::from_millis(250));
     drop(a);
     // Client B is served.
@@ -542,7 +548,6 @@ fn one_client_cannot_hold_more_than_its_share_of_the_queue() {
 #[test]
 fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_released() {
     use modeldock::engine::Event;
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // 32 MiB of weights, read over 2 s.
     modeldock::models::toy::write_toy_model(dir.path(), "cold", 8 << 20, "", &[("slow_load_ms", 2000.0)])
@@ -551,13 +556,7 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
     let events = e.subscribe(256);
     let handle = serve(&e, dir.path());
     let addr = handle.addr.to_string();
-    let b = infer_body(1, "");
-    let mut a = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
-    let req = format!(
-        "POST /v2/models/cold/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    a.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let a = send_unread(&addr, "cold", &infer_body(1, ""));
     wait_state(&e, "cold", "Loading");
     assert!(
         e.snapshot().used_bytes >= 32 << 20,

@@ -98,13 +98,7 @@ impl Inner {
                 reply,
             } => {
                 let name = input.name();
-                let fail = |error: String| InferError {
-                    request_id: id,
-                    model: model.clone(),
-                    image: name.clone(),
-                    error,
-                    timed_out: false,
-                };
+                let fail = |error: String| InferError::new(id, model.clone(), name.clone(), error);
                 let bytes = match &input {
                     ImageInput::Path(p) => std::fs::read(p).map_err(|e| format!("{name}: {e}")),
                     ImageInput::Bytes { bytes, .. } => Ok(bytes.to_vec()),

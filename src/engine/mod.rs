@@ -105,6 +105,17 @@ impl InferResult {
 }
 
 impl InferError {
+    /// Request `request_id`'s failure: `error` is the one line the user reads.
+    pub fn new(request_id: RequestId, model: impl Into<String>, image: impl Into<String>, error: String) -> InferError {
+        InferError {
+            request_id,
+            model: model.into(),
+            image: image.into(),
+            error,
+            timed_out: false,
+        }
+    }
+
     /// `{"image": …, "error": …}`: a failed image's line and `DETECTIONS` element.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"image": self.image, "error": self.error})
@@ -481,13 +492,7 @@ impl Engine {
         let (rtx, rrx) = bounded(1);
         let id = self.next_request_id();
         let image = input.name();
-        let fail = |e: String| InferError {
-            request_id: id,
-            model: model.to_string(),
-            image: image.clone(),
-            error: e,
-            timed_out: false,
-        };
+        let fail = |e: String| InferError::new(id, model.to_string(), image.clone(), e);
         self.send(Command::Infer {
             request_id: id,
             model: model.to_string(),

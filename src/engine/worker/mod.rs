@@ -256,35 +256,17 @@ impl Worker {
     fn recover(&mut self, why: &str) {
         self.scheduler.drain();
         for (id, st) in std::mem::take(&mut self.staged) {
-            self.stats.record_error(&st.model);
-            let e = InferError {
-                request_id: id,
-                model: st.model.clone(),
-                image: st.input.name(),
-                error: format!(
-                    "{}: {}: the engine failed while this request waited ({why}); retry it",
-                    st.input.name(),
-                    st.model
-                ),
-                timed_out: false,
-            };
-            self.answer(st.reply, Err(e));
+            let (image, model) = (st.input.name(), st.model);
+            let error = format!("{image}: {model}: the engine failed while this request waited ({why}); retry it");
+            self.answer_failed(InferError::new(id, model, image, error), st.reply);
         }
         let pending: Vec<RequestId> = self.requests.keys().copied().collect();
         for id in pending {
             if let Some(p) = self.requests.remove(&id) {
-                self.stats.record_error(&p.model);
-                let e = InferError {
-                    request_id: id,
-                    model: p.model.clone(),
-                    image: p.image_name.clone(),
-                    error: format!(
-                        "{}: {}: the engine failed while this request was in hand ({why}); retry it",
-                        p.image_name, p.model
-                    ),
-                    timed_out: false,
-                };
-                self.answer(p.reply, Err(e));
+                let (image, model) = (p.image_name, p.model);
+                let error =
+                    format!("{image}: {model}: the engine failed while this request was in hand ({why}); retry it");
+                self.answer_failed(InferError::new(id, model, image, error), p.reply);
             }
         }
         // Jobs in the lanes finish and are answered as usual.
@@ -515,6 +497,12 @@ impl Worker {
         self.registry.upsert(e);
     }
 
+    /// Answers a request that failed, and counts the error.
+    fn answer_failed(&mut self, e: InferError, reply: Option<Reply>) {
+        self.stats.record_error(&e.model);
+        self.answer(reply, Err(e));
+    }
+
     fn answer(&mut self, reply: Option<Reply>, a: Answer) {
         match reply {
             Some(r) => {
@@ -534,15 +522,7 @@ impl Worker {
             Action::Run { model, request } => self.run_request(model, request),
             Action::Reject { request, error } => {
                 if let Some(p) = self.requests.remove(&request) {
-                    self.stats.record_error(&p.model);
-                    let e = InferError {
-                        request_id: request,
-                        model: p.model,
-                        image: p.image_name,
-                        error,
-                        timed_out: false,
-                    };
-                    self.answer(p.reply, Err(e));
+                    self.answer_failed(InferError::new(request, p.model, p.image_name, error), p.reply);
                 }
             }
             Action::Free { model, reason } => {

@@ -8,13 +8,13 @@ use std::time::Instant;
 use candle_core::Device;
 use image::RgbImage;
 
-use super::{ms, Decoding, LaneOut, Pending, RunOutput, Work, Worker};
+use super::{ms, Decoding, LaneOut, Pending, RunOutput, Staged, Work, Worker};
 use crate::engine::cache;
 use crate::engine::lanes::Finished;
 use crate::engine::scheduler::{lane_for, Class};
 use crate::engine::{ImageInput, InferError, InferResult, Reply, RequestId};
 use crate::vision::decode::{decode_bytes, read_file_limited};
-use crate::vision::{InferParams, ModelTimings, Output, Timings};
+use crate::vision::{ModelTimings, Output, Timings};
 
 impl Worker {
     /// Answers the requests among `ids` that have not started with an
@@ -58,14 +58,8 @@ impl Worker {
     }
 
     pub(super) fn answer_cancelled(&mut self, id: RequestId, reply: Option<Reply>, model: String, image: String) {
-        let e = InferError {
-            request_id: id,
-            error: format!("{image}: {model}: cancelled before it started"),
-            model,
-            image,
-            timed_out: false,
-        };
-        self.answer(reply, Err(e));
+        let error = format!("{image}: {model}: cancelled before it started");
+        self.answer(reply, Err(InferError::new(id, model, image, error)));
     }
 
     /// Starts the request whose turn it is, if a lane may take it; false
@@ -85,7 +79,7 @@ impl Worker {
             return false;
         };
         if let Some(st) = self.staged.remove(&id) {
-            self.on_infer(id, st.class, st.model, st.input, st.params, st.reply, st.submitted);
+            self.on_infer(id, st);
         }
         true
     }
@@ -116,20 +110,16 @@ impl Worker {
             .expire(|id, _| staged.get(&id).and_then(|s| s.deadline).is_some_and(|d| d <= now));
         for id in late {
             let Some(st) = self.staged.remove(&id) else { continue };
-            self.stats.record_error(&st.model);
+            let (image, model) = (st.input.name(), st.model);
             let waited = ms(st.submitted.elapsed());
+            let error = format!(
+                "{image}: {model}: waited {waited:.0} ms in the queue without starting, past its timeout; retry later or raise the timeout"
+            );
             let e = InferError {
-                request_id: id,
-                model: st.model.clone(),
-                image: st.input.name(),
-                error: format!(
-                    "{}: {}: waited {waited:.0} ms in the queue without starting, past its timeout; retry later or raise the timeout",
-                    st.input.name(),
-                    st.model
-                ),
                 timed_out: true,
+                ..InferError::new(id, model, image, error)
             };
-            self.answer(st.reply, Err(e));
+            self.answer_failed(e, st.reply);
         }
     }
 
@@ -138,25 +128,20 @@ impl Worker {
         self.staged.values().filter_map(|s| s.deadline).min()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_infer(
-        &mut self,
-        id: RequestId,
-        class: Class,
-        model: String,
-        input: ImageInput,
-        params: InferParams,
-        reply: Option<Reply>,
-        submitted: Instant,
-    ) {
+    /// Request `id`'s turn came: answered from the cache, or read and
+    /// handed to a lane to decode (a frame or a tensor goes straight on).
+    pub(super) fn on_infer(&mut self, id: RequestId, st: Staged) {
+        let Staged {
+            class,
+            model,
+            input,
+            params,
+            reply,
+            submitted,
+            deadline: _,
+        } = st;
         let name = input.name();
-        let fail = |error: String| InferError {
-            request_id: id,
-            model: model.clone(),
-            image: name.clone(),
-            error,
-            timed_out: false,
-        };
+        let fail = |error: String| InferError::new(id, model.clone(), name.clone(), error);
         if self.registry.get(&model).is_none() {
             let e = fail(format!("unknown model '{model}'"));
             self.answer(reply, Err(e));
@@ -169,8 +154,7 @@ impl Worker {
             ImageInput::Path(p) => match read_file_limited(&p, &limits) {
                 Ok(b) => (Some(Arc::new(b)), None),
                 Err(e) => {
-                    self.stats.record_error(&model);
-                    self.answer(reply, Err(fail(e.to_string())));
+                    self.answer_failed(fail(e.to_string()), reply);
                     return;
                 }
             },
@@ -239,8 +223,7 @@ impl Worker {
             }
             (None, Some(b)) => b,
             (None, None) => {
-                self.stats.record_error(&model);
-                self.answer(reply, Err(fail(format!("{name}: no image data"))));
+                self.answer_failed(fail(format!("{name}: no image data")), reply);
                 return;
             }
         };
@@ -305,15 +288,7 @@ impl Worker {
     }
 
     pub(super) fn fail_decoding(&mut self, id: RequestId, d: Decoding, error: String) {
-        self.stats.record_error(&d.model);
-        let e = InferError {
-            request_id: id,
-            model: d.model,
-            image: d.image_name,
-            error,
-            timed_out: false,
-        };
-        self.answer(d.reply, Err(e));
+        self.answer_failed(InferError::new(id, d.model, d.image_name, error), d.reply);
     }
 
     pub(super) fn on_decoded(&mut self, id: RequestId, out: LaneOut) {
@@ -493,13 +468,7 @@ impl Worker {
             Err(error) => {
                 tracing::error!("{error}");
                 self.stats.record_error(&model);
-                Err(InferError {
-                    request_id: id,
-                    model: model.clone(),
-                    image: p.image_name,
-                    error,
-                    timed_out: false,
-                })
+                Err(InferError::new(id, model.clone(), p.image_name, error))
             }
         };
         self.answer(p.reply, answer);
