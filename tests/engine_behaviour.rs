@@ -268,7 +268,7 @@ fn a_measured_size_is_remembered_across_restarts_and_admits_the_next_load() {
     // The next run admits the load at the measured size.
     let (engine, _) = engine_for(&models, cfg());
     let admitted = engine.plan_load("big").map(|p| p.predicted_bytes).unwrap_or(0);
-    assert_eq!(admitted, measured.max(predicted / 2));
+    assert_eq!(admitted, measured.clamp(predicted / 2, predicted * 2));
     engine.shutdown();
 
     // A corrupt file is ignored: the prediction again.

@@ -570,14 +570,16 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
     });
     let reason = freed.unwrap_or_else(|| panic!("no Freed event for the cancelled load"));
     assert!(reason.contains("cancelled"), "{reason}");
+    // The snapshot is published after the event.
+    let freed = e.wait_for(Duration::from_secs(30), |s| {
+        s.used_bytes == 0
+            && s.models
+                .iter()
+                .any(|m| m.id == "cold" && m.state.to_string() == "Available")
+    });
     let s = e.snapshot();
-    assert_eq!(s.used_bytes, 0, "the budget was not given back");
-    let m = s
-        .models
-        .iter()
-        .find(|m| m.id == "cold")
-        .map(|m| (m.state.to_string(), m.loads));
-    assert_eq!(m, Some(("Available".to_string(), 1)));
+    assert!(freed, "the budget was not given back: {} bytes used", s.used_bytes);
+    assert_eq!(s.models.iter().find(|m| m.id == "cold").map(|m| m.loads), Some(1));
     // The next request loads it afresh and is answered.
     let st = agent()
         .post(format!("http://{addr}/v2/models/cold/infer"))

@@ -20,13 +20,18 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Entries kept at most; past that, new measurements are not remembered.
 const MAX_ENTRIES: usize = 4096;
 
+/// Models predicted smaller than this are admitted at their prediction: an
+/// RSS delta of a few hundred KiB is the allocator's, not the model's.
+const MIN_PREDICTED: u64 = 16 << 20;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct FileForm {
     format: String,
     sizes: BTreeMap<String, u64>,
 }
 
-/// The remembered sizes, and the file they live in (`None`: this run only).
+/// The remembered sizes, and the file they live in (`None`: nothing is
+/// remembered, not even for this run).
 #[derive(Debug, Default)]
 pub struct SizeBook {
     path: Option<PathBuf>,
@@ -66,6 +71,7 @@ impl SizeBook {
     /// Remembers a measurement and writes the file (atomically: a reader
     /// sees the old file or the new one). A failed write is a warning.
     pub fn record(&mut self, key: String, bytes: u64) {
+        let Some(path) = &self.path else { return };
         if bytes == 0 || self.sizes.get(&key) == Some(&bytes) {
             return;
         }
@@ -73,7 +79,6 @@ impl SizeBook {
             return;
         }
         self.sizes.insert(key, bytes);
-        let Some(path) = &self.path else { return };
         if let Err(e) = write(path, &self.sizes) {
             tracing::warn!("{}: cannot remember measured sizes: {e}", path.display());
         }
@@ -137,19 +142,36 @@ pub(super) fn key_of(e: &crate::models::registry::Entry, config: &super::EngineC
 
 /// The bytes a load of `e` is admitted at: its measured size from an
 /// earlier load once known, else the prediction from the weights header.
-/// Never below half the prediction: an RSS delta can miss memory the
-/// allocator reused.
+/// Only for models of [`MIN_PREDICTED`] or more, and within half and twice
+/// the prediction: an RSS delta can miss memory the allocator reused, or
+/// count memory that is not the model's.
 pub(super) fn admission_bytes(
     e: &crate::models::registry::Entry,
     config: &super::EngineConfig,
     sizes: &SizeBook,
 ) -> u64 {
-    if config.random_weights || sizes.is_empty() {
-        return e.predicted_bytes;
+    let p = e.predicted_bytes;
+    if config.random_weights || sizes.is_empty() || p < MIN_PREDICTED {
+        return p;
     }
     match key_of(e, config).and_then(|k| sizes.get(&k)) {
-        Some(measured) => measured.max(e.predicted_bytes / 2),
-        None => e.predicted_bytes,
+        Some(measured) => measured.clamp(p / 2, p.saturating_mul(2)),
+        None => p,
+    }
+}
+
+/// Remembers `e`'s measured size (models of [`MIN_PREDICTED`] or more).
+pub(super) fn remember(
+    sizes: &mut SizeBook,
+    e: &crate::models::registry::Entry,
+    config: &super::EngineConfig,
+    measured: u64,
+) {
+    if e.predicted_bytes < MIN_PREDICTED || config.random_weights {
+        return;
+    }
+    if let Some(k) = key_of(e, config) {
+        sizes.record(k, measured);
     }
 }
 
@@ -161,6 +183,9 @@ mod tests {
     fn measurements_survive_a_reopen_and_bad_files_are_ignored() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("sub").join("sizes.json");
+        let mut none = SizeBook::open(None);
+        none.record(key("abc", "cpu", "f32"), 1234);
+        assert!(none.is_empty(), "without a file nothing is remembered");
         let mut b = SizeBook::open(Some(path.clone()));
         assert!(b.is_empty());
         b.record(key("abc", "cpu", "f32"), 1234);

@@ -665,13 +665,8 @@ impl Worker {
                             self.models.insert(model.clone(), m);
                         }
                         tracing::info!("{model}: loaded in {:.1} ms", l.load_ms);
-                        if let (Some(bytes), Some(key)) = (
-                            l.measured_bytes,
-                            self.registry
-                                .get(&model)
-                                .and_then(|e| super::sizes::key_of(e, &self.config)),
-                        ) {
-                            self.sizes.record(key, bytes);
+                        if let (Some(bytes), Some(e)) = (l.measured_bytes, self.registry.get(&model)) {
+                            super::sizes::remember(&mut self.sizes, e, &self.config, bytes);
                         }
                         self.emit(Event::Loaded {
                             model: model.clone(),
