@@ -387,6 +387,32 @@ fn every_command_has_help_and_typos_get_suggestions() {
 }
 
 #[test]
+fn bad_scheduler_flags_are_usage_errors_naming_the_flag() {
+    for (args, env, flag) in [
+        (&["models", "--lanes", "0"][..], None, "--lanes"),
+        (&["models", "--queue-timeout", "0ms"][..], None, "--queue-timeout"),
+        (&["models", "--queue-timeout", "soon"][..], None, "--queue-timeout"),
+        (&["models", "--bulk-nice", "25"][..], None, "--bulk-nice"),
+        (&["models"][..], Some(("MODELDOCK_LANES", "many")), "--lanes"),
+        (
+            &["serve", "--max-queue-per-client", "0"][..],
+            None,
+            "--max-queue-per-client",
+        ),
+    ] {
+        let mut c = modeldock();
+        c.args(args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(flag), "{args:?} {env:?}: the error names {flag}: {err}");
+    }
+}
+
+#[test]
 fn completions_are_generated_for_each_shell() {
     for (shell, marker) in [
         ("bash", "complete -F"),
