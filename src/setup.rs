@@ -40,7 +40,7 @@ pub struct EngineFlags {
     /// Load these models in the background right after start (comma-separated)
     #[arg(long, value_name = "a,b", env = "MODELDOCK_PRELOAD", value_delimiter = ',')]
     pub preload: Vec<String>,
-    /// Requests that may run side by side; bulk work leaves one lane to interactive work [default: 2 on 2+ cores, else 1]
+    /// Requests that may run side by side; bulk work leaves one lane to interactive work [default: 3 on 2+ cores, else 1]
     #[arg(long, value_name = "N", env = "MODELDOCK_LANES", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub lanes: Option<u32>,
     /// An image that waits this long without starting is answered with an error (250ms, 5s) [default: no limit]
@@ -49,6 +49,21 @@ pub struct EngineFlags {
     /// How far below the normal priority bulk work runs, in nice steps 0-19 (Linux) [default: 10]
     #[arg(long, value_name = "N", env = "MODELDOCK_BULK_NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
     pub bulk_nice: Option<u8>,
+    /// While bulk work waits, interactive work takes at most this fraction of one core, 0.05-1 (1: no limit) [default: 0.45]
+    #[arg(long, value_name = "F", env = "MODELDOCK_INTERACTIVE_SHARE", value_parser = interactive_share)]
+    pub interactive_share: Option<f64>,
+}
+
+/// `--interactive-share`: a fraction of one core, 0.05 to 1.
+fn interactive_share(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': expected a fraction of one core such as 0.4"))?;
+    if !(0.05..=1.0).contains(&v) {
+        return Err(format!("'{s}': the share must be between 0.05 and 1"));
+    }
+    Ok(v)
 }
 
 /// `--queue-timeout`: a positive duration, in milliseconds.
@@ -91,6 +106,9 @@ impl EngineFlags {
         c.queue_timeout_ms = self.queue_timeout;
         if let Some(n) = self.bulk_nice {
             c.bulk_nice = i32::from(n);
+        }
+        if let Some(s) = self.interactive_share {
+            c.interactive_share = s;
         }
         c.sizes_file = crate::engine::sizes::default_path();
         c.preload = self

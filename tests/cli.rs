@@ -393,6 +393,17 @@ fn bad_scheduler_flags_are_usage_errors_naming_the_flag() {
         (&["models", "--queue-timeout", "0ms"][..], None, "--queue-timeout"),
         (&["models", "--queue-timeout", "soon"][..], None, "--queue-timeout"),
         (&["models", "--bulk-nice", "25"][..], None, "--bulk-nice"),
+        (&["models", "--interactive-share", "0"][..], None, "--interactive-share"),
+        (
+            &["models", "--interactive-share", "half"][..],
+            None,
+            "--interactive-share",
+        ),
+        (
+            &["models"][..],
+            Some(("MODELDOCK_INTERACTIVE_SHARE", "2")),
+            "--interactive-share",
+        ),
         (&["models"][..], Some(("MODELDOCK_LANES", "many")), "--lanes"),
         (
             &["serve", "--max-queue-per-client", "0"][..],

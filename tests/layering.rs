@@ -134,6 +134,10 @@ fn rooms_only_use_the_rooms_below_them() {
             "engine/scheduler",
             &["candle", "std::thread", "Instant", "SystemTime", "crossbeam", "crate::"],
         ),
+        (
+            "engine/pacer",
+            &["candle", "std::thread", "Instant", "SystemTime", "crossbeam", "crate::"],
+        ),
     ];
     let mut all = Vec::new();
     for (room, forbidden) in rules {

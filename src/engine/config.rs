@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// Nice steps below the normal priority that bulk work runs at, in the
     /// lanes past the first (Linux; 0 = the same priority).
     pub bulk_nice: i32,
+    /// The fraction of one core interactive work may take while bulk work
+    /// waits (`engine::pacer`; 1 = no limit).
+    pub interactive_share: f64,
     /// How long a request may wait to start before it is answered with an
     /// error; `None` = no limit.
     pub queue_timeout_ms: Option<u64>,
@@ -145,6 +148,7 @@ impl EngineConfig {
             lanes: super::lanes::default_lanes(),
             lane_threads: super::lanes::compute_threads(),
             bulk_nice: super::lanes::DEFAULT_BULK_NICE,
+            interactive_share: super::pacer::DEFAULT_INTERACTIVE_SHARE,
             queue_timeout_ms: None,
             sizes_file: None,
         }

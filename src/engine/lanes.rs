@@ -26,18 +26,23 @@ pub(super) struct Lanes<T: Send + 'static> {
     /// Where lane l (past the first) runs bulk jobs, its threads at the
     /// engine's `bulk_nice`.
     bulk_pools: Vec<Option<rayon::ThreadPool>>,
+    /// Lane 0's one thread for interactive work while bulk work runs in
+    /// another lane: an image then costs a core, not every core's share
+    /// of a parallel loop (see `engine::pacer`).
+    solo: Option<rayon::ThreadPool>,
     busy: Vec<Option<Class>>,
     done_tx: Sender<Finished<T>>,
     done_rx: Receiver<Finished<T>>,
 }
 
 /// How far below the normal priority bulk work runs (Linux nice steps), by
-/// default: an interactive image then gets most of the cores while a batch
-/// runs beside it. `bench/contention.py` on two cores measured 0, 5, 10, 15
-/// and 19: higher keeps the interactive p99 lower but costs bulk throughput,
-/// even alone when other programs (its own clients) want the cores; 10 is
-/// the balance (see bench/README.md).
-pub const DEFAULT_BULK_NICE: i32 = 10;
+/// default: the lowest, so an interactive image takes its core the moment
+/// it starts. Bulk work keeps its part of the machine through the pacer
+/// (`engine::pacer` spaces interactive images beside it), not through its
+/// priority; `bench/contention.py` on two cores measured 0, 10 and 19 with
+/// the pacer, and 19 kept the interactive p99 lowest at the same bulk
+/// throughput (see bench/README.md).
+pub const DEFAULT_BULK_NICE: i32 = 19;
 
 /// Lane `l`'s pool of `threads` threads (`kind` tells bulk pools' names
 /// apart), at `nice`; `None`, logged, when it cannot start (the lane then
@@ -80,11 +85,13 @@ fn lower_priority(nice: i32) {
     let _ = nice;
 }
 
-/// The default number of lanes: two where there are two cores or more (one
-/// for interactive work while bulk work runs in the other), else one.
+/// The default number of lanes: three where there are two cores or more
+/// (one for interactive work, two for bulk work, so one batch image's
+/// serial parts, its decoding and its last small layers, overlap another's
+/// parallel loops; measured on two cores in bench/README.md), else one.
 pub fn default_lanes() -> usize {
     if compute_threads() >= 2 {
-        2
+        3
     } else {
         1
     }
@@ -103,13 +110,23 @@ impl<T: Send + 'static> Lanes<T> {
         let pools = (0..count).map(|l| pool(l, threads, "", 0)).collect();
         // Bulk work runs below the normal priority, in pools of its own (a
         // thread's priority cannot be raised back without privileges).
+        // The bulk lanes share the cores: each has its part of them, so one
+        // lane's thread held up by interactive work never stalls another
+        // lane's parallel loop.
+        let bulk_threads = (threads / count.saturating_sub(1).max(1)).max(1);
         let bulk_pools = (0..count)
-            .map(|l| (count > 1 && l > 0).then(|| pool(l, threads, "b", bulk_nice)).flatten())
+            .map(|l| {
+                (count > 1 && l > 0)
+                    .then(|| pool(l, bulk_threads, "b", bulk_nice))
+                    .flatten()
+            })
             .collect();
+        let solo = (count > 1 && threads > 1).then(|| pool(0, 1, "s", 0)).flatten();
         let (done_tx, done_rx) = unbounded();
         Lanes {
             pools,
             bulk_pools,
+            solo,
             busy: vec![None; count],
             done_tx,
             done_rx,
@@ -118,6 +135,11 @@ impl<T: Send + 'static> Lanes<T> {
 
     pub fn busy(&self) -> &[Option<Class>] {
         &self.busy
+    }
+
+    /// Whether a lane runs bulk work.
+    pub fn runs_bulk(&self) -> bool {
+        self.busy.contains(&Some(Class::Bulk))
     }
 
     pub fn is_idle(&self) -> bool {
@@ -155,7 +177,10 @@ impl<T: Send + 'static> Lanes<T> {
         let bulk = (class == Class::Bulk)
             .then(|| self.bulk_pools.get(lane).and_then(Option::as_ref))
             .flatten();
-        match bulk.or_else(|| self.pools.get(lane).and_then(Option::as_ref)) {
+        let solo = (class == Class::Interactive && lane == 0 && self.runs_bulk())
+            .then_some(self.solo.as_ref())
+            .flatten();
+        match bulk.or(solo).or_else(|| self.pools.get(lane).and_then(Option::as_ref)) {
             Some(pool) => pool.spawn(task),
             None => rayon::spawn(task),
         }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod lanes;
 pub mod loader;
+pub mod pacer;
 pub mod residency;
 pub mod scheduler;
 pub mod sizes;

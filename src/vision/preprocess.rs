@@ -361,6 +361,27 @@ fn pad_square_resize_tf<T: Copy + Into<f32>>(src: &[T], w: usize, h: usize, cent
     }
 }
 
+/// Two source rows resized across, keyed by row (`Some(None)`: the padding).
+type Cached = [(Option<Option<usize>>, Vec<f32>); 2];
+
+/// The slot holding source row `r` resized across, filled by `across` if
+/// neither holds it; the slot holding `keep` (the other row the output row
+/// needs) is not the one refilled.
+fn cached_row(
+    cached: &mut Cached,
+    r: Option<usize>,
+    keep: Option<usize>,
+    across: &impl Fn(Option<usize>, &mut [f32]),
+) -> usize {
+    if let Some(i) = cached.iter().position(|(k, _)| *k == Some(r)) {
+        return i;
+    }
+    let i = usize::from(cached[0].0 == Some(keep));
+    across(r, &mut cached[i].1);
+    cached[i].0 = Some(r);
+    i
+}
+
 /// [`FloatImage::pad_square_resize_tf_rgb`] then [`FloatImage::to_nchw`]
 /// in one pass: the same values, written straight into the three
 /// `out`×`out` planes of `(v − mean) / scale`, rows shared among rayon's
@@ -383,28 +404,59 @@ pub fn pad_square_resize_tf_planes(img: &RgbImage, centred: bool, out: usize, me
     // Branch-free taps: an index (0 in the padding) and a 0/1 factor, so a
     // padding pixel reads some pixel times 0.0, which is the 0.0 the HWC path
     // uses (the products by 1.0 are exact: the same bits).
-    let flat = |i: Option<usize>, stride: usize| (i.unwrap_or(0) * stride, if i.is_some() { 1.0f32 } else { 0.0 });
+    let flat = |i: Option<usize>| (i.unwrap_or(0) * 3, if i.is_some() { 1.0f32 } else { 0.0 });
     let cols: Vec<(usize, f32, usize, f32, f32)> = xs
         .iter()
         .map(|&(x0, x1, fx)| {
-            let ((a, ma), (b, mb)) = (flat(x0, 3), flat(x1, 3));
+            let ((a, ma), (b, mb)) = (flat(x0), flat(x1));
             (a, ma, b, mb, fx)
         })
         .collect();
-    data.par_chunks_mut(out)
-        .with_min_len(8)
+    // Source row r resized across, one plane per channel: `top` (or
+    // `bottom`) of the HWC arithmetic for every output column, computed once
+    // per band however many output rows read it. A row in the padding is
+    // all 0.0, as the HWC path's zeros give.
+    let across = |r: Option<usize>, dst: &mut [f32]| {
+        let Some(r) = r else {
+            dst.fill(0.0);
+            return;
+        };
+        let row = &src[r * w * 3..(r + 1) * w * 3];
+        let (d0, rest) = dst.split_at_mut(out);
+        let (d1, d2) = rest.split_at_mut(out);
+        for (x, &(a, ma, b, mb, fx)) in cols.iter().enumerate() {
+            let lerp = |c: usize| {
+                let (l, r) = (row[a + c] as f32 * ma, row[b + c] as f32 * mb);
+                l + (r - l) * fx
+            };
+            d0[x] = lerp(0);
+            d1[x] = lerp(1);
+            d2[x] = lerp(2);
+        }
+    };
+    const BAND: usize = 16;
+    let (p0, rest) = data.split_at_mut(out * out);
+    let (p1, p2) = rest.split_at_mut(out * out);
+    p0.par_chunks_mut(BAND * out)
+        .zip(p1.par_chunks_mut(BAND * out))
+        .zip(p2.par_chunks_mut(BAND * out))
         .enumerate()
-        .for_each(|(i, row)| {
-            let (c, y) = (i / out, i % out);
-            let (y0, y1, fy) = ys[y];
-            let ((r0, n0), (r1, n1)) = (flat(y0, w * 3), flat(y1, w * 3));
-            let (top_row, bottom_row) = (&src[r0 + c..], &src[r1 + c..]);
-            for (o, &(a, ma, b, mb, fx)) in row.iter_mut().zip(&cols) {
-                let (tl, tr) = (top_row[a] as f32 * (n0 * ma), top_row[b] as f32 * (n0 * mb));
-                let (bl, br) = (bottom_row[a] as f32 * (n1 * ma), bottom_row[b] as f32 * (n1 * mb));
-                let top = tl + (tr - tl) * fx;
-                let bottom = bl + (br - bl) * fx;
-                *o = (top + (bottom - top) * fy - mean[c]) / scale;
+        .for_each(|(band, ((o0, o1), o2))| {
+            // The last two source rows resized across (rows only move down).
+            let mut cached: Cached = [(None, vec![0f32; 3 * out]), (None, vec![0f32; 3 * out])];
+            let rows = o0.len() / out;
+            for i in 0..rows {
+                let (y0, y1, fy) = ys[band * BAND + i];
+                let t = cached_row(&mut cached, y0, y1, &across);
+                let b = cached_row(&mut cached, y1, y0, &across);
+                let (t, b) = (&cached[t].1, &cached[b].1);
+                for (c, o) in [&mut *o0, &mut *o1, &mut *o2].into_iter().enumerate() {
+                    let dst = &mut o[i * out..(i + 1) * out];
+                    let (top, bottom) = (&t[c * out..(c + 1) * out], &b[c * out..(c + 1) * out]);
+                    for ((d, &tv), &bv) in dst.iter_mut().zip(top).zip(bottom) {
+                        *d = (tv + (bv - tv) * fy - mean[c]) / scale;
+                    }
+                }
             }
         });
     data

@@ -17,6 +17,7 @@ mod requests;
 use super::cache::{self, ResultCache};
 use super::lanes::Lanes;
 use super::loader::{self, LoadJob, LoaderMsg};
+use super::pacer::Pacer;
 use super::residency::{Action, Phase, Residency};
 use super::scheduler::{Class, Scheduler};
 use super::stats::Stats;
@@ -121,6 +122,8 @@ struct Worker {
     actions: VecDeque<Action>,
     /// Requests not started yet, and the order they start in.
     scheduler: Scheduler,
+    /// How close together interactive images start beside bulk work.
+    pacer: Pacer,
     /// When each model was last evicted, to count reloads soon after.
     evicted_at: HashMap<String, u64>,
     /// Loads that started within [`THRASH_MS`] of the model's eviction.
@@ -165,6 +168,7 @@ pub(super) fn spawn(
             if let Err(e) = &device {
                 tracing::error!("{e}");
             }
+            let pacer = Pacer::new(config.interactive_share);
             let mut w = Worker {
                 cache: ResultCache::new(config.cache_entries, config.cache_bytes),
                 lanes: Lanes::new(config.lanes, config.lane_threads, config.bulk_nice),
@@ -186,6 +190,7 @@ pub(super) fn spawn(
                 clock: Instant::now(),
                 actions: VecDeque::new(),
                 scheduler: Scheduler::default(),
+                pacer,
                 evicted_at: HashMap::new(),
                 reloads_after_eviction: 0,
                 staged: HashMap::new(),
@@ -224,6 +229,32 @@ fn ms(d: Duration) -> f64 {
 impl Worker {
     fn now(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
+    }
+
+    /// The same clock in microseconds (the pacer's spacing is a few ms).
+    fn now_us(&self) -> u64 {
+        self.clock.elapsed().as_micros() as u64
+    }
+
+    /// Whether bulk work runs in a lane or waits to start: interactive
+    /// starts are then paced.
+    fn bulk_present(&self) -> bool {
+        self.lanes.runs_bulk()
+            || self.scheduler.has(Class::Bulk)
+            || self
+                .runnable
+                .iter()
+                .any(|(_, id)| self.requests.get(id).is_some_and(|p| p.class == Class::Bulk))
+    }
+
+    /// How long the next interactive image must wait for its pace, in ms
+    /// (rounded up); `None` when none waits or none has to.
+    fn pace_wait(&self) -> Option<u64> {
+        if !self.scheduler.has(Class::Interactive) {
+            return None;
+        }
+        let us = self.pacer.wait(self.now_us(), self.bulk_present());
+        (us > 0).then(|| us.div_ceil(1000))
     }
 
     fn preload(&mut self) {
@@ -354,6 +385,9 @@ impl Worker {
                 .next_deadline()
                 .map(|d| d.saturating_sub(now).clamp(1, 1000))
                 .unwrap_or(1000);
+            if let Some(p) = self.pace_wait() {
+                wait = wait.min(p);
+            }
             if let Some(d) = self.next_expiry() {
                 wait = wait.min(d.saturating_duration_since(Instant::now()).as_millis() as u64 + 1);
             }

@@ -67,6 +67,9 @@ impl Worker {
     pub(super) fn start_next(&mut self) -> bool {
         let now = self.now();
         let busy = self.lanes.busy().to_vec();
+        // Beside bulk work, interactive images start no closer together
+        // than their pace (see `engine::pacer`).
+        let paced_ok = self.pacer.may_start(self.now_us(), self.bulk_present());
         // A bulk request whose image is decoded and waits for a lane goes
         // before more bulk images are decoded (memory stays bounded).
         let bulk_ready = self
@@ -74,11 +77,18 @@ impl Worker {
             .iter()
             .any(|(_, id)| self.requests.get(id).is_some_and(|p| p.class == Class::Bulk));
         let Some(id) = self.scheduler.pop_if(now, |c| {
-            lane_for(&busy, c).is_some() && !(c == Class::Bulk && bulk_ready)
+            lane_for(&busy, c).is_some()
+                && match c {
+                    Class::Bulk => !bulk_ready,
+                    Class::Interactive => paced_ok,
+                }
         }) else {
             return false;
         };
         if let Some(st) = self.staged.remove(&id) {
+            if st.class == Class::Interactive {
+                self.pacer.started(self.now_us());
+            }
             self.on_infer(id, st);
         }
         true
@@ -316,6 +326,12 @@ impl Worker {
             }
             LaneOut::Ran { result, started } => {
                 if let Some(p) = self.running.remove(&id) {
+                    if p.class == Class::Interactive {
+                        // Its cost beside bulk work paces the next ones.
+                        let lane_time = p.decode_ms * 1e3 + started.elapsed().as_secs_f64() * 1e6;
+                        let bulk = self.bulk_present();
+                        self.pacer.ran(lane_time as u64, bulk);
+                    }
                     self.finish_run(id, p, result, started);
                 }
             }
