@@ -842,3 +842,21 @@ fn a_tensor_entry_with_a_field_twice_is_refused_naming_it() {
     );
     assert!(candle_core::safetensors::SliceSafetensors::new(&bytes).is_err());
 }
+
+#[test]
+fn a_tensor_named_twice_is_refused_naming_it() {
+    // Found by the safetensors_header fuzzer: the first of two entries named
+    // `s` is malformed; a JSON map keeps only the second, candle's reader
+    // refuses the file; our check must refuse it first.
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/safetensors_header/duplicate-tensor-name"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = modeldock::models::weights::header_of_bytes(&bytes)
+        .err()
+        .unwrap_or_else(|| panic!("accepted a header naming a tensor twice"))
+        .to_string();
+    assert!(err.contains("tensor 's' is named twice"), "{err}");
+    assert!(candle_core::safetensors::SliceSafetensors::new(&bytes).is_err());
+}

@@ -248,11 +248,40 @@ struct FieldsOnce {
     _data_offsets: serde::de::IgnoredAny,
 }
 
-/// Refuses a tensor entry that names a field twice (e.g. two `shape`s).
+/// The header's entries in file order, a name given twice kept twice (a
+/// map would keep only the last, and the first would go unchecked).
+struct AllEntries<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for AllEntries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = AllEntries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+                let mut all = Vec::new();
+                while let Some(e) = m.next_entry()? {
+                    all.push(e);
+                }
+                Ok(AllEntries(all))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Refuses a tensor named twice in the header, and a tensor entry that
+/// names a field twice (e.g. two `shape`s).
 fn refuse_duplicate_fields(header: &[u8]) -> Result<()> {
-    let raw: std::collections::HashMap<String, &serde_json::value::RawValue> =
+    let raw: AllEntries =
         serde_json::from_slice(header).map_err(|e| Error::msg(format!("not a safetensors file (header: {e})")))?;
-    for (k, v) in raw {
+    let mut seen = std::collections::HashSet::new();
+    if let Some((k, _)) = raw.0.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(Error::msg(format!("tensor '{k}' is named twice in the header")));
+    }
+    for (k, v) in raw.0 {
         if k == "__metadata__" {
             continue;
         }

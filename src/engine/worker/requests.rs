@@ -86,9 +86,6 @@ impl Worker {
             return false;
         };
         if let Some(st) = self.staged.remove(&id) {
-            if st.class == Class::Interactive {
-                self.pacer.started(self.now_us());
-            }
             self.on_infer(id, st);
         }
         true
@@ -138,6 +135,14 @@ impl Worker {
         self.staged.values().filter_map(|s| s.deadline).min()
     }
 
+    /// An interactive image starts its way to a lane: the pacer spaces the
+    /// next one from now (a cache hit or a refused request does not count).
+    fn pace_started(&mut self, class: Class) {
+        if class == Class::Interactive {
+            self.pacer.started(self.now_us());
+        }
+    }
+
     /// Request `id`'s turn came: answered from the cache, or read and
     /// handed to a lane to decode (a frame or a tensor goes straight on).
     pub(super) fn on_infer(&mut self, id: RequestId, st: Staged) {
@@ -171,6 +176,7 @@ impl Worker {
             ImageInput::Bytes { bytes, .. } => (Some(bytes), None),
             ImageInput::Frame { image, .. } => (None, Some(image)),
             ImageInput::Tensor { tensor, .. } => {
+                self.pace_started(class);
                 self.queue_request(
                     id,
                     Pending {
@@ -214,6 +220,8 @@ impl Worker {
                 return;
             }
         }
+        // It will run (not a cache hit): the pacer counts its start.
+        self.pace_started(class);
         let bytes = match (frame, bytes) {
             (Some(image), _) => {
                 let p = Pending {
