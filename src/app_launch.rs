@@ -109,7 +109,7 @@ fn launch(a: AppArgs) -> Result<i32> {
 /// Serves the app's engine on `base` when it is a loopback address that is free.
 fn serve_in_background(
     engine: &Engine,
-    registry: &crate::models::registry::Registry,
+    registry: &crate::catalog::registry::Registry,
     base: &str,
 ) -> Option<server::ServerHandle> {
     let addr = loopback_addr(base)?;

@@ -7,10 +7,13 @@
 pub mod app_launch;
 pub mod backend;
 pub mod camera;
+pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod graph;
+pub mod import;
 pub mod kernels;
 pub mod logging;
 pub mod models;

@@ -5,18 +5,20 @@
 
 use std::path::PathBuf;
 
+use crate::catalog::registry::Registry;
 use crate::engine::config::{parse_bytes, DeviceChoice};
 use crate::engine::{Engine, EngineConfig, WakeFn};
 use crate::error::{Error, Result};
-use crate::models::keep_alive::KeepAlive;
-use crate::models::registry::Registry;
 use crate::telemetry::process;
+use crate::units::KeepAlive;
 
 /// modeldock's default port: not Triton's (8000–8002), not Ollama's (11434).
 pub const DEFAULT_PORT: u16 = 8765;
 
+/// Where the catalogue looks for models besides the built-in ones and the
+/// user's models folder (every command that reads the catalogue flattens it).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct EngineFlags {
+pub struct CatalogFlags {
     /// Another folder of <id>/model.toml (repeatable; the variable is a `:`-separated list)
     #[arg(
         long = "models-dir",
@@ -25,6 +27,19 @@ pub struct EngineFlags {
         value_delimiter = ':'
     )]
     pub models_dir: Vec<PathBuf>,
+}
+
+impl CatalogFlags {
+    /// The catalogue these folders (and the default ones) hold.
+    pub fn registry(&self) -> Registry {
+        Registry::discover(&Registry::default_dirs(&self.models_dir))
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineFlags {
+    #[command(flatten)]
+    pub catalog: CatalogFlags,
     /// Memory for resident models: 2GiB, 512MiB, 50% [default: half the available RAM on CPU, 80% of free VRAM on CUDA]
     #[arg(long, value_name = "SIZE", env = "MODELDOCK_BUDGET")]
     pub budget: Option<String>,
@@ -46,7 +61,7 @@ pub struct EngineFlags {
     /// An image that waits this long without starting is answered with an error (250ms, 5s) [default: no limit]
     #[arg(long, value_name = "D", env = "MODELDOCK_QUEUE_TIMEOUT", value_parser = queue_timeout)]
     pub queue_timeout: Option<u64>,
-    /// How far below the normal priority bulk work runs, in nice steps 0-19 (Linux) [default: 10]
+    /// How far below the normal priority bulk work runs, in nice steps 0-19 (Linux) [default: 19]
     #[arg(long, value_name = "N", env = "MODELDOCK_BULK_NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
     pub bulk_nice: Option<u8>,
     /// While bulk work waits, interactive work takes at most this fraction of one core, 0.05-1 (1: no limit) [default: 0.45]
@@ -81,7 +96,7 @@ impl EngineFlags {
     /// Every model folder the flags (and the user's config folder) name; bad
     /// manifests are reported on stderr and skipped.
     pub fn registry(&self) -> Registry {
-        let r = Registry::discover(&Registry::default_dirs(&self.models_dir));
+        let r = self.catalog.registry();
         for p in &r.problems {
             eprintln!("warning: {p}");
             tracing::warn!("{p}");

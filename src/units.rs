@@ -1,6 +1,9 @@
 //! Units for people: byte counts as they appear in messages and tables.
 //! (Below every room, so decoders and model readers can word their limits.)
 
+pub mod keep_alive;
+pub use keep_alive::KeepAlive;
+
 /// Formats a byte count for people ("12.2 MiB"); the one place sizes are written.
 pub fn human_bytes(b: u64) -> String {
     let f = b as f64;

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
+use modeldock::catalog::registry::Registry;
 use modeldock::engine::ImageInput;
-use modeldock::models::registry::Registry;
 use modeldock::vision::decode::{decode_bytes, DecodeLimits};
 use modeldock::vision::InferParams;
 
@@ -754,7 +754,7 @@ fn safetensors_header_errors_name_the_file_the_tensor_and_expected_against_actua
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for (name, header, data, want) in cases {
         let bytes = safetensors(header, data);
-        let e = modeldock::models::weights::header_of_bytes(&bytes)
+        let e = modeldock::catalog::safetensors_header::header_of_bytes(&bytes)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_else(|| panic!("{name}: accepted"));
@@ -762,14 +762,14 @@ fn safetensors_header_errors_name_the_file_the_tensor_and_expected_against_actua
         // From a file, the message starts with the file.
         let f = dir.path().join(format!("{name}.safetensors"));
         std::fs::write(&f, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        let e = modeldock::models::weights::read_header(&f)
+        let e = modeldock::catalog::safetensors_header::read_header(&f)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert_eq!(e, format!("{}: {want}", f.display()), "{name}");
         // Loading goes through the same check, so candle never sees the file.
         let e = modeldock::models::weights::CountingBackend::open(
-            &modeldock::models::weights::WeightsSource::File(f.clone()),
+            &modeldock::catalog::weights_source::WeightsSource::File(f.clone()),
             0,
             Arc::new(|_, _| {}),
         )
@@ -811,7 +811,7 @@ proptest::proptest! {
             at = end.max(at);
         }
         let bytes = safetensors(serde_json::Value::Object(header), at as usize + extra);
-        let ours = modeldock::models::weights::header_of_bytes(&bytes);
+        let ours = modeldock::catalog::safetensors_header::header_of_bytes(&bytes);
         let theirs = candle_core::safetensors::SliceSafetensors::new(&bytes);
         if ours.is_ok() {
             let st = theirs.unwrap_or_else(|e| panic!("candle refuses what the check accepts: {e}"));
@@ -832,7 +832,7 @@ fn a_tensor_entry_with_a_field_twice_is_refused_naming_it() {
             .join("fuzz/regressions/safetensors_header/duplicate-shape-field"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let err = modeldock::models::weights::header_of_bytes(&bytes)
+    let err = modeldock::catalog::safetensors_header::header_of_bytes(&bytes)
         .err()
         .unwrap_or_else(|| panic!("accepted a header with two `shape` fields"))
         .to_string();
@@ -853,7 +853,7 @@ fn a_tensor_named_twice_is_refused_naming_it() {
             .join("fuzz/regressions/safetensors_header/duplicate-tensor-name"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let err = modeldock::models::weights::header_of_bytes(&bytes)
+    let err = modeldock::catalog::safetensors_header::header_of_bytes(&bytes)
         .err()
         .unwrap_or_else(|| panic!("accepted a header naming a tensor twice"))
         .to_string();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use common::fixture;
+use modeldock::catalog::registry::{Registry, WeightsResolved};
 use modeldock::models::face_landmarks::{FaceLandmarks, LandmarkNet};
-use modeldock::models::registry::{Registry, WeightsResolved};
 use modeldock::models::tiny_face_detector::TinyFaceDetector;
 use modeldock::models::weights::var_builder;
 use modeldock::models::Model;
@@ -18,7 +18,7 @@ use modeldock::vision::preprocess::FloatImage;
 use modeldock::vision::{Detection, InferParams};
 use serde_json::Value;
 
-fn vb_for(id: &str) -> (candle_nn::VarBuilder<'static>, modeldock::models::Manifest) {
+fn vb_for(id: &str) -> (candle_nn::VarBuilder<'static>, modeldock::catalog::Manifest) {
     let reg = Registry::discover(&[]);
     let e = reg.get(id).unwrap_or_else(|| panic!("{id} is built in")).clone();
     let WeightsResolved::Local(src) = &e.weights else {

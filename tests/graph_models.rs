@@ -379,10 +379,10 @@ fn hands_cli_gives_labelled_hands_with_21_points() {
 
 #[test]
 fn f16_weights_are_predicted_at_their_f32_size_on_the_cpu() {
+    use modeldock::catalog::registry::Registry;
     use modeldock::engine::Engine;
-    use modeldock::models::registry::Registry;
     let engine = Engine::start(Registry::discover(&[]), common::config(), None);
-    let disk = modeldock::models::weights::read_header(&root("models/objects/nanodet.safetensors"))
+    let disk = modeldock::catalog::safetensors_header::read_header(&root("models/objects/nanodet.safetensors"))
         .unwrap_or_else(|e| panic!("{e}"))
         .data_bytes;
     let st = engine.status("objects").unwrap_or_else(|| panic!("no objects model"));

@@ -10,9 +10,9 @@ use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use modeldock::catalog::registry::Registry;
 use modeldock::client::{Client, LateWake};
 use modeldock::engine::{Engine, ModelState};
-use modeldock::models::registry::Registry;
 use modeldock::ui::app::{AppOptions, ModeldockApp};
 use modeldock::ui::log_capture::LogBuffer;
 
@@ -596,7 +596,7 @@ fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
         .iter()
         .find(|m| m.id == "yolov8n-random")
         .unwrap_or_else(|| panic!("the engine knows the imported model"));
-    assert_eq!(st.arch, "yolov8");
+    assert_eq!(st.arch, modeldock::catalog::Arch::Yolov8);
     // It runs like any other model.
     let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
     let r = modeldock::engine::InferWait::infer_wait(
@@ -634,7 +634,7 @@ fn a_hub_model_without_local_weights_offers_download_with_its_size() {
     h.step();
     let m = &h.state().snapshot().models[0];
     assert!(m.weights_missing.is_some(), "{m:?}");
-    if modeldock::models::hub::offline() {
+    if modeldock::catalog::hub::offline() {
         // HF_HUB_OFFLINE: nothing to download; the row says so.
         assert!(has_label_containing(&h, "no weights"));
         return;

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
+use modeldock::catalog::weights_source::WeightsSource;
+use modeldock::catalog::Manifest;
 use modeldock::models::hands::{
     box_center, crop_box, decode_palms, landmark_crop, map_landmarks, palm_anchors, palm_input_data, rotation_angle,
     HandCandidate, Hands, LANDMARK_INPUT, NUM_ANCHORS,
 };
-use modeldock::models::weights::{var_builder, WeightsSource};
-use modeldock::models::{Manifest, Model};
+use modeldock::models::weights::var_builder;
+use modeldock::models::Model;
 use modeldock::vision::InferParams;
 use serde_json::Value;
 

@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use modeldock::catalog::registry::Registry;
 use modeldock::engine::{Engine, EngineConfig, ImageInput, InferResult};
-use modeldock::models::registry::Registry;
 use modeldock::vision::decode::{decode_bytes, DecodeLimits};
 use modeldock::vision::InferParams;
 

@@ -1,6 +1,7 @@
 //! The arrows between rooms point down (ui/cli/server → client/engine →
-//! models → kernels/vision/backend); the residency state machine and the
-//! scheduler have no threads, clocks or tensors. A violation names the file and the line.
+//! import → models → catalog/graph → kernels/vision/backend); the residency
+//! state machine, the scheduler and the pacer have no threads, clocks or
+//! tensors, and residency imports nothing but `units` and std. A violation names the file and the line.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,7 @@ fn rooms_only_use_the_rooms_below_them() {
         (
             "models",
             &[
+                "crate::import",
                 "crate::engine",
                 "crate::ui",
                 "crate::cli::",
@@ -79,6 +81,48 @@ fn rooms_only_use_the_rooms_below_them() {
             &[
                 "crate::engine",
                 "crate::models",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+            ],
+        ),
+        (
+            "catalog",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::import",
+                "crate::graph",
+                "crate::kernels",
+                "crate::vision",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+                "candle",
+            ],
+        ),
+        (
+            "graph",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::catalog",
+                "crate::import",
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::camera",
+            ],
+        ),
+        (
+            "import",
+            &[
+                "crate::engine",
                 "crate::ui",
                 "crate::cli::",
                 "crate::server",
@@ -156,5 +200,35 @@ fn model_states_are_an_enum_not_strings() {
         all.is_empty(),
         "string comparisons of model states:\n{}",
         all.join("\n")
+    );
+}
+
+#[test]
+fn residency_imports_nothing_but_units_and_std() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/residency.rs");
+    let text = std::fs::read_to_string(&root).unwrap_or_default();
+    assert!(!text.is_empty(), "no file {}", root.display());
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if !after.starts_with("units") {
+                bad.push(format!("{}:{}: {}", root.display(), i + 1, line.trim()));
+                break;
+            }
+            rest = after;
+        }
+        for ext in ["candle", "crossbeam", "parking_lot", "rayon"] {
+            if code.contains(&format!("{ext}::")) || code.contains(&format!("use {ext}")) {
+                bad.push(format!("{}:{}: {}", root.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "residency imports more than units and std:\n{}",
+        bad.join("\n")
     );
 }

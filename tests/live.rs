@@ -7,8 +7,8 @@ use std::time::Duration;
 use common::*;
 use modeldock::camera::pipeline::{LiveOptions, LivePipeline};
 use modeldock::camera::synthetic::SyntheticSource;
+use modeldock::catalog::registry::Registry;
 use modeldock::engine::Engine;
-use modeldock::models::registry::Registry;
 use modeldock::vision::InferParams;
 
 /// Centre of the astronaut's face in the photo (the detector's box on the original).

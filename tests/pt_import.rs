@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use candle_core::{Device, IndexOp, Tensor};
 use common::{fixture, no_server};
-use modeldock::models::pt_import;
-use modeldock::models::registry::load_manifest_file;
+use modeldock::catalog::registry::load_manifest_file;
+use modeldock::import::pt as pt_import;
 
 fn load(rel: &str, name: &str) -> Tensor {
     let mut t = candle_core::safetensors::load(fixture(rel), &Device::Cpu).unwrap_or_else(|e| panic!("{rel}: {e}"));
@@ -127,8 +127,8 @@ fn manifest_has_task_variant_labels_and_input_size() {
     );
     let entry = load_manifest_file(&out_dir.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
     let m = &entry.manifest;
-    assert_eq!(m.task, "detect");
-    assert_eq!(m.arch, "yolov8");
+    assert_eq!(m.task, modeldock::catalog::Task::Detect);
+    assert_eq!(m.arch, modeldock::catalog::Arch::Yolov8);
     assert_eq!(m.variant, "n");
     assert_eq!(m.input_size, 640);
     assert_eq!(m.dtype, "f32");

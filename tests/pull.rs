@@ -531,8 +531,8 @@ fn infer_watching(engine: &modeldock::engine::Engine, id: &str) -> (Result<(), S
 
 #[test]
 fn an_engine_load_downloads_missing_hub_weights_first_then_loads() {
+    use modeldock::catalog::registry::Registry;
     use modeldock::engine::Engine;
-    use modeldock::models::registry::Registry;
 
     let hub = Hub::start(&[]);
     // A real (toy) model's weights, served by the stand-in as org/toy-hub.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use modeldock::backend::V2Client;
+use modeldock::catalog::registry::Registry;
 use modeldock::client::v2_server;
 use modeldock::engine::{Answer, Engine, EngineConfig, ImageInput, InferResult, ModelState};
-use modeldock::models::registry::Registry;
 use modeldock::vision::InferParams;
 
 /// How long a server may take to become ready (Triton's Python backend
@@ -439,7 +439,7 @@ fn attached_to_triton_its_index_is_the_registry_raw_models_load_but_are_not_run_
         .registry
         .entries
         .iter()
-        .map(|e| (e.manifest.id.as_str(), e.manifest.arch.as_str()))
+        .map(|e| (e.manifest.id.as_str(), e.manifest.arch.name()))
         .collect();
     assert!(ids.contains(&("face-triton", "tiny_face_detector")), "{ids:?}");
     assert!(ids.contains(&("raw_identity", "raw")), "{ids:?}");

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use modeldock::models::registry::Registry;
+use modeldock::catalog::registry::Registry;
 use serde_json::Value;
 
 fn write(p: &Path, b: &[u8]) {
@@ -236,7 +236,7 @@ fn weights_holding_nan_fail_their_load_naming_the_tensor() {
 fn fuzzer_finds_stay_fixed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
     let read = |p: &str| std::fs::read(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let e = modeldock::models::weights::header_of_bytes(&read("safetensors_header/header_len_overflow"))
+    let e = modeldock::catalog::safetensors_header::header_of_bytes(&read("safetensors_header/header_len_overflow"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -244,7 +244,7 @@ fn fuzzer_finds_stay_fixed() {
         e,
         "not a safetensors buffer (header length 18446744073709551615 is above the 100000000 byte limit)"
     );
-    let e = modeldock::models::weights::header_of_bytes(&[16, 0, 0, 0, 0, 0, 0, 0, b'{', b'}'])
+    let e = modeldock::catalog::safetensors_header::header_of_bytes(&[16, 0, 0, 0, 0, 0, 0, 0, b'{', b'}'])
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -254,7 +254,7 @@ fn fuzzer_finds_stay_fixed() {
     );
 
     struct Mem(Vec<u8>);
-    impl modeldock::models::tfjs_import::Shards for Mem {
+    impl modeldock::import::tfjs::Shards for Mem {
         fn size(&mut self, _: &str) -> modeldock::Result<u64> {
             Ok(self.0.len() as u64)
         }
@@ -269,7 +269,7 @@ fn fuzzer_finds_stay_fixed() {
             None => (&data[..], Vec::new()),
         };
         let text = String::from_utf8_lossy(text).to_string();
-        let e = modeldock::models::tfjs_import::read_tfjs_text("m.json", &text, &mut Mem(blob))
+        let e = modeldock::import::tfjs::read_tfjs_text("m.json", &text, &mut Mem(blob))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -83,7 +83,7 @@ fn serve_with(
     options: modeldock::server::ServerOptions,
 ) -> modeldock::server::ServerHandle {
     use modeldock::server;
-    let reg = modeldock::models::registry::Registry::discover(&[dir.to_path_buf()]);
+    let reg = modeldock::catalog::registry::Registry::discover(&[dir.to_path_buf()]);
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
     server::start(e.clone(), reg, options, listener).unwrap_or_else(|e| panic!("start: {e}"))

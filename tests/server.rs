@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
+use modeldock::catalog::registry::Registry;
 use modeldock::client::HttpClient;
 use modeldock::engine::{Engine, EngineConfig, ImageInput};
-use modeldock::models::registry::Registry;
 use modeldock::server::{self, ServerHandle, ServerOptions};
 use modeldock::vision::InferParams;
 use serde_json::{json, Value};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
+use modeldock::catalog::registry::Registry;
 use modeldock::engine::{Engine, EngineConfig, ImageInput, ModelState};
-use modeldock::models::registry::Registry;
 use modeldock::models::toy::write_toy_model;
 use modeldock::vision::InferParams;
 

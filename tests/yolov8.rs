@@ -117,14 +117,15 @@ fn candle_hub_names_load_through_the_name_map() {
 
 #[test]
 fn every_variant_and_task_builds_with_the_right_output_shape() {
-    use modeldock::models::weights::{var_builder, WeightsSource};
-    use modeldock::models::yolov8::{Task, YoloV8};
+    use modeldock::catalog::weights_source::WeightsSource;
+    use modeldock::models::weights::var_builder;
+    use modeldock::models::yolov8::{HeadKind, YoloV8};
     let x = Tensor::zeros((1, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
     for v in ["n", "s", "m", "l", "x"] {
-        for (task, rows) in [(Task::Detect, 84), (Task::Pose, 56)] {
+        for (task, rows) in [(HeadKind::Detect, 84), (HeadKind::Pose, 56)] {
             let vb = var_builder(&WeightsSource::Random, 0, &Device::Cpu, std::sync::Arc::new(|_, _| {}))
                 .unwrap_or_else(|e| panic!("{e}"));
-            let nc = if task == Task::Pose { 1 } else { 80 };
+            let nc = if task == HeadKind::Pose { 1 } else { 80 };
             let y = YoloV8::build(vb, v, task, nc).unwrap_or_else(|e| panic!("{v}: {e}"));
             let out = y.forward(&x).unwrap_or_else(|e| panic!("{v}: {e}"));
             assert_eq!(out.dims(), &[1, rows, 64 + 16 + 4], "{v} {task:?}");

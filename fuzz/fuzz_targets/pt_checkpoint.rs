@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modeldock::models::{pickle, pt_import};
+use modeldock::import::{pickle, pt as pt_import};
 
 fuzz_target!(|data: &[u8]| {
     // The pickle VM alone, with tight bounds.

@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Device, Shape};
 use candle_nn::var_builder::SimpleBackend;
 use libfuzzer_sys::fuzz_target;
-use modeldock::models::weights::{header_of_bytes, read_header, CountingBackend, WeightsSource};
+use modeldock::catalog::safetensors_header::{header_of_bytes, read_header};
+use modeldock::catalog::weights_source::WeightsSource;
+use modeldock::models::weights::CountingBackend;
 
 fn scratch() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use libfuzzer_sys::fuzz_target;
 use modeldock::error::{Error, Result};
-use modeldock::models::tf_graph::{Graph, GraphJson, GRAPH_TENSOR};
-use modeldock::models::tfjs_import::{read_graph_text, Shards};
+use modeldock::graph::executor::{Graph, GraphJson, GRAPH_TENSOR};
+use modeldock::import::tfjs::{read_graph_text, Shards};
 
 struct MemShards<'a> {
     blob: &'a [u8],

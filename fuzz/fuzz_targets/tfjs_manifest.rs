@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use modeldock::error::{Error, Result};
-use modeldock::models::tfjs_import::{read_tfjs_text, Shards};
+use modeldock::import::tfjs::{read_tfjs_text, Shards};
 
 struct MemShards<'a> {
     blob: &'a [u8],

@@ -188,14 +188,8 @@ pub struct PullArgs {
     /// Times an interrupted download resumes before the command gives up
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: usize,
-    /// Another folder of <id>/model.toml (repeatable; the variable is a `:`-separated list)
-    #[arg(
-        long = "models-dir",
-        value_name = "DIR",
-        env = "MODELDOCK_MODELS",
-        value_delimiter = ':'
-    )]
-    pub models_dir: Vec<PathBuf>,
+    #[command(flatten)]
+    pub catalog: crate::setup::CatalogFlags,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -334,7 +328,7 @@ pub struct LoadArgs {
     pub model: String,
     /// Idle time before this model is unloaded: 5m, 30s, 0, -1 (never)
     #[arg(long, value_name = "D")]
-    pub keep_alive: Option<crate::models::keep_alive::KeepAlive>,
+    pub keep_alive: Option<crate::units::KeepAlive>,
     /// Keep it in memory until unpinned
     #[arg(long)]
     pub pin: bool,

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::args::BenchArgs;
+use crate::catalog::registry::WeightsResolved;
+use crate::catalog::weights_source::WeightsSource;
 use crate::engine::{Engine, ImageInput, ModelState};
 use crate::error::{Error, Result};
-use crate::models::registry::WeightsResolved;
-use crate::models::weights::WeightsSource;
 use crate::telemetry::process;
 use crate::vision::InferParams;
 
@@ -67,7 +67,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         Some(m) => m.clone(),
         None => {
             crate::models::toy::write_toy_model(&tmp, "bench-toy", 16 << 20, "keep_alive = \"-1\"", &[])?;
-            flags.models_dir.push(tmp.clone());
+            flags.catalog.models_dir.push(tmp.clone());
             "bench-toy".to_string()
         }
     };

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::catalog::registry::Registry;
 use crate::client::HttpClient;
 use crate::engine::{Engine, EngineConfig, ImageInput, KeepAlive};
 use crate::error::{Error, Result};
-use crate::models::registry::Registry;
 use crate::server::{self, ServerOptions};
 use crate::vision::InferParams;
 

@@ -50,8 +50,8 @@ fn until(v: &Value) -> String {
 
 /// The registry of this machine's manifests (to match a v2 server's models
 /// with decoders here).
-fn local_registry() -> crate::models::registry::Registry {
-    crate::models::registry::Registry::discover(&crate::models::registry::Registry::default_dirs(&[]))
+fn local_registry() -> crate::catalog::registry::Registry {
+    crate::catalog::registry::Registry::discover(&crate::catalog::registry::Registry::default_dirs(&[]))
 }
 
 pub fn ps(a: &PsArgs) -> Result<i32> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::args::ImportCommand;
 use crate::error::{Error, Result};
-use crate::models::{pt_import, tfjs_import};
+use crate::import::{pt as pt_import, tfjs as tfjs_import};
 
 pub fn run(cmd: &ImportCommand) -> Result<i32> {
     match cmd {

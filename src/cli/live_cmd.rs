@@ -57,7 +57,7 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(|| crate::models::builtin::DEFAULT_LIVE_MODEL.to_string());
+        .unwrap_or_else(|| crate::catalog::builtin::DEFAULT_LIVE_MODEL.to_string());
     let frames = args.frames;
     let fps = args.fps;
     let (w, h) = parse_size(&args.size)?;

@@ -9,10 +9,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::PullArgs;
+use crate::catalog::hub::{self, PullProgress};
+use crate::catalog::registry::WeightsResolved;
 use crate::engine::config::human_bytes;
 use crate::error::{Error, Result};
-use crate::models::hub::{self, PullProgress};
-use crate::models::registry::{Registry, WeightsResolved};
 
 /// What to pull: repo, file, revision.
 fn target(a: &PullArgs) -> Result<(String, String, String)> {
@@ -24,7 +24,7 @@ fn target(a: &PullArgs) -> Result<(String, String, String)> {
         let (repo, rev) = split(&a.target);
         return Ok((repo, file.clone(), rev));
     }
-    let reg = Registry::discover(&Registry::default_dirs(&a.models_dir));
+    let reg = a.catalog.registry();
     match reg.get(&a.target) {
         Some(e) => match &e.weights {
             WeightsResolved::Hub { repo, file, revision } => Ok((repo.clone(), file.clone(), revision.clone())),

@@ -6,9 +6,9 @@
 
 use super::args::ServerFlags;
 use crate::backend::{V2Client, DEFAULT_TIMEOUT};
+use crate::catalog::registry::Registry;
 use crate::client::v2_server::{self, ServerKind};
 use crate::error::{Error, Result};
-use crate::models::registry::Registry;
 
 /// A v2 server that is not modeldock.
 pub struct OtherServer {
@@ -49,8 +49,8 @@ pub fn list(s: &OtherServer, local: &Registry, json: bool) -> Result<i32> {
                 .entries
                 .iter()
                 .find(|e| e.manifest.backend.as_ref().is_some_and(|b| b.model == r.name))
-                .map(|e| e.manifest.arch.clone())
-                .unwrap_or_else(|| crate::models::manifest::RAW_ARCH.to_string());
+                .map(|e| e.manifest.arch)
+                .unwrap_or(crate::catalog::Arch::Raw);
             serde_json::json!({"model": r.name, "version": r.version, "state": r.state,
                                "reason": r.reason, "decoder": decoder})
         })

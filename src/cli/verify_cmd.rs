@@ -2,7 +2,7 @@
 //! [--rtol F] [--json]`: the raw network on a reference input, compared with
 //! the reference output. Exits 1 above the tolerance. For yolov8, `--weights`
 //! may be an Ultralytics checkpoint (`.pt`), read in memory by
-//! [`crate::models::pt_import`].
+//! [`crate::import::pt`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,14 +12,16 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::args::VerifyArgs;
+use crate::catalog::manifest::{Manifest, WeightsRef};
+use crate::catalog::safetensors_header::read_header;
+use crate::catalog::weights_source::WeightsSource;
 use crate::error::{Error, Result};
+use crate::graph::executor as tf_graph;
+use crate::import::pt as pt_import;
 use crate::models::face_landmarks::LandmarkNet;
-use crate::models::manifest::{Manifest, WeightsRef};
-use crate::models::pt_import;
-use crate::models::tf_graph;
 use crate::models::tiny_face_detector::TinyFaceDetector;
-use crate::models::weights::{read_header, var_builder, WeightsSource};
-use crate::models::yolov8::{Task, YoloV8};
+use crate::models::weights::var_builder;
+use crate::models::yolov8::{HeadKind, YoloV8};
 
 /// The tensor named `preferred`, or the only tensor in the file.
 fn one_tensor(path: &Path, preferred: &str) -> Result<Tensor> {
@@ -85,10 +87,10 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
     };
     match arch {
         "yolov8" => {
-            let t = Task::of(task)?;
+            let t = HeadKind::named(task)?;
             let nc = match t {
-                Task::Pose => 1,
-                Task::Detect => {
+                HeadKind::Pose => 1,
+                HeadKind::Detect => {
                     // Classes from the last class conv's bias.
                     let probe = vb.clone().set_dtype(DType::F32);
                     (1..=1000)
@@ -105,8 +107,8 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
             let m = Manifest {
                 id: "verify".into(),
                 name: "verify".into(),
-                task: "detect".into(),
-                arch: arch.into(),
+                task: crate::catalog::Task::Detect,
+                arch: crate::catalog::Arch::TinyFaceDetector,
                 variant: variant.into(),
                 weights: WeightsRef::Path(weights.display().to_string()),
                 input_size: input.dim(2)? as u32,

@@ -57,7 +57,7 @@ impl Client {
 
     /// Registers a model found after start (an imported checkpoint). A
     /// server reads its model folders when it starts.
-    pub fn register(&self, entry: crate::models::registry::Entry) -> Result<()> {
+    pub fn register(&self, entry: crate::catalog::registry::Entry) -> Result<()> {
         match self {
             Client::Local(e) => e.register(entry),
             Client::Attached(..) => Err(crate::error::Error::unavailable(format!(

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::backend::{BackendSpec, IndexEntry, Reply, V2Client, DEFAULT_TIMEOUT};
+use crate::catalog::manifest::{Manifest, WeightsRef};
+use crate::catalog::registry::{Entry, Registry, WeightsResolved};
+use crate::catalog::Arch;
 use crate::error::{Error, Result};
-use crate::models::manifest::{self, Manifest, WeightsRef, RAW_ARCH};
-use crate::models::registry::{Entry, Registry, WeightsResolved};
 
 /// What answers at a base URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +171,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<En
     // A local model of that name whose network can run there.
     if let Some(e) = local
         .get(name)
-        .filter(|e| manifest::REMOTE_ARCHES.contains(&e.manifest.arch.as_str()) && e.manifest.arch != RAW_ARCH)
+        .filter(|e| e.manifest.arch.runs_remotely() && e.manifest.arch != Arch::Raw)
     {
         let mut m = e.manifest.clone();
         m.backend = Some(spec);
@@ -192,7 +193,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<En
 
 fn raw_manifest(name: &str, spec: BackendSpec) -> Result<Manifest> {
     let text = format!(
-        "id = {id}\nname = {id}\ntask = \"raw\"\narch = \"{RAW_ARCH}\"\ninput_size = 1\nlicence = \"\"\n",
+        "id = {id}\nname = {id}\ntask = \"raw\"\narch = \"raw\"\ninput_size = 1\nlicence = \"\"\n",
         id = toml_string(name)
     );
     let mut m = Manifest::parse(
@@ -224,19 +225,19 @@ mod tests {
         let base = "http://127.0.0.1:9";
         let reg = local();
         let e = entry_for(base, "face-detector", &reg).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(e.manifest.arch, "tiny_face_detector");
+        assert_eq!(e.manifest.arch, Arch::TinyFaceDetector);
         assert_eq!(e.predicted_bytes, 0);
         assert!(matches!(e.weights, WeightsResolved::Remote));
         let b = e.manifest.backend.unwrap_or_else(|| panic!("no backend"));
         assert_eq!((b.model.as_str(), b.input.as_str()), ("face-detector", ""));
 
         let raw = entry_for(base, "add_sub", &reg).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(raw.manifest.arch, RAW_ARCH);
-        assert_eq!(raw.manifest.task, "raw");
+        assert_eq!(raw.manifest.arch, Arch::Raw);
+        assert_eq!(raw.manifest.task, crate::catalog::Task::Raw);
 
         // A local model whose network cannot run remotely is listed raw.
         let objects = entry_for(base, "objects", &reg).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(objects.manifest.arch, RAW_ARCH);
+        assert_eq!(objects.manifest.arch, Arch::Raw);
 
         // A name that is not a modeldock id is a problem line, not a panic.
         let bad = entry_for(base, "a/b", &reg).err().unwrap_or_default();

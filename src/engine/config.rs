@@ -3,7 +3,7 @@
 use candle_core::Device;
 
 use crate::error::{Error, Result};
-use crate::models::keep_alive::KeepAlive;
+use crate::units::KeepAlive;
 use crate::vision::decode::DecodeLimits;
 
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use std::time::Instant;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::models::registry::{Entry, WeightsResolved};
-use crate::models::weights::WeightsSource;
+use crate::catalog::registry::{Entry, WeightsResolved};
+use crate::catalog::weights_source::WeightsSource;
 use crate::models::{self, Model};
 use crate::telemetry::process;
 
@@ -94,7 +94,7 @@ impl Reporter {
     }
 }
 
-impl models::hub::PullProgress for Reporter {
+impl crate::catalog::hub::PullProgress for Reporter {
     fn start(&mut self, total: u64) {
         // A resumed download counts its ETA from here.
         self.start = Instant::now();
@@ -118,7 +118,7 @@ fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource, 
                 let id = &e.manifest.id;
                 tracing::info!("{id}: downloading {repo}/{file}@{revision}");
                 let mut reporter = Reporter::new(out, id, true);
-                let pulled = models::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)
+                let pulled = crate::catalog::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)
                     .map_err(|err| err.to_string())?;
                 tracing::info!("{id}: downloaded {} bytes to {}", pulled.bytes, pulled.path.display());
                 Ok(WeightsSource::File(pulled.path))
@@ -179,7 +179,7 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let gpu_index = cuda_index(&job.device);
     let gpu_before = gpu_index.and_then(crate::telemetry::nvml::own_used_memory);
     let total = match &source {
-        WeightsSource::File(p) => crate::models::weights::read_header(p)
+        WeightsSource::File(p) => crate::catalog::safetensors_header::read_header(p)
             .map(|h| h.data_bytes)
             .unwrap_or(e.predicted_bytes),
         _ => e.predicted_bytes,

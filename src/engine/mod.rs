@@ -30,8 +30,8 @@ pub use config::EngineConfig;
 pub use residency::{KeepAlive, ModelState};
 pub use stats::LatencySnapshot;
 
+use crate::catalog::registry::Registry;
 use crate::error::{Error, Result};
-use crate::models::registry::Registry;
 use crate::vision::{InferParams, Output, Timings};
 
 pub type RequestId = u64;
@@ -184,7 +184,7 @@ pub enum Command {
     SetKeepAlive(String, Option<KeepAlive>),
     /// Adds a model found after start (an imported checkpoint), or replaces
     /// one that is not loaded.
-    Register(Box<crate::models::registry::Entry>),
+    Register(Box<crate::catalog::registry::Entry>),
     Shutdown,
 }
 
@@ -193,8 +193,8 @@ pub enum Command {
 pub struct ModelStatus {
     pub id: String,
     pub name: String,
-    pub task: String,
-    pub arch: String,
+    pub task: crate::catalog::Task,
+    pub arch: crate::catalog::Arch,
     pub state: ModelState,
     pub failed_reason: Option<String>,
     pub bytes_done: u64,
@@ -545,7 +545,7 @@ impl Engine {
     }
 
     /// Registers a model found after start (see [`Command::Register`]).
-    pub fn register(&self, entry: crate::models::registry::Entry) -> Result<()> {
+    pub fn register(&self, entry: crate::catalog::registry::Entry) -> Result<()> {
         self.send(Command::Register(Box::new(entry)))
     }
 

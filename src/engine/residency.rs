@@ -31,7 +31,7 @@ pub type RequestId = u64;
 /// Milliseconds on whatever clock the caller uses.
 pub type Millis = u64;
 
-pub use crate::models::keep_alive::KeepAlive;
+pub use crate::units::KeepAlive;
 
 /// A model's state as clients see it; serialises to the same strings as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -125,8 +125,9 @@ fn write(path: &Path, sizes: &BTreeMap<String, u64>) -> std::io::Result<()> {
 
 /// The key of `e`'s measured size: its weights' fingerprint, the device and
 /// the dtype in memory (`None` for weights not on this machine yet).
-pub(super) fn key_of(e: &crate::models::registry::Entry, config: &super::EngineConfig) -> Option<String> {
-    use crate::models::weights::{header_of_bytes, read_header, WeightsSource};
+pub(super) fn key_of(e: &crate::catalog::registry::Entry, config: &super::EngineConfig) -> Option<String> {
+    use crate::catalog::safetensors_header::{header_of_bytes, read_header};
+    use crate::catalog::weights_source::WeightsSource;
     let header = match e.weights_source(false).ok()? {
         WeightsSource::File(p) => read_header(&p).ok()?,
         WeightsSource::Embedded { bytes, .. } => header_of_bytes(bytes).ok()?,
@@ -146,7 +147,7 @@ pub(super) fn key_of(e: &crate::models::registry::Entry, config: &super::EngineC
 /// the prediction: an RSS delta can miss memory the allocator reused, or
 /// count memory that is not the model's.
 pub(super) fn admission_bytes(
-    e: &crate::models::registry::Entry,
+    e: &crate::catalog::registry::Entry,
     config: &super::EngineConfig,
     sizes: &SizeBook,
 ) -> u64 {
@@ -163,7 +164,7 @@ pub(super) fn admission_bytes(
 /// Remembers `e`'s measured size (models of [`MIN_PREDICTED`] or more).
 pub(super) fn remember(
     sizes: &mut SizeBook,
-    e: &crate::models::registry::Entry,
+    e: &crate::catalog::registry::Entry,
     config: &super::EngineConfig,
     measured: u64,
 ) {

@@ -90,6 +90,14 @@ pub fn fast_exp(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// TF "same" padding of a k×k window at `stride` on an `n`-long axis:
+/// (before, after); the odd pixel goes after.
+pub fn same_pad(n: usize, k: usize, stride: usize) -> (usize, usize) {
+    let out = n.div_ceil(stride);
+    let total = ((out - 1) * stride + k).saturating_sub(n);
+    (total / 2, total - total / 2)
+}
+
 /// Zero padding on each side (TF "same" can be asymmetric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Padding {

@@ -37,10 +37,10 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use super::tf_graph::Graph;
 use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
+use crate::graph::executor::Graph;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
 /// Side of the palm detector's input.

@@ -24,13 +24,7 @@ pub fn conv(
     FastConv::new(w, Some(b), stride, pad, 1, act)
 }
 
-/// TF "same" padding of a k×k window at `stride` on an `n`-long axis:
-/// (before, after); the odd pixel goes after.
-pub fn same_pad(n: usize, k: usize, stride: usize) -> (usize, usize) {
-    let out = n.div_ceil(stride);
-    let total = ((out - 1) * stride + k).saturating_sub(n);
-    (total / 2, total - total / 2)
-}
+pub use crate::kernels::same_pad;
 
 pub fn same_padding(x: &Tensor, k: usize, stride: usize) -> Result<Padding> {
     let (_, _, h, w) = x.dims4()?;

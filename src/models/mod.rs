@@ -1,23 +1,13 @@
-//! The model zoo: manifests, weights, and one file per network.
+//! The networks, one file each, and the weights backend they load through.
 
-pub mod builtin;
 pub mod coco;
 pub mod face_landmarks;
 pub mod hands;
-pub mod hub;
-pub mod keep_alive;
 pub mod layers;
-pub mod manifest;
 pub mod mtcnn;
 pub mod objects;
-pub mod pickle;
 pub mod pose;
-pub mod pt_import;
-pub mod registry;
 pub mod remote_net;
-pub mod tf_graph;
-pub mod tf_ops;
-pub mod tfjs_import;
 pub mod timing;
 pub mod tiny_face_detector;
 pub mod toy;
@@ -28,10 +18,11 @@ pub mod yolov8_head;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
+use crate::catalog::weights_source::WeightsSource;
+use crate::catalog::{Arch, Manifest};
 use crate::error::{Error, Result};
 use crate::vision::{Detection, InferParams, ModelTimings};
-pub use manifest::Manifest;
-use weights::{var_builder, ProgressFn, WeightsSource};
+use weights::{var_builder, ProgressFn};
 
 /// A loaded network with its own pre- and post-processing.
 pub trait Model: Send + Sync {
@@ -56,26 +47,13 @@ pub trait Model: Send + Sync {
     }
 }
 
-/// Architectures this build knows.
-pub const ARCHES: &[&str] = &[
-    "tiny_face_detector",
-    "face_landmarks_68",
-    "mtcnn",
-    "yolov8",
-    "nanodet",
-    "movenet",
-    "hands",
-    "toy",
-    manifest::RAW_ARCH,
-];
-
 /// Builds a model whose network runs on a server (`manifest.backend`):
 /// nothing is read here; the server is asked to load it.
 pub fn build_remote(manifest: &Manifest, device: &Device) -> Result<Box<dyn Model>> {
-    let m: Box<dyn Model> = match manifest.arch.as_str() {
-        "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::remote(manifest, device)?),
-        "yolov8" => Box::new(yolov8::YoloV8::remote(manifest, device)?),
-        manifest::RAW_ARCH => Box::new(remote_net::RawRemote::connect(manifest)?),
+    let m: Box<dyn Model> = match manifest.arch {
+        Arch::TinyFaceDetector => Box::new(tiny_face_detector::TinyFaceDetector::remote(manifest, device)?),
+        Arch::Yolov8 => Box::new(yolov8::YoloV8::remote(manifest, device)?),
+        Arch::Raw => Box::new(remote_net::RawRemote::connect(manifest)?),
         other => {
             return Err(Error::msg(format!(
                 "{}: arch {other} cannot run its network remotely",
@@ -95,19 +73,19 @@ pub fn build(
     progress: ProgressFn,
 ) -> Result<Box<dyn Model>> {
     let vb = var_builder(source, total_bytes, device, progress)?;
-    let m: Box<dyn Model> = match manifest.arch.as_str() {
-        "tiny_face_detector" => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
-        "face_landmarks_68" => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
-        "mtcnn" => Box::new(mtcnn::Mtcnn::load(vb, manifest)?),
-        "yolov8" => Box::new(yolov8::YoloV8::load(vb, manifest)?),
-        "nanodet" => Box::new(objects::Objects::load(vb, manifest)?),
-        "movenet" => Box::new(pose::Pose::load(vb, manifest)?),
-        "hands" => Box::new(hands::Hands::load(vb, manifest)?),
-        "toy" => Box::new(toy::Toy::load(vb, manifest)?),
-        other => {
+    let m: Box<dyn Model> = match manifest.arch {
+        Arch::TinyFaceDetector => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
+        Arch::FaceLandmarks68 => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),
+        Arch::Mtcnn => Box::new(mtcnn::Mtcnn::load(vb, manifest)?),
+        Arch::Yolov8 => Box::new(yolov8::YoloV8::load(vb, manifest)?),
+        Arch::Nanodet => Box::new(objects::Objects::load(vb, manifest)?),
+        Arch::Movenet => Box::new(pose::Pose::load(vb, manifest)?),
+        Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
+        Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
+        Arch::Raw => {
             return Err(Error::msg(format!(
-                "unknown arch '{other}' (this build knows: {})",
-                ARCHES.join(", ")
+                "{}: arch raw has no network here; it needs a backend = {{ url, model, … }}",
+                manifest.id
             )))
         }
     };

@@ -12,6 +12,7 @@ use super::layers::{Act, FastConv, Padding};
 use super::remote_net::Net;
 use super::timing::ms;
 use super::{yolov8_head, Manifest, Model};
+use crate::catalog::Task;
 use crate::error::{Error, Result};
 use crate::kernels::host;
 use crate::kernels::pool::{max_pool_same_size, upsample2x};
@@ -55,18 +56,28 @@ impl Scale {
     }
 }
 
+/// Which head the network has: boxes only, or boxes and 17 keypoints.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Task {
+pub enum HeadKind {
     Detect,
     Pose,
 }
 
-impl Task {
-    pub fn of(task: &str) -> Result<Task> {
+impl HeadKind {
+    /// The head a manifest's task asks for.
+    pub fn of(task: Task) -> Result<HeadKind> {
         match task {
-            "detect" => Ok(Task::Detect),
-            "pose" => Ok(Task::Pose),
-            t => Err(Error::msg(format!("yolov8: unknown task '{t}' (detect or pose)"))),
+            Task::Detect => Ok(HeadKind::Detect),
+            Task::Pose => Ok(HeadKind::Pose),
+            t => Err(Error::msg(format!("yolov8: no head for task '{t}' (detect or pose)"))),
+        }
+    }
+
+    /// The head a task name asks for (the `verify` flag).
+    pub fn named(task: &str) -> Result<HeadKind> {
+        match Task::parse(task) {
+            Some(t) => HeadKind::of(t),
+            None => Err(Error::msg(format!("yolov8: unknown task '{task}' (detect or pose)"))),
         }
     }
 }
@@ -258,10 +269,10 @@ struct Head {
 }
 
 impl Head {
-    fn load(vb: VarBuilder, ch: [usize; 3], nc: usize, task: Task) -> Result<Self> {
+    fn load(vb: VarBuilder, ch: [usize; 3], nc: usize, task: HeadKind) -> Result<Self> {
         let c2 = (ch[0] / 4).max(REG_MAX * 4).max(16);
         let c3 = ch[0].max(nc.min(100));
-        let nk = if task == Task::Pose { 17 * 3 } else { 0 };
+        let nk = if task == HeadKind::Pose { 17 * 3 } else { 0 };
         let c4 = (ch[0] / 4).max(nk);
         let mut h = Head {
             cv2: Vec::new(),
@@ -421,7 +432,7 @@ const MAX_NMS: usize = 30_000;
 
 pub struct YoloV8 {
     net: Net<Box<Layers>>,
-    pub task: Task,
+    pub head: HeadKind,
     input_size: usize,
     labels: Vec<String>,
     conf: f32,
@@ -459,7 +470,7 @@ pub fn candle_hub_name(ultra: &str) -> String {
 }
 
 impl YoloV8 {
-    pub fn build(vb: VarBuilder, variant: &str, task: Task, nc: usize) -> Result<Self> {
+    pub fn build(vb: VarBuilder, variant: &str, task: HeadKind, nc: usize) -> Result<Self> {
         let vb = if !vb.contains_tensor("model.0.conv.weight") && vb.contains_tensor("net.b1.0.conv.weight") {
             vb.rename_f(candle_hub_name)
         } else {
@@ -490,7 +501,7 @@ impl YoloV8 {
         };
         Ok(YoloV8 {
             net: Net::Local(Box::new(layers)),
-            task,
+            head: task,
             input_size: 640,
             labels: Vec::new(),
             conf: 0.25,
@@ -500,11 +511,11 @@ impl YoloV8 {
     }
 
     /// The task and labels a manifest gives.
-    fn task_labels(m: &Manifest) -> Result<(Task, Vec<String>)> {
-        let task = Task::of(&m.task)?;
+    fn task_labels(m: &Manifest) -> Result<(HeadKind, Vec<String>)> {
+        let task = HeadKind::of(m.task)?;
         let labels: Vec<String> = if !m.labels.is_empty() {
             m.labels.clone()
-        } else if task == Task::Pose {
+        } else if task == HeadKind::Pose {
             vec!["person".into()]
         } else {
             super::coco::COCO.iter().map(|s| s.to_string()).collect()
@@ -533,7 +544,7 @@ impl YoloV8 {
         let (task, labels) = Self::task_labels(m)?;
         let y = YoloV8 {
             net: Net::Remote(super::remote_net::connect(m)?),
-            task,
+            head: task,
             input_size: 640,
             labels: Vec::new(),
             conf: 0.25,
@@ -616,7 +627,7 @@ impl YoloV8 {
             .collect();
         let scores: Vec<f32> = cand.iter().map(|&j| best[j]).collect();
         let classes: Vec<usize> = cand.iter().map(|&j| best_c[j]).collect();
-        let kps: Vec<Vec<[f32; 3]>> = if self.task == Task::Pose && nrows >= 4 + nc + 51 {
+        let kps: Vec<Vec<[f32; 3]>> = if self.head == HeadKind::Pose && nrows >= 4 + nc + 51 {
             cand.iter()
                 .map(|&j| {
                     (0..17)
@@ -695,13 +706,14 @@ impl Model for YoloV8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::weights::{var_builder, WeightsSource};
+    use crate::catalog::weights_source::WeightsSource;
+    use crate::models::weights::var_builder;
 
     /// The one-pass CPU head output equals the candle ops' output, for
     /// detection and pose, on two images of random branch outputs.
     #[test]
     fn cpu_head_decode_matches_candle_ops() -> Result<()> {
-        for (task, nc) in [(Task::Detect, 80), (Task::Pose, 1)] {
+        for (task, nc) in [(HeadKind::Detect, 80), (HeadKind::Pose, 1)] {
             let vb = var_builder(&WeightsSource::Random, 0, &Device::Cpu, std::sync::Arc::new(|_, _| {}))?;
             let head = Head::load(vb.pp("model.22"), [64, 128, 256], nc, task)?;
             let sizes = [(8usize, 6usize), (4, 3), (2, 2)];
@@ -718,7 +730,11 @@ mod tests {
             };
             let boxes = raw(4 * REG_MAX, 0.0)?;
             let cls = raw(nc, -1.0)?;
-            let kpts = if task == Task::Pose { raw(51, 0.5)? } else { Vec::new() };
+            let kpts = if task == HeadKind::Pose {
+                raw(51, 0.5)?
+            } else {
+                Vec::new()
+            };
             let refs = [&xs[0], &xs[1], &xs[2]];
             let a = head.decode_cpu(&boxes, &cls, &kpts, refs)?;
             let b = head.decode_candle(&boxes, &cls, &kpts, refs)?;

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::events::{self, command_and_wait, is_out, is_resident, Waited};
 use super::state::State;
 use crate::engine::{ModelState, ModelStatus};
-use crate::models::keep_alive::KeepAlive;
+use crate::units::KeepAlive;
 
 fn expires_at(m: &ModelStatus) -> Option<String> {
     let left = m.keep_alive_left_ms?;

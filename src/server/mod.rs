@@ -31,9 +31,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
+use crate::catalog::registry::Registry;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::models::registry::Registry;
 use error::ApiError;
 pub use state::ServerOptions;
 use state::{Shared, State};

@@ -20,11 +20,6 @@ use crate::vision::InferParams;
 pub const NETWORK_INPUT: &str = "NETWORK_INPUT";
 pub const NETWORK_OUTPUT: &str = "NETWORK_OUTPUT";
 
-/// Archs whose network is served on its own (one FP32 input, one output).
-pub fn serves_network(arch: &str) -> bool {
-    matches!(arch, "tiny_face_detector" | "yolov8")
-}
-
 /// The request's `NETWORK_INPUT`, when it has one.
 pub fn network_input(head: &[u8], tail: &[u8]) -> Result<Option<Tensor32>, String> {
     // Image requests never name it: skip parsing them twice.
@@ -37,12 +32,9 @@ pub fn network_input(head: &[u8], tail: &[u8]) -> Result<Option<Tensor32>, Strin
 /// Runs the raw network through the engine (residency, queue and statistics
 /// as for images) and answers `NETWORK_OUTPUT`, binary when the request was.
 pub async fn infer(state: State, model: String, x: Tensor32, binary: bool) -> ApiResult<Response> {
-    let arch = state
-        .registry
-        .get(&model)
-        .map(|e| e.manifest.arch.clone())
-        .unwrap_or_default();
-    if !serves_network(&arch) {
+    let arch = state.registry.get(&model).map(|e| e.manifest.arch);
+    if !arch.is_some_and(|a| a.serves_network()) {
+        let arch = arch.map(|a| a.name()).unwrap_or_default();
         return Err(ApiError::bad_request(format!(
             "{model}: its network ({arch}) is not served on its own; send IMAGE"
         )));

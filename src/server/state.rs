@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, Semaphore};
 
 use super::metrics::Metrics;
+use crate::catalog::registry::Registry;
 use crate::engine::{Engine, Event, ModelStatus};
-use crate::models::registry::Registry;
 use crate::vision::Timings;
 
 /// A count and a total duration, as Triton's statistics extension reports them.

@@ -38,12 +38,7 @@ pub async fn server_metadata() -> Json<Value> {
 pub fn keypoint_count(state: &State, model: &str) -> usize {
     let Some(e) = state.registry.get(model) else { return 0 };
     let m = &e.manifest;
-    match m.arch.as_str() {
-        "face_landmarks_68" => 68,
-        "mtcnn" => 5,
-        "yolov8" if m.task == "pose" => 17,
-        _ => 0,
-    }
+    m.arch.keypoints(m.task)
 }
 
 fn known(state: &State, model: &str) -> ApiResult<()> {
@@ -73,11 +68,7 @@ pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<St
         .unwrap_or_default();
     let mut inputs = vec![json!({"name": "IMAGE", "datatype": "BYTES", "shape": [-1]})];
     // The raw network too, for another modeldock using this one as its backend.
-    if let Some(e) = state
-        .registry
-        .get(&model)
-        .filter(|e| super::network::serves_network(&e.manifest.arch))
-    {
+    if let Some(e) = state.registry.get(&model).filter(|e| e.manifest.arch.serves_network()) {
         let s = e.manifest.input_size;
         inputs.push(json!({"name": super::network::NETWORK_INPUT, "datatype": "FP32", "shape": [1, 3, s, s]}));
         outputs.push(json!({"name": super::network::NETWORK_OUTPUT, "datatype": "FP32", "shape": [-1]}));

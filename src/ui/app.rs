@@ -15,9 +15,9 @@ use super::log_capture::LogBuffer;
 use super::viewer::Viewer;
 use super::{export, gpu_panel, latency_panel, log_panel, models_panel};
 use crate::camera::SourceSpec;
+use crate::catalog::registry::Registry;
 use crate::client::{Client, LateWake};
 use crate::engine::{Event, ModelState, Snapshot};
-use crate::models::registry::Registry;
 use crate::telemetry::sampler::{Sampler, SamplerConfig};
 
 /// Time the UI spends draining engine events per frame.
@@ -98,7 +98,7 @@ enum Dialog {
     Export(Option<PathBuf>),
     Exported(Result<usize, String>),
     /// A dropped checkpoint, imported (off the UI thread) into a model folder.
-    Imported(Result<Box<crate::models::registry::Entry>, String>),
+    Imported(Result<Box<crate::catalog::registry::Entry>, String>),
 }
 
 pub struct ModeldockApp {
@@ -144,7 +144,7 @@ impl ModeldockApp {
             .filter(|m| opts.registry.get(m).is_some())
             .or_else(|| {
                 opts.registry
-                    .get(crate::models::builtin::DEFAULT_MODEL)
+                    .get(crate::catalog::builtin::DEFAULT_MODEL)
                     .map(|e| e.manifest.id.clone())
             })
             .or_else(|| opts.registry.entries.first().map(|e| e.manifest.id.clone()))
@@ -335,7 +335,7 @@ impl ModeldockApp {
         });
         let (checkpoints, images): (Vec<PathBuf>, Vec<PathBuf>) = dropped
             .into_iter()
-            .partition(|p| crate::models::pt_import::is_checkpoint_path(p));
+            .partition(|p| crate::import::pt::is_checkpoint_path(p));
         if let Some(p) = checkpoints.into_iter().next() {
             self.pending_pt = Some(p);
         }
@@ -354,7 +354,7 @@ impl ModeldockApp {
                 .config_dir()
                 .join("models"),
         };
-        Some(root.join(crate::models::pt_import::id_of(stem)))
+        Some(root.join(crate::import::pt::id_of(stem)))
     }
 
     /// Asks whether to import a dropped `.pt`, and imports it off the UI thread.
@@ -395,8 +395,8 @@ impl ModeldockApp {
                 let tx = self.dialogs.0.clone();
                 let ctx = ctx.clone();
                 std::thread::spawn(move || {
-                    let r = crate::models::pt_import::import(&pt, &dir)
-                        .and_then(|w| crate::models::registry::load_manifest_file(&w.manifest_path))
+                    let r = crate::import::pt::import(&pt, &dir)
+                        .and_then(|w| crate::catalog::registry::load_manifest_file(&w.manifest_path))
                         .map(Box::new)
                         .map_err(|e| e.to_string());
                     let _ = tx.send(Dialog::Imported(r));
@@ -618,7 +618,7 @@ impl ModeldockApp {
             .registry
             .entries
             .iter()
-            .filter(|e| e.manifest.arch != crate::models::manifest::RAW_ARCH)
+            .filter(|e| e.manifest.arch != crate::catalog::Arch::Raw)
             .map(|e| e.manifest.id.clone())
             .collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {
@@ -632,7 +632,7 @@ impl ModeldockApp {
                 CentralTab::Live => {
                     ui.horizontal(|ui| {
                         ui.label("Live model:");
-                        let combo = crate::models::builtin::DEFAULT_LIVE_MODEL;
+                        let combo = crate::catalog::builtin::DEFAULT_LIVE_MODEL;
                         let shown = if self.live.model == combo {
                             "hands + faces"
                         } else {

@@ -80,7 +80,7 @@ pub struct Opening {
 impl Default for LivePanel {
     fn default() -> Self {
         LivePanel {
-            model: crate::models::builtin::DEFAULT_LIVE_MODEL.to_string(),
+            model: crate::catalog::builtin::DEFAULT_LIVE_MODEL.to_string(),
             choice: SourceChoice::Synthetic,
             folder: String::new(),
             fps: 30.0,

@@ -228,7 +228,7 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                         Some(ms) => countdown(ms),
                         None => m.keep_alive.clone(),
                     });
-                    ui.label(&m.task);
+                    ui.label(m.task.name());
                     ui.end_row();
                 }
             });

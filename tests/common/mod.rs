@@ -6,9 +6,9 @@ pub mod app;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use modeldock::catalog::registry::Registry;
 use modeldock::engine::residency::KeepAlive;
 use modeldock::engine::{Engine, EngineConfig};
-use modeldock::models::registry::Registry;
 use modeldock::models::toy::write_toy_model;
 
 pub const WAIT: Duration = Duration::from_secs(60);

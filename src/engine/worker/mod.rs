@@ -24,7 +24,7 @@ use super::stats::Stats;
 use super::{
     Answer, Command, EngineConfig, Event, ImageInput, InferError, Reply, RequestId, Snapshot, Subscribers, WakeFn,
 };
-use crate::models::registry::Registry;
+use crate::catalog::registry::Registry;
 use crate::models::Model;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
@@ -507,7 +507,7 @@ impl Worker {
 
     /// A model found after start joins the registry and the residency
     /// table; one that is loaded or loading is left as it is.
-    fn on_register(&mut self, mut e: crate::models::registry::Entry) {
+    fn on_register(&mut self, mut e: crate::catalog::registry::Entry) {
         let id = e.manifest.id.clone();
         let busy = self.models.contains_key(&id)
             || self

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use super::Worker;
+use crate::catalog::registry::WeightsResolved;
 use crate::engine::loader;
 use crate::engine::residency::Phase;
 use crate::engine::scheduler::Class;
 use crate::engine::{Event, ModelStatus, RemoteStatus, Snapshot};
-use crate::models::registry::WeightsResolved;
 
 impl Worker {
     pub(super) fn publish(&mut self) {
@@ -44,8 +44,8 @@ impl Worker {
                 Some(ModelStatus {
                     id: id.clone(),
                     name: e.manifest.name.clone(),
-                    task: e.manifest.task.clone(),
-                    arch: e.manifest.arch.clone(),
+                    task: e.manifest.task,
+                    arch: e.manifest.arch,
                     state: s.phase.state(),
                     failed_reason: match &s.phase {
                         Phase::Failed { reason } => Some(reason.clone()),
@@ -71,7 +71,7 @@ impl Worker {
                     origin: e.origin.clone(),
                     download_bytes: (weights_missing.is_some()
                         && loader::CAN_DOWNLOAD
-                        && !crate::models::hub::offline())
+                        && !crate::catalog::hub::offline())
                     .then(|| e.manifest.option("size_bytes", 0.0) as u64),
                     weights_missing,
                     downloading,
@@ -82,7 +82,7 @@ impl Worker {
                             backend: b.describe(),
                             unreachable: v.unreachable,
                             split: v.split,
-                            raw: e.manifest.arch == crate::models::manifest::RAW_ARCH,
+                            raw: e.manifest.arch == crate::catalog::Arch::Raw,
                             server_state: v.index,
                         }
                     }),

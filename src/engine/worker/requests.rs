@@ -352,8 +352,7 @@ impl Worker {
     /// models that look at full-resolution crops (landmarks, MTCNN, hands).
     pub(super) fn reduced_side(&self, model: &str) -> Option<u32> {
         let m = &self.registry.get(model)?.manifest;
-        matches!(m.arch.as_str(), "tiny_face_detector" | "yolov8" | "nanodet" | "movenet")
-            .then_some(m.input_size.saturating_mul(2))
+        m.arch.decodes_reduced().then_some(m.input_size.saturating_mul(2))
     }
 
     /// Parks a request with the residency: it runs once its model is resident.

@@ -15,13 +15,13 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::tf_ops::{self, IntArr, Val};
+use super::node::NodeDef;
+use super::ops::{self, IntArr, Val};
 use crate::error::{Error, Result};
 use crate::kernels::layer::FastConv;
 use crate::kernels::{Act, Padding};
@@ -49,79 +49,6 @@ pub struct Signature {
     pub inputs: serde_json::Map<String, Json>,
     #[serde(default)]
     pub outputs: serde_json::Map<String, Json>,
-}
-
-#[derive(Deserialize, Clone)]
-pub struct NodeDef {
-    pub name: String,
-    pub op: String,
-    #[serde(default)]
-    pub input: Vec<String>,
-    #[serde(default)]
-    pub attr: serde_json::Map<String, Json>,
-}
-
-impl NodeDef {
-    fn attr(&self, key: &str) -> Option<&Json> {
-        self.attr.get(key)
-    }
-
-    fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::msg(format!("node '{}' ({}): {msg}", self.name, self.op))
-    }
-
-    fn attr_str(&self, key: &str) -> Option<String> {
-        let s = self.attr(key)?.get("s")?.as_str()?;
-        let b = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-        String::from_utf8(b).ok()
-    }
-
-    fn attr_f(&self, key: &str) -> Option<f64> {
-        self.attr(key)?.get("f")?.as_f64()
-    }
-
-    fn attr_i(&self, key: &str) -> Option<i64> {
-        let v = self.attr(key)?.get("i")?;
-        v.as_i64().or_else(|| v.as_str()?.parse().ok())
-    }
-
-    fn attr_b(&self, key: &str) -> bool {
-        self.attr(key)
-            .and_then(|v| v.get("b"))
-            .and_then(|b| b.as_bool())
-            .unwrap_or(false)
-    }
-
-    fn attr_ints(&self, key: &str) -> Vec<i64> {
-        let Some(list) = self.attr(key).and_then(|v| v.get("list")).and_then(|l| l.get("i")) else {
-            return Vec::new();
-        };
-        list.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn attr_strs(&self, key: &str) -> Vec<String> {
-        let Some(list) = self.attr(key).and_then(|v| v.get("list")).and_then(|l| l.get("s")) else {
-            return Vec::new();
-        };
-        list.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok())
-                    .filter_map(|b| String::from_utf8(b).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn attr_type(&self, key: &str) -> Option<String> {
-        Some(self.attr(key)?.get("type")?.as_str()?.to_string())
-    }
 }
 
 /// `name:k` → (name, k).
@@ -165,9 +92,9 @@ enum Op {
         bias: Option<Tensor>,
         ta: bool,
     },
-    Binary(tf_ops::BinOp),
+    Binary(ops::BinOp),
     AddN,
-    Unary(tf_ops::UnOp),
+    Unary(ops::UnOp),
     LeakyRelu(f64),
     Pad {
         value_input: bool,
@@ -402,21 +329,21 @@ impl Graph {
                         ta: def.attr_b("transpose_a"),
                     }
                 }
-                "Add" | "AddV2" | "BiasAdd" => Op::Binary(tf_ops::BinOp::Add),
-                "Sub" => Op::Binary(tf_ops::BinOp::Sub),
-                "Mul" => Op::Binary(tf_ops::BinOp::Mul),
-                "RealDiv" | "Div" => Op::Binary(tf_ops::BinOp::Div),
-                "FloorDiv" => Op::Binary(tf_ops::BinOp::FloorDiv),
-                "Maximum" => Op::Binary(tf_ops::BinOp::Max),
-                "Minimum" => Op::Binary(tf_ops::BinOp::Min),
-                "SquaredDifference" => Op::Binary(tf_ops::BinOp::SquaredDiff),
+                "Add" | "AddV2" | "BiasAdd" => Op::Binary(ops::BinOp::Add),
+                "Sub" => Op::Binary(ops::BinOp::Sub),
+                "Mul" => Op::Binary(ops::BinOp::Mul),
+                "RealDiv" | "Div" => Op::Binary(ops::BinOp::Div),
+                "FloorDiv" => Op::Binary(ops::BinOp::FloorDiv),
+                "Maximum" => Op::Binary(ops::BinOp::Max),
+                "Minimum" => Op::Binary(ops::BinOp::Min),
+                "SquaredDifference" => Op::Binary(ops::BinOp::SquaredDiff),
                 "AddN" => Op::AddN,
-                "Relu" => Op::Unary(tf_ops::UnOp::Relu),
-                "Relu6" => Op::Unary(tf_ops::UnOp::Relu6),
-                "Sigmoid" => Op::Unary(tf_ops::UnOp::Sigmoid),
-                "Sqrt" => Op::Unary(tf_ops::UnOp::Sqrt),
-                "Exp" => Op::Unary(tf_ops::UnOp::Exp),
-                "Tanh" => Op::Unary(tf_ops::UnOp::Tanh),
+                "Relu" => Op::Unary(ops::UnOp::Relu),
+                "Relu6" => Op::Unary(ops::UnOp::Relu6),
+                "Sigmoid" => Op::Unary(ops::UnOp::Sigmoid),
+                "Sqrt" => Op::Unary(ops::UnOp::Sqrt),
+                "Exp" => Op::Unary(ops::UnOp::Exp),
+                "Tanh" => Op::Unary(ops::UnOp::Tanh),
                 "LeakyRelu" => Op::LeakyRelu(def.attr_f("alpha").unwrap_or(0.2)),
                 "Pad" => Op::Pad { value_input: false },
                 "PadV2" => Op::Pad { value_input: true },
@@ -578,8 +505,8 @@ impl Graph {
                     PadMode::Valid => Padding::default(),
                     PadMode::Explicit(p) => p,
                     PadMode::Same => {
-                        let (top, bottom) = super::layers::same_pad(h, c.k.0, c.stride);
-                        let (left, right) = super::layers::same_pad(w, c.k.1, c.stride);
+                        let (top, bottom) = crate::kernels::same_pad(h, c.k.0, c.stride);
+                        let (left, right) = crate::kernels::same_pad(w, c.k.1, c.stride);
                         Padding {
                             top,
                             bottom,
@@ -619,7 +546,7 @@ impl Graph {
                 }
                 one(Val::F(y))
             }
-            Op::Binary(op) => one(tf_ops::binary(*op, arg(0)?, arg(1)?, &self.device, self.dtype)?),
+            Op::Binary(op) => one(ops::binary(*op, arg(0)?, arg(1)?, &self.device, self.dtype)?),
             Op::AddN => {
                 let mut acc = f(0)?;
                 for k in 1..a.len() {
@@ -627,7 +554,7 @@ impl Graph {
                 }
                 one(Val::F(acc))
             }
-            Op::Unary(op) => one(Val::F(tf_ops::unary(*op, &f(0)?)?)),
+            Op::Unary(op) => one(Val::F(ops::unary(*op, &f(0)?)?)),
             Op::LeakyRelu(alpha) => {
                 let x = f(0)?;
                 let neg = x.affine(*alpha, 0.0)?;
@@ -652,11 +579,11 @@ impl Graph {
                     0.0
                 };
                 match arg(0)? {
-                    Val::F(x) => one(Val::F(tf_ops::pad(x, &pads, value)?)),
+                    Val::F(x) => one(Val::F(ops::pad(x, &pads, value)?)),
                     Val::I(x) => one(Val::I(x.pad(&pads, value as i64)?)),
                 }
             }
-            Op::MaxPool { k, stride, same } => one(Val::F(tf_ops::max_pool(&f(0)?, *k, *stride, *same)?)),
+            Op::MaxPool { k, stride, same } => one(Val::F(ops::max_pool(&f(0)?, *k, *stride, *same)?)),
             Op::Concat => {
                 let n = a.len().saturating_sub(1);
                 let axis = *ints(n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;
@@ -666,18 +593,18 @@ impl Graph {
                 }
                 let parts: Vec<Tensor> = (0..n).map(f).collect::<Result<_>>()?;
                 let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
-                let ax = tf_ops::axis(axis, rank)?;
+                let ax = ops::axis(axis, rank)?;
                 one(Val::F(Tensor::cat(&parts, ax)?))
             }
             Op::Reshape => {
                 let shape = ints(1)?;
                 match arg(0)? {
                     Val::F(x) => {
-                        let dims = tf_ops::resolve_shape(&shape, x.elem_count())?;
+                        let dims = ops::resolve_shape(&shape, x.elem_count())?;
                         one(Val::F(x.reshape(dims)?))
                     }
                     Val::I(x) => {
-                        let dims = tf_ops::resolve_shape(&shape, x.data.len())?;
+                        let dims = ops::resolve_shape(&shape, x.data.len())?;
                         one(Val::I(IntArr::new(x.data.clone(), dims)?))
                     }
                 }
@@ -697,7 +624,7 @@ impl Graph {
             Op::SplitV => {
                 let x = f(0)?;
                 let sizes = ints(1)?;
-                let ax = tf_ops::axis(*ints(2)?.first().unwrap_or(&0), x.rank())?;
+                let ax = ops::axis(*ints(2)?.first().unwrap_or(&0), x.rank())?;
                 let dim = x.dim(ax)?;
                 let known: i64 = sizes.iter().filter(|s| **s >= 0).sum();
                 let mut out = Vec::with_capacity(sizes.len());
@@ -718,15 +645,14 @@ impl Graph {
                 if size.len() != 2 || size.iter().any(|s| *s <= 0 || *s > 1 << 15) {
                     return Err(Error::msg(format!("resize size {size:?} must be two positive sizes")));
                 }
-                let y =
-                    tf_ops::resize_bilinear(&f(0)?, size[0] as usize, size[1] as usize, *align_corners, *half_pixel)?;
+                let y = ops::resize_bilinear(&f(0)?, size[0] as usize, size[1] as usize, *align_corners, *half_pixel)?;
                 one(Val::F(y.to_dtype(self.dtype)?))
             }
             Op::Mean { keep_dims } => {
                 let x = f(0)?;
                 let mut axes: Vec<usize> = ints(1)?
                     .iter()
-                    .map(|&a| tf_ops::axis(a, x.rank()))
+                    .map(|&a| ops::axis(a, x.rank()))
                     .collect::<Result<_>>()?;
                 axes.sort_unstable();
                 axes.dedup();
@@ -745,7 +671,7 @@ impl Graph {
             },
             Op::Unpack { axis } => match arg(0)? {
                 Val::F(x) => {
-                    let ax = tf_ops::axis(*axis, x.rank())?;
+                    let ax = ops::axis(*axis, x.rank())?;
                     (0..x.dim(ax)?)
                         .map(|i| Ok(Val::F(x.narrow(ax, i, 1)?.squeeze(ax)?)))
                         .collect()
@@ -756,7 +682,7 @@ impl Graph {
                 let ax = *ints(1)?.first().unwrap_or(&0);
                 match arg(0)? {
                     Val::F(x) => {
-                        let ax = tf_ops::axis(ax, x.rank() + 1)?;
+                        let ax = ops::axis(ax, x.rank() + 1)?;
                         one(Val::F(x.unsqueeze(ax)?))
                     }
                     Val::I(x) => one(Val::I(x.expand_dims(ax)?)),
@@ -772,7 +698,7 @@ impl Graph {
                             .map(|(i, _)| i)
                             .collect()
                     } else {
-                        dims.iter().map(|&d| tf_ops::axis(d, x.rank())).collect::<Result<_>>()?
+                        dims.iter().map(|&d| ops::axis(d, x.rank())).collect::<Result<_>>()?
                     };
                     axes.sort_unstable();
                     let mut y = x.clone();
@@ -790,22 +716,17 @@ impl Graph {
                 }
                 let parts: Vec<Tensor> = (0..a.len()).map(f).collect::<Result<_>>()?;
                 let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
-                let ax = tf_ops::axis(*axis, rank + 1)?;
+                let ax = ops::axis(*axis, rank + 1)?;
                 one(Val::F(Tensor::stack(&parts, ax)?))
             }
             Op::ArgMax => {
                 let x = f(0)?;
-                let ax = tf_ops::axis(*ints(1)?.first().unwrap_or(&0), x.rank())?;
+                let ax = ops::axis(*ints(1)?.first().unwrap_or(&0), x.rank())?;
                 let idx = x.argmax(ax)?;
                 one(Val::I(IntArr::from_tensor(&idx)?))
             }
-            Op::GatherNd => one(tf_ops::gather_nd(
-                arg(0)?,
-                &arg(1)?.ints_arr()?,
-                &self.device,
-                self.dtype,
-            )?),
-            Op::SparseToDense => one(tf_ops::sparse_to_dense(
+            Op::GatherNd => one(ops::gather_nd(arg(0)?, &arg(1)?.ints_arr()?, &self.device, self.dtype)?),
+            Op::SparseToDense => one(ops::sparse_to_dense(
                 &arg(0)?.ints_arr()?,
                 &ints(1)?,
                 arg(2)?,

@@ -11,7 +11,7 @@
 //! * names: `/` becomes `.`; `bias` stays `bias`.
 //!
 //! A graph model's `model.json` (with `modelTopology`) is read by
-//! [`read_graph`] instead: see [`super::tf_graph`].
+//! [`read_graph`] instead: see [`crate::graph::executor`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -317,7 +317,7 @@ pub fn is_graph_model(text: &str) -> bool {
 /// Reads a graph model: its weights under their node names (TF layouts;
 /// float16 kept as float16, int32 as i64, uint8/uint16 dequantised to f32)
 /// plus the topology and signature as the U8 tensor
-/// [`super::tf_graph::GRAPH_TENSOR`].
+/// [`crate::graph::executor::GRAPH_TENSOR`].
 pub fn read_graph_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Result<Vec<(String, Tensor)>> {
     let g: GraphModelJson =
         serde_json::from_str(text).map_err(|e| Error::msg(format!("{mname}: not a tfjs graph model: {e}")))?;
@@ -326,7 +326,7 @@ pub fn read_graph_text(mname: &str, text: &str, shards: &mut dyn Shards) -> Resu
     let bytes = serde_json::to_vec(&topo).map_err(|e| Error::msg(format!("{mname}: {e}")))?;
     let n = bytes.len();
     out.push((
-        super::tf_graph::GRAPH_TENSOR.to_string(),
+        crate::graph::executor::GRAPH_TENSOR.to_string(),
         Tensor::from_vec(bytes, n, &Device::Cpu)?,
     ));
     Ok(out)
@@ -414,7 +414,7 @@ pub fn import(manifest: &Path, extra: &[(String, PathBuf)], out: &Path) -> Resul
     if !toml_path.exists() {
         let id = stem.replace('_', "-");
         let labels = if arch == "nanodet" {
-            super::coco::COCO
+            crate::models::coco::COCO
                 .iter()
                 .map(|l| format!("\"{l}\""))
                 .collect::<Vec<_>>()

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use zip::CompressionMethod;
 
-use super::manifest::Manifest;
 use super::pickle::{self, Limits, Pickle, StorageType, TensorMeta, Value};
+use crate::catalog::manifest::Manifest;
 use crate::error::{Error, Result};
 
 /// Largest `data.pkl` read.
@@ -39,7 +39,7 @@ const MAX_MODULE_VISITS: usize = 1 << 16;
 const MAX_DEPTH: usize = 64;
 /// Dict entries looked through while walking the tree, in all.
 const MAX_WALK_ENTRIES: usize = 1 << 24;
-/// YOLOv8 BatchNorm eps (what [`super::yolov8`] folds with).
+/// YOLOv8 BatchNorm eps (what [`crate::models::yolov8`] folds with).
 const YOLO_BN_EPS: f64 = 1e-3;
 
 /// What a checkpoint holds, ready to build a YOLOv8 network from.
@@ -623,7 +623,7 @@ fn imgsz_of(pk: &Pickle, model: &Value) -> Option<u32> {
         },
     };
     let s = u32::try_from(s).ok()?;
-    let (lo, hi, step) = super::manifest::input_size_range("yolov8");
+    let (lo, hi, step) = crate::catalog::Arch::Yolov8.input_size_range();
     (s >= lo && s <= hi && s.is_multiple_of(step)).then_some(s)
 }
 
@@ -718,7 +718,7 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
     let labels = match model.and_then(|m| pk.get(m, "names")) {
         Some(names) if *names != Value::None => names_of(pk, names, nc)?,
         _ if task == "pose" => vec!["person".to_string()],
-        _ if nc == 80 => super::coco::COCO.iter().map(|s| s.to_string()).collect(),
+        _ if nc == 80 => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
         _ => (0..nc).map(|i| format!("class{i}")).collect(),
     };
     let input_size = model.and_then(|m| imgsz_of(pk, m)).unwrap_or(640);
@@ -884,7 +884,7 @@ pub fn import(pt: &Path, out: &Path) -> Result<Imported> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::pickle::Storage;
+    use crate::import::pickle::Storage;
 
     fn meta(size: Vec<u64>, stride: Vec<u64>, offset: u64) -> TensorMeta {
         TensorMeta {

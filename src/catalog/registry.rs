@@ -9,7 +9,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::builtin;
 use super::manifest::{Manifest, WeightsRef};
-use super::weights::{header_of_bytes, read_header, WeightsSource};
+use super::safetensors_header::{header_of_bytes, read_header};
+use super::weights_source::WeightsSource;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The values and ops of [`super::tf_graph`]: float tensors on the graph's
+//! The values and ops of [`super::executor`]: float tensors on the graph's
 //! device, small integer arrays (shapes, indices, paddings) on the host, and
 //! the ops that candle has no single call for (TF's bilinear resize, padding
 //! with a value, max pooling with SAME padding, GatherNd, SparseToDense).
@@ -18,7 +18,7 @@ pub enum Val {
 }
 
 impl Val {
-    pub fn float(&self, def: &super::tf_graph::NodeDef) -> Result<Tensor> {
+    pub fn float(&self, def: &super::node::NodeDef) -> Result<Tensor> {
         match self {
             Val::F(t) => Ok(t.clone()),
             Val::I(_) => Err(Error::msg(format!("node '{}': expected a float constant", def.name))),
@@ -403,8 +403,8 @@ pub fn max_pool(x: &Tensor, k: (usize, usize), s: (usize, usize), same: bool) ->
     let (_, h, w, _) = x.dims4()?;
     let mut nchw = x.permute((0, 3, 1, 2))?;
     if same {
-        let (t, b) = super::layers::same_pad(h, k.0, s.0);
-        let (l, r) = super::layers::same_pad(w, k.1, s.1);
+        let (t, b) = crate::kernels::same_pad(h, k.0, s.0);
+        let (l, r) = crate::kernels::same_pad(w, k.1, s.1);
         if t + b + l + r > 0 {
             nchw = pad(
                 &nchw,

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use super::keep_alive::KeepAlive;
+pub use super::arch::{Arch, Task};
 use crate::error::{Error, Result};
+use crate::units::KeepAlive;
 
 /// Where the weights come from: a path relative to the manifest's folder, or
 /// a hub reference.
@@ -29,8 +30,8 @@ fn main_rev() -> String {
 pub struct Manifest {
     pub id: String,
     pub name: String,
-    pub task: String,
-    pub arch: String,
+    pub task: Task,
+    pub arch: Arch,
     #[serde(default)]
     pub variant: String,
     /// Not needed when the network runs on a server (`backend`).
@@ -71,40 +72,8 @@ fn no_weights() -> WeightsRef {
     WeightsRef::Path(String::new())
 }
 
-/// Architectures whose network can run on a remote server (one FP32 input,
-/// one FP32 output), and `raw`: a server's model with no decoder here.
-pub const REMOTE_ARCHES: &[&str] = &["tiny_face_detector", "yolov8", RAW_ARCH];
-
-/// The arch of a remote model modeldock has no pre/post-processing for: it
-/// can be loaded and unloaded, not run on images.
-pub const RAW_ARCH: &str = "raw";
-
 fn f32_name() -> String {
     "f32".to_string()
-}
-
-/// The documented range of each option, per arch (`*`: every arch). A
-/// manifest with a value outside it is refused at discovery.
-pub const OPTION_RANGES: &[(&str, &str, f64, f64)] = &[
-    ("mtcnn", "min_face_size", 12.0, 4096.0),
-    ("mtcnn", "factor", 0.3, 0.95),
-    ("mtcnn", "threshold1", 0.0, 1.0),
-    ("mtcnn", "threshold2", 0.0, 1.0),
-    ("mtcnn", "threshold3", 0.0, 1.0),
-    ("face_landmarks_68", "detector_input_size", 64.0, 1024.0),
-    ("hands", "max_hands", 1.0, 64.0),
-    ("*", "size_bytes", 0.0, 1e13),
-];
-
-/// `input_size` per arch: (min, max, multiple of).
-pub fn input_size_range(arch: &str) -> (u32, u32, u32) {
-    match arch {
-        "tiny_face_detector" => (64, 1024, 32),
-        "yolov8" => (64, 1280, 32),
-        "face_landmarks_68" => (32, 512, 1),
-        "mtcnn" => (12, 96, 1),
-        _ => (1, 2048, 1),
-    }
 }
 
 pub const ID_CHARS: &str = "letters, digits, '-', '_' and '.'";
@@ -174,7 +143,7 @@ impl Manifest {
                 self.id
             )));
         }
-        let (lo, hi, step) = input_size_range(&self.arch);
+        let (lo, hi, step) = self.arch.input_size_range();
         if self.input_size < lo || self.input_size > hi || !self.input_size.is_multiple_of(step) {
             return Err(Error::msg(format!(
                 "input_size = {}: out of range for arch {} ({lo}..={hi}{})",
@@ -191,11 +160,8 @@ impl Manifest {
             if !v.is_finite() {
                 return Err(Error::msg(format!("options.{key} = {v}: not a finite number")));
             }
-            if let Some((_, _, lo, hi)) = OPTION_RANGES
-                .iter()
-                .find(|(arch, k, ..)| (*arch == self.arch || *arch == "*") && k == key)
-            {
-                if *v < *lo || *v > *hi {
+            if let Some((lo, hi)) = self.arch.option_range(key) {
+                if *v < lo || *v > hi {
                     return Err(Error::msg(format!("options.{key} = {v}: out of range ({lo}..={hi})")));
                 }
             }
@@ -222,14 +188,14 @@ impl Manifest {
         }
         if let Some(b) = &self.backend {
             b.validate().map_err(Error::msg)?;
-            if !REMOTE_ARCHES.contains(&self.arch.as_str()) {
+            if !self.arch.runs_remotely() {
                 return Err(Error::msg(format!(
                     "backend: arch {} cannot run its network remotely (these can: {})",
                     self.arch,
-                    REMOTE_ARCHES.join(", ")
+                    Arch::remote_names()
                 )));
             }
-        } else if self.arch == RAW_ARCH {
+        } else if self.arch == Arch::Raw {
             return Err(Error::msg("arch raw needs a backend = { url, model, … }"));
         } else if let WeightsRef::Path(p) = &self.weights {
             if p.is_empty() {

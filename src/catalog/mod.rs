@@ -1,0 +1,14 @@
+//! The catalogue: what models exist (manifests, the built-in ones, imported
+//! folders, the hub cache) and where their weights are, read without loading
+//! a single tensor.
+
+pub mod arch;
+pub mod builtin;
+pub mod hub;
+pub mod manifest;
+pub mod registry;
+pub mod safetensors_header;
+pub mod weights_source;
+
+pub use arch::{Arch, Task};
+pub use manifest::Manifest;

@@ -1,0 +1,6 @@
+//! Graph models: the nodes an importer stored, the ops they name, and the
+//! executor that runs them on the kernels.
+
+pub mod executor;
+pub mod node;
+pub mod ops;

@@ -1,0 +1,7 @@
+//! Importers: other formats (PyTorch `.pt` checkpoints through a bounded
+//! pickle reader, TF.js graph models) turned into a model folder of
+//! safetensors weights and a `model.toml`.
+
+pub mod pickle;
+pub mod pt;
+pub mod tfjs;
