@@ -575,7 +575,7 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
     drop(a);
     // The load ends without the model becoming resident, and the budget is free.
     let freed = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(30)).ok()).find_map(|ev| match ev {
-        Event::Freed { model, reason } if model == "cold" => Some(reason),
+        Event::Freed { model, reason } if model == "cold" => Some(reason.to_string()),
         _ => None,
     });
     let reason = freed.unwrap_or_else(|| panic!("no Freed event for the cancelled load"));

@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::http::HttpClient;
 use crate::engine::{Answer, Event, ImageInput, InferError, InferResult, KeepAlive, RequestId, Snapshot, WakeFn};
 use crate::vision::InferParams;
+
+/// Requests and commands waiting for the three job threads; past that an
+/// image is answered with an error at once.
+const JOB_QUEUE: usize = 1024;
 
 enum Job {
     Infer {
@@ -178,7 +182,7 @@ impl RemoteEngine {
             wake: Mutex::new(wake),
         });
         inner.refresh();
-        let (jtx, jrx) = unbounded::<Job>();
+        let (jtx, jrx) = bounded::<Job>(JOB_QUEUE);
         for i in 0..3 {
             let inner = inner.clone();
             let jrx = jrx.clone();
@@ -208,11 +212,8 @@ impl RemoteEngine {
                 .spawn(move || {
                     while !inner.stop.load(Ordering::Relaxed) {
                         let _ = inner.http.follow_events(|name, v| {
-                            if name == "failed" {
-                                inner.emit(Event::LoadFailed {
-                                    model: v["model"].as_str().unwrap_or("?").to_string(),
-                                    error: v["error"].as_str().unwrap_or("load failed").to_string(),
-                                });
+                            if let Some(e) = crate::engine::event_json::read(name, v) {
+                                inner.emit(e);
                             }
                             inner.refresh();
                             !inner.stop.load(Ordering::Relaxed)
@@ -257,27 +258,56 @@ impl RemoteEngine {
         reply: Option<Sender<Answer>>,
     ) -> RequestId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.jobs.send(Job::Infer {
+        let job = Job::Infer {
             id,
             model: model.to_string(),
             input,
             params,
             reply,
-        });
+        };
+        if let Err(e) = self.jobs.try_send(job) {
+            // Full (or no job thread left): the request is answered now, not lost.
+            if let Job::Infer {
+                id,
+                model,
+                input,
+                reply,
+                ..
+            } = e.into_inner()
+            {
+                let why = format!("{JOB_QUEUE} requests already wait for the server; try again");
+                let answer: Answer = Err(InferError::new(id, model, input.name(), why));
+                match reply {
+                    Some(r) => {
+                        let _ = r.send(answer);
+                        self.inner.wake();
+                    }
+                    None => self.inner.emit(Event::Answer(answer)),
+                }
+            }
+        }
         id
     }
 
+    /// Queues a command; when the queue is full it is dropped with a warning
+    /// (the user can ask again, and the snapshot shows what happened).
+    fn command(&self, job: Job) {
+        if self.jobs.try_send(job).is_err() {
+            tracing::warn!("{JOB_QUEUE} jobs already wait for the server: a command was dropped");
+        }
+    }
+
     pub fn load(&self, m: &str) {
-        let _ = self.jobs.send(Job::Load(m.to_string()));
+        self.command(Job::Load(m.to_string()));
     }
     pub fn unload(&self, m: &str) {
-        let _ = self.jobs.send(Job::Unload(m.to_string()));
+        self.command(Job::Unload(m.to_string()));
     }
     pub fn pin(&self, m: &str, p: bool) {
-        let _ = self.jobs.send(Job::Pin(m.to_string(), p));
+        self.command(Job::Pin(m.to_string(), p));
     }
     pub fn set_keep_alive(&self, m: &str, k: Option<KeepAlive>) {
-        let _ = self.jobs.send(Job::KeepAlive(m.to_string(), k));
+        self.command(Job::KeepAlive(m.to_string(), k));
     }
     pub fn events(&self) -> &Receiver<Event> {
         &self.events

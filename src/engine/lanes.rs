@@ -9,7 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::residency::RequestId;
 use super::scheduler::Class;
@@ -122,7 +122,8 @@ impl<T: Send + 'static> Lanes<T> {
             })
             .collect();
         let solo = (count > 1 && threads > 1).then(|| pool(0, 1, "s", 0)).flatten();
-        let (done_tx, done_rx) = unbounded();
+        // One job per lane at a time, so one report per lane at most.
+        let (done_tx, done_rx) = bounded(count.max(1));
         Lanes {
             pools,
             bulk_pools,

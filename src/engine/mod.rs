@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod cache;
 pub mod config;
+pub mod event_json;
 pub mod lanes;
 pub mod loader;
 pub mod pacer;
@@ -302,7 +303,7 @@ pub enum Event {
     },
     Freed {
         model: String,
-        reason: String,
+        reason: residency::FreeReason,
     },
     LoadFailed {
         model: String,

@@ -86,7 +86,8 @@ impl Phase {
 }
 
 /// Why a model leaves memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
 pub enum FreeReason {
     /// The user asked.
     Unloaded,

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::state::State;
+use crate::engine::event_json::describe;
 use crate::engine::{Event, ModelState, ModelStatus};
 
 /// Starts the forwarding thread; it ends when the engine stops.
@@ -30,52 +30,6 @@ pub fn spawn_forwarder(state: State) {
     if let Err(e) = spawned {
         tracing::error!("cannot start the HTTP event thread: {e}");
     }
-}
-
-/// An event as the SSE stream and the CLI's progress bar see it: a name and a JSON body.
-pub fn describe(ev: &Event) -> Option<(&'static str, Value)> {
-    Some(match ev {
-        Event::LoadStarted { model, bytes_total } => {
-            ("load_started", json!({"model": model, "bytes_total": bytes_total}))
-        }
-        Event::LoadProgress {
-            model,
-            bytes_done,
-            bytes_total,
-            eta_ms,
-            downloading,
-        } => (
-            "progress",
-            json!({
-                "model": model,
-                "bytes_done": bytes_done,
-                "bytes_total": bytes_total,
-                "eta_ms": eta_ms,
-                "phase": if *downloading { "downloading" } else { "loading" },
-            }),
-        ),
-        Event::Loaded {
-            model,
-            predicted_bytes,
-            measured_bytes,
-            load_ms,
-        } => (
-            "loaded",
-            json!({"model": model, "predicted_bytes": predicted_bytes, "measured_bytes": measured_bytes, "load_ms": load_ms}),
-        ),
-        Event::Freed { model, reason } => {
-            let kind = if reason.starts_with("evicted") {
-                "evicted"
-            } else if reason.contains("keep-alive") {
-                "expired"
-            } else {
-                "unloaded"
-            };
-            (kind, json!({"model": model, "reason": reason}))
-        }
-        Event::LoadFailed { model, error } => ("failed", json!({"model": model, "error": error})),
-        Event::Answer(_) | Event::Changed => return None,
-    })
 }
 
 /// `GET /api/events`: Server-Sent Events until the client goes away.

@@ -6,7 +6,7 @@ use eframe::egui;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver};
+use crossbeam_channel::{bounded, Receiver};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
 
@@ -186,7 +186,8 @@ impl ModeldockApp {
             frames: FrameHistory::default(),
             errors,
             layout,
-            dialogs: unbounded(),
+            // Senders are background threads (dialogs, imports, exports).
+            dialogs: bounded(16),
             started,
             first_frame: None,
             exit_after: opts.exit_after,

@@ -6,7 +6,7 @@ use eframe::egui;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use egui::{Color32, Pos2, Rect, Stroke, Vec2};
 
 use crate::client::Client;
@@ -161,7 +161,9 @@ enum Opened {
 
 impl Viewer {
     pub fn new(model: String, conf: f32, iou: f32) -> Self {
-        let (opened_tx, opened_rx) = unbounded();
+        // A few decoded images ahead of the UI: the opening thread waits
+        // for the UI to take them, so a dropped folder never piles up in memory.
+        let (opened_tx, opened_rx) = bounded(8);
         Viewer {
             images: Vec::new(),
             selected: 0,

@@ -582,10 +582,7 @@ impl Worker {
                     let now = self.now();
                     self.evicted_at.insert(model.clone(), now);
                 }
-                self.emit(Event::Freed {
-                    model,
-                    reason: reason.to_string(),
-                });
+                self.emit(Event::Freed { model, reason });
             }
             Action::CancelLoad { model } => {
                 tracing::info!("{model}: cancelling its load (nothing waits for it)");
