@@ -12,8 +12,7 @@ use std::time::Duration;
 use tracing_subscriber::Layer;
 
 use crate::cli::args::AppArgs;
-use crate::client::v2_server::{self, ServerKind};
-use crate::client::{base_url, Client, HttpClient, LateWake, RemoteEngine};
+use crate::client::{self, Client, Door, LateWake};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::server::{self, ServerOptions};
@@ -47,45 +46,28 @@ fn launch(a: AppArgs) -> Result<i32> {
     let registry = a.engine.registry();
     a.server.apply_remote_headers(a.remote.as_deref())?;
     let mut server_handle = None;
-    let client = match &a.remote {
-        Some(url) => {
-            let base = base_url(Some(url))?;
-            match v2_server::probe(&base)? {
-                ServerKind::Modeldock => {
-                    Client::Remote(RemoteEngine::start(HttpClient::new(&base), Some(wake.as_wake())))
-                }
-                ServerKind::Other(name) => {
-                    let attached = v2_server::attach(&base, &name, &registry, a.remote_metrics.clone())?;
-                    for p in attached.registry.problems.iter().chain(&attached.fallback) {
-                        tracing::warn!("{p}");
-                    }
-                    tracing::info!(
-                        "attached to {name} at {base}: {} models in its index",
-                        attached.registry.entries.len()
-                    );
-                    let engine = Engine::start(attached.registry.clone(), a.engine.config()?, Some(wake.as_wake()));
-                    Client::Attached(engine, std::sync::Arc::new(attached))
-                }
+    let door = match &a.remote {
+        Some(url) => client::choose(Some(url), true)?,
+        None => client::choose(a.server.server.as_deref(), false)?,
+    };
+    let client = match door {
+        Door::Own { base } => {
+            let engine = Engine::start(registry.clone(), a.engine.config()?, Some(wake.as_wake()));
+            if !a.no_serve {
+                server_handle = serve_in_background(&engine, &base);
             }
+            Client::local(engine)
         }
-        None => {
-            let base = base_url(a.server.server.as_deref())?;
-            let http = HttpClient::new(&base);
-            if http.is_live() {
-                tracing::info!("attached to the modeldock server at {base}");
-                Client::Remote(RemoteEngine::start(http, Some(wake.as_wake())))
-            } else {
-                let engine = Engine::start(registry.clone(), a.engine.config()?, Some(wake.as_wake()));
-                if !a.no_serve {
-                    server_handle = serve_in_background(&engine, &registry, &base);
-                }
-                Client::Local(engine)
+        door => {
+            if let Door::Modeldock(http) = &door {
+                tracing::info!("attached to the modeldock server at {}", http.base);
             }
+            client::open(door, &a.engine, Some(wake.as_wake()), a.remote_metrics.clone())?
         }
     };
-    let registry = match &client {
-        Client::Attached(_, a) => a.registry.clone(),
-        _ => registry,
+    let registry = match client.attached() {
+        Some(a) => a.registry.clone(),
+        None => registry,
     };
     let opts = AppOptions {
         client: client.clone(),
@@ -107,17 +89,13 @@ fn launch(a: AppArgs) -> Result<i32> {
 }
 
 /// Serves the app's engine on `base` when it is a loopback address that is free.
-fn serve_in_background(
-    engine: &Engine,
-    registry: &crate::catalog::registry::Registry,
-    base: &str,
-) -> Option<server::ServerHandle> {
+fn serve_in_background(engine: &Engine, base: &str) -> Option<server::ServerHandle> {
     let addr = loopback_addr(base)?;
     let options = ServerOptions {
         access: server::security::Access::from_env(),
         ..ServerOptions::default()
     };
-    match server::bind(addr).and_then(|l| server::start(engine.clone(), registry.clone(), options, l)) {
+    match server::bind(addr).and_then(|l| server::start(engine.clone(), options, l)) {
         Ok(h) => {
             tracing::info!("serving this app's engine on http://{}", h.addr);
             Some(h)

@@ -51,7 +51,7 @@ fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'
         ModeldockApp::new(
             cc,
             AppOptions {
-                client: Client::Local(engine),
+                client: Client::local(engine),
                 wake,
                 registry,
                 open: Vec::new(),

@@ -37,7 +37,7 @@ fn app() -> Harness<'static, ModeldockApp> {
             ModeldockApp::new(
                 cc,
                 AppOptions {
-                    client: Client::Local(engine),
+                    client: Client::local(engine),
                     wake,
                     registry,
                     open: Vec::new(),

@@ -25,8 +25,7 @@ fn a_model_loaded_through_the_server_shows_resident_and_unload_in_the_panel_unlo
     let engine = Engine::start(reg.clone(), config(), None);
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
-    let handle = server::start(engine.clone(), reg.clone(), ServerOptions::default(), listener)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = server::start(engine.clone(), ServerOptions::default(), listener).unwrap_or_else(|e| panic!("{e}"));
     let base = format!("http://{}", handle.addr);
 
     let app_reg = reg.clone();
@@ -39,7 +38,7 @@ fn a_model_loaded_through_the_server_shows_resident_and_unload_in_the_panel_unlo
             ModeldockApp::new(
                 cc,
                 AppOptions {
-                    client: Client::Remote(remote),
+                    client: Client::remote(remote),
                     wake,
                     registry: app_reg,
                     open: Vec::new(),

@@ -843,7 +843,7 @@ mod app {
                 ModeldockApp::new(
                     cc,
                     AppOptions {
-                        client: Client::Attached(engine, std::sync::Arc::new(a)),
+                        client: Client::attached(engine, std::sync::Arc::new(a)),
                         wake,
                         registry,
                         open: Vec::new(),

@@ -72,21 +72,16 @@ fn next(rx: &Receiver<(String, bool)>) -> String {
     tag
 }
 
-/// `e` served over HTTP on an ephemeral loopback port (the registry of `dir`).
-fn serve(e: &Engine, dir: &std::path::Path) -> modeldock::server::ServerHandle {
-    serve_with(e, dir, modeldock::server::ServerOptions::default())
+/// `e` served over HTTP on an ephemeral loopback port (its own catalogue).
+fn serve(e: &Engine) -> modeldock::server::ServerHandle {
+    serve_with(e, modeldock::server::ServerOptions::default())
 }
 
-fn serve_with(
-    e: &Engine,
-    dir: &std::path::Path,
-    options: modeldock::server::ServerOptions,
-) -> modeldock::server::ServerHandle {
+fn serve_with(e: &Engine, options: modeldock::server::ServerOptions) -> modeldock::server::ServerHandle {
     use modeldock::server;
-    let reg = modeldock::catalog::registry::Registry::discover(&[dir.to_path_buf()]);
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    server::start(e.clone(), reg, options, listener).unwrap_or_else(|e| panic!("start: {e}"))
+    server::start(e.clone(), options, listener).unwrap_or_else(|e| panic!("start: {e}"))
 }
 
 /// A v2 JSON request of `n` distinct small PNGs; `params` (`"parameters":{…},`)
@@ -249,8 +244,8 @@ fn priority_one_is_highest_and_zero_is_the_class_default() {
 
 #[test]
 fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_checked() {
-    let (e, dir) = engine(&[("m", 5.0)]);
-    let handle = serve(&e, dir.path());
+    let (e, _dir) = engine(&[("m", 5.0)]);
+    let handle = serve(&e);
     let base = format!("http://{}", handle.addr);
     let agent = agent();
     let post = |b: String| {
@@ -287,8 +282,8 @@ fn over_http_one_image_is_interactive_several_are_bulk_and_priority_is_read_and_
 
 #[test]
 fn a_client_that_disconnects_has_its_waiting_images_dropped_and_others_are_still_answered() {
-    let (e, dir) = engine(&[("m", 100.0)]);
-    let handle = serve(&e, dir.path());
+    let (e, _dir) = engine(&[("m", 100.0)]);
+    let handle = serve(&e);
     let addr = handle.addr.to_string();
     // Client A: 8 images (800 ms of work), then it hangs up after 250 ms.
     let a = send_unread(&addr, "m", &infer_body(8, ""));
@@ -339,7 +334,7 @@ fn dry_run_names_what_a_load_would_evict_or_why_it_is_refused_and_changes_nothin
         wait_state(&e, id, "Resident");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let handle = serve(&e, dir.path());
+    let handle = serve(&e);
     let host = format!("http://{}", handle.addr);
     let ps = || -> Vec<(String, String, bool)> {
         let mut v: Vec<_> = e
@@ -469,7 +464,7 @@ fn unloading_a_model_while_it_runs_in_a_lane_answers_the_request_then_frees_it()
 
 #[test]
 fn an_image_that_waits_past_its_queue_timeout_is_answered_with_an_error_and_over_http_with_503() {
-    let (e, dir) = one_lane(&[("m", 400.0)]);
+    let (e, _dir) = one_lane(&[("m", 400.0)]);
     let (tx, rx) = unbounded();
     submit(&e, "m", Ticket::new("a", Class::Interactive, 0), "long".into(), &tx);
     assert!(e.wait_for(Duration::from_secs(30), |s| s
@@ -496,7 +491,7 @@ fn an_image_that_waits_past_its_queue_timeout_is_answered_with_an_error_and_over
     assert!(err.timed_out && err.error.contains("timeout"), "{err:?}");
     assert_eq!(next(&rx), "long", "the running image is unaffected");
     // Over HTTP: Triton's `timeout` parameter (microseconds) → 503.
-    let handle = serve(&e, dir.path());
+    let handle = serve(&e);
     let base = format!("http://{}", handle.addr);
     let busy = {
         let base = base.clone();
@@ -528,13 +523,13 @@ fn an_image_that_waits_past_its_queue_timeout_is_answered_with_an_error_and_over
 
 #[test]
 fn one_client_cannot_hold_more_than_its_share_of_the_queue() {
-    let (e, dir) = engine(&[("m", 5.0)]);
+    let (e, _dir) = engine(&[("m", 5.0)]);
     let options = modeldock::server::ServerOptions {
         max_queue: 8,
         max_queue_per_client: 3,
         ..Default::default()
     };
-    let handle = serve_with(&e, dir.path(), options);
+    let handle = serve_with(&e, options);
     let base = format!("http://{}", handle.addr);
     let post = |n: u32| {
         let mut r = agent()
@@ -564,7 +559,7 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
         .unwrap_or_else(|e| panic!("{e}"));
     let (e, _) = engine_for(dir.path(), no_cache());
     let events = e.subscribe(256);
-    let handle = serve(&e, dir.path());
+    let handle = serve(&e);
     let addr = handle.addr.to_string();
     let a = send_unread(&addr, "cold", &infer_body(1, ""));
     wait_state(&e, "cold", "Loading");
@@ -605,8 +600,8 @@ fn a_load_that_only_a_hung_up_client_waited_for_is_cancelled_and_its_memory_rele
 
 #[test]
 fn live_sends_its_frames_to_the_shared_server_when_one_answers() {
-    let (e, dir) = engine(&[("toy-live", 1.0)]);
-    let handle = serve(&e, dir.path());
+    let (e, _dir) = engine(&[("toy-live", 1.0)]);
+    let handle = serve(&e);
     let addr = handle.addr.to_string();
     let (code, out, err) = cli(
         &[

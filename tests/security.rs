@@ -40,14 +40,14 @@ fn serve(access: Access) -> Served {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     toy(dir.path(), "a", &[]);
     toy(dir.path(), "b", &[]);
-    let (engine, reg) = engine_for(dir.path(), config());
+    let (engine, _) = engine_for(dir.path(), config());
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
     let opts = ServerOptions {
         access,
         ..Default::default()
     };
-    let handle = server::start(engine.clone(), reg, opts, listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let handle = server::start(engine.clone(), opts, listener).unwrap_or_else(|e| panic!("start: {e}"));
     let addr = handle.addr.to_string();
     engine.load("a").unwrap_or_else(|e| panic!("{e}"));
     wait_state(&engine, "a", "Resident");

@@ -35,7 +35,7 @@ fn serve(reg: Registry, cfg: EngineConfig, opts: ServerOptions) -> Served {
     let engine = Engine::start(reg.clone(), cfg, None);
     let listener =
         server::bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("bind: {e}"));
-    let handle = server::start(engine.clone(), reg, opts, listener).unwrap_or_else(|e| panic!("start: {e}"));
+    let handle = server::start(engine.clone(), opts, listener).unwrap_or_else(|e| panic!("start: {e}"));
     let base = format!("http://{}", handle.addr);
     Served {
         handle: Some(handle),
@@ -580,4 +580,51 @@ fn with_an_api_key_every_request_needs_the_bearer_token() {
         .map(|r| r.status().as_u16())
         .unwrap_or(0);
     assert_eq!(right, 200);
+}
+
+/// One catalogue: a model registered with the engine while its server runs
+/// (an import in the app) is known to the server at once, with no copy of
+/// the registry to go stale.
+#[test]
+fn a_model_registered_while_serving_is_served_at_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    toy(dir.path(), "first", &[]);
+    let s = serve(
+        Registry::discover(&[dir.path().to_path_buf()]),
+        config(),
+        ServerOptions::default(),
+    );
+    let (status, _) = get(&format!("{}/v2/models/later", s.base));
+    assert_eq!(status, 404, "not registered yet");
+    let more = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    toy(more.path(), "later", &[]);
+    let found = Registry::discover(&[more.path().to_path_buf()]);
+    let entry = found
+        .get("later")
+        .cloned()
+        .unwrap_or_else(|| panic!("no manifest for 'later': {:?}", found.problems));
+    s.engine.register(entry).unwrap_or_else(|e| panic!("register: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = get(&format!("{}/v2/models/later", s.base)).0;
+        if last == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(last, 200, "the server does not know the registered model");
+    assert!(s.engine.catalog().get("later").is_some());
+    // It loads through the same door as the models found at start.
+    let (code, body) = {
+        let r = post(
+            &format!("{}/api/load", s.base),
+            br#"{"model":"later"}"#,
+            &[("content-type", "application/json".into())],
+        );
+        (r.0, String::from_utf8_lossy(&r.3).to_string())
+    };
+    assert_eq!(code, 200, "{body}");
+    let (status, body) = get(&format!("{}/v2/models/later/ready", s.base));
+    assert_eq!(status, 200, "a registered model, once loaded, is ready: {body}");
 }

@@ -44,7 +44,7 @@ fn serve(reg: &Registry, mut cfg: EngineConfig, cache: bool) -> Result<Served> {
     }
     let engine = Engine::start(reg.clone(), cfg, None);
     let listener = server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let handle = server::start(engine.clone(), reg.clone(), ServerOptions::default(), listener)?;
+    let handle = server::start(engine.clone(), ServerOptions::default(), listener)?;
     let client = HttpClient::new(&format!("http://{}", handle.addr));
     Ok(Served {
         engine,

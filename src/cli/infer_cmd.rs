@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::args::InferArgs;
 use super::infer_inputs::{expand, Input};
-use crate::client::HttpClient;
+use crate::client::{Door, HttpClient};
 use crate::engine::{Engine, ImageInput};
 use crate::error::{Error, Result};
 use crate::vision::{Detection, InferParams};
@@ -80,17 +80,17 @@ pub fn run(args: &InferArgs) -> Result<i32> {
         iou: args.iou,
     };
     let inputs = expand(&args.inputs);
-    let other = if args.local {
+    let door = if args.local {
         None
     } else {
-        super::v2_cmds::other_server(&args.server)?
+        Some(crate::client::choose(args.server.server.as_deref(), false)?)
     };
     // Another v2 server: pre/post-processing here, the network there.
     let mut _attached = None;
-    let remote = if args.local || other.is_some() {
-        None
-    } else {
-        HttpClient::connect(args.server.server.as_deref())?
+    let (remote, other) = match door {
+        Some(Door::Modeldock(c)) => (Some(c), None),
+        Some(Door::Other { base, name }) => (None, Some(super::v2_cmds::OtherServer { base, name })),
+        Some(Door::Own { .. }) | None => (None, None),
     };
     let runner = match remote {
         Some(c) => {

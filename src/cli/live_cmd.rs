@@ -7,9 +7,7 @@ use serde_json::json;
 
 use super::args::LiveArgs;
 use crate::camera::pipeline::{LiveOptions, LivePipeline};
-use crate::client::http::HttpClient;
-use crate::client::remote::RemoteEngine;
-use crate::client::Client;
+use crate::client::{Client, Door};
 use crate::engine::ModelState;
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
@@ -44,13 +42,11 @@ fn wait_until(client: &Client, timeout: Duration, done: impl Fn(&crate::engine::
 fn client_for(args: &LiveArgs) -> Result<Client> {
     let spec = args.server.server.as_deref();
     args.server.apply_remote_headers(spec)?;
-    match HttpClient::connect(spec)? {
-        Some(http) => Ok(Client::Remote(RemoteEngine::start(http, None))),
-        None => {
-            eprintln!("modeldock: no server running; running in this process");
-            Ok(Client::Local(args.engine.engine(None)?.0))
-        }
+    let door = crate::client::choose(spec, false)?;
+    if let Door::Own { .. } = door {
+        eprintln!("modeldock: no server running; running in this process");
     }
+    crate::client::open(door, &args.engine, None, None)
 }
 
 pub fn run(args: &LiveArgs) -> Result<i32> {

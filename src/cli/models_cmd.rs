@@ -2,17 +2,18 @@
 //! the running server's view when one answers, else this process's.
 
 use super::args::ModelsArgs;
-use crate::client::HttpClient;
+use crate::client::Door;
 use crate::engine::config::human_bytes;
 use crate::error::Result;
 
 pub fn run(args: &ModelsArgs) -> Result<i32> {
-    if let Some(o) = super::v2_cmds::other_server(&args.server)? {
-        return super::v2_cmds::list(&o, &args.engine.registry(), args.json);
-    }
-    let snap = match HttpClient::connect(args.server.server.as_deref())? {
-        Some(c) => c.snapshot()?,
-        None => {
+    let snap = match crate::client::choose(args.server.server.as_deref(), false)? {
+        Door::Other { base, name } => {
+            let o = super::v2_cmds::OtherServer { base, name };
+            return super::v2_cmds::list(&o, &args.engine.registry(), args.json);
+        }
+        Door::Modeldock(c) => c.snapshot()?,
+        Door::Own { .. } => {
             eprintln!("modeldock: no server running; listing this process's registry (models load in `modeldock serve` or the app)");
             let (engine, _reg) = args.engine.engine(None)?;
             let s = engine.snapshot();

@@ -53,7 +53,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         "modeldock: serving {} models on http://{addr} (Ctrl+C to stop)",
         registry.entries.len()
     );
-    server::run_until_signal(engine, registry, options, listener)?;
+    server::run_until_signal(engine, options, listener)?;
     eprintln!("modeldock: stopped");
     Ok(0)
 }

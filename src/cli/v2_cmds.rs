@@ -7,7 +7,7 @@
 use super::args::ServerFlags;
 use crate::backend::{V2Client, DEFAULT_TIMEOUT};
 use crate::catalog::registry::Registry;
-use crate::client::v2_server::{self, ServerKind};
+use crate::client::v2_server;
 use crate::error::{Error, Result};
 
 /// A v2 server that is not modeldock.
@@ -18,14 +18,9 @@ pub struct OtherServer {
 
 /// The server `flags` name, when one answers there and it is not modeldock.
 pub fn other_server(flags: &ServerFlags) -> Result<Option<OtherServer>> {
-    let base = crate::client::base_url(flags.server.as_deref())?;
-    let live = crate::client::HttpClient::new(&base).is_live();
-    if !live {
-        return Ok(None);
-    }
-    Ok(match v2_server::probe(&base)? {
-        ServerKind::Modeldock => None,
-        ServerKind::Other(name) => Some(OtherServer { base, name }),
+    Ok(match crate::client::choose(flags.server.as_deref(), false)? {
+        crate::client::Door::Other { base, name } => Some(OtherServer { base, name }),
+        _ => None,
     })
 }
 

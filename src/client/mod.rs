@@ -2,6 +2,7 @@
 //! server over HTTP (`MODELDOCK_HOST`). Panels hold a [`Client`] and never
 //! know which one they have.
 
+pub mod choose;
 pub mod http;
 pub mod remote;
 pub mod v2_server;
@@ -10,143 +11,221 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
 
+pub use choose::{choose, open, Door};
 pub use http::{base_url, HttpClient};
 pub use remote::RemoteEngine;
 
+use crate::catalog::registry::Entry;
 use crate::engine::{Answer, Engine, Event, ImageInput, InferError, KeepAlive, RequestId, Snapshot, WakeFn};
 use crate::error::Result;
 use crate::vision::InferParams;
 
-#[derive(Clone)]
-pub enum Client {
-    Local(Engine),
-    Remote(RemoteEngine),
-    /// A local engine whose models run their networks on a v2 server that
-    /// is not modeldock (Triton, KServe, MLServer): `--remote URL`.
-    Attached(Engine, Arc<v2_server::Attached>),
+/// What every door to an engine offers the app, the CLI and the live
+/// pipeline: the in-process [`Engine`], a modeldock server over HTTP
+/// ([`RemoteEngine`]), or a local engine whose networks run on another v2
+/// server ([`AttachedEngine`]). Callers hold a [`Client`] and never ask
+/// which one they have.
+pub trait EngineApi: Send + Sync {
+    /// Sends a request whose answer arrives as [`Event::Answer`].
+    fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId>;
+    /// Sends a request and waits for its answer.
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer;
+    fn load(&self, model: &str) -> Result<()>;
+    fn unload(&self, model: &str) -> Result<()>;
+    /// Registers a model found after start (an imported checkpoint).
+    fn register(&self, entry: Entry) -> Result<()>;
+    fn pin(&self, model: &str, pinned: bool) -> Result<()>;
+    fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()>;
+    fn events(&self) -> &Receiver<Event>;
+    fn snapshot(&self) -> Snapshot;
+    /// Where the engine is, for the status bar: `in this process` or the server's URL.
+    fn location(&self) -> String;
+    fn shutdown(&self);
+    /// The v2 server this engine's networks run on, when attached to one.
+    fn attached(&self) -> Option<&v2_server::Attached> {
+        None
+    }
 }
 
+impl EngineApi for Engine {
+    fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
+        Engine::infer(self, model, input, params)
+    }
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        Engine::infer_wait(self, model, input, params)
+    }
+    fn load(&self, model: &str) -> Result<()> {
+        Engine::load(self, model)
+    }
+    fn unload(&self, model: &str) -> Result<()> {
+        Engine::unload(self, model)
+    }
+    fn register(&self, entry: Entry) -> Result<()> {
+        Engine::register(self, entry)
+    }
+    fn pin(&self, model: &str, pinned: bool) -> Result<()> {
+        Engine::pin(self, model, pinned)
+    }
+    fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
+        Engine::set_keep_alive(self, model, ka)
+    }
+    fn events(&self) -> &Receiver<Event> {
+        Engine::events(self)
+    }
+    fn snapshot(&self) -> Snapshot {
+        Engine::snapshot(self)
+    }
+    fn location(&self) -> String {
+        "in this process".to_string()
+    }
+    fn shutdown(&self) {
+        Engine::shutdown(self)
+    }
+}
+
+impl EngineApi for RemoteEngine {
+    fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
+        Ok(RemoteEngine::infer(self, model, input, params, None))
+    }
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        let (tx, rx) = bounded(1);
+        let image = input.name();
+        let id = RemoteEngine::infer(self, model, input, params, Some(tx));
+        rx.recv().unwrap_or_else(|_| {
+            Err(InferError {
+                request_id: id,
+                model: model.to_string(),
+                image,
+                error: "the connection to the server ended before an answer".to_string(),
+                timed_out: false,
+            })
+        })
+    }
+    fn load(&self, model: &str) -> Result<()> {
+        RemoteEngine::load(self, model);
+        Ok(())
+    }
+    fn unload(&self, model: &str) -> Result<()> {
+        RemoteEngine::unload(self, model);
+        Ok(())
+    }
+    fn register(&self, entry: Entry) -> Result<()> {
+        Err(crate::error::Error::unavailable(format!(
+            "{} was written to {}; the server reads its model folders when it starts: restart it to serve this model",
+            entry.manifest.id, entry.origin
+        )))
+    }
+    fn pin(&self, model: &str, pinned: bool) -> Result<()> {
+        RemoteEngine::pin(self, model, pinned);
+        Ok(())
+    }
+    fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
+        RemoteEngine::set_keep_alive(self, model, ka);
+        Ok(())
+    }
+    fn events(&self) -> &Receiver<Event> {
+        RemoteEngine::events(self)
+    }
+    fn snapshot(&self) -> Snapshot {
+        RemoteEngine::snapshot(self)
+    }
+    fn location(&self) -> String {
+        match self.unreachable() {
+            Some(why) => format!("{} — {why}", self.base()),
+            None => self.base().to_string(),
+        }
+    }
+    fn shutdown(&self) {
+        RemoteEngine::shutdown(self)
+    }
+}
+
+/// A local engine (decoding, pre- and post-processing here) whose networks
+/// run on a v2 server that is not modeldock (Triton, KServe, MLServer).
+pub struct AttachedEngine {
+    pub engine: Engine,
+    pub server: Arc<v2_server::Attached>,
+}
+
+impl EngineApi for AttachedEngine {
+    fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
+        self.engine.infer(model, input, params)
+    }
+    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
+        self.engine.infer_wait(model, input, params)
+    }
+    fn load(&self, model: &str) -> Result<()> {
+        self.engine.load(model)
+    }
+    fn unload(&self, model: &str) -> Result<()> {
+        self.engine.unload(model)
+    }
+    fn register(&self, entry: Entry) -> Result<()> {
+        Err(crate::error::Error::unavailable(format!(
+            "{} was written to {}; the app is attached to a v2 server and lists that server's models",
+            entry.manifest.id, entry.origin
+        )))
+    }
+    fn pin(&self, model: &str, pinned: bool) -> Result<()> {
+        self.engine.pin(model, pinned)
+    }
+    fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
+        self.engine.set_keep_alive(model, ka)
+    }
+    fn events(&self) -> &Receiver<Event> {
+        self.engine.events()
+    }
+    fn snapshot(&self) -> Snapshot {
+        self.engine.snapshot()
+    }
+    fn location(&self) -> String {
+        let a = &self.server;
+        match a.client.unreachable() {
+            Some(why) => format!("{} at {} — {why}", a.server_name, a.client.base()),
+            None => format!("{} at {}", a.server_name, a.client.base()),
+        }
+    }
+    fn shutdown(&self) {
+        self.engine.shutdown()
+    }
+    fn attached(&self) -> Option<&v2_server::Attached> {
+        Some(&self.server)
+    }
+}
+
+/// The door the app, the CLI and the live pipeline hold: one engine, in
+/// this process or not. Cheap to clone; every clone reaches the same engine.
+#[derive(Clone)]
+pub struct Client(Arc<dyn EngineApi>);
+
 impl Client {
-    /// Sends a request whose answer arrives as [`Event::Answer`].
-    pub fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.infer(model, input, params),
-            Client::Remote(r) => Ok(r.infer(model, input, params, None)),
-        }
+    /// The engine in this process.
+    pub fn local(engine: Engine) -> Client {
+        Client(Arc::new(engine))
     }
 
-    pub fn load(&self, model: &str) -> Result<()> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.load(model),
-            Client::Remote(r) => {
-                r.load(model);
-                Ok(())
-            }
-        }
+    /// A modeldock server over HTTP.
+    pub fn remote(engine: RemoteEngine) -> Client {
+        Client(Arc::new(engine))
     }
 
-    pub fn unload(&self, model: &str) -> Result<()> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.unload(model),
-            Client::Remote(r) => {
-                r.unload(model);
-                Ok(())
-            }
-        }
+    /// A local engine attached to another v2 server.
+    pub fn attached(engine: Engine, server: Arc<v2_server::Attached>) -> Client {
+        Client(Arc::new(AttachedEngine { engine, server }))
     }
+}
 
-    /// Registers a model found after start (an imported checkpoint). A
-    /// server reads its model folders when it starts.
-    pub fn register(&self, entry: crate::catalog::registry::Entry) -> Result<()> {
-        match self {
-            Client::Local(e) => e.register(entry),
-            Client::Attached(..) => Err(crate::error::Error::unavailable(format!(
-                "{} was written to {}; the app is attached to a v2 server and lists that server's models",
-                entry.manifest.id, entry.origin
-            ))),
-            Client::Remote(_) => Err(crate::error::Error::unavailable(format!(
-                "{} was written to {}; the server reads its model folders when it starts: restart it to serve this model",
-                entry.manifest.id, entry.origin
-            ))),
-        }
-    }
+impl std::ops::Deref for Client {
+    type Target = dyn EngineApi;
 
-    pub fn pin(&self, model: &str, pinned: bool) -> Result<()> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.pin(model, pinned),
-            Client::Remote(r) => {
-                r.pin(model, pinned);
-                Ok(())
-            }
-        }
-    }
-
-    pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.set_keep_alive(model, ka),
-            Client::Remote(r) => {
-                r.set_keep_alive(model, ka);
-                Ok(())
-            }
-        }
-    }
-
-    pub fn events(&self) -> &Receiver<Event> {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.events(),
-            Client::Remote(r) => r.events(),
-        }
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.snapshot(),
-            Client::Remote(r) => r.snapshot(),
-        }
-    }
-
-    /// Where the engine is, for the status bar: `in this process` or the server's URL.
-    pub fn location(&self) -> String {
-        match self {
-            Client::Local(_) => "in this process".to_string(),
-            Client::Attached(_, a) => match a.client.unreachable() {
-                Some(why) => format!("{} at {} — {why}", a.server_name, a.client.base()),
-                None => format!("{} at {}", a.server_name, a.client.base()),
-            },
-            Client::Remote(r) => match r.unreachable() {
-                Some(why) => format!("{} — {why}", r.base()),
-                None => r.base().to_string(),
-            },
-        }
-    }
-
-    pub fn shutdown(&self) {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.shutdown(),
-            Client::Remote(r) => r.shutdown(),
-        }
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
     }
 }
 
 impl crate::engine::InferWait for Client {
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
-        match self {
-            Client::Local(e) | Client::Attached(e, _) => e.infer_wait(model, input, params),
-            Client::Remote(r) => {
-                let (tx, rx) = bounded(1);
-                let image = input.name();
-                let id = r.infer(model, input, params, Some(tx));
-                rx.recv().unwrap_or_else(|_| {
-                    Err(InferError {
-                        request_id: id,
-                        model: model.to_string(),
-                        image,
-                        error: "the connection to the server ended before an answer".to_string(),
-                        timed_out: false,
-                    })
-                })
-            }
-        }
+        self.0.infer_wait(model, input, params)
     }
 }
 

@@ -20,7 +20,7 @@ mod worker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -321,9 +321,15 @@ pub struct Engine {
     events: Receiver<Event>,
     subscribers: Subscribers,
     snapshot: Arc<Mutex<Snapshot>>,
+    catalog: Catalog,
     next_id: Arc<AtomicU64>,
     worker: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
+
+/// The one catalogue of an engine: the worker owns it and swaps in a new
+/// one when a model is registered; the server, the app and the CLI read it
+/// through [`Engine::catalog`], never through copies of their own.
+pub type Catalog = Arc<RwLock<Arc<Registry>>>;
 
 pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
 
@@ -382,6 +388,7 @@ impl Engine {
         let (tx, rx) = bounded(1024);
         let (etx, erx) = bounded(4096);
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let catalog: Catalog = Arc::new(RwLock::new(Arc::new(registry.clone())));
         let (ready_tx, ready_rx) = bounded(1);
         let subscribers: Subscribers = Arc::new(Mutex::new(Vec::new()));
         let handle = worker::spawn(
@@ -389,7 +396,7 @@ impl Engine {
             config,
             rx,
             (etx, subscribers.clone()),
-            snapshot.clone(),
+            (snapshot.clone(), catalog.clone()),
             wake,
             ready_tx,
         );
@@ -400,6 +407,7 @@ impl Engine {
             events: erx,
             subscribers,
             snapshot,
+            catalog,
             next_id: Arc::new(AtomicU64::new(1)),
             worker: Arc::new(Mutex::new(Some(handle))),
         }
@@ -543,6 +551,15 @@ impl Engine {
 
     pub fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
         self.send(Command::SetKeepAlive(model.to_string(), ka))
+    }
+
+    /// The models this engine knows, as of the last registration: every
+    /// reader sees a model registered while the process runs at once.
+    pub fn catalog(&self) -> Arc<Registry> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// Registers a model found after start (see [`Command::Register`]).

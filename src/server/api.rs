@@ -80,7 +80,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 
 fn known(state: &State, model: &str) -> ApiResult<()> {
     state
-        .registry
+        .engine
+        .catalog()
         .get(model)
         .map(|_| ())
         .ok_or_else(|| ApiError::unknown_model(model))

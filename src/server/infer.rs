@@ -39,7 +39,8 @@ pub async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let Some(entry) = state.registry.get(&model) else {
+    let catalog = state.engine.catalog();
+    let Some(entry) = catalog.get(&model) else {
         return Err(ApiError::unknown_model(&model));
     };
     let labels = entry.manifest.labels.clone();

@@ -31,7 +31,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{broadcast, oneshot, Semaphore};
 
-use crate::catalog::registry::Registry;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use error::ApiError;
@@ -162,14 +161,13 @@ async fn guard(AxState(state): AxState<State>, mut req: Request, next: Next) -> 
     r
 }
 
-fn shared(engine: Engine, registry: Registry, options: ServerOptions, loopback: bool) -> State {
+fn shared(engine: Engine, options: ServerOptions, loopback: bool) -> State {
     let (events, _) = broadcast::channel(1024);
     let state = Arc::new(Shared {
         loopback,
         queue: Arc::new(Semaphore::new(options.max_queue)),
         per_client: Default::default(),
         engine,
-        registry,
         options,
         stats: Mutex::new(BTreeMap::new()),
         metrics: metrics::Metrics::new(),
@@ -235,12 +233,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 }
 
 /// Serves `engine` on `listener` from a background thread.
-pub fn start(
-    engine: Engine,
-    registry: Registry,
-    options: ServerOptions,
-    listener: std::net::TcpListener,
-) -> Result<ServerHandle> {
+pub fn start(engine: Engine, options: ServerOptions, listener: std::net::TcpListener) -> Result<ServerHandle> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::msg(format!("cannot read the listening address: {e}")))?;
@@ -250,7 +243,7 @@ pub fn start(
         .name("modeldock-server".into())
         .spawn(move || {
             let drain = options.drain;
-            let state = shared(engine, registry, options, addr.ip().is_loopback());
+            let state = shared(engine, options, addr.ip().is_loopback());
             rt.block_on(async move {
                 if let Err(e) = serve_until(
                     listener,
@@ -328,16 +321,11 @@ async fn shutdown_signal() {
 
 /// Serves on this thread until SIGINT / SIGTERM, then lets requests in
 /// flight finish (bounded by `options.drain`) and stops the engine.
-pub fn run_until_signal(
-    engine: Engine,
-    registry: Registry,
-    options: ServerOptions,
-    listener: std::net::TcpListener,
-) -> Result<()> {
+pub fn run_until_signal(engine: Engine, options: ServerOptions, listener: std::net::TcpListener) -> Result<()> {
     let rt = runtime()?;
     let drain = options.drain;
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    let state = shared(engine.clone(), registry, options, loopback);
+    let state = shared(engine.clone(), options, loopback);
     let r = rt.block_on(serve_until(listener, state, shutdown_signal(), drain));
     engine.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));

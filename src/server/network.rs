@@ -32,7 +32,7 @@ pub fn network_input(head: &[u8], tail: &[u8]) -> Result<Option<Tensor32>, Strin
 /// Runs the raw network through the engine (residency, queue and statistics
 /// as for images) and answers `NETWORK_OUTPUT`, binary when the request was.
 pub async fn infer(state: State, model: String, x: Tensor32, binary: bool) -> ApiResult<Response> {
-    let arch = state.registry.get(&model).map(|e| e.manifest.arch);
+    let arch = state.engine.catalog().get(&model).map(|e| e.manifest.arch);
     if !arch.is_some_and(|a| a.serves_network()) {
         let arch = arch.map(|a| a.name()).unwrap_or_default();
         return Err(ApiError::bad_request(format!(

@@ -1,4 +1,4 @@
-//! What every handler shares: the engine handle, the registry, the bounded
+//! What every handler shares: the engine handle (and through it the catalogue), the bounded
 //! queue, per-model statistics and the event fan-out.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, Semaphore};
 
 use super::metrics::Metrics;
-use crate::catalog::registry::Registry;
 use crate::engine::{Engine, Event, ModelStatus};
 use crate::vision::Timings;
 
@@ -160,7 +159,6 @@ pub struct Shared {
     pub engine: Engine,
     /// The listening address is a loopback one: `Host` is checked.
     pub loopback: bool,
-    pub registry: Registry,
     pub options: ServerOptions,
     /// Permits for images waiting on or in the engine; none left = 503.
     pub queue: Arc<Semaphore>,

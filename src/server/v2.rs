@@ -20,7 +20,7 @@ pub async fn live() -> Json<Value> {
 }
 
 pub async fn ready(AxState(state): AxState<State>) -> Response {
-    if state.engine.snapshot().models.is_empty() && !state.registry.entries.is_empty() {
+    if state.engine.snapshot().models.is_empty() && !state.engine.catalog().entries.is_empty() {
         return ApiError::unavailable("engine is starting").into_response();
     }
     Json(json!({"ready": true})).into_response()
@@ -36,13 +36,14 @@ pub async fn server_metadata() -> Json<Value> {
 
 /// Keypoints per detection a model gives (0 = none).
 pub fn keypoint_count(state: &State, model: &str) -> usize {
-    let Some(e) = state.registry.get(model) else { return 0 };
+    let catalog = state.engine.catalog();
+    let Some(e) = catalog.get(model) else { return 0 };
     let m = &e.manifest;
     m.arch.keypoints(m.task)
 }
 
 fn known(state: &State, model: &str) -> ApiResult<()> {
-    match state.registry.get(model) {
+    match state.engine.catalog().get(model) {
         Some(_) => Ok(()),
         None => Err(ApiError::unknown_model(model)),
     }
@@ -62,13 +63,19 @@ pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<St
         outputs.push(json!({"name": "KEYPOINTS", "datatype": "FP32", "shape": [-1, -1, k, 3]}));
     }
     let labels = state
-        .registry
+        .engine
+        .catalog()
         .get(&model)
         .map(|e| e.manifest.labels.clone())
         .unwrap_or_default();
     let mut inputs = vec![json!({"name": "IMAGE", "datatype": "BYTES", "shape": [-1]})];
     // The raw network too, for another modeldock using this one as its backend.
-    if let Some(e) = state.registry.get(&model).filter(|e| e.manifest.arch.serves_network()) {
+    if let Some(e) = state
+        .engine
+        .catalog()
+        .get(&model)
+        .filter(|e| e.manifest.arch.serves_network())
+    {
         let s = e.manifest.input_size;
         inputs.push(json!({"name": super::network::NETWORK_INPUT, "datatype": "FP32", "shape": [1, 3, s, s]}));
         outputs.push(json!({"name": super::network::NETWORK_OUTPUT, "datatype": "FP32", "shape": [-1]}));
@@ -189,7 +196,8 @@ pub async fn model_stats(AxState(state): AxState<State>, Path(model): Path<Strin
 /// `GET /v2/models/stats`: every model.
 pub async fn all_stats(AxState(state): AxState<State>) -> Json<Value> {
     let list: Vec<Value> = state
-        .registry
+        .engine
+        .catalog()
         .entries
         .iter()
         .map(|e| stats_json(&e.manifest.id, &state.stats_of(&e.manifest.id)))

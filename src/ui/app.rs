@@ -597,7 +597,7 @@ impl ModeldockApp {
                 ui.separator();
                 egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
                     SideTab::Gpu => {
-                        if let crate::client::Client::Attached(_, a) = &self.engine {
+                        if let Some(a) = self.engine.attached() {
                             gpu_panel::server_ui(ui, &a.server_name, a.client.base(), a.client.gpu_metrics());
                             ui.separator();
                         }

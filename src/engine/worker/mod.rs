@@ -116,6 +116,8 @@ struct Worker {
     events: Sender<Event>,
     subscribers: Subscribers,
     snapshot: Arc<Mutex<Snapshot>>,
+    /// The catalogue readers see (`Engine::catalog`), swapped on register.
+    catalog: super::Catalog,
     wake: Option<WakeFn>,
     load_tx: Sender<LoadJob>,
     clock: Instant,
@@ -144,7 +146,7 @@ pub(super) fn spawn(
     config: EngineConfig,
     rx: Receiver<Command>,
     (events, subscribers): (Sender<Event>, Subscribers),
-    snapshot: Arc<Mutex<Snapshot>>,
+    (snapshot, catalog): (Arc<Mutex<Snapshot>>, super::Catalog),
     wake: Option<WakeFn>,
     ready: Sender<()>,
 ) -> std::thread::JoinHandle<()> {
@@ -185,6 +187,7 @@ pub(super) fn spawn(
                 events,
                 subscribers,
                 snapshot,
+                catalog,
                 wake,
                 load_tx,
                 clock: Instant::now(),
@@ -529,6 +532,12 @@ impl Worker {
         );
         tracing::info!("{id}: registered from {}", e.origin);
         self.registry.upsert(e);
+        let published = Arc::new(self.registry.clone());
+        match self.catalog.write() {
+            Ok(mut c) => *c = published,
+            Err(p) => *p.into_inner() = published,
+        }
+        self.dirty = true;
     }
 
     /// Answers a request that failed, and counts the error.

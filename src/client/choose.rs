@@ -1,0 +1,66 @@
+//! Which engine a process uses, decided in one place for the app, `infer`,
+//! `models` and `live`: a modeldock server that answers is the machine's
+//! engine and is used; another kind of v2 server (Triton, KServe, MLServer)
+//! runs the networks while decoding and pre/post-processing stay here; with
+//! no server, the process owns an engine.
+
+use std::sync::Arc;
+
+use super::http::{base_url, HttpClient};
+use super::remote::RemoteEngine;
+use super::v2_server::{self, ServerKind};
+use super::Client;
+use crate::backend::transport;
+use crate::engine::{Engine, WakeFn};
+use crate::error::{Error, Result};
+use crate::setup::EngineFlags;
+
+/// The engine a server address leads to.
+pub enum Door {
+    /// A modeldock server answers: its engine serves this process too.
+    Modeldock(HttpClient),
+    /// Another v2 server answers, with the name it gives in `GET /v2`.
+    Other { base: String, name: String },
+    /// Nothing answers at `base`: this process runs its own engine.
+    Own { base: String },
+}
+
+/// The door at `spec` (`--server` / `MODELDOCK_HOST`; `None`: the default
+/// port). With `must_answer` (`--remote URL`), a server that does not answer
+/// is an error rather than a reason to own an engine.
+pub fn choose(spec: Option<&str>, must_answer: bool) -> Result<Door> {
+    let base = base_url(spec)?;
+    transport::check_tls(&base).map_err(Error::usage)?;
+    let http = HttpClient::new(&base);
+    if !must_answer && !http.is_live() {
+        return Ok(Door::Own { base });
+    }
+    Ok(match v2_server::probe(&base)? {
+        ServerKind::Modeldock => Door::Modeldock(http),
+        ServerKind::Other(name) => Door::Other { base, name },
+    })
+}
+
+/// The client behind `door`: the server's engine, a local engine attached
+/// to the other server (`flags`' manifests give the decoders), or an
+/// engine of this process's own on `flags`.
+/// `metrics_url`: where the other server's Prometheus metrics are, when
+/// not beside its v2 API.
+pub fn open(door: Door, flags: &EngineFlags, wake: Option<WakeFn>, metrics_url: Option<String>) -> Result<Client> {
+    Ok(match door {
+        Door::Modeldock(http) => Client::remote(RemoteEngine::start(http, wake)),
+        Door::Other { base, name } => {
+            let attached = v2_server::attach(&base, &name, &flags.registry(), metrics_url)?;
+            for p in attached.registry.problems.iter().chain(&attached.fallback) {
+                tracing::warn!("{p}");
+            }
+            tracing::info!(
+                "attached to {name} at {base}: {} models in its index",
+                attached.registry.entries.len()
+            );
+            let engine = Engine::start(attached.registry.clone(), flags.config()?, wake);
+            Client::attached(engine, Arc::new(attached))
+        }
+        Door::Own { .. } => Client::local(flags.engine(wake)?.0),
+    })
+}
