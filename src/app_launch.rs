@@ -65,13 +65,13 @@ fn launch(a: AppArgs) -> Result<i32> {
             client::open(door, &a.engine, Some(wake.as_wake()), a.remote_metrics.clone())?
         }
     };
-    let registry = match client.attached() {
-        Some(a) => a.registry.clone(),
-        None => registry,
+    let problems = match client.attached() {
+        Some(a) => a.registry.problems.clone(),
+        None => registry.problems.clone(),
     };
     let opts = AppOptions {
         client: client.clone(),
-        registry,
+        problems,
         open: a.open.clone(),
         model: a.model.clone(),
         telemetry: !a.no_telemetry,

@@ -53,7 +53,7 @@ fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'
             AppOptions {
                 client: Client::local(engine),
                 wake,
-                registry,
+                problems: registry.problems.clone(),
                 open: Vec::new(),
                 model: Some(model),
                 telemetry: false,

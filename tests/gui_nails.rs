@@ -39,7 +39,7 @@ fn app() -> Harness<'static, ModeldockApp> {
                 AppOptions {
                     client: Client::local(engine),
                     wake,
-                    registry,
+                    problems: Vec::new(),
                     open: Vec::new(),
                     model: Some("face-detector".into()),
                     telemetry: false,

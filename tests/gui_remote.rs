@@ -28,7 +28,6 @@ fn a_model_loaded_through_the_server_shows_resident_and_unload_in_the_panel_unlo
     let handle = server::start(engine.clone(), ServerOptions::default(), listener).unwrap_or_else(|e| panic!("{e}"));
     let base = format!("http://{}", handle.addr);
 
-    let app_reg = reg.clone();
     let app_base = base.clone();
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
@@ -40,7 +39,7 @@ fn a_model_loaded_through_the_server_shows_resident_and_unload_in_the_panel_unlo
                 AppOptions {
                     client: Client::remote(remote),
                     wake,
-                    registry: app_reg,
+                    problems: Vec::new(),
                     open: Vec::new(),
                     model: Some("remote-toy".into()),
                     telemetry: false,

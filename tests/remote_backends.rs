@@ -839,13 +839,12 @@ mod app {
             .build_eframe(move |cc| {
                 let wake = LateWake::default();
                 let engine = Engine::start(a.registry.clone(), no_cache(), Some(wake.as_wake()));
-                let registry = a.registry.clone();
                 ModeldockApp::new(
                     cc,
                     AppOptions {
                         client: Client::attached(engine, std::sync::Arc::new(a)),
                         wake,
-                        registry,
+                        problems: Vec::new(),
                         open: Vec::new(),
                         model: Some("face-triton".into()),
                         telemetry: false,

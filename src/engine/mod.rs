@@ -233,6 +233,11 @@ pub struct ModelStatus {
     /// Images for this model the scheduler holds, not started yet.
     #[serde(default)]
     pub queued: usize,
+    /// The manifest's default confidence and NMS IoU thresholds.
+    #[serde(default)]
+    pub conf: Option<f32>,
+    #[serde(default)]
+    pub iou: Option<f32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

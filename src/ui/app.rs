@@ -15,7 +15,6 @@ use super::log_capture::LogBuffer;
 use super::viewer::Viewer;
 use super::{export, gpu_panel, latency_panel, log_panel, models_panel};
 use crate::camera::SourceSpec;
-use crate::catalog::registry::Registry;
 use crate::client::{Client, LateWake};
 use crate::engine::{Event, ModelState, Snapshot};
 use crate::telemetry::sampler::{Sampler, SamplerConfig};
@@ -30,7 +29,9 @@ const SIDE_MIN: f32 = 160.0;
 pub struct AppOptions {
     /// The engine the panels steer: in this process or a server's.
     pub client: Client,
-    pub registry: Registry,
+    /// Manifests the catalogue refused at discovery, shown at start (the
+    /// models themselves come from the engine, through `client`).
+    pub problems: Vec<String>,
     /// Images to open at start.
     pub open: Vec<PathBuf>,
     /// The viewer's model (default: the built-in face detector).
@@ -103,7 +104,6 @@ enum Dialog {
 
 pub struct ModeldockApp {
     pub engine: Client,
-    registry: Registry,
     snapshot: Snapshot,
     selected_model: Option<String>,
     pub viewer: Viewer,
@@ -137,22 +137,21 @@ impl ModeldockApp {
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
+        // The engine's catalogue, whichever door it is behind.
+        let first = opts.client.snapshot();
+        let status = |m: &str| first.models.iter().find(|s| s.id == m);
         let default_model = opts
             .model
             .clone()
             .or(layout.model.clone())
-            .filter(|m| opts.registry.get(m).is_some())
-            .or_else(|| {
-                opts.registry
-                    .get(crate::catalog::builtin::DEFAULT_MODEL)
-                    .map(|e| e.manifest.id.clone())
-            })
-            .or_else(|| opts.registry.entries.first().map(|e| e.manifest.id.clone()))
+            .filter(|m| status(m).is_some())
+            .or_else(|| status(crate::catalog::builtin::DEFAULT_MODEL).map(|s| s.id.clone()))
+            .or_else(|| first.models.first().map(|s| s.id.clone()))
             .unwrap_or_default();
-        let manifest = opts.registry.get(&default_model).map(|e| e.manifest.clone());
-        let conf = layout.conf.or(manifest.as_ref().and_then(|m| m.conf)).unwrap_or(0.5);
-        let iou = layout.iou.or(manifest.as_ref().and_then(|m| m.iou)).unwrap_or(0.45);
-        let mut errors: Vec<String> = opts.registry.problems.clone();
+        let chosen = status(&default_model);
+        let conf = layout.conf.or(chosen.and_then(|s| s.conf)).unwrap_or(0.5);
+        let iou = layout.iou.or(chosen.and_then(|s| s.iou)).unwrap_or(0.45);
+        let mut errors: Vec<String> = opts.problems.clone();
         opts.wake.set(wake.clone());
         let engine = opts.client;
         let telemetry = opts
@@ -164,7 +163,7 @@ impl ModeldockApp {
             live.model = m;
         }
         // The hands + faces combo needs both models; otherwise Live starts on the viewer's model.
-        if !live.model.split('+').all(|id| opts.registry.get(id).is_some()) {
+        if !live.model.split('+').all(|id| status(id).is_some()) {
             live.model = default_model.clone();
         }
         live.show_nails = layout.nails.unwrap_or(live.show_nails);
@@ -175,7 +174,6 @@ impl ModeldockApp {
         ModeldockApp {
             snapshot: engine.snapshot(),
             engine,
-            registry: opts.registry,
             selected_model: Some(default_model.clone()),
             viewer: Viewer::new(default_model, conf, iou),
             live,
@@ -240,7 +238,6 @@ impl ModeldockApp {
                 Dialog::Exported(Err(e)) => self.errors.push(e),
                 Dialog::Imported(Ok(entry)) => {
                     let id = entry.manifest.id.clone();
-                    self.registry.upsert((*entry).clone());
                     match self.engine.register(*entry) {
                         Ok(()) => {
                             self.viewer.model = id.clone();
@@ -616,11 +613,11 @@ impl ModeldockApp {
         }
         // Raw-tensor models on a server have no decoder: not offered for images.
         let ids: Vec<String> = self
-            .registry
-            .entries
+            .snapshot
+            .models
             .iter()
-            .filter(|e| e.manifest.arch != crate::catalog::Arch::Raw)
-            .map(|e| e.manifest.id.clone())
+            .filter(|m| m.arch != crate::catalog::Arch::Raw)
+            .map(|m| m.id.clone())
             .collect();
         egui::CentralPanel::default_margins().show(ui, |ui| {
             ui.horizontal(|ui| {

@@ -68,6 +68,8 @@ impl Worker {
                     waiting: s.parked.len() + s.after_unload.len(),
                     loads: s.loads_started,
                     licence: e.manifest.licence.clone(),
+                    conf: e.manifest.conf,
+                    iou: e.manifest.iou,
                     origin: e.origin.clone(),
                     download_bytes: (weights_missing.is_some()
                         && loader::CAN_DOWNLOAD
