@@ -46,7 +46,10 @@ fn violations(room: &str, forbidden: &[&str]) -> Vec<String> {
 #[test]
 fn rooms_only_use_the_rooms_below_them() {
     let rules: &[(&str, &[&str])] = &[
-        ("ui", &["crate::cli::", "crate::server", "crate::app_launch"]),
+        (
+            "ui",
+            &["crate::cli::", "crate::server", "crate::app_launch", "crate::engine"],
+        ),
         ("cli", &["crate::ui"]),
         (
             "server",
@@ -242,4 +245,22 @@ fn residency_imports_nothing_but_units_and_std() {
         "residency imports more than units and std:\n{}",
         bad.join("\n")
     );
+}
+
+/// The CLI reaches an engine through `client` (its types and its doors),
+/// except the commands whose job is to host or measure an engine of their
+/// own: `serve` (the engine it serves), `bench` and its HTTP half (this
+/// process's engine, by design), and the page-cache helper `bench` uses.
+#[test]
+fn cli_reaches_the_engine_only_through_client() {
+    const HOSTS: &[&str] = &["serve_cmd.rs", "bench_cmd.rs", "bench_http.rs", "page_cache.rs"];
+    let bad: Vec<String> = violations("cli", &["crate::engine"])
+        .into_iter()
+        .filter(|v| !HOSTS.iter().any(|h| v.contains(&format!("/cli/{h}:"))))
+        .collect();
+    assert!(bad.is_empty(), "cli files that go around the door:\n{}", bad.join("\n"));
+    for h in HOSTS {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli").join(h);
+        assert!(p.exists(), "{} is listed as a host but does not exist", p.display());
+    }
 }

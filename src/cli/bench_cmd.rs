@@ -4,6 +4,7 @@
 //! no `--model`, a 64 MiB toy model is written to a temporary folder so the
 //! load figures mean something. Every figure is measured in this run.
 
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -93,221 +94,26 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     let rss_idle = process::rss_bytes();
     let engine = Engine::start(reg, cfg, None);
 
-    // Raw read of the weights (the floor for a cold load).
-    let mut raw = Vec::new();
     let weights_kind = if args.random_weights { "random" } else { "real" };
-    for _ in 0..5 {
-        let t = Instant::now();
-        let n = match &entry.weights {
-            WeightsResolved::Local(WeightsSource::File(p)) => std::fs::read(p)
-                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?
-                .len(),
-            WeightsResolved::Local(WeightsSource::Embedded { bytes, .. }) => bytes.to_vec().len(),
-            _ => 0,
-        };
-        std::hint::black_box(n);
-        raw.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-
     let weights_file = match (&entry.weights, args.random_weights) {
         (WeightsResolved::Local(WeightsSource::File(p)), false) => Some(p.clone()),
         _ => None,
     };
-
-    // The same into fresh memory (handed back to the OS first, as after an
-    // unload): the raw read above reuses the buffer the allocator keeps, a
-    // load after an unload cannot, and pays the kernel's zeroing of new pages.
-    let mut raw_fresh = Vec::new();
-    if let Some(p) = &weights_file {
-        for _ in 0..5 {
-            let t = Instant::now();
-            let n = super::page_cache::read_into_fresh_memory(p)
-                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
-            std::hint::black_box(n);
-            raw_fresh.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-
-    // The same with the file's pages dropped from the page cache first.
-    let mut raw_cold = Vec::new();
-    let mut load_cold = Vec::new();
-    if let Some(p) = weights_file.as_ref().filter(|p| super::page_cache::drop_file(p)) {
-        for _ in 0..3 {
-            super::page_cache::drop_file(p);
-            let t = Instant::now();
-            let n = std::fs::read(p).map(|b| b.len()).unwrap_or(0);
-            std::hint::black_box(n);
-            raw_cold.push(t.elapsed().as_secs_f64() * 1e3);
-            super::page_cache::drop_file(p);
-            let t = Instant::now();
-            engine.load(&model)?;
-            wait_state(&engine, &model, ModelState::Resident)?;
-            load_cold.push(t.elapsed().as_secs_f64() * 1e3);
-            engine.unload(&model)?;
-            wait_state(&engine, &model, ModelState::Available)?;
-        }
-    }
-
-    // Cold loads and unloads (the page cache warm).
-    let mut cold = Vec::new();
-    let mut rss_loaded = None;
-    let mut rss_unloaded = None;
-    for _ in 0..5 {
-        let t = Instant::now();
-        engine.load(&model)?;
-        wait_state(&engine, &model, ModelState::Resident)?;
-        cold.push(t.elapsed().as_secs_f64() * 1e3);
-        rss_loaded = process::rss_bytes();
-        engine.unload(&model)?;
-        wait_state(&engine, &model, ModelState::Available)?;
-        rss_unloaded = process::rss_bytes();
-    }
-
-    // 32 concurrent requests to the cold model.
-    let loads_before = engine.status(&model).map(|m| m.loads).unwrap_or(0);
-    let barrier = Arc::new(Barrier::new(32));
-    let handles: Vec<_> = (0..32)
-        .map(|i| {
-            let (e, b, m, img) = (engine.clone(), barrier.clone(), model.clone(), image.clone());
-            std::thread::spawn(move || {
-                b.wait();
-                // Distinct params per thread keep the result cache out of this figure.
-                let p = InferParams {
-                    conf: Some(0.001 * i as f32),
-                    iou: None,
-                };
-                e.infer_wait(
-                    &m,
-                    ImageInput::Bytes {
-                        name: "bench".into(),
-                        bytes: img,
-                    },
-                    p,
-                )
-                .is_ok()
-            })
-        })
-        .collect();
-    let answers = handles
-        .into_iter()
-        .filter_map(|h| h.join().ok())
-        .filter(|ok| *ok)
-        .count();
-    let loads = engine.status(&model).map(|m| m.loads).unwrap_or(0) - loads_before;
-
-    // Warm inference on decoded frames (never cached).
+    let (mut raw, raw_fresh) = raw_reads(&entry, weights_file.as_deref())?;
+    let (raw_cold, load_cold) = cold_cache_loads(&engine, &model, weights_file.as_deref())?;
+    let (mut cold, rss_loaded, rss_unloaded) = load_unload_cycles(&engine, &model)?;
+    let (answers, loads) = concurrent_cold_requests(&engine, &model, &image);
     let decoded = Arc::new(crate::vision::decode::decode_bytes(
         "bench image",
         &image,
         &Default::default(),
     )?);
-    let mut warm = Vec::new();
-    let mut forward = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let r = engine
-            .infer_wait(
-                &model,
-                ImageInput::Frame {
-                    name: "bench".into(),
-                    image: decoded.clone(),
-                },
-                InferParams::default(),
-            )
-            .map_err(|e| Error::msg(e.error))?;
-        warm.push(t.elapsed().as_secs_f64() * 1e3);
-        forward.push(r.timings.forward);
-    }
-
-    // End to end from the encoded bytes (decode included), uncached: each
-    // request's confidence differs by 1e-7, which no detection notices.
-    let mut e2e = Vec::new();
-    let mut phases: [Vec<f64>; 5] = Default::default();
-    let mut detections = 0;
-    for i in 0..runs {
-        let t = Instant::now();
-        let r = engine
-            .infer_wait(
-                &model,
-                ImageInput::Bytes {
-                    name: "bench".into(),
-                    bytes: image.clone(),
-                },
-                InferParams {
-                    conf: entry
-                        .manifest
-                        .conf
-                        .map(|c| c + 1e-7 * (i + 1) as f32)
-                        .or(Some(1e-7 * (i + 1) as f32)),
-                    iou: None,
-                },
-            )
-            .map_err(|e| Error::msg(e.error))?;
-        e2e.push(t.elapsed().as_secs_f64() * 1e3);
-        let tm = &r.timings;
-        for (v, x) in phases
-            .iter_mut()
-            .zip([tm.queue, tm.decode, tm.preprocess, tm.forward, tm.postprocess])
-        {
-            v.push(x);
-        }
-        detections = r.output.detections.len();
-    }
+    let (mut warm, mut forward) = warm_frames(&engine, &model, &decoded, runs)?;
+    let conf = entry.manifest.conf;
+    let (mut e2e, phases, detections) = end_to_end(&engine, &model, &image, conf, runs)?;
     let [mut p_queue, mut p_decode, mut p_pre, mut p_fwd, mut p_post] = phases;
-
-    // Cache hits: the same bytes and parameters again.
-    let _ = engine.infer_wait(
-        &model,
-        ImageInput::Bytes {
-            name: "bench".into(),
-            bytes: image.clone(),
-        },
-        InferParams::default(),
-    );
-    let mut hits = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let r = engine
-            .infer_wait(
-                &model,
-                ImageInput::Bytes {
-                    name: "bench".into(),
-                    bytes: image.clone(),
-                },
-                InferParams::default(),
-            )
-            .map_err(|e| Error::msg(e.error))?;
-        if r.output.cached {
-            hits.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-
-    // The network alone, back to back on the same input tensor (how
-    // bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
-    // pre/post-processing between runs.
-    let forward_loop = (|| -> Result<Vec<f64>> {
-        let source = entry.weights_source(args.random_weights)?;
-        let device = device_choice.open()?;
-        let net = crate::models::build(
-            &entry.manifest,
-            &source,
-            entry.predicted_bytes,
-            &device,
-            Arc::new(|_, _| {}),
-        )?;
-        let mut times = Vec::new();
-        if let Some(x) = net.preprocess_raw(&decoded)? {
-            for _ in 0..3 {
-                net.forward_raw(&x)?;
-            }
-            for _ in 0..runs {
-                let t = Instant::now();
-                net.forward_raw(&x)?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(times)
-    })();
+    let hits = cache_hits(&engine, &model, &image, runs)?;
+    let forward_loop = forward_loop(&entry, args.random_weights, device_choice, &decoded, runs);
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
     let (forward_loop, forward_loop_error) = match forward_loop {
@@ -319,9 +125,10 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     let cold_ms = pct(&mut cold, 0.5);
     // Random, embedded or hub weights have no file to read here: no ratio to report.
     let file_backed = weights_file.is_some();
-    let raw_cold_ms = (!raw_cold.is_empty()).then(|| pct(&mut raw_cold, 0.5));
-    let raw_fresh_ms = (!raw_fresh.is_empty()).then(|| pct(&mut raw_fresh, 0.5));
-    let load_cold_ms = (!load_cold.is_empty()).then(|| pct(&mut load_cold, 0.5));
+    let median = |v: Vec<f64>| (!v.is_empty()).then(|| pct(&mut v.clone(), 0.5));
+    let raw_cold_ms = median(raw_cold);
+    let raw_fresh_ms = median(raw_fresh);
+    let load_cold_ms = median(load_cold);
     let out = json!({
         "model": model,
         "weights": weights_kind,
@@ -366,4 +173,243 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     Ok(0)
+}
+
+/// Reads of the weights file: into a reused buffer (the floor for a load
+/// with the page cache warm), then into fresh memory handed back to the OS
+/// first, as after an unload (a load then pays the kernel's zeroing of new
+/// pages); the second is empty without a file.
+fn raw_reads(entry: &crate::catalog::registry::Entry, file: Option<&Path>) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut raw = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let n = match &entry.weights {
+            WeightsResolved::Local(WeightsSource::File(p)) => std::fs::read(p)
+                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?
+                .len(),
+            WeightsResolved::Local(WeightsSource::Embedded { bytes, .. }) => bytes.to_vec().len(),
+            _ => 0,
+        };
+        std::hint::black_box(n);
+        raw.push(ms_since(t));
+    }
+    let mut fresh = Vec::new();
+    if let Some(p) = file {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let n = super::page_cache::read_into_fresh_memory(p)
+                .map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+            std::hint::black_box(n);
+            fresh.push(ms_since(t));
+        }
+    }
+    Ok((raw, fresh))
+}
+
+/// The read and the load with the file's pages dropped from the page cache
+/// first (empty where they cannot be dropped).
+fn cold_cache_loads(engine: &Engine, model: &str, file: Option<&Path>) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut raw, mut load) = (Vec::new(), Vec::new());
+    if let Some(p) = file.filter(|p| super::page_cache::drop_file(p)) {
+        for _ in 0..3 {
+            super::page_cache::drop_file(p);
+            let t = Instant::now();
+            let n = std::fs::read(p).map(|b| b.len()).unwrap_or(0);
+            std::hint::black_box(n);
+            raw.push(ms_since(t));
+            super::page_cache::drop_file(p);
+            let t = Instant::now();
+            engine.load(model)?;
+            wait_state(engine, model, ModelState::Resident)?;
+            load.push(ms_since(t));
+            engine.unload(model)?;
+            wait_state(engine, model, ModelState::Available)?;
+        }
+    }
+    Ok((raw, load))
+}
+
+/// Five loads and unloads with the page cache warm: their times, and the
+/// RSS after the last load and after the last unload.
+fn load_unload_cycles(engine: &Engine, model: &str) -> Result<(Vec<f64>, Option<u64>, Option<u64>)> {
+    let mut cold = Vec::new();
+    let (mut loaded, mut unloaded) = (None, None);
+    for _ in 0..5 {
+        let t = Instant::now();
+        engine.load(model)?;
+        wait_state(engine, model, ModelState::Resident)?;
+        cold.push(ms_since(t));
+        loaded = process::rss_bytes();
+        engine.unload(model)?;
+        wait_state(engine, model, ModelState::Available)?;
+        unloaded = process::rss_bytes();
+    }
+    Ok((cold, loaded, unloaded))
+}
+
+/// 32 concurrent requests to the cold model: how many were answered, and
+/// how many loads they caused (one, if the engine reads a model once).
+fn concurrent_cold_requests(engine: &Engine, model: &str, image: &Arc<Vec<u8>>) -> (usize, u64) {
+    let loads_before = engine.status(model).map(|m| m.loads).unwrap_or(0);
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let (e, b, m, img) = (engine.clone(), barrier.clone(), model.to_string(), image.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                // Distinct params per thread keep the result cache out of this figure.
+                let p = InferParams {
+                    conf: Some(0.001 * i as f32),
+                    iou: None,
+                };
+                e.infer_wait(
+                    &m,
+                    ImageInput::Bytes {
+                        name: "bench".into(),
+                        bytes: img,
+                    },
+                    p,
+                )
+                .is_ok()
+            })
+        })
+        .collect();
+    let answers = handles
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .filter(|ok| *ok)
+        .count();
+    let loads = engine.status(model).map(|m| m.loads).unwrap_or(0) - loads_before;
+    (answers, loads)
+}
+
+/// Warm inference on a decoded frame (never cached): round trips and the
+/// forward pass inside them.
+fn warm_frames(
+    engine: &Engine,
+    model: &str,
+    decoded: &Arc<image::RgbImage>,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut warm, mut forward) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = engine
+            .infer_wait(
+                model,
+                ImageInput::Frame {
+                    name: "bench".into(),
+                    image: decoded.clone(),
+                },
+                InferParams::default(),
+            )
+            .map_err(|e| Error::msg(e.error))?;
+        warm.push(ms_since(t));
+        forward.push(r.timings.forward);
+    }
+    Ok((warm, forward))
+}
+
+/// End to end from the encoded bytes (decode included), uncached: each
+/// request's confidence differs by 1e-7, which no detection notices. The
+/// times, each phase's times (queue, decode, pre, forward, post) and the
+/// detections of the last run.
+fn end_to_end(
+    engine: &Engine,
+    model: &str,
+    image: &Arc<Vec<u8>>,
+    conf: Option<f32>,
+    runs: usize,
+) -> Result<(Vec<f64>, [Vec<f64>; 5], usize)> {
+    let mut e2e = Vec::new();
+    let mut phases: [Vec<f64>; 5] = Default::default();
+    let mut detections = 0;
+    for i in 0..runs {
+        let t = Instant::now();
+        let nudge = 1e-7 * (i + 1) as f32;
+        let r = engine
+            .infer_wait(
+                model,
+                ImageInput::Bytes {
+                    name: "bench".into(),
+                    bytes: image.clone(),
+                },
+                InferParams {
+                    conf: conf.map(|c| c + nudge).or(Some(nudge)),
+                    iou: None,
+                },
+            )
+            .map_err(|e| Error::msg(e.error))?;
+        e2e.push(ms_since(t));
+        let tm = &r.timings;
+        for (v, x) in phases
+            .iter_mut()
+            .zip([tm.queue, tm.decode, tm.preprocess, tm.forward, tm.postprocess])
+        {
+            v.push(x);
+        }
+        detections = r.output.detections.len();
+    }
+    Ok((e2e, phases, detections))
+}
+
+/// Cache hits: the same bytes and parameters again, after one miss.
+fn cache_hits(engine: &Engine, model: &str, image: &Arc<Vec<u8>>, runs: usize) -> Result<Vec<f64>> {
+    let ask = || {
+        engine.infer_wait(
+            model,
+            ImageInput::Bytes {
+                name: "bench".into(),
+                bytes: image.clone(),
+            },
+            InferParams::default(),
+        )
+    };
+    let _ = ask();
+    let mut hits = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = ask().map_err(|e| Error::msg(e.error))?;
+        if r.output.cached {
+            hits.push(ms_since(t));
+        }
+    }
+    Ok(hits)
+}
+
+/// The network alone, back to back on the same input tensor (how
+/// bench/pytorch_vs_modeldock.py times PyTorch): no engine hop, no
+/// pre/post-processing between runs.
+fn forward_loop(
+    entry: &crate::catalog::registry::Entry,
+    random: bool,
+    device: crate::engine::config::DeviceChoice,
+    decoded: &image::RgbImage,
+    runs: usize,
+) -> Result<Vec<f64>> {
+    let source = entry.weights_source(random)?;
+    let device = device.open()?;
+    let net = crate::models::build(
+        &entry.manifest,
+        &source,
+        entry.predicted_bytes,
+        &device,
+        Arc::new(|_, _| {}),
+    )?;
+    let mut times = Vec::new();
+    if let Some(x) = net.preprocess_raw(decoded)? {
+        for _ in 0..3 {
+            net.forward_raw(&x)?;
+        }
+        for _ in 0..runs {
+            let t = Instant::now();
+            net.forward_raw(&x)?;
+            times.push(ms_since(t));
+        }
+    }
+    Ok(times)
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }

@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::args::{LoadArgs, PinArgs, PsArgs, ServerFlags, UnloadArgs};
 use super::v2_cmds;
 use crate::client::HttpClient;
-use crate::engine::config::human_bytes;
-use crate::engine::residency::{LoadPlan, ModelState};
+use crate::client::{LoadPlan, ModelState};
 use crate::error::{Error, Result};
+use crate::units::human_bytes;
 
 /// The running server, or an error saying none is running and how to start one.
 pub fn server(flags: &ServerFlags) -> Result<HttpClient> {

@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::args::GpuArgs;
-use crate::engine::config::human_bytes;
 use crate::error::Result;
 use crate::telemetry::gpu::{or_na, GpuProbe, GpuSample};
 use crate::telemetry::system::{SystemProbe, SystemSample};
+use crate::units::human_bytes;
 
 pub fn report(nvml: &str, gpus: &[GpuSample], sys: &SystemSample) -> serde_json::Value {
     json!({

@@ -10,15 +10,15 @@ use serde_json::Value;
 
 use super::args::InferArgs;
 use super::infer_inputs::{expand, Input};
-use crate::client::{Door, HttpClient};
-use crate::engine::{Engine, ImageInput};
+use crate::client::{Client, Door, HttpClient, ImageInput};
 use crate::error::{Error, Result};
 use crate::vision::{Detection, InferParams};
 
 /// Answers one input at a time, in order.
 enum Runner {
     Remote(HttpClient),
-    Local(Engine),
+    /// The engine of this process, or one attached to another v2 server.
+    Local(Client),
 }
 
 impl Runner {
@@ -86,7 +86,6 @@ pub fn run(args: &InferArgs) -> Result<i32> {
         Some(crate::client::choose(args.server.server.as_deref(), false)?)
     };
     // Another v2 server: pre/post-processing here, the network there.
-    let mut _attached = None;
     let (remote, other) = match door {
         Some(Door::Modeldock(c)) => (Some(c), None),
         Some(Door::Other { base, name }) => (None, Some(super::v2_cmds::OtherServer { base, name })),
@@ -109,39 +108,35 @@ pub fn run(args: &InferArgs) -> Result<i32> {
             Runner::Remote(if bulk { c.with_priority(2) } else { c })
         }
         None => {
-            let (engine, reg) = match &other {
+            let door = match other {
                 Some(o) => {
-                    let a = crate::client::v2_server::attach(&o.base, &o.name, &args.engine.registry(), None)?;
-                    if let Some(note) = &a.fallback {
-                        eprintln!("modeldock: {note}");
-                    }
                     eprintln!(
                         "modeldock: {} at {}: pre- and post-processing here, the network there",
                         o.name, o.base
                     );
-                    let reg = a.registry.clone();
-                    _attached = Some(a);
-                    (
-                        crate::engine::Engine::start(reg.clone(), args.engine.config()?, None),
-                        reg,
-                    )
+                    Door::Other {
+                        base: o.base,
+                        name: o.name,
+                    }
                 }
                 None => {
                     if !args.local {
                         eprintln!("modeldock: no server running; running in this process");
                     }
-                    args.engine.engine(None)?
+                    Door::Own { base: String::new() }
                 }
             };
-            if reg.get(&model).is_none() {
-                engine.shutdown();
-                let known: Vec<&str> = reg.entries.iter().map(|e| e.manifest.id.as_str()).collect();
+            let client = crate::client::open(door, &args.engine, None, None)?;
+            let snap = client.snapshot();
+            if !snap.models.iter().any(|m| m.id == model) {
+                client.shutdown();
+                let known: Vec<&str> = snap.models.iter().map(|m| m.id.as_str()).collect();
                 return Err(Error::not_found(format!(
                     "unknown model '{model}' (known: {})",
                     known.join(", ")
                 )));
             }
-            Runner::Local(engine)
+            Runner::Local(client)
         }
     };
     let mut failures = 0;

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::args::LiveArgs;
 use crate::camera::pipeline::{LiveOptions, LivePipeline};
+use crate::client::ModelState;
 use crate::client::{Client, Door};
-use crate::engine::ModelState;
 use crate::error::{Error, Result};
 use crate::vision::InferParams;
 
@@ -23,7 +23,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32)> {
 }
 
 /// Polls `client` until `done` holds or `timeout` passes.
-fn wait_until(client: &Client, timeout: Duration, done: impl Fn(&crate::engine::Snapshot) -> bool) -> bool {
+fn wait_until(client: &Client, timeout: Duration, done: impl Fn(&crate::client::Snapshot) -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {
         if done(&client.snapshot()) {

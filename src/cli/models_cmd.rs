@@ -3,8 +3,8 @@
 
 use super::args::ModelsArgs;
 use crate::client::Door;
-use crate::engine::config::human_bytes;
 use crate::error::Result;
+use crate::units::human_bytes;
 
 pub fn run(args: &ModelsArgs) -> Result<i32> {
     let snap = match crate::client::choose(args.server.server.as_deref(), false)? {
@@ -34,7 +34,7 @@ pub fn run(args: &ModelsArgs) -> Result<i32> {
             "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",
             m.id,
             m.task,
-            if m.weights_missing.is_some() && m.state != crate::engine::residency::ModelState::Resident {
+            if m.weights_missing.is_some() && m.state != crate::client::ModelState::Resident {
                 "no weights".to_string()
             } else {
                 m.state.to_string()

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::args::PullArgs;
 use crate::catalog::hub::{self, PullProgress};
 use crate::catalog::registry::WeightsResolved;
-use crate::engine::config::human_bytes;
 use crate::error::{Error, Result};
+use crate::units::human_bytes;
 
 /// What to pull: repo, file, revision.
 fn target(a: &PullArgs) -> Result<(String, String, String)> {

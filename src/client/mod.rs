@@ -11,12 +11,19 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
 
+/// The engine's types a door's callers see (the app, the CLI, live): they
+/// reach the engine only through this room.
+pub use crate::engine::residency::LoadPlan;
+pub use crate::engine::{
+    Answer, Event, ImageInput, InferError, InferResult, InferWait, KeepAlive, ModelState, ModelStatus, RemoteStatus,
+    RequestId, Snapshot, WakeFn,
+};
 pub use choose::{choose, open, Door};
 pub use http::{base_url, HttpClient};
 pub use remote::RemoteEngine;
 
 use crate::catalog::registry::Entry;
-use crate::engine::{Answer, Engine, Event, ImageInput, InferError, KeepAlive, RequestId, Snapshot, WakeFn};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::vision::InferParams;
 

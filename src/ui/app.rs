@@ -16,7 +16,7 @@ use super::viewer::Viewer;
 use super::{export, gpu_panel, latency_panel, log_panel, models_panel};
 use crate::camera::SourceSpec;
 use crate::client::{Client, LateWake};
-use crate::engine::{Event, ModelState, Snapshot};
+use crate::client::{Event, ModelState, Snapshot};
 use crate::telemetry::sampler::{Sampler, SamplerConfig};
 
 /// Time the UI spends draining engine events per frame.
@@ -108,7 +108,7 @@ pub struct ModeldockApp {
     selected_model: Option<String>,
     pub viewer: Viewer,
     pub live: super::live_panel::LivePanel,
-    wake: crate::engine::WakeFn,
+    wake: crate::client::WakeFn,
     telemetry: Option<Sampler>,
     log: LogBuffer,
     log_level: Level,
@@ -132,7 +132,7 @@ impl ModeldockApp {
     pub fn new(cc: &eframe::CreationContext<'_>, opts: AppOptions) -> Self {
         let started = *crate::PROCESS_START.get_or_init(Instant::now);
         let ctx = cc.egui_ctx.clone();
-        let wake: crate::engine::WakeFn = std::sync::Arc::new(move || ctx.request_repaint());
+        let wake: crate::client::WakeFn = std::sync::Arc::new(move || ctx.request_repaint());
         let layout: Layout = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
@@ -475,8 +475,8 @@ impl ModeldockApp {
             ui.separator();
             ui.label(format!(
                 "Budget: {} / {}",
-                crate::engine::config::human_bytes(s.used_bytes),
-                crate::engine::config::human_bytes(s.budget_bytes)
+                crate::units::human_bytes(s.used_bytes),
+                crate::units::human_bytes(s.budget_bytes)
             ));
             ui.separator();
             ui.label(format!(

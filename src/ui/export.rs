@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use image::{Rgb, RgbImage};
 
-use crate::engine::InferResult;
+use crate::client::InferResult;
 use crate::error::{Error, Result};
 use crate::vision::decode::{decode_bytes, DecodeLimits};
 use crate::vision::overlay::skeleton;

@@ -3,10 +3,10 @@
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot};
 
-use crate::engine::config::human_bytes;
 use crate::telemetry::gpu::{or_na, GpuSample};
 use crate::telemetry::sampler::TelemetrySnapshot;
 use crate::telemetry::system::SystemSample;
+use crate::units::human_bytes;
 
 fn bar(ui: &mut egui::Ui, used: u64, total: u64, own: Option<u64>, label: &str) {
     let f = used as f32 / total.max(1) as f32;

@@ -5,7 +5,7 @@ use eframe::egui;
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, Plot};
 
-use crate::engine::Snapshot;
+use crate::client::Snapshot;
 
 const STAGES: [(&str, Color32); 5] = [
     ("queue", Color32::from_rgb(158, 158, 158)),

@@ -11,7 +11,7 @@ use crate::camera::pipeline::{LiveOptions, LivePipeline};
 use crate::camera::source::SourceFactory;
 use crate::camera::webcam::CameraInfo;
 use crate::client::Client;
-use crate::engine::WakeFn;
+use crate::client::WakeFn;
 use crate::vision::nails::{gloss_outline, nail_outline, nails, Nail};
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
 use crate::vision::{Detection, InferParams};

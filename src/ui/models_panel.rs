@@ -5,8 +5,8 @@ use eframe::egui;
 use egui::{Color32, RichText};
 
 use crate::client::Client;
-use crate::engine::config::human_bytes;
-use crate::engine::{ModelState, ModelStatus, RemoteStatus, Snapshot};
+use crate::client::{ModelState, ModelStatus, RemoteStatus, Snapshot};
+use crate::units::human_bytes;
 
 pub fn palette(i: usize) -> Color32 {
     const C: [Color32; 8] = [

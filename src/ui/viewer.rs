@@ -10,7 +10,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use egui::{Color32, Pos2, Rect, Stroke, Vec2};
 
 use crate::client::Client;
-use crate::engine::{ImageInput, InferResult, RequestId};
+use crate::client::{ImageInput, InferResult, RequestId};
 use crate::vision::decode::{decode_bytes, read_file_limited, DecodeLimits};
 use crate::vision::overlay::{class_colour, hand_finger, keypoint_visible, skeleton, text_colour_on, ImageToScreen};
 use crate::vision::{is_image_name, Detection, InferParams};
@@ -293,7 +293,7 @@ impl Viewer {
     }
 
     /// An answer from the engine; false if it was not ours.
-    pub fn on_answer(&mut self, a: &crate::engine::Answer) -> bool {
+    pub fn on_answer(&mut self, a: &crate::client::Answer) -> bool {
         let id = match a {
             Ok(r) => r.request_id,
             Err(e) => e.request_id,
