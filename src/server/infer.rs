@@ -55,33 +55,9 @@ pub async fn infer(
     if let Some(x) = super::network::network_input(head, tail).map_err(ApiError::bad_request)? {
         return super::network::infer(state, model, x, header_len.is_some()).await;
     }
-    let req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
+    let mut req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
     let n = req.images.len();
-    let client_permits = match super::state::Shared::client_permits(&state, &client.0, n) {
-        Ok(p) => p,
-        Err(held) => {
-            for _ in 0..n {
-                state.metrics.record_fail(&model);
-            }
-            return Err(ApiError::overloaded(format!(
-                "this client has {held} images queued and asks for {n} more; one client may have at most {} waiting (--max-queue-per-client); retry when some are answered",
-                state.options.max_queue_per_client
-            )));
-        }
-    };
-    let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {
-        Ok(p) => p,
-        Err(_) => {
-            for _ in 0..n {
-                state.metrics.record_fail(&model);
-            }
-            return Err(ApiError::overloaded(format!(
-                "server is busy: {} requests queued (limit {}); retry shortly",
-                state.options.max_queue - state.queue.available_permits(),
-                state.options.max_queue
-            )));
-        }
-    };
+    let (permits, client_permits) = admit(&state, &client.0, &model, n)?;
     let params = InferParams {
         conf: req.conf,
         iou: req.iou,
@@ -97,7 +73,7 @@ pub async fn infer(
         engine: state.engine.clone(),
         ids: Vec::with_capacity(n),
     };
-    for (i, bytes) in req.images.into_iter().enumerate() {
+    for (i, bytes) in std::mem::take(&mut req.images).into_iter().enumerate() {
         let name = req.names.get(i).cloned().unwrap_or_else(|| format!("IMAGE[{i}]"));
         let (tx, rx) = oneshot::channel::<Answer>();
         let input = ImageInput::Bytes {
@@ -118,6 +94,72 @@ pub async fn infer(
             }
         }
     }
+    let (answers, results, timed_out) = gather(&state, &model, class, started, waits).await;
+    cancel.ids.clear();
+    drop(permits);
+    drop(client_permits);
+    // Nothing started before its queue timeout: the request as a whole is
+    // refused, as Triton's queue policy does, so a client can back off.
+    if n > 0 && timed_out == n {
+        let first = answers
+            .iter()
+            .find_map(|a| a.as_ref().err())
+            .cloned()
+            .unwrap_or_default();
+        return Err(ApiError::overloaded(first));
+    }
+    let k = keypoint_count(&state, &model);
+    Ok(respond(&model, &req, &answers, &results, &labels, k))
+}
+
+/// The client's and the server's permits for `n` images, or 503 naming the
+/// limit that refused them (each image counts as a failure).
+fn admit(
+    state: &State,
+    client: &str,
+    model: &str,
+    n: usize,
+) -> ApiResult<(tokio::sync::OwnedSemaphorePermit, super::state::ClientPermits)> {
+    let client_permits = match super::state::Shared::client_permits(state, client, n) {
+        Ok(p) => p,
+        Err(held) => {
+            for _ in 0..n {
+                state.metrics.record_fail(model);
+            }
+            return Err(ApiError::overloaded(format!(
+                "this client has {held} images queued and asks for {n} more; one client may have at most {} waiting (--max-queue-per-client); retry when some are answered",
+                state.options.max_queue_per_client
+            )));
+        }
+    };
+    let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {
+        Ok(p) => p,
+        Err(_) => {
+            for _ in 0..n {
+                state.metrics.record_fail(model);
+            }
+            return Err(ApiError::overloaded(format!(
+                "server is busy: {} requests queued (limit {}); retry shortly",
+                state.options.max_queue - state.queue.available_permits(),
+                state.options.max_queue
+            )));
+        }
+    };
+    Ok((permits, client_permits))
+}
+
+type Waits = Vec<(String, Option<oneshot::Receiver<Answer>>)>;
+type Gathered = (
+    Vec<Result<Value, String>>,
+    Vec<Option<crate::engine::InferResult>>,
+    usize,
+);
+
+/// Waits for each image's answer (bounded by the server's timeout) and
+/// records it: the answers as JSON or an error, the results, and how many
+/// timed out in the queue.
+async fn gather(state: &State, model: &str, class: Class, started: Instant, waits: Waits) -> Gathered {
+    let n = waits.len();
     let deadline = tokio::time::Instant::now() + state.options.timeout;
     let mut answers: Vec<Result<Value, String>> = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
@@ -136,38 +178,38 @@ pub async fn infer(
         };
         match a {
             Ok(r) => {
-                state.metrics.record_ok(&model, &r.timings, r.output.cached);
+                state.metrics.record_ok(model, &r.timings, r.output.cached);
                 state.metrics.record_queue(class.as_str(), r.timings.queue);
-                state.stats_mut(&model, |s| s.record_ok(&r.timings, r.output.cached));
+                state.stats_mut(model, |s| s.record_ok(&r.timings, r.output.cached));
                 answers.push(Ok(r.to_json()));
                 results.push(Some(r));
             }
             Err(e) => {
-                state.metrics.record_fail(&model);
+                state.metrics.record_fail(model);
                 let ms = started.elapsed().as_secs_f64() * 1e3;
-                state.stats_mut(&model, |s| s.record_fail(ms));
+                state.stats_mut(model, |s| s.record_fail(ms));
                 answers.push(Err(e.clone()));
                 results.push(None);
                 let _ = name;
             }
         }
     }
-    cancel.ids.clear();
-    drop(permits);
-    drop(client_permits);
-    // Nothing started before its queue timeout: the request as a whole is
-    // refused, as Triton's queue policy does, so a client can back off.
-    if n > 0 && timed_out == n {
-        let first = answers
-            .iter()
-            .find_map(|a| a.as_ref().err())
-            .cloned()
-            .unwrap_or_default();
-        return Err(ApiError::overloaded(first));
-    }
+    (answers, results, timed_out)
+}
+
+/// The v2 response: DETECTIONS (one JSON per image, or its error) and the
+/// numeric tensors, binary when the request asked for it.
+fn respond(
+    model: &str,
+    req: &tensors::InferRequest,
+    answers: &[Result<Value, String>],
+    results: &[Option<crate::engine::InferResult>],
+    labels: &[String],
+    k: usize,
+) -> Response {
     let detections: Vec<Vec<u8>> = answers
         .iter()
-        .zip(&results)
+        .zip(results)
         .enumerate()
         .map(|(i, (a, _))| {
             let v = match a {
@@ -180,9 +222,8 @@ pub async fn infer(
             v.to_string().into_bytes()
         })
         .collect();
-    let k = keypoint_count(&state, &model);
-    let tensors = numeric_outputs(detections, &results, &labels, k);
-    let enc = tensors::encode_response(&model, req.id.as_deref(), tensors, &req.outputs, req.binary_default);
+    let tensors = numeric_outputs(detections, results, labels, k);
+    let enc = tensors::encode_response(model, req.id.as_deref(), tensors, &req.outputs, req.binary_default);
     let mut resp = enc.body.into_response();
     let h = resp.headers_mut();
     match enc.header_len {
@@ -197,7 +238,7 @@ pub async fn infer(
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
-    Ok(resp)
+    resp
 }
 
 /// The tensors of one batch: DETECTIONS, then BOXES [N,D,4], SCORES [N,D],
