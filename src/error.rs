@@ -20,6 +20,10 @@ pub enum Error {
     /// The engine or server cannot take the work now (stopped, full, unreachable).
     #[error("{0}")]
     Unavailable(String),
+    /// A v2 server (a backend, a server attached to) answered with an HTTP
+    /// error status; the status is a field, not a word to search for.
+    #[error("{message}")]
+    Remote { status: u16, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -48,10 +52,27 @@ impl Error {
         Error::Unavailable(one_line(m))
     }
 
+    /// A v2 server's answer with HTTP `status`.
+    pub fn remote(status: u16, m: impl Into<String>) -> Self {
+        Error::Remote {
+            status,
+            message: one_line(m),
+        }
+    }
+
+    /// The HTTP status a v2 server answered with, for [`Error::Remote`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Remote { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// The message, without the kind.
     pub fn message(&self) -> &str {
         match self {
             Error::Failed(m) | Error::Usage(m) | Error::NotFound(m) | Error::Unavailable(m) => m,
+            Error::Remote { message, .. } => message,
         }
     }
 
@@ -63,6 +84,7 @@ impl Error {
             Error::Usage(_) => Error::Usage(m),
             Error::NotFound(_) => Error::NotFound(m),
             Error::Unavailable(_) => Error::Unavailable(m),
+            Error::Remote { status, .. } => Error::Remote { status, message: m },
         }
     }
 
@@ -112,5 +134,9 @@ mod tests {
         assert_eq!(Error::msg("x").exit_code(), 1);
         assert_eq!(Error::not_found("m").context("load").to_string(), "load: m");
         assert!(matches!(Error::not_found("m").context("load"), Error::NotFound(_)));
+        let r = Error::remote(404, "http 404: unknown model").context("face on http://h:1");
+        assert_eq!(r.status(), Some(404));
+        assert_eq!(r.to_string(), "face on http://h:1: http 404: unknown model");
+        assert_eq!(Error::msg("x").status(), None);
     }
 }

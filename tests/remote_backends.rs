@@ -809,6 +809,7 @@ fn a_modeldock_server_is_the_network_backend_of_another_modeldock_with_identical
     let err = c
         .infer("face-detector", "NETWORK_INPUT", &x, "NETWORK_OUTPUT")
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("this model takes [1, 3, 416, 416]"), "{err}");
     e.shutdown();

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::transport::with_headers;
 use super::wire;
+use crate::error::{Error, Result};
 
 /// Retries of a request whose connection failed, and the first backoff
 /// (doubled each time): at most about 0.7 s of waiting.
@@ -32,27 +33,30 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(&self) -> Result<Value, String> {
+    pub fn json(&self) -> Result<Value> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&self.body).map_err(|e| format!("the reply is not JSON: {e}"))
+        serde_json::from_slice(&self.body).map_err(|e| Error::msg(format!("the reply is not JSON: {e}")))
     }
 
-    pub fn ok(self, what: &str) -> Result<Reply, String> {
+    pub fn ok(self, what: &str) -> Result<Reply> {
         if (200..300).contains(&self.status) {
             Ok(self)
         } else {
-            Err(format!("{what}: {}", wire::error_message(self.status, &self.body)))
+            Err(Error::remote(
+                self.status,
+                format!("{what}: {}", wire::error_message(self.status, &self.body)),
+            ))
         }
     }
 }
 
 /// The rows of a repository index reply: a list (Triton, MLServer) or
 /// `{"models": [...]}` (some gateways).
-pub fn parse_index(reply: Reply) -> Result<Vec<IndexEntry>, String> {
+pub fn parse_index(reply: Reply) -> Result<Vec<IndexEntry>> {
     let path = "/v2/repository/index";
-    let v = reply.json().map_err(|e| format!("{path}: {e}"))?;
+    let v = reply.json().map_err(|e| e.context(path))?;
     let list = match &v {
         Value::Array(a) => a.clone(),
         Value::Object(o) => o.get("models").and_then(Value::as_array).cloned().unwrap_or_default(),
@@ -134,14 +138,14 @@ fn is_connection_error(e: &ureq::Error) -> bool {
 }
 
 /// `http://host:port` (no trailing slash) from a backend's `url`, or why not.
-pub fn normalise_url(url: &str) -> Result<String, String> {
+pub fn normalise_url(url: &str) -> Result<String> {
     let u = url.trim().trim_end_matches('/');
     let rest = u
         .strip_prefix("http://")
         .or_else(|| u.strip_prefix("https://"))
-        .ok_or_else(|| format!("'{url}': expected an http:// or https:// URL"))?;
+        .ok_or_else(|| Error::usage(format!("'{url}': expected an http:// or https:// URL")))?;
     if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
-        return Err(format!("'{url}': expected http://host:port"));
+        return Err(Error::usage(format!("'{url}': expected http://host:port")));
     }
     Ok(u.to_string())
 }
@@ -170,13 +174,13 @@ fn clock(t: SystemTime) -> String {
 impl V2Client {
     /// The client of the server at `url`: one per server in this process,
     /// with its health thread, shared by every model that runs there.
-    pub fn shared(url: &str, timeout: Duration) -> Result<Arc<V2Client>, String> {
+    pub fn shared(url: &str, timeout: Duration) -> Result<Arc<V2Client>> {
         V2Client::shared_with(url, timeout, Vec::new())
     }
 
     /// [`V2Client::shared`] that also sends `headers` (a backend's own);
     /// clients with other headers are other clients.
-    pub fn shared_with(url: &str, timeout: Duration, headers: Vec<(String, String)>) -> Result<Arc<V2Client>, String> {
+    pub fn shared_with(url: &str, timeout: Duration, headers: Vec<(String, String)>) -> Result<Arc<V2Client>> {
         let base = normalise_url(url)?;
         let mut headers = [super::transport::remote_headers(&base), headers].concat();
         headers.sort();
@@ -186,7 +190,7 @@ impl V2Client {
         if let Some(c) = p.get(&pool_key).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let agent = super::transport::agent(Some(timeout))?;
+        let agent = super::transport::agent(Some(timeout)).map_err(Error::usage)?;
         let c = Arc::new(V2Client {
             base: base.clone(),
             agent,
@@ -241,7 +245,7 @@ impl V2Client {
 
     /// Sends a request, retrying with backoff when the connection fails;
     /// any HTTP answer marks the server up, a connection failure marks it down.
-    pub fn call(&self, method: &str, path: &str, body: Option<(&[u8], &str, Option<usize>)>) -> Result<Reply, String> {
+    pub fn call(&self, method: &str, path: &str, body: Option<(&[u8], &str, Option<usize>)>) -> Result<Reply> {
         self.call_with(method, path, body, RETRIES)
     }
 
@@ -251,7 +255,7 @@ impl V2Client {
         path: &str,
         body: Option<(&[u8], &str, Option<usize>)>,
         retries: u32,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply> {
         let url = format!("{}{path}", self.base);
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
@@ -289,17 +293,21 @@ impl V2Client {
                             });
                         }
                         Err(e) if is_connection_error(&e) && attempt < retries => {}
-                        Err(e) => return Err(format!("{url}: reading the reply: {e}")),
+                        Err(e) => return Err(Error::msg(format!("{url}: reading the reply: {e}"))),
                     }
                 }
                 Err(e) if is_connection_error(&e) => {
                     if attempt >= retries {
                         let why = e.to_string();
                         self.mark_down(&why);
-                        return Err(format!("{}: {}", self.base, self.unreachable().unwrap_or(why)));
+                        return Err(Error::unavailable(format!(
+                            "{}: {}",
+                            self.base,
+                            self.unreachable().unwrap_or(why)
+                        )));
                     }
                 }
-                Err(e) => return Err(format!("{url}: {e}")),
+                Err(e) => return Err(Error::msg(format!("{url}: {e}"))),
             }
             attempt += 1;
             std::thread::sleep(backoff);
@@ -307,11 +315,11 @@ impl V2Client {
         }
     }
 
-    fn get_json(&self, path: &str) -> Result<Value, String> {
+    fn get_json(&self, path: &str) -> Result<Value> {
         self.call("GET", path, None)?
             .ok(path)?
             .json()
-            .map_err(|e| format!("{path}: {e}"))
+            .map_err(|e| e.context(path))
     }
 
     /// Whether the server advertises the binary tensor extension (`GET /v2`).
@@ -333,7 +341,7 @@ impl V2Client {
     }
 
     /// One network run: `x` as `input`, `output` back.
-    pub fn infer(&self, model: &str, input: &str, x: &wire::Tensor32, output: &str) -> Result<wire::Tensor32, String> {
+    pub fn infer(&self, model: &str, input: &str, x: &wire::Tensor32, output: &str) -> Result<wire::Tensor32> {
         let path = format!("/v2/models/{model}/infer");
         let binary = self.binary_tensors();
         let enc = wire::encode_request(input, x, output, binary);
@@ -341,7 +349,7 @@ impl V2Client {
         let reply = self.call("POST", &path, Some((&enc.body, enc.content_type, enc.header_length)))?;
         let reply = reply.ok(&format!("{model} on {}", self.base))?;
         let out = wire::decode_reply(&reply.body, reply.header_length, output)
-            .map_err(|e| format!("{model} on {}: {e}", self.base))?;
+            .map_err(|e| Error::msg(format!("{model} on {}: {e}", self.base)))?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut s = lock(&self.state);
         let l = s.latency.entry(model.to_string()).or_default();
@@ -351,7 +359,7 @@ impl V2Client {
     }
 
     /// `POST /v2/repository/models/{model}/load`.
-    pub fn load(&self, model: &str) -> Result<(), String> {
+    pub fn load(&self, model: &str) -> Result<()> {
         let path = format!("/v2/repository/models/{model}/load");
         self.call("POST", &path, None)?
             .ok(&format!("loading {model} on {}", self.base))?;
@@ -359,7 +367,7 @@ impl V2Client {
     }
 
     /// `POST /v2/repository/models/{model}/unload`.
-    pub fn unload(&self, model: &str) -> Result<(), String> {
+    pub fn unload(&self, model: &str) -> Result<()> {
         let path = format!("/v2/repository/models/{model}/unload");
         self.call("POST", &path, None)?
             .ok(&format!("unloading {model} on {}", self.base))?;
@@ -367,23 +375,23 @@ impl V2Client {
     }
 
     /// `GET /v2/models/{model}/ready` answered 200.
-    pub fn ready(&self, model: &str) -> Result<bool, String> {
+    pub fn ready(&self, model: &str) -> Result<bool> {
         Ok(self.call("GET", &format!("/v2/models/{model}/ready"), None)?.status == 200)
     }
 
     /// The repository index: every model the server knows, with its state.
-    pub fn index(&self) -> Result<Vec<IndexEntry>, String> {
+    pub fn index(&self) -> Result<Vec<IndexEntry>> {
         let reply = self.index_reply()?;
         parse_index(reply.ok("/v2/repository/index")?)
     }
 
     /// `POST /v2/repository/index` as answered, refusals included.
-    pub fn index_reply(&self) -> Result<Reply, String> {
+    pub fn index_reply(&self) -> Result<Reply> {
         self.call("POST", "/v2/repository/index", Some((b"{}", "application/json", None)))
     }
 
     /// The model's inputs and outputs (`GET /v2/models/{model}`).
-    pub fn metadata(&self, model: &str) -> Result<Metadata, String> {
+    pub fn metadata(&self, model: &str) -> Result<Metadata> {
         let path = format!("/v2/models/{model}");
         let v = self.get_json(&path)?;
         Ok(Metadata {
@@ -393,10 +401,10 @@ impl V2Client {
     }
 
     /// Success count, queue and compute time so far (statistics extension).
-    pub fn stats(&self, model: &str) -> Result<StatTotals, String> {
+    pub fn stats(&self, model: &str) -> Result<StatTotals> {
         let path = format!("/v2/models/{model}/stats");
         let v = self.get_json(&path)?;
-        parse_stats(&v).ok_or_else(|| format!("{path}: no model_stats in the reply"))
+        parse_stats(&v).ok_or_else(|| Error::msg(format!("{path}: no model_stats in the reply")))
     }
 
     /// Re-reads the repository index every tick from now on (the app
@@ -760,7 +768,7 @@ mod tests {
         let c = V2Client::shared(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
         let Ok(c) = c else { panic!("client") };
         assert_eq!(c.unreachable(), None);
-        let e = c.ready("m").unwrap_err();
+        let e = c.ready("m").unwrap_err().to_string();
         assert!(e.contains("unreachable since") && e.contains("retrying"), "{e}");
         assert!(c.unreachable().is_some());
     }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 pub use client::{GpuMetrics, IndexEntry, Metadata, RemoteSplit, Reply, V2Client};
 pub use wire::Tensor32;
 
@@ -56,27 +58,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl BackendSpec {
     /// Checks the fields; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        client::normalise_url(&self.url).map_err(|e| format!("backend.url {e}"))?;
+    pub fn validate(&self) -> Result<()> {
+        client::normalise_url(&self.url).map_err(|e| Error::msg(format!("backend.url {e}")))?;
         for (k, v) in [("model", &self.model), ("input", &self.input), ("output", &self.output)] {
             if (v.is_empty() && k == "model") || v.contains(['/', '?', '#', ' ']) {
-                return Err(format!(
+                return Err(Error::msg(format!(
                     "backend.{k} = {v:?}: expected a name (no '/', '?', '#' or spaces)"
-                ));
+                )));
             }
         }
         self.timeout_duration()?;
-        self.headers.validate("backend.headers")?;
+        self.headers.validate("backend.headers").map_err(Error::msg)?;
         Ok(())
     }
 
-    pub fn timeout_duration(&self) -> Result<Duration, String> {
+    pub fn timeout_duration(&self) -> Result<Duration> {
         match &self.timeout {
             None => Ok(DEFAULT_TIMEOUT),
             Some(t) => humantime::parse_duration(t)
                 .ok()
                 .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
-                .ok_or_else(|| format!("backend.timeout = {t:?}: expected a duration like 30s (up to 1h)")),
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "backend.timeout = {t:?}: expected a duration like 30s (up to 1h)"
+                    ))
+                }),
         }
     }
 
@@ -93,10 +99,11 @@ pub struct RemoteNet {
     spec: BackendSpec,
 }
 
-/// A server's answer that means "this model is not loaded (any more)".
-fn not_loaded(msg: &str) -> bool {
-    let m = msg.to_ascii_lowercase();
-    (m.contains("http 400") || m.contains("http 404") || m.contains("http 503"))
+/// A server's answer that means "this model is not loaded (any more)": a
+/// 400, 404 or 503 whose message says so (servers word it differently).
+fn not_loaded(e: &Error) -> bool {
+    let m = e.message().to_ascii_lowercase();
+    matches!(e.status(), Some(400 | 404 | 503))
         && (m.contains("unknown model")
             || m.contains("not found")
             || m.contains("not ready")
@@ -108,7 +115,7 @@ impl RemoteNet {
     /// Loads the model on the server (repository extension) when `manage`,
     /// else checks it is ready; then checks that `input` and `output` are
     /// FP32 tensors of it. Errors are one line naming the field or the server.
-    pub fn connect(spec: &BackendSpec) -> Result<RemoteNet, String> {
+    pub fn connect(spec: &BackendSpec) -> Result<RemoteNet> {
         let mut net = RemoteNet::attach(spec)?;
         let meta = net.client.metadata(&spec.model)?;
         net.spec.input = resolve_tensor(&meta.inputs, &spec.input, "input", spec)?;
@@ -119,9 +126,9 @@ impl RemoteNet {
 
     /// Loads (or checks) the model on the server without looking at its
     /// tensors: for models modeldock only lists, loads and unloads.
-    pub fn attach(spec: &BackendSpec) -> Result<RemoteNet, String> {
+    pub fn attach(spec: &BackendSpec) -> Result<RemoteNet> {
         spec.validate()?;
-        let headers = spec.headers.expand("backend.headers")?;
+        let headers = spec.headers.expand("backend.headers").map_err(Error::msg)?;
         let client = V2Client::shared_with(&spec.url, spec.timeout_duration()?, headers)?;
         let net = RemoteNet {
             client,
@@ -131,7 +138,7 @@ impl RemoteNet {
         Ok(net)
     }
 
-    fn load_there(&self) -> Result<(), String> {
+    fn load_there(&self) -> Result<()> {
         let m = &self.spec.model;
         // Already loaded there (by another client, or at the server's start):
         // a repository load would reload it (Triton does), draining requests.
@@ -155,19 +162,22 @@ impl RemoteNet {
         if self.client.ready(m)? {
             Ok(())
         } else {
-            Err(format!("{}: the model is not ready there", self.spec.describe()))
+            Err(Error::unavailable(format!(
+                "{}: the model is not ready there",
+                self.spec.describe()
+            )))
         }
     }
 
     /// Runs the network on `x`. A server that forgot the model (it restarted)
     /// gets it loaded again, once, before the error is passed on.
-    pub fn run(&self, x: &Tensor32) -> Result<Tensor32, String> {
+    pub fn run(&self, x: &Tensor32) -> Result<Tensor32> {
         let s = &self.spec;
         match self.client.infer(&s.model, &s.input, x, &s.output) {
             Err(e) if not_loaded(&e) => {
                 tracing::info!("{}: the server does not have it loaded; loading it again", s.describe());
                 self.load_there()
-                    .map_err(|le| format!("{e} (loading it again failed: {le})"))?;
+                    .map_err(|le| Error::msg(format!("{e} (loading it again failed: {le})")))?;
                 self.client.infer(&s.model, &s.input, x, &s.output)
             }
             r => r,
@@ -203,34 +213,29 @@ impl Drop for RemoteNet {
 
 /// The tensor named `name` (or the only one, when `name` is empty), checked
 /// to be FP32.
-fn resolve_tensor(
-    list: &[(String, String, Vec<i64>)],
-    name: &str,
-    field: &str,
-    spec: &BackendSpec,
-) -> Result<String, String> {
+fn resolve_tensor(list: &[(String, String, Vec<i64>)], name: &str, field: &str, spec: &BackendSpec) -> Result<String> {
     let names: Vec<&str> = list.iter().map(|(n, ..)| n.as_str()).collect();
     let name = match (name, names.as_slice()) {
         ("", [only]) => *only,
         ("", _) => {
-            return Err(format!(
+            return Err(Error::msg(format!(
                 "backend.{field}: {} has {} {field}s {names:?}; name the one to use",
                 spec.describe(),
                 names.len()
-            ))
+            )))
         }
         (n, _) => n,
     };
     match list.iter().find(|(n, ..)| n == name) {
         Some((_, dt, _)) if dt == "FP32" => Ok(name.to_string()),
-        Some((_, dt, _)) => Err(format!(
+        Some((_, dt, _)) => Err(Error::msg(format!(
             "backend.{field} '{name}' of {} is {dt}; modeldock sends and reads FP32",
             spec.describe()
-        )),
-        None => Err(format!(
+        ))),
+        None => Err(Error::msg(format!(
             "backend.{field} '{name}' is not an {field} of {} (it has {names:?})",
             spec.describe()
-        )),
+        ))),
     }
 }
 
@@ -280,13 +285,13 @@ mod tests {
         assert_eq!(spec().validate(), Ok(()));
         let mut s = spec();
         s.url = "gpu-box:8000".into();
-        assert!(s.validate().unwrap_err().starts_with("backend.url"));
+        assert!(s.validate().unwrap_err().to_string().starts_with("backend.url"));
         let mut s = spec();
         s.model = "../etc".into();
-        assert!(s.validate().unwrap_err().starts_with("backend.model"));
+        assert!(s.validate().unwrap_err().to_string().starts_with("backend.model"));
         let mut s = spec();
         s.timeout = Some("soon".into());
-        assert!(s.validate().unwrap_err().starts_with("backend.timeout"));
+        assert!(s.validate().unwrap_err().to_string().starts_with("backend.timeout"));
         let mut s = spec();
         s.timeout = Some("2s".into());
         assert_eq!(s.timeout_duration(), Ok(Duration::from_secs(2)));
@@ -294,16 +299,24 @@ mod tests {
 
     #[test]
     fn a_forgotten_model_is_recognised_from_each_servers_wording() {
-        assert!(not_loaded(
+        assert!(not_loaded(&Error::remote(
+            400,
             "HTTP 400: Request for unknown model: 'tiny_face' is not found"
-        ));
-        assert!(not_loaded(
+        )));
+        assert!(not_loaded(&Error::remote(
+            400,
             "HTTP 400: Request for unknown model: 'tiny_face' has no available versions"
-        ));
-        assert!(not_loaded("HTTP 404: Model tiny_face not found"));
-        assert!(!not_loaded("HTTP 400: unexpected shape for input 'input'"));
-        assert!(!not_loaded(
+        )));
+        assert!(not_loaded(&Error::remote(404, "HTTP 404: Model tiny_face not found")));
+        assert!(!not_loaded(&Error::remote(
+            400,
+            "HTTP 400: unexpected shape for input 'input'"
+        )));
+        assert!(!not_loaded(&Error::unavailable(
             "http://x: unreachable since 12:00:00 UTC, retrying: not found"
-        ));
+        )));
+        // The status decides, not words in the text.
+        assert!(!not_loaded(&Error::remote(500, "http 404: model not found")));
+        assert!(!not_loaded(&Error::msg("http 404: model not found")));
     }
 }

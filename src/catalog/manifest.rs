@@ -187,7 +187,7 @@ impl Manifest {
             }
         }
         if let Some(b) = &self.backend {
-            b.validate().map_err(Error::msg)?;
+            b.validate()?;
             if !self.arch.runs_remotely() {
                 return Err(Error::msg(format!(
                     "backend: arch {} cannot run its network remotely (these can: {})",

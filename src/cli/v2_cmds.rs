@@ -25,7 +25,7 @@ pub fn other_server(flags: &ServerFlags) -> Result<Option<OtherServer>> {
 }
 
 fn client(s: &OtherServer) -> Result<std::sync::Arc<V2Client>> {
-    V2Client::shared(&s.base, DEFAULT_TIMEOUT).map_err(Error::usage)
+    V2Client::shared(&s.base, DEFAULT_TIMEOUT)
 }
 
 /// `ps` / `models`: the repository index with each model's state, and
@@ -83,7 +83,7 @@ pub fn list(s: &OtherServer, local: &Registry, json: bool) -> Result<i32> {
 pub fn load(s: &OtherServer, model: &str) -> Result<i32> {
     let c = client(s)?;
     eprintln!("loading {model} on {} at {}", s.name, s.base);
-    c.load(model).map_err(Error::msg)?;
+    c.load(model)?;
     eprintln!("{model} is loaded on {} (its memory is the server's)", s.name);
     Ok(0)
 }
@@ -94,7 +94,7 @@ pub fn unload(s: &OtherServer, model: Option<&str>) -> Result<i32> {
         Some(m) => vec![m.to_string()],
         None => c
             .index()
-            .map_err(Error::unavailable)?
+            .map_err(|e| Error::unavailable(e.to_string()))?
             .into_iter()
             .filter(|r| r.ready())
             .map(|r| r.name)

@@ -30,11 +30,11 @@ pub fn probe(base: &str) -> Result<ServerKind> {
     let auth = super::http::client_key()
         .map(|k| vec![("Authorization".to_string(), format!("Bearer {k}"))])
         .unwrap_or_default();
-    let c = V2Client::shared_with(base, DEFAULT_TIMEOUT, auth).map_err(Error::usage)?;
+    let c = V2Client::shared_with(base, DEFAULT_TIMEOUT, auth)?;
     let r = c
         .call("GET", "/v2", None)
         .map_err(|e| Error::unavailable(format!("cannot reach {base}: {e}")))?;
-    let r = r.ok("GET /v2").map_err(Error::unavailable)?;
+    let r = r.ok("GET /v2").map_err(|e| Error::unavailable(e.to_string()))?;
     let v = r.json().unwrap_or(Value::Null);
     let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
     Ok(if name == "modeldock" {
@@ -62,7 +62,7 @@ pub struct Attached {
 /// is the model's name and whose arch can run remotely, keeps its decoder;
 /// others become `raw` entries.
 pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Option<String>) -> Result<Attached> {
-    let client = V2Client::shared(base, DEFAULT_TIMEOUT).map_err(Error::usage)?;
+    let client = V2Client::shared(base, DEFAULT_TIMEOUT)?;
     let reply = client
         .index_reply()
         .map_err(|e| Error::unavailable(format!("{base}: cannot read the repository index: {e}")))?;
@@ -132,7 +132,7 @@ fn local_index(base: &str, client: &V2Client, local: &Registry) -> Vec<IndexEntr
             let (state, reason) = match client.ready(&name) {
                 Ok(true) => ("READY", String::new()),
                 Ok(false) => ("UNAVAILABLE", "not ready (GET /v2/models/NAME/ready)".to_string()),
-                Err(e) => ("UNAVAILABLE", e),
+                Err(e) => ("UNAVAILABLE", e.to_string()),
             };
             IndexEntry {
                 name,

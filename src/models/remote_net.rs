@@ -31,7 +31,7 @@ fn spec_of(m: &Manifest) -> Result<&crate::backend::BackendSpec> {
 pub fn run(net: &RemoteNet, x: &Tensor) -> Result<Tensor> {
     let shape = x.dims().to_vec();
     let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let y = net.run(&Tensor32 { shape, data }).map_err(Error::msg)?;
+    let y = net.run(&Tensor32 { shape, data })?;
     let out = Tensor::from_vec(y.data, y.shape, x.device())?;
     Ok(if x.dtype() == DType::F32 {
         out

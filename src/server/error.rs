@@ -50,7 +50,7 @@ impl From<crate::error::Error> for ApiError {
             E::Usage(_) => Self::bad_request(e.to_string()),
             E::NotFound(_) => Self::not_found(e.to_string()),
             E::Unavailable(_) => Self::unavailable(e.to_string()),
-            E::Failed(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            E::Failed(_) | E::Remote { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

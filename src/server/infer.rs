@@ -51,11 +51,11 @@ pub async fn infer(
         ),
         None => None,
     };
-    let (head, tail) = tensors::split_body(&body, header_len).map_err(ApiError::bad_request)?;
+    let (head, tail) = tensors::split_body(&body, header_len)?;
     if let Some(x) = super::network::network_input(head, tail).map_err(ApiError::bad_request)? {
         return super::network::infer(state, model, x, header_len.is_some()).await;
     }
-    let mut req = tensors::parse_infer(head, tail).map_err(ApiError::bad_request)?;
+    let mut req = tensors::parse_infer(head, tail)?;
     let n = req.images.len();
     let (permits, client_permits) = admit(&state, &client.0, &model, n)?;
     let params = InferParams {

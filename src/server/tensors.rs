@@ -5,6 +5,8 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use crate::error::{Error, Result};
+
 /// The request header (`Inference-Header-Content-Length`) of the binary extension.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -60,7 +62,7 @@ fn shown(v: &Value) -> String {
 }
 
 /// `field` of `obj`: absent and `null` are `None`; anything else must be an object.
-fn opt_object(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Option<Map<String, Value>>, String> {
+fn opt_object(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Option<Map<String, Value>>> {
     match obj.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -68,7 +70,7 @@ fn opt_object(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Opt
     }
 }
 
-fn req_string(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<String, String> {
+fn req_string(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<String> {
     match obj.remove(field) {
         Some(Value::String(s)) => Ok(s),
         None => Err(bad(format!("{at}{field}: missing (expected a string)"))),
@@ -76,7 +78,7 @@ fn req_string(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Str
     }
 }
 
-fn array_of(v: Option<Value>, what: &str, expected: &str) -> Result<Vec<Value>, String> {
+fn array_of(v: Option<Value>, what: &str, expected: &str) -> Result<Vec<Value>> {
     match v {
         Some(Value::Array(a)) => Ok(a),
         None => Err(bad(format!("{what}: missing (expected {expected})"))),
@@ -86,7 +88,7 @@ fn array_of(v: Option<Value>, what: &str, expected: &str) -> Result<Vec<Value>, 
 
 /// The request's JSON header, field by field, so that every error names the
 /// field (`inputs[0].shape`) and what was expected there.
-fn parse_raw(header: &[u8]) -> Result<RawRequest, String> {
+fn parse_raw(header: &[u8]) -> Result<RawRequest> {
     let v: Value =
         serde_json::from_slice(header).map_err(|e| bad(format!("request body is not a v2 inference request: {e}")))?;
     let Value::Object(mut top) = v else {
@@ -116,7 +118,7 @@ fn parse_raw(header: &[u8]) -> Result<RawRequest, String> {
                 d.as_i64()
                     .ok_or_else(|| bad(format!("{at}shape: expected a list of integers, got {}", shown(d))))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let datatype = req_string(&mut o, "datatype", &at)?;
         let parameters = opt_object(&mut o, "parameters", &at)?;
         let data = o.remove("data");
@@ -161,11 +163,12 @@ fn parse_raw(header: &[u8]) -> Result<RawRequest, String> {
 /// Most images one request may carry.
 pub const MAX_BATCH: usize = 256;
 
-fn bad(m: impl Into<String>) -> String {
-    m.into()
+/// A malformed request: a usage error (400), naming the field.
+fn bad(m: impl Into<String>) -> Error {
+    Error::usage(m)
 }
 
-fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>, String> {
+fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>> {
     match p.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
@@ -185,7 +188,7 @@ fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>, String> {
 /// levels are model settings; here any level up to this is accepted).
 pub const MAX_PRIORITY: u64 = 1000;
 
-fn param_priority(p: &Map<String, Value>) -> Result<u32, String> {
+fn param_priority(p: &Map<String, Value>) -> Result<u32> {
     match p.get("priority") {
         None | Some(Value::Null) => Ok(0),
         Some(v) => v
@@ -205,7 +208,7 @@ fn param_priority(p: &Map<String, Value>) -> Result<u32, String> {
 /// The longest queue timeout a request may ask for (an hour).
 const MAX_TIMEOUT_US: u64 = 3_600_000_000;
 
-fn param_timeout(p: &Map<String, Value>) -> Result<Option<u64>, String> {
+fn param_timeout(p: &Map<String, Value>) -> Result<Option<u64>> {
     match p.get("timeout") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -228,7 +231,7 @@ fn param_bool(p: Option<&Map<String, Value>>, key: &str) -> bool {
 
 /// Splits a body into the JSON header and the binary tail, using the value of
 /// `Inference-Header-Content-Length` when the request has one.
-pub fn split_body<'a>(body: &'a [u8], header_len: Option<&str>) -> Result<(&'a [u8], &'a [u8]), String> {
+pub fn split_body<'a>(body: &'a [u8], header_len: Option<&str>) -> Result<(&'a [u8], &'a [u8])> {
     match header_len {
         None => Ok((body, &[])),
         Some(v) => {
@@ -249,7 +252,7 @@ pub fn split_body<'a>(body: &'a [u8], header_len: Option<&str>) -> Result<(&'a [
 
 /// Reads Triton's binary BYTES encoding: each element is a little-endian u32
 /// length followed by that many bytes.
-pub fn decode_bytes_elements(mut data: &[u8], expected: usize, what: &str) -> Result<Vec<Vec<u8>>, String> {
+pub fn decode_bytes_elements(mut data: &[u8], expected: usize, what: &str) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(expected.min(MAX_BATCH));
     while !data.is_empty() {
         if data.len() < 4 {
@@ -291,7 +294,7 @@ pub fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
 
 /// A JSON BYTES element holding an image: base64 (standard or URL-safe, with
 /// or without padding), optionally as a `data:` URL.
-fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>, String> {
+fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>> {
     let s = v.as_str().ok_or_else(|| {
         bad(format!(
             "input 'IMAGE': element {i} is not a string (send base64-encoded image files)"
@@ -319,7 +322,7 @@ fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Parses an infer request: the JSON header and the binary tail.
-pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, String> {
+pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest> {
     let raw = parse_raw(header)?;
     let mut req = InferRequest {
         id: raw.id.map(|v| match v {
@@ -427,7 +430,7 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest, Str
                 flat.iter()
                     .enumerate()
                     .map(|(i, v)| image_from_json(v, i))
-                    .collect::<Result<_, _>>()?
+                    .collect::<std::result::Result<_, _>>()?
             }
             (None, _) => return Err(bad("input 'IMAGE': no data (give 'data' or binary_data_size)")),
         };
@@ -594,7 +597,10 @@ mod tests {
             Ok(Some(250_000))
         );
         let bad_timeout = head.replace(r#""conf":0.25"#, r#""conf":0.25,"timeout":-5"#);
-        let e = parse_infer(bad_timeout.as_bytes(), &tail).err().unwrap_or_default();
+        let e = parse_infer(bad_timeout.as_bytes(), &tail)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("parameter 'timeout'"), "{e}");
 
         let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
@@ -692,7 +698,7 @@ mod tests {
                 r#"parameter 'image_names': expected a string holding a JSON list of strings, got ["a"]"#,
             ),
         ] {
-            let e = parse_infer(head.as_bytes(), tail).err().unwrap_or_default();
+            let e = parse_infer(head.as_bytes(), tail).err().map(|e| e.to_string()).unwrap_or_default();
             assert_eq!(e, want, "{head}");
         }
     }
