@@ -190,7 +190,7 @@ impl V2Client {
         if let Some(c) = p.get(&pool_key).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let agent = super::transport::agent(Some(timeout)).map_err(Error::usage)?;
+        let agent = super::transport::agent(Some(timeout))?;
         let c = Arc::new(V2Client {
             base: base.clone(),
             agent,

@@ -68,7 +68,9 @@ impl BackendSpec {
             }
         }
         self.timeout_duration()?;
-        self.headers.validate("backend.headers").map_err(Error::msg)?;
+        self.headers
+            .validate("backend.headers")
+            .map_err(|e| Error::msg(e.to_string()))?;
         Ok(())
     }
 
@@ -128,7 +130,7 @@ impl RemoteNet {
     /// tensors: for models modeldock only lists, loads and unloads.
     pub fn attach(spec: &BackendSpec) -> Result<RemoteNet> {
         spec.validate()?;
-        let headers = spec.headers.expand("backend.headers").map_err(Error::msg)?;
+        let headers = spec.headers.expand("backend.headers")?;
         let client = V2Client::shared_with(&spec.url, spec.timeout_duration()?, headers)?;
         let net = RemoteNet {
             client,

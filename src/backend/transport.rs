@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// The roots HTTPS servers are verified against: Mozilla's (webpki), and
 /// with `MODELDOCK_CA_BUNDLE` the certificates of that PEM file as well.
 /// There is no way to turn verification off.
-fn tls_config() -> Result<ureq::tls::TlsConfig, String> {
-    static TLS: OnceLock<Result<ureq::tls::TlsConfig, String>> = OnceLock::new();
+fn tls_config() -> Result<ureq::tls::TlsConfig> {
+    static TLS: OnceLock<Result<ureq::tls::TlsConfig>> = OnceLock::new();
     TLS.get_or_init(|| {
         let Some(path) = std::env::var_os("MODELDOCK_CA_BUNDLE").filter(|p| !p.is_empty()) else {
             return Ok(ureq::tls::TlsConfig::default());
         };
         let shown = std::path::Path::new(&path).display().to_string();
-        let pem = std::fs::read(&path).map_err(|e| format!("MODELDOCK_CA_BUNDLE {shown}: {e}"))?;
+        let pem = std::fs::read(&path).map_err(|e| Error::usage(format!("MODELDOCK_CA_BUNDLE {shown}: {e}")))?;
         let mut certs: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
@@ -29,11 +31,17 @@ fn tls_config() -> Result<ureq::tls::TlsConfig, String> {
             match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                 Ok(_) => {}
-                Err(e) => return Err(format!("MODELDOCK_CA_BUNDLE {shown}: not a PEM certificate file: {e}")),
+                Err(e) => {
+                    return Err(Error::usage(format!(
+                        "MODELDOCK_CA_BUNDLE {shown}: not a PEM certificate file: {e}"
+                    )))
+                }
             }
         }
         if certs.len() == before {
-            return Err(format!("MODELDOCK_CA_BUNDLE {shown}: no certificate in the file"));
+            return Err(Error::usage(format!(
+                "MODELDOCK_CA_BUNDLE {shown}: no certificate in the file"
+            )));
         }
         Ok(ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
@@ -45,7 +53,7 @@ fn tls_config() -> Result<ureq::tls::TlsConfig, String> {
 /// A pooled keep-alive agent: `timeout` for a whole exchange, 3 s to
 /// connect, HTTP errors as answers (not `Err`), the TLS roots above. Fails
 /// only when `MODELDOCK_CA_BUNDLE` cannot be read.
-pub fn agent(timeout: Option<Duration>) -> Result<ureq::Agent, String> {
+pub fn agent(timeout: Option<Duration>) -> Result<ureq::Agent> {
     Ok(agent_with(timeout, tls_config()?))
 }
 
@@ -68,7 +76,7 @@ fn agent_with(timeout: Option<Duration>, tls: ureq::tls::TlsConfig) -> ureq::Age
 
 /// For an `https://` base: the one-line error of an unreadable
 /// `MODELDOCK_CA_BUNDLE`, before anything is sent.
-pub fn check_tls(base: &str) -> Result<(), String> {
+pub fn check_tls(base: &str) -> Result<()> {
     if base.starts_with("https://") {
         tls_config()?;
     }
@@ -88,7 +96,7 @@ impl std::fmt::Debug for Headers {
 }
 
 impl Serialize for Headers {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_map(self.0.keys().map(|k| (k, "***")))
     }
 }
@@ -102,12 +110,12 @@ fn is_token(name: &str) -> bool {
 
 /// Checks one header; `what` names where it came from. Values are never
 /// quoted in messages.
-pub fn check_header(name: &str, value: &str, what: &str) -> Result<(), String> {
+pub fn check_header(name: &str, value: &str, what: &str) -> Result<()> {
     if !is_token(name) {
-        return Err(format!("{what}: '{name}' is not a header name"));
+        return Err(Error::usage(format!("{what}: '{name}' is not a header name")));
     }
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!("{what}: the value of {name} has a line break"));
+        return Err(Error::usage(format!("{what}: the value of {name} has a line break")));
     }
     Ok(())
 }
@@ -119,12 +127,12 @@ impl Headers {
 
     /// `${VAR}` in each value replaced by the environment's `VAR`; a
     /// missing variable is an error naming it and the header.
-    pub fn expand(&self, what: &str) -> Result<Vec<(String, String)>, String> {
+    pub fn expand(&self, what: &str) -> Result<Vec<(String, String)>> {
         self.0
             .iter()
             .map(|(k, v)| {
                 let v = expand_env(v, |name| std::env::var(name).ok())
-                    .map_err(|var| format!("{what}.{k}: environment variable {var} is not set"))?;
+                    .map_err(|var| Error::usage(format!("{what}.{k}: environment variable {var} is not set")))?;
                 check_header(k, &v, what)?;
                 Ok((k.clone(), v))
             })
@@ -132,14 +140,14 @@ impl Headers {
     }
 
     /// Names and unexpanded values are well formed.
-    pub fn validate(&self, what: &str) -> Result<(), String> {
+    pub fn validate(&self, what: &str) -> Result<()> {
         self.0.iter().try_for_each(|(k, v)| check_header(k, v, what))
     }
 }
 
 /// `${NAME}` replaced through `lookup`; `Err(NAME)` for the first one it
 /// lacks. `$` elsewhere is kept.
-pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -159,14 +167,14 @@ pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
 
 /// `Name=Value;Name2=Value2` (`MODELDOCK_REMOTE_HEADERS`) or one
 /// `NAME=VALUE` (`--remote-header`).
-pub fn parse_header_list(spec: &str, what: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_header_list(spec: &str, what: &str) -> Result<Vec<(String, String)>> {
     spec.split(';')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|pair| {
             let (k, v) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("{what}: expected Name=Value, got an entry without '='"))?;
+                .ok_or_else(|| Error::usage(format!("{what}: expected Name=Value, got an entry without '='")))?;
             let (k, v) = (k.trim(), v.trim());
             check_header(k, v, what)?;
             Ok((k.to_string(), v.to_string()))
@@ -189,7 +197,7 @@ fn key(base: &str) -> String {
 /// The headers of `MODELDOCK_REMOTE_HEADERS` and `--remote-header` go to
 /// every request to `base` (the server `--remote` or `MODELDOCK_HOST`
 /// names), and to no other server.
-pub fn set_remote_headers(base: &str, cli: &[String]) -> Result<(), String> {
+pub fn set_remote_headers(base: &str, cli: &[String]) -> Result<()> {
     let mut all = match std::env::var("MODELDOCK_REMOTE_HEADERS") {
         Ok(v) => parse_header_list(&v, "MODELDOCK_REMOTE_HEADERS")?,
         Err(_) => Vec::new(),
@@ -252,9 +260,15 @@ mod tests {
         let h = parse_header_list("triton-access-token=abc; Authorization=Bearer x=y", "M").unwrap();
         assert_eq!(h[0], ("triton-access-token".into(), "abc".into()));
         assert_eq!(h[1], ("Authorization".into(), "Bearer x=y".into()));
-        assert!(parse_header_list("novalue", "M").unwrap_err().starts_with("M:"));
+        assert!(parse_header_list("novalue", "M")
+            .unwrap_err()
+            .to_string()
+            .starts_with("M:"));
         assert!(parse_header_list("bad name=1", "M").is_err());
-        assert!(parse_header_list("X=a\nb", "M").unwrap_err().contains("line break"));
+        assert!(parse_header_list("X=a\nb", "M")
+            .unwrap_err()
+            .to_string()
+            .contains("line break"));
     }
 
     #[test]

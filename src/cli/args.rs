@@ -25,7 +25,7 @@ impl ServerFlags {
     /// to the server these flags name, or to `remote` when given.
     pub fn apply_remote_headers(&self, remote: Option<&str>) -> crate::error::Result<()> {
         let base = crate::client::base_url(remote.or(self.server.as_deref()))?;
-        crate::backend::transport::set_remote_headers(&base, &self.remote_header).map_err(crate::error::Error::usage)
+        crate::backend::transport::set_remote_headers(&base, &self.remote_header)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::units::human_bytes;
 /// The running server, or an error saying none is running and how to start one.
 pub fn server(flags: &ServerFlags) -> Result<HttpClient> {
     let base = crate::client::base_url(flags.server.as_deref())?;
-    crate::backend::transport::check_tls(&base).map_err(Error::usage)?;
+    crate::backend::transport::check_tls(&base)?;
     let c = HttpClient::new(&base);
     match c.not_live() {
         None => Ok(c),

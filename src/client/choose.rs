@@ -12,7 +12,7 @@ use super::v2_server::{self, ServerKind};
 use super::Client;
 use crate::backend::transport;
 use crate::engine::{Engine, WakeFn};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::setup::EngineFlags;
 
 /// The engine a server address leads to.
@@ -30,7 +30,7 @@ pub enum Door {
 /// is an error rather than a reason to own an engine.
 pub fn choose(spec: Option<&str>, must_answer: bool) -> Result<Door> {
     let base = base_url(spec)?;
-    transport::check_tls(&base).map_err(Error::usage)?;
+    transport::check_tls(&base)?;
     let http = HttpClient::new(&base);
     if !must_answer && !http.is_live() {
         return Ok(Door::Own { base });

@@ -106,7 +106,7 @@ impl HttpClient {
     /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
     pub fn connect(spec: Option<&str>) -> Result<Option<HttpClient>> {
         let base = base_url(spec)?;
-        transport::check_tls(&base).map_err(Error::usage)?;
+        transport::check_tls(&base)?;
         let c = HttpClient::new(&base);
         Ok(c.is_live().then_some(c))
     }

@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::catalog::registry::{Entry, WeightsResolved};
 use crate::catalog::weights_source::WeightsSource;
+use crate::error::{Error, Result};
 use crate::models::{self, Model};
 use crate::telemetry::process;
 
@@ -39,10 +40,12 @@ pub enum LoaderMsg {
     },
     Done {
         model: String,
-        result: Result<Loaded, String>,
+        result: Result<Loaded>,
     },
     /// The load was cancelled: skipped, or what it read already dropped.
-    Cancelled { model: String },
+    Cancelled {
+        model: String,
+    },
 }
 
 /// Minimum time between two progress messages (~20 per second).
@@ -109,7 +112,7 @@ impl crate::catalog::hub::PullProgress for Reporter {
 
 /// The weights of `e`: for a hub model not in the cache (and a build with
 /// the `hub` feature), downloaded first, with progress in the download phase.
-fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource, String> {
+fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource> {
     let e = &job.entry;
     match e.weights_source(job.random_weights) {
         Ok(s) => Ok(s),
@@ -118,12 +121,11 @@ fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource, 
                 let id = &e.manifest.id;
                 tracing::info!("{id}: downloading {repo}/{file}@{revision}");
                 let mut reporter = Reporter::new(out, id, true);
-                let pulled = crate::catalog::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)
-                    .map_err(|err| err.to_string())?;
+                let pulled = crate::catalog::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)?;
                 tracing::info!("{id}: downloaded {} bytes to {}", pulled.bytes, pulled.path.display());
                 Ok(WeightsSource::File(pulled.path))
             }
-            _ => Err(missing.to_string()),
+            _ => Err(missing),
         },
     }
 }
@@ -138,7 +140,7 @@ pub fn spawn(jobs: Receiver<LoadJob>, out: Sender<LoaderMsg>) -> std::thread::Jo
                     LoaderMsg::Cancelled { model: id }
                 } else {
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| load_one(&job, &out)))
-                        .unwrap_or_else(|p| Err(format!("{id}: loader panicked: {}", panic_text(&p))));
+                        .unwrap_or_else(|p| Err(Error::msg(format!("{id}: loader panicked: {}", panic_text(&p)))));
                     match result {
                         // Cancelled while it loaded: its memory goes back now.
                         Ok(loaded) if job.cancel.load(Ordering::Acquire) => {
@@ -167,7 +169,7 @@ pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
+fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded> {
     let e = &job.entry;
     let id = e.manifest.id.clone();
     if e.manifest.backend.is_some() {
@@ -194,9 +196,9 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
     let model = models::build(&e.manifest, &source, total, &job.device, progress).map_err(|err| {
         let s = err.to_string();
         if s.contains(&id) || s.contains(&source.describe()) {
-            s
+            err
         } else {
-            format!("{id} ({}): {s}", source.describe())
+            err.context(format!("{id} ({})", source.describe()))
         }
     })?;
     let measured = match (&job.device, rss_before, process::rss_bytes()) {
@@ -242,12 +244,12 @@ pub(super) fn warm_up(id: &str, model: &dyn Model) {
 
 /// A model whose network runs on a server: the server loads it (repository
 /// extension); its memory is the server's, so nothing is charged here.
-fn load_remote(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded, String> {
+fn load_remote(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded> {
     let m = &job.entry.manifest;
     let start = Instant::now();
     let mut reporter = Reporter::new(out, &m.id, false);
     reporter.report(0, 1);
-    let model = models::build_remote(m, &job.device).map_err(|e| e.to_string())?;
+    let model = models::build_remote(m, &job.device)?;
     reporter.report(1, 1);
     Ok(Loaded {
         model,

@@ -718,7 +718,7 @@ impl Worker {
                         self.actions.extend(a);
                     }
                     Err(e) => {
-                        let a = self.residency.load_finished(&model, Err(e), now);
+                        let a = self.residency.load_finished(&model, Err(e.to_string()), now);
                         self.actions.extend(a);
                     }
                 }
