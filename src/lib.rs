@@ -15,6 +15,7 @@ pub mod error;
 pub mod graph;
 pub mod import;
 pub mod kernels;
+pub mod live;
 pub mod logging;
 pub mod models;
 pub mod server;

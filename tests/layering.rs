@@ -76,8 +76,16 @@ fn rooms_only_use_the_rooms_below_them() {
         ),
         (
             "camera",
-            &["crate::ui", "crate::cli::", "crate::server", "crate::client"],
+            &[
+                "crate::ui",
+                "crate::cli::",
+                "crate::server",
+                "crate::client",
+                "crate::engine",
+                "crate::live",
+            ],
         ),
+        ("live", &["crate::ui", "crate::cli::", "crate::server", "crate::engine"]),
         (
             "models",
             &[

@@ -5,10 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use modeldock::camera::pipeline::{LiveOptions, LivePipeline};
 use modeldock::camera::synthetic::SyntheticSource;
 use modeldock::catalog::registry::Registry;
 use modeldock::engine::Engine;
+use modeldock::live::{LiveOptions, LivePipeline};
 use modeldock::vision::InferParams;
 
 /// Centre of the astronaut's face in the photo (the detector's box on the original).
@@ -16,7 +16,7 @@ const FACE_CENTRE: [f32; 2] = [221.27, 131.15];
 
 fn options(model: &str, frames: u64) -> LiveOptions {
     LiveOptions {
-        model: model.into(),
+        models: modeldock::live::model_list(model),
         params: InferParams::default(),
         mirror: false,
         max_frames: Some(frames),

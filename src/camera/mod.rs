@@ -1,9 +1,8 @@
-//! Camera room: frame sources (webcam, folder, synthetic), the capture
-//! thread and the latest-frame-wins live pipeline.
+//! Camera room: frame sources (webcam, folder, synthetic) and the
+//! latest-frame-wins slot frames are handed over in; the live pipeline that
+//! runs models on them is `crate::live`.
 
 pub mod frame;
-pub mod live_stats;
-pub mod pipeline;
 pub mod source;
 pub mod synthetic;
 pub mod webcam;

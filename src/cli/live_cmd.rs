@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::args::LiveArgs;
-use crate::camera::pipeline::{LiveOptions, LivePipeline};
 use crate::client::ModelState;
 use crate::client::{Client, Door};
 use crate::error::{Error, Result};
+use crate::live::{LiveOptions, LivePipeline};
 use crate::vision::InferParams;
 
 pub fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -58,7 +58,7 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
     let fps = args.fps;
     let (w, h) = parse_size(&args.size)?;
     let engine = client_for(args)?;
-    // `a+b` runs both models on every frame (see `engine::infer_combo`).
+    // `a+b` runs both models on every frame (see `live::infer_each`).
     let ids: Vec<&str> = model.split('+').filter(|s| !s.is_empty()).collect();
     let known = engine.snapshot();
     if let Some(bad) = ids.iter().find(|id| !known.models.iter().any(|m| m.id == **id)) {
@@ -102,7 +102,7 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
         engine.clone(),
         source,
         LiveOptions {
-            model: model.clone(),
+            models: crate::live::model_list(&model),
             params: InferParams {
                 conf: args.conf,
                 iou: None,

@@ -344,30 +344,6 @@ pub trait InferWait: Send + Sync + 'static {
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer;
 }
 
-/// Runs each model of a combo (`"hands+face-detector"`: ids joined by `+`,
-/// which ids never contain) on the same image, one after another, and merges
-/// their detections in model order; stage timings add up. One failing model
-/// fails the combo's answer. A single id is a plain request.
-pub fn infer_combo<E: InferWait + ?Sized>(engine: &E, models: &str, input: ImageInput, params: InferParams) -> Answer {
-    let mut ids = models.split('+').filter(|s| !s.is_empty());
-    let first = ids.next().unwrap_or(models);
-    let mut merged = engine.infer_wait(first, input.clone(), params)?;
-    for id in ids {
-        let r = engine.infer_wait(id, input.clone(), params)?;
-        merged.output.detections.extend(r.output.detections);
-        let (a, b) = (&mut merged.timings, r.timings);
-        a.queue += b.queue;
-        a.decode += b.decode;
-        a.preprocess += b.preprocess;
-        a.forward += b.forward;
-        a.postprocess += b.postprocess;
-        a.total += b.total;
-        merged.output.cached &= r.output.cached;
-    }
-    merged.model = models.to_string();
-    Ok(merged)
-}
-
 impl InferWait for Engine {
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
         Engine::infer_wait(self, model, input, params)

@@ -7,11 +7,11 @@
 use eframe::egui;
 use egui::{Color32, Pos2, Stroke};
 
-use crate::camera::pipeline::{LiveOptions, LivePipeline};
 use crate::camera::source::SourceFactory;
 use crate::camera::webcam::CameraInfo;
 use crate::client::Client;
 use crate::client::WakeFn;
+use crate::live::{LiveOptions, LivePipeline};
 use crate::vision::nails::{gloss_outline, nail_outline, nails, Nail};
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
 use crate::vision::{Detection, InferParams};
@@ -150,7 +150,7 @@ impl LivePanel {
             rx,
             engine: engine.clone(),
             options: LiveOptions {
-                model: model.to_string(),
+                models: crate::live::model_list(model),
                 params: InferParams::default(),
                 mirror: self.mirror,
                 max_frames: None,

@@ -7,16 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::frame::{Frame, LatestSlot};
-use super::live_stats::{LiveStats, LiveSummary};
-use super::source::SourceFactory;
-use crate::engine::{ImageInput, InferWait, WakeFn};
+use super::stats::{LiveStats, LiveSummary};
+use crate::camera::frame::{Frame, LatestSlot};
+use crate::camera::source::SourceFactory;
+use crate::client::{ImageInput, InferWait, WakeFn};
 use crate::vision::one_euro::{HandSmoother, HAND_SMOOTHING};
 use crate::vision::{Detection, InferParams};
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
-    pub model: String,
+    /// The models run on every frame, in order; their detections merge.
+    pub models: Vec<String>,
     pub params: InferParams,
     /// Flip frames left-right before inference (a selfie view).
     pub mirror: bool,
@@ -160,7 +161,7 @@ impl LivePipeline {
                     name: format!("frame {}", f.id),
                     image: f.image.clone(),
                 };
-                let answer = crate::engine::infer_combo(&engine, &opts.model, input, opts.params);
+                let answer = super::infer_each(&engine, &opts.models, input, opts.params);
                 let now = Instant::now();
                 let smoothed = answer.as_ref().ok().map(|r| {
                     let t = f.captured.saturating_duration_since(epoch).as_secs_f64();
