@@ -23,6 +23,7 @@ pub mod setup;
 pub mod telemetry;
 pub mod ui;
 pub mod units;
+pub mod v2;
 pub mod vision;
 
 pub use error::{Error, Result};

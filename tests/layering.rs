@@ -164,6 +164,23 @@ fn rooms_only_use_the_rooms_below_them() {
             ],
         ),
         (
+            "v2",
+            &[
+                "crate::engine",
+                "crate::models",
+                "crate::catalog",
+                "crate::backend",
+                "crate::client",
+                "crate::server",
+                "crate::ui",
+                "crate::cli::",
+                "crate::camera",
+                "crate::live",
+                "crate::vision",
+                "candle",
+            ],
+        ),
+        (
             "backend",
             &[
                 "crate::engine",
@@ -271,4 +288,33 @@ fn cli_reaches_the_engine_only_through_client() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli").join(h);
         assert!(p.exists(), "{} is listed as a host but does not exist", p.display());
     }
+}
+
+/// Only `src/v2/` knows the wire format: no other file names the binary
+/// extension's header or its `binary_data_size` parameter (they use the
+/// constants and codecs of `v2`).
+#[test]
+fn only_v2_knows_the_wire_format() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let words = [
+        "binary_data_size",
+        "Inference-Header-Content-Length",
+        "inference-header-content-length",
+    ];
+    let mut bad = Vec::new();
+    for f in rust_files(&root) {
+        if f.starts_with(root.join("v2")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if words.iter().any(|w| code.contains(w)) {
+                bad.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "wire format outside src/v2:\n{}", bad.join("\n"));
+    let v2 = std::fs::read_to_string(root.join("v2/mod.rs")).unwrap_or_default();
+    assert!(v2.contains("binary_data_size"), "src/v2/mod.rs names the parameter");
 }

@@ -802,7 +802,7 @@ fn a_modeldock_server_is_the_network_backend_of_another_modeldock_with_identical
     assert_eq!((st.state, st.predicted_bytes), (ModelState::Resident, 0));
     // A wrong input shape is refused there with a one-line error.
     let c = V2Client::shared(&server.1, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
-    let x = modeldock::backend::Tensor32 {
+    let x = modeldock::v2::Tensor32 {
         shape: vec![1, 3, 8, 8],
         data: vec![0.0; 192],
     };

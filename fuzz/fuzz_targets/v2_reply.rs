@@ -1,5 +1,5 @@
 //! A v2 server's infer reply → the tensor a remote network hands back
-//! (`backend::wire::decode_reply`), and any error body → its one-line message.
+//! (`v2::tensor_infer::decode_reply`), and any error body → its one-line message.
 //! Servers are other people's programs: nothing they send may panic or
 //! allocate beyond the reply's own size.
 //!
@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modeldock::backend::wire::{decode_reply, error_message};
-use modeldock::backend::Tensor32;
+use modeldock::v2::tensor_infer::{decode_reply, error_message};
+use modeldock::v2::Tensor32;
 
 fuzz_target!(|data: &[u8]| {
     let (header_len, body) = match data.strip_prefix(b"#") {

@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use modeldock::server::security::{body_type_ok, host_allowed, origin_allowed};
-use modeldock::server::tensors::{decode_bytes_elements, parse_infer, split_body, MAX_BATCH};
+use modeldock::v2::image_infer::{decode_bytes_elements, parse_infer, split_body, MAX_BATCH};
 
 /// The header checks on `v`: a loopback-allowed origin is an http(s) URL, and
 /// a body type that passes is JSON, octet-stream or none.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::transport::with_headers;
-use super::wire;
 use crate::error::{Error, Result};
+use crate::v2::tensor_infer as wire;
 
 /// Retries of a request whose connection failed, and the first backoff
 /// (doubled each time): at most about 0.7 s of waiting.
@@ -266,7 +266,7 @@ impl V2Client {
                 (_, Some((bytes, ct, hl))) => {
                     let mut r = with_headers(self.agent.post(&url), h).header("Content-Type", ct);
                     if let Some(n) = hl {
-                        r = r.header("Inference-Header-Content-Length", n.to_string());
+                        r = r.header(crate::v2::HEADER_LENGTH_NAME, n.to_string());
                     }
                     r.send(bytes)
                 }
@@ -279,7 +279,7 @@ impl V2Client {
                     let status = r.status().as_u16();
                     let header_length = r
                         .headers()
-                        .get("inference-header-content-length")
+                        .get(crate::v2::HEADER_LENGTH)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse().ok());
                     let read = r.body_mut().with_config().limit(MAX_REPLY).read_to_vec();

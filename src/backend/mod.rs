@@ -6,7 +6,6 @@
 
 pub mod client;
 pub mod transport;
-pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use crate::v2::Tensor32;
 pub use client::{GpuMetrics, IndexEntry, Metadata, RemoteSplit, Reply, V2Client};
-pub use wire::Tensor32;
 
 /// `backend = { url = "http://gpu-box:8000", model = "tiny_face", input = "input", output = "output" }`
 /// in a `model.toml`: where the network runs and the names of its tensors.

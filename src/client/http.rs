@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::backend::transport;
 use crate::engine::Snapshot;
 use crate::error::{Error, Result};
+use crate::v2::{image_infer, HEADER_LENGTH_NAME};
 use crate::vision::InferParams;
 
 /// Where the server is by default, and how `MODELDOCK_HOST` is read.
@@ -220,50 +221,25 @@ impl HttpClient {
     /// Runs `model` on encoded images through v2 infer (binary tensor
     /// extension for the images); one `DETECTIONS` object per image.
     pub fn infer(&self, model: &str, images: &[(String, Vec<u8>)], params: InferParams) -> Result<Vec<Value>> {
-        let mut tail = Vec::new();
-        for (_, b) in images {
-            tail.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            tail.extend_from_slice(b);
-        }
-        let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
-        let mut parameters = json!({"image_names": serde_json::to_string(&names).unwrap_or_default()});
+        let mut parameters = serde_json::Map::new();
         if let Some(c) = params.conf {
-            parameters["conf"] = json!(c);
+            parameters.insert("conf".into(), json!(c));
         }
         if let Some(i) = params.iou {
-            parameters["iou"] = json!(i);
+            parameters.insert("iou".into(), json!(i));
         }
         if self.priority > 0 {
-            parameters["priority"] = json!(self.priority);
+            parameters.insert("priority".into(), json!(self.priority));
         }
-        let head = json!({
-            "inputs": [{"name": "IMAGE", "shape": [images.len()], "datatype": "BYTES",
-                        "parameters": {"binary_data_size": tail.len()}}],
-            "outputs": [{"name": "DETECTIONS", "parameters": {"binary_data": false}}],
-            "parameters": parameters,
-        })
-        .to_string();
-        let mut body = head.clone().into_bytes();
-        body.extend_from_slice(&tail);
+        let req = image_infer::encode_image_request(images, parameters);
         let path = format!("/v2/models/{model}/infer");
         let sent = self
             .auth(self.agent.post(&self.url(&path)))
             .header("Content-Type", "application/octet-stream")
-            .header("Inference-Header-Content-Length", head.len().to_string())
-            .send(&body[..]);
+            .header(HEADER_LENGTH_NAME, req.head_len.to_string())
+            .send(&req.body[..]);
         let v = self.reply_json(sent, model)?;
-        let data = v["outputs"]
-            .as_array()
-            .and_then(|o| o.iter().find(|t| t["name"] == "DETECTIONS"))
-            .and_then(|t| t["data"].as_array())
-            .ok_or_else(|| Error::msg(format!("{path}: the reply has no DETECTIONS output")))?;
-        data.iter()
-            .map(|s| {
-                s.as_str()
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .ok_or_else(|| Error::msg(format!("{path}: a DETECTIONS element is not JSON")))
-            })
-            .collect()
+        image_infer::decode_detections(&v).map_err(|e| e.context(&path))
     }
 
     /// Follows `/api/events`, calling `f(name, data)` for each event until it

@@ -104,7 +104,7 @@ pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Opti
 /// "the repository index is refused (HTTP 403: …); it asks for header 'X'
 /// (MODELDOCK_REMOTE_HEADERS or --remote-header)".
 fn refusal(base: &str, reply: &Reply) -> String {
-    let msg = crate::backend::wire::error_message(reply.status, &reply.body);
+    let msg = crate::v2::tensor_infer::error_message(reply.status, &reply.body);
     let hint = match crate::backend::transport::header_asked_for(&msg) {
         Some(h) => format!(
             "; it asks for header '{h}': send it with MODELDOCK_REMOTE_HEADERS=\"{h}=…\" or --remote-header {h}=…"

@@ -50,7 +50,7 @@ pub enum ImageInput {
     /// answer carries the raw output (`Output::tensor`). Never cached.
     Tensor {
         name: String,
-        tensor: Arc<crate::backend::Tensor32>,
+        tensor: Arc<crate::v2::Tensor32>,
     },
 }
 

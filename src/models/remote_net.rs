@@ -6,8 +6,9 @@ use candle_core::{DType, Tensor};
 use image::RgbImage;
 
 use super::{Manifest, Model};
-use crate::backend::{RemoteNet, Tensor32};
+use crate::backend::RemoteNet;
 use crate::error::{Error, Result};
+use crate::v2::Tensor32;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
 /// Where a model's network runs.

@@ -13,11 +13,12 @@ use tokio::sync::oneshot;
 
 use super::error::{ApiError, ApiResult};
 use super::state::State;
-use super::tensors::{self, OutputTensor, TensorData};
 use super::v2::keypoint_count;
 use super::ClientId;
 use crate::engine::scheduler::{Class, Ticket};
 use crate::engine::{Answer, ImageInput, InferError, Reply};
+use crate::v2::image_infer::{self as tensors, OutputTensor, TensorData};
+use crate::v2::HEADER_LENGTH;
 use crate::vision::InferParams;
 
 /// Cancels the requests still listed when dropped.
@@ -44,10 +45,10 @@ pub async fn infer(
         return Err(ApiError::unknown_model(&model));
     };
     let labels = entry.manifest.labels.clone();
-    let header_len = match headers.get(tensors::HEADER_LENGTH) {
+    let header_len = match headers.get(HEADER_LENGTH) {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?,
+                .map_err(|_| ApiError::bad_request(format!("{} is not text", crate::v2::HEADER_LENGTH_NAME)))?,
         ),
         None => None,
     };
@@ -232,7 +233,7 @@ fn respond(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            h.insert(tensors::HEADER_LENGTH, HeaderValue::from(len));
+            h.insert(HEADER_LENGTH, HeaderValue::from(len));
         }
         None => {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -15,7 +15,6 @@ pub mod metrics;
 pub mod network;
 pub mod security;
 pub mod state;
-pub mod tensors;
 pub mod v2;
 
 use std::collections::BTreeMap;

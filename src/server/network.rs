@@ -12,9 +12,8 @@ use tokio::sync::oneshot;
 
 use super::error::{ApiError, ApiResult};
 use super::state::State;
-use super::tensors;
-use crate::backend::{wire, Tensor32};
 use crate::engine::{Answer, ImageInput, InferError, Reply};
+use crate::v2::{tensor_infer as wire, Tensor32, HEADER_LENGTH};
 use crate::vision::InferParams;
 
 pub const NETWORK_INPUT: &str = "NETWORK_INPUT";
@@ -84,7 +83,7 @@ pub async fn infer(state: State, model: String, x: Tensor32, binary: bool) -> Ap
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(enc.content_type));
     if let Some(n) = enc.header_length {
-        h.insert(tensors::HEADER_LENGTH, HeaderValue::from(n));
+        h.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
     Ok(resp)
 }

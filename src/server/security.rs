@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::tensors::HEADER_LENGTH;
+use crate::v2::{CORS_ALLOWED_HEADERS, HEADER_LENGTH, HEADER_LENGTH_NAME};
 
 /// A key the server checks: never printed, never served.
 #[derive(Clone, PartialEq, Eq)]
@@ -220,10 +220,9 @@ pub fn body_type_ok(method: &Method, headers: &HeaderMap) -> Result<(), ApiError
         None => Ok(()),
         Some("application/json") if !binary => Ok(()),
         Some("application/octet-stream") if binary => Ok(()),
-        Some("application/octet-stream") => unsupported(
-            "Content-Type application/octet-stream needs Inference-Header-Content-Length (the v2 binary tensor extension)"
-                .into(),
-        ),
+        Some("application/octet-stream") => unsupported(format!(
+            "Content-Type application/octet-stream needs {HEADER_LENGTH_NAME} (the v2 binary tensor extension)"
+        )),
         Some(t) if binary => unsupported(format!(
             "Content-Type {t}: a binary tensor body is application/octet-stream"
         )),
@@ -244,7 +243,7 @@ pub fn cors_headers(h: &mut HeaderMap, origin: &str, preflight: bool) {
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Authorization, Content-Type, Inference-Header-Content-Length"),
+            HeaderValue::from_static(CORS_ALLOWED_HEADERS),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }

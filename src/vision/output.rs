@@ -95,7 +95,7 @@ pub struct Output {
     /// The raw network output, for a request that sent a network input
     /// tensor (another modeldock using this one as its remote backend).
     #[serde(skip)]
-    pub tensor: Option<std::sync::Arc<crate::backend::Tensor32>>,
+    pub tensor: Option<std::sync::Arc<crate::v2::Tensor32>>,
 }
 
 impl Output {

@@ -38,7 +38,7 @@ const THRASH_MS: u64 = 60_000;
 enum Work {
     Image(Arc<RgbImage>),
     /// A network input tensor: the raw network only.
-    Tensor(Arc<crate::backend::Tensor32>),
+    Tensor(Arc<crate::v2::Tensor32>),
 }
 
 /// An image decoded at a reduced scale: original pixels per decoded pixel
@@ -46,7 +46,7 @@ enum Work {
 type Unscale = ((f32, f32), (u32, u32));
 
 /// What a model run hands back: detections, timings, a raw output tensor.
-type RunOutput = (Vec<Detection>, ModelTimings, Option<Arc<crate::backend::Tensor32>>);
+type RunOutput = (Vec<Detection>, ModelTimings, Option<Arc<crate::v2::Tensor32>>);
 
 /// What a lane hands back to the worker.
 enum LaneOut {

@@ -1,14 +1,14 @@
-//! Open Inference Protocol v2 request parsing and response encoding: JSON
-//! tensors and Triton's binary tensor extension. Pure functions over bytes,
-//! so they can be fuzzed and tested without a socket.
+//! Image inference in the Open Inference Protocol v2: the server parses
+//! requests (JSON tensors or the binary extension) and encodes responses;
+//! the CLI and the app encode their requests here too. Pure functions over
+//! bytes, so they can be fuzzed and tested without a socket.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The request header (`Inference-Header-Content-Length`) of the binary extension.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+pub use super::HEADER_LENGTH;
 
 /// What a request asked for, after parsing.
 #[derive(Debug, Default)]
@@ -292,6 +292,57 @@ pub fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// An image request as the CLI and the app send it.
+pub struct ImageRequest {
+    /// The JSON head's length (the binary extension's header value).
+    pub head_len: usize,
+    /// The JSON head, then every image as one BYTES element.
+    pub body: Vec<u8>,
+}
+
+/// Encodes `images` (name, encoded file) as `IMAGE`, BYTES `[N]` in the
+/// binary part, asks for `DETECTIONS` as JSON, and sends `parameters` plus
+/// `image_names`.
+pub fn encode_image_request(images: &[(String, Vec<u8>)], mut parameters: Map<String, Value>) -> ImageRequest {
+    let mut tail = Vec::with_capacity(images.iter().map(|(_, b)| b.len() + 4).sum());
+    for (_, b) in images {
+        tail.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        tail.extend_from_slice(b);
+    }
+    let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
+    parameters.insert(
+        "image_names".into(),
+        json!(serde_json::to_string(&names).unwrap_or_default()),
+    );
+    let head = json!({
+        "inputs": [{"name": "IMAGE", "shape": [images.len()], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": tail.len()}}],
+        "outputs": [{"name": "DETECTIONS", "parameters": {"binary_data": false}}],
+        "parameters": parameters,
+    })
+    .to_string();
+    let mut body = head.into_bytes();
+    let head_len = body.len();
+    body.extend_from_slice(&tail);
+    ImageRequest { head_len, body }
+}
+
+/// The `DETECTIONS` elements of an image response, each parsed as JSON.
+pub fn decode_detections(v: &Value) -> Result<Vec<Value>> {
+    let data = v["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|t| t["name"] == "DETECTIONS"))
+        .and_then(|t| t["data"].as_array())
+        .ok_or_else(|| Error::msg("the reply has no DETECTIONS output"))?;
+    data.iter()
+        .map(|s| {
+            s.as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| Error::msg("a DETECTIONS element is not JSON"))
+        })
+        .collect()
+}
+
 /// A JSON BYTES element holding an image: base64 (standard or URL-safe, with
 /// or without padding), optionally as a `data:` URL.
 fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>> {
@@ -360,7 +411,7 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest> {
         let size = input
             .parameters
             .as_ref()
-            .and_then(|p| p.get("binary_data_size"))
+            .and_then(|p| p.get(super::BINARY_DATA_SIZE))
             .map(|v| {
                 v.as_u64()
                     .ok_or_else(|| bad(format!("input '{}': binary_data_size is not a byte count", input.name)))

@@ -128,7 +128,7 @@ fn find_tensor(head: &Value, key: &str, name: &str, tail: &[u8]) -> Result<Optio
     for o in list {
         let size = o
             .get("parameters")
-            .and_then(|p| p.get("binary_data_size"))
+            .and_then(|p| p.get(super::BINARY_DATA_SIZE))
             .and_then(Value::as_u64)
             .map(|n| n as usize);
         if o.get("name").and_then(Value::as_str) != Some(name) {
