@@ -144,7 +144,9 @@ fn a_single_image_behind_a_20_image_batch_of_another_model_is_answered_before_it
         "the click was answered after {click} batch images: {order:?}"
     );
     // The batch itself still runs in its own order: two bulk lanes run
-    // images in pairs, so each is answered at most one place from its turn.
+    // images in pairs, so each is answered near its turn (a slow one can be
+    // overtaken by its partner lane's next image too on a loaded machine:
+    // two places at most; a reordered queue would be far off).
     let bulk: Vec<usize> = order
         .iter()
         .filter_map(|t| t.strip_prefix("bulk"))
@@ -152,7 +154,7 @@ fn a_single_image_behind_a_20_image_batch_of_another_model_is_answered_before_it
         .collect();
     assert_eq!(bulk.len(), 20, "{order:?}");
     for (at, &i) in bulk.iter().enumerate() {
-        assert!(at.abs_diff(i) <= 1, "bulk{i} answered {at}th: {order:?}");
+        assert!(at.abs_diff(i) <= 2, "bulk{i} answered {at}th: {order:?}");
     }
     e.shutdown();
 }
