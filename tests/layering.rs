@@ -1,7 +1,8 @@
-//! The arrows between rooms point down (ui/cli/server → client/engine →
-//! import → models → catalog/graph → kernels/vision/backend); the residency
-//! state machine, the scheduler and the pacer have no threads, clocks or
-//! tensors, and residency imports nothing but `units` and std. A violation names the file and the line.
+//! The arrows between rooms point down (ui/cli/live → client, server →
+//! engine → import → models → catalog/graph → kernels/vision/backend → v2);
+//! the residency state machine, the scheduler and the pacer have no
+//! threads, clocks or tensors, and residency imports nothing but `units`
+//! and std. A violation names the file and the line.
 
 use std::path::{Path, PathBuf};
 
