@@ -188,4 +188,22 @@ mod tests {
         }
         assert_eq!(Arch::parse("resnet"), None);
     }
+
+    #[test]
+    fn an_unknown_arch_or_task_is_refused_in_one_line_naming_the_field() {
+        let base = "id = \"m\"\nname = \"m\"\ninput_size = 64\nlicence = \"x\"\nweights = \"w.safetensors\"\n";
+        for (line, field, value) in [
+            ("task = \"detect\"\narch = \"resnet\"\n", "arch", "resnet"),
+            ("task = \"classify\"\narch = \"toy\"\n", "task", "classify"),
+        ] {
+            let text = format!("{base}{line}");
+            let e = match crate::catalog::Manifest::parse(&text, "m/model.toml") {
+                Ok(_) => panic!("{field} = {value} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.starts_with("m/model.toml: "), "{e}");
+            assert!(e.contains(field) && e.contains(value), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 }
