@@ -14,7 +14,7 @@ use tracing_subscriber::Layer;
 use crate::cli::args::AppArgs;
 use crate::client::{self, Client, Door, LateWake};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::server::{self, ServerOptions};
 use crate::ui::log_capture::{CaptureLayer, LogBuffer};
 use crate::ui::AppOptions;
@@ -85,7 +85,7 @@ fn launch(a: AppArgs) -> Result<i32> {
         h.shutdown();
     }
     client.shutdown();
-    r.map(|_| 0).map_err(|e| Error::msg(e.to_string()))
+    r.map(|_| 0)
 }
 
 /// Serves the app's engine on `base` when it is a loopback address that is free.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use super::transport::with_headers;
+use super::endpoint::{is_connection_error, Body, Endpoint};
+pub use super::endpoint::{normalise_url, Reply};
 use crate::error::{Error, Result};
 use crate::v2::tensor_infer as wire;
 
@@ -24,33 +25,6 @@ const TICK: Duration = Duration::from_secs(2);
 const UP_CHECK_EVERY: u64 = 5;
 /// The largest reply read (a network output, or a repository index).
 const MAX_REPLY: u64 = 512 << 20;
-
-/// A reply: status, body and the binary extension's header length.
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub header_length: Option<usize>,
-}
-
-impl Reply {
-    pub fn json(&self) -> Result<Value> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&self.body).map_err(|e| Error::msg(format!("the reply is not JSON: {e}")))
-    }
-
-    pub fn ok(self, what: &str) -> Result<Reply> {
-        if (200..300).contains(&self.status) {
-            Ok(self)
-        } else {
-            Err(Error::remote(
-                self.status,
-                format!("{what}: {}", wire::error_message(self.status, &self.body)),
-            ))
-        }
-    }
-}
 
 /// The rows of a repository index reply: a list (Triton, MLServer) or
 /// `{"models": [...]}` (some gateways).
@@ -110,44 +84,10 @@ struct State {
 
 pub struct V2Client {
     base: String,
-    agent: ureq::Agent,
-    /// Sent with every request: the backend's `headers` and the remote
-    /// headers set for this server.
-    headers: Vec<(String, String)>,
+    /// The server, its agent, and the headers sent with every request: the
+    /// backend's `headers` and the remote headers set for this server.
+    endpoint: Endpoint,
     state: Mutex<State>,
-}
-
-/// A connection error: worth a retry (nothing reached the server, or the
-/// connection broke).
-fn is_connection_error(e: &ureq::Error) -> bool {
-    use std::io::ErrorKind as K;
-    match e {
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
-        ureq::Error::Io(io) => matches!(
-            io.kind(),
-            K::ConnectionRefused
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::BrokenPipe
-                | K::NotConnected
-                | K::UnexpectedEof
-                | K::AddrNotAvailable
-        ),
-        _ => false,
-    }
-}
-
-/// `http://host:port` (no trailing slash) from a backend's `url`, or why not.
-pub fn normalise_url(url: &str) -> Result<String> {
-    let u = url.trim().trim_end_matches('/');
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
-        .ok_or_else(|| Error::usage(format!("'{url}': expected an http:// or https:// URL")))?;
-    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
-        return Err(Error::usage(format!("'{url}': expected http://host:port")));
-    }
-    Ok(u.to_string())
 }
 
 fn pool() -> &'static Mutex<HashMap<String, Weak<V2Client>>> {
@@ -190,11 +130,10 @@ impl V2Client {
         if let Some(c) = p.get(&pool_key).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let agent = super::transport::agent(Some(timeout))?;
+        let endpoint = Endpoint::new(&base, Some(timeout), headers)?;
         let c = Arc::new(V2Client {
             base: base.clone(),
-            agent,
-            headers,
+            endpoint,
             state: Mutex::new(State::default()),
         });
         p.insert(pool_key, Arc::downgrade(&c));
@@ -243,58 +182,22 @@ impl V2Client {
         }
     }
 
-    /// Sends a request, retrying with backoff when the connection fails;
-    /// any HTTP answer marks the server up, a connection failure marks it down.
-    pub fn call(&self, method: &str, path: &str, body: Option<(&[u8], &str, Option<usize>)>) -> Result<Reply> {
-        self.call_with(method, path, body, RETRIES)
+    /// Sends a request (`GET` without a body, else `POST`), retrying with
+    /// backoff when the connection fails; any HTTP answer marks the server
+    /// up, a connection failure marks it down.
+    pub fn call(&self, path: &str, body: Option<Body>) -> Result<Reply> {
+        self.call_with(path, body, RETRIES)
     }
 
-    fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&[u8], &str, Option<usize>)>,
-        retries: u32,
-    ) -> Result<Reply> {
-        let url = format!("{}{path}", self.base);
+    fn call_with(&self, path: &str, body: Option<Body>, retries: u32) -> Result<Reply> {
+        let url = self.endpoint.url(path);
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            let h = &self.headers;
-            let sent = match (method, body) {
-                ("GET", _) => with_headers(self.agent.get(&url), h).call(),
-                (_, Some((bytes, ct, hl))) => {
-                    let mut r = with_headers(self.agent.post(&url), h).header("Content-Type", ct);
-                    if let Some(n) = hl {
-                        r = r.header(crate::v2::HEADER_LENGTH_NAME, n.to_string());
-                    }
-                    r.send(bytes)
-                }
-                (_, None) => with_headers(self.agent.post(&url), h)
-                    .header("Content-Type", "application/json")
-                    .send(&b"{}"[..]),
-            };
-            match sent {
-                Ok(mut r) => {
-                    let status = r.status().as_u16();
-                    let header_length = r
-                        .headers()
-                        .get(crate::v2::HEADER_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse().ok());
-                    let read = r.body_mut().with_config().limit(MAX_REPLY).read_to_vec();
-                    match read {
-                        Ok(body) => {
-                            self.mark_up();
-                            return Ok(Reply {
-                                status,
-                                body,
-                                header_length,
-                            });
-                        }
-                        Err(e) if is_connection_error(&e) && attempt < retries => {}
-                        Err(e) => return Err(Error::msg(format!("{url}: reading the reply: {e}"))),
-                    }
+            match self.endpoint.exchange(path, body, MAX_REPLY) {
+                Ok(reply) => {
+                    self.mark_up();
+                    return Ok(reply);
                 }
                 Err(e) if is_connection_error(&e) => {
                     if attempt >= retries {
@@ -316,10 +219,7 @@ impl V2Client {
     }
 
     fn get_json(&self, path: &str) -> Result<Value> {
-        self.call("GET", path, None)?
-            .ok(path)?
-            .json()
-            .map_err(|e| e.context(path))
+        self.call(path, None)?.ok(path)?.json().map_err(|e| e.context(path))
     }
 
     /// Whether the server advertises the binary tensor extension (`GET /v2`).
@@ -346,7 +246,12 @@ impl V2Client {
         let binary = self.binary_tensors();
         let enc = wire::encode_request(input, x, output, binary);
         let t0 = Instant::now();
-        let reply = self.call("POST", &path, Some((&enc.body, enc.content_type, enc.header_length)))?;
+        let body = Body {
+            bytes: &enc.body,
+            content_type: enc.content_type(),
+            header_length: enc.header_length,
+        };
+        let reply = self.call(&path, Some(body))?;
         let reply = reply.ok(&format!("{model} on {}", self.base))?;
         let out = wire::decode_reply(&reply.body, reply.header_length, output)
             .map_err(|e| Error::msg(format!("{model} on {}: {e}", self.base)))?;
@@ -361,7 +266,7 @@ impl V2Client {
     /// `POST /v2/repository/models/{model}/load`.
     pub fn load(&self, model: &str) -> Result<()> {
         let path = format!("/v2/repository/models/{model}/load");
-        self.call("POST", &path, None)?
+        self.call(&path, Some(Body::json(b"{}")))?
             .ok(&format!("loading {model} on {}", self.base))?;
         Ok(())
     }
@@ -369,14 +274,14 @@ impl V2Client {
     /// `POST /v2/repository/models/{model}/unload`.
     pub fn unload(&self, model: &str) -> Result<()> {
         let path = format!("/v2/repository/models/{model}/unload");
-        self.call("POST", &path, None)?
+        self.call(&path, Some(Body::json(b"{}")))?
             .ok(&format!("unloading {model} on {}", self.base))?;
         Ok(())
     }
 
     /// `GET /v2/models/{model}/ready` answered 200.
     pub fn ready(&self, model: &str) -> Result<bool> {
-        Ok(self.call("GET", &format!("/v2/models/{model}/ready"), None)?.status == 200)
+        Ok(self.call(&format!("/v2/models/{model}/ready"), None)?.status == 200)
     }
 
     /// The repository index: every model the server knows, with its state.
@@ -387,7 +292,7 @@ impl V2Client {
 
     /// `POST /v2/repository/index` as answered, refusals included.
     pub fn index_reply(&self) -> Result<Reply> {
-        self.call("POST", "/v2/repository/index", Some((b"{}", "application/json", None)))
+        self.call("/v2/repository/index", Some(Body::json(b"{}")))
     }
 
     /// The model's inputs and outputs (`GET /v2/models/{model}`).
@@ -516,11 +421,13 @@ impl V2Client {
             }
         };
         for u in urls {
-            let Ok(mut r) = self.agent.get(&u).call() else { continue };
-            if r.status().as_u16() != 200 {
+            let Ok(r) = self.endpoint.get_beside(&u, 16 << 20) else {
+                continue;
+            };
+            if r.status != 200 {
                 continue;
             }
-            if let Ok(t) = r.body_mut().with_config().limit(16 << 20).read_to_string() {
+            if let Ok(t) = String::from_utf8(r.body) {
                 return Some(t);
             }
         }
@@ -626,12 +533,12 @@ fn health_loop(client: Weak<V2Client>) {
         let Some(c) = client.upgrade() else { return };
         if c.unreachable().is_some() {
             // One attempt, no retries: this loop is the retry.
-            let _ = c.call_with("GET", "/v2/health/live", None, 0);
+            let _ = c.call_with("/v2/health/live", None, 0);
         } else {
             c.refresh_splits();
             c.refresh_index();
             if tick.is_multiple_of(UP_CHECK_EVERY) {
-                let _ = c.call_with("GET", "/v2/health/live", None, 0);
+                let _ = c.call_with("/v2/health/live", None, 0);
             }
         }
         tick += 1;

@@ -5,6 +5,7 @@
 //! candle or the engine.
 
 pub mod client;
+pub mod endpoint;
 pub mod transport;
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::args::InferArgs;
 use super::infer_inputs::{expand, Input};
 use crate::client::{Client, Door, HttpClient, ImageInput};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::vision::{Detection, InferParams};
 
 /// Answers one input at a time, in order.
@@ -22,24 +22,22 @@ enum Runner {
 }
 
 impl Runner {
-    fn infer(&self, model: &str, path: &PathBuf, params: InferParams) -> std::result::Result<Value, String> {
+    fn infer(&self, model: &str, path: &PathBuf, params: InferParams) -> Result<Value> {
         let name = path.display().to_string();
         match self {
             Runner::Local(e) => match e.infer_wait(model, ImageInput::Path(path.clone()), params) {
                 Ok(r) => Ok(r.to_json()),
-                Err(e) => Err(e.error),
+                Err(e) => Err(Error::msg(e.error)),
             },
             Runner::Remote(c) => {
-                let bytes = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
-                let mut v = c
-                    .infer(model, &[(name.clone(), bytes)], params)
-                    .map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(path).ctx(&name)?;
+                let mut v = c.infer(model, &[(name.clone(), bytes)], params)?;
                 match v.pop() {
                     Some(v) => match v.get("error").and_then(Value::as_str) {
-                        Some(e) => Err(e.to_string()),
+                        Some(e) => Err(Error::msg(e)),
                         None => Ok(v),
                     },
-                    None => Err(format!("{name}: the server sent no answer")),
+                    None => Err(Error::unavailable(format!("{name}: the server sent no answer"))),
                 }
             }
         }
@@ -143,7 +141,7 @@ pub fn run(args: &InferArgs) -> Result<i32> {
     let mut taken = Vec::new();
     for input in &inputs {
         let (name, answer) = match input {
-            Input::Problem { name, error } => (name.clone(), Err(error.clone())),
+            Input::Problem { name, error } => (name.clone(), Err(Error::msg(error.clone()))),
             Input::File(p) => (p.display().to_string(), runner.infer(&model, p, params)),
         };
         match answer {
@@ -163,7 +161,7 @@ pub fn run(args: &InferArgs) -> Result<i32> {
             Err(e) => {
                 failures += 1;
                 if args.json {
-                    println!("{}", serde_json::json!({"image": name, "error": e}));
+                    println!("{}", serde_json::json!({"image": name, "error": e.to_string()}));
                 }
                 eprintln!("error: {e}");
             }

@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::backend::endpoint::{Body, Endpoint};
 use crate::backend::transport;
 use crate::engine::Snapshot;
 use crate::error::{Error, Result};
-use crate::v2::{image_infer, HEADER_LENGTH_NAME};
+use crate::v2::error_body::error_text;
+use crate::v2::image_infer;
 use crate::vision::InferParams;
+
+/// The largest reply read (a snapshot, a batch's detections).
+const MAX_REPLY: u64 = 256 << 20;
 
 /// Where the server is by default, and how `MODELDOCK_HOST` is read.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -48,7 +53,7 @@ pub fn base_url(spec: Option<&str>) -> Result<String> {
     if host.contains('/') || host.contains(' ') {
         return Err(Error::usage(format!("server '{s}': expected host:port or a URL")));
     }
-    Ok(format!("{scheme}://{host}:{p}"))
+    crate::backend::endpoint::normalise_url(&format!("{scheme}://{host}:{p}"))
 }
 
 /// The bearer key this user sends to a modeldock server: the admin key
@@ -63,22 +68,16 @@ pub fn client_key() -> Option<String> {
 #[derive(Clone)]
 pub struct HttpClient {
     pub base: String,
-    agent: ureq::Agent,
-    api_key: Option<String>,
+    /// The server, with this user's key and the remote headers set for it.
+    endpoint: Endpoint,
     /// Sent as the v2 `priority` parameter of inference requests (0: the default).
     priority: u32,
 }
 
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    transport::agent_or_default(timeout)
-}
-
-/// The one-line message of an error body (`{"error": …}`), else the status.
-fn error_from(status: u16, body: &str, what: &str) -> Error {
-    let msg = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| format!("HTTP {status}"));
+/// The error an answer with HTTP `status` means here: its body's message,
+/// of the kind the status says (404: not found, 503: unavailable).
+fn error_from(status: u16, body: &[u8], what: &str) -> Error {
+    let msg = error_text(body).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
         400 | 422 => Error::msg(format!("{what}: {msg}")),
         404 => Error::not_found(msg),
@@ -89,10 +88,14 @@ fn error_from(status: u16, body: &str, what: &str) -> Error {
 
 impl HttpClient {
     pub fn new(base: &str) -> HttpClient {
+        let mut headers = transport::remote_headers(base);
+        if let Some(k) = client_key() {
+            headers.push(("Authorization".to_string(), format!("Bearer {k}")));
+        }
+        let endpoint = Endpoint::lenient(base, Some(Duration::from_secs(900)), headers);
         HttpClient {
-            base: base.trim_end_matches('/').to_string(),
-            agent: agent(Some(Duration::from_secs(900))),
-            api_key: client_key(),
+            base: endpoint.base().to_string(),
+            endpoint,
             priority: 0,
         }
     }
@@ -112,18 +115,6 @@ impl HttpClient {
         Ok(c.is_live().then_some(c))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        let r = transport::with_headers(r, &transport::remote_headers(&self.base));
-        match &self.api_key {
-            Some(k) => r.header("Authorization", format!("Bearer {k}")),
-            None => r,
-        }
-    }
-
     fn unreachable(&self, e: ureq::Error) -> Error {
         Error::unavailable(format!("cannot reach the server at {}: {e}", self.base))
     }
@@ -136,48 +127,37 @@ impl HttpClient {
     /// Why `GET /v2/health/live` was not answered 200 within a second and a
     /// half (a refused connection, a certificate, a status); `None` when it was.
     pub fn not_live(&self) -> Option<String> {
-        let quick = agent(Some(Duration::from_millis(1500)));
-        match self.auth(quick.get(&self.url("/v2/health/live"))).call() {
+        let quick = self.endpoint.with_timeout(Some(Duration::from_millis(1500)));
+        match quick.send("/v2/health/live", None) {
             Ok(resp) if resp.status().as_u16() == 200 => None,
             Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
             Err(e) => Some(e.to_string()),
         }
     }
 
-    /// The reply's JSON, or the one-line error its status and body say.
-    /// `what` names the request in messages.
-    fn reply_json(
-        &self,
-        sent: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        what: &str,
-    ) -> Result<Value> {
-        let mut r = sent.map_err(|e| self.unreachable(e))?;
-        let status = r.status().as_u16();
-        let text = r
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
+    /// Sends (`GET` without a body, else `POST`) and reads the reply's JSON,
+    /// or the one-line error its status and body say. `what` names the
+    /// request in messages.
+    fn exchange_json(&self, path: &str, body: Option<Body>, what: &str) -> Result<Value> {
+        let r = self
+            .endpoint
+            .exchange(path, body, MAX_REPLY)
             .map_err(|e| self.unreachable(e))?;
-        if status != 200 {
-            return Err(error_from(status, &text, what));
+        if r.status != 200 {
+            return Err(error_from(r.status, &r.body, what));
         }
-        if text.trim().is_empty() {
+        if r.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| Error::msg(format!("{what}: bad JSON from the server: {e}")))
+        serde_json::from_slice(&r.body).map_err(|e| Error::msg(format!("{what}: bad JSON from the server: {e}")))
     }
 
     pub fn get_json(&self, path: &str) -> Result<Value> {
-        self.reply_json(self.auth(self.agent.get(&self.url(path))).call(), path)
+        self.exchange_json(path, None, path)
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        let sent = self
-            .auth(self.agent.post(&self.url(path)))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes());
-        self.reply_json(sent, path)
+        self.exchange_json(path, Some(Body::json(body.to_string().as_bytes())), path)
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -233,12 +213,12 @@ impl HttpClient {
         }
         let req = image_infer::encode_image_request(images, parameters);
         let path = format!("/v2/models/{model}/infer");
-        let sent = self
-            .auth(self.agent.post(&self.url(&path)))
-            .header("Content-Type", "application/octet-stream")
-            .header(HEADER_LENGTH_NAME, req.head_len.to_string())
-            .send(&req.body[..]);
-        let v = self.reply_json(sent, model)?;
+        let body = Body {
+            bytes: &req.body,
+            content_type: req.content_type(),
+            header_length: req.header_length,
+        };
+        let v = self.exchange_json(&path, Some(body), model)?;
         image_infer::decode_detections(&v).map_err(|e| e.context(&path))
     }
 
@@ -246,8 +226,9 @@ impl HttpClient {
     /// returns false or the stream ends.
     pub fn follow_events(&self, mut f: impl FnMut(&str, &Value) -> bool) -> Result<()> {
         let r = self
-            .auth(agent(None).get(&self.url("/api/events")))
-            .call()
+            .endpoint
+            .with_timeout(None)
+            .send("/api/events", None)
             .map_err(|e| self.unreachable(e))?;
         if r.status().as_u16() != 200 {
             return Err(Error::msg(format!("/api/events: HTTP {}", r.status().as_u16())));

@@ -32,7 +32,7 @@ pub fn probe(base: &str) -> Result<ServerKind> {
         .unwrap_or_default();
     let c = V2Client::shared_with(base, DEFAULT_TIMEOUT, auth)?;
     let r = c
-        .call("GET", "/v2", None)
+        .call("/v2", None)
         .map_err(|e| Error::unavailable(format!("cannot reach {base}: {e}")))?;
     let r = r.ok("GET /v2").map_err(|e| Error::unavailable(e.to_string()))?;
     let v = r.json().unwrap_or(Value::Null);
@@ -89,7 +89,7 @@ pub fn attach(base: &str, server_name: &str, local: &Registry, metrics_url: Opti
     for row in &index {
         match entry_for(base, &row.name, local) {
             Ok(e) => reg.upsert(e),
-            Err(e) => reg.problems.push(e),
+            Err(e) => reg.problems.push(e.to_string()),
         }
     }
     Ok(Attached {
@@ -148,7 +148,7 @@ fn same_server(a: &str, b: &str) -> bool {
     crate::backend::client::normalise_url(a).ok() == crate::backend::client::normalise_url(b).ok()
 }
 
-fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<Entry, String> {
+fn entry_for(base: &str, name: &str, local: &Registry) -> Result<Entry> {
     let origin = format!("{base} (repository index)");
     // A manifest that already points at this model on this server.
     if let Some(e) = local.entries.iter().find(|e| {
@@ -182,7 +182,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> std::result::Result<En
             predicted_bytes: 0,
         });
     }
-    let manifest = raw_manifest(name, spec).map_err(|e| format!("{origin}: model '{name}': {e}"))?;
+    let manifest = raw_manifest(name, spec).map_err(|e| e.context(format_args!("{origin}: model '{name}'")))?;
     Ok(Entry {
         manifest,
         origin,
@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(objects.manifest.arch, Arch::Raw);
 
         // A name that is not a modeldock id is a problem line, not a panic.
-        let bad = entry_for(base, "a/b", &reg).err().unwrap_or_default();
+        let bad = entry_for(base, "a/b", &reg)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(bad.contains("model 'a/b'"), "{bad}");
     }
 }

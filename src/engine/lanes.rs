@@ -14,11 +14,21 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::residency::RequestId;
 use super::scheduler::Class;
 
-/// What a finished job hands back: the value, or the text of its panic.
+/// What a finished job hands back: the value, or the panic it ended in.
 pub(super) struct Finished<T> {
     pub lane: usize,
     pub id: RequestId,
-    pub value: Result<T, String>,
+    pub value: Result<T, Panicked>,
+}
+
+/// A job that panicked, with the text of its panic.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 pub(super) struct Lanes<T: Send + 'static> {
@@ -172,7 +182,8 @@ impl<T: Send + 'static> Lanes<T> {
         *slot = Some(class);
         let tx = self.done_tx.clone();
         let task = move || {
-            let value = std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|p| super::loader::panic_text(&p));
+            let value =
+                std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|p| Panicked(super::loader::panic_text(&p)));
             let _ = tx.send(Finished { lane, id, value });
         };
         let bulk = (class == Class::Bulk)
@@ -233,7 +244,7 @@ mod tests {
             .finished()
             .recv_timeout(Duration::from_secs(20))
             .expect("the panic came back");
-        assert_eq!((f.lane, f.id, f.value), (1, 3, Err("boom".to_string())));
+        assert_eq!((f.lane, f.id, f.value), (1, 3, Err(Panicked("boom".to_string()))));
     }
 
     #[cfg(target_os = "linux")]

@@ -17,6 +17,8 @@ use super::v2::keypoint_count;
 use super::ClientId;
 use crate::engine::scheduler::{Class, Ticket};
 use crate::engine::{Answer, ImageInput, InferError, Reply};
+use crate::v2::body::Encoded;
+use crate::v2::head::{Head, Kind};
 use crate::v2::image_infer::{self as tensors, OutputTensor, TensorData};
 use crate::v2::HEADER_LENGTH;
 use crate::vision::InferParams;
@@ -53,10 +55,11 @@ pub async fn infer(
         None => None,
     };
     let (head, tail) = tensors::split_body(&body, header_len)?;
-    if let Some(x) = super::network::network_input(head, tail).map_err(ApiError::bad_request)? {
+    let head = Head::parse(head, Kind::Request)?;
+    if let Some(x) = super::network::network_input(&head, tail)? {
         return super::network::infer(state, model, x, header_len.is_some()).await;
     }
-    let mut req = tensors::parse_infer(head, tail)?;
+    let mut req = tensors::image_request(head, tail)?;
     let n = req.images.len();
     let (permits, client_permits) = admit(&state, &client.0, &model, n)?;
     let params = InferParams {
@@ -224,20 +227,24 @@ fn respond(
         })
         .collect();
     let tensors = numeric_outputs(detections, results, labels, k);
-    let enc = tensors::encode_response(model, req.id.as_deref(), tensors, &req.outputs, req.binary_default);
+    encoded_response(tensors::encode_response(
+        model,
+        req.id.as_deref(),
+        tensors,
+        &req.outputs,
+        req.binary_default,
+    ))
+}
+
+/// A v2 message as an HTTP response: its content type and, with a binary
+/// part, `Inference-Header-Content-Length`.
+pub(super) fn encoded_response(enc: Encoded) -> Response {
+    let content_type = enc.content_type();
     let mut resp = enc.body.into_response();
     let h = resp.headers_mut();
-    match enc.header_len {
-        Some(len) => {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            h.insert(HEADER_LENGTH, HeaderValue::from(len));
-        }
-        None => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(len) = enc.header_length {
+        h.insert(HEADER_LENGTH, HeaderValue::from(len));
     }
     resp
 }

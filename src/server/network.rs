@@ -6,26 +6,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::sync::oneshot;
 
 use super::error::{ApiError, ApiResult};
 use super::state::State;
 use crate::engine::{Answer, ImageInput, InferError, Reply};
-use crate::v2::{tensor_infer as wire, Tensor32, HEADER_LENGTH};
+use crate::v2::head::Head;
+use crate::v2::{tensor_infer as wire, Tensor32};
 use crate::vision::InferParams;
 
 pub const NETWORK_INPUT: &str = "NETWORK_INPUT";
 pub const NETWORK_OUTPUT: &str = "NETWORK_OUTPUT";
 
 /// The request's `NETWORK_INPUT`, when it has one.
-pub fn network_input(head: &[u8], tail: &[u8]) -> Result<Option<Tensor32>, String> {
-    // Image requests never name it: skip parsing them twice.
-    if !head.windows(NETWORK_INPUT.len()).any(|w| w == NETWORK_INPUT.as_bytes()) {
-        return Ok(None);
-    }
-    wire::decode_request_input(head, tail, NETWORK_INPUT)
+pub fn network_input(head: &Head, tail: &[u8]) -> crate::Result<Option<Tensor32>> {
+    wire::named_tensor(head, NETWORK_INPUT, tail)
 }
 
 /// Runs the raw network through the engine (residency, queue and statistics
@@ -78,12 +74,10 @@ pub async fn infer(state: State, model: String, x: Tensor32, binary: bool) -> Ap
     let Some(y) = r.output.tensor.as_ref() else {
         return Err(ApiError::bad_request(format!("{model}: the network gave no tensor")));
     };
-    let enc = wire::encode_reply(&model, NETWORK_OUTPUT, y, binary);
-    let mut resp = enc.body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(enc.content_type));
-    if let Some(n) = enc.header_length {
-        h.insert(HEADER_LENGTH, HeaderValue::from(n));
-    }
-    Ok(resp)
+    Ok(super::infer::encoded_response(wire::encode_reply(
+        &model,
+        NETWORK_OUTPUT,
+        y,
+        binary,
+    )))
 }

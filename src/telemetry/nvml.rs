@@ -4,12 +4,12 @@
 use nvml_wrapper::Nvml;
 
 /// Opens NVML from `MODELDOCK_NVML_LIB` or the system library.
-pub fn open() -> Result<Nvml, String> {
+pub fn open() -> crate::Result<Nvml> {
     let r = match std::env::var_os("MODELDOCK_NVML_LIB") {
         Some(p) => Nvml::builder().lib_path(&p).init(),
         None => Nvml::init(),
     };
-    r.map_err(|e| e.to_string().lines().next().unwrap_or("NVML error").to_string())
+    r.map_err(|e| crate::Error::unavailable(format!("NVML: {}", e.to_string().lines().next().unwrap_or("error"))))
 }
 
 /// Free memory of GPU `index`, if NVML can tell.

@@ -97,7 +97,7 @@ enum SideTab {
 enum Dialog {
     Open(Vec<PathBuf>),
     Export(Option<PathBuf>),
-    Exported(Result<usize, String>),
+    Exported(crate::Result<usize>),
     /// A dropped checkpoint, imported (off the UI thread) into a model folder.
     Imported(Result<Box<crate::catalog::registry::Entry>, String>),
 }
@@ -235,7 +235,7 @@ impl ModeldockApp {
                 Dialog::Export(Some(dir)) => self.export_to(dir),
                 Dialog::Export(None) => {}
                 Dialog::Exported(Ok(n)) => self.viewer.status = Some(format!("Exported {n} files")),
-                Dialog::Exported(Err(e)) => self.errors.push(e),
+                Dialog::Exported(Err(e)) => self.errors.push(e.to_string()),
                 Dialog::Imported(Ok(entry)) => {
                     let id = entry.manifest.id.clone();
                     match self.engine.register(*entry) {
@@ -291,7 +291,7 @@ impl ModeldockApp {
         self.viewer.status = Some(format!("Exporting {} images to {}…", items.len(), dir.display()));
         let tx = self.dialogs.0.clone();
         std::thread::spawn(move || {
-            let r = export::export(&items, &dir).map(|w| w.len()).map_err(|e| e.to_string());
+            let r = export::export(&items, &dir).map(|w| w.len());
             let _ = tx.send(Dialog::Exported(r));
         });
     }

@@ -60,8 +60,8 @@ pub struct LivePanel {
     /// the picture lags by the inference time) instead of on the newest frame.
     pub in_sync: bool,
     pub pipeline: Option<LivePipeline>,
-    cameras: Option<Result<Vec<CameraInfo>, String>>,
-    cameras_rx: Option<crossbeam_channel::Receiver<Result<Vec<CameraInfo>, String>>>,
+    cameras: Option<crate::Result<Vec<CameraInfo>>>,
+    cameras_rx: Option<crossbeam_channel::Receiver<crate::Result<Vec<CameraInfo>>>>,
     texture: Option<(u64, egui::TextureHandle)>,
     pub message: Option<String>,
     /// A source being opened on a background thread.
@@ -71,7 +71,7 @@ pub struct LivePanel {
 /// A source being opened off the UI thread, and what to start once it is.
 pub struct Opening {
     pub spec: String,
-    rx: crossbeam_channel::Receiver<Result<SourceFactory, String>>,
+    rx: crossbeam_channel::Receiver<crate::Result<SourceFactory>>,
     engine: Client,
     options: LiveOptions,
     wake: Option<WakeFn>,
@@ -107,7 +107,7 @@ impl LivePanel {
         if self.cameras.is_none() && self.cameras_rx.is_none() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             std::thread::spawn(move || {
-                let _ = tx.send(crate::camera::webcam::list().map_err(|e| e.to_string()));
+                let _ = tx.send(crate::camera::webcam::list());
             });
             self.cameras_rx = Some(rx);
         }
@@ -133,7 +133,7 @@ impl LivePanel {
         let fps = self.fps as f64;
         let (thread_spec, thread_wake) = (spec.clone(), wake.clone());
         let spawned = std::thread::Builder::new().name("live-open".into()).spawn(move || {
-            let r = crate::camera::open_source(&thread_spec, 640, 480, fps).map_err(|e| e.to_string());
+            let r = crate::camera::open_source(&thread_spec, 640, 480, fps);
             // Nobody listening (Stop was pressed): the source is dropped here.
             let _ = tx.send(r);
             if let Some(w) = thread_wake {
@@ -168,7 +168,7 @@ impl LivePanel {
             Ok(r) => r,
             Err(crossbeam_channel::TryRecvError::Empty) => return true,
             Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                Err(format!("{}: the opening thread stopped", o.spec))
+                Err(crate::Error::msg(format!("{}: the opening thread stopped", o.spec)))
             }
         };
         let Some(o) = self.opening.take() else { return false };

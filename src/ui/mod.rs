@@ -16,7 +16,7 @@ pub use app::AppOptions;
 use app::ModeldockApp;
 
 /// Opens the window over `opts.client` and runs until it closes.
-pub fn run(opts: AppOptions) -> Result<(), String> {
+pub fn run(opts: AppOptions) -> crate::Result<()> {
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("modeldock")
@@ -30,5 +30,5 @@ pub fn run(opts: AppOptions) -> Result<(), String> {
         native,
         Box::new(move |cc| Ok(Box::new(ModeldockApp::new(cc, opts)))),
     )
-    .map_err(|e| format!("cannot open the window: {e}"))
+    .map_err(|e| crate::Error::unavailable(format!("cannot open the window: {e}")))
 }

@@ -156,7 +156,7 @@ pub struct Viewer {
 /// What the opening thread reports, in order: the files found, then each decoded.
 enum Opened {
     Listed { files: usize, errors: Vec<String> },
-    Decoded(Box<Result<Decoded, String>>),
+    Decoded(Box<crate::Result<Decoded>>),
 }
 
 impl Viewer {
@@ -253,7 +253,7 @@ impl Viewer {
                     let i = self.selected;
                     self.submit(i, engine);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         errors
@@ -615,9 +615,9 @@ fn list_images(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
     (files, errors)
 }
 
-fn decode_for_display(path: &Path, limits: &DecodeLimits) -> Result<Decoded, String> {
-    let bytes = read_file_limited(path, limits).map_err(|e| e.to_string())?;
-    let img = decode_bytes(&path.display().to_string(), &bytes, limits).map_err(|e| e.to_string())?;
+fn decode_for_display(path: &Path, limits: &DecodeLimits) -> crate::Result<Decoded> {
+    let bytes = read_file_limited(path, limits)?;
+    let img = decode_bytes(&path.display().to_string(), &bytes, limits)?;
     let size = [img.width(), img.height()];
     let shown = if size[0].max(size[1]) > MAX_TEXTURE {
         let s = MAX_TEXTURE as f32 / size[0].max(size[1]) as f32;

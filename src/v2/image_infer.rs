@@ -6,6 +6,8 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use super::body::{self, Data, Encoded, Tensor, Wanted};
+use super::head::{bad, shown, Head, Kind, TensorEntry};
 use crate::error::{Error, Result};
 
 pub use super::HEADER_LENGTH;
@@ -32,141 +34,8 @@ pub struct InferRequest {
     pub binary_default: bool,
 }
 
-struct RawRequest {
-    id: Option<Value>,
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<RawInput>,
-    outputs: Option<Vec<RawOutput>>,
-}
-
-struct RawInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    parameters: Option<Map<String, Value>>,
-    data: Option<Value>,
-}
-
-struct RawOutput {
-    name: String,
-    parameters: Option<Map<String, Value>>,
-}
-
-/// A JSON value for a message: at most 40 characters.
-fn shown(v: &Value) -> String {
-    let s = v.to_string();
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
-}
-
-/// `field` of `obj`: absent and `null` are `None`; anything else must be an object.
-fn opt_object(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<Option<Map<String, Value>>> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(v) => Err(bad(format!("{at}{field}: expected an object, got {}", shown(&v)))),
-    }
-}
-
-fn req_string(obj: &mut Map<String, Value>, field: &str, at: &str) -> Result<String> {
-    match obj.remove(field) {
-        Some(Value::String(s)) => Ok(s),
-        None => Err(bad(format!("{at}{field}: missing (expected a string)"))),
-        Some(v) => Err(bad(format!("{at}{field}: expected a string, got {}", shown(&v)))),
-    }
-}
-
-fn array_of(v: Option<Value>, what: &str, expected: &str) -> Result<Vec<Value>> {
-    match v {
-        Some(Value::Array(a)) => Ok(a),
-        None => Err(bad(format!("{what}: missing (expected {expected})"))),
-        Some(v) => Err(bad(format!("{what}: expected {expected}, got {}", shown(&v)))),
-    }
-}
-
-/// The request's JSON header, field by field, so that every error names the
-/// field (`inputs[0].shape`) and what was expected there.
-fn parse_raw(header: &[u8]) -> Result<RawRequest> {
-    let v: Value =
-        serde_json::from_slice(header).map_err(|e| bad(format!("request body is not a v2 inference request: {e}")))?;
-    let Value::Object(mut top) = v else {
-        return Err(bad(format!(
-            "request body: expected a JSON object (a v2 inference request), got {}",
-            shown(&v)
-        )));
-    };
-    let id = top.remove("id");
-    let parameters = opt_object(&mut top, "parameters", "")?;
-    let mut inputs = Vec::new();
-    for (i, v) in array_of(top.remove("inputs"), "inputs", "a list of input tensors")?
-        .into_iter()
-        .enumerate()
-    {
-        let at = format!("inputs[{i}].");
-        let Value::Object(mut o) = v else {
-            return Err(bad(format!(
-                "inputs[{i}]: expected an object (name, shape, datatype, data), got {}",
-                shown(&v)
-            )));
-        };
-        let name = req_string(&mut o, "name", &at)?;
-        let shape = array_of(o.remove("shape"), &format!("{at}shape"), "a list of integers")?
-            .iter()
-            .map(|d| {
-                d.as_i64()
-                    .ok_or_else(|| bad(format!("{at}shape: expected a list of integers, got {}", shown(d))))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let datatype = req_string(&mut o, "datatype", &at)?;
-        let parameters = opt_object(&mut o, "parameters", &at)?;
-        let data = o.remove("data");
-        inputs.push(RawInput {
-            name,
-            shape,
-            datatype,
-            parameters,
-            data,
-        });
-    }
-    let outputs = match top.remove("outputs") {
-        None | Some(Value::Null) => None,
-        v => {
-            let mut outs = Vec::new();
-            for (i, v) in array_of(v, "outputs", "a list of {\"name\": …} objects")?
-                .into_iter()
-                .enumerate()
-            {
-                let at = format!("outputs[{i}].");
-                let Value::Object(mut o) = v else {
-                    return Err(bad(format!(
-                        "outputs[{i}]: expected an object with a name, got {}",
-                        shown(&v)
-                    )));
-                };
-                let name = req_string(&mut o, "name", &at)?;
-                let parameters = opt_object(&mut o, "parameters", &at)?;
-                outs.push(RawOutput { name, parameters });
-            }
-            Some(outs)
-        }
-    };
-    Ok(RawRequest {
-        id,
-        parameters,
-        inputs,
-        outputs,
-    })
-}
-
 /// Most images one request may carry.
 pub const MAX_BATCH: usize = 256;
-
-/// A malformed request: a usage error (400), naming the field.
-fn bad(m: impl Into<String>) -> Error {
-    Error::usage(m)
-}
 
 fn param_f32(p: &Map<String, Value>, key: &str) -> Result<Option<f32>> {
     match p.get(key) {
@@ -250,81 +119,31 @@ pub fn split_body<'a>(body: &'a [u8], header_len: Option<&str>) -> Result<(&'a [
     }
 }
 
-/// Reads Triton's binary BYTES encoding: each element is a little-endian u32
-/// length followed by that many bytes.
-pub fn decode_bytes_elements(mut data: &[u8], expected: usize, what: &str) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(expected.min(MAX_BATCH));
-    while !data.is_empty() {
-        if data.len() < 4 {
-            return Err(bad(format!("{what}: truncated element length")));
-        }
-        let n = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        data = &data[4..];
-        if n > data.len() {
-            return Err(bad(format!(
-                "{what}: element {} says {n} bytes but only {} remain",
-                out.len(),
-                data.len()
-            )));
-        }
-        out.push(data[..n].to_vec());
-        data = &data[n..];
-        if out.len() > expected {
-            return Err(bad(format!("{what}: more elements than its shape [{expected}] says")));
-        }
-    }
-    if out.len() != expected {
-        return Err(bad(format!(
-            "{what}: shape says {expected} elements, the data holds {}",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
-/// Encodes BYTES elements in Triton's binary form.
-pub fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
-    for i in items {
-        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
-        out.extend_from_slice(i);
-    }
-    out
-}
-
-/// An image request as the CLI and the app send it.
-pub struct ImageRequest {
-    /// The JSON head's length (the binary extension's header value).
-    pub head_len: usize,
-    /// The JSON head, then every image as one BYTES element.
-    pub body: Vec<u8>,
-}
+pub use super::body::decode_bytes_elements;
 
 /// Encodes `images` (name, encoded file) as `IMAGE`, BYTES `[N]` in the
 /// binary part, asks for `DETECTIONS` as JSON, and sends `parameters` plus
 /// `image_names`.
-pub fn encode_image_request(images: &[(String, Vec<u8>)], mut parameters: Map<String, Value>) -> ImageRequest {
-    let mut tail = Vec::with_capacity(images.iter().map(|(_, b)| b.len() + 4).sum());
-    for (_, b) in images {
-        tail.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        tail.extend_from_slice(b);
-    }
+pub fn encode_image_request(images: &[(String, Vec<u8>)], mut parameters: Map<String, Value>) -> Encoded {
     let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
     parameters.insert(
         "image_names".into(),
         json!(serde_json::to_string(&names).unwrap_or_default()),
     );
-    let head = json!({
-        "inputs": [{"name": "IMAGE", "shape": [images.len()], "datatype": "BYTES",
-                    "parameters": {"binary_data_size": tail.len()}}],
-        "outputs": [{"name": "DETECTIONS", "parameters": {"binary_data": false}}],
-        "parameters": parameters,
-    })
-    .to_string();
-    let mut body = head.into_bytes();
-    let head_len = body.len();
-    body.extend_from_slice(&tail);
-    ImageRequest { head_len, body }
+    let files: Vec<Vec<u8>> = images.iter().map(|(_, b)| b.clone()).collect();
+    let image = Tensor {
+        name: "IMAGE",
+        shape: &[images.len()],
+        data: Data::Bytes(&files),
+        binary: true,
+    };
+    let wanted = [Wanted {
+        name: "DETECTIONS",
+        binary: false,
+    }];
+    let mut head = Map::new();
+    head.insert("parameters".into(), Value::Object(parameters));
+    body::encode(head, "inputs", &[image], Some(&wanted))
 }
 
 /// The `DETECTIONS` elements of an image response, each parsed as JSON.
@@ -373,72 +192,26 @@ fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>> {
 }
 
 /// Parses an infer request: the JSON header and the binary tail.
-pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest> {
-    let raw = parse_raw(header)?;
+pub fn parse_infer(header: &[u8], binary: &[u8]) -> Result<InferRequest> {
+    image_request(Head::parse(header, Kind::Request)?, binary)
+}
+
+/// The image request a parsed head and its binary tail make.
+pub fn image_request(head: Head, binary: &[u8]) -> Result<InferRequest> {
     let mut req = InferRequest {
-        id: raw.id.map(|v| match v {
+        id: head.id.clone().map(|v| match v {
             Value::String(s) => s,
             other => other.to_string(),
         }),
         ..Default::default()
     };
-    if let Some(p) = &raw.parameters {
-        req.conf = param_f32(p, "conf")?;
-        req.iou = param_f32(p, "iou")?;
-        req.priority = param_priority(p)?;
-        req.timeout_us = param_timeout(p)?;
-        match p.get("image_names") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(n)) => {
-                req.names = serde_json::from_str(n).map_err(|_| {
-                    bad(format!(
-                        "parameter 'image_names': expected a JSON list of strings, got {}",
-                        shown(&Value::String(n.clone()))
-                    ))
-                })?
-            }
-            Some(v) => {
-                return Err(bad(format!(
-                    "parameter 'image_names': expected a string holding a JSON list of strings, got {}",
-                    shown(v)
-                )))
-            }
-        }
+    if let Some(p) = &head.parameters {
+        read_parameters(p, &mut req)?;
     }
-    req.binary_default = param_bool(raw.parameters.as_ref(), "binary_data_output");
+    req.binary_default = param_bool(head.parameters.as_ref(), "binary_data_output");
+    let (parts, unclaimed) = head.binary_parts(binary)?;
     let mut found = false;
-    for input in raw.inputs {
-        let size = input
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get(super::BINARY_DATA_SIZE))
-            .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| bad(format!("input '{}': binary_data_size is not a byte count", input.name)))
-            })
-            .transpose()?;
-        let chunk = match size {
-            Some(n) => {
-                let n = usize::try_from(n).map_err(|_| {
-                    bad(format!(
-                        "input '{}': binary_data_size {n} is past the end of the body ({} bytes left)",
-                        input.name,
-                        binary.len()
-                    ))
-                })?;
-                if n > binary.len() {
-                    return Err(bad(format!(
-                        "input '{}': binary_data_size {n} is past the end of the body ({} bytes left)",
-                        input.name,
-                        binary.len()
-                    )));
-                }
-                let (c, rest) = binary.split_at(n);
-                binary = rest;
-                Some(c)
-            }
-            None => None,
-        };
+    for (input, part) in head.tensors.into_iter().zip(parts) {
         if input.name != "IMAGE" {
             return Err(bad(format!(
                 "unknown input '{}' (this model takes 'IMAGE')",
@@ -446,53 +219,15 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest> {
             )));
         }
         found = true;
-        if input.datatype != "BYTES" {
-            return Err(bad(format!(
-                "input 'IMAGE': datatype {} (expected BYTES)",
-                input.datatype
-            )));
-        }
-        let n = match input.shape.as_slice() {
-            [n] if *n >= 1 => *n as usize,
-            [1, n] if *n >= 1 => *n as usize,
-            s => return Err(bad(format!("input 'IMAGE': shape {s:?} (expected [N], N ≥ 1)"))),
-        };
-        if n > MAX_BATCH {
-            return Err(bad(format!(
-                "input 'IMAGE': {n} images; at most {MAX_BATCH} per request"
-            )));
-        }
-        req.images = match (chunk, input.data) {
-            (Some(c), _) => decode_bytes_elements(c, n, "input 'IMAGE'")?,
-            (None, Some(Value::Array(items))) => {
-                let flat: Vec<&Value> = items
-                    .iter()
-                    .flat_map(|v| match v {
-                        Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
-                        other => vec![other],
-                    })
-                    .collect();
-                if flat.len() != n {
-                    return Err(bad(format!(
-                        "input 'IMAGE': shape says {n} elements, data holds {}",
-                        flat.len()
-                    )));
-                }
-                flat.iter()
-                    .enumerate()
-                    .map(|(i, v)| image_from_json(v, i))
-                    .collect::<std::result::Result<_, _>>()?
-            }
-            (None, _) => return Err(bad("input 'IMAGE': no data (give 'data' or binary_data_size)")),
-        };
+        req.images = image_input(input, part)?;
     }
     if !found {
         return Err(bad("missing input 'IMAGE' (BYTES [N]: encoded image files)"));
     }
-    if !binary.is_empty() {
-        return Err(bad(format!("{} bytes of binary data no input claims", binary.len())));
+    if unclaimed > 0 {
+        return Err(bad(format!("{unclaimed} bytes of binary data no input claims")));
     }
-    if let Some(outs) = raw.outputs {
+    if let Some(outs) = head.wanted {
         for o in outs {
             if !OUTPUT_NAMES.contains(&o.name.as_str()) {
                 return Err(bad(format!(
@@ -511,6 +246,74 @@ pub fn parse_infer(header: &[u8], mut binary: &[u8]) -> Result<InferRequest> {
     Ok(req)
 }
 
+/// The request parameters an image request reads: `conf`, `iou`,
+/// `priority`, `timeout` and `image_names`.
+fn read_parameters(p: &Map<String, Value>, req: &mut InferRequest) -> Result<()> {
+    req.conf = param_f32(p, "conf")?;
+    req.iou = param_f32(p, "iou")?;
+    req.priority = param_priority(p)?;
+    req.timeout_us = param_timeout(p)?;
+    match p.get("image_names") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(n)) => {
+            req.names = serde_json::from_str(n).map_err(|_| {
+                bad(format!(
+                    "parameter 'image_names': expected a JSON list of strings, got {}",
+                    shown(&Value::String(n.clone()))
+                ))
+            })?
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "parameter 'image_names': expected a string holding a JSON list of strings, got {}",
+                shown(v)
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The image files of input `IMAGE`: BYTES `[N]` (or `[1, N]`), from its
+/// binary part or its JSON `data` (base64 strings).
+fn image_input(input: TensorEntry, part: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
+    if input.datatype != "BYTES" {
+        return Err(bad(format!(
+            "input 'IMAGE': datatype {} (expected BYTES)",
+            input.datatype
+        )));
+    }
+    let n = match input.shape.as_slice() {
+        [n] if *n >= 1 => *n as usize,
+        [1, n] if *n >= 1 => *n as usize,
+        s => return Err(bad(format!("input 'IMAGE': shape {s:?} (expected [N], N ≥ 1)"))),
+    };
+    if n > MAX_BATCH {
+        return Err(bad(format!(
+            "input 'IMAGE': {n} images; at most {MAX_BATCH} per request"
+        )));
+    }
+    match (part, input.data) {
+        (Some(c), _) => decode_bytes_elements(c, n, "input 'IMAGE'"),
+        (None, Some(Value::Array(items))) => {
+            let flat: Vec<&Value> = items
+                .iter()
+                .flat_map(|v| match v {
+                    Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .collect();
+            if flat.len() != n {
+                return Err(bad(format!(
+                    "input 'IMAGE': shape says {n} elements, data holds {}",
+                    flat.len()
+                )));
+            }
+            flat.iter().enumerate().map(|(i, v)| image_from_json(v, i)).collect()
+        }
+        (None, _) => Err(bad("input 'IMAGE': no data (give 'data' or binary_data_size)")),
+    }
+}
+
 pub const OUTPUT_NAMES: [&str; 6] = ["DETECTIONS", "BOXES", "SCORES", "CLASS_IDS", "COUNTS", "KEYPOINTS"];
 
 /// One output tensor, ready to encode.
@@ -527,39 +330,13 @@ pub struct OutputTensor {
 }
 
 impl OutputTensor {
-    fn datatype(&self) -> &'static str {
-        match self.data {
-            TensorData::Bytes(_) => "BYTES",
-            TensorData::F32(_) => "FP32",
-            TensorData::I32(_) => "INT32",
-        }
-    }
-
-    fn binary(&self) -> Vec<u8> {
+    fn data(&self) -> Data<'_> {
         match &self.data {
-            TensorData::Bytes(b) => encode_bytes_elements(b),
-            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::Bytes(b) => Data::Bytes(b),
+            TensorData::F32(v) => Data::F32(v),
+            TensorData::I32(v) => Data::I32(v),
         }
     }
-
-    fn json_data(&self) -> Value {
-        match &self.data {
-            TensorData::Bytes(b) => Value::Array(
-                b.iter()
-                    .map(|x| Value::String(String::from_utf8_lossy(x).into_owned()))
-                    .collect(),
-            ),
-            TensorData::F32(v) => json!(v),
-            TensorData::I32(v) => json!(v),
-        }
-    }
-}
-
-/// An encoded response: body and, for the binary extension, the JSON header length.
-pub struct EncodedResponse {
-    pub body: Vec<u8>,
-    pub header_len: Option<usize>,
 }
 
 /// Encodes the response: the outputs the request named (all when it named
@@ -570,60 +347,46 @@ pub fn encode_response(
     tensors: Vec<OutputTensor>,
     wanted: &[(String, bool)],
     binary_default: bool,
-) -> EncodedResponse {
-    let mut outputs = Vec::new();
-    let mut tail: Vec<u8> = Vec::new();
-    let selected: Vec<(OutputTensor, bool)> = if wanted.is_empty() {
-        tensors.into_iter().map(|t| (t, binary_default)).collect()
+) -> Encoded {
+    let selected: Vec<(&OutputTensor, bool)> = if wanted.is_empty() {
+        tensors.iter().map(|t| (t, binary_default)).collect()
     } else {
-        let mut ts = tensors;
+        let mut taken = vec![false; tensors.len()];
         let mut out = Vec::new();
         for (name, bin) in wanted {
-            if let Some(pos) = ts.iter().position(|t| t.name == name) {
-                out.push((ts.swap_remove(pos), *bin));
+            if let Some(i) = (0..tensors.len()).find(|&i| !taken[i] && tensors[i].name == name) {
+                taken[i] = true;
+                out.push((&tensors[i], *bin));
             }
         }
         out
     };
-    for (t, bin) in selected {
-        let mut o = json!({"name": t.name, "datatype": t.datatype(), "shape": t.shape});
-        if bin {
-            let b = t.binary();
-            o["parameters"] = json!({"binary_data_size": b.len()});
-            tail.extend_from_slice(&b);
-        } else {
-            o["data"] = t.json_data();
-        }
-        outputs.push(o);
-    }
-    let mut head = json!({"model_name": model, "model_version": "1", "outputs": outputs});
+    let list: Vec<Tensor> = selected
+        .iter()
+        .map(|(t, bin)| Tensor {
+            name: t.name,
+            shape: &t.shape,
+            data: t.data(),
+            binary: *bin,
+        })
+        .collect();
+    let mut head = Map::new();
+    head.insert("model_name".into(), json!(model));
+    head.insert("model_version".into(), json!("1"));
     if let Some(id) = id {
-        head["id"] = json!(id);
+        head.insert("id".into(), json!(id));
     }
-    let mut body = serde_json::to_vec(&head).unwrap_or_default();
-    if tail.is_empty() {
-        return EncodedResponse { body, header_len: None };
-    }
-    let n = body.len();
-    body.extend_from_slice(&tail);
-    EncodedResponse {
-        body,
-        header_len: Some(n),
-    }
+    body::encode(head, "outputs", &list, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn binary_bytes_round_trip_and_bounds() {
-        let items = vec![b"abc".to_vec(), Vec::new(), vec![0u8; 5]];
-        let enc = encode_bytes_elements(&items);
-        assert_eq!(decode_bytes_elements(&enc, 3, "x").ok(), Some(items));
-        assert!(decode_bytes_elements(&enc, 2, "x").is_err());
-        assert!(decode_bytes_elements(&enc[..enc.len() - 1], 3, "x").is_err());
-        assert!(decode_bytes_elements(&[255, 255, 255, 255], 1, "x").is_err());
+    fn encode_bytes_elements(items: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        body::write_bytes_elements(items, &mut out);
+        out
     }
 
     #[test]
@@ -762,7 +525,7 @@ mod tests {
             data: TensorData::I32(vec![3, 4]),
         }];
         let r = encode_response("m", None, t, &[("COUNTS".into(), true)], false);
-        let n = r.header_len.unwrap_or(0);
+        let n = r.header_length.unwrap_or(0);
         assert_eq!(&r.body[n..], &[3, 0, 0, 0, 4, 0, 0, 0]);
         let head: Value = serde_json::from_slice(&r.body[..n]).unwrap_or_default();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);

@@ -1,10 +1,15 @@
 //! The Open Inference Protocol v2 on the wire, in one room: the only place
 //! that knows the JSON tensor layout and Triton's binary tensor extension.
-//! Pure functions over bytes (fuzzed without a socket), used by the server
-//! (`image_infer`: image requests in, detections out; `tensor_infer`: a
-//! network's FP32 tensor in and out), by the remote backends and by the
-//! CLI/app client (`image_infer::encode_image_request`).
+//! Pure functions over bytes (fuzzed without a socket): `head` parses a
+//! message's JSON head once into typed tensor entries, `body` writes every
+//! message and reads the binary part; on top of them `image_infer` (image
+//! requests in, detections out; the CLI/app client's image request) and
+//! `tensor_infer` (a network's FP32 tensor in and out, for the server and
+//! the remote backends).
 
+pub mod body;
+pub mod error_body;
+pub mod head;
 pub mod image_infer;
 pub mod tensor_infer;
 

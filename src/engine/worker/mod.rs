@@ -51,11 +51,11 @@ type RunOutput = (Vec<Detection>, ModelTimings, Option<Arc<crate::v2::Tensor32>>
 /// What a lane hands back to the worker.
 enum LaneOut {
     Decoded {
-        image: Result<(Arc<RgbImage>, Option<Unscale>), String>,
+        image: crate::Result<(Arc<RgbImage>, Option<Unscale>)>,
         decode_ms: f64,
     },
     Ran {
-        result: Result<RunOutput, String>,
+        result: crate::Result<RunOutput>,
         started: Instant,
     },
 }
@@ -100,7 +100,7 @@ struct Pending {
 struct Worker {
     registry: Registry,
     config: EngineConfig,
-    device: Result<Device, String>,
+    device: crate::Result<Device>,
     residency: Residency,
     models: HashMap<String, Arc<dyn Model>>,
     /// Requests parked with the residency or waiting for a lane to run in.
@@ -166,7 +166,7 @@ pub(super) fn spawn(
                     e.manifest.keep_alive(),
                 );
             }
-            let device = config.device.open().map_err(|e| e.to_string());
+            let device = config.device.open();
             if let Err(e) = &device {
                 tracing::error!("{e}");
             }

@@ -256,9 +256,7 @@ impl Worker {
                     let unscale = (r.factor(), r.original);
                     Ok((Arc::new(r.image), Some(unscale)))
                 }
-                None => decode_bytes(&job_name, &bytes, &limits)
-                    .map(|i| (Arc::new(i), None))
-                    .map_err(|e| e.to_string()),
+                None => decode_bytes(&job_name, &bytes, &limits).map(|i| (Arc::new(i), None)),
             };
             LaneOut::Decoded {
                 image,
@@ -299,7 +297,7 @@ impl Worker {
                     self.fail_decoding(f.id, d, error);
                 } else if let Some(p) = self.running.remove(&f.id) {
                     let error = format!("{}: {} panicked during inference: {panic}", p.image_name, p.model);
-                    self.finish_run(f.id, p, Err(error), Instant::now());
+                    self.finish_run(f.id, p, Err(crate::Error::msg(error)), Instant::now());
                 }
             }
         }
@@ -329,7 +327,7 @@ impl Worker {
                         };
                         self.queue_request(id, p);
                     }
-                    Err(e) => self.fail_decoding(id, d, e),
+                    Err(e) => self.fail_decoding(id, d, e.to_string()),
                 }
             }
             LaneOut::Ran { result, started } => {
@@ -390,7 +388,7 @@ impl Worker {
             return;
         };
         let Some(m) = self.models.get(&model).cloned() else {
-            let error = format!("{model}: not resident (internal state mismatch)");
+            let error = crate::Error::msg(format!("{model}: not resident (internal state mismatch)"));
             self.finish_run(id, p, Err(error), Instant::now());
             return;
         };
@@ -418,7 +416,7 @@ impl Worker {
             // unload that waited for this request frees its memory.
             drop(m);
             LaneOut::Ran {
-                result: result.map_err(|e| format!("{image_name}: {model}: {e}")),
+                result: result.map_err(|e| e.context(format_args!("{image_name}: {model}"))),
                 started,
             }
         };
@@ -427,13 +425,7 @@ impl Worker {
     }
 
     /// Answers a request that ran (or failed to) and tells the residency.
-    pub(super) fn finish_run(
-        &mut self,
-        id: RequestId,
-        p: Pending,
-        result: Result<RunOutput, String>,
-        started: Instant,
-    ) {
+    pub(super) fn finish_run(&mut self, id: RequestId, p: Pending, result: crate::Result<RunOutput>, started: Instant) {
         let model = p.model.clone();
         let total = ms(p.submitted.elapsed());
         let answer = match result {
@@ -491,7 +483,7 @@ impl Worker {
             Err(error) => {
                 tracing::error!("{error}");
                 self.stats.record_error(&model);
-                Err(InferError::new(id, model.clone(), p.image_name, error))
+                Err(InferError::new(id, model.clone(), p.image_name, error.to_string()))
             }
         };
         self.answer(p.reply, answer);
