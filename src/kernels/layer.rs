@@ -221,38 +221,10 @@ impl FastConv {
         pad: Padding,
     ) -> Result<Tensor> {
         let s = ConvShape { pad, ..self.op.shape };
-        let (n, _, h, w) = parts.first().ok_or_else(|| Error::msg("conv: no input"))?.dims4()?;
-        let mut cin = 0;
-        for p in parts {
-            let (pn, pc, ph, pw) = p.dims4()?;
-            if (pn, ph, pw) != (n, h, w) {
-                return Err(Error::msg(format!(
-                    "conv: inputs of different sizes {:?} and {:?}",
-                    parts[0].dims(),
-                    p.dims()
-                )));
-            }
-            cin += pc;
-        }
-        if cin != s.cin {
-            return Err(Error::msg(format!(
-                "conv: input has {cin} channels, the layer expects {}",
-                s.cin
-            )));
-        }
+        let (n, h, w) = input_dims(parts, s.cin)?;
         let (oh, ow) = s.out_hw(h, w);
         let per_out = s.cout * oh * ow;
-        for (what, t) in [("pre-activation addend", pre), ("residual", residual)] {
-            if let Some(r) = t {
-                if r.dims() != [n, s.cout, oh, ow] {
-                    return Err(Error::msg(format!(
-                        "conv: {what} {:?} does not match the output {:?}",
-                        r.dims(),
-                        [n, s.cout, oh, ow]
-                    )));
-                }
-            }
-        }
+        check_addends((pre, residual), [n, s.cout, oh, ow])?;
         let mut all: Vec<&Tensor> = parts.to_vec();
         all.extend(pre);
         all.extend(residual);
@@ -362,6 +334,47 @@ impl FastConv {
     pub fn reference_pre(&self, x: &Tensor, pre: &Tensor) -> Result<Tensor> {
         activate((self.linear(x, self.op.shape.pad)? + pre)?, self.op.act)
     }
+}
+
+/// The batch, height and width every part of a conv's input shares, checked
+/// to add up to the `expected` channels.
+fn input_dims(parts: &[&Tensor], expected: usize) -> Result<(usize, usize, usize)> {
+    let (n, _, h, w) = parts.first().ok_or_else(|| Error::msg("conv: no input"))?.dims4()?;
+    let mut cin = 0;
+    for p in parts {
+        let (pn, pc, ph, pw) = p.dims4()?;
+        if (pn, ph, pw) != (n, h, w) {
+            return Err(Error::msg(format!(
+                "conv: inputs of different sizes {:?} and {:?}",
+                parts[0].dims(),
+                p.dims()
+            )));
+        }
+        cin += pc;
+    }
+    if cin != expected {
+        return Err(Error::msg(format!(
+            "conv: input has {cin} channels, the layer expects {expected}"
+        )));
+    }
+    Ok((n, h, w))
+}
+
+/// Checks that the pre-activation addend and the residual, where given, have
+/// the output's shape `out`.
+fn check_addends((pre, residual): (Option<&Tensor>, Option<&Tensor>), out: [usize; 4]) -> Result<()> {
+    for (what, t) in [("pre-activation addend", pre), ("residual", residual)] {
+        if let Some(r) = t {
+            if r.dims() != out {
+                return Err(Error::msg(format!(
+                    "conv: {what} {:?} does not match the output {:?}",
+                    r.dims(),
+                    out
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `act` on a tensor with candle's ops.

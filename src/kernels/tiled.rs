@@ -287,25 +287,7 @@ fn run(
         let p0 = pj * panels_per_job;
         let p1 = (p0 + panels_per_job).min(panels);
         let mut tile_out = [0f32; MR * NR];
-        // Lane masks of every tile of the group, per mask class.
-        let class_count = match reads {
-            Reads::Planes => 1,
-            Reads::InPlace(ip) => ip.classes(),
-        };
-        let mut bits = vec![0u64; class_count];
-        let masks: Vec<Vec<[u16; 3]>> = (t0..t1)
-            .map(|t| {
-                let start = t * NR;
-                let n = (wide - start).min(NR);
-                match reads {
-                    Reads::Planes => bits[0] = (1u64 << n) - 1,
-                    Reads::InPlace(ip) => ip.masks(start, n, &mut bits),
-                }
-                bits.iter()
-                    .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
-                    .collect()
-            })
-            .collect();
+        let masks = lane_masks(reads, t0..t1, wide);
         for panel in p0..p1 {
             let co0 = panel * MR;
             let rows = (packed.cout - co0).min(MR);
@@ -327,23 +309,9 @@ fn run(
                 // kernel; otherwise through the tile buffer and `scatter`.
                 let direct = g.wp == g.ow;
                 let dest = if direct {
-                    avx512::Dest {
-                        out: ptr.get().wrapping_add(co0 * plane + start),
-                        stride: plane,
-                        rows,
-                        n,
-                        pre: pre.map_or(std::ptr::null(), |p| p[co0 * plane + start..].as_ptr()),
-                        residual: residual.map_or(std::ptr::null(), |r| r[co0 * plane + start..].as_ptr()),
-                    }
+                    direct_dest(ptr, co0 * plane + start, plane, rows, n, (pre, residual))
                 } else {
-                    avx512::Dest {
-                        out: tile_out.as_mut_ptr(),
-                        stride: NR,
-                        rows,
-                        n,
-                        pre: std::ptr::null(),
-                        residual: std::ptr::null(),
-                    }
+                    buffer_dest(&mut tile_out, rows, n)
                 };
                 // SAFETY: the kernel's ISA is checked supported above; the panel holds
                 // taps·MR floats; every lane a tap's mask sets is inside the
@@ -364,22 +332,7 @@ fn run(
                 if direct {
                     continue;
                 }
-                scatter(&tile_out, rows, start, n, g, |co_r, dst, seg| {
-                    let at = (co0 + co_r) * plane + dst;
-                    // SAFETY: (co0 + co_r, dst..dst + len) lies in the output
-                    // and belongs to this job's tile and panel only.
-                    unsafe {
-                        let d = ptr.get().add(at);
-                        match residual {
-                            Some(res) => {
-                                for (i, (v, r)) in seg.iter().zip(&res[at..at + seg.len()]).enumerate() {
-                                    d.add(i).write(v + r);
-                                }
-                            }
-                            None => std::ptr::copy_nonoverlapping(seg.as_ptr(), d, seg.len()),
-                        }
-                    }
-                });
+                scatter_to_output(&tile_out, (co0, rows), (start, n), g, plane, ptr, residual);
             }
         }
     };
@@ -388,6 +341,94 @@ fn run(
     } else {
         (0..jobs).into_par_iter().for_each(body);
     }
+}
+
+/// Lane masks of every tile in `tiles`, per mask class, as the kernels take
+/// them (three 16-lane words per class).
+#[inline]
+fn lane_masks(reads: &Reads, tiles: std::ops::Range<usize>, wide: usize) -> Vec<Vec<[u16; 3]>> {
+    let class_count = match reads {
+        Reads::Planes => 1,
+        Reads::InPlace(ip) => ip.classes(),
+    };
+    let mut bits = vec![0u64; class_count];
+    tiles
+        .map(|t| {
+            let start = t * NR;
+            let n = (wide - start).min(NR);
+            match reads {
+                Reads::Planes => bits[0] = (1u64 << n) - 1,
+                Reads::InPlace(ip) => ip.masks(start, n, &mut bits),
+            }
+            bits.iter()
+                .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
+                .collect()
+        })
+        .collect()
+}
+
+/// The kernel writing a tile's `rows`×`n` results straight to the output at
+/// `at` (rows `plane` apart), reading `pre` and `residual` at the same place.
+#[inline]
+fn direct_dest(
+    ptr: OutPtr,
+    at: usize,
+    plane: usize,
+    rows: usize,
+    n: usize,
+    (pre, residual): (Option<&[f32]>, Option<&[f32]>),
+) -> avx512::Dest {
+    avx512::Dest {
+        out: ptr.get().wrapping_add(at),
+        stride: plane,
+        rows,
+        n,
+        pre: pre.map_or(std::ptr::null(), |p| p[at..].as_ptr()),
+        residual: residual.map_or(std::ptr::null(), |r| r[at..].as_ptr()),
+    }
+}
+
+/// The kernel writing a tile's `rows`×`n` results to the tile buffer, for `scatter`.
+#[inline]
+fn buffer_dest(tile_out: &mut [f32; MR * NR], rows: usize, n: usize) -> avx512::Dest {
+    avx512::Dest {
+        out: tile_out.as_mut_ptr(),
+        stride: NR,
+        rows,
+        n,
+        pre: std::ptr::null(),
+        residual: std::ptr::null(),
+    }
+}
+
+/// Copies a tile's valid columns (panel rows from `co0`) from the tile buffer
+/// to the output, `plane` floats per channel, adding `residual` where given.
+#[inline]
+fn scatter_to_output(
+    tile_out: &[f32; MR * NR],
+    (co0, rows): (usize, usize),
+    (start, n): (usize, usize),
+    g: &Wide,
+    plane: usize,
+    ptr: OutPtr,
+    residual: Option<&[f32]>,
+) {
+    scatter(tile_out, rows, start, n, g, |co_r, dst, seg| {
+        let at = (co0 + co_r) * plane + dst;
+        // SAFETY: (co0 + co_r, dst..dst + len) lies in the output
+        // and belongs to this job's tile and panel only.
+        unsafe {
+            let d = ptr.get().add(at);
+            match residual {
+                Some(res) => {
+                    for (i, (v, r)) in seg.iter().zip(&res[at..at + seg.len()]).enumerate() {
+                        d.add(i).write(v + r);
+                    }
+                }
+                None => std::ptr::copy_nonoverlapping(seg.as_ptr(), d, seg.len()),
+            }
+        }
+    });
 }
 
 /// Copies the valid columns of a tile's rows to their output positions.

@@ -77,6 +77,128 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     }
 }
 
+/// The capture thread: opens the source, then puts each frame (mirrored if
+/// asked) in the slot until stopped, out of frames or failing.
+fn capture_frames(
+    source: SourceFactory,
+    s: Arc<LatestSlot>,
+    sh: Arc<Mutex<Shared>>,
+    st: Arc<AtomicBool>,
+    w: Option<WakeFn>,
+    opts: LiveOptions,
+) {
+    let mut source = match (source.make)() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("live: {e}");
+            let mut g = lock(&sh);
+            g.status = format!("camera error: {e} (press Start to retry)");
+            g.capture_done = true;
+            s.close();
+            return;
+        }
+    };
+    let mut id = 0u64;
+    while !st.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| id < m) {
+        match source.next() {
+            Ok(mut img) => {
+                if opts.mirror {
+                    image::imageops::flip_horizontal_in_place(&mut img);
+                }
+                let f = Frame {
+                    id,
+                    captured: Instant::now(),
+                    image: Arc::new(img),
+                };
+                {
+                    let mut g = lock(&sh);
+                    g.stats.captured(f.captured);
+                    g.latest_frame = Some(f.clone());
+                    if id.is_multiple_of(10) {
+                        if let Some(r) = crate::telemetry::process::rss_bytes() {
+                            g.rss.push(r);
+                        }
+                    }
+                }
+                s.put(f);
+                id += 1;
+            }
+            Err(e) => {
+                tracing::error!("live: {e}");
+                lock(&sh).status = format!("camera error: {e} (press Start to retry)");
+                break;
+            }
+        }
+        if let Some(w) = &w {
+            w();
+        }
+    }
+    lock(&sh).capture_done = true;
+    s.close();
+}
+
+/// The inference thread: runs the models on the newest frame in the slot,
+/// smooths the hands and publishes each result, until capture is done or stopped.
+fn infer_frames<E: InferWait>(
+    engine: E,
+    s: Arc<LatestSlot>,
+    sh: Arc<Mutex<Shared>>,
+    st: Arc<AtomicBool>,
+    wake: Option<WakeFn>,
+    opts: LiveOptions,
+    epoch: Instant,
+) {
+    let mut smoother = HandSmoother::new(HAND_SMOOTHING);
+    loop {
+        let Some(f) = s.take(Duration::from_millis(100)) else {
+            if lock(&sh).capture_done || st.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        };
+        let input = ImageInput::Frame {
+            name: format!("frame {}", f.id),
+            image: f.image.clone(),
+        };
+        let answer = super::infer_each(&engine, &opts.models, input, opts.params);
+        let now = Instant::now();
+        let smoothed = answer.as_ref().ok().map(|r| {
+            let t = f.captured.saturating_duration_since(epoch).as_secs_f64();
+            smoother.smooth(&r.output.detections, t)
+        });
+        {
+            let mut g = lock(&sh);
+            match answer {
+                Ok(r) => {
+                    g.stats.inferred(now, r.timings.total);
+                    if opts.headless {
+                        g.stats.shown(f.captured, now);
+                    }
+                    g.history.push_back((f.id, r.output.detections.clone()));
+                    if g.history.len() > HISTORY {
+                        g.history.pop_front();
+                    }
+                    g.latest_result = Some(LiveResult {
+                        frame_id: f.id,
+                        frame: f.clone(),
+                        captured: f.captured,
+                        ready: now,
+                        smoothed: smoothed.unwrap_or_else(|| r.output.detections.clone()),
+                        detections: r.output.detections,
+                        image_size: r.output.image_size,
+                        inference_ms: r.timings.total,
+                    });
+                }
+                Err(e) => g.status = format!("inference error: {}", e.error),
+            }
+        }
+        if let Some(w) = &wake {
+            w();
+        }
+    }
+    lock(&sh).infer_done = true;
+}
+
 impl LivePipeline {
     pub fn start<E: InferWait>(engine: E, source: SourceFactory, options: LiveOptions, wake: Option<WakeFn>) -> Self {
         let slot = LatestSlot::new();
@@ -95,109 +217,12 @@ impl LivePipeline {
             wake.clone(),
             options.clone(),
         );
-        threads.push(std::thread::spawn(move || {
-            let mut source = match (source.make)() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("live: {e}");
-                    let mut g = lock(&sh);
-                    g.status = format!("camera error: {e} (press Start to retry)");
-                    g.capture_done = true;
-                    s.close();
-                    return;
-                }
-            };
-            let mut id = 0u64;
-            while !st.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| id < m) {
-                match source.next() {
-                    Ok(mut img) => {
-                        if opts.mirror {
-                            image::imageops::flip_horizontal_in_place(&mut img);
-                        }
-                        let f = Frame {
-                            id,
-                            captured: Instant::now(),
-                            image: Arc::new(img),
-                        };
-                        {
-                            let mut g = lock(&sh);
-                            g.stats.captured(f.captured);
-                            g.latest_frame = Some(f.clone());
-                            if id.is_multiple_of(10) {
-                                if let Some(r) = crate::telemetry::process::rss_bytes() {
-                                    g.rss.push(r);
-                                }
-                            }
-                        }
-                        s.put(f);
-                        id += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!("live: {e}");
-                        lock(&sh).status = format!("camera error: {e} (press Start to retry)");
-                        break;
-                    }
-                }
-                if let Some(w) = &w {
-                    w();
-                }
-            }
-            lock(&sh).capture_done = true;
-            s.close();
-        }));
+        threads.push(std::thread::spawn(move || capture_frames(source, s, sh, st, w, opts)));
 
         let (s, sh, st, opts) = (slot.clone(), shared.clone(), stop.clone(), options.clone());
         let epoch = Instant::now();
         threads.push(std::thread::spawn(move || {
-            let mut smoother = HandSmoother::new(HAND_SMOOTHING);
-            loop {
-                let Some(f) = s.take(Duration::from_millis(100)) else {
-                    if lock(&sh).capture_done || st.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    continue;
-                };
-                let input = ImageInput::Frame {
-                    name: format!("frame {}", f.id),
-                    image: f.image.clone(),
-                };
-                let answer = super::infer_each(&engine, &opts.models, input, opts.params);
-                let now = Instant::now();
-                let smoothed = answer.as_ref().ok().map(|r| {
-                    let t = f.captured.saturating_duration_since(epoch).as_secs_f64();
-                    smoother.smooth(&r.output.detections, t)
-                });
-                {
-                    let mut g = lock(&sh);
-                    match answer {
-                        Ok(r) => {
-                            g.stats.inferred(now, r.timings.total);
-                            if opts.headless {
-                                g.stats.shown(f.captured, now);
-                            }
-                            g.history.push_back((f.id, r.output.detections.clone()));
-                            if g.history.len() > HISTORY {
-                                g.history.pop_front();
-                            }
-                            g.latest_result = Some(LiveResult {
-                                frame_id: f.id,
-                                frame: f.clone(),
-                                captured: f.captured,
-                                ready: now,
-                                smoothed: smoothed.unwrap_or_else(|| r.output.detections.clone()),
-                                detections: r.output.detections,
-                                image_size: r.output.image_size,
-                                inference_ms: r.timings.total,
-                            });
-                        }
-                        Err(e) => g.status = format!("inference error: {}", e.error),
-                    }
-                }
-                if let Some(w) = &wake {
-                    w();
-                }
-            }
-            lock(&sh).infer_done = true;
+            infer_frames(engine, s, sh, st, wake, opts, epoch)
         }));
         LivePipeline {
             slot,

@@ -520,23 +520,7 @@ impl ModeldockApp {
             self.first_frame = Some(d);
             tracing::info!("ui: first frame {:.0} ms after start", d.as_secs_f64() * 1e3);
         }
-        if !self.pending_open.is_empty() {
-            let p = std::mem::take(&mut self.pending_open);
-            self.viewer.open_paths(p, &ctx);
-        }
-        if let Some(spec) = self.pending_live.take() {
-            self.layout.central_tab = CentralTab::Live;
-            self.live.choice = match spec {
-                SourceSpec::Synthetic => super::live_panel::SourceChoice::Synthetic,
-                SourceSpec::Webcam(i) => super::live_panel::SourceChoice::Webcam(i),
-                SourceSpec::Folder(p) => {
-                    self.live.folder = p.display().to_string();
-                    super::live_panel::SourceChoice::Folder
-                }
-            };
-            let model = self.live.model.clone();
-            self.live.start(&self.engine, &model, Some(self.wake.clone()));
-        }
+        self.open_pending(&ctx);
         self.drain_events(&ctx);
         self.poll_dialogs(&ctx);
         self.import_prompt(&ctx);
@@ -562,6 +546,41 @@ impl ModeldockApp {
                     log_panel::ui(ui, &self.log, &mut self.log_level);
                 });
         }
+        self.side_panels(ui);
+        self.central_panel(ui);
+        self.remember_layout();
+        let ms = t0.elapsed().as_secs_f32() * 1e3;
+        self.frames.record(ms);
+        if loading {
+            self.loading_frames.record(ms);
+        }
+        self.report_and_maybe_exit(&ctx);
+    }
+
+    /// Opens the paths and starts the live source asked for before this frame
+    /// (command line, menu or drop).
+    fn open_pending(&mut self, ctx: &egui::Context) {
+        if !self.pending_open.is_empty() {
+            let p = std::mem::take(&mut self.pending_open);
+            self.viewer.open_paths(p, ctx);
+        }
+        if let Some(spec) = self.pending_live.take() {
+            self.layout.central_tab = CentralTab::Live;
+            self.live.choice = match spec {
+                SourceSpec::Synthetic => super::live_panel::SourceChoice::Synthetic,
+                SourceSpec::Webcam(i) => super::live_panel::SourceChoice::Webcam(i),
+                SourceSpec::Folder(p) => {
+                    self.live.folder = p.display().to_string();
+                    super::live_panel::SourceChoice::Folder
+                }
+            };
+            let model = self.live.model.clone();
+            self.live.start(&self.engine, &model, Some(self.wake.clone()));
+        }
+    }
+
+    /// The models panel on the left and the GPU / latency panel on the right.
+    fn side_panels(&mut self, ui: &mut egui::Ui) {
         // The central panel keeps MIN_CENTRAL points; the side panels share the
         // rest, get narrower with the window, and step aside when it is too small.
         // Dragging a panel's edge past its minimum (or double-clicking it) collapses it.
@@ -586,31 +605,38 @@ impl ModeldockApp {
             .default_size(320.0)
             .min_size(SIDE_MIN)
             .max_size((ui.available_width() - MIN_CENTRAL).max(SIDE_MIN))
-            .show_collapsible(ui, &mut open, |ui| {
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
-                    ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
-                });
-                ui.separator();
-                egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
-                    SideTab::Gpu => {
-                        if let Some(a) = self.engine.attached() {
-                            gpu_panel::server_ui(ui, &a.server_name, a.client.base(), a.client.gpu_metrics());
-                            ui.separator();
-                        }
-                        match &self.telemetry {
-                            Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
-                            None => {
-                                ui.label("Telemetry is off.");
-                            }
-                        }
-                    }
-                    SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
-                });
-            });
+            .show_collapsible(ui, &mut open, |ui| self.side_tabs(ui));
         if open != side_fits {
             self.layout.show_side = open;
         }
+    }
+
+    /// The right panel's contents: its tab bar, then GPU / system or latency.
+    fn side_tabs(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.layout.side_tab, SideTab::Gpu, "GPU / System");
+            ui.selectable_value(&mut self.layout.side_tab, SideTab::Latency, "Latency");
+        });
+        ui.separator();
+        egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
+            SideTab::Gpu => {
+                if let Some(a) = self.engine.attached() {
+                    gpu_panel::server_ui(ui, &a.server_name, a.client.base(), a.client.gpu_metrics());
+                    ui.separator();
+                }
+                match &self.telemetry {
+                    Some(t) => t.with(|snap| gpu_panel::ui(ui, snap)),
+                    None => {
+                        ui.label("Telemetry is off.");
+                    }
+                }
+            }
+            SideTab::Latency => latency_panel::ui(ui, &self.snapshot),
+        });
+    }
+
+    /// The central panel: the Viewer / Live tab bar and the chosen tab.
+    fn central_panel(&mut self, ui: &mut egui::Ui) {
         // Raw-tensor models on a server have no decoder: not offered for images.
         let ids: Vec<String> = self
             .snapshot
@@ -628,29 +654,38 @@ impl ModeldockApp {
             match self.layout.central_tab {
                 CentralTab::Viewer => self.viewer.ui(ui, &self.engine, &ids),
                 CentralTab::Live => {
-                    ui.horizontal(|ui| {
-                        ui.label("Live model:");
-                        let combo = crate::catalog::builtin::DEFAULT_LIVE_MODEL;
-                        let shown = if self.live.model == combo {
-                            "hands + faces"
-                        } else {
-                            self.live.model.as_str()
-                        };
-                        egui::ComboBox::from_id_salt("live-model")
-                            .selected_text(shown.to_string())
-                            .show_ui(ui, |ui| {
-                                ui.selectable_value(&mut self.live.model, combo.to_string(), "hands + faces")
-                                    .on_hover_text("Both models on every frame: nails on hands, glasses on faces");
-                                for id in &ids {
-                                    ui.selectable_value(&mut self.live.model, id.clone(), id);
-                                }
-                            });
-                    });
+                    self.live_model_picker(ui, &ids);
                     let model = self.live.model.clone();
                     self.live.ui(ui, &self.engine, &model, Some(self.wake.clone()));
                 }
             }
         });
+    }
+
+    /// The "Live model:" row: hands + faces together, or one of `ids`.
+    fn live_model_picker(&mut self, ui: &mut egui::Ui, ids: &[String]) {
+        ui.horizontal(|ui| {
+            ui.label("Live model:");
+            let combo = crate::catalog::builtin::DEFAULT_LIVE_MODEL;
+            let shown = if self.live.model == combo {
+                "hands + faces"
+            } else {
+                self.live.model.as_str()
+            };
+            egui::ComboBox::from_id_salt("live-model")
+                .selected_text(shown.to_string())
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.live.model, combo.to_string(), "hands + faces")
+                        .on_hover_text("Both models on every frame: nails on hands, glasses on faces");
+                    for id in ids {
+                        ui.selectable_value(&mut self.live.model, id.clone(), id);
+                    }
+                });
+        });
+    }
+
+    /// Copies the viewer's and the live panel's settings into the saved layout.
+    fn remember_layout(&mut self) {
         self.layout.model = Some(self.viewer.model.clone());
         self.layout.conf = Some(self.viewer.conf);
         self.layout.iou = Some(self.viewer.iou);
@@ -658,12 +693,6 @@ impl ModeldockApp {
         self.layout.smooth = Some(self.live.smooth);
         let p = self.live.polish;
         self.layout.polish = Some([p.r(), p.g(), p.b()]);
-        let ms = t0.elapsed().as_secs_f32() * 1e3;
-        self.frames.record(ms);
-        if loading {
-            self.loading_frames.record(ms);
-        }
-        self.report_and_maybe_exit(&ctx);
     }
 }
 

@@ -7,6 +7,7 @@
 use eframe::egui;
 use egui::{Color32, Pos2, Stroke};
 
+use crate::camera::frame::Frame;
 use crate::camera::source::SourceFactory;
 use crate::camera::webcam::CameraInfo;
 use crate::client::Client;
@@ -205,70 +206,7 @@ impl LivePanel {
             // The opening thread wakes the UI when it is done; this is a fallback.
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(200));
         }
-        ui.horizontal_wrapped(|ui| {
-            if self.pipeline.is_some() || self.opening.is_some() {
-                if ui.button("Stop").clicked() {
-                    self.stop();
-                }
-            } else if ui.button("Start").clicked() {
-                self.start(engine, model, wake.clone());
-            }
-            if ui.button("Snapshot").clicked() {
-                self.snapshot();
-            }
-            let label = match &self.choice {
-                SourceChoice::Synthetic => "Synthetic".to_string(),
-                SourceChoice::Folder => "Folder".to_string(),
-                SourceChoice::Webcam(i) => format!("Webcam {i}"),
-            };
-            egui::ComboBox::from_label("Source")
-                .selected_text(label)
-                .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut self.choice, SourceChoice::Synthetic, "Synthetic");
-                    ui.selectable_value(&mut self.choice, SourceChoice::Folder, "Folder");
-                    match &self.cameras {
-                        Some(Ok(cams)) => {
-                            for c in cams {
-                                ui.selectable_value(
-                                    &mut self.choice,
-                                    SourceChoice::Webcam(c.index),
-                                    format!("Webcam {} — {}", c.index, c.name),
-                                );
-                            }
-                            if cams.is_empty() {
-                                ui.label("No cameras found");
-                            }
-                        }
-                        Some(Err(e)) => {
-                            ui.label(format!("Cameras: {e}"));
-                        }
-                        None => {
-                            ui.label("Looking for cameras…");
-                        }
-                    }
-                });
-            if self.choice == SourceChoice::Folder {
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.folder)
-                        .hint_text("folder of images")
-                        .desired_width(180.0),
-                );
-            }
-            super::viewer::wrap_unless_fits(ui, super::viewer::slider_width(ui, "FPS"));
-            ui.add(egui::Slider::new(&mut self.fps, 1.0..=60.0).text("FPS"));
-            ui.checkbox(&mut self.mirror, "Mirror");
-            ui.checkbox(&mut self.show_landmarks, "Landmarks");
-            ui.checkbox(&mut self.show_glasses, "Glasses");
-            ui.checkbox(&mut self.show_nails, "Nails")
-                .on_hover_text("Polish on the nails of each hand (needs a hands model)");
-            self.polish_button(ui);
-            ui.checkbox(&mut self.smooth, "Smooth")
-                .on_hover_text("Smooth hand landmarks over frames (One Euro filter)");
-            ui.checkbox(&mut self.in_sync, "In sync").on_hover_text(
-                "Show each result on the frame it was computed on: overlays line up, \
-                 the picture lags by the inference time. Off: the newest frame, with the newest result",
-            );
-        });
+        self.controls_ui(ui, engine, model, wake);
         if let Some(m) = &self.message {
             ui.horizontal(|ui| {
                 if self.opening.is_some() {
@@ -308,25 +246,7 @@ impl LivePanel {
             (Some(r), true) => r.frame.clone(),
             _ => frame,
         };
-        let need_upload = self.texture.as_ref().is_none_or(|(id, _)| *id != frame.id);
-        if need_upload {
-            let img = egui::ColorImage::from_rgb(
-                [frame.image.width() as usize, frame.image.height() as usize],
-                frame.image.as_raw(),
-            );
-            match &mut self.texture {
-                Some((id, t)) => {
-                    t.set(img, egui::TextureOptions::LINEAR);
-                    *id = frame.id;
-                }
-                None => {
-                    self.texture = Some((
-                        frame.id,
-                        ui.ctx().load_texture("live", img, egui::TextureOptions::LINEAR),
-                    ))
-                }
-            }
-        }
+        upload_frame(&mut self.texture, ui.ctx(), &frame);
         let Some((_, tex)) = &self.texture else { return };
         let (rect, _) = ui.allocate_exact_size(ui.available_size(), egui::Sense::hover());
         let size = [frame.image.width() as f32, frame.image.height() as f32];
@@ -346,6 +266,81 @@ impl LivePanel {
             p.mark_shown(r);
         }
         ui.ctx().request_repaint();
+    }
+
+    /// The row above the picture: Start / Stop, Snapshot, the source picker,
+    /// FPS and the overlay switches.
+    fn controls_ui(&mut self, ui: &mut egui::Ui, engine: &Client, model: &str, wake: Option<WakeFn>) {
+        ui.horizontal_wrapped(|ui| {
+            if self.pipeline.is_some() || self.opening.is_some() {
+                if ui.button("Stop").clicked() {
+                    self.stop();
+                }
+            } else if ui.button("Start").clicked() {
+                self.start(engine, model, wake.clone());
+            }
+            if ui.button("Snapshot").clicked() {
+                self.snapshot();
+            }
+            self.source_picker(ui);
+            super::viewer::wrap_unless_fits(ui, super::viewer::slider_width(ui, "FPS"));
+            ui.add(egui::Slider::new(&mut self.fps, 1.0..=60.0).text("FPS"));
+            ui.checkbox(&mut self.mirror, "Mirror");
+            ui.checkbox(&mut self.show_landmarks, "Landmarks");
+            ui.checkbox(&mut self.show_glasses, "Glasses");
+            ui.checkbox(&mut self.show_nails, "Nails")
+                .on_hover_text("Polish on the nails of each hand (needs a hands model)");
+            self.polish_button(ui);
+            ui.checkbox(&mut self.smooth, "Smooth")
+                .on_hover_text("Smooth hand landmarks over frames (One Euro filter)");
+            ui.checkbox(&mut self.in_sync, "In sync").on_hover_text(
+                "Show each result on the frame it was computed on: overlays line up, \
+                 the picture lags by the inference time. Off: the newest frame, with the newest result",
+            );
+        });
+    }
+
+    /// The Source combo box (synthetic, folder or one of the cameras found),
+    /// and the folder's path box when the folder is chosen.
+    fn source_picker(&mut self, ui: &mut egui::Ui) {
+        let label = match &self.choice {
+            SourceChoice::Synthetic => "Synthetic".to_string(),
+            SourceChoice::Folder => "Folder".to_string(),
+            SourceChoice::Webcam(i) => format!("Webcam {i}"),
+        };
+        egui::ComboBox::from_label("Source")
+            .selected_text(label)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut self.choice, SourceChoice::Synthetic, "Synthetic");
+                ui.selectable_value(&mut self.choice, SourceChoice::Folder, "Folder");
+                match &self.cameras {
+                    Some(Ok(cams)) => {
+                        for c in cams {
+                            ui.selectable_value(
+                                &mut self.choice,
+                                SourceChoice::Webcam(c.index),
+                                format!("Webcam {} — {}", c.index, c.name),
+                            );
+                        }
+                        if cams.is_empty() {
+                            ui.label("No cameras found");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        ui.label(format!("Cameras: {e}"));
+                    }
+                    None => {
+                        ui.label("Looking for cameras…");
+                    }
+                }
+            });
+        if self.choice == SourceChoice::Folder {
+            ui.add(
+                egui::TextEdit::singleline(&mut self.folder)
+                    .hint_text("folder of images")
+                    .desired_width(180.0),
+            );
+        }
     }
 
     /// The polish colour button, named [`POLISH_LABEL`] for screen readers
@@ -504,4 +499,22 @@ pub fn draw_glasses(painter: &egui::Painter, map: &ImageToScreen, g: &crate::vis
         painter.line_segment([at(side * 0.47, 0.0), at(side * 0.62, -0.05)], stroke);
     }
     painter.line_segment([at(-0.07, -0.02), at(0.07, -0.02)], stroke);
+}
+
+/// Uploads `frame` to the panel's texture unless that frame is already on it.
+fn upload_frame(texture: &mut Option<(u64, egui::TextureHandle)>, ctx: &egui::Context, frame: &Frame) {
+    let need_upload = texture.as_ref().is_none_or(|(id, _)| *id != frame.id);
+    if need_upload {
+        let img = egui::ColorImage::from_rgb(
+            [frame.image.width() as usize, frame.image.height() as usize],
+            frame.image.as_raw(),
+        );
+        match texture {
+            Some((id, t)) => {
+                t.set(img, egui::TextureOptions::LINEAR);
+                *id = frame.id;
+            }
+            None => *texture = Some((frame.id, ctx.load_texture("live", img, egui::TextureOptions::LINEAR))),
+        }
+    }
 }

@@ -328,6 +328,35 @@ impl Viewer {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, engine: &Client, model_ids: &[String]) {
+        self.settings_ui(ui, engine, model_ids);
+        self.progress_ui(ui);
+        if self.images.is_empty() {
+            if self.listing == 0 && self.decoding == 0 {
+                ui.centered_and_justified(|ui| {
+                    ui.label("Drop images or a folder here, or File > Open (Ctrl+O)");
+                });
+            }
+            return;
+        }
+        if self.images.len() > 1 {
+            self.thumbnails_ui(ui);
+        }
+        let Some(img) = self.images.get(self.selected) else {
+            return;
+        };
+        result_summary_ui(ui, img, self.conf, &self.model);
+        let size = img.size;
+        let ppp = ui.ctx().pixels_per_point();
+        if self.view_of != Some(self.selected) {
+            self.view = ViewMode::Fit;
+            self.view_of = Some(self.selected);
+        }
+        self.view_buttons_ui(ui, size, ppp);
+        self.canvas_ui(ui);
+    }
+
+    /// The model picker and the confidence and IoU sliders; a new model or IoU resubmits every image.
+    fn settings_ui(&mut self, ui: &mut egui::Ui, engine: &Client, model_ids: &[String]) {
         ui.horizontal_wrapped(|ui| {
             let before = self.model.clone();
             egui::ComboBox::from_label("Model")
@@ -349,6 +378,10 @@ impl Viewer {
                 self.resubmit_all(engine);
             }
         });
+    }
+
+    /// The batch progress bar, the listing spinner and the status line.
+    fn progress_ui(&self, ui: &mut egui::Ui) {
         let total = self.images.len() + self.decoding;
         let pending = self.pending().saturating_sub(self.listing);
         if pending > 0 && total > 1 {
@@ -364,65 +397,27 @@ impl Viewer {
         if let Some(s) = &self.status {
             ui.label(s);
         }
-        if self.images.is_empty() {
-            if self.listing == 0 && self.decoding == 0 {
-                ui.centered_and_justified(|ui| {
-                    ui.label("Drop images or a folder here, or File > Open (Ctrl+O)");
-                });
-            }
-            return;
-        }
-        if self.images.len() > 1 {
-            egui::ScrollArea::horizontal().id_salt("thumbs").show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    for (i, img) in self.images.iter().enumerate() {
-                        let size = thumb_size(img.size, 64.0);
-                        let r = ui.add(
-                            egui::Button::image(egui::Image::new((img.texture.id(), size)))
-                                .selected(i == self.selected),
-                        );
-                        if r.on_hover_text(&img.name).clicked() {
-                            self.selected = i;
-                        }
+    }
+
+    /// The strip of thumbnails; clicking one selects its image.
+    fn thumbnails_ui(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::horizontal().id_salt("thumbs").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (i, img) in self.images.iter().enumerate() {
+                    let size = thumb_size(img.size, 64.0);
+                    let r = ui.add(
+                        egui::Button::image(egui::Image::new((img.texture.id(), size))).selected(i == self.selected),
+                    );
+                    if r.on_hover_text(&img.name).clicked() {
+                        self.selected = i;
                     }
-                });
+                }
             });
-        }
-        let conf = self.conf;
-        let Some(img) = self.images.get(self.selected) else {
-            return;
-        };
-        match (&img.result, &img.error) {
-            (_, Some(e)) => {
-                ui.colored_label(ui.visuals().error_fg_color, e);
-            }
-            (Some(r), None) => {
-                let n = r.output.detections.iter().filter(|d| d.score > conf).count();
-                let t = &r.timings;
-                ui.label(format!("{}: {n} detections", img.name));
-                ui.label(format!(
-                    "total {:.1} ms — queue {:.1} · decode {:.1} · preprocess {:.1} · forward {:.1} · postprocess {:.1}{}",
-                    t.total,
-                    t.queue,
-                    t.decode,
-                    t.preprocess,
-                    t.forward,
-                    t.postprocess,
-                    if r.output.cached { " (cached)" } else { "" }
-                ));
-            }
-            (None, None) => {
-                ui.horizontal(|ui| {
-                    ui.spinner();
-                    ui.label(format!("{}: running {}…", img.name, self.model));
-                });
-            }
-        }
-        let ppp = ui.ctx().pixels_per_point();
-        if self.view_of != Some(self.selected) {
-            self.view = ViewMode::Fit;
-            self.view_of = Some(self.selected);
-        }
+        });
+    }
+
+    /// The Fit and 1:1 buttons, the zoom percentage and the mouse hint above the canvas.
+    fn view_buttons_ui(&mut self, ui: &mut egui::Ui, size: [u32; 2], ppp: f32) {
         ui.horizontal(|ui| {
             let fit = self.view == ViewMode::Fit;
             if ui
@@ -441,11 +436,20 @@ impl Viewer {
                 self.view = if one { ViewMode::Fit } else { ViewMode::one_to_one(ppp) };
             }
             if let Some(r) = self.canvas_rect {
-                let scale = self.view.transform(img.size, r).scale;
+                let scale = self.view.transform(size, r).scale;
                 ui.label(format!("{:.0}%", scale * ppp * 100.0));
             }
             ui.weak("wheel: zoom · drag: pan");
         });
+    }
+
+    /// The selected image on the canvas (double-click fits, drag pans, wheel
+    /// or pinch zooms) with its detections above the confidence drawn over it.
+    fn canvas_ui(&mut self, ui: &mut egui::Ui) {
+        let conf = self.conf;
+        let Some(img) = self.images.get(self.selected) else {
+            return;
+        };
         // Only what is visible: a header wider than the panel widens the Ui
         // past the panel's clip rect, and an image fitted to that is cropped.
         let canvas = ui.available_rect_before_wrap().intersect(ui.clip_rect());
@@ -492,6 +496,36 @@ impl Viewer {
             for d in r.output.detections.iter().filter(|d| d.score > conf) {
                 draw_detection(&painter, &map, d, detection_colour(d));
             }
+        }
+    }
+}
+
+/// The selected image's error, its detection count and timings, or a spinner while it runs.
+fn result_summary_ui(ui: &mut egui::Ui, img: &ViewerImage, conf: f32, model: &str) {
+    match (&img.result, &img.error) {
+        (_, Some(e)) => {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        (Some(r), None) => {
+            let n = r.output.detections.iter().filter(|d| d.score > conf).count();
+            let t = &r.timings;
+            ui.label(format!("{}: {n} detections", img.name));
+            ui.label(format!(
+                "total {:.1} ms — queue {:.1} · decode {:.1} · preprocess {:.1} · forward {:.1} · postprocess {:.1}{}",
+                t.total,
+                t.queue,
+                t.decode,
+                t.preprocess,
+                t.forward,
+                t.postprocess,
+                if r.output.cached { " (cached)" } else { "" }
+            ));
+        }
+        (None, None) => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("{}: running {}…", img.name, model));
+            });
         }
     }
 }
