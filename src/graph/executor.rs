@@ -184,74 +184,9 @@ impl Graph {
             .iter()
             .find(|n| n.op == "Placeholder")
             .ok_or_else(|| Error::msg("the graph has no Placeholder input"))?;
-        let input_shape: Vec<i64> = placeholder
-            .attr("shape")
-            .and_then(|s| s.get("shape"))
-            .and_then(|s| s.get("dim"))
-            .and_then(|d| d.as_array())
-            .map(|dims| {
-                dims.iter()
-                    .map(|d| {
-                        d.get("size")
-                            .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))
-                            .unwrap_or(-1)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Output names: the signature's order (tfjs' execute() order), else every Identity.
-        let mut out_names: Vec<String> = match &json.signature {
-            Some(sig) if !sig.outputs.is_empty() => sig
-                .outputs
-                .iter()
-                .map(|(k, v)| v.get("name").and_then(|n| n.as_str()).unwrap_or(k).to_string())
-                .collect(),
-            _ => json
-                .topology
-                .node
-                .iter()
-                .filter(|n| n.op == "Identity")
-                .map(|n| n.name.clone())
-                .collect(),
-        };
-        for n in &mut out_names {
-            *n = split_ref(n).0.to_string();
-        }
-        if out_names.is_empty() {
-            return Err(Error::msg("the graph names no outputs"));
-        }
-        // Topological order of the nodes the outputs need (iterative DFS).
-        let mut order: Vec<&str> = Vec::new();
-        let mut state: HashMap<&str, u8> = HashMap::new();
-        for out in &out_names {
-            let mut stack: Vec<(&str, bool)> = vec![(out.as_str(), false)];
-            while let Some((name, done)) = stack.pop() {
-                if done {
-                    state.insert(name, 2);
-                    order.push(name);
-                    continue;
-                }
-                match state.get(name) {
-                    Some(2) => continue,
-                    Some(1) => return Err(Error::msg(format!("the graph has a cycle through '{name}'"))),
-                    _ => {}
-                }
-                let def = defs
-                    .get(name)
-                    .ok_or_else(|| Error::msg(format!("node '{name}' is used but not defined")))?;
-                state.insert(name, 1);
-                stack.push((name, true));
-                for inp in &def.input {
-                    if inp.starts_with('^') {
-                        continue; // control dependency
-                    }
-                    let (src, _) = split_ref(inp);
-                    if state.get(src) != Some(&2) {
-                        stack.push((src, false));
-                    }
-                }
-            }
-        }
+        let input_shape = declared_shape(placeholder);
+        let out_names = output_names_of(json)?;
+        let order = topo_order(&defs, &out_names)?;
         let index: HashMap<&str, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let mut consts: HashMap<&str, Val> = HashMap::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(order.len());
@@ -283,112 +218,11 @@ impl Graph {
                     Op::Input
                 }
                 "Const" => {
-                    let dt = def.attr_type("dtype").unwrap_or_default();
-                    let v = match dt.as_str() {
-                        "DT_FLOAT" => Val::F(weight(name, dtype)?.to_device(device)?),
-                        "DT_INT32" | "DT_INT64" | "DT_BOOL" => Val::I(IntArr::from_tensor(&weight(name, DType::I64)?)?),
-                        other => return Err(def.err(format!("constant of unsupported dtype {other}"))),
-                    };
+                    let v = const_val(def, name, dtype, device, weight)?;
                     consts.insert(name, v.clone());
                     Op::Const(v)
                 }
-                "Identity" | "StopGradient" => Op::Identity,
-                "Conv2D" | "_FusedConv2D" | "DepthwiseConv2dNative" | "FusedDepthwiseConv2dNative" => {
-                    Op::Conv(Box::new(conv_op(def, &const_in)?))
-                }
-                "Conv2DBackpropInput" => {
-                    check_nhwc(def)?;
-                    let f = const_in(1)?.float(def)?;
-                    let (_, _, _, _) = f.dims4().map_err(|_| def.err("filter must be 4-D"))?;
-                    // TF [kh, kw, out, in] → candle's conv_transpose2d [in, out, kh, kw].
-                    let filter = f.permute((3, 2, 0, 1))?.contiguous()?;
-                    let strides = def.attr_ints("strides");
-                    let stride = *strides.get(1).unwrap_or(&1) as usize;
-                    if strides.get(1) != strides.get(2) {
-                        return Err(def.err(format!("unequal strides {strides:?}")));
-                    }
-                    let same = def.attr_str("padding").as_deref() == Some("SAME");
-                    Op::ConvTranspose { filter, stride, same }
-                }
-                "_FusedMatMul" | "MatMul" => {
-                    let b = const_in(1)?.float(def)?;
-                    let b = if def.attr_b("transpose_b") {
-                        b.t()?.contiguous()?
-                    } else {
-                        b
-                    };
-                    let fused = def.attr_strs("fused_ops");
-                    let bias = match fused.as_slice() {
-                        [] => None,
-                        [x] if x == "BiasAdd" => Some(const_in(2)?.float(def)?),
-                        other => return Err(def.err(format!("unsupported fused ops {other:?}"))),
-                    };
-                    Op::MatMul {
-                        b,
-                        bias,
-                        ta: def.attr_b("transpose_a"),
-                    }
-                }
-                "Add" | "AddV2" | "BiasAdd" => Op::Binary(ops::BinOp::Add),
-                "Sub" => Op::Binary(ops::BinOp::Sub),
-                "Mul" => Op::Binary(ops::BinOp::Mul),
-                "RealDiv" | "Div" => Op::Binary(ops::BinOp::Div),
-                "FloorDiv" => Op::Binary(ops::BinOp::FloorDiv),
-                "Maximum" => Op::Binary(ops::BinOp::Max),
-                "Minimum" => Op::Binary(ops::BinOp::Min),
-                "SquaredDifference" => Op::Binary(ops::BinOp::SquaredDiff),
-                "AddN" => Op::AddN,
-                "Relu" => Op::Unary(ops::UnOp::Relu),
-                "Relu6" => Op::Unary(ops::UnOp::Relu6),
-                "Sigmoid" => Op::Unary(ops::UnOp::Sigmoid),
-                "Sqrt" => Op::Unary(ops::UnOp::Sqrt),
-                "Exp" => Op::Unary(ops::UnOp::Exp),
-                "Tanh" => Op::Unary(ops::UnOp::Tanh),
-                "LeakyRelu" => Op::LeakyRelu(def.attr_f("alpha").unwrap_or(0.2)),
-                "Pad" => Op::Pad { value_input: false },
-                "PadV2" => Op::Pad { value_input: true },
-                "MaxPool" => {
-                    check_nhwc(def)?;
-                    let k = def.attr_ints("ksize");
-                    let s = def.attr_ints("strides");
-                    if k.len() != 4 || s.len() != 4 {
-                        return Err(def.err("ksize and strides must have 4 entries"));
-                    }
-                    Op::MaxPool {
-                        k: (k[1].max(1) as usize, k[2].max(1) as usize),
-                        stride: (s[1].max(1) as usize, s[2].max(1) as usize),
-                        same: def.attr_str("padding").as_deref() == Some("SAME"),
-                    }
-                }
-                "ConcatV2" => Op::Concat,
-                "Reshape" => Op::Reshape,
-                "Transpose" => Op::Transpose,
-                "SplitV" => Op::SplitV,
-                "ResizeBilinear" => Op::Resize {
-                    align_corners: def.attr_b("align_corners"),
-                    half_pixel: def.attr_b("half_pixel_centers"),
-                },
-                "Mean" => Op::Mean {
-                    keep_dims: def.attr_b("keep_dims"),
-                },
-                "Cast" => {
-                    let to = def.attr_type("DstT").unwrap_or_default();
-                    Op::Cast {
-                        to_int: to.starts_with("DT_INT"),
-                    }
-                }
-                "Unpack" => Op::Unpack {
-                    axis: def.attr_i("axis").unwrap_or(0),
-                },
-                "ExpandDims" => Op::ExpandDims,
-                "Squeeze" => Op::Squeeze(def.attr_ints("squeeze_dims")),
-                "Pack" => Op::Pack {
-                    axis: def.attr_i("axis").unwrap_or(0),
-                },
-                "ArgMax" => Op::ArgMax,
-                "GatherNd" => Op::GatherNd,
-                "SparseToDense" => Op::SparseToDense,
-                other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
+                _ => compute_op(def, &const_in)?,
             };
             nodes.push(Node {
                 name: name.to_string(),
@@ -484,258 +318,548 @@ impl Graph {
         Ok(out)
     }
 
+    /// Runs one node on its inputs `a`: each op's work in its own method.
     fn exec(&self, node: &Node, a: &[&Val]) -> Result<Vec<Val>> {
-        let arg = |k: usize| -> Result<&Val> {
-            a.get(k)
-                .copied()
-                .ok_or_else(|| Error::msg(format!("input {k} is missing")))
-        };
-        let f = |k: usize| -> Result<Tensor> { arg(k)?.as_float(&self.device, self.dtype) };
-        let ints = |k: usize| -> Result<Vec<i64>> { arg(k)?.ints() };
         let one = |v: Val| Ok(vec![v]);
         match &node.op {
             Op::Input => Err(Error::msg("the input is set by run()")),
             Op::Const(v) => one(v.clone()),
-            Op::Identity => one(arg(0)?.clone()),
-            Op::Conv(c) => {
-                let x = f(0)?;
-                let (_, h, w, _) = x.dims4()?;
-                let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
-                let pad = match c.pad {
-                    PadMode::Valid => Padding::default(),
-                    PadMode::Explicit(p) => p,
-                    PadMode::Same => {
-                        let (top, bottom) = crate::kernels::same_pad(h, c.k.0, c.stride);
-                        let (left, right) = crate::kernels::same_pad(w, c.k.1, c.stride);
-                        Padding {
-                            top,
-                            bottom,
-                            left,
-                            right,
-                        }
-                    }
-                };
-                let y = c.conv.forward_padded(&nchw, pad)?;
-                one(Val::F(y.permute((0, 2, 3, 1))?))
-            }
-            Op::ConvTranspose { filter, stride, same } => {
-                let shape = ints(0)?;
-                let x = f(2)?;
-                let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
-                let full = nchw.conv_transpose2d(filter, 0, 0, *stride, 1)?;
-                let (_, _, fh, fw) = full.dims4()?;
-                if shape.len() != 4 {
-                    return Err(Error::msg(format!("output shape {shape:?} must have 4 entries")));
-                }
-                let (oh, ow) = (shape[1].max(0) as usize, shape[2].max(0) as usize);
-                if oh > fh || ow > fw {
-                    return Err(Error::msg(format!(
-                        "output shape {shape:?} is larger than the transposed conv's {fh}x{fw}"
-                    )));
-                }
-                let (top, left) = if *same { ((fh - oh) / 2, (fw - ow) / 2) } else { (0, 0) };
-                let y = full.narrow(2, top, oh)?.narrow(3, left, ow)?;
-                one(Val::F(y.permute((0, 2, 3, 1))?))
-            }
-            Op::MatMul { b, bias, ta } => {
-                let x = f(0)?;
-                let x = if *ta { x.t()? } else { x };
-                let mut y = x.contiguous()?.matmul(b)?;
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(bias)?;
-                }
-                one(Val::F(y))
-            }
-            Op::Binary(op) => one(ops::binary(*op, arg(0)?, arg(1)?, &self.device, self.dtype)?),
-            Op::AddN => {
-                let mut acc = f(0)?;
-                for k in 1..a.len() {
-                    acc = acc.broadcast_add(&f(k)?)?;
-                }
-                one(Val::F(acc))
-            }
-            Op::Unary(op) => one(Val::F(ops::unary(*op, &f(0)?)?)),
-            Op::LeakyRelu(alpha) => {
-                let x = f(0)?;
-                let neg = x.affine(*alpha, 0.0)?;
-                let y = if *alpha <= 1.0 {
-                    x.maximum(&neg)?
-                } else {
-                    x.minimum(&neg)?
-                };
-                one(Val::F(y))
-            }
-            Op::Pad { value_input } => {
-                let pads = ints(1)?;
-                let value = if *value_input {
-                    f(2)?
-                        .flatten_all()?
-                        .to_dtype(DType::F64)?
-                        .to_vec1::<f64>()?
-                        .first()
-                        .copied()
-                        .unwrap_or(0.0)
-                } else {
-                    0.0
-                };
-                match arg(0)? {
-                    Val::F(x) => one(Val::F(ops::pad(x, &pads, value)?)),
-                    Val::I(x) => one(Val::I(x.pad(&pads, value as i64)?)),
-                }
-            }
-            Op::MaxPool { k, stride, same } => one(Val::F(ops::max_pool(&f(0)?, *k, *stride, *same)?)),
-            Op::Concat => {
-                let n = a.len().saturating_sub(1);
-                let axis = *ints(n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;
-                if a[..n].iter().all(|v| matches!(v, Val::I(_))) {
-                    let parts: Vec<&IntArr> = a[..n].iter().filter_map(|v| v.as_int()).collect();
-                    return one(Val::I(IntArr::concat(&parts, axis)?));
-                }
-                let parts: Vec<Tensor> = (0..n).map(f).collect::<Result<_>>()?;
-                let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
-                let ax = ops::axis(axis, rank)?;
-                one(Val::F(Tensor::cat(&parts, ax)?))
-            }
-            Op::Reshape => {
-                let shape = ints(1)?;
-                match arg(0)? {
-                    Val::F(x) => {
-                        let dims = ops::resolve_shape(&shape, x.elem_count())?;
-                        one(Val::F(x.reshape(dims)?))
-                    }
-                    Val::I(x) => {
-                        let dims = ops::resolve_shape(&shape, x.data.len())?;
-                        one(Val::I(IntArr::new(x.data.clone(), dims)?))
-                    }
-                }
-            }
-            Op::Transpose => {
-                let perm: Vec<usize> = ints(1)?.iter().map(|&p| p.max(0) as usize).collect();
-                match arg(0)? {
-                    Val::F(x) => {
-                        if perm.len() != x.rank() {
-                            return Err(Error::msg(format!("perm {perm:?} does not fit rank {}", x.rank())));
-                        }
-                        one(Val::F(x.permute(perm)?))
-                    }
-                    Val::I(x) => one(Val::I(x.transpose(&perm)?)),
-                }
-            }
-            Op::SplitV => {
-                let x = f(0)?;
-                let sizes = ints(1)?;
-                let ax = ops::axis(*ints(2)?.first().unwrap_or(&0), x.rank())?;
-                let dim = x.dim(ax)?;
-                let known: i64 = sizes.iter().filter(|s| **s >= 0).sum();
-                let mut out = Vec::with_capacity(sizes.len());
-                let mut start = 0usize;
-                for s in sizes {
-                    let len = if s < 0 { dim as i64 - known } else { s };
-                    let len = usize::try_from(len).map_err(|_| Error::msg("negative split size"))?;
-                    out.push(Val::F(x.narrow(ax, start, len)?));
-                    start += len;
-                }
-                Ok(out)
-            }
+            Op::Identity => one(arg(a, 0)?.clone()),
+            Op::Conv(c) => one(self.conv(c, a)?),
+            Op::ConvTranspose { filter, stride, same } => one(self.conv_transpose(filter, *stride, *same, a)?),
+            Op::MatMul { b, bias, ta } => one(self.matmul(b, bias.as_ref(), *ta, a)?),
+            Op::Binary(op) => one(ops::binary(*op, arg(a, 0)?, arg(a, 1)?, &self.device, self.dtype)?),
+            Op::AddN => one(self.add_n(a)?),
+            Op::Unary(op) => one(Val::F(ops::unary(*op, &self.float(a, 0)?)?)),
+            Op::LeakyRelu(alpha) => one(self.leaky_relu(*alpha, a)?),
+            Op::Pad { value_input } => one(self.pad(*value_input, a)?),
+            Op::MaxPool { k, stride, same } => one(Val::F(ops::max_pool(&self.float(a, 0)?, *k, *stride, *same)?)),
+            Op::Concat => one(self.concat(a)?),
+            Op::Reshape => one(reshape(a)?),
+            Op::Transpose => one(transpose(a)?),
+            Op::SplitV => self.split_v(a),
             Op::Resize {
                 align_corners,
                 half_pixel,
-            } => {
-                let size = ints(1)?;
-                if size.len() != 2 || size.iter().any(|s| *s <= 0 || *s > 1 << 15) {
-                    return Err(Error::msg(format!("resize size {size:?} must be two positive sizes")));
-                }
-                let y = ops::resize_bilinear(&f(0)?, size[0] as usize, size[1] as usize, *align_corners, *half_pixel)?;
-                one(Val::F(y.to_dtype(self.dtype)?))
-            }
-            Op::Mean { keep_dims } => {
-                let x = f(0)?;
-                let mut axes: Vec<usize> = ints(1)?
-                    .iter()
-                    .map(|&a| ops::axis(a, x.rank()))
-                    .collect::<Result<_>>()?;
-                axes.sort_unstable();
-                axes.dedup();
-                let mut y = x.mean_keepdim(axes.clone())?;
-                if !keep_dims {
-                    for ax in axes.iter().rev() {
-                        y = y.squeeze(*ax)?;
-                    }
-                }
-                one(Val::F(y))
-            }
-            Op::Cast { to_int } => match (arg(0)?, to_int) {
-                (Val::F(x), true) => one(Val::I(IntArr::from_float_trunc(x)?)),
-                (Val::I(x), false) => one(Val::F(x.to_tensor(&self.device, self.dtype)?)),
-                (v, _) => one(v.clone()),
-            },
-            Op::Unpack { axis } => match arg(0)? {
-                Val::F(x) => {
-                    let ax = ops::axis(*axis, x.rank())?;
-                    (0..x.dim(ax)?)
-                        .map(|i| Ok(Val::F(x.narrow(ax, i, 1)?.squeeze(ax)?)))
-                        .collect()
-                }
-                Val::I(x) => Ok(x.unpack(*axis)?.into_iter().map(Val::I).collect()),
-            },
-            Op::ExpandDims => {
-                let ax = *ints(1)?.first().unwrap_or(&0);
-                match arg(0)? {
-                    Val::F(x) => {
-                        let ax = ops::axis(ax, x.rank() + 1)?;
-                        one(Val::F(x.unsqueeze(ax)?))
-                    }
-                    Val::I(x) => one(Val::I(x.expand_dims(ax)?)),
-                }
-            }
-            Op::Squeeze(dims) => match arg(0)? {
-                Val::F(x) => {
-                    let mut axes: Vec<usize> = if dims.is_empty() {
-                        x.dims()
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, d)| **d == 1)
-                            .map(|(i, _)| i)
-                            .collect()
-                    } else {
-                        dims.iter().map(|&d| ops::axis(d, x.rank())).collect::<Result<_>>()?
-                    };
-                    axes.sort_unstable();
-                    let mut y = x.clone();
-                    for ax in axes.iter().rev() {
-                        y = y.squeeze(*ax)?;
-                    }
-                    one(Val::F(y))
-                }
-                Val::I(x) => one(Val::I(x.squeeze(dims)?)),
-            },
-            Op::Pack { axis } => {
-                if a.iter().all(|v| matches!(v, Val::I(_))) {
-                    let parts: Vec<&IntArr> = a.iter().filter_map(|v| v.as_int()).collect();
-                    return one(Val::I(IntArr::stack(&parts, *axis)?));
-                }
-                let parts: Vec<Tensor> = (0..a.len()).map(f).collect::<Result<_>>()?;
-                let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
-                let ax = ops::axis(*axis, rank + 1)?;
-                one(Val::F(Tensor::stack(&parts, ax)?))
-            }
-            Op::ArgMax => {
-                let x = f(0)?;
-                let ax = ops::axis(*ints(1)?.first().unwrap_or(&0), x.rank())?;
-                let idx = x.argmax(ax)?;
-                one(Val::I(IntArr::from_tensor(&idx)?))
-            }
-            Op::GatherNd => one(ops::gather_nd(arg(0)?, &arg(1)?.ints_arr()?, &self.device, self.dtype)?),
+            } => one(self.resize(*align_corners, *half_pixel, a)?),
+            Op::Mean { keep_dims } => one(self.mean(*keep_dims, a)?),
+            Op::Cast { to_int } => one(self.cast(*to_int, a)?),
+            Op::Unpack { axis } => unpack(*axis, a),
+            Op::ExpandDims => one(expand_dims(a)?),
+            Op::Squeeze(dims) => one(squeeze(dims, a)?),
+            Op::Pack { axis } => one(self.pack(*axis, a)?),
+            Op::ArgMax => one(self.arg_max(a)?),
+            Op::GatherNd => one(ops::gather_nd(
+                arg(a, 0)?,
+                &arg(a, 1)?.ints_arr()?,
+                &self.device,
+                self.dtype,
+            )?),
             Op::SparseToDense => one(ops::sparse_to_dense(
-                &arg(0)?.ints_arr()?,
-                &ints(1)?,
-                arg(2)?,
-                arg(3)?,
+                &arg(a, 0)?.ints_arr()?,
+                &ints(a, 1)?,
+                arg(a, 2)?,
+                arg(a, 3)?,
                 &self.device,
                 self.dtype,
             )?),
         }
     }
+
+    /// Input `k` as a float tensor in the graph's dtype, on its device.
+    fn float(&self, a: &[&Val], k: usize) -> Result<Tensor> {
+        arg(a, k)?.as_float(&self.device, self.dtype)
+    }
+
+    /// A conv (plain, fused, depthwise): NHWC in and out, NCHW for the kernel.
+    fn conv(&self, c: &ConvOp, a: &[&Val]) -> Result<Val> {
+        let x = self.float(a, 0)?;
+        let (_, h, w, _) = x.dims4()?;
+        let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+        let pad = match c.pad {
+            PadMode::Valid => Padding::default(),
+            PadMode::Explicit(p) => p,
+            PadMode::Same => {
+                let (top, bottom) = crate::kernels::same_pad(h, c.k.0, c.stride);
+                let (left, right) = crate::kernels::same_pad(w, c.k.1, c.stride);
+                Padding {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                }
+            }
+        };
+        let y = c.conv.forward_padded(&nchw, pad)?;
+        Ok(Val::F(y.permute((0, 2, 3, 1))?))
+    }
+
+    /// A transposed conv, cropped to the output shape given as input 0.
+    fn conv_transpose(&self, filter: &Tensor, stride: usize, same: bool, a: &[&Val]) -> Result<Val> {
+        let shape = ints(a, 0)?;
+        let x = self.float(a, 2)?;
+        let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+        let full = nchw.conv_transpose2d(filter, 0, 0, stride, 1)?;
+        let (_, _, fh, fw) = full.dims4()?;
+        if shape.len() != 4 {
+            return Err(Error::msg(format!("output shape {shape:?} must have 4 entries")));
+        }
+        let (oh, ow) = (shape[1].max(0) as usize, shape[2].max(0) as usize);
+        if oh > fh || ow > fw {
+            return Err(Error::msg(format!(
+                "output shape {shape:?} is larger than the transposed conv's {fh}x{fw}"
+            )));
+        }
+        let (top, left) = if same { ((fh - oh) / 2, (fw - ow) / 2) } else { (0, 0) };
+        let y = full.narrow(2, top, oh)?.narrow(3, left, ow)?;
+        Ok(Val::F(y.permute((0, 2, 3, 1))?))
+    }
+
+    /// `x · b (+ bias)`, `x` transposed first if `ta`.
+    fn matmul(&self, b: &Tensor, bias: Option<&Tensor>, ta: bool, a: &[&Val]) -> Result<Val> {
+        let x = self.float(a, 0)?;
+        let x = if ta { x.t()? } else { x };
+        let mut y = x.contiguous()?.matmul(b)?;
+        if let Some(bias) = bias {
+            y = y.broadcast_add(bias)?;
+        }
+        Ok(Val::F(y))
+    }
+
+    /// The sum of all inputs, broadcast.
+    fn add_n(&self, a: &[&Val]) -> Result<Val> {
+        let mut acc = self.float(a, 0)?;
+        for k in 1..a.len() {
+            acc = acc.broadcast_add(&self.float(a, k)?)?;
+        }
+        Ok(Val::F(acc))
+    }
+
+    /// `max(x, alpha·x)` (`min` when `alpha` > 1).
+    fn leaky_relu(&self, alpha: f64, a: &[&Val]) -> Result<Val> {
+        let x = self.float(a, 0)?;
+        let neg = x.affine(alpha, 0.0)?;
+        let y = if alpha <= 1.0 {
+            x.maximum(&neg)?
+        } else {
+            x.minimum(&neg)?
+        };
+        Ok(Val::F(y))
+    }
+
+    /// Pad/PadV2: constant padding, the value from input 2 for PadV2, else 0.
+    fn pad(&self, value_input: bool, a: &[&Val]) -> Result<Val> {
+        let pads = ints(a, 1)?;
+        let value = if value_input {
+            self.float(a, 2)?
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?
+                .first()
+                .copied()
+                .unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        match arg(a, 0)? {
+            Val::F(x) => Ok(Val::F(ops::pad(x, &pads, value)?)),
+            Val::I(x) => Ok(Val::I(x.pad(&pads, value as i64)?)),
+        }
+    }
+
+    /// ConcatV2: the inputs but the last joined along the last input's axis.
+    fn concat(&self, a: &[&Val]) -> Result<Val> {
+        let n = a.len().saturating_sub(1);
+        let axis = *ints(a, n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;
+        if a[..n].iter().all(|v| matches!(v, Val::I(_))) {
+            let parts: Vec<&IntArr> = a[..n].iter().filter_map(|v| v.as_int()).collect();
+            return Ok(Val::I(IntArr::concat(&parts, axis)?));
+        }
+        let parts: Vec<Tensor> = (0..n).map(|k| self.float(a, k)).collect::<Result<_>>()?;
+        let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
+        let ax = ops::axis(axis, rank)?;
+        Ok(Val::F(Tensor::cat(&parts, ax)?))
+    }
+
+    /// SplitV: input 0 cut along an axis into the given sizes (one may be -1).
+    fn split_v(&self, a: &[&Val]) -> Result<Vec<Val>> {
+        let x = self.float(a, 0)?;
+        let sizes = ints(a, 1)?;
+        let ax = ops::axis(*ints(a, 2)?.first().unwrap_or(&0), x.rank())?;
+        let dim = x.dim(ax)?;
+        let known: i64 = sizes.iter().filter(|s| **s >= 0).sum();
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut start = 0usize;
+        for s in sizes {
+            let len = if s < 0 { dim as i64 - known } else { s };
+            let len = usize::try_from(len).map_err(|_| Error::msg("negative split size"))?;
+            out.push(Val::F(x.narrow(ax, start, len)?));
+            start += len;
+        }
+        Ok(out)
+    }
+
+    /// ResizeBilinear to the size given as input 1.
+    fn resize(&self, align_corners: bool, half_pixel: bool, a: &[&Val]) -> Result<Val> {
+        let size = ints(a, 1)?;
+        if size.len() != 2 || size.iter().any(|s| *s <= 0 || *s > 1 << 15) {
+            return Err(Error::msg(format!("resize size {size:?} must be two positive sizes")));
+        }
+        let y = ops::resize_bilinear(
+            &self.float(a, 0)?,
+            size[0] as usize,
+            size[1] as usize,
+            align_corners,
+            half_pixel,
+        )?;
+        Ok(Val::F(y.to_dtype(self.dtype)?))
+    }
+
+    /// Mean over the axes given as input 1.
+    fn mean(&self, keep_dims: bool, a: &[&Val]) -> Result<Val> {
+        let x = self.float(a, 0)?;
+        let mut axes: Vec<usize> = ints(a, 1)?
+            .iter()
+            .map(|&a| ops::axis(a, x.rank()))
+            .collect::<Result<_>>()?;
+        axes.sort_unstable();
+        axes.dedup();
+        let mut y = x.mean_keepdim(axes.clone())?;
+        if !keep_dims {
+            for ax in axes.iter().rev() {
+                y = y.squeeze(*ax)?;
+            }
+        }
+        Ok(Val::F(y))
+    }
+
+    /// Cast between floats and integers (truncating); other casts keep the value.
+    fn cast(&self, to_int: bool, a: &[&Val]) -> Result<Val> {
+        match (arg(a, 0)?, to_int) {
+            (Val::F(x), true) => Ok(Val::I(IntArr::from_float_trunc(x)?)),
+            (Val::I(x), false) => Ok(Val::F(x.to_tensor(&self.device, self.dtype)?)),
+            (v, _) => Ok(v.clone()),
+        }
+    }
+
+    /// Pack: the inputs stacked along a new axis.
+    fn pack(&self, axis: i64, a: &[&Val]) -> Result<Val> {
+        if a.iter().all(|v| matches!(v, Val::I(_))) {
+            let parts: Vec<&IntArr> = a.iter().filter_map(|v| v.as_int()).collect();
+            return Ok(Val::I(IntArr::stack(&parts, axis)?));
+        }
+        let parts: Vec<Tensor> = (0..a.len()).map(|k| self.float(a, k)).collect::<Result<_>>()?;
+        let rank = parts.first().map(|t| t.rank()).unwrap_or(0);
+        let ax = ops::axis(axis, rank + 1)?;
+        Ok(Val::F(Tensor::stack(&parts, ax)?))
+    }
+
+    /// ArgMax along the axis given as input 1.
+    fn arg_max(&self, a: &[&Val]) -> Result<Val> {
+        let x = self.float(a, 0)?;
+        let ax = ops::axis(*ints(a, 1)?.first().unwrap_or(&0), x.rank())?;
+        let idx = x.argmax(ax)?;
+        Ok(Val::I(IntArr::from_tensor(&idx)?))
+    }
+}
+
+/// Input `k` of a node.
+fn arg<'v>(a: &[&'v Val], k: usize) -> Result<&'v Val> {
+    a.get(k)
+        .copied()
+        .ok_or_else(|| Error::msg(format!("input {k} is missing")))
+}
+
+/// Input `k` as integers.
+fn ints(a: &[&Val], k: usize) -> Result<Vec<i64>> {
+    arg(a, k)?.ints()
+}
+
+/// Reshape to the shape given as input 1 (one entry may be -1).
+fn reshape(a: &[&Val]) -> Result<Val> {
+    let shape = ints(a, 1)?;
+    match arg(a, 0)? {
+        Val::F(x) => {
+            let dims = ops::resolve_shape(&shape, x.elem_count())?;
+            Ok(Val::F(x.reshape(dims)?))
+        }
+        Val::I(x) => {
+            let dims = ops::resolve_shape(&shape, x.data.len())?;
+            Ok(Val::I(IntArr::new(x.data.clone(), dims)?))
+        }
+    }
+}
+
+/// Transpose by the permutation given as input 1.
+fn transpose(a: &[&Val]) -> Result<Val> {
+    let perm: Vec<usize> = ints(a, 1)?.iter().map(|&p| p.max(0) as usize).collect();
+    match arg(a, 0)? {
+        Val::F(x) => {
+            if perm.len() != x.rank() {
+                return Err(Error::msg(format!("perm {perm:?} does not fit rank {}", x.rank())));
+            }
+            Ok(Val::F(x.permute(perm)?))
+        }
+        Val::I(x) => Ok(Val::I(x.transpose(&perm)?)),
+    }
+}
+
+/// Unpack: input 0 cut into its slices along `axis`, that axis dropped.
+fn unpack(axis: i64, a: &[&Val]) -> Result<Vec<Val>> {
+    match arg(a, 0)? {
+        Val::F(x) => {
+            let ax = ops::axis(axis, x.rank())?;
+            (0..x.dim(ax)?)
+                .map(|i| Ok(Val::F(x.narrow(ax, i, 1)?.squeeze(ax)?)))
+                .collect()
+        }
+        Val::I(x) => Ok(x.unpack(axis)?.into_iter().map(Val::I).collect()),
+    }
+}
+
+/// ExpandDims: a new axis of size 1 at the position given as input 1.
+fn expand_dims(a: &[&Val]) -> Result<Val> {
+    let ax = *ints(a, 1)?.first().unwrap_or(&0);
+    match arg(a, 0)? {
+        Val::F(x) => {
+            let ax = ops::axis(ax, x.rank() + 1)?;
+            Ok(Val::F(x.unsqueeze(ax)?))
+        }
+        Val::I(x) => Ok(Val::I(x.expand_dims(ax)?)),
+    }
+}
+
+/// Squeeze the given axes (every axis of size 1 when none are given).
+fn squeeze(dims: &[i64], a: &[&Val]) -> Result<Val> {
+    match arg(a, 0)? {
+        Val::F(x) => {
+            let mut axes: Vec<usize> = if dims.is_empty() {
+                x.dims()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d == 1)
+                    .map(|(i, _)| i)
+                    .collect()
+            } else {
+                dims.iter().map(|&d| ops::axis(d, x.rank())).collect::<Result<_>>()?
+            };
+            axes.sort_unstable();
+            let mut y = x.clone();
+            for ax in axes.iter().rev() {
+                y = y.squeeze(*ax)?;
+            }
+            Ok(Val::F(y))
+        }
+        Val::I(x) => Ok(Val::I(x.squeeze(dims)?)),
+    }
+}
+
+/// The Placeholder's declared shape (`-1` for unknown dimensions; empty if it declares none).
+fn declared_shape(placeholder: &NodeDef) -> Vec<i64> {
+    placeholder
+        .attr("shape")
+        .and_then(|s| s.get("shape"))
+        .and_then(|s| s.get("dim"))
+        .and_then(|d| d.as_array())
+        .map(|dims| {
+            dims.iter()
+                .map(|d| {
+                    d.get("size")
+                        .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))
+                        .unwrap_or(-1)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Output node names: the signature's order (tfjs' execute() order), else every Identity.
+fn output_names_of(json: &GraphJson) -> Result<Vec<String>> {
+    let mut out_names: Vec<String> = match &json.signature {
+        Some(sig) if !sig.outputs.is_empty() => sig
+            .outputs
+            .iter()
+            .map(|(k, v)| v.get("name").and_then(|n| n.as_str()).unwrap_or(k).to_string())
+            .collect(),
+        _ => json
+            .topology
+            .node
+            .iter()
+            .filter(|n| n.op == "Identity")
+            .map(|n| n.name.clone())
+            .collect(),
+    };
+    for n in &mut out_names {
+        *n = split_ref(n).0.to_string();
+    }
+    if out_names.is_empty() {
+        return Err(Error::msg("the graph names no outputs"));
+    }
+    Ok(out_names)
+}
+
+/// Topological order of the nodes the outputs need (iterative DFS).
+fn topo_order<'a>(defs: &HashMap<&'a str, &'a NodeDef>, out_names: &'a [String]) -> Result<Vec<&'a str>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    for out in out_names {
+        let mut stack: Vec<(&str, bool)> = vec![(out.as_str(), false)];
+        while let Some((name, done)) = stack.pop() {
+            if done {
+                state.insert(name, 2);
+                order.push(name);
+                continue;
+            }
+            match state.get(name) {
+                Some(2) => continue,
+                Some(1) => return Err(Error::msg(format!("the graph has a cycle through '{name}'"))),
+                _ => {}
+            }
+            let def = defs
+                .get(name)
+                .ok_or_else(|| Error::msg(format!("node '{name}' is used but not defined")))?;
+            state.insert(name, 1);
+            stack.push((name, true));
+            for inp in &def.input {
+                if inp.starts_with('^') {
+                    continue; // control dependency
+                }
+                let (src, _) = split_ref(inp);
+                if state.get(src) != Some(&2) {
+                    stack.push((src, false));
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// A Const node's value: its weight as a float tensor or as integers.
+fn const_val(
+    def: &NodeDef,
+    name: &str,
+    dtype: DType,
+    device: &Device,
+    weight: &mut dyn FnMut(&str, DType) -> Result<Tensor>,
+) -> Result<Val> {
+    let dt = def.attr_type("dtype").unwrap_or_default();
+    Ok(match dt.as_str() {
+        "DT_FLOAT" => Val::F(weight(name, dtype)?.to_device(device)?),
+        "DT_INT32" | "DT_INT64" | "DT_BOOL" => Val::I(IntArr::from_tensor(&weight(name, DType::I64)?)?),
+        other => return Err(def.err(format!("constant of unsupported dtype {other}"))),
+    })
+}
+
+/// The op of a node that computes (neither the Placeholder nor a Const).
+fn compute_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Result<Op> {
+    Ok(match def.op.as_str() {
+        "Identity" | "StopGradient" => Op::Identity,
+        "Conv2D" | "_FusedConv2D" | "DepthwiseConv2dNative" | "FusedDepthwiseConv2dNative" => {
+            Op::Conv(Box::new(conv_op(def, const_in)?))
+        }
+        "Conv2DBackpropInput" => conv_transpose_op(def, const_in)?,
+        "_FusedMatMul" | "MatMul" => matmul_op(def, const_in)?,
+        "Add" | "AddV2" | "BiasAdd" => Op::Binary(ops::BinOp::Add),
+        "Sub" => Op::Binary(ops::BinOp::Sub),
+        "Mul" => Op::Binary(ops::BinOp::Mul),
+        "RealDiv" | "Div" => Op::Binary(ops::BinOp::Div),
+        "FloorDiv" => Op::Binary(ops::BinOp::FloorDiv),
+        "Maximum" => Op::Binary(ops::BinOp::Max),
+        "Minimum" => Op::Binary(ops::BinOp::Min),
+        "SquaredDifference" => Op::Binary(ops::BinOp::SquaredDiff),
+        "AddN" => Op::AddN,
+        "Relu" => Op::Unary(ops::UnOp::Relu),
+        "Relu6" => Op::Unary(ops::UnOp::Relu6),
+        "Sigmoid" => Op::Unary(ops::UnOp::Sigmoid),
+        "Sqrt" => Op::Unary(ops::UnOp::Sqrt),
+        "Exp" => Op::Unary(ops::UnOp::Exp),
+        "Tanh" => Op::Unary(ops::UnOp::Tanh),
+        "LeakyRelu" => Op::LeakyRelu(def.attr_f("alpha").unwrap_or(0.2)),
+        "Pad" => Op::Pad { value_input: false },
+        "PadV2" => Op::Pad { value_input: true },
+        "MaxPool" => max_pool_op(def)?,
+        "ConcatV2" => Op::Concat,
+        "Reshape" => Op::Reshape,
+        "Transpose" => Op::Transpose,
+        "SplitV" => Op::SplitV,
+        "ResizeBilinear" => Op::Resize {
+            align_corners: def.attr_b("align_corners"),
+            half_pixel: def.attr_b("half_pixel_centers"),
+        },
+        "Mean" => Op::Mean {
+            keep_dims: def.attr_b("keep_dims"),
+        },
+        "Cast" => {
+            let to = def.attr_type("DstT").unwrap_or_default();
+            Op::Cast {
+                to_int: to.starts_with("DT_INT"),
+            }
+        }
+        "Unpack" => Op::Unpack {
+            axis: def.attr_i("axis").unwrap_or(0),
+        },
+        "ExpandDims" => Op::ExpandDims,
+        "Squeeze" => Op::Squeeze(def.attr_ints("squeeze_dims")),
+        "Pack" => Op::Pack {
+            axis: def.attr_i("axis").unwrap_or(0),
+        },
+        "ArgMax" => Op::ArgMax,
+        "GatherNd" => Op::GatherNd,
+        "SparseToDense" => Op::SparseToDense,
+        other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
+    })
+}
+
+/// A `Conv2DBackpropInput` node, its filter permuted for candle's `conv_transpose2d`.
+fn conv_transpose_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Result<Op> {
+    check_nhwc(def)?;
+    let f = const_in(1)?.float(def)?;
+    let (_, _, _, _) = f.dims4().map_err(|_| def.err("filter must be 4-D"))?;
+    // TF [kh, kw, out, in] → candle's conv_transpose2d [in, out, kh, kw].
+    let filter = f.permute((3, 2, 0, 1))?.contiguous()?;
+    let strides = def.attr_ints("strides");
+    let stride = *strides.get(1).unwrap_or(&1) as usize;
+    if strides.get(1) != strides.get(2) {
+        return Err(def.err(format!("unequal strides {strides:?}")));
+    }
+    let same = def.attr_str("padding").as_deref() == Some("SAME");
+    Ok(Op::ConvTranspose { filter, stride, same })
+}
+
+/// A `MatMul`/`_FusedMatMul` node with a constant right-hand side (and bias).
+fn matmul_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Result<Op> {
+    let b = const_in(1)?.float(def)?;
+    let b = if def.attr_b("transpose_b") {
+        b.t()?.contiguous()?
+    } else {
+        b
+    };
+    let fused = def.attr_strs("fused_ops");
+    let bias = match fused.as_slice() {
+        [] => None,
+        [x] if x == "BiasAdd" => Some(const_in(2)?.float(def)?),
+        other => return Err(def.err(format!("unsupported fused ops {other:?}"))),
+    };
+    Ok(Op::MatMul {
+        b,
+        bias,
+        ta: def.attr_b("transpose_a"),
+    })
+}
+
+/// A `MaxPool` node: its window, strides and padding.
+fn max_pool_op(def: &NodeDef) -> Result<Op> {
+    check_nhwc(def)?;
+    let k = def.attr_ints("ksize");
+    let s = def.attr_ints("strides");
+    if k.len() != 4 || s.len() != 4 {
+        return Err(def.err("ksize and strides must have 4 entries"));
+    }
+    Ok(Op::MaxPool {
+        k: (k[1].max(1) as usize, k[2].max(1) as usize),
+        stride: (s[1].max(1) as usize, s[2].max(1) as usize),
+        same: def.attr_str("padding").as_deref() == Some("SAME"),
+    })
 }
 
 fn check_nhwc(def: &NodeDef) -> Result<()> {

@@ -599,286 +599,364 @@ impl Vm<'_> {
         }
     }
 
+    /// Runs the opcodes up to `STOP`, each family in its own method, and returns the value `STOP` pops.
     fn run(&mut self) -> Result<Value> {
         loop {
             self.op_pos = self.pos;
             let op = self.u8()?;
             match op {
-                op::PROTO => {
-                    let p = self.u8()?;
-                    if p > 5 {
-                        return Err(self.fail(format!("pickle protocol {p} is newer than 5")));
-                    }
+                op::STOP => return self.pop(),
+                op::PROTO | op::FRAME | op::MARK | op::POP | op::POP_MARK | op::DUP => self.stack_op(op)?,
+                op::NONE
+                | op::NEWTRUE
+                | op::NEWFALSE
+                | op::BININT
+                | op::BININT1
+                | op::BININT2
+                | op::LONG1
+                | op::LONG4
+                | op::INT
+                | op::BINFLOAT => self.number_op(op)?,
+                op::BINUNICODE
+                | op::SHORT_BINUNICODE
+                | op::BINUNICODE8
+                | op::BINBYTES
+                | op::SHORT_BINBYTES
+                | op::BINBYTES8
+                | op::BYTEARRAY8
+                | op::BINSTRING
+                | op::SHORT_BINSTRING => self.string_op(op)?,
+                op::EMPTY_TUPLE
+                | op::TUPLE
+                | op::TUPLE1
+                | op::TUPLE2
+                | op::TUPLE3
+                | op::EMPTY_LIST
+                | op::LIST
+                | op::APPEND
+                | op::APPENDS
+                | op::ADDITEMS => self.sequence_op(op)?,
+                op::EMPTY_DICT | op::DICT | op::SETITEM | op::SETITEMS | op::EMPTY_SET | op::FROZENSET => {
+                    self.dict_set_op(op)?
                 }
-                op::FRAME => {
-                    // A length hint only.
-                    self.arr::<8>()?;
+                op::BINPUT | op::LONG_BINPUT | op::MEMOIZE | op::PUT | op::GET | op::BINGET | op::LONG_BINGET => {
+                    self.memo_op(op)?
                 }
-                op::STOP => {
-                    let v = self.pop()?;
-                    return Ok(v);
+                op::GLOBAL | op::STACK_GLOBAL | op::REDUCE | op::NEWOBJ | op::NEWOBJ_EX | op::BUILD | op::BINPERSID => {
+                    self.object_op(op)?
                 }
-                op::MARK => {
-                    if self.marks.len() >= self.limits.max_marks {
-                        return Err(self.fail(format!("more than {} nested MARKs", self.limits.max_marks)));
-                    }
-                    self.marks.push(self.stack.len());
-                }
-                op::POP => {
-                    self.pop()?;
-                }
-                op::POP_MARK => {
-                    self.pop_mark()?;
-                }
-                op::DUP => {
-                    let v = self.top()?.clone();
-                    self.push(v)?;
-                }
-                op::NONE => self.push(Value::None)?,
-                op::NEWTRUE => self.push(Value::Bool(true))?,
-                op::NEWFALSE => self.push(Value::Bool(false))?,
-                op::BININT => {
-                    let v = i32::from_le_bytes(self.arr()?);
-                    self.push(Value::Int(v as i64))?;
-                }
-                op::BININT1 => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v as i64))?;
-                }
-                op::BININT2 => {
-                    let v = u16::from_le_bytes(self.arr()?);
-                    self.push(Value::Int(v as i64))?;
-                }
-                op::LONG1 | op::LONG4 => {
-                    // Little-endian two's complement.
-                    let n = if op == op::LONG1 {
-                        self.u8()? as usize
-                    } else {
-                        self.len_u32()?
-                    };
-                    if n > 8 {
-                        return Err(self.fail(format!("a {n} byte integer is wider than 64 bits")));
-                    }
-                    let b = self.take(n)?;
-                    let mut v: i64 = 0;
-                    for (i, &x) in b.iter().enumerate() {
-                        v |= (x as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
-                    self.push(Value::Int(v))?;
-                }
-                op::INT => {
-                    // Protocol 0 text; "01"/"00" are True/False.
-                    let l = self.line()?.trim().to_string();
-                    let v = match l.as_str() {
-                        "01" => Value::Bool(true),
-                        "00" => Value::Bool(false),
-                        s => Value::Int(s.parse().map_err(|_| self.fail(format!("bad INT '{s}'")))?),
-                    };
-                    self.push(v)?;
-                }
-                op::BINFLOAT => {
-                    let v = f64::from_be_bytes(self.arr()?);
-                    self.push(Value::Float(v))?;
-                }
-                op::BINUNICODE => {
-                    let n = self.len_u32()?;
-                    let v = self.text(n)?;
-                    self.push(v)?;
-                }
-                op::SHORT_BINUNICODE => {
-                    let n = self.u8()? as usize;
-                    let v = self.text(n)?;
-                    self.push(v)?;
-                }
-                op::BINUNICODE8 => {
-                    let n = self.len_u64()?;
-                    let v = self.text(n)?;
-                    self.push(v)?;
-                }
-                op::BINBYTES => {
-                    let n = self.len_u32()?;
-                    let v = self.bytes(n)?;
-                    self.push(v)?;
-                }
-                op::SHORT_BINBYTES => {
-                    let n = self.u8()? as usize;
-                    let v = self.bytes(n)?;
-                    self.push(v)?;
-                }
-                op::BINBYTES8 | op::BYTEARRAY8 => {
-                    let n = self.len_u64()?;
-                    let v = self.bytes(n)?;
-                    self.push(v)?;
-                }
-                op::BINSTRING | op::SHORT_BINSTRING => {
-                    // Python 2 str: latin-1 text.
-                    let n = if op == op::BINSTRING {
-                        self.len_u32()?
-                    } else {
-                        self.u8()? as usize
-                    };
-                    let s: String = self.chunk(n)?.iter().map(|&b| b as char).collect();
-                    self.push(Value::Str(Rc::from(s.as_str())))?;
-                }
-                op::EMPTY_TUPLE => {
-                    let v = self.tuple(Vec::new())?;
-                    self.push(v)?;
-                }
-                op::TUPLE => {
-                    let items = self.pop_mark()?;
-                    let v = self.tuple(items)?;
-                    self.push(v)?;
-                }
-                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
-                    let n = (op - op::TUPLE1 + 1) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    let v = self.tuple(items)?;
-                    self.push(v)?;
-                }
-                op::EMPTY_LIST => {
-                    let v = self.alloc(Object::List(Vec::new()))?;
-                    self.push(v)?;
-                }
-                op::LIST => {
-                    let items = self.pop_mark()?;
-                    let v = self.alloc(Object::List(items))?;
-                    self.push(v)?;
-                }
-                op::APPEND => {
-                    let item = self.pop()?;
-                    let target = self.top()?.clone();
-                    self.extend_list(&target, vec![item])?;
-                }
-                op::APPENDS | op::ADDITEMS => {
-                    let items = self.pop_mark()?;
-                    let target = self.top()?.clone();
-                    self.extend_list(&target, items)?;
-                }
-                op::EMPTY_DICT => {
-                    let v = self.alloc(Object::Dict(Vec::new()))?;
-                    self.push(v)?;
-                }
-                op::DICT => {
-                    let kv = self.pop_mark()?;
-                    let v = self.alloc(Object::Dict(Vec::new()))?;
-                    self.set_items(&v, kv)?;
-                    self.push(v)?;
-                }
-                op::SETITEM => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    let target = self.top()?.clone();
-                    self.set_items(&target, vec![k, v])?;
-                }
-                op::SETITEMS => {
-                    let kv = self.pop_mark()?;
-                    let target = self.top()?.clone();
-                    self.set_items(&target, kv)?;
-                }
-                op::EMPTY_SET => {
-                    let v = self.alloc(Object::Set(Vec::new()))?;
-                    self.push(v)?;
-                }
-                op::FROZENSET => {
-                    let items = self.pop_mark()?;
-                    let v = self.alloc(Object::Set(items))?;
-                    self.push(v)?;
-                }
-                op::BINPUT => {
-                    let i = self.u8()? as u32;
-                    self.put(i)?;
-                }
-                op::LONG_BINPUT => {
-                    let i = u32::from_le_bytes(self.arr()?);
-                    self.put(i)?;
-                }
-                op::MEMOIZE => {
-                    let i = u32::try_from(self.memo.len()).map_err(|_| self.fail("memo too large"))?;
-                    self.put(i)?;
-                }
-                op::PUT | op::GET => {
-                    let l = self.line()?.trim().to_string();
-                    let i: u32 = l.parse().map_err(|_| self.fail(format!("bad memo index '{l}'")))?;
-                    if op == op::PUT {
-                        self.put(i)?;
-                    } else {
-                        self.get(i)?;
-                    }
-                }
-                op::BINGET => {
-                    let i = self.u8()? as u32;
-                    self.get(i)?;
-                }
-                op::LONG_BINGET => {
-                    let i = u32::from_le_bytes(self.arr()?);
-                    self.get(i)?;
-                }
-                op::GLOBAL => {
-                    let module = self.line()?.to_string();
-                    let name = self.line()?.to_string();
-                    let v = self.global(&module, &name)?;
-                    self.push(v)?;
-                }
-                op::STACK_GLOBAL => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module.as_str(), name.as_str()) {
-                        (Some(m), Some(n)) => {
-                            let v = self.global(m, n)?;
-                            self.push(v)?;
-                        }
-                        _ => return Err(self.fail("STACK_GLOBAL needs two strings")),
-                    }
-                }
-                op::REDUCE => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    let args = self.args_of(&args)?;
-                    let v = self.call(&func, args)?;
-                    self.push(v)?;
-                }
-                op::NEWOBJ | op::NEWOBJ_EX => {
-                    // NEWOBJ_EX kwargs are dropped.
-                    if op == op::NEWOBJ_EX {
-                        self.pop()?;
-                    }
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let args = self.args_of(&args)?;
-                    let v = self.new_object(&cls, args)?;
-                    self.push(v)?;
-                }
-                op::BUILD => {
-                    let state = self.pop()?;
-                    let target = self.top()?.clone();
-                    self.build(&target, state)?;
-                }
-                op::BINPERSID => {
-                    let pid = self.pop()?;
-                    let v = self.persistent(&pid)?;
-                    self.push(v)?;
-                }
-                other => {
-                    return Err(self.fail(format!(
-                        "unsupported pickle opcode 0x{other:02x}{}",
-                        match other {
-                            b'i' | b'o' => " (INST/OBJ)",
-                            b'P' => " (PERSID)",
-                            0x82..=0x84 => " (EXT)",
-                            0x97 | 0x98 => " (out-of-band buffer)",
-                            _ => "",
-                        }
-                    )))
-                }
+                other => return Err(self.unsupported(other)),
             }
         }
+    }
+
+    /// The refusal of an opcode this reader does not run, naming the known unsafe ones.
+    fn unsupported(&self, other: u8) -> Error {
+        self.fail(format!(
+            "unsupported pickle opcode 0x{other:02x}{}",
+            match other {
+                b'i' | b'o' => " (INST/OBJ)",
+                b'P' => " (PERSID)",
+                0x82..=0x84 => " (EXT)",
+                0x97 | 0x98 => " (out-of-band buffer)",
+                _ => "",
+            }
+        ))
+    }
+
+    /// Framing and stack housekeeping: PROTO, FRAME, MARK, POP, POP_MARK, DUP.
+    fn stack_op(&mut self, op: u8) -> Result<()> {
+        match op {
+            op::PROTO => {
+                let p = self.u8()?;
+                if p > 5 {
+                    return Err(self.fail(format!("pickle protocol {p} is newer than 5")));
+                }
+            }
+            op::FRAME => {
+                // A length hint only.
+                self.arr::<8>()?;
+            }
+            op::MARK => {
+                if self.marks.len() >= self.limits.max_marks {
+                    return Err(self.fail(format!("more than {} nested MARKs", self.limits.max_marks)));
+                }
+                self.marks.push(self.stack.len());
+            }
+            op::POP => {
+                self.pop()?;
+            }
+            op::POP_MARK => {
+                self.pop_mark()?;
+            }
+            op::DUP => {
+                let v = self.top()?.clone();
+                self.push(v)?;
+            }
+            other => return Err(self.unsupported(other)),
+        }
+        Ok(())
+    }
+
+    /// Constants and numbers: NONE, the booleans, the ints, LONG1/LONG4, INT, BINFLOAT.
+    fn number_op(&mut self, op: u8) -> Result<()> {
+        let v = match op {
+            op::NONE => Value::None,
+            op::NEWTRUE => Value::Bool(true),
+            op::NEWFALSE => Value::Bool(false),
+            op::BININT => Value::Int(i32::from_le_bytes(self.arr()?) as i64),
+            op::BININT1 => Value::Int(self.u8()? as i64),
+            op::BININT2 => Value::Int(u16::from_le_bytes(self.arr()?) as i64),
+            op::LONG1 | op::LONG4 => self.long(op)?,
+            op::INT => {
+                // Protocol 0 text; "01"/"00" are True/False.
+                let l = self.line()?.trim().to_string();
+                match l.as_str() {
+                    "01" => Value::Bool(true),
+                    "00" => Value::Bool(false),
+                    s => Value::Int(s.parse().map_err(|_| self.fail(format!("bad INT '{s}'")))?),
+                }
+            }
+            op::BINFLOAT => Value::Float(f64::from_be_bytes(self.arr()?)),
+            other => return Err(self.unsupported(other)),
+        };
+        self.push(v)
+    }
+
+    /// The integer of a LONG1/LONG4: little-endian two's complement, at most 64 bits.
+    fn long(&mut self, op: u8) -> Result<Value> {
+        let n = if op == op::LONG1 {
+            self.u8()? as usize
+        } else {
+            self.len_u32()?
+        };
+        if n > 8 {
+            return Err(self.fail(format!("a {n} byte integer is wider than 64 bits")));
+        }
+        let b = self.take(n)?;
+        let mut v: i64 = 0;
+        for (i, &x) in b.iter().enumerate() {
+            v |= (x as i64) << (8 * i);
+        }
+        if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+            v -= 1i64 << (8 * n);
+        }
+        Ok(Value::Int(v))
+    }
+
+    /// Text and bytes: the BINUNICODE, BINBYTES and (latin-1) BINSTRING forms.
+    fn string_op(&mut self, op: u8) -> Result<()> {
+        let v = match op {
+            op::BINUNICODE => {
+                let n = self.len_u32()?;
+                self.text(n)?
+            }
+            op::SHORT_BINUNICODE => {
+                let n = self.u8()? as usize;
+                self.text(n)?
+            }
+            op::BINUNICODE8 => {
+                let n = self.len_u64()?;
+                self.text(n)?
+            }
+            op::BINBYTES => {
+                let n = self.len_u32()?;
+                self.bytes(n)?
+            }
+            op::SHORT_BINBYTES => {
+                let n = self.u8()? as usize;
+                self.bytes(n)?
+            }
+            op::BINBYTES8 | op::BYTEARRAY8 => {
+                let n = self.len_u64()?;
+                self.bytes(n)?
+            }
+            op::BINSTRING | op::SHORT_BINSTRING => {
+                // Python 2 str: latin-1 text.
+                let n = if op == op::BINSTRING {
+                    self.len_u32()?
+                } else {
+                    self.u8()? as usize
+                };
+                let s: String = self.chunk(n)?.iter().map(|&b| b as char).collect();
+                Value::Str(Rc::from(s.as_str()))
+            }
+            other => return Err(self.unsupported(other)),
+        };
+        self.push(v)
+    }
+
+    /// Tuples and lists: building them and appending to them.
+    fn sequence_op(&mut self, op: u8) -> Result<()> {
+        match op {
+            op::EMPTY_TUPLE => {
+                let v = self.tuple(Vec::new())?;
+                self.push(v)?;
+            }
+            op::TUPLE => {
+                let items = self.pop_mark()?;
+                let v = self.tuple(items)?;
+                self.push(v)?;
+            }
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                let n = (op - op::TUPLE1 + 1) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                let v = self.tuple(items)?;
+                self.push(v)?;
+            }
+            op::EMPTY_LIST => {
+                let v = self.alloc(Object::List(Vec::new()))?;
+                self.push(v)?;
+            }
+            op::LIST => {
+                let items = self.pop_mark()?;
+                let v = self.alloc(Object::List(items))?;
+                self.push(v)?;
+            }
+            op::APPEND => {
+                let item = self.pop()?;
+                let target = self.top()?.clone();
+                self.extend_list(&target, vec![item])?;
+            }
+            op::APPENDS | op::ADDITEMS => {
+                let items = self.pop_mark()?;
+                let target = self.top()?.clone();
+                self.extend_list(&target, items)?;
+            }
+            other => return Err(self.unsupported(other)),
+        }
+        Ok(())
+    }
+
+    /// Dicts and sets: building them and setting their items.
+    fn dict_set_op(&mut self, op: u8) -> Result<()> {
+        match op {
+            op::EMPTY_DICT => {
+                let v = self.alloc(Object::Dict(Vec::new()))?;
+                self.push(v)?;
+            }
+            op::DICT => {
+                let kv = self.pop_mark()?;
+                let v = self.alloc(Object::Dict(Vec::new()))?;
+                self.set_items(&v, kv)?;
+                self.push(v)?;
+            }
+            op::SETITEM => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                let target = self.top()?.clone();
+                self.set_items(&target, vec![k, v])?;
+            }
+            op::SETITEMS => {
+                let kv = self.pop_mark()?;
+                let target = self.top()?.clone();
+                self.set_items(&target, kv)?;
+            }
+            op::EMPTY_SET => {
+                let v = self.alloc(Object::Set(Vec::new()))?;
+                self.push(v)?;
+            }
+            op::FROZENSET => {
+                let items = self.pop_mark()?;
+                let v = self.alloc(Object::Set(items))?;
+                self.push(v)?;
+            }
+            other => return Err(self.unsupported(other)),
+        }
+        Ok(())
+    }
+
+    /// The memo: the PUT and GET forms and MEMOIZE.
+    fn memo_op(&mut self, op: u8) -> Result<()> {
+        match op {
+            op::BINPUT => {
+                let i = self.u8()? as u32;
+                self.put(i)
+            }
+            op::LONG_BINPUT => {
+                let i = u32::from_le_bytes(self.arr()?);
+                self.put(i)
+            }
+            op::MEMOIZE => {
+                let i = u32::try_from(self.memo.len()).map_err(|_| self.fail("memo too large"))?;
+                self.put(i)
+            }
+            op::PUT | op::GET => {
+                let l = self.line()?.trim().to_string();
+                let i: u32 = l.parse().map_err(|_| self.fail(format!("bad memo index '{l}'")))?;
+                if op == op::PUT {
+                    self.put(i)
+                } else {
+                    self.get(i)
+                }
+            }
+            op::BINGET => {
+                let i = self.u8()? as u32;
+                self.get(i)
+            }
+            op::LONG_BINGET => {
+                let i = u32::from_le_bytes(self.arr()?);
+                self.get(i)
+            }
+            other => Err(self.unsupported(other)),
+        }
+    }
+
+    /// Globals and objects: GLOBAL, STACK_GLOBAL, REDUCE, NEWOBJ(_EX), BUILD, BINPERSID.
+    fn object_op(&mut self, op: u8) -> Result<()> {
+        match op {
+            op::GLOBAL => {
+                let module = self.line()?.to_string();
+                let name = self.line()?.to_string();
+                let v = self.global(&module, &name)?;
+                self.push(v)?;
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module.as_str(), name.as_str()) {
+                    (Some(m), Some(n)) => {
+                        let v = self.global(m, n)?;
+                        self.push(v)?;
+                    }
+                    _ => return Err(self.fail("STACK_GLOBAL needs two strings")),
+                }
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                let args = self.args_of(&args)?;
+                let v = self.call(&func, args)?;
+                self.push(v)?;
+            }
+            op::NEWOBJ | op::NEWOBJ_EX => {
+                // NEWOBJ_EX kwargs are dropped.
+                if op == op::NEWOBJ_EX {
+                    self.pop()?;
+                }
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let args = self.args_of(&args)?;
+                let v = self.new_object(&cls, args)?;
+                self.push(v)?;
+            }
+            op::BUILD => {
+                let state = self.pop()?;
+                let target = self.top()?.clone();
+                self.build(&target, state)?;
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                let v = self.persistent(&pid)?;
+                self.push(v)?;
+            }
+            other => return Err(self.unsupported(other)),
+        }
+        Ok(())
     }
 
     fn args_of(&mut self, v: &Value) -> Result<Vec<Value>> {

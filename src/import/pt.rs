@@ -627,7 +627,39 @@ fn imgsz_of(pk: &Pickle, model: &Value) -> Option<u32> {
     (s >= lo && s <= hi && s.is_multiple_of(step)).then_some(s)
 }
 
+/// What `data.pkl` holds: the model module (none for a plain state dict),
+/// its tensors by state-dict name and the task its head declares.
+struct Found<'a> {
+    model: Option<&'a Value>,
+    tensors: Vec<(String, TensorMeta)>,
+    task: Option<&'static str>,
+}
+
+/// The checkpoint `data.pkl` describes, its tensors read from the archive.
 fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpoint> {
+    let root = &pk.root;
+    let Found { model, tensors, task } = find_tensors(pk)?;
+    // Shapes decide what the network needs; the pickled attributes must agree.
+    let variant = variant_of(pk, model, &tensors)?;
+    let (task, nc) = head_of(task, &tensors)?;
+    let labels = labels_of(pk, model, task, nc)?;
+    let input_size = model.and_then(|m| imgsz_of(pk, m)).unwrap_or(640);
+    let (out, stored_as) = materialise(ar, &tensors)?;
+    Ok(Checkpoint {
+        tensors: out,
+        task: task.to_string(),
+        variant: variant.to_string(),
+        labels,
+        input_size,
+        model_class: model.and_then(|m| pk.class_of(m)).map(str::to_string),
+        stored_as,
+        version: pk.get(root, "version").and_then(Value::as_str).map(str::to_string),
+        licence: pk.get(root, "license").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+/// The model (the root if it is a module, else `ema`, else `model`) and its tensors, or a plain state dict's.
+fn find_tensors(pk: &Pickle) -> Result<Found<'_>> {
     let root = &pk.root;
     let is_module = |v: &Value| pk.class_of(v).is_some() && pk.get(v, "_modules").is_some();
     // Ultralytics loads `ckpt.get('ema') or ckpt['model']`.
@@ -672,9 +704,12 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
         }
     }
     tensors.retain(|(n, _)| !n.ends_with("num_batches_tracked"));
+    Ok(Found { model, tensors, task })
+}
 
-    // Shapes decide what the network needs; the pickled attributes must agree.
-    let width = dims_of(&tensors, "model.0.conv.weight")
+/// The YOLOv8 variant the first conv's width gives, checked against the model's `yaml.scale`.
+fn variant_of(pk: &Pickle, model: Option<&Value>, tensors: &[(String, TensorMeta)]) -> Result<&'static str> {
+    let width = dims_of(tensors, "model.0.conv.weight")
         .and_then(|d| d.first().copied())
         .ok_or_else(|| fail("no tensor 'model.0.conv.weight': not a YOLOv8 checkpoint"))?;
     let variant = variant_of_width(width as usize).ok_or_else(|| {
@@ -693,7 +728,12 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
             )));
         }
     }
-    let has_kpts = dims_of(&tensors, "model.22.cv4.0.2.bias").is_some();
+    Ok(variant)
+}
+
+/// The head's task and class count from its tensors, checked against the task it declares.
+fn head_of(task: Option<&'static str>, tensors: &[(String, TensorMeta)]) -> Result<(&'static str, usize)> {
+    let has_kpts = dims_of(tensors, "model.22.cv4.0.2.bias").is_some();
     let task = task.unwrap_or(if has_kpts { "pose" } else { "detect" });
     if (task == "pose") != has_kpts {
         return Err(fail(format!(
@@ -701,7 +741,7 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
             if has_kpts { "with a" } else { "without its" }
         )));
     }
-    let nc = dims_of(&tensors, "model.22.cv3.0.2.bias")
+    let nc = dims_of(tensors, "model.22.cv3.0.2.bias")
         .and_then(|d| d.first().copied())
         .ok_or_else(|| fail("no tensor 'model.22.cv3.0.2.bias': not a YOLOv8 detect or pose head"))?
         as usize;
@@ -715,18 +755,27 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
             "a pose head with {nc} classes (modeldock's pose network has 1)"
         )));
     }
-    let labels = match model.and_then(|m| pk.get(m, "names")) {
+    Ok((task, nc))
+}
+
+/// The class labels: the model's `names`, else `person`, COCO's or `class<i>`.
+fn labels_of(pk: &Pickle, model: Option<&Value>, task: &str, nc: usize) -> Result<Vec<String>> {
+    Ok(match model.and_then(|m| pk.get(m, "names")) {
         Some(names) if *names != Value::None => names_of(pk, names, nc)?,
         _ if task == "pose" => vec!["person".to_string()],
         _ if nc == 80 => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
         _ => (0..nc).map(|i| format!("class{i}")).collect(),
-    };
-    let input_size = model.and_then(|m| imgsz_of(pk, m)).unwrap_or(640);
+    })
+}
 
-    // Materialise the tensors.
+/// The tensors read from the archive, and the storage dtypes they came in (in order seen).
+type Materialised = (Vec<(String, Tensor)>, Vec<&'static str>);
+
+/// Reads each tensor's storage into a CPU tensor, refusing NaN or infinite floats.
+fn materialise<R: Read + Seek>(ar: &mut Archive<R>, tensors: &[(String, TensorMeta)]) -> Result<Materialised> {
     let mut out = Vec::with_capacity(tensors.len());
     let mut stored_as: Vec<&'static str> = Vec::new();
-    for (name, meta) in &tensors {
+    for (name, meta) in tensors {
         let t = match ar.storage(meta).map_err(|e| e.context(format!("tensor '{name}'")))? {
             Decoded::F32(src) => {
                 let v = gather(src, meta).map_err(|e| e.context(format!("tensor '{name}'")))?;
@@ -754,17 +803,7 @@ fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpo
         }
         out.push((name.clone(), t));
     }
-    Ok(Checkpoint {
-        tensors: out,
-        task: task.to_string(),
-        variant: variant.to_string(),
-        labels,
-        input_size,
-        model_class: model.and_then(|m| pk.class_of(m)).map(str::to_string),
-        stored_as,
-        version: pk.get(root, "version").and_then(Value::as_str).map(str::to_string),
-        licence: pk.get(root, "license").and_then(Value::as_str).map(str::to_string),
-    })
+    Ok((out, stored_as))
 }
 
 /// A TOML basic string.
