@@ -70,24 +70,26 @@ pub struct EngineFlags {
 }
 
 /// `--interactive-share`: a fraction of one core, 0.05 to 1.
-fn interactive_share(s: &str) -> std::result::Result<f64, String> {
+fn interactive_share(s: &str) -> crate::Result<f64> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}': expected a fraction of one core such as 0.4"))?;
+        .map_err(|_| crate::Error::usage(format!("'{s}': expected a fraction of one core such as 0.4")))?;
     if !(0.05..=1.0).contains(&v) {
-        return Err(format!("'{s}': the share must be between 0.05 and 1"));
+        return Err(crate::Error::usage(format!(
+            "'{s}': the share must be between 0.05 and 1"
+        )));
     }
     Ok(v)
 }
 
 /// `--queue-timeout`: a positive duration, in milliseconds.
-fn queue_timeout(s: &str) -> std::result::Result<u64, String> {
+fn queue_timeout(s: &str) -> crate::Result<u64> {
     let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("'{s}': expected a duration such as 250ms or 5s ({e})"))?;
+        .map_err(|e| crate::Error::usage(format!("'{s}': expected a duration such as 250ms or 5s ({e})")))?;
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if ms == 0 {
-        return Err(format!("'{s}': the timeout must be at least 1ms"));
+        return Err(crate::Error::usage(format!("'{s}': the timeout must be at least 1ms")));
     }
     Ok(ms)
 }

@@ -131,8 +131,9 @@ impl Headers {
         self.0
             .iter()
             .map(|(k, v)| {
-                let v = expand_env(v, |name| std::env::var(name).ok())
-                    .map_err(|var| Error::usage(format!("{what}.{k}: environment variable {var} is not set")))?;
+                let v = expand_env(v, |name| std::env::var(name).ok()).map_err(|MissingVar(var)| {
+                    Error::usage(format!("{what}.{k}: environment variable {var} is not set"))
+                })?;
                 check_header(k, &v, what)?;
                 Ok((k.clone(), v))
             })
@@ -145,9 +146,13 @@ impl Headers {
     }
 }
 
-/// `${NAME}` replaced through `lookup`; `Err(NAME)` for the first one it
+/// A `${NAME}` whose variable is not set: its name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MissingVar(pub String);
+
+/// `${NAME}` replaced through `lookup`; [`MissingVar`] for the first one it
 /// lacks. `$` elsewhere is kept.
-pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> std::result::Result<String, MissingVar> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -158,7 +163,7 @@ pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> std::resu
             return Ok(out);
         };
         let name = &after[..end];
-        out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+        out.push_str(&lookup(name).ok_or_else(|| MissingVar(name.to_string()))?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -251,7 +256,7 @@ mod tests {
         let env = |n: &str| (n == "T").then(|| "tok".to_string());
         assert_eq!(expand_env("Bearer ${T}", env).as_deref(), Ok("Bearer tok"));
         assert_eq!(expand_env("${T}${T}$x", env).as_deref(), Ok("toktok$x"));
-        assert_eq!(expand_env("a ${NOPE} b", env), Err("NOPE".to_string()));
+        assert_eq!(expand_env("a ${NOPE} b", env), Err(MissingVar("NOPE".to_string())));
         assert_eq!(expand_env("${open", env).as_deref(), Ok("${open"));
     }
 

@@ -19,23 +19,28 @@ pub enum SourceSpec {
 }
 
 impl std::str::FromStr for SourceSpec {
-    type Err = String;
-    fn from_str(spec: &str) -> Result<Self, String> {
+    type Err = crate::Error;
+    fn from_str(spec: &str) -> crate::Result<Self> {
         if spec == "synthetic" {
             return Ok(SourceSpec::Synthetic);
         }
         if let Some(rest) = spec.strip_prefix("webcam") {
             return match rest.strip_prefix(':') {
-                Some(n) => n
-                    .parse::<u32>()
-                    .map(SourceSpec::Webcam)
-                    .map_err(|_| format!("source '{spec}': bad webcam index '{n}' (expected webcam:N, N = 0, 1, …)")),
+                Some(n) => n.parse::<u32>().map(SourceSpec::Webcam).map_err(|_| {
+                    crate::Error::usage(format!(
+                        "source '{spec}': bad webcam index '{n}' (expected webcam:N, N = 0, 1, …)"
+                    ))
+                }),
                 None if rest.is_empty() => Ok(SourceSpec::Webcam(0)),
-                None => Err(format!("source '{spec}': expected webcam or webcam:N")),
+                None => Err(crate::Error::usage(format!(
+                    "source '{spec}': expected webcam or webcam:N"
+                ))),
             };
         }
         if spec.is_empty() {
-            return Err("source '': expected synthetic, webcam[:N] or a folder of images".to_string());
+            return Err(crate::Error::usage(
+                "source '': expected synthetic, webcam[:N] or a folder of images",
+            ));
         }
         Ok(SourceSpec::Folder(std::path::PathBuf::from(spec)))
     }
@@ -53,7 +58,7 @@ impl std::fmt::Display for SourceSpec {
 
 /// Opens a source from its text form (see [`SourceSpec`]).
 pub fn open_source(spec: &str, width: u32, height: u32, fps: f64) -> crate::error::Result<SourceFactory> {
-    open_spec(&spec.parse().map_err(crate::error::Error::usage)?, width, height, fps)
+    open_spec(&spec.parse()?, width, height, fps)
 }
 
 /// Opens a parsed source. A folder must exist and hold images.

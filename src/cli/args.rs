@@ -365,20 +365,24 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-fn unit_interval(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+fn unit_interval(s: &str) -> crate::Result<f32> {
+    let v: f32 = s
+        .parse()
+        .map_err(|_| crate::Error::usage(format!("'{s}' is not a number")))?;
     if (0.0..=1.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{v} is outside 0..1"))
+        Err(crate::Error::usage(format!("{v} is outside 0..1")))
     }
 }
 
-fn positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+fn positive_secs(s: &str) -> crate::Result<f64> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| crate::Error::usage(format!("'{s}' is not a number")))?;
     if v > 0.0 && v.is_finite() {
         Ok(v)
     } else {
-        Err(format!("'{s}' must be a positive number"))
+        Err(crate::Error::usage(format!("'{s}' must be a positive number")))
     }
 }

@@ -45,9 +45,9 @@ pub enum DeviceChoice {
 }
 
 impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        DeviceChoice::parse(s).map_err(|e| e.to_string())
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        DeviceChoice::parse(s)
     }
 }
 

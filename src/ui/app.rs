@@ -99,7 +99,7 @@ enum Dialog {
     Export(Option<PathBuf>),
     Exported(crate::Result<usize>),
     /// A dropped checkpoint, imported (off the UI thread) into a model folder.
-    Imported(Result<Box<crate::catalog::registry::Entry>, String>),
+    Imported(crate::Result<Box<crate::catalog::registry::Entry>>),
 }
 
 pub struct ModeldockApp {
@@ -246,7 +246,7 @@ impl ModeldockApp {
                         Err(e) => self.errors.push(e.to_string()),
                     }
                 }
-                Dialog::Imported(Err(e)) => self.errors.push(e),
+                Dialog::Imported(Err(e)) => self.errors.push(e.to_string()),
             }
         }
     }
@@ -395,8 +395,7 @@ impl ModeldockApp {
                 std::thread::spawn(move || {
                     let r = crate::import::pt::import(&pt, &dir)
                         .and_then(|w| crate::catalog::registry::load_manifest_file(&w.manifest_path))
-                        .map(Box::new)
-                        .map_err(|e| e.to_string());
+                        .map(Box::new);
                     let _ = tx.send(Dialog::Imported(r));
                     ctx.request_repaint();
                 });

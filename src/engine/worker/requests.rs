@@ -198,27 +198,12 @@ impl Worker {
         let cache_key = bytes
             .as_ref()
             .map(|b| cache::key(blake3::hash(b).as_bytes(), &model, &params));
-        if let Some(k) = &cache_key {
-            if let Some(mut out) = self.cache.get(k) {
-                out.cached = true;
-                let total = ms(submitted.elapsed());
-                let timings = Timings {
-                    queue: total,
-                    total,
-                    ..Default::default()
-                };
-                self.stats.record(&model, &timings, true);
-                self.stats.record_queue(class.as_str(), timings.queue);
-                let r = InferResult {
-                    request_id: id,
-                    model,
-                    image: name,
-                    output: out,
-                    timings,
-                };
-                self.answer(reply, Ok(r));
-                return;
-            }
+        if let Some(r) = cache_key
+            .as_ref()
+            .and_then(|k| self.cached_answer(id, k, class, &model, &name, submitted))
+        {
+            self.answer(reply, Ok(r));
+            return;
         }
         // It will run (not a cache hit): the pacer counts its start.
         self.pace_started(class);
@@ -245,9 +230,55 @@ impl Worker {
                 return;
             }
         };
-        // Decoding is as costly as a small model: it runs in a lane.
-        let reduced = self.reduced_side(&model);
-        let job_name = name.clone();
+        let d = Decoding {
+            class,
+            model,
+            image_name: name,
+            params,
+            reply,
+            submitted,
+            cache_key,
+        };
+        self.decode_in_lane(id, d, bytes);
+    }
+
+    /// The cached result of request `id` when the cache holds `key`, with
+    /// its statistics recorded.
+    fn cached_answer(
+        &mut self,
+        id: RequestId,
+        key: &cache::Key,
+        class: Class,
+        model: &str,
+        name: &str,
+        submitted: Instant,
+    ) -> Option<InferResult> {
+        let mut out = self.cache.get(key)?;
+        out.cached = true;
+        let total = ms(submitted.elapsed());
+        let timings = Timings {
+            queue: total,
+            total,
+            ..Default::default()
+        };
+        self.stats.record(model, &timings, true);
+        self.stats.record_queue(class.as_str(), timings.queue);
+        Some(InferResult {
+            request_id: id,
+            model: model.to_string(),
+            image: name.to_string(),
+            output: out,
+            timings,
+        })
+    }
+
+    /// Decodes request `id`'s image in a lane (decoding is as costly as a
+    /// small model), at a reduced scale where the model allows it.
+    fn decode_in_lane(&mut self, id: RequestId, d: Decoding, bytes: Arc<Vec<u8>>) {
+        let limits = self.config.decode_limits;
+        let reduced = self.reduced_side(&d.model);
+        let job_name = d.image_name.clone();
+        let class = d.class;
         let job = move || {
             let t = Instant::now();
             let image = match reduced.and_then(|side| crate::vision::jpeg_scaled::decode_reduced(&bytes, side, &limits))
@@ -262,15 +293,6 @@ impl Worker {
                 image,
                 decode_ms: ms(t.elapsed()),
             }
-        };
-        let d = Decoding {
-            class,
-            model,
-            image_name: name,
-            params,
-            reply,
-            submitted,
-            cache_key,
         };
         self.decoding.insert(id, d);
         match lane_for(self.lanes.busy(), class) {
