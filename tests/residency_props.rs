@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use modeldock::engine::residency::{Action, FreeReason, KeepAlive, Phase, Residency};
+use modeldock::engine::residency::{Action, FreeReason, KeepAlive, ModelState, Phase, Residency};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -96,8 +96,8 @@ impl Harness {
                 }
                 Action::Run { model, request } => {
                     prop_assert!(
-                        matches!(self.r.slot(&model).map(|s| &s.phase), Some(Phase::Resident { .. })),
-                        "ran {request} on {model} which is not resident"
+                        self.r.slot(&model).is_some_and(|s| s.phase.holds_weights()),
+                        "ran {request} on {model} which is not resident (or leaving after its requests)"
                     );
                     *self.answers.entry(request).or_default() += 0;
                     self.running.entry(model).or_default().push(request);
@@ -447,6 +447,58 @@ fn unload_waits_for_in_flight_and_later_requests_reload() {
             request: 2
         }]
     );
+}
+
+#[test]
+fn a_busy_model_is_unloading_until_its_requests_end_and_a_load_keeps_it() {
+    let mut r = Residency::new(1000, 8, KeepAlive::Forever);
+    r.register("a", 100, false, None);
+    r.load("a", 0);
+    r.load_finished("a", Ok(Some(90)), 0);
+    r.request("a", 1, 1);
+    assert!(r.unload("a", 2).is_empty());
+    let s = r.slot("a").map(|s| (s.phase.clone(), s.phase.state()));
+    assert_eq!(
+        s,
+        Some((Phase::Unloading { measured: Some(90) }, ModelState::Unloading))
+    );
+    assert!(ModelState::Unloading.in_memory(), "its bytes still count");
+    assert_eq!(r.used_bytes(), 100);
+    // Not a victim while it leaves, and a second unload changes nothing.
+    assert!(r.unload("a", 3).is_empty());
+    r.register("b", 950, false, None);
+    assert!(r.plan_eviction("b").is_err(), "a leaving model is not evicted twice");
+    // A load while it leaves keeps it: resident again, the waiting request runs.
+    assert!(r.request("a", 2, 4).is_empty(), "a request after the unload waits");
+    assert_eq!(
+        r.load("a", 5),
+        vec![Action::Run {
+            model: "a".into(),
+            request: 2
+        }]
+    );
+    assert_eq!(r.slot("a").map(|s| s.phase.state()), Some(ModelState::Resident));
+    // Unloaded during its load: loaded as Unloading, its parked request
+    // runs, then it leaves.
+    r.register("c", 10, false, None);
+    r.request("c", 3, 6);
+    assert!(r.unload("c", 7).is_empty(), "a parked request keeps the load going");
+    assert_eq!(
+        r.load_finished("c", Ok(None), 8),
+        vec![Action::Run {
+            model: "c".into(),
+            request: 3
+        }]
+    );
+    assert_eq!(r.slot("c").map(|s| s.phase.state()), Some(ModelState::Unloading));
+    assert_eq!(
+        r.request_finished("c", 3, 9),
+        vec![Action::Free {
+            model: "c".into(),
+            reason: FreeReason::Unloaded
+        }]
+    );
+    assert_eq!(r.slot("c").map(|s| s.phase.state()), Some(ModelState::Available));
 }
 
 #[test]

@@ -23,6 +23,25 @@ pub struct LoadJob {
     pub cancel: Arc<AtomicBool>,
 }
 
+/// What the loader thread does, one job after another.
+pub enum LoaderJob {
+    Load(Box<LoadJob>),
+    /// A freed model's device memory: wait (at most [`FREE_WAIT`]) until
+    /// NVML sees GPU `gpu`'s memory back (`before` less about `expect`
+    /// bytes), so that the loads queued behind it start on a device that
+    /// has it, and measure their own size only. The worker goes on serving
+    /// meanwhile.
+    AwaitFree {
+        model: String,
+        gpu: usize,
+        before: u64,
+        expect: u64,
+    },
+}
+
+/// The longest wait for a freed model's device memory.
+pub const FREE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct Loaded {
     pub model: Box<dyn Model>,
     pub measured_bytes: Option<u64>,
@@ -130,11 +149,25 @@ fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource> 
     }
 }
 
-pub fn spawn(jobs: Receiver<LoadJob>, out: Sender<LoaderMsg>) -> std::thread::JoinHandle<()> {
+pub fn spawn(jobs: Receiver<LoaderJob>, out: Sender<LoaderMsg>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("modeldock-loader".into())
         .spawn(move || {
             for job in jobs {
+                let job = match job {
+                    LoaderJob::Load(job) => *job,
+                    LoaderJob::AwaitFree {
+                        model,
+                        gpu,
+                        before,
+                        expect,
+                    } => {
+                        if !crate::telemetry::nvml::wait_released(gpu, before, expect, FREE_WAIT) {
+                            tracing::warn!("{model}: device memory not released within {} s", FREE_WAIT.as_secs());
+                        }
+                        continue;
+                    }
+                };
                 let id = job.entry.manifest.id.clone();
                 let msg = if job.cancel.load(Ordering::Acquire) {
                     LoaderMsg::Cancelled { model: id }

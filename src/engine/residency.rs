@@ -39,7 +39,16 @@ pub enum ModelState {
     Available,
     Loading,
     Resident,
+    /// Asked to leave; its requests in flight finish first.
+    Unloading,
     Failed,
+}
+
+impl ModelState {
+    /// Loading, resident or leaving: the model's bytes count against the budget.
+    pub fn in_memory(self) -> bool {
+        matches!(self, ModelState::Loading | ModelState::Resident | ModelState::Unloading)
+    }
 }
 
 impl fmt::Display for ModelState {
@@ -48,6 +57,7 @@ impl fmt::Display for ModelState {
             ModelState::Available => "Available",
             ModelState::Loading => "Loading",
             ModelState::Resident => "Resident",
+            ModelState::Unloading => "Unloading",
             ModelState::Failed => "Failed",
         })
     }
@@ -66,6 +76,12 @@ pub enum Phase {
     Resident {
         measured: Option<u64>,
     },
+    /// Resident and asked to leave (an unload): the requests in flight
+    /// finish, then it is freed. Requests that arrive meanwhile wait for a
+    /// fresh load, and a load asked meanwhile keeps it resident.
+    Unloading {
+        measured: Option<u64>,
+    },
     Failed {
         reason: String,
     },
@@ -77,11 +93,26 @@ impl Phase {
             Phase::Available => ModelState::Available,
             Phase::Loading { .. } => ModelState::Loading,
             Phase::Resident { .. } => ModelState::Resident,
+            Phase::Unloading { .. } => ModelState::Unloading,
             Phase::Failed { .. } => ModelState::Failed,
         }
     }
-    fn holds_memory(&self) -> bool {
-        matches!(self, Phase::Loading { .. } | Phase::Resident { .. })
+
+    pub fn holds_memory(&self) -> bool {
+        self.state().in_memory()
+    }
+
+    /// Its weights are in memory (requests may run): resident or leaving.
+    pub fn holds_weights(&self) -> bool {
+        matches!(self, Phase::Resident { .. } | Phase::Unloading { .. })
+    }
+
+    /// The bytes measured when it loaded, while it holds them.
+    pub fn measured(&self) -> Option<u64> {
+        match self {
+            Phase::Resident { measured } | Phase::Unloading { measured } => *measured,
+            _ => None,
+        }
     }
 }
 
@@ -160,6 +191,8 @@ pub struct Slot {
     pub parked: VecDeque<RequestId>,
     /// Arrived after an Unload; served by a fresh load once the model is freed.
     pub after_unload: VecDeque<RequestId>,
+    /// An unload asked while the model loads: once loaded it is
+    /// [`Phase::Unloading`] (its parked requests run, then it leaves).
     pub unload_pending: bool,
     pub loads_started: u64,
     /// A load (the user's or a preload) asked for the model: its load goes on
@@ -177,7 +210,7 @@ impl Slot {
     /// The one rule for leaving memory without being asked (eviction, idle
     /// timer): resident, unpinned, idle and not already leaving.
     fn evictable(&self) -> bool {
-        matches!(self.phase, Phase::Resident { .. }) && !self.pinned && self.idle() && !self.unload_pending
+        matches!(self.phase, Phase::Resident { .. }) && !self.pinned && self.idle()
     }
 }
 
@@ -340,6 +373,10 @@ impl Residency {
             return Vec::new();
         }
         match slot.phase {
+            Phase::Unloading { .. } => {
+                slot.after_unload.push_back(req);
+                Vec::new()
+            }
             Phase::Resident { .. } => {
                 slot.last_used = now;
                 slot.in_flight.push(req);
@@ -389,11 +426,18 @@ impl Residency {
                 slot.wanted = true;
                 self.start_load(id, now)
             }
-            Phase::Loading { .. } | Phase::Resident { .. } => {
+            Phase::Loading { .. } | Phase::Resident { .. } | Phase::Unloading { .. } => {
                 slot.wanted = matches!(slot.phase, Phase::Loading { .. });
                 let mut out = resume(id, slot);
                 // A Load after an Unload that has not happened yet cancels it.
-                if slot.unload_pending {
+                let leaving = match slot.phase {
+                    Phase::Unloading { measured } => {
+                        slot.phase = Phase::Resident { measured };
+                        true
+                    }
+                    _ => false,
+                };
+                if slot.unload_pending || leaving {
                     slot.unload_pending = false;
                     let waiting: Vec<_> = slot.after_unload.drain(..).collect();
                     for r in waiting {
@@ -571,7 +615,11 @@ impl Residency {
             // Finished before the cancel reached the loader: freed at once.
             Ok(_) if cancelled => self.drop_cancelled(id, now),
             Ok(measured) => {
-                slot.phase = Phase::Resident { measured };
+                // Unloaded while it loaded: what waited for it runs, then it leaves.
+                slot.phase = match std::mem::take(&mut slot.unload_pending) {
+                    true => Phase::Unloading { measured },
+                    false => Phase::Resident { measured },
+                };
                 slot.last_used = now;
                 let mut out = Vec::new();
                 for r in slot.parked.drain(..) {
@@ -648,11 +696,10 @@ impl Residency {
         let Some(slot) = self.slots.get_mut(id) else {
             return Vec::new();
         };
-        if !matches!(slot.phase, Phase::Resident { .. }) || !slot.in_flight.is_empty() || !slot.parked.is_empty() {
+        if !slot.phase.holds_weights() || !slot.in_flight.is_empty() || !slot.parked.is_empty() {
             return Vec::new();
         }
-        if slot.unload_pending {
-            slot.unload_pending = false;
+        if let Phase::Unloading { .. } = slot.phase {
             slot.phase = Phase::Available;
             let mut out = vec![Action::Free {
                 model: id.to_string(),
@@ -681,10 +728,11 @@ impl Residency {
             return Vec::new();
         };
         match slot.phase {
-            Phase::Resident { .. } => {
-                slot.unload_pending = true;
+            Phase::Resident { measured } => {
+                slot.phase = Phase::Unloading { measured };
                 self.settle(id, now)
             }
+            Phase::Unloading { .. } => Vec::new(),
             Phase::Loading { .. } => {
                 slot.unload_pending = true;
                 slot.wanted = false;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::events::{self, command_and_wait, is_out, is_resident, Waited};
 use super::state::State;
-use crate::engine::{ModelState, ModelStatus};
+use crate::engine::ModelStatus;
 use crate::units::KeepAlive;
 
 fn expires_at(m: &ModelStatus) -> Option<String> {
@@ -45,12 +45,7 @@ pub fn ps_row(m: &ModelStatus) -> Value {
 /// `GET /api/ps`: loading and resident models.
 pub async fn ps(AxState(state): AxState<State>) -> Json<Value> {
     let snap = state.engine.snapshot();
-    let models: Vec<Value> = snap
-        .models
-        .iter()
-        .filter(|m| matches!(m.state, ModelState::Resident | ModelState::Loading))
-        .map(ps_row)
-        .collect();
+    let models: Vec<Value> = snap.models.iter().filter(|m| m.state.in_memory()).map(ps_row).collect();
     Json(json!({"models": models, "budget_bytes": snap.budget_bytes, "used_bytes": snap.used_bytes}))
 }
 
@@ -156,7 +151,7 @@ pub async fn unload(AxState(state): AxState<State>, body: axum::body::Bytes) -> 
             .snapshot()
             .models
             .iter()
-            .filter(|m| matches!(m.state, ModelState::Resident | ModelState::Loading))
+            .filter(|m| m.state.in_memory())
             .map(|m| m.id.clone())
             .collect(),
         _ => return Err(ApiError::bad_request("give either \"model\" or \"all\": true")),

@@ -227,10 +227,7 @@ impl Metrics {
                     .get_or_create(&label(&m.id))
                     .set(i64::try_from(m.queued + m.waiting).unwrap_or(i64::MAX));
             }
-            if matches!(
-                m.state,
-                crate::engine::ModelState::Resident | crate::engine::ModelState::Loading
-            ) {
+            if m.state.in_memory() {
                 let b = m.measured_bytes.unwrap_or(m.predicted_bytes);
                 self.resident_bytes
                     .get_or_create(&label(&m.id))

@@ -105,6 +105,7 @@ fn triton_state(s: &ModelStatus) -> (&'static str, String) {
     match s.state {
         ModelState::Resident => ("READY", String::new()),
         ModelState::Loading => ("LOADING", String::new()),
+        ModelState::Unloading => ("UNLOADING", String::new()),
         ModelState::Available => ("UNAVAILABLE", "unloaded".to_string()),
         ModelState::Failed => ("UNAVAILABLE", s.failed_reason.clone().unwrap_or_default()),
     }

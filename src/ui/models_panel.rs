@@ -50,7 +50,7 @@ fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
     p.rect_filled(rect, 3.0, ui.visuals().extreme_bg_color);
     let mut x = rect.left();
     for (i, m) in snap.models.iter().enumerate() {
-        if !matches!(m.state, ModelState::Resident | ModelState::Loading) {
+        if !m.state.in_memory() {
             continue;
         }
         let w = rect.width() * m.predicted_bytes as f32 / snap.budget_bytes.max(1) as f32;

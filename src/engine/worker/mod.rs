@@ -16,7 +16,7 @@ mod requests;
 
 use super::cache::{self, ResultCache};
 use super::lanes::Lanes;
-use super::loader::{self, LoadJob, LoaderMsg};
+use super::loader::{self, LoadJob, LoaderJob, LoaderMsg};
 use super::pacer::Pacer;
 use super::residency::{Action, Phase, Residency};
 use super::scheduler::{Class, Scheduler};
@@ -119,7 +119,7 @@ struct Worker {
     /// The catalogue readers see (`Engine::catalog`), swapped on register.
     catalog: super::Catalog,
     wake: Option<WakeFn>,
-    load_tx: Sender<LoadJob>,
+    load_tx: Sender<LoaderJob>,
     clock: Instant,
     actions: VecDeque<Action>,
     /// Requests not started yet, and the order they start in.
@@ -512,11 +512,7 @@ impl Worker {
     /// table; one that is loaded or loading is left as it is.
     fn on_register(&mut self, mut e: crate::catalog::registry::Entry) {
         let id = e.manifest.id.clone();
-        let busy = self.models.contains_key(&id)
-            || self
-                .residency
-                .slot(&id)
-                .is_some_and(|s| matches!(s.phase, Phase::Loading { .. } | Phase::Resident { .. }));
+        let busy = self.models.contains_key(&id) || self.residency.slot(&id).is_some_and(|s| s.phase.holds_memory());
         if busy {
             let error = format!("{id}: is loaded; unload it before replacing it with {}", e.origin);
             tracing::warn!("{error}");
@@ -573,11 +569,18 @@ impl Worker {
                 let before = cuda.and_then(crate::telemetry::nvml::own_used_memory);
                 if self.models.remove(&model).is_some() {
                     super::allocator::release_free_memory();
-                    // On a GPU, trust the budget only once the memory is back.
-                    if let (Some(i), Some(b)) = (cuda, before) {
+                    // On a GPU, the loads queued after this free start once
+                    // the memory is back; the loader waits, not this thread.
+                    if let (Some(gpu), Some(before)) = (cuda, before) {
                         let expect = self.registry.get(&model).map(|e| e.predicted_bytes).unwrap_or(0);
-                        if !crate::telemetry::nvml::wait_released(i, b, expect, Duration::from_secs(3)) {
-                            tracing::warn!("{model}: device memory not released within 3 s");
+                        let job = LoaderJob::AwaitFree {
+                            model: model.clone(),
+                            gpu,
+                            before,
+                            expect,
+                        };
+                        if self.load_tx.try_send(job).is_err() {
+                            tracing::warn!("{model}: the loader is busy; its device memory is not awaited");
                         }
                     }
                 }
@@ -647,7 +650,7 @@ impl Worker {
             random_weights: self.config.random_weights,
             cancel,
         };
-        if self.load_tx.send(job).is_err() {
+        if self.load_tx.send(LoaderJob::Load(Box::new(job))).is_err() {
             let now = self.now();
             let a = self
                 .residency

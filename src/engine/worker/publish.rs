@@ -40,7 +40,7 @@ impl Worker {
                     WeightsResolved::Hub { .. } => e.weights_source(false).err().map(|err| err.to_string()),
                     WeightsResolved::Local(_) | WeightsResolved::Remote => None,
                 };
-                let held = matches!(s.phase, Phase::Resident { .. });
+                let held = s.phase.holds_weights();
                 Some(ModelStatus {
                     id: id.clone(),
                     name: e.manifest.name.clone(),
@@ -55,10 +55,7 @@ impl Worker {
                     bytes_total,
                     eta_ms: self.load_progress.get(id).copied().flatten(),
                     predicted_bytes: e.predicted_bytes,
-                    measured_bytes: match s.phase {
-                        Phase::Resident { measured } => measured,
-                        _ => None,
-                    },
+                    measured_bytes: s.phase.measured(),
                     device: if held { device.clone() } else { String::new() },
                     pinned: s.pinned,
                     keep_alive: s.keep_alive.unwrap_or(self.residency.default_keep_alive).to_string(),
