@@ -65,7 +65,7 @@ fn launch(a: AppArgs) -> Result<i32> {
             client::open(door, &a.engine, Some(wake.as_wake()), a.remote_metrics.clone())?
         }
     };
-    let problems = match client.attached() {
+    let problems = match client.attached_server() {
         Some(a) => a.registry.problems.clone(),
         None => registry.problems.clone(),
     };

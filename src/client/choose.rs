@@ -32,12 +32,14 @@ pub fn choose(spec: Option<&str>, must_answer: bool) -> Result<Door> {
     let base = base_url(spec)?;
     transport::check_tls(&base)?;
     let http = HttpClient::new(&base);
-    if !must_answer && !http.is_live() {
-        return Ok(Door::Own { base });
-    }
-    Ok(match v2_server::probe(&base)? {
-        ServerKind::Modeldock => Door::Modeldock(http),
-        ServerKind::Other(name) => Door::Other { base, name },
+    Ok(match v2_server::identify(&http)? {
+        Some(ServerKind::Modeldock) => Door::Modeldock(http),
+        Some(ServerKind::Other(name)) => Door::Other { base, name },
+        None if must_answer => {
+            let why = http.not_live().unwrap_or_else(|| "no answer".to_string());
+            return Err(crate::error::Error::unavailable(format!("cannot reach {base}: {why}")));
+        }
+        None => Door::Own { base },
     })
 }
 

@@ -14,6 +14,9 @@ use crate::v2::error_body::error_text;
 use crate::v2::image_infer;
 use crate::vision::InferParams;
 
+/// How long a liveness or identity question may take.
+const QUICK: Duration = Duration::from_millis(1500);
+
 /// The largest reply read (a snapshot, a batch's detections).
 const MAX_REPLY: u64 = 256 << 20;
 
@@ -107,12 +110,18 @@ impl HttpClient {
         self
     }
 
-    /// A client for `spec` (`MODELDOCK_HOST` syntax) if a server answers there.
-    pub fn connect(spec: Option<&str>) -> Result<Option<HttpClient>> {
-        let base = base_url(spec)?;
-        transport::check_tls(&base)?;
-        let c = HttpClient::new(&base);
-        Ok(c.is_live().then_some(c))
+    /// `GET path` within a second and a half: `None` when nothing answers
+    /// (refused, unreachable, too slow), else its JSON or the error its
+    /// status says.
+    pub fn ask_quickly(&self, path: &str) -> Result<Option<Value>> {
+        let quick = self.endpoint.with_timeout(Some(QUICK));
+        let Ok(r) = quick.exchange(path, None, MAX_REPLY) else {
+            return Ok(None);
+        };
+        if r.status != 200 {
+            return Err(error_from(r.status, &r.body, path));
+        }
+        Ok(Some(serde_json::from_slice(&r.body).unwrap_or(Value::Null)))
     }
 
     fn unreachable(&self, e: ureq::Error) -> Error {
@@ -127,7 +136,7 @@ impl HttpClient {
     /// Why `GET /v2/health/live` was not answered 200 within a second and a
     /// half (a refused connection, a certificate, a status); `None` when it was.
     pub fn not_live(&self) -> Option<String> {
-        let quick = self.endpoint.with_timeout(Some(Duration::from_millis(1500)));
+        let quick = self.endpoint.with_timeout(Some(QUICK));
         match quick.send("/v2/health/live", None) {
             Ok(resp) if resp.status().as_u16() == 200 => None,
             Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),

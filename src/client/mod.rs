@@ -48,10 +48,6 @@ pub trait EngineApi: Send + Sync {
     /// Where the engine is, for the status bar: `in this process` or the server's URL.
     fn location(&self) -> String;
     fn shutdown(&self);
-    /// The v2 server this engine's networks run on, when attached to one.
-    fn attached(&self) -> Option<&v2_server::Attached> {
-        None
-    }
 }
 
 impl EngineApi for Engine {
@@ -92,12 +88,12 @@ impl EngineApi for Engine {
 
 impl EngineApi for RemoteEngine {
     fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
-        Ok(RemoteEngine::infer(self, model, input, params, None))
+        Ok(self.send_infer(model, input, params, None))
     }
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
         let (tx, rx) = bounded(1);
         let image = input.name();
-        let id = RemoteEngine::infer(self, model, input, params, Some(tx));
+        let id = self.send_infer(model, input, params, Some(tx));
         rx.recv().unwrap_or_else(|_| {
             Err(InferError {
                 request_id: id,
@@ -109,12 +105,10 @@ impl EngineApi for RemoteEngine {
         })
     }
     fn load(&self, model: &str) -> Result<()> {
-        RemoteEngine::load(self, model);
-        Ok(())
+        self.command(remote::Job::Load(model.to_string()))
     }
     fn unload(&self, model: &str) -> Result<()> {
-        RemoteEngine::unload(self, model);
-        Ok(())
+        self.command(remote::Job::Unload(model.to_string()))
     }
     fn register(&self, entry: Entry) -> Result<()> {
         Err(crate::error::Error::unavailable(format!(
@@ -123,18 +117,16 @@ impl EngineApi for RemoteEngine {
         )))
     }
     fn pin(&self, model: &str, pinned: bool) -> Result<()> {
-        RemoteEngine::pin(self, model, pinned);
-        Ok(())
+        self.command(remote::Job::Pin(model.to_string(), pinned))
     }
     fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
-        RemoteEngine::set_keep_alive(self, model, ka);
-        Ok(())
+        self.command(remote::Job::KeepAlive(model.to_string(), ka))
     }
     fn events(&self) -> &Receiver<Event> {
-        RemoteEngine::events(self)
+        &self.events
     }
     fn snapshot(&self) -> Snapshot {
-        RemoteEngine::snapshot(self)
+        self.latest_snapshot()
     }
     fn location(&self) -> String {
         match self.unreachable() {
@@ -143,82 +135,74 @@ impl EngineApi for RemoteEngine {
         }
     }
     fn shutdown(&self) {
-        RemoteEngine::shutdown(self)
-    }
-}
-
-/// A local engine (decoding, pre- and post-processing here) whose networks
-/// run on a v2 server that is not modeldock (Triton, KServe, MLServer).
-pub struct AttachedEngine {
-    pub engine: Engine,
-    pub server: Arc<v2_server::Attached>,
-}
-
-impl EngineApi for AttachedEngine {
-    fn infer(&self, model: &str, input: ImageInput, params: InferParams) -> Result<RequestId> {
-        self.engine.infer(model, input, params)
-    }
-    fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
-        self.engine.infer_wait(model, input, params)
-    }
-    fn load(&self, model: &str) -> Result<()> {
-        self.engine.load(model)
-    }
-    fn unload(&self, model: &str) -> Result<()> {
-        self.engine.unload(model)
-    }
-    fn register(&self, entry: Entry) -> Result<()> {
-        Err(crate::error::Error::unavailable(format!(
-            "{} was written to {}; the app is attached to a v2 server and lists that server's models",
-            entry.manifest.id, entry.origin
-        )))
-    }
-    fn pin(&self, model: &str, pinned: bool) -> Result<()> {
-        self.engine.pin(model, pinned)
-    }
-    fn set_keep_alive(&self, model: &str, ka: Option<KeepAlive>) -> Result<()> {
-        self.engine.set_keep_alive(model, ka)
-    }
-    fn events(&self) -> &Receiver<Event> {
-        self.engine.events()
-    }
-    fn snapshot(&self) -> Snapshot {
-        self.engine.snapshot()
-    }
-    fn location(&self) -> String {
-        let a = &self.server;
-        match a.client.unreachable() {
-            Some(why) => format!("{} at {} — {why}", a.server_name, a.client.base()),
-            None => format!("{} at {}", a.server_name, a.client.base()),
-        }
-    }
-    fn shutdown(&self) {
-        self.engine.shutdown()
-    }
-    fn attached(&self) -> Option<&v2_server::Attached> {
-        Some(&self.server)
+        self.stop();
     }
 }
 
 /// The door the app, the CLI and the live pipeline hold: one engine, in
 /// this process or not. Cheap to clone; every clone reaches the same engine.
 #[derive(Clone)]
-pub struct Client(Arc<dyn EngineApi>);
+pub struct Client {
+    engine: Arc<dyn EngineApi>,
+    /// The v2 server (not modeldock) whose networks a local engine runs on:
+    /// its index is the model list, and it is where the engine is.
+    attached: Option<Arc<v2_server::Attached>>,
+}
 
 impl Client {
     /// The engine in this process.
     pub fn local(engine: Engine) -> Client {
-        Client(Arc::new(engine))
+        Client {
+            engine: Arc::new(engine),
+            attached: None,
+        }
     }
 
     /// A modeldock server over HTTP.
     pub fn remote(engine: RemoteEngine) -> Client {
-        Client(Arc::new(engine))
+        Client {
+            engine: Arc::new(engine),
+            attached: None,
+        }
     }
 
-    /// A local engine attached to another v2 server.
+    /// A local engine (decoding, pre- and post-processing here) whose
+    /// networks run on a v2 server that is not modeldock (Triton, KServe,
+    /// MLServer).
     pub fn attached(engine: Engine, server: Arc<v2_server::Attached>) -> Client {
-        Client(Arc::new(AttachedEngine { engine, server }))
+        Client {
+            engine: Arc::new(engine),
+            attached: Some(server),
+        }
+    }
+
+    /// The v2 server this engine's networks run on, when attached to one.
+    pub fn attached_server(&self) -> Option<&v2_server::Attached> {
+        self.attached.as_deref()
+    }
+
+    /// Where the engine is, for the status bar: `in this process`, the
+    /// server's URL, or the attached server's name and URL.
+    pub fn location(&self) -> String {
+        let Some(a) = &self.attached else {
+            return self.engine.location();
+        };
+        match a.client.unreachable() {
+            Some(why) => format!("{} at {} — {why}", a.server_name, a.client.base()),
+            None => format!("{} at {}", a.server_name, a.client.base()),
+        }
+    }
+
+    /// Registers a model found after start (an imported checkpoint); an
+    /// attached engine lists its server's models only.
+    pub fn register(&self, entry: Entry) -> Result<()> {
+        if self.attached.is_some() {
+            return Err(crate::error::Error::unavailable(format!(
+                "{} was written to {}; the app is attached to a v2 server and lists that server's models",
+                entry.manifest.id, entry.origin
+            )));
+        }
+        self.engine.register(entry)
     }
 }
 
@@ -226,13 +210,13 @@ impl std::ops::Deref for Client {
     type Target = dyn EngineApi;
 
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref()
+        self.engine.as_ref()
     }
 }
 
 impl crate::engine::InferWait for Client {
     fn infer_wait(&self, model: &str, input: ImageInput, params: InferParams) -> Answer {
-        self.0.infer_wait(model, input, params)
+        self.engine.infer_wait(model, input, params)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::vision::InferParams;
 /// image is answered with an error at once.
 const JOB_QUEUE: usize = 1024;
 
-enum Job {
+pub(super) enum Job {
     Infer {
         id: RequestId,
         model: String,
@@ -45,7 +45,7 @@ struct Inner {
 pub struct RemoteEngine {
     inner: Arc<Inner>,
     jobs: Sender<Job>,
-    events: Receiver<Event>,
+    pub(super) events: Receiver<Event>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -250,7 +250,9 @@ impl RemoteEngine {
         ))
     }
 
-    pub fn infer(
+    /// Queues an image; its answer goes to `reply`, or out as
+    /// [`Event::Answer`] without one.
+    pub(super) fn send_infer(
         &self,
         model: &str,
         input: ImageInput,
@@ -289,36 +291,23 @@ impl RemoteEngine {
         id
     }
 
-    /// Queues a command; when the queue is full it is dropped with a warning
-    /// (the user can ask again, and the snapshot shows what happened).
-    fn command(&self, job: Job) {
-        if self.jobs.try_send(job).is_err() {
-            tracing::warn!("{JOB_QUEUE} jobs already wait for the server: a command was dropped");
-        }
+    /// Queues a command, or says that the queue is full (the user can ask again).
+    pub(super) fn command(&self, job: Job) -> crate::Result<()> {
+        self.jobs
+            .try_send(job)
+            .map_err(|_| crate::Error::unavailable(format!("{JOB_QUEUE} jobs already wait for the server; try again")))
     }
 
-    pub fn load(&self, m: &str) {
-        self.command(Job::Load(m.to_string()));
-    }
-    pub fn unload(&self, m: &str) {
-        self.command(Job::Unload(m.to_string()));
-    }
-    pub fn pin(&self, m: &str, p: bool) {
-        self.command(Job::Pin(m.to_string(), p));
-    }
-    pub fn set_keep_alive(&self, m: &str, k: Option<KeepAlive>) {
-        self.command(Job::KeepAlive(m.to_string(), k));
-    }
-    pub fn events(&self) -> &Receiver<Event> {
-        &self.events
-    }
-    pub fn snapshot(&self) -> Snapshot {
+    /// The server's last snapshot, as the poller read it.
+    pub(super) fn latest_snapshot(&self) -> Snapshot {
         match self.inner.snapshot.lock() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
-    pub fn shutdown(&self) {
+
+    /// Stops the job threads, the poller and the event follower.
+    pub(super) fn stop(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
     }
 }

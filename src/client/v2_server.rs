@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::http::HttpClient;
 use crate::backend::{BackendSpec, IndexEntry, Reply, V2Client, DEFAULT_TIMEOUT};
 use crate::catalog::manifest::{Manifest, WeightsRef};
 use crate::catalog::registry::{Entry, Registry, WeightsResolved};
@@ -24,24 +25,23 @@ pub enum ServerKind {
     Other(String),
 }
 
-/// Asks `GET /v2` who is there.
-/// A keyed modeldock server wants the user's bearer key even there.
+/// Asks `GET /v2` who is at `base`; an error when nothing answers.
 pub fn probe(base: &str) -> Result<ServerKind> {
-    let auth = super::http::client_key()
-        .map(|k| vec![("Authorization".to_string(), format!("Bearer {k}"))])
-        .unwrap_or_default();
-    let c = V2Client::shared_with(base, DEFAULT_TIMEOUT, auth)?;
-    let r = c
-        .call("/v2", None)
-        .map_err(|e| Error::unavailable(format!("cannot reach {base}: {e}")))?;
-    let r = r.ok("GET /v2").map_err(|e| Error::unavailable(e.to_string()))?;
-    let v = r.json().unwrap_or(Value::Null);
+    identify(&HttpClient::new(base))?.ok_or_else(|| Error::unavailable(format!("cannot reach {base}")))
+}
+
+/// Asks `GET /v2` (with the user's bearer key: a keyed modeldock server
+/// wants it even there) who answers; `None` when nothing does.
+pub fn identify(http: &HttpClient) -> Result<Option<ServerKind>> {
+    let Some(v) = http.ask_quickly("/v2").map_err(|e| Error::unavailable(e.to_string()))? else {
+        return Ok(None);
+    };
     let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-    Ok(if name == "modeldock" {
+    Ok(Some(if name == "modeldock" {
         ServerKind::Modeldock
     } else {
         ServerKind::Other(if name.is_empty() { "a v2 server".into() } else { name })
-    })
+    }))
 }
 
 /// A v2 server attached to: the registry its index gives, and the client

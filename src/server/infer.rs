@@ -124,31 +124,25 @@ fn admit(
     model: &str,
     n: usize,
 ) -> ApiResult<(tokio::sync::OwnedSemaphorePermit, super::state::ClientPermits)> {
-    let client_permits = match super::state::Shared::client_permits(state, client, n) {
-        Ok(p) => p,
-        Err(held) => {
-            for _ in 0..n {
-                state.metrics.record_fail(model);
-            }
-            return Err(ApiError::overloaded(format!(
-                "this client has {held} images queued and asks for {n} more; one client may have at most {} waiting (--max-queue-per-client); retry when some are answered",
-                state.options.max_queue_per_client
-            )));
+    let refuse = |why: String| {
+        for _ in 0..n {
+            state.metrics.record_fail(model);
         }
+        ApiError::overloaded(why)
     };
-    let permits = match state.queue.clone().try_acquire_many_owned(n as u32) {
-        Ok(p) => p,
-        Err(_) => {
-            for _ in 0..n {
-                state.metrics.record_fail(model);
-            }
-            return Err(ApiError::overloaded(format!(
-                "server is busy: {} requests queued (limit {}); retry shortly",
-                state.options.max_queue - state.queue.available_permits(),
-                state.options.max_queue
-            )));
-        }
-    };
+    let client_permits = super::state::Shared::client_permits(state, client, n).map_err(|held| {
+        refuse(format!(
+            "this client has {held} images queued and asks for {n} more; one client may have at most {} waiting (--max-queue-per-client); retry when some are answered",
+            state.options.max_queue_per_client
+        ))
+    })?;
+    let permits = state.queue.clone().try_acquire_many_owned(n as u32).map_err(|_| {
+        refuse(format!(
+            "server is busy: {} requests queued (limit {}); retry shortly",
+            state.options.max_queue - state.queue.available_permits(),
+            state.options.max_queue
+        ))
+    })?;
     Ok((permits, client_permits))
 }
 

@@ -619,7 +619,7 @@ impl ModeldockApp {
         ui.separator();
         egui::ScrollArea::both().show(ui, |ui| match self.layout.side_tab {
             SideTab::Gpu => {
-                if let Some(a) = self.engine.attached() {
+                if let Some(a) = self.engine.attached_server() {
                     gpu_panel::server_ui(ui, &a.server_name, a.client.base(), a.client.gpu_metrics());
                     ui.separator();
                 }

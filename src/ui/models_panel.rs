@@ -60,14 +60,19 @@ fn budget_bar(ui: &mut egui::Ui, snap: &Snapshot) {
     }
 }
 
+/// How far a load (or its download) has come, 0..1.
+fn load_fraction(m: &ModelStatus) -> f32 {
+    if m.bytes_total > 0 {
+        m.bytes_done as f32 / m.bytes_total as f32
+    } else {
+        0.0
+    }
+}
+
 fn state_cell(ui: &mut egui::Ui, engine: &Client, m: &ModelStatus) {
     match m.state {
         ModelState::Loading if m.downloading => {
-            let f = if m.bytes_total > 0 {
-                m.bytes_done as f32 / m.bytes_total as f32
-            } else {
-                0.0
-            };
+            let f = load_fraction(m);
             let eta = m
                 .eta_ms
                 .map(|e| format!(" · {:.0} s", (e as f64 / 1000.0).ceil()))
@@ -84,11 +89,7 @@ fn state_cell(ui: &mut egui::Ui, engine: &Client, m: &ModelStatus) {
             ));
         }
         ModelState::Loading => {
-            let f = if m.bytes_total > 0 {
-                m.bytes_done as f32 / m.bytes_total as f32
-            } else {
-                0.0
-            };
+            let f = load_fraction(m);
             let eta = m
                 .eta_ms
                 .map(|e| format!(", ETA {:.1} s", e as f64 / 1000.0))
@@ -169,6 +170,16 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                         ModelState::Resident | ModelState::Loading => {
                             if ui.button("Unload").clicked() {
                                 let _ = engine.unload(&m.id);
+                            }
+                        }
+                        // Leaving once its requests finish: a load keeps it.
+                        ModelState::Unloading => {
+                            if ui
+                                .button("Keep")
+                                .on_hover_text("Its requests are finishing before it leaves; keep it loaded")
+                                .clicked()
+                            {
+                                let _ = engine.load(&m.id);
                             }
                         }
                         // A load downloads the weights first, then the usual
