@@ -4,18 +4,11 @@
 
 use rayon::prelude::*;
 
-use super::{epilogue, Act, ConvShape};
+use super::{epilogue, ConvArgs, ConvShape};
 
 /// `x`: [cin, h, w]; `weight`: [cout, cin·kh·kw] row-major; `out`: [cout, oh, ow].
-pub fn conv2d(
-    x: &[f32],
-    (h, w): (usize, usize),
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    act: Act,
-    out: &mut [f32],
-) {
+pub fn conv2d(args: ConvArgs<[f32], [f32]>, out: &mut [f32]) {
+    let (x, (h, w), weight, bias, s, act) = (args.x, args.hw, args.weight, args.bias, args.s, args.act);
     let (oh, ow) = s.out_hw(h, w);
     let n = oh * ow;
     let k = s.cin * s.kh * s.kw;

@@ -7,18 +7,11 @@
 use rayon::prelude::*;
 
 use super::planes::Geometry;
-use super::{Act, ConvShape};
+use super::{Act, ConvArgs, ConvShape};
 
 /// `x`: [c, h, w]; `weight`: [c, kh·kw]; `out`: [c, oh, ow]. `s.cin == s.cout == c`.
-pub fn depthwise(
-    x: &[f32],
-    (h, w): (usize, usize),
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    act: Act,
-    out: &mut [f32],
-) {
+pub fn depthwise(args: ConvArgs<[f32], [f32]>, out: &mut [f32]) {
+    let (x, (h, w), weight, bias, s, act) = (args.x, args.hw, args.weight, args.bias, args.s, args.act);
     // Offsets of one channel's taps: the geometry of a single-channel conv.
     let one = ConvShape { cin: 1, cout: 1, ..*s };
     let g = Geometry::new(&one, h, w);

@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::{conv, depthwise, host, tiled, Act, ConvShape, Padding};
+use super::{conv, depthwise, host, tiled, Act, ConvArgs, ConvShape, Padding};
 use crate::error::{Error, Result};
 
 /// A batch whose images each take fewer multiply-adds than this runs one
@@ -192,9 +192,10 @@ impl FastConv {
                 let bias = self.op.bias.as_deref();
                 let fused = host::with_slices(&[x], |d| {
                     let mut v: Vec<f32> = Vec::with_capacity(s.cout * oh.div_ceil(2) * ow.div_ceil(2));
+                    let parts = [d[0]];
+                    let args = ConvArgs::new(&parts[..], (h, w), packed, bias, &s, self.op.act);
                     // SAFETY: on `true` every element of the pooled output is written.
-                    let done =
-                        unsafe { tiled::conv2d_pool2(&[d[0]], (h, w), packed, bias, &s, self.op.act, v.as_mut_ptr()) };
+                    let done = unsafe { tiled::conv2d_pool2(args, v.as_mut_ptr()) };
                     if !done {
                         return Ok(None);
                     }
@@ -254,16 +255,9 @@ impl FastConv {
                         let one = |i: usize, out: *mut f32| {
                             let r = res.first().map(|r| &r[i * per_out..(i + 1) * per_out]);
                             let p = pre_data.first().map(|p| &p[i * per_out..(i + 1) * per_out]);
-                            tiled::conv2d(
-                                &image(i),
-                                (h, w),
-                                packed,
-                                bias,
-                                &s,
-                                self.op.act,
-                                (p, r),
-                                out.add(i * per_out),
-                            );
+                            let parts = image(i);
+                            let args = ConvArgs::new(&parts[..], (h, w), packed, bias, &s, self.op.act);
+                            tiled::conv2d(args, (p, r), out.add(i * per_out));
                         };
                         if n > 1 && per_out * s.cin * s.kh * s.kw < BATCH_PARALLEL_BELOW {
                             // Many small images (MTCNN's crops): one image per
@@ -289,10 +283,11 @@ impl FastConv {
                 };
                 // With a pre-activation addend, the activation waits for it.
                 let act = if pre.is_some() { Act::None } else { self.op.act };
+                let args = ConvArgs::new(x, (h, w), &self.op.weight[..], bias, &s, act);
                 if self.op.depthwise {
-                    depthwise::depthwise(x, (h, w), &self.op.weight, bias, &s, act, o);
+                    depthwise::depthwise(args, o);
                 } else {
-                    conv::conv2d(x, (h, w), &self.op.weight, bias, &s, act, o);
+                    conv::conv2d(args, o);
                 }
                 if let Some(p) = pre_data.first() {
                     let act = self.op.act;

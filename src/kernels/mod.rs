@@ -152,6 +152,39 @@ impl ConvShape {
     }
 }
 
+/// One image's operands, as every CPU conv kernel takes them: the input `I`
+/// (planes, or the parts of a channel concatenation) of `hw` pixels, the
+/// weights `W` (flat or packed), the bias, the shape and the fused activation.
+pub struct ConvArgs<'a, I: ?Sized, W: ?Sized> {
+    pub x: &'a I,
+    pub hw: (usize, usize),
+    pub weight: &'a W,
+    pub bias: Option<&'a [f32]>,
+    pub s: &'a ConvShape,
+    pub act: Act,
+}
+
+impl<'a, I: ?Sized, W: ?Sized> ConvArgs<'a, I, W> {
+    /// The operands of one image's conv.
+    pub fn new(
+        x: &'a I,
+        hw: (usize, usize),
+        weight: &'a W,
+        bias: Option<&'a [f32]>,
+        s: &'a ConvShape,
+        act: Act,
+    ) -> Self {
+        ConvArgs {
+            x,
+            hw,
+            weight,
+            bias,
+            s,
+            act,
+        }
+    }
+}
+
 /// Adds the bias and applies the activation to a [C, N] output, in parallel over channels.
 pub fn epilogue(out: &mut [f32], n: usize, bias: Option<&[f32]>, act: Act) {
     use rayon::prelude::*;

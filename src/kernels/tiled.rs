@@ -13,7 +13,7 @@ use super::avx512::{self, MR, NR};
 use super::borders::{InPlace, Phases};
 use super::host;
 use super::planes::Geometry;
-use super::{Act, ConvShape, Padding};
+use super::{Act, ConvArgs, ConvShape, Padding};
 
 /// Which microkernel runs the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,72 @@ impl Packed {
     fn panels(&self) -> usize {
         self.cout.div_ceil(MR)
     }
+
+    /// Panel `panel`: its first output channel, its rows, their bias (zero
+    /// past `rows` or without one) and its weights.
+    #[inline]
+    fn panel<'a>(&'a self, panel: usize, bias: Option<&[f32]>) -> Panel<'a> {
+        let co0 = panel * MR;
+        let rows = (self.cout - co0).min(MR);
+        let mut b = [0f32; MR];
+        if let Some(bias) = bias {
+            b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
+        }
+        let weights = &self.data[panel * self.taps * MR..(panel + 1) * self.taps * MR];
+        Panel {
+            isa: self.isa,
+            co0,
+            rows,
+            bias: b,
+            weights,
+        }
+    }
+}
+
+/// One panel of [`Packed`] as the microkernel takes it.
+struct Panel<'a> {
+    isa: Isa,
+    co0: usize,
+    rows: usize,
+    bias: [f32; MR],
+    weights: &'a [f32],
+}
+
+impl Panel<'_> {
+    /// This panel's rows over the `n` wide positions from `start` into `dest`.
+    ///
+    /// # Safety
+    /// The ISA is supported; every lane a tap's mask sets is inside the input
+    /// that tap points into; `dest`'s rows hold its `n` lanes.
+    #[inline]
+    #[allow(unused_variables)]
+    unsafe fn tile(
+        &self,
+        taps: &[*const f32],
+        classes: &[u8],
+        masks: &[[u16; 3]],
+        start: usize,
+        act: Act,
+        dest: avx512::Dest,
+    ) {
+        let (w, b) = (self.weights.as_ptr(), &self.bias);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as this function's contract says; the panel holds taps·MR floats.
+        unsafe {
+            match self.isa {
+                Isa::Avx512 => avx512::tile(w, taps, classes, masks, start, b, act, dest),
+                Isa::Avx2 => avx2::tile(w, taps, classes, masks, start, b, act, dest),
+            }
+        }
+    }
+}
+
+/// A tile's mask classes as the kernels take them: three 16-lane words each.
+#[inline]
+fn mask_words(bits: &[u64]) -> Vec<[u16; 3]> {
+    bits.iter()
+        .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
+        .collect()
 }
 
 /// True when [`conv2d`] can run on this CPU.
@@ -120,17 +186,12 @@ struct Wide {
 ///
 /// # Safety
 /// `out` is valid for writes of `s.cout·oh·ow` floats; every one is written.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv2d(
-    parts: &[&[f32]],
-    (h, w): (usize, usize),
-    packed: &Packed,
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    act: Act,
+    args: ConvArgs<[&[f32]], Packed>,
     (pre, residual): (Option<&[f32]>, Option<&[f32]>),
     out: *mut f32,
 ) {
+    let (parts, (h, w), packed, bias, s, act) = (args.x, args.hw, args.weight, args.bias, args.s, args.act);
     debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), s.cin * h * w);
     debug_assert!(pre.is_none() || writes_directly(s, (h, w)));
     let job = |taps: Taps, classes: Vec<u8>, reads: Reads, wide: Wide| {
@@ -289,13 +350,8 @@ fn run(
         let mut tile_out = [0f32; MR * NR];
         let masks = lane_masks(reads, t0..t1, wide);
         for panel in p0..p1 {
-            let co0 = panel * MR;
-            let rows = (packed.cout - co0).min(MR);
-            let mut b = [0f32; MR];
-            if let Some(bias) = bias {
-                b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
-            }
-            let weights = &packed.data[panel * packed.taps * MR..(panel + 1) * packed.taps * MR];
+            let panel = packed.panel(panel, bias);
+            let (co0, rows) = (panel.co0, panel.rows);
             for (t, tile_masks) in (t0..t1).zip(&masks) {
                 let start = t * NR;
                 let n = (wide - start).min(NR);
@@ -320,15 +376,7 @@ fn run(
                 // masks every lane that would fall outside the image); the
                 // destination rows hold n lanes from `start` (direct: output
                 // positions of this job's tile and panel only).
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    match packed.isa {
-                        Isa::Avx512 => {
-                            avx512::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest)
-                        }
-                        Isa::Avx2 => avx2::tile(weights.as_ptr(), &taps.0, classes, tile_masks, start, &b, act, dest),
-                    }
-                }
+                unsafe { panel.tile(&taps.0, classes, tile_masks, start, act, dest) };
                 if direct {
                     continue;
                 }
@@ -360,9 +408,7 @@ fn lane_masks(reads: &Reads, tiles: std::ops::Range<usize>, wide: usize) -> Vec<
                 Reads::Planes => bits[0] = (1u64 << n) - 1,
                 Reads::InPlace(ip) => ip.masks(start, n, &mut bits),
             }
-            bits.iter()
-                .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
-                .collect()
+            mask_words(&bits)
         })
         .collect()
 }
@@ -467,15 +513,8 @@ fn scatter(
 /// # Safety
 /// `out` is valid for writes of `s.cout·⌈oh/2⌉·⌈ow/2⌉` floats; on `true`
 /// every one is written.
-pub unsafe fn conv2d_pool2(
-    parts: &[&[f32]],
-    (h, w): (usize, usize),
-    packed: &Packed,
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    act: Act,
-    out: *mut f32,
-) -> bool {
+pub unsafe fn conv2d_pool2(args: ConvArgs<[&[f32]], Packed>, out: *mut f32) -> bool {
+    let (parts, (h, w), packed, bias, s, act) = (args.x, args.hw, args.weight, args.bias, args.s, args.act);
     let Some(g) = InPlace::new(s, h, w) else {
         return false;
     };
@@ -501,26 +540,16 @@ pub unsafe fn conv2d_pool2(
                 .map(|start| {
                     let n = (end - start).min(NR);
                     g.masks(start, n, &mut bits);
-                    let m = bits
-                        .iter()
-                        .map(|&m| [m as u16, (m >> 16) as u16, (m >> 32) as u16])
-                        .collect();
-                    (start, n, m)
+                    (start, n, mask_words(&bits))
                 })
                 .collect();
             for panel in 0..panels {
-                let co0 = panel * MR;
-                let rows = (packed.cout - co0).min(MR);
-                let mut b = [0f32; MR];
-                if let Some(bias) = bias {
-                    b[..rows].copy_from_slice(&bias[co0..co0 + rows]);
-                }
-                let weights = &packed.data[panel * packed.taps * MR..(panel + 1) * packed.taps * MR];
+                let panel = packed.panel(panel, bias);
                 for (start, n, masks) in &tiles {
                     let dest = avx512::Dest {
-                        out: scratch.as_mut_ptr().wrapping_add(co0 * 2 * wp + (start - first)),
+                        out: scratch.as_mut_ptr().wrapping_add(panel.co0 * 2 * wp + (start - first)),
                         stride: 2 * wp,
-                        rows,
+                        rows: panel.rows,
                         n: *n,
                         pre: std::ptr::null(),
                         residual: std::ptr::null(),
@@ -530,15 +559,7 @@ pub unsafe fn conv2d_pool2(
                     // inside the input (borders.rs); the destination rows
                     // (channels co0..co0+rows, lanes start-first..+n, below
                     // 2·wp) lie in this thread's scratch.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        match packed.isa {
-                            Isa::Avx512 => {
-                                avx512::tile(weights.as_ptr(), &taps.0, &classes, masks, *start, &b, act, dest)
-                            }
-                            Isa::Avx2 => avx2::tile(weights.as_ptr(), &taps.0, &classes, masks, *start, &b, act, dest),
-                        }
-                    }
+                    unsafe { panel.tile(&taps.0, &classes, masks, *start, act, dest) };
                 }
             }
             for co in 0..packed.cout {

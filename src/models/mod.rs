@@ -47,6 +47,15 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// The image's (width, height); an error for an empty image.
+pub(crate) fn image_size(img: &RgbImage) -> Result<(usize, usize)> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::msg("the image is empty"));
+    }
+    Ok((w, h))
+}
+
 /// Builds a model whose network runs on a server (`manifest.backend`):
 /// nothing is read here; the server is asked to load it.
 pub fn build_remote(manifest: &Manifest, device: &Device) -> Result<Box<dyn Model>> {

@@ -129,13 +129,91 @@ fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<Linear> {
     Ok(Linear::new(vb.get((o, i), "weight")?, Some(vb.get(o, "bias")?)))
 }
 
+/// One conv block of a stage: (in channels, out channels, kernel, the
+/// ceil-mode max pool (kernel, stride) after its PReLU, if any).
+type Block = (usize, usize, usize, Option<(usize, usize)>);
+
+/// P-Net's conv blocks.
+const PNET: [Block; 3] = [(3, 10, 3, Some((2, 2))), (10, 16, 3, None), (16, 32, 3, None)];
+/// R-Net's conv blocks.
+const RNET: [Block; 3] = [(3, 28, 3, Some((3, 2))), (28, 48, 3, Some((3, 2))), (48, 64, 2, None)];
+/// O-Net's conv blocks.
+const ONET: [Block; 4] = [
+    (3, 32, 3, Some((3, 2))),
+    (32, 64, 3, Some((3, 2))),
+    (64, 64, 3, Some((2, 2))),
+    (64, 128, 2, None),
+];
+
+/// A `convN` + `preluN` block, then its ceil-mode max pool if it has one.
+struct ConvPRelu {
+    conv: FastConv,
+    act: PRelu,
+    pool: Option<(usize, usize)>,
+}
+
+/// A stage's conv blocks, `conv1` + `prelu1` first.
+struct Convs(Vec<ConvPRelu>);
+
+impl Convs {
+    fn load(vb: &VarBuilder, blocks: &[Block]) -> Result<Self> {
+        let mut layers = Vec::with_capacity(blocks.len());
+        for (i, &(cin, cout, k, pool)) in blocks.iter().enumerate() {
+            let conv = fast_conv(
+                vb.pp(format!("conv{}", i + 1)),
+                cin,
+                cout,
+                k,
+                1,
+                Padding::default(),
+                Act::None,
+            )?;
+            let act = PRelu::load(vb.pp(format!("prelu{}", i + 1)), cout)?;
+            layers.push(ConvPRelu { conv, act, pool });
+        }
+        Ok(Convs(layers))
+    }
+
+    /// Each block in turn: conv, PReLU, then its pool.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.0 {
+            x = b.act.forward(&b.conv.forward(&x)?)?;
+            if let Some((k, s)) = b.pool {
+                x = max_pool_ceil(&x, k, s)?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// R-Net's and O-Net's `denseN` + `preluN` after the conv blocks, on their
+/// output flattened as PyTorch's `permute(0, 3, 2, 1)` lays it out.
+struct Dense(Linear, PRelu);
+
+impl Dense {
+    /// `denseN` + `preluN`, N one past the last conv block.
+    fn load(vb: &VarBuilder, n: usize, i: usize, o: usize) -> Result<Self> {
+        Ok(Dense(
+            linear(vb.pp(format!("dense{n}")), i, o)?,
+            PRelu::load(vb.pp(format!("prelu{n}")), o)?,
+        ))
+    }
+
+    /// The flattened features through the dense layer and its PReLU.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)?;
+        self.1.forward(&self.0.forward(&x)?)
+    }
+}
+
+/// The face probability: softmax of the two-class logits over `dim`, class 1.
+fn face_prob(logits: &Tensor, dim: impl candle_core::shape::Dim) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(logits, dim)?.narrow(1, 1, 1)?.squeeze(1)?)
+}
+
 struct PNet {
-    c1: FastConv,
-    p1: PRelu,
-    c2: FastConv,
-    p2: PRelu,
-    c3: FastConv,
-    p3: PRelu,
+    convs: Convs,
     c41: FastConv,
     c42: FastConv,
 }
@@ -143,115 +221,70 @@ struct PNet {
 impl PNet {
     fn load(vb: VarBuilder) -> Result<Self> {
         Ok(PNet {
-            c1: fast_conv(vb.pp("conv1"), 3, 10, 3, 1, Padding::default(), Act::None)?,
-            p1: PRelu::load(vb.pp("prelu1"), 10)?,
-            c2: fast_conv(vb.pp("conv2"), 10, 16, 3, 1, Padding::default(), Act::None)?,
-            p2: PRelu::load(vb.pp("prelu2"), 16)?,
-            c3: fast_conv(vb.pp("conv3"), 16, 32, 3, 1, Padding::default(), Act::None)?,
-            p3: PRelu::load(vb.pp("prelu3"), 32)?,
+            convs: Convs::load(&vb, &PNET)?,
             c41: fast_conv(vb.pp("conv4_1"), 32, 2, 1, 1, Padding::default(), Act::None)?,
             c42: fast_conv(vb.pp("conv4_2"), 32, 4, 1, 1, Padding::default(), Act::None)?,
         })
     }
     /// (regression (1,4,h,w), face probability (1,h,w)).
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 2, 2)?;
-        let x = self.p2.forward(&self.c2.forward(&x)?)?;
-        let x = self.p3.forward(&self.c3.forward(&x)?)?;
-        let prob = candle_nn::ops::softmax(&self.c41.forward(&x)?, 1)?
-            .narrow(1, 1, 1)?
-            .squeeze(1)?;
+        let x = self.convs.forward(x)?;
+        let prob = face_prob(&self.c41.forward(&x)?, 1)?;
         Ok((self.c42.forward(&x)?, prob))
     }
 }
 
-struct RNet {
-    c1: FastConv,
-    p1: PRelu,
-    c2: FastConv,
-    p2: PRelu,
-    c3: FastConv,
-    p3: PRelu,
-    d4: Linear,
-    p4: PRelu,
-    d51: Linear,
-    d52: Linear,
+/// R-Net and O-Net's common part: conv blocks, `denseN` + `preluN`, and the
+/// face (`dense{N+1}_1`) and box regression (`dense{N+1}_2`) heads.
+struct CropNet {
+    convs: Convs,
+    dense: Dense,
+    cls: Linear,
+    reg: Linear,
 }
 
-impl RNet {
-    fn load(vb: VarBuilder) -> Result<Self> {
-        Ok(RNet {
-            c1: fast_conv(vb.pp("conv1"), 3, 28, 3, 1, Padding::default(), Act::None)?,
-            p1: PRelu::load(vb.pp("prelu1"), 28)?,
-            c2: fast_conv(vb.pp("conv2"), 28, 48, 3, 1, Padding::default(), Act::None)?,
-            p2: PRelu::load(vb.pp("prelu2"), 48)?,
-            c3: fast_conv(vb.pp("conv3"), 48, 64, 2, 1, Padding::default(), Act::None)?,
-            p3: PRelu::load(vb.pp("prelu3"), 64)?,
-            d4: linear(vb.pp("dense4"), 576, 128)?,
-            p4: PRelu::load(vb.pp("prelu4"), 128)?,
-            d51: linear(vb.pp("dense5_1"), 128, 2)?,
-            d52: linear(vb.pp("dense5_2"), 128, 4)?,
+impl CropNet {
+    /// `n`: the dense layer's number; `flat` → `width` its features.
+    fn load(vb: &VarBuilder, blocks: &[Block], n: usize, flat: usize, width: usize) -> Result<Self> {
+        Ok(CropNet {
+            convs: Convs::load(vb, blocks)?,
+            dense: Dense::load(vb, n, flat, width)?,
+            cls: linear(vb.pp(format!("dense{}_1", n + 1)), width, 2)?,
+            reg: linear(vb.pp(format!("dense{}_2", n + 1)), width, 4)?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.p2.forward(&self.c2.forward(&x)?)?, 3, 2)?;
-        let x = self.p3.forward(&self.c3.forward(&x)?)?;
-        let x = x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)?;
-        let x = self.p4.forward(&self.d4.forward(&x)?)?;
-        let prob = candle_nn::ops::softmax(&self.d51.forward(&x)?, D::Minus1)?
-            .narrow(1, 1, 1)?
-            .squeeze(1)?;
-        Ok((self.d52.forward(&x)?, prob))
+    /// (features (n,width), regression (n,4), probability (n)).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let x = self.dense.forward(&self.convs.forward(x)?)?;
+        let prob = face_prob(&self.cls.forward(&x)?, D::Minus1)?;
+        let reg = self.reg.forward(&x)?;
+        Ok((x, reg, prob))
     }
 }
 
+/// R-Net: the crop network alone.
+fn load_rnet(vb: VarBuilder) -> Result<CropNet> {
+    CropNet::load(&vb, &RNET, 4, 576, 128)
+}
+
+/// O-Net: the crop network and its landmark head `dense6_3`.
 struct ONet {
-    c1: FastConv,
-    p1: PRelu,
-    c2: FastConv,
-    p2: PRelu,
-    c3: FastConv,
-    p3: PRelu,
-    c4: FastConv,
-    p4: PRelu,
-    d5: Linear,
-    p5: PRelu,
-    d61: Linear,
-    d62: Linear,
+    net: CropNet,
     d63: Linear,
 }
 
 impl ONet {
     fn load(vb: VarBuilder) -> Result<Self> {
+        let net = CropNet::load(&vb, &ONET, 5, 1152, 256)?;
         Ok(ONet {
-            c1: fast_conv(vb.pp("conv1"), 3, 32, 3, 1, Padding::default(), Act::None)?,
-            p1: PRelu::load(vb.pp("prelu1"), 32)?,
-            c2: fast_conv(vb.pp("conv2"), 32, 64, 3, 1, Padding::default(), Act::None)?,
-            p2: PRelu::load(vb.pp("prelu2"), 64)?,
-            c3: fast_conv(vb.pp("conv3"), 64, 64, 3, 1, Padding::default(), Act::None)?,
-            p3: PRelu::load(vb.pp("prelu3"), 64)?,
-            c4: fast_conv(vb.pp("conv4"), 64, 128, 2, 1, Padding::default(), Act::None)?,
-            p4: PRelu::load(vb.pp("prelu4"), 128)?,
-            d5: linear(vb.pp("dense5"), 1152, 256)?,
-            p5: PRelu::load(vb.pp("prelu5"), 256)?,
-            d61: linear(vb.pp("dense6_1"), 256, 2)?,
-            d62: linear(vb.pp("dense6_2"), 256, 4)?,
+            net,
             d63: linear(vb.pp("dense6_3"), 256, 10)?,
         })
     }
     /// (regression (n,4), landmarks (n,10), probability (n)).
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let x = max_pool_ceil(&self.p1.forward(&self.c1.forward(x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.p2.forward(&self.c2.forward(&x)?)?, 3, 2)?;
-        let x = max_pool_ceil(&self.p3.forward(&self.c3.forward(&x)?)?, 2, 2)?;
-        let x = self.p4.forward(&self.c4.forward(&x)?)?;
-        let x = x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)?;
-        let x = self.p5.forward(&self.d5.forward(&x)?)?;
-        let prob = candle_nn::ops::softmax(&self.d61.forward(&x)?, D::Minus1)?
-            .narrow(1, 1, 1)?
-            .squeeze(1)?;
-        Ok((self.d62.forward(&x)?, self.d63.forward(&x)?, prob))
+        let (x, reg, prob) = self.net.forward(x)?;
+        Ok((reg, self.d63.forward(&x)?, prob))
     }
 }
 
@@ -266,7 +299,7 @@ struct Cand {
 
 pub struct Mtcnn {
     pnet: PNet,
-    rnet: RNet,
+    rnet: CropNet,
     onet: ONet,
     min_face: f32,
     thresholds: [f32; 3],
@@ -334,7 +367,7 @@ impl Mtcnn {
     pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
         Ok(Mtcnn {
             pnet: PNet::load(vb.pp("pnet"))?,
-            rnet: RNet::load(vb.pp("rnet"))?,
+            rnet: load_rnet(vb.pp("rnet"))?,
             onet: ONet::load(vb.pp("onet"))?,
             min_face: m.option("min_face_size", 20.0) as f32,
             thresholds: [
@@ -460,7 +493,7 @@ impl Mtcnn {
         // Stage 2: R-Net on 24×24 crops.
         let (c2, batch) = self.crops(img, c, 24)?;
         let Some(batch) = batch else { return Ok(Vec::new()) };
-        let (reg, prob) = self.rnet.forward(&batch)?;
+        let (_, reg, prob) = self.rnet.forward(&batch)?;
         let (reg, prob): (Vec<Vec<f32>>, Vec<f32>) = (reg.to_vec2()?, prob.to_vec1()?);
         let mut c: Vec<Cand> = c2
             .into_iter()

@@ -20,13 +20,11 @@
 //! 0.35; the manifest's `conf` (0.35) is what users see, `--conf 0.05` gives
 //! upstream's full list.
 
-use std::time::Instant;
-
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use super::timing::ms;
+use super::timing::timed;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::graph::executor::Graph;
@@ -107,10 +105,7 @@ impl Objects {
 
     /// The network input for `img` (upstream's letterbox and normalisation).
     pub fn preprocess(&self, img: &RgbImage) -> Result<(Tensor, Warp)> {
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        if w == 0 || h == 0 {
-            return Err(Error::msg("the image is empty"));
-        }
+        let (w, h) = super::image_size(img)?;
         let warp = Warp::of(w, h);
         let px = cv_warp_scale(img, warp.r, warp.tx, warp.ty, INPUT);
         let plane = INPUT * INPUT;
@@ -233,27 +228,15 @@ fn integral(z: &[f32]) -> f32 {
 
 impl Model for Objects {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        let t0 = Instant::now();
-        let (x, warp) = self.preprocess(img)?;
-        let t1 = Instant::now();
-        let outs = self.forward(&x)?;
-        let t2 = Instant::now();
-        let dets = self.decode(
-            &outs,
-            warp,
-            (img.width() as usize, img.height() as usize),
-            params.conf.unwrap_or(self.conf),
-            params.iou.unwrap_or(self.iou),
-        )?;
-        let t3 = Instant::now();
-        Ok((
-            dets,
-            ModelTimings {
-                preprocess: ms(t1 - t0),
-                forward: ms(t2 - t1),
-                postprocess: ms(t3 - t2),
+        let image = (img.width() as usize, img.height() as usize);
+        timed(
+            || self.preprocess(img),
+            |(x, _)| self.forward(x),
+            |(_, warp), outs| {
+                let (conf, iou) = (params.conf.unwrap_or(self.conf), params.iou.unwrap_or(self.iou));
+                self.decode(&outs, warp, image, conf, iou)
             },
-        ))
+        )
     }
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {

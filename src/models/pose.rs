@@ -20,13 +20,11 @@
 //! score, its box the extent of the keypoints scoring at least `conf` (all of
 //! them when none does).
 
-use std::time::Instant;
-
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use super::timing::ms;
+use super::timing::timed;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::graph::executor::Graph;
@@ -92,10 +90,7 @@ impl Pose {
     }
 
     pub fn preprocess(&self, img: &RgbImage) -> Result<(Tensor, Padded)> {
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        if w == 0 || h == 0 {
-            return Err(Error::msg("the image is empty"));
-        }
+        let (w, h) = super::image_size(img)?;
         let pad = Padded::of(w, h);
         let mut v = resize_legacy_padded(img, pad.left, pad.top, pad.width, pad.height, self.size, self.size);
         v.iter_mut().for_each(|x| *x = x.trunc());
@@ -163,22 +158,14 @@ pub fn person(keypoints: Vec<[f32; 3]>, conf: f32) -> Option<Detection> {
 
 impl Model for Pose {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        let t0 = Instant::now();
-        let (x, pad) = self.preprocess(img)?;
-        let t1 = Instant::now();
-        let out = self.output(&x)?;
-        let t2 = Instant::now();
-        let kps = self.decode(&out, pad)?;
-        let dets: Vec<Detection> = person(kps, params.conf.unwrap_or(self.conf)).into_iter().collect();
-        let t3 = Instant::now();
-        Ok((
-            dets,
-            ModelTimings {
-                preprocess: ms(t1 - t0),
-                forward: ms(t2 - t1),
-                postprocess: ms(t3 - t2),
+        timed(
+            || self.preprocess(img),
+            |(x, _)| self.output(x),
+            |(_, pad), out| {
+                let kps = self.decode(&out, pad)?;
+                Ok(person(kps, params.conf.unwrap_or(self.conf)).into_iter().collect())
             },
-        ))
+        )
     }
 
     fn forward_raw(&self, x: &Tensor) -> Result<Tensor> {

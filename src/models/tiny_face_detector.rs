@@ -2,15 +2,13 @@
 //! one class, input 416. Reference: face-api `src/tinyYolov2`,
 //! `src/tinyFaceDetector`.
 
-use std::time::Instant;
-
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::layers::{conv, max_pool_same, Act, FastConv, Padding, SeparableConv};
 use super::remote_net::Net;
-use super::timing::ms;
+use super::timing::timed;
 use super::{Manifest, Model};
 use crate::error::Result;
 use crate::vision::nms::nms;
@@ -169,45 +167,31 @@ impl TinyFaceDetector {
 
     /// Whole pipeline on an 8-bit image.
     pub fn detect_rgb(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        let t0 = Instant::now();
-        let x = self.preprocess_rgb(img)?;
-        self.detect_input(x, img.width() as usize, img.height() as usize, params, t0)
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        self.detect_input(|| self.preprocess_rgb(img), w, h, params)
     }
 
     /// Whole pipeline on a float image.
     pub fn detect(&self, img: &FloatImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        let t0 = Instant::now();
-        let x = self.preprocess(img)?;
-        self.detect_input(x, img.width, img.height, params, t0)
+        self.detect_input(|| self.preprocess(img), img.width, img.height, params)
     }
 
+    /// `preprocess`, the network and [`Self::decode`], timed.
     fn detect_input(
         &self,
-        x: Tensor,
+        preprocess: impl FnOnce() -> Result<Tensor>,
         width: usize,
         height: usize,
         params: &InferParams,
-        t0: Instant,
     ) -> Result<(Vec<Detection>, ModelTimings)> {
-        let t1 = Instant::now();
-        let out = self.forward_raw(&x)?;
-        let t2 = Instant::now();
-        let dets = self.decode(
-            &out,
-            width,
-            height,
-            params.conf.unwrap_or(self.conf),
-            params.iou.unwrap_or(self.iou),
-        )?;
-        let t3 = Instant::now();
-        Ok((
-            dets,
-            ModelTimings {
-                preprocess: ms(t1 - t0),
-                forward: ms(t2 - t1),
-                postprocess: ms(t3 - t2),
+        timed(
+            preprocess,
+            |x| self.forward_raw(x),
+            |_, out| {
+                let (conf, iou) = (params.conf.unwrap_or(self.conf), params.iou.unwrap_or(self.iou));
+                self.decode(&out, width, height, conf, iou)
             },
-        ))
+        )
     }
 }
 
