@@ -52,7 +52,7 @@ fn launch(a: AppArgs) -> Result<i32> {
     };
     let client = match door {
         Door::Own { base } => {
-            let engine = Engine::start(registry.clone(), a.engine.config()?, Some(wake.as_wake()));
+            let engine = Engine::start(registry.clone(), a.engine.config_or_cpu()?, Some(wake.as_wake()));
             if !a.no_serve {
                 server_handle = serve_in_background(&engine, &base);
             }

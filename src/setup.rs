@@ -52,6 +52,9 @@ pub struct EngineFlags {
     /// cpu, cuda[:N], metal[:N] (GPU builds: --features cuda / metal) [default: cpu]
     #[arg(long, value_name = "D", env = "MODELDOCK_DEVICE")]
     pub device: Option<DeviceChoice>,
+    /// fast: this CPU's kernels; generic: candle's ops on every device, as a GPU runs them [default: fast]
+    #[arg(long, value_name = "K", env = "MODELDOCK_KERNELS")]
+    pub kernels: Option<crate::kernels::Kernels>,
     /// Load these models in the background right after start (comma-separated)
     #[arg(long, value_name = "a,b", env = "MODELDOCK_PRELOAD", value_delimiter = ',')]
     pub preload: Vec<String>,
@@ -128,6 +131,7 @@ impl EngineFlags {
             c.interactive_share = s;
         }
         c.sizes_file = crate::engine::sizes::default_path();
+        c.kernels = self.kernels.unwrap_or_default();
         c.preload = self
             .preload
             .iter()
@@ -137,10 +141,41 @@ impl EngineFlags {
         Ok(c)
     }
 
+    /// [`Self::config`] with the device opened once first: a device that
+    /// cannot open (a GPU without the build feature, no GPU) is a one-line
+    /// error naming what is missing.
+    pub fn checked_config(&self) -> Result<EngineConfig> {
+        let c = self.config()?;
+        c.device.open()?;
+        Ok(c)
+    }
+
+    /// [`Self::config`] for the app: a device that cannot open gives way
+    /// to the CPU, and the reason goes to the status bar.
+    pub fn config_or_cpu(&self) -> Result<EngineConfig> {
+        let c = self.config()?;
+        let Err(e) = c.device.open() else {
+            return Ok(c);
+        };
+        tracing::warn!("{e}; running on the CPU");
+        let mut cpu = EngineConfig::for_device(DeviceChoice::Cpu);
+        cpu.device_note = Some(format!("{}; on the CPU instead", e.message()));
+        Ok(EngineConfig {
+            device: DeviceChoice::Cpu,
+            budget_bytes: if self.budget.is_some() {
+                c.budget_bytes
+            } else {
+                cpu.budget_bytes
+            },
+            device_note: cpu.device_note,
+            ..c
+        })
+    }
+
     /// Starts an in-process engine.
     pub fn engine(&self, wake: Option<WakeFn>) -> Result<(Engine, Registry)> {
         let reg = self.registry();
-        let cfg = self.config()?;
+        let cfg = self.checked_config()?;
         Ok((Engine::start(reg.clone(), cfg, wake), reg))
     }
 }
@@ -148,4 +183,34 @@ impl EngineFlags {
 /// The keep-alive flag in its text form, for help and status lines.
 pub fn keep_alive_label(k: Option<KeepAlive>) -> String {
     k.map(|k| k.to_string()).unwrap_or_else(|| "5m".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_that_cannot_open_is_a_one_line_error_for_commands_and_the_cpu_for_the_app() {
+        let flags = EngineFlags {
+            device: Some(DeviceChoice::Cuda(0)),
+            ..Default::default()
+        };
+        let Err(why) = DeviceChoice::Cuda(0).open() else {
+            // A CUDA build on a machine with a GPU: nothing to fall back from.
+            return;
+        };
+        let e = flags.checked_config().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e, why.to_string());
+        assert!(e.starts_with("cuda") && !e.contains('\n'), "{e}");
+        if !candle_core::utils::cuda_is_available() {
+            assert!(e.contains("--features cuda"), "names what is missing: {e}");
+        }
+        let c = flags.config_or_cpu().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.device, DeviceChoice::Cpu);
+        let note = c.device_note.unwrap_or_default();
+        assert!(
+            note.starts_with("cuda") && note.ends_with("; on the CPU instead"),
+            "{note}"
+        );
+    }
 }

@@ -108,6 +108,56 @@ fn a_bad_image_fails_alone_with_one_line_and_a_nonzero_exit() {
     assert!(v[1]["detections"].is_array());
 }
 
+/// A GPU this build or machine cannot open is one line naming what is
+/// missing (this CI build has no CUDA), and `--kernels` takes only its two
+/// names.
+#[test]
+fn a_device_that_cannot_open_and_a_bad_kernels_name_are_one_line_errors() {
+    let out = modeldock()
+        .args(["infer", "--local", "--device", "cuda", "--model", "face-detector"])
+        .arg(fixture("images/camera.png"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        // A CUDA build on a machine with a GPU: it ran there.
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("cuda"), "{err}");
+    let out = modeldock()
+        .args([
+            "infer",
+            "--local",
+            "--kernels",
+            "gpu",
+            "--model",
+            "face-detector",
+            "x.png",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernels 'gpu'"));
+    let out = modeldock()
+        .args([
+            "infer",
+            "--local",
+            "--kernels",
+            "generic",
+            "--json",
+            "--model",
+            "face-detector",
+        ])
+        .arg(fixture("images/camera.png"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines(&out.stdout)[0]["detections"].as_array().map(Vec::len), Some(1));
+}
+
 #[test]
 fn unknown_model_and_bad_flags_are_clear_errors() {
     let out = modeldock()

@@ -646,3 +646,42 @@ fn a_hub_model_without_local_weights_offers_download_with_its_size() {
     assert!(h.query_by_label("Load").is_none(), "Load shows instead of Download");
     assert!(!has_label_containing(&h, "no weights"));
 }
+
+/// `--device cuda` where no GPU opens (this build has no CUDA): the app
+/// runs on the CPU and its status bar says why.
+#[test]
+fn a_gpu_that_cannot_open_leaves_the_app_on_the_cpu_with_a_note() {
+    let flags = modeldock::setup::EngineFlags {
+        device: Some(modeldock::engine::config::DeviceChoice::Cuda(0)),
+        ..Default::default()
+    };
+    if modeldock::engine::config::DeviceChoice::Cuda(0).open().is_ok() {
+        // A CUDA build on a machine with a GPU: nothing to fall back from.
+        return;
+    }
+    let cfg = flags.config_or_cpu().unwrap_or_else(|e| panic!("{e}"));
+    let reg = only(Registry::discover(&[]), &["face-detector"]);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| {
+            let wake = LateWake::default();
+            let engine = Engine::start(reg.clone(), cfg.clone(), Some(wake.as_wake()));
+            ModeldockApp::new(
+                cc,
+                AppOptions {
+                    client: Client::local(engine),
+                    wake,
+                    problems: Vec::new(),
+                    open: Vec::new(),
+                    model: Some("face-detector".into()),
+                    telemetry: false,
+                    log: LogBuffer::default(),
+                    live: None,
+                    exit_after: None,
+                },
+            )
+        });
+    step_until(&mut h, "the status bar's device note", |h| {
+        has_label_containing(h, "Device: cpu (cuda") && has_label_containing(h, "on the CPU instead")
+    });
+}

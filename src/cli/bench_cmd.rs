@@ -73,7 +73,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         }
     };
     let reg = flags.registry();
-    let mut cfg = flags.config()?;
+    let mut cfg = flags.checked_config()?;
     let device_label = cfg.device.label();
     cfg.random_weights = args.random_weights;
     cfg.default_keep_alive = crate::engine::KeepAlive::Forever;

@@ -60,7 +60,7 @@ pub fn open(door: Door, flags: &EngineFlags, wake: Option<WakeFn>, metrics_url: 
                 "attached to {name} at {base}: {} models in its index",
                 attached.registry.entries.len()
             );
-            let engine = Engine::start(attached.registry.clone(), flags.config()?, wake);
+            let engine = Engine::start(attached.registry.clone(), flags.checked_config()?, wake);
             Client::attached(engine, Arc::new(attached))
         }
         Door::Own { .. } => Client::local(flags.engine(wake)?.0),

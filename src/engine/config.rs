@@ -35,6 +35,11 @@ pub struct EngineConfig {
     /// Where measured sizes are remembered across restarts
     /// (`engine::sizes`); `None` = this run only.
     pub sizes_file: Option<std::path::PathBuf>,
+    /// The layers' path: this CPU's fast kernels, or candle's ops as on a GPU.
+    pub kernels: crate::kernels::Kernels,
+    /// Why the device asked for was replaced by the CPU (the app's
+    /// fallback), shown beside the device in the status bar.
+    pub device_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +156,8 @@ impl EngineConfig {
             interactive_share: super::pacer::DEFAULT_INTERACTIVE_SHARE,
             queue_timeout_ms: None,
             sizes_file: None,
+            kernels: crate::kernels::Kernels::Fast,
+            device_note: None,
         }
     }
 }

@@ -7,9 +7,10 @@ use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
 
 use crate::error::{Error, Result};
 
-/// True when the kernels here can read `t` in place (CPU, f32).
+/// True when the kernels here run on `t`, reading it in place: a CPU f32
+/// tensor, and the fast kernels in force (not [`super::Kernels::Generic`]).
 pub fn is_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    t.device().is_cpu() && t.dtype() == DType::F32 && super::Kernels::current() == super::Kernels::Fast
 }
 
 /// Runs `f` on the data of CPU f32 tensors (each made contiguous first; a

@@ -15,11 +15,14 @@
 //! - [`host`]: borrowing CPU tensors' data and filling new ones.
 //!
 //! Models use them through [`layer::FastConv`], which falls back to candle's
-//! own ops on other devices, so GPU backends keep candle's kernels.
+//! own ops on other devices, so GPU backends keep candle's kernels. Every
+//! fast path asks [`host::is_cpu_f32`] first; [`choice::Kernels::Generic`]
+//! makes it say no on the CPU too, so the generic path can be tested here.
 
 pub mod avx2;
 pub mod avx512;
 pub mod borders;
+pub mod choice;
 pub mod conv;
 pub mod depthwise;
 pub mod host;
@@ -27,6 +30,8 @@ pub mod layer;
 pub mod planes;
 pub mod pool;
 pub mod tiled;
+
+pub use choice::Kernels;
 
 /// Activation fused into a conv's output pass.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -16,7 +16,10 @@ impl Worker {
         }
         self.dirty = false;
         let now = self.now();
-        let device = self.config.device.label();
+        let device = match &self.config.device_note {
+            Some(note) => format!("{} ({note})", self.config.device.label()),
+            None => self.config.device.label(),
+        };
         let mut queued: HashMap<&str, usize> = HashMap::new();
         for st in self.staged.values() {
             *queued.entry(st.model.as_str()).or_default() += 1;

@@ -1,0 +1,178 @@
+//! The generic path (candle's own ops, what a GPU runs: `--kernels generic`)
+//! equals the fast path (this CPU's tiled and fused kernels) for every model,
+//! on the fixture images: the raw network output, and the detections after
+//! post-processing. One test in its own binary, because the kernel choice is
+//! one switch for the process.
+
+mod common;
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use common::fixture;
+use modeldock::catalog::registry::{Registry, WeightsResolved};
+use modeldock::kernels::Kernels;
+use modeldock::models::Model;
+use modeldock::vision::{Detection, InferParams};
+
+/// Each built-in model and the fixture images it is checked on.
+const MATRIX: &[(&str, &[&str])] = &[
+    ("face-detector", &["images/astronaut.png", "images/camera.png"]),
+    ("face-landmarks", &["images/astronaut.png"]),
+    ("face-landmarks-tiny", &["images/astronaut.png"]),
+    ("mtcnn", &["images/astronaut.png"]),
+    ("objects", &["human-models/images/sample2.png", "images/astronaut.png"]),
+    ("pose", &["human-models/images/sample2.png"]),
+    (
+        "hands",
+        &["human-models/images/sample2.png", "human-models/images/chelsea.png"],
+    ),
+];
+
+fn image(rel: &str) -> image::RgbImage {
+    let b = std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    modeldock::vision::decode::decode_bytes(rel, &b, &Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn built_in(reg: &Registry, id: &str) -> Box<dyn Model> {
+    let e = reg.get(id).unwrap_or_else(|| panic!("{id} is built in"));
+    let WeightsResolved::Local(src) = &e.weights else {
+        panic!("{id}: local weights expected")
+    };
+    modeldock::models::build(&e.manifest, src, e.predicted_bytes, &Device::Cpu, Arc::new(|_, _| {}))
+        .unwrap_or_else(|err| panic!("{id}: {err}"))
+}
+
+/// Largest |a - b| over the largest |a| (at least 1): a relative error.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let flat = |t: &Tensor| -> Vec<f32> {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (a, b) = (flat(a), flat(b));
+    let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// What `m` gives for `img` on the path in force: its raw output (when it
+/// has one network input) and its detections.
+fn run(m: &dyn Model, img: &image::RgbImage) -> (Option<Tensor>, Vec<Detection>) {
+    let raw = m
+        .preprocess_raw(img)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|x| m.forward_raw(&x).unwrap_or_else(|e| panic!("{e}")));
+    let (dets, _) = m.infer(img, &InferParams::default()).unwrap_or_else(|e| panic!("{e}"));
+    (raw, dets)
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    inter / (area(a) + area(b) - inter).max(1e-6)
+}
+
+/// Every detection of `a` clear of the threshold (by 0.02) has one in `b`
+/// with the same label, a box of IoU ≥ 0.9, a score within 0.01 and
+/// keypoints within 2 px; problems are returned as lines.
+fn unmatched(a: &[Detection], b: &[Detection], floor: f32, what: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in a.iter().filter(|d| d.score >= floor + 0.02) {
+        let found = b.iter().find(|e| {
+            e.label == d.label
+                && iou(&d.bbox, &e.bbox) >= 0.9
+                && (d.score - e.score).abs() <= 0.01
+                && d.keypoints.len() == e.keypoints.len()
+                && d.keypoints
+                    .iter()
+                    .zip(&e.keypoints)
+                    .all(|(p, q)| (p[0] - q[0]).abs() <= 2.0 && (p[1] - q[1]).abs() <= 2.0)
+        });
+        if found.is_none() {
+            out.push(format!("{what}: {} {:.3} {:?} has no match", d.label, d.score, d.bbox));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_generic_path_equals_the_fast_path_for_every_model() {
+    let probe = Tensor::zeros((1, 1), candle_core::DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+    let reg = Registry::discover(&[]);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (id, images) in MATRIX {
+        let m = built_in(&reg, id);
+        let floor = reg.get(id).and_then(|e| e.manifest.conf).unwrap_or(0.3);
+        for rel in *images {
+            let img = image(rel);
+            Kernels::Fast.apply();
+            assert!(
+                modeldock::kernels::host::is_cpu_f32(&probe),
+                "the fast kernels are in force"
+            );
+            let (raw_fast, dets_fast) = run(m.as_ref(), &img);
+            Kernels::Generic.apply();
+            assert!(
+                !modeldock::kernels::host::is_cpu_f32(&probe),
+                "the generic path is in force"
+            );
+            let (raw_generic, dets_generic) = run(m.as_ref(), &img);
+            Kernels::Fast.apply();
+            let what = format!("{id} on {rel}");
+            if let (Some(a), Some(b)) = (&raw_fast, &raw_generic) {
+                let d = rel_diff(a, b);
+                println!("{what}: raw output relative difference {d:.2e}");
+                if d > 1e-3 {
+                    problems.push(format!("{what}: raw outputs differ by {d:.2e} (relative)"));
+                }
+            }
+            println!(
+                "{what}: {} detections fast, {} generic",
+                dets_fast.len(),
+                dets_generic.len()
+            );
+            problems.extend(unmatched(
+                &dets_fast,
+                &dets_generic,
+                floor,
+                &format!("{what} (fast → generic)"),
+            ));
+            problems.extend(unmatched(
+                &dets_generic,
+                &dets_fast,
+                floor,
+                &format!("{what} (generic → fast)"),
+            ));
+            checked += 1;
+        }
+    }
+    // YOLOv8 on its Ultralytics fixture (random weights: no detections worth
+    // comparing, so the raw head output, at the fixture's own tolerances).
+    let input: Tensor = candle_core::safetensors::load(fixture("yolov8n-random/input.safetensors"), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .remove("input")
+        .unwrap_or_else(|| panic!("no input tensor"));
+    let w = fixture("yolov8n-random/weights.safetensors");
+    let yolo = |k: Kernels| {
+        k.apply();
+        modeldock::cli::verify_cmd::raw_forward("yolov8", "n", "detect", &w, &input).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (fast, generic) = (yolo(Kernels::Fast), yolo(Kernels::Generic));
+    Kernels::Fast.apply();
+    let d = rel_diff(&fast, &generic);
+    println!("yolov8n: raw output relative difference {d:.2e}");
+    if d > 1e-4 {
+        problems.push(format!("yolov8n: raw outputs differ by {d:.2e} (relative)"));
+    }
+    assert_eq!(checked, MATRIX.iter().map(|(_, i)| i.len()).sum::<usize>());
+    assert!(
+        problems.is_empty(),
+        "the generic path differs:\n{}",
+        problems.join("\n")
+    );
+}
