@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 const BATCH_PARALLEL_BELOW: usize = 8 << 20;
 
 struct Op {
+    /// The weights are on the CPU, so the host copies below exist (on a GPU
+    /// they are not made: candle's ops run there on the device's weights).
+    on_host: bool,
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
     /// Panels for the tiled kernel (dense convs, when the CPU can run it).
@@ -49,17 +52,25 @@ impl FastConv {
             )));
         }
         let cin = cin_g * groups;
-        let flat: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        // The path is chosen per device here, at load: host copies and
+        // packed panels for the CPU kernels only when the weights are there.
+        let on_host = weight.device().is_cpu();
+        let flat: Vec<f32> = if on_host {
+            weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
+        } else {
+            Vec::new()
+        };
         let b = match &bias {
-            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-            None => None,
+            Some(b) if on_host => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            _ => None,
         };
         let packed = match tiled::Isa::best() {
-            Some(isa) if !depthwise => Some(tiled::Packed::new(&flat, cout, cin_g * kh * kw, isa)),
+            Some(isa) if !depthwise && on_host => Some(tiled::Packed::new(&flat, cout, cin_g * kh * kw, isa)),
             _ => None,
         };
         Ok(FastConv {
             op: Op {
+                on_host,
                 packed,
                 weight: flat,
                 bias: b,
@@ -141,7 +152,7 @@ impl FastConv {
 
     /// With padding chosen per call (TF "same" depends on the input size).
     pub fn forward_padded(&self, x: &Tensor, pad: Padding) -> Result<Tensor> {
-        if host::is_cpu_f32(x) {
+        if self.op.on_host && host::is_cpu_f32(x) {
             self.cpu(&[x], (None, None), pad)
         } else {
             self.reference_padded(x, pad)
@@ -153,7 +164,7 @@ impl FastConv {
     /// residual`. On CPU with the tiled kernel neither the concatenation nor
     /// the sum is built as a tensor of its own.
     pub fn forward_fused(&self, parts: &[&Tensor], residual: Option<&Tensor>) -> Result<Tensor> {
-        let on_cpu = parts.iter().chain(residual.iter()).all(|t| host::is_cpu_f32(t));
+        let on_cpu = self.op.on_host && parts.iter().chain(residual.iter()).all(|t| host::is_cpu_f32(t));
         if on_cpu && self.op.packed.is_some() {
             return self.cpu(parts, (None, residual), self.op.shape.pad);
         }
@@ -173,7 +184,7 @@ impl FastConv {
     /// (e.g. at a lower resolution and upsampled). On CPU it is added in the
     /// kernel's output pass.
     pub fn forward_pre(&self, x: &Tensor, pre: &Tensor) -> Result<Tensor> {
-        if host::is_cpu_f32(x) && host::is_cpu_f32(pre) {
+        if self.op.on_host && host::is_cpu_f32(x) && host::is_cpu_f32(pre) {
             return self.cpu(&[x], (Some(pre), None), self.op.shape.pad);
         }
         let y = (self.linear(x, self.op.shape.pad)? + pre)?;
