@@ -76,21 +76,40 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     inter / (area(a) + area(b) - inter).max(1e-6)
 }
 
+/// How close two detections must be to match.
+struct Tolerance {
+    score: f32,
+    iou: f32,
+    px: f32,
+    /// Detections closer than this to the threshold may be on either side.
+    margin: f32,
+}
+
 /// Every detection of `a` clear of the threshold (by 0.02) has one in `b`
 /// with the same label, a box of IoU ≥ 0.9, a score within 0.01 and
 /// keypoints within 2 px; problems are returned as lines.
 fn unmatched(a: &[Detection], b: &[Detection], floor: f32, what: &str) -> Vec<String> {
+    let tol = Tolerance {
+        score: 0.01,
+        iou: 0.9,
+        px: 2.0,
+        margin: 0.02,
+    };
+    unmatched_within(a, b, floor, &tol, what)
+}
+
+fn unmatched_within(a: &[Detection], b: &[Detection], floor: f32, tol: &Tolerance, what: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for d in a.iter().filter(|d| d.score >= floor + 0.02) {
+    for d in a.iter().filter(|d| d.score >= floor + tol.margin) {
         let found = b.iter().find(|e| {
             e.label == d.label
-                && iou(&d.bbox, &e.bbox) >= 0.9
-                && (d.score - e.score).abs() <= 0.01
+                && iou(&d.bbox, &e.bbox) >= tol.iou
+                && (d.score - e.score).abs() <= tol.score
                 && d.keypoints.len() == e.keypoints.len()
                 && d.keypoints
                     .iter()
                     .zip(&e.keypoints)
-                    .all(|(p, q)| (p[0] - q[0]).abs() <= 2.0 && (p[1] - q[1]).abs() <= 2.0)
+                    .all(|(p, q)| (p[0] - q[0]).abs() <= tol.px && (p[1] - q[1]).abs() <= tol.px)
         });
         if found.is_none() {
             out.push(format!("{what}: {} {:.3} {:?} has no match", d.label, d.score, d.bbox));
@@ -170,9 +189,65 @@ fn the_generic_path_equals_the_fast_path_for_every_model() {
         problems.push(format!("yolov8n: raw outputs differ by {d:.2e} (relative)"));
     }
     assert_eq!(checked, MATRIX.iter().map(|(_, i)| i.len()).sum::<usize>());
+    problems.extend(half_precision_matches(&reg));
     assert!(
         problems.is_empty(),
         "the generic path differs:\n{}",
         problems.join("\n")
     );
+}
+
+/// The models whose network is a graph (run in f16 on a GPU).
+const HALF: &[&str] = &["objects", "pose", "hands"];
+
+/// The graph models loaded under `Kernels::GenericHalf` (f16 on the CPU, as
+/// a GPU runs them) give the fast f32 path's detections within f16's
+/// tolerance: score within 0.02, box IoU ≥ 0.85, keypoints within 3 px.
+fn half_precision_matches(reg: &Registry) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, images) in MATRIX.iter().filter(|(id, _)| HALF.contains(id)) {
+        Kernels::Fast.apply();
+        let fast = built_in(reg, id);
+        Kernels::GenericHalf.apply();
+        let half = built_in(reg, id);
+        let floor = reg.get(id).and_then(|e| e.manifest.conf).unwrap_or(0.3);
+        for rel in *images {
+            let img = image(rel);
+            Kernels::Fast.apply();
+            let (raw_f32, dets_f32) = run(fast.as_ref(), &img);
+            Kernels::GenericHalf.apply();
+            let (raw_f16, dets_f16) = run(half.as_ref(), &img);
+            Kernels::Fast.apply();
+            let what = format!("{id} on {rel} in f16");
+            if let (Some(a), Some(b)) = (&raw_f32, &raw_f16) {
+                let d = rel_diff(a, b);
+                println!("{what}: raw output relative difference {d:.2e}");
+                if d > 2e-2 {
+                    problems.push(format!("{what}: raw outputs differ by {d:.2e} (relative)"));
+                }
+            }
+            println!("{what}: {} detections f32, {} f16", dets_f32.len(), dets_f16.len());
+            let tol = Tolerance {
+                score: 0.02,
+                iou: 0.85,
+                px: 3.0,
+                margin: 0.05,
+            };
+            problems.extend(unmatched_within(
+                &dets_f32,
+                &dets_f16,
+                floor,
+                &tol,
+                &format!("{what} (f32 → f16)"),
+            ));
+            problems.extend(unmatched_within(
+                &dets_f16,
+                &dets_f32,
+                floor,
+                &tol,
+                &format!("{what} (f16 → f32)"),
+            ));
+        }
+    }
+    problems
 }

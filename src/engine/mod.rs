@@ -361,8 +361,8 @@ impl Engine {
     pub fn start(mut registry: Registry, config: EngineConfig, wake: Option<WakeFn>) -> Engine {
         allocator::keep_freed_memory_for_reuse();
         config.kernels.apply();
-        if config.kernels == crate::kernels::Kernels::Generic {
-            tracing::info!("kernels: generic (candle's ops on every device)");
+        if config.kernels != crate::kernels::Kernels::Fast {
+            tracing::info!("kernels: {} (candle's ops on every device)", config.kernels);
         }
         // f16 weights are converted to f32 once at load on the CPU (GPUs keep
         // f16): the prediction follows the dtype in memory, not on disk.

@@ -148,7 +148,8 @@ pub struct Graph {
     input_shape: Vec<i64>,
     outputs: Vec<(String, usize, usize)>,
     device: Device,
-    /// Float dtype the graph computes in (f32 on CPU; f16 on GPUs).
+    /// Float dtype the graph computes in (f32 on CPU; f16 on GPUs, and on
+    /// the CPU under `Kernels::GenericHalf`).
     dtype: DType,
 }
 
@@ -162,7 +163,11 @@ impl Graph {
         let json: GraphJson = serde_json::from_slice(&bytes)
             .map_err(|e| Error::msg(format!("{what}: graph topology is not a tfjs model.json: {e}")))?;
         let device = vb.device().clone();
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
+        let dtype = if crate::kernels::Kernels::half_on(&device) {
+            DType::F16
+        } else {
+            DType::F32
+        };
         Self::build(&json, dtype, &device, &mut |name, dt| {
             vb.get_unchecked_dtype(name, dt)
                 .map_err(|e| Error::msg(format!("{what}: weight '{name}': {e}")))

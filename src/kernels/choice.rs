@@ -3,7 +3,7 @@
 //! process (`--kernels generic`, `MODELDOCK_KERNELS=generic`), so that tests
 //! on the CPU can prove the math a GPU will run equal to the fast path.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -16,29 +16,45 @@ pub enum Kernels {
     Fast,
     /// candle's ops on every device.
     Generic,
+    /// candle's ops, and the graph models in f16 on the CPU too: all of a
+    /// GPU's math, half precision included.
+    GenericHalf,
 }
 
-static GENERIC: AtomicBool = AtomicBool::new(false);
+/// 0: fast, 1: generic, 2: generic in half precision.
+static CHOICE: AtomicU8 = AtomicU8::new(0);
 
 impl Kernels {
     /// Makes `self` the path every layer takes from now on.
     pub fn apply(self) {
-        GENERIC.store(self == Kernels::Generic, Ordering::Relaxed);
+        let v = match self {
+            Kernels::Fast => 0,
+            Kernels::Generic => 1,
+            Kernels::GenericHalf => 2,
+        };
+        CHOICE.store(v, Ordering::Relaxed);
     }
 
     /// The path in force.
     pub fn current() -> Kernels {
-        if GENERIC.load(Ordering::Relaxed) {
-            Kernels::Generic
-        } else {
-            Kernels::Fast
+        match CHOICE.load(Ordering::Relaxed) {
+            0 => Kernels::Fast,
+            1 => Kernels::Generic,
+            _ => Kernels::GenericHalf,
         }
+    }
+
+    /// The graph models compute in f16 on `device`: on a GPU, and on the
+    /// CPU under [`Kernels::GenericHalf`] (read when a model loads).
+    pub fn half_on(device: &candle_core::Device) -> bool {
+        !device.is_cpu() || Kernels::current() == Kernels::GenericHalf
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kernels::Fast => "fast",
             Kernels::Generic => "generic",
+            Kernels::GenericHalf => "generic-f16",
         }
     }
 }
@@ -49,8 +65,9 @@ impl std::str::FromStr for Kernels {
         match s.trim() {
             "fast" => Ok(Kernels::Fast),
             "generic" => Ok(Kernels::Generic),
+            "generic-f16" => Ok(Kernels::GenericHalf),
             other => Err(Error::usage(format!(
-                "kernels '{other}': expected fast (this CPU's kernels) or generic (candle's ops, as on a GPU)"
+                "kernels '{other}': expected fast (this CPU's kernels), generic (candle's ops, as on a GPU) or generic-f16 (and the graph models in f16, as on a GPU)"
             ))),
         }
     }
@@ -70,6 +87,7 @@ mod tests {
     fn names_parse_and_a_bad_one_is_refused_in_one_line() {
         assert_eq!("generic".parse::<Kernels>().ok(), Some(Kernels::Generic));
         assert_eq!("fast".parse::<Kernels>().ok(), Some(Kernels::Fast));
+        assert_eq!("generic-f16".parse::<Kernels>().ok(), Some(Kernels::GenericHalf));
         let e = "gpu"
             .parse::<Kernels>()
             .err()
