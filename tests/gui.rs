@@ -44,10 +44,19 @@ fn harness(registry: Registry, model: &str) -> Harness<'static, ModeldockApp> {
 }
 
 fn harness_sized(registry: Registry, model: &str, size: egui::Vec2) -> Harness<'static, ModeldockApp> {
+    harness_with(registry, model, size, config())
+}
+
+fn harness_with(
+    registry: Registry,
+    model: &str,
+    size: egui::Vec2,
+    cfg: modeldock::engine::EngineConfig,
+) -> Harness<'static, ModeldockApp> {
     let model = model.to_string();
     Harness::builder().with_size(size).build_eframe(move |cc| {
         let wake = LateWake::default();
-        let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
+        let engine = Engine::start(registry.clone(), cfg.clone(), Some(wake.as_wake()));
         ModeldockApp::new(
             cc,
             AppOptions {
@@ -661,26 +670,7 @@ fn a_gpu_that_cannot_open_leaves_the_app_on_the_cpu_with_a_note() {
     }
     let cfg = flags.config_or_cpu().unwrap_or_else(|e| panic!("{e}"));
     let reg = only(Registry::discover(&[]), &["face-detector"]);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |cc| {
-            let wake = LateWake::default();
-            let engine = Engine::start(reg.clone(), cfg.clone(), Some(wake.as_wake()));
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    client: Client::local(engine),
-                    wake,
-                    problems: Vec::new(),
-                    open: Vec::new(),
-                    model: Some("face-detector".into()),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        });
+    let mut h = harness_with(reg, "face-detector", egui::vec2(1400.0, 900.0), cfg);
     step_until(&mut h, "the status bar's device note", |h| {
         has_label_containing(h, "Device: cpu (cuda") && has_label_containing(h, "on the CPU instead")
     });
