@@ -66,3 +66,42 @@ pub fn open(door: Door, flags: &EngineFlags, wake: Option<WakeFn>, metrics_url: 
         Door::Own { .. } => Client::local(flags.engine(wake)?.0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server on 127.0.0.1 that answers every request 404 (something that
+    /// is not a v2 server), for at most `n` connections.
+    fn not_v2(n: usize) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(n) {
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn something_that_is_not_a_v2_server_leaves_this_process_its_own_engine() {
+        let addr = not_v2(4);
+        match choose(Some(&addr), false) {
+            Ok(Door::Own { base }) => assert!(base.ends_with(&addr), "{base}"),
+            Ok(_) => panic!("a 404 server was taken for a v2 server"),
+            Err(e) => panic!("{e}"),
+        }
+        // With --remote it must answer as a v2 server: one line naming it.
+        let e = choose(Some(&addr), true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(&addr) && !e.contains('\n'), "{e}");
+    }
+}

@@ -31,10 +31,13 @@ pub fn probe(base: &str) -> Result<ServerKind> {
 }
 
 /// Asks `GET /v2` (with the user's bearer key: a keyed modeldock server
-/// wants it even there) who answers; `None` when nothing does.
+/// wants it even there) who answers; `None` when nothing does, or when
+/// what answers has no `/v2` (not a v2 server).
 pub fn identify(http: &HttpClient) -> Result<Option<ServerKind>> {
-    let Some(v) = http.ask_quickly("/v2").map_err(|e| Error::unavailable(e.to_string()))? else {
-        return Ok(None);
+    let v = match http.ask_quickly("/v2") {
+        Ok(Some(v)) => v,
+        Ok(None) | Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(Error::unavailable(e.to_string())),
     };
     let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
     Ok(Some(if name == "modeldock" {
