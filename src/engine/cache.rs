@@ -117,6 +117,7 @@ mod tests {
                     keypoints: vec![],
                 })
                 .collect(),
+            masks: Vec::new(),
             cached: false,
         }
     }

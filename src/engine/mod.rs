@@ -79,14 +79,19 @@ impl InferResult {
     /// The JSON object `modeldock infer --json` prints for one image, and the
     /// server's `DETECTIONS` element.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "image": self.image,
             "model": self.model,
             "image_size": self.output.image_size,
             "detections": self.output.detections,
             "cached": self.output.cached,
             "timings_ms": self.timings,
-        })
+        });
+        // Masks only where a model makes them (base64 PNGs: see `vision::mask`).
+        if !self.output.masks.is_empty() {
+            v["masks"] = serde_json::json!(self.output.masks);
+        }
+        v
     }
 
     /// Reads back what [`to_json`](Self::to_json) wrote (HTTP clients).
@@ -98,6 +103,10 @@ impl InferResult {
             output: Output {
                 image_size: serde_json::from_value(v.get("image_size")?.clone()).ok()?,
                 detections: serde_json::from_value(v.get("detections")?.clone()).ok()?,
+                masks: match v.get("masks") {
+                    Some(m) => serde_json::from_value(m.clone()).ok()?,
+                    None => Vec::new(),
+                },
                 cached: v.get("cached").and_then(|c| c.as_bool()).unwrap_or(false),
                 tensor: None,
             },

@@ -21,13 +21,24 @@ use image::RgbImage;
 use crate::catalog::weights_source::WeightsSource;
 use crate::catalog::{Arch, Manifest};
 use crate::error::{Error, Result};
-use crate::vision::{Detection, InferParams, ModelTimings};
+use crate::vision::{Detection, InferParams, Mask, ModelTimings};
 use weights::{var_builder, ProgressFn};
 
 /// A loaded network with its own pre- and post-processing.
 pub trait Model: Send + Sync {
     /// Runs the whole pipeline on an RGB image.
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)>;
+
+    /// The whole pipeline with the masks it makes (segmentation models
+    /// override this; the others make none).
+    fn infer_with_masks(
+        &self,
+        img: &RgbImage,
+        params: &InferParams,
+    ) -> Result<(Vec<Detection>, Vec<Mask>, ModelTimings)> {
+        let (d, t) = self.infer(img, params)?;
+        Ok((d, Vec::new(), t))
+    }
 
     /// The raw network on a preprocessed input tensor (parity checks).
     fn forward_raw(&self, _x: &Tensor) -> Result<Tensor> {

@@ -1,10 +1,11 @@
 //! What every model shares: decoding with limits, resizing and normalising,
-//! NMS, the output types, overlay and nail geometry, landmark smoothing.
+//! NMS, the output types (detections, masks), overlay and nail geometry, landmark smoothing.
 
 pub mod decode;
 pub mod image_files;
 pub mod jpeg_scaled;
 pub mod letterbox;
+pub mod mask;
 pub mod nails;
 pub mod nms;
 pub mod one_euro;
@@ -14,4 +15,5 @@ pub mod preprocess;
 pub mod warp;
 
 pub use image_files::{is_image_name, IMAGE_EXTENSIONS};
+pub use mask::Mask;
 pub use output::{Detection, InferParams, ModelTimings, Output, Timings};

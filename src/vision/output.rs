@@ -89,6 +89,10 @@ pub struct ModelTimings {
 pub struct Output {
     pub image_size: [u32; 2],
     pub detections: Vec<Detection>,
+    /// Probability maps: of the whole image (person segmentation) or of
+    /// single detections (`Mask::detection`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<super::Mask>,
     /// True when the answer came from the result cache.
     #[serde(default)]
     pub cached: bool,
@@ -106,5 +110,6 @@ impl Output {
             .iter()
             .map(|d| 64 + d.label.len() + d.keypoints.len() * 12)
             .sum::<usize>()
+            + self.masks.iter().map(|m| m.approx_bytes()).sum::<usize>()
     }
 }

@@ -46,7 +46,14 @@ enum Work {
 type Unscale = ((f32, f32), (u32, u32));
 
 /// What a model run hands back: detections, timings, a raw output tensor.
-type RunOutput = (Vec<Detection>, ModelTimings, Option<Arc<crate::v2::Tensor32>>);
+/// What a run gives back: detections, masks, the model's timings, and the
+/// raw network output of a tensor request.
+type RunOutput = (
+    Vec<Detection>,
+    Vec<crate::vision::Mask>,
+    ModelTimings,
+    Option<Arc<crate::v2::Tensor32>>,
+);
 
 /// What a lane hands back to the worker.
 enum LaneOut {

@@ -425,13 +425,13 @@ impl Worker {
         let job = move || {
             let started = Instant::now();
             let result = match &work {
-                Work::Image(img) => m.infer(img, &params).map(|(d, t)| (d, t, None)),
+                Work::Image(img) => m.infer_with_masks(img, &params).map(|(d, k, t)| (d, k, t, None)),
                 Work::Tensor(x) => crate::models::remote_net::serve_raw(m.as_ref(), x, &device).map(|y| {
                     let t = ModelTimings {
                         forward: ms(started.elapsed()),
                         ..Default::default()
                     };
-                    (Vec::new(), t, Some(Arc::new(y)))
+                    (Vec::new(), Vec::new(), t, Some(Arc::new(y)))
                 }),
             };
             // The model is let go before the worker hears of the end, so an
@@ -451,7 +451,7 @@ impl Worker {
         let model = p.model.clone();
         let total = ms(p.submitted.elapsed());
         let answer = match result {
-            Ok((mut detections, mt, tensor)) => {
+            Ok((mut detections, mut masks, mt, tensor)) => {
                 let before = detections.len();
                 detections.retain(|d| {
                     d.score.is_finite()
@@ -478,6 +478,9 @@ impl Worker {
                         for d in &mut detections {
                             d.scale(f.0, f.1);
                         }
+                        for m in &mut masks {
+                            m.scale(f.0, f.1);
+                        }
                         [original.0, original.1]
                     }
                     (Work::Image(i), None) => [i.width(), i.height()],
@@ -486,6 +489,7 @@ impl Worker {
                 let output = Output {
                     image_size,
                     detections,
+                    masks,
                     cached: false,
                     tensor,
                 };
