@@ -14,6 +14,7 @@
 //! a load error naming the node. Op semantics follow tfjs-backend-cpu 4.x.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -22,6 +23,7 @@ use serde_json::Value as Json;
 
 use super::node::NodeDef;
 use super::ops::{self, IntArr, Val};
+use super::planar::{self, Slot};
 use crate::error::{Error, Result};
 use crate::kernels::layer::FastConv;
 use crate::kernels::{Act, Padding};
@@ -70,14 +72,51 @@ enum PadMode {
     Explicit(Padding),
 }
 
-struct ConvOp {
-    conv: FastConv,
+/// A conv node: what the graph says (the filter, and the bias and
+/// activation of TF's fused ops), widened by [`super::fuse`] with the nodes
+/// after it, then compiled once onto [`FastConv`].
+pub(super) struct ConvOp {
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) groups: usize,
+    pub(super) act: Act,
     k: (usize, usize),
     stride: usize,
     pad: PadMode,
+    /// Position in the node's inputs of an addend fused in before the
+    /// activation (a residual connection).
+    pub(super) pre: Option<usize>,
+    /// The output is the NCHW tensor itself (a Transpose to NCHW fused in).
+    pub(super) nchw_out: bool,
+    /// The compiled layer (after fusion).
+    conv: Option<FastConv>,
 }
 
-enum Op {
+impl ConvOp {
+    /// The output channels.
+    pub(super) fn cout(&self) -> usize {
+        self.weight.dims().first().copied().unwrap_or(0)
+    }
+
+    /// Multiply-adds of this conv on an `h`×`w` input.
+    fn macs(&self, h: usize, w: usize) -> u64 {
+        let (oh, ow) = match self.pad {
+            PadMode::Same => (h.div_ceil(self.stride), w.div_ceil(self.stride)),
+            PadMode::Valid => (
+                h.saturating_sub(self.k.0) / self.stride + 1,
+                w.saturating_sub(self.k.1) / self.stride + 1,
+            ),
+            PadMode::Explicit(p) => (
+                (h + p.top + p.bottom).saturating_sub(self.k.0) / self.stride + 1,
+                (w + p.left + p.right).saturating_sub(self.k.1) / self.stride + 1,
+            ),
+        };
+        let per_out = self.weight.elem_count() as u64;
+        per_out * (oh * ow) as u64
+    }
+}
+
+pub(super) enum Op {
     Input,
     Const(Val),
     Identity,
@@ -131,11 +170,11 @@ enum Op {
     SparseToDense,
 }
 
-struct Node {
+pub(super) struct Node {
     name: String,
-    op: Op,
+    pub(super) op: Op,
     /// (node index, output index) of each input.
-    inputs: Vec<(usize, usize)>,
+    pub(super) inputs: Vec<(usize, usize)>,
     /// Index of the last node reading this node's outputs (frees them early).
     last_use: usize,
 }
@@ -151,6 +190,10 @@ pub struct Graph {
     /// Float dtype the graph computes in (f32 on CPU; f16 on GPUs, and on
     /// the CPU under `Kernels::GenericHalf`).
     dtype: DType,
+    /// Nodes folded into the convs before them at load.
+    fused: usize,
+    /// Conv multiply-adds of the latest run (for GFLOP/s figures).
+    last_macs: AtomicU64,
 }
 
 impl Graph {
@@ -175,12 +218,25 @@ impl Graph {
         .map_err(|e| e.context(what))
     }
 
-    /// Builds the graph from its topology, fetching each Const's tensor with `weight`.
+    /// Builds the graph from its topology, fetching each Const's tensor with
+    /// `weight`, and folds what it can into the convs ([`super::fuse`]).
     pub fn build(
         json: &GraphJson,
         dtype: DType,
         device: &Device,
         weight: &mut dyn FnMut(&str, DType) -> Result<Tensor>,
+    ) -> Result<Graph> {
+        Self::build_with(json, dtype, device, weight, true)
+    }
+
+    /// [`Graph::build`], with fusion or (`fuse` false: every node on its
+    /// own, the reference the fused graph is tested against) without.
+    pub(super) fn build_with(
+        json: &GraphJson,
+        dtype: DType,
+        device: &Device,
+        weight: &mut dyn FnMut(&str, DType) -> Result<Tensor>,
+        fuse: bool,
     ) -> Result<Graph> {
         let defs: HashMap<&str, &NodeDef> = json.topology.node.iter().map(|n| (n.name.as_str(), n)).collect();
         let placeholder = json
@@ -242,14 +298,26 @@ impl Graph {
                 placeholder.name
             )));
         }
+        let outputs: Vec<(String, usize, usize)> =
+            out_names.iter().map(|n| (n.clone(), index[n.as_str()], 0)).collect();
+        let output_nodes: Vec<usize> = outputs.iter().map(|(_, i, _)| *i).collect();
+        let fused = if fuse {
+            super::fuse::fuse(&mut nodes, &output_nodes)?
+        } else {
+            0
+        };
+        for node in &mut nodes {
+            if let Op::Conv(c) = &mut node.op {
+                c.compile()
+                    .map_err(|e| Error::msg(format!("node '{}': {e}", node.name)))?;
+            }
+        }
         for i in 0..nodes.len() {
             for k in 0..nodes[i].inputs.len() {
                 let (src, _) = nodes[i].inputs[k];
                 nodes[src].last_use = nodes[src].last_use.max(i);
             }
         }
-        let outputs: Vec<(String, usize, usize)> =
-            out_names.iter().map(|n| (n.clone(), index[n.as_str()], 0)).collect();
         for (_, i, _) in &outputs {
             nodes[*i].last_use = usize::MAX;
         }
@@ -261,7 +329,19 @@ impl Graph {
             outputs,
             device: device.clone(),
             dtype,
+            fused,
+            last_macs: AtomicU64::new(0),
         })
+    }
+
+    /// How many nodes were folded into the convs before them at load.
+    pub fn fused_nodes(&self) -> usize {
+        self.fused
+    }
+
+    /// Conv multiply-adds of the latest run (0 before the first).
+    pub fn last_run_macs(&self) -> u64 {
+        self.last_macs.load(Ordering::Relaxed)
     }
 
     /// The input's declared shape (`-1` for unknown dimensions).
@@ -286,9 +366,10 @@ impl Graph {
             )));
         }
         let x = x.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let mut vals: Vec<Option<Vec<Val>>> = (0..self.nodes.len()).map(|_| None).collect();
+        let mut vals: Vec<Option<Vec<Slot>>> = (0..self.nodes.len()).map(|_| None).collect();
+        let mut macs = 0u64;
         for (i, node) in self.nodes.iter().enumerate() {
-            let args: Vec<&Val> = node
+            let args: Vec<&Slot> = node
                 .inputs
                 .iter()
                 .map(|&(src, k)| {
@@ -298,8 +379,11 @@ impl Graph {
                         .ok_or_else(|| Error::msg(format!("node '{}': input {src}:{k} has no value", node.name)))
                 })
                 .collect::<Result<_>>()?;
+            if let (Op::Conv(c), Some((h, w))) = (&node.op, args.first().and_then(|v| v.hw())) {
+                macs += c.macs(h, w);
+            }
             let out = if i == self.input {
-                vec![Val::F(x.clone())]
+                vec![Slot::V(Val::F(x.clone()))]
             } else {
                 self.exec(node, &args)
                     .map_err(|e| Error::msg(format!("node '{}': {e}", node.name)))?
@@ -312,25 +396,37 @@ impl Graph {
                 }
             }
         }
+        self.last_macs.store(macs, Ordering::Relaxed);
         let mut out = Vec::with_capacity(self.outputs.len());
         for (name, i, k) in &self.outputs {
             let v = vals[*i]
                 .as_ref()
                 .and_then(|v| v.get(*k))
                 .ok_or_else(|| Error::msg(format!("output '{name}' has no value")))?;
-            out.push((name.clone(), v.to_f32_tensor(&self.device)?));
+            out.push((name.clone(), v.view()?.to_f32_tensor(&self.device)?));
         }
         Ok(out)
     }
 
     /// Runs one node on its inputs `a`: each op's work in its own method.
-    fn exec(&self, node: &Node, a: &[&Val]) -> Result<Vec<Val>> {
+    fn exec(&self, node: &Node, slots: &[&Slot]) -> Result<Vec<Slot>> {
+        if let Some(v) = self.exec_planar(node, slots)? {
+            return Ok(vec![v]);
+        }
+        // Every other op sees planar values as their NHWC view.
+        let views: Vec<std::borrow::Cow<Val>> = slots.iter().map(|v| v.view()).collect::<Result<_>>()?;
+        let a: Vec<&Val> = views.iter().map(|v| v.as_ref()).collect();
+        Ok(self.exec_nhwc(node, &a)?.into_iter().map(Slot::V).collect())
+    }
+
+    /// Runs one node on NHWC values.
+    fn exec_nhwc(&self, node: &Node, a: &[&Val]) -> Result<Vec<Val>> {
         let one = |v: Val| Ok(vec![v]);
         match &node.op {
             Op::Input => Err(Error::msg("the input is set by run()")),
             Op::Const(v) => one(v.clone()),
             Op::Identity => one(arg(a, 0)?.clone()),
-            Op::Conv(c) => one(self.conv(c, a)?),
+            Op::Conv(_) => Err(Error::msg("convs run on planar values")),
             Op::ConvTranspose { filter, stride, same } => one(self.conv_transpose(filter, *stride, *same, a)?),
             Op::MatMul { b, bias, ta } => one(self.matmul(b, bias.as_ref(), *ta, a)?),
             Op::Binary(op) => one(ops::binary(*op, arg(a, 0)?, arg(a, 1)?, &self.device, self.dtype)?),
@@ -371,16 +467,64 @@ impl Graph {
         }
     }
 
+    /// The ops that take and give planar values ([`super::planar`]);
+    /// `None` when this node's inputs are not in a form they handle.
+    fn exec_planar(&self, node: &Node, a: &[&Slot]) -> Result<Option<Slot>> {
+        let (dev, dt) = (&self.device, self.dtype);
+        let first = a.first().copied();
+        // Input `k`'s integers (shapes, axes, permutations).
+        let ints_of = |k: usize| -> Result<Vec<i64>> {
+            a.get(k)
+                .ok_or_else(|| Error::msg(format!("input {k} is missing")))?
+                .view()?
+                .ints()
+        };
+        Ok(match (&node.op, first) {
+            (Op::Conv(c), _) => Some(self.conv(c, a)?),
+            (Op::Identity, Some(v)) => Some(v.clone()),
+            (Op::Unary(op), Some(Slot::P(t))) => Some(Slot::P(ops::unary(*op, t)?)),
+            (Op::LeakyRelu(alpha), Some(Slot::P(t))) => Some(Slot::P(leaky(t, *alpha)?)),
+            (Op::Binary(op), Some(x)) if a.len() == 2 => planar::binary(*op, x, a[1], dev, dt)?,
+            (Op::AddN, Some(Slot::P(t))) => {
+                let mut acc = t.clone();
+                for v in &a[1..] {
+                    match v {
+                        Slot::P(u) if u.dims() == t.dims() => acc = (acc + u)?,
+                        _ => return Ok(None),
+                    }
+                }
+                Some(Slot::P(acc))
+            }
+            (Op::Transpose, Some(x)) => planar::transpose(x, &ints_of(1)?),
+            (Op::MaxPool { k, stride, same }, Some(x)) => planar::max_pool(x, *k, *stride, *same)?,
+            (Op::Concat, Some(_)) => {
+                let n = a.len() - 1;
+                let axis = *ints_of(n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;
+                planar::concat(&a[..n], axis, dev, dt)?
+            }
+            (Op::Mean { keep_dims }, Some(x)) => planar::mean(x, &ints_of(1)?, *keep_dims)?,
+            (Op::Pad { value_input }, Some(x @ Slot::P(_))) => {
+                let value = match a.get(2) {
+                    Some(v) if *value_input => first_float(&v.as_float(dev, dt)?)?,
+                    _ => 0.0,
+                };
+                planar::pad(x, &ints_of(1)?, value)?
+            }
+            _ => None,
+        })
+    }
+
     /// Input `k` as a float tensor in the graph's dtype, on its device.
     fn float(&self, a: &[&Val], k: usize) -> Result<Tensor> {
         arg(a, k)?.as_float(&self.device, self.dtype)
     }
 
-    /// A conv (plain, fused, depthwise): NHWC in and out, NCHW for the kernel.
-    fn conv(&self, c: &ConvOp, a: &[&Val]) -> Result<Val> {
-        let x = self.float(a, 0)?;
-        let (_, h, w, _) = x.dims4()?;
-        let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+    /// A conv (plain, fused, depthwise): planar in and out (NCHW for the
+    /// kernel), plus a fused addend before the activation where there is one.
+    fn conv(&self, c: &ConvOp, a: &[&Slot]) -> Result<Slot> {
+        let slot = |k: usize| a.get(k).ok_or_else(|| Error::msg(format!("input {k} is missing")));
+        let nchw = slot(0)?.planar(&self.device, self.dtype)?;
+        let (_, _, h, w) = nchw.dims4()?;
         let pad = match c.pad {
             PadMode::Valid => Padding::default(),
             PadMode::Explicit(p) => p,
@@ -395,8 +539,12 @@ impl Graph {
                 }
             }
         };
-        let y = c.conv.forward_padded(&nchw, pad)?;
-        Ok(Val::F(y.permute((0, 2, 3, 1))?))
+        let conv = c.conv.as_ref().ok_or_else(|| Error::msg("the conv was not compiled"))?;
+        let y = match c.pre {
+            Some(k) => conv.forward_pre_padded(&nchw, &slot(k)?.planar(&self.device, self.dtype)?, pad)?,
+            None => conv.forward_padded(&nchw, pad)?,
+        };
+        Ok(if c.nchw_out { Slot::V(Val::F(y)) } else { Slot::P(y) })
     }
 
     /// A transposed conv, cropped to the output shape given as input 0.
@@ -442,33 +590,25 @@ impl Graph {
 
     /// `max(x, alpha·x)` (`min` when `alpha` > 1).
     fn leaky_relu(&self, alpha: f64, a: &[&Val]) -> Result<Val> {
-        let x = self.float(a, 0)?;
-        let neg = x.affine(alpha, 0.0)?;
-        let y = if alpha <= 1.0 {
-            x.maximum(&neg)?
-        } else {
-            x.minimum(&neg)?
-        };
-        Ok(Val::F(y))
+        Ok(Val::F(leaky(&self.float(a, 0)?, alpha)?))
     }
 
     /// Pad/PadV2: constant padding, the value from input 2 for PadV2, else 0.
     fn pad(&self, value_input: bool, a: &[&Val]) -> Result<Val> {
         let pads = ints(a, 1)?;
-        let value = if value_input {
-            self.float(a, 2)?
-                .flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()?
-                .first()
-                .copied()
-                .unwrap_or(0.0)
-        } else {
-            0.0
-        };
+        let value = self.pad_value(value_input, a)?;
         match arg(a, 0)? {
             Val::F(x) => Ok(Val::F(ops::pad(x, &pads, value)?)),
             Val::I(x) => Ok(Val::I(x.pad(&pads, value as i64)?)),
+        }
+    }
+
+    /// The padding value: input 2 for PadV2, else 0.
+    fn pad_value(&self, value_input: bool, a: &[&Val]) -> Result<f64> {
+        if value_input {
+            first_float(&self.float(a, 2)?)
+        } else {
+            Ok(0.0)
         }
     }
 
@@ -925,11 +1065,53 @@ fn conv_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Re
         }
         Some(other) => return Err(def.err(format!("padding {other} is not supported"))),
     };
-    let conv = FastConv::new(weight, bias, stride, Padding::default(), groups, act)?;
     Ok(ConvOp {
-        conv,
+        weight,
+        bias,
+        groups,
+        act,
         k: (kh, kw),
         stride,
         pad,
+        pre: None,
+        nchw_out: false,
+        conv: None,
+    })
+}
+
+impl ConvOp {
+    /// Packs the weights for the kernels, with the bias and activation as
+    /// fused (once, at load).
+    fn compile(&mut self) -> Result<()> {
+        let bias = self.bias.clone();
+        self.conv = Some(FastConv::new(
+            self.weight.clone(),
+            bias,
+            self.stride,
+            Padding::default(),
+            self.groups,
+            self.act,
+        )?);
+        Ok(())
+    }
+}
+
+/// The first element of `t` (0 for an empty tensor).
+fn first_float(t: &Tensor) -> Result<f64> {
+    Ok(t.flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?
+        .first()
+        .copied()
+        .unwrap_or(0.0))
+}
+
+/// `max(x, alpha·x)` (`min` when `alpha` > 1): TF's LeakyRelu.
+fn leaky(x: &Tensor, alpha: f64) -> Result<Tensor> {
+    let neg = x.affine(alpha, 0.0)?;
+    Ok(if alpha <= 1.0 {
+        x.maximum(&neg)?
+    } else {
+        x.minimum(&neg)?
     })
 }

@@ -2,5 +2,7 @@
 //! executor that runs them on the kernels.
 
 pub mod executor;
+mod fuse;
 pub mod node;
 pub mod ops;
+mod planar;

@@ -53,7 +53,7 @@ impl Val {
     }
 
     pub fn to_f32_tensor(&self, dev: &Device) -> Result<Tensor> {
-        Ok(self.as_float(dev, DType::F32)?.to_dtype(DType::F32)?)
+        Ok(self.as_float(dev, DType::F32)?.to_dtype(DType::F32)?.contiguous()?)
     }
 }
 
@@ -400,8 +400,14 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f64) -> Result<Tensor> {
 
 /// NHWC max pooling; SAME pads with -inf (TF ignores the padding).
 pub fn max_pool(x: &Tensor, k: (usize, usize), s: (usize, usize), same: bool) -> Result<Tensor> {
-    let (_, h, w, _) = x.dims4()?;
-    let mut nchw = x.permute((0, 3, 1, 2))?;
+    let y = max_pool_nchw(&x.permute((0, 3, 1, 2))?, k, s, same)?;
+    Ok(y.permute((0, 2, 3, 1))?)
+}
+
+/// Max pooling of NCHW planes, TF's window placement.
+pub fn max_pool_nchw(x: &Tensor, k: (usize, usize), s: (usize, usize), same: bool) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let mut nchw = x.clone();
     if same {
         let (t, b) = crate::kernels::same_pad(h, k.0, s.0);
         let (l, r) = crate::kernels::same_pad(w, k.1, s.1);
@@ -413,8 +419,7 @@ pub fn max_pool(x: &Tensor, k: (usize, usize), s: (usize, usize), same: bool) ->
             )?;
         }
     }
-    let y = nchw.contiguous()?.max_pool2d_with_stride(k, s)?;
-    Ok(y.permute((0, 2, 3, 1))?)
+    Ok(nchw.contiguous()?.max_pool2d_with_stride(k, s)?)
 }
 
 /// tfjs-backend-cpu's `resizeBilinear` on NHWC, computed in f64 and stored as f32.

@@ -184,10 +184,15 @@ impl FastConv {
     /// (e.g. at a lower resolution and upsampled). On CPU it is added in the
     /// kernel's output pass.
     pub fn forward_pre(&self, x: &Tensor, pre: &Tensor) -> Result<Tensor> {
+        self.forward_pre_padded(x, pre, self.op.shape.pad)
+    }
+
+    /// [`Self::forward_pre`] with padding chosen per call.
+    pub fn forward_pre_padded(&self, x: &Tensor, pre: &Tensor, pad: Padding) -> Result<Tensor> {
         if self.op.on_host && host::is_cpu_f32(x) && host::is_cpu_f32(pre) {
-            return self.cpu(&[x], (Some(pre), None), self.op.shape.pad);
+            return self.cpu(&[x], (Some(pre), None), pad);
         }
-        let y = (self.linear(x, self.op.shape.pad)? + pre)?;
+        let y = (self.linear(x, pad)? + pre)?;
         activate(y, self.op.act)
     }
 

@@ -1,0 +1,344 @@
+//! Fusion at load: the nodes right after a conv that its kernel can do in
+//! its output pass are folded into it.
+//!
+//! Walking from each conv along its single consumer, as long as the value
+//! is read by that one node only and is not a graph output:
+//!
+//! - `Add`/`AddV2`/`BiasAdd` of a constant vector over the output channels
+//!   joins the bias (before any activation);
+//! - `Relu`, `Relu6`, `LeakyRelu` (alpha ≤ 1) become the activation;
+//! - `Add`/`AddV2`/`AddN` of another value computed before the conv becomes
+//!   an addend before the activation (`act(conv + bias + r)`, the residual
+//!   connections of MobileNet and BlazePalm);
+//! - a `Transpose` to NCHW (graphs converted from ONNX) only relabels the
+//!   output, so an activation after it still joins.
+//!
+//! A folded node becomes an `Identity` of the node before it; the conv
+//! computes the chain's final value. Anything else ends the walk, and the
+//! node runs as before: an unfusable pattern falls back by construction.
+
+use candle_core::Tensor;
+
+use super::executor::{ConvOp, Node, Op};
+use super::ops::{BinOp, UnOp, Val};
+use crate::error::Result;
+use crate::kernels::Act;
+
+/// Folds what it can into each conv; returns how many nodes it folded.
+pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
+    let mut readers = vec![Vec::new(); nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for &(src, _) in &node.inputs {
+            readers[src].push(i);
+        }
+    }
+    let mut folded = 0;
+    for conv_at in 0..nodes.len() {
+        if !matches!(nodes[conv_at].op, Op::Conv(_)) {
+            continue;
+        }
+        let mut cur = conv_at;
+        while readers[cur].len() == 1 && !outputs.contains(&cur) {
+            let next = readers[cur][0];
+            let Some(step) = step_after(nodes, conv_at, cur, next) else {
+                break;
+            };
+            let Node { op, inputs, .. } = &mut nodes[conv_at];
+            let Op::Conv(conv) = op else {
+                break;
+            };
+            apply(conv, step, inputs)?;
+            nodes[next].op = Op::Identity;
+            nodes[next].inputs = vec![(cur, 0)];
+            folded += 1;
+            cur = next;
+        }
+    }
+    Ok(folded)
+}
+
+/// What folding node `next` (reading `cur`, the chain from the conv at
+/// `conv_at`) does to the conv.
+enum Step {
+    Bias(Tensor),
+    Act(Act),
+    Addend((usize, usize)),
+    ToNchw,
+}
+
+fn step_after(nodes: &[Node], conv_at: usize, cur: usize, next: usize) -> Option<Step> {
+    let Op::Conv(conv) = &nodes[conv_at].op else {
+        return None;
+    };
+    let node = &nodes[next];
+    let other = || -> Option<(usize, usize)> {
+        match node.inputs.as_slice() {
+            [a, b] if a.0 == cur && b.0 != cur => Some(*b),
+            [a, b] if b.0 == cur && a.0 != cur => Some(*a),
+            _ => None,
+        }
+    };
+    let plain = conv.act == Act::None && !conv.nchw_out;
+    match &node.op {
+        Op::Binary(BinOp::Add) | Op::AddN if plain => {
+            let (src, k) = other()?;
+            match &nodes[src].op {
+                Op::Const(Val::F(t)) => channel_vector(t, conv.cout()).map(Step::Bias),
+                Op::Const(_) => None,
+                // Computed before the conv, so it is there when the conv runs.
+                _ if src < conv_at && conv.pre.is_none() => Some(Step::Addend((src, k))),
+                _ => None,
+            }
+        }
+        Op::Unary(UnOp::Relu) if conv.act == Act::None => Some(Step::Act(Act::Relu)),
+        Op::Unary(UnOp::Relu6) if conv.act == Act::None => Some(Step::Act(Act::Relu6)),
+        Op::LeakyRelu(a) if conv.act == Act::None && *a <= 1.0 => Some(Step::Act(Act::Leaky(*a as f32))),
+        Op::Transpose if !conv.nchw_out => {
+            let perm = node.inputs.get(1)?;
+            match &nodes[perm.0].op {
+                Op::Const(Val::I(p)) if p.data == [0, 3, 1, 2] => Some(Step::ToNchw),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `t` as a bias over `c` output channels: NHWC shapes `[c]` … `[1, 1, 1, c]`.
+fn channel_vector(t: &Tensor, c: usize) -> Option<Tensor> {
+    let fits = t.elem_count() == c && t.dims().last() == Some(&c) && t.rank() <= 4;
+    fits.then(|| t.flatten_all().ok()).flatten()
+}
+
+fn apply(conv: &mut ConvOp, step: Step, inputs: &mut Vec<(usize, usize)>) -> Result<()> {
+    match step {
+        Step::Bias(b) => {
+            let b = b.to_dtype(conv.weight.dtype())?;
+            conv.bias = Some(match conv.bias.take() {
+                Some(old) => (old + b)?,
+                None => b,
+            });
+        }
+        Step::Act(a) => conv.act = a,
+        Step::Addend(src) => {
+            conv.pre = Some(inputs.len());
+            inputs.push(src);
+        }
+        Step::ToNchw => conv.nchw_out = true,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use base64::Engine as _;
+    use candle_core::{DType, Device, Tensor};
+    use serde_json::{json, Value};
+
+    use super::super::executor::{Graph, GraphJson};
+
+    /// A tfjs node.
+    fn node(name: &str, op: &str, inputs: &[&str], attr: Value) -> Value {
+        json!({"name": name, "op": op, "input": inputs, "attr": attr})
+    }
+
+    fn s(v: &str) -> Value {
+        json!({"s": base64::engine::general_purpose::STANDARD.encode(v)})
+    }
+
+    fn conv_attr(op: &str, fused: &[&str]) -> Value {
+        let mut a = json!({
+            "strides": {"list": {"i": ["1", "1", "1", "1"]}},
+            "padding": s("SAME"),
+        });
+        if op.starts_with("_Fused") || op.starts_with("Fused") {
+            let ops: Vec<String> = fused
+                .iter()
+                .map(|f| base64::engine::general_purpose::STANDARD.encode(f))
+                .collect();
+            a["fused_ops"] = json!({"list": {"s": ops}});
+        }
+        a
+    }
+
+    /// Pseudo-random values in [-1, 1) from `seed`.
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A graph over a [1, 6, 7, C] input from its nodes (the Placeholder
+    /// `x` added), its float constants and int constants.
+    struct Case {
+        nodes: Vec<Value>,
+        floats: HashMap<String, Tensor>,
+        ints: HashMap<String, Vec<i64>>,
+        c: usize,
+    }
+
+    impl Case {
+        fn new(c: usize) -> Case {
+            let shape =
+                json!({"shape": {"dim": [{"size": "1"}, {"size": "6"}, {"size": "7"}, {"size": c.to_string()}]}});
+            Case {
+                nodes: vec![node("x", "Placeholder", &[], json!({"shape": shape}))],
+                floats: HashMap::new(),
+                ints: HashMap::new(),
+                c,
+            }
+        }
+
+        fn float(&mut self, name: &str, dims: &[usize]) -> &mut Self {
+            let n = dims.iter().product();
+            let t = Tensor::from_vec(values(self.floats.len() as u64 + 7, n), dims, &Device::Cpu).unwrap();
+            self.floats.insert(name.into(), t);
+            self.nodes
+                .push(node(name, "Const", &[], json!({"dtype": {"type": "DT_FLOAT"}})));
+            self
+        }
+
+        fn ints(&mut self, name: &str, v: &[i64]) -> &mut Self {
+            self.ints.insert(name.into(), v.to_vec());
+            self.nodes
+                .push(node(name, "Const", &[], json!({"dtype": {"type": "DT_INT32"}})));
+            self
+        }
+
+        fn op(&mut self, name: &str, op: &str, inputs: &[&str], attr: Value) -> &mut Self {
+            self.nodes.push(node(name, op, inputs, attr));
+            self
+        }
+
+        fn graph(&self, outputs: &[&str], fuse: bool) -> Graph {
+            let outs: serde_json::Map<String, Value> =
+                outputs.iter().map(|o| (o.to_string(), json!({"name": o}))).collect();
+            let j: GraphJson = serde_json::from_value(json!({
+                "modelTopology": {"node": self.nodes},
+                "signature": {"outputs": outs},
+            }))
+            .unwrap();
+            let mut weight = |name: &str, dt: DType| -> crate::Result<Tensor> {
+                if let Some(v) = self.ints.get(name) {
+                    return Ok(Tensor::new(v.as_slice(), &Device::Cpu)?);
+                }
+                Ok(self.floats[name].to_dtype(dt)?)
+            };
+            Graph::build_with(&j, DType::F32, &Device::Cpu, &mut weight, fuse).unwrap()
+        }
+
+        /// Runs the graph fused and unfused on random inputs: the same
+        /// outputs (to float rounding); returns how many nodes were fused.
+        fn check(&self, outputs: &[&str]) -> usize {
+            let fused = self.graph(outputs, true);
+            let plain = self.graph(outputs, false);
+            assert_eq!(plain.fused_nodes(), 0);
+            for seed in 0..3 {
+                let x = Tensor::from_vec(values(100 + seed, 6 * 7 * self.c), (1, 6, 7, self.c), &Device::Cpu).unwrap();
+                let a = fused.run(&x).unwrap();
+                let b = plain.run(&x).unwrap();
+                for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+                    assert_eq!(na, nb);
+                    assert_eq!(ta.dims(), tb.dims(), "{na}");
+                    let d: f32 = (ta - tb)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar()
+                        .unwrap();
+                    let scale: f32 = tb.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                    assert!(d <= 1e-5 * scale.max(1.0), "{na}: fused differs by {d}");
+                }
+            }
+            fused.fused_nodes()
+        }
+    }
+
+    #[test]
+    fn conv_bias_and_activation_fold_into_the_conv() {
+        for (act, alpha) in [("Relu", None), ("Relu6", None), ("LeakyRelu", Some(0.1))] {
+            let mut c = Case::new(3);
+            c.float("w", &[3, 3, 3, 5]).float("b", &[5]);
+            c.op("conv", "Conv2D", &["x", "w"], conv_attr("Conv2D", &[]));
+            c.op("add", "BiasAdd", &["conv", "b"], json!({}));
+            let attr = alpha.map(|a| json!({"alpha": {"f": a}})).unwrap_or(json!({}));
+            c.op("act", act, &["add"], attr);
+            assert_eq!(c.check(&["act"]), 2, "{act}");
+        }
+    }
+
+    #[test]
+    fn a_transpose_to_nchw_between_bias_and_activation_folds_too() {
+        // NanoDet's shape: Conv2D > Add(bias) > Transpose(NCHW) > LeakyRelu.
+        let mut c = Case::new(4);
+        c.float("w", &[1, 1, 4, 6])
+            .float("b", &[1, 1, 1, 6])
+            .ints("perm", &[0, 3, 1, 2]);
+        c.op("conv", "Conv2D", &["x", "w"], conv_attr("Conv2D", &[]));
+        c.op("add", "Add", &["b", "conv"], json!({}));
+        c.op("t", "Transpose", &["add", "perm"], json!({}));
+        c.op("act", "LeakyRelu", &["t"], json!({"alpha": {"f": 0.2}}));
+        assert_eq!(c.check(&["act"]), 3);
+    }
+
+    #[test]
+    fn residual_adds_before_the_activation_fold_in() {
+        // BlazePalm: depthwise > 1x1 conv (bias) > AddV2(residual) > Relu.
+        let mut c = Case::new(4);
+        c.float("dw", &[3, 3, 4, 1])
+            .float("pw", &[1, 1, 4, 4])
+            .float("pb", &[4]);
+        c.op(
+            "d",
+            "DepthwiseConv2dNative",
+            &["x", "dw"],
+            conv_attr("DepthwiseConv2dNative", &[]),
+        );
+        c.op(
+            "p",
+            "_FusedConv2D",
+            &["d", "pw", "pb"],
+            conv_attr("_FusedConv2D", &["BiasAdd"]),
+        );
+        c.op("sum", "AddV2", &["x", "p"], json!({}));
+        c.op("act", "Relu", &["sum"], json!({}));
+        assert_eq!(c.check(&["act"]), 2);
+        // Hand landmarks: Conv2D > AddN(residual) > AddV2(bias), then Relu6.
+        let mut c = Case::new(4);
+        c.float("w", &[1, 1, 4, 4]).float("b", &[4]);
+        c.op("conv", "Conv2D", &["x", "w"], conv_attr("Conv2D", &[]));
+        c.op("sum", "AddN", &["conv", "x"], json!({}));
+        c.op("bias", "AddV2", &["sum", "b"], json!({}));
+        c.op("act", "Relu6", &["bias"], json!({}));
+        assert_eq!(c.check(&["act"]), 3);
+    }
+
+    #[test]
+    fn unfusable_patterns_run_as_they_are() {
+        let mut c = Case::new(3);
+        c.float("w", &[3, 3, 3, 3])
+            .float("w2", &[1, 1, 3, 3])
+            .float("b", &[7, 3]);
+        c.op("conv", "Conv2D", &["x", "w"], conv_attr("Conv2D", &[]));
+        // Read twice: the conv's own output must stay as it is.
+        c.op("r1", "Relu", &["conv"], json!({}));
+        c.op("r2", "Sigmoid", &["conv"], json!({}));
+        // A [W, C] constant is no bias; the addend of the second conv is
+        // computed after it; LeakyRelu with alpha > 1 is a min.
+        c.op("c2", "Conv2D", &["r1", "w2"], conv_attr("Conv2D", &[]));
+        c.op("c3", "Conv2D", &["r2", "w2"], conv_attr("Conv2D", &[]));
+        c.op("sum", "AddV2", &["c2", "c3"], json!({}));
+        c.op("nb", "AddV2", &["sum", "b"], json!({}));
+        c.op("l", "LeakyRelu", &["nb"], json!({"alpha": {"f": 2.0}}));
+        // c3 takes the sum as its addend (c2 runs before it); nothing else folds.
+        assert_eq!(c.check(&["l", "r1"]), 1);
+    }
+}
