@@ -116,10 +116,15 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     let forward_loop = forward_loop(&entry, args.random_weights, device_choice, &decoded, runs);
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
-    let (forward_loop, forward_loop_error) = match forward_loop {
-        Ok(t) => (t, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+    let (forward_loop, macs, forward_loop_error) = match forward_loop {
+        Ok(f) => (f.times, Some(f.macs), None),
+        Err(e) => (Vec::new(), None, Some(e.to_string())),
     };
+    // GFLOP/s over the pipeline's forward time (graph models count their
+    // convs' multiply-adds; 2 FLOPs each).
+    let gflop = macs.filter(|m| *m > 0).map(|m| 2.0 * m as f64 / 1e9);
+    let forward_p50 = pct(&mut forward.clone(), 0.5);
+    let gflop_s = gflop.filter(|_| forward_p50 > 0.0).map(|g| g / (forward_p50 / 1e3));
 
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);
@@ -150,6 +155,8 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "forward_p50_ms": pct(&mut forward, 0.5),
         "forward_loop_p50_ms": (!forward_loop.is_empty()).then(|| pct(&mut forward_loop.clone(), 0.5)),
         "forward_loop_error": forward_loop_error,
+        "conv_gflop_per_image": gflop,
+        "conv_gflop_s": gflop_s,
         "e2e_p50_ms": pct(&mut e2e, 0.5),
         "e2e_phases_p50_ms": {
             "queue": pct(&mut p_queue, 0.5),
@@ -386,7 +393,7 @@ fn forward_loop(
     device: crate::engine::config::DeviceChoice,
     decoded: &image::RgbImage,
     runs: usize,
-) -> Result<Vec<f64>> {
+) -> Result<ForwardLoop> {
     let source = entry.weights_source(random)?;
     let device = device.open()?;
     let net = crate::models::build(
@@ -397,6 +404,10 @@ fn forward_loop(
         Arc::new(|_, _| {}),
     )?;
     let mut times = Vec::new();
+    // One whole pipeline first: the multiply-adds of one image.
+    let before = net.macs_done();
+    net.infer_with_masks(decoded, &Default::default())?;
+    let macs = net.macs_done() - before;
     if let Some(x) = net.preprocess_raw(decoded)? {
         for _ in 0..3 {
             net.forward_raw(&x)?;
@@ -407,7 +418,14 @@ fn forward_loop(
             times.push(ms_since(t));
         }
     }
-    Ok(times)
+    Ok(ForwardLoop { times, macs })
+}
+
+/// What [`forward_loop`] measured: the raw network's times, and the conv
+/// multiply-adds of one whole pipeline.
+struct ForwardLoop {
+    times: Vec<f64>,
+    macs: u64,
 }
 
 fn ms_since(t: Instant) -> f64 {

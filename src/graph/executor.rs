@@ -192,8 +192,8 @@ pub struct Graph {
     dtype: DType,
     /// Nodes folded into the convs before them at load.
     fused: usize,
-    /// Conv multiply-adds of the latest run (for GFLOP/s figures).
-    last_macs: AtomicU64,
+    /// Conv multiply-adds of every run so far (for GFLOP/s figures).
+    macs: AtomicU64,
 }
 
 impl Graph {
@@ -330,7 +330,7 @@ impl Graph {
             device: device.clone(),
             dtype,
             fused,
-            last_macs: AtomicU64::new(0),
+            macs: AtomicU64::new(0),
         })
     }
 
@@ -339,9 +339,9 @@ impl Graph {
         self.fused
     }
 
-    /// Conv multiply-adds of the latest run (0 before the first).
-    pub fn last_run_macs(&self) -> u64 {
-        self.last_macs.load(Ordering::Relaxed)
+    /// Conv multiply-adds of every run so far.
+    pub fn macs_done(&self) -> u64 {
+        self.macs.load(Ordering::Relaxed)
     }
 
     /// The input's declared shape (`-1` for unknown dimensions).
@@ -396,7 +396,7 @@ impl Graph {
                 }
             }
         }
-        self.last_macs.store(macs, Ordering::Relaxed);
+        self.macs.fetch_add(macs, Ordering::Relaxed);
         let mut out = Vec::with_capacity(self.outputs.len());
         for (name, i, k) in &self.outputs {
             let v = vals[*i]

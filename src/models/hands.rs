@@ -554,6 +554,10 @@ impl Hands {
 }
 
 impl Model for Hands {
+    fn macs_done(&self) -> u64 {
+        self.palm.macs_done() + self.landmarks.macs_done()
+    }
+
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
         self.detect(img, params)
     }

@@ -40,6 +40,12 @@ pub trait Model: Send + Sync {
         Ok((d, Vec::new(), t))
     }
 
+    /// Conv multiply-adds this model has run so far (graph models count
+    /// them; 0 for the others): with a forward time, its GFLOP/s.
+    fn macs_done(&self) -> u64 {
+        0
+    }
+
     /// The raw network on a preprocessed input tensor (parity checks).
     fn forward_raw(&self, _x: &Tensor) -> Result<Tensor> {
         Err(Error::msg("this model has no raw forward"))

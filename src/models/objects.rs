@@ -227,6 +227,10 @@ fn integral(z: &[f32]) -> f32 {
 }
 
 impl Model for Objects {
+    fn macs_done(&self) -> u64 {
+        self.graph.macs_done()
+    }
+
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
         let image = (img.width() as usize, img.height() as usize);
         timed(

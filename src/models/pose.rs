@@ -157,6 +157,10 @@ pub fn person(keypoints: Vec<[f32; 3]>, conf: f32) -> Option<Detection> {
 }
 
 impl Model for Pose {
+    fn macs_done(&self) -> u64 {
+        self.graph.macs_done()
+    }
+
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
         timed(
             || self.preprocess(img),
