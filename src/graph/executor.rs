@@ -118,14 +118,12 @@ impl ConvOp {
 
 pub(super) enum Op {
     Input,
+    /// Folded into a conv after it ([`super::fuse`]): runs nothing.
+    Folded,
     Const(Val),
     Identity,
     Conv(Box<ConvOp>),
-    ConvTranspose {
-        filter: Tensor,
-        stride: usize,
-        same: bool,
-    },
+    ConvTranspose(Box<ConvTransposeOp>),
     MatMul {
         b: Tensor,
         bias: Option<Tensor>,
@@ -424,10 +422,11 @@ impl Graph {
         let one = |v: Val| Ok(vec![v]);
         match &node.op {
             Op::Input => Err(Error::msg("the input is set by run()")),
+            Op::Folded => Ok(Vec::new()),
             Op::Const(v) => one(v.clone()),
             Op::Identity => one(arg(a, 0)?.clone()),
             Op::Conv(_) => Err(Error::msg("convs run on planar values")),
-            Op::ConvTranspose { filter, stride, same } => one(self.conv_transpose(filter, *stride, *same, a)?),
+            Op::ConvTranspose(_) => Err(Error::msg("transposed convs run on planar values")),
             Op::MatMul { b, bias, ta } => one(self.matmul(b, bias.as_ref(), *ta, a)?),
             Op::Binary(op) => one(ops::binary(*op, arg(a, 0)?, arg(a, 1)?, &self.device, self.dtype)?),
             Op::AddN => one(self.add_n(a)?),
@@ -481,6 +480,7 @@ impl Graph {
         };
         Ok(match (&node.op, first) {
             (Op::Conv(c), _) => Some(self.conv(c, a)?),
+            (Op::ConvTranspose(t), _) => Some(self.conv_transpose(t, a)?),
             (Op::Identity, Some(v)) => Some(v.clone()),
             (Op::Unary(op), Some(Slot::P(t))) => Some(Slot::P(ops::unary(*op, t)?)),
             (Op::LeakyRelu(alpha), Some(Slot::P(t))) => Some(Slot::P(leaky(t, *alpha)?)),
@@ -547,12 +547,26 @@ impl Graph {
         Ok(if c.nchw_out { Slot::V(Val::F(y)) } else { Slot::P(y) })
     }
 
-    /// A transposed conv, cropped to the output shape given as input 0.
-    fn conv_transpose(&self, filter: &Tensor, stride: usize, same: bool, a: &[&Val]) -> Result<Val> {
-        let shape = ints(a, 0)?;
-        let x = self.float(a, 2)?;
-        let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
-        let full = nchw.conv_transpose2d(filter, 0, 0, stride, 1)?;
+    /// A transposed conv, cropped to the output shape given as input 0;
+    /// planar in and out.
+    fn conv_transpose(&self, t: &ConvTransposeOp, a: &[&Slot]) -> Result<Slot> {
+        let slot = |k: usize| a.get(k).ok_or_else(|| Error::msg(format!("input {k} is missing")));
+        let shape = slot(0)?.view()?.ints()?;
+        let nchw = slot(2)?.planar(&self.device, self.dtype)?;
+        let full = match &t.tiles {
+            Some(conv) => {
+                let (n, _, h, w) = nchw.dims4()?;
+                let (kh, kw) = t.k;
+                let out = t.filter.dim(1)?;
+                // [n, (dy, dx, co), h, w] → [n, co, h, dy, w, dx] → [n, co, h·kh, w·kw].
+                conv.forward(&nchw)?
+                    .reshape((n, kh, kw, out, h, w))?
+                    .permute((0, 3, 4, 1, 5, 2))?
+                    .contiguous()?
+                    .reshape((n, out, h * kh, w * kw))?
+            }
+            None => nchw.conv_transpose2d(&t.filter, 0, 0, t.stride, 1)?,
+        };
         let (_, _, fh, fw) = full.dims4()?;
         if shape.len() != 4 {
             return Err(Error::msg(format!("output shape {shape:?} must have 4 entries")));
@@ -563,9 +577,12 @@ impl Graph {
                 "output shape {shape:?} is larger than the transposed conv's {fh}x{fw}"
             )));
         }
-        let (top, left) = if same { ((fh - oh) / 2, (fw - ow) / 2) } else { (0, 0) };
+        if (oh, ow) == (fh, fw) {
+            return Ok(Slot::P(full));
+        }
+        let (top, left) = if t.same { ((fh - oh) / 2, (fw - ow) / 2) } else { (0, 0) };
         let y = full.narrow(2, top, oh)?.narrow(3, left, ow)?;
-        Ok(Val::F(y.permute((0, 2, 3, 1))?))
+        Ok(Slot::P(y.contiguous()?))
     }
 
     /// `x · b (+ bias)`, `x` transposed first if `ta`.
@@ -968,7 +985,35 @@ fn conv_transpose_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a V
         return Err(def.err(format!("unequal strides {strides:?}")));
     }
     let same = def.attr_str("padding").as_deref() == Some("SAME");
-    Ok(Op::ConvTranspose { filter, stride, same })
+    let (kh, kw, out, cin) = f.dims4()?;
+    // Windows that tile the output without overlap (kernel = stride, the
+    // usual 2×2 upsampling): one 1×1 conv to kh·kw·out channels on the
+    // kernels, then each pixel's channels spread over its kh×kw block.
+    let tiles = if kh == stride && kw == stride {
+        let w = f.reshape((kh * kw * out, cin, 1, 1))?;
+        Some(FastConv::new(w, None, 1, Padding::default(), 1, Act::None)?)
+    } else {
+        None
+    };
+    Ok(Op::ConvTranspose(Box::new(ConvTransposeOp {
+        filter,
+        stride,
+        same,
+        k: (kh, kw),
+        tiles,
+    })))
+}
+
+/// A `Conv2DBackpropInput` node.
+pub(super) struct ConvTransposeOp {
+    /// candle's `conv_transpose2d` layout [in, out, kh, kw].
+    filter: Tensor,
+    stride: usize,
+    same: bool,
+    k: (usize, usize),
+    /// The 1×1 conv computing every kernel tap at once, when the windows
+    /// do not overlap.
+    tiles: Option<FastConv>,
 }
 
 /// A `MatMul`/`_FusedMatMul` node with a constant right-hand side (and bias).

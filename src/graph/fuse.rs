@@ -13,9 +13,11 @@
 //! - a `Transpose` to NCHW (graphs converted from ONNX) only relabels the
 //!   output, so an activation after it still joins.
 //!
-//! A folded node becomes an `Identity` of the node before it; the conv
-//! computes the chain's final value. Anything else ends the walk, and the
-//! node runs as before: an unfusable pattern falls back by construction.
+//! The conv then runs where the chain's last node was (so an addend
+//! computed after the conv itself is there when it runs), reading the
+//! conv's input and the addend; the conv and the other folded nodes become
+//! `Folded` (nothing to run). Anything else ends the walk, and the node runs
+//! as before: an unfusable pattern falls back by construction.
 
 use candle_core::Tensor;
 
@@ -37,6 +39,7 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
         if !matches!(nodes[conv_at].op, Op::Conv(_)) {
             continue;
         }
+        let mut chain = vec![conv_at];
         let mut cur = conv_at;
         while readers[cur].len() == 1 && !outputs.contains(&cur) {
             let next = readers[cur][0];
@@ -48,10 +51,22 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
                 break;
             };
             apply(conv, step, inputs)?;
-            nodes[next].op = Op::Identity;
-            nodes[next].inputs = vec![(cur, 0)];
-            folded += 1;
+            chain.push(next);
             cur = next;
+        }
+        if let [.., end] = chain[..] {
+            if end != conv_at {
+                // The conv moves to the chain's end; the rest runs nothing.
+                let op = std::mem::replace(&mut nodes[conv_at].op, Op::Folded);
+                let inputs = std::mem::take(&mut nodes[conv_at].inputs);
+                for &i in &chain[1..] {
+                    nodes[i].op = Op::Folded;
+                    nodes[i].inputs.clear();
+                }
+                nodes[end].op = op;
+                nodes[end].inputs = inputs;
+                folded += chain.len() - 1;
+            }
         }
     }
     Ok(folded)
@@ -85,8 +100,7 @@ fn step_after(nodes: &[Node], conv_at: usize, cur: usize, next: usize) -> Option
             match &nodes[src].op {
                 Op::Const(Val::F(t)) => channel_vector(t, conv.cout()).map(Step::Bias),
                 Op::Const(_) => None,
-                // Computed before the conv, so it is there when the conv runs.
-                _ if src < conv_at && conv.pre.is_none() => Some(Step::Addend((src, k))),
+                _ if conv.pre.is_none() => Some(Step::Addend((src, k))),
                 _ => None,
             }
         }
@@ -331,14 +345,45 @@ mod tests {
         // Read twice: the conv's own output must stay as it is.
         c.op("r1", "Relu", &["conv"], json!({}));
         c.op("r2", "Sigmoid", &["conv"], json!({}));
-        // A [W, C] constant is no bias; the addend of the second conv is
-        // computed after it; LeakyRelu with alpha > 1 is a min.
+        // A [W, C] constant is no bias; LeakyRelu with alpha > 1 is a min.
         c.op("c2", "Conv2D", &["r1", "w2"], conv_attr("Conv2D", &[]));
         c.op("c3", "Conv2D", &["r2", "w2"], conv_attr("Conv2D", &[]));
         c.op("sum", "AddV2", &["c2", "c3"], json!({}));
         c.op("nb", "AddV2", &["sum", "b"], json!({}));
         c.op("l", "LeakyRelu", &["nb"], json!({"alpha": {"f": 2.0}}));
-        // c3 takes the sum as its addend (c2 runs before it); nothing else folds.
+        // c2 takes c3's output as its addend (computed after c2: the fused
+        // conv runs where the sum was); nothing else folds.
         assert_eq!(c.check(&["l", "r1"]), 1);
+    }
+
+    #[test]
+    fn a_two_by_two_upsampling_transposed_conv_equals_candles() {
+        let mut c = Case::new(3);
+        c.float("w", &[2, 2, 4, 3]).ints("shape", &[1, 12, 14, 4]);
+        let attr = json!({"strides": {"list": {"i": ["1", "2", "2", "1"]}}, "padding": s("SAME")});
+        c.op("up", "Conv2DBackpropInput", &["shape", "w", "x"], attr);
+        let g = c.graph(&["up"], true);
+        let x = Tensor::from_vec(values(5, 6 * 7 * 3), (1, 6, 7, 3), &Device::Cpu).unwrap();
+        let got = g.run(&x).unwrap().remove(0).1;
+        let filter = c.floats["w"].permute((3, 2, 0, 1)).unwrap().contiguous().unwrap();
+        let want = x
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .conv_transpose2d(&filter, 0, 0, 2, 1)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        assert_eq!(got.dims(), [1, 12, 14, 4]);
+        let d: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "differs by {d}");
     }
 }
