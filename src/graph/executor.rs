@@ -66,7 +66,7 @@ fn split_ref(r: &str) -> (&str, usize) {
 
 /// How a conv pads.
 #[derive(Debug, Clone, Copy)]
-enum PadMode {
+pub(super) enum PadMode {
     Same,
     Valid,
     Explicit(Padding),
@@ -82,12 +82,15 @@ pub(super) struct ConvOp {
     pub(super) act: Act,
     k: (usize, usize),
     stride: usize,
-    pad: PadMode,
+    pub(super) pad: PadMode,
     /// Position in the node's inputs of an addend fused in before the
     /// activation (a residual connection).
     pub(super) pre: Option<usize>,
     /// The output is the NCHW tensor itself (a Transpose to NCHW fused in).
     pub(super) nchw_out: bool,
+    /// The input is an NCHW tensor (a zero Pad of NCHW planes, then a
+    /// Transpose to NHWC, folded in).
+    pub(super) input_nchw: bool,
     /// The compiled layer (after fusion).
     conv: Option<FastConv>,
 }
@@ -523,7 +526,11 @@ impl Graph {
     /// kernel), plus a fused addend before the activation where there is one.
     fn conv(&self, c: &ConvOp, a: &[&Slot]) -> Result<Slot> {
         let slot = |k: usize| a.get(k).ok_or_else(|| Error::msg(format!("input {k} is missing")));
-        let nchw = slot(0)?.planar(&self.device, self.dtype)?;
+        let nchw = match slot(0)? {
+            // A zero Pad of NCHW planes folded in: the planes themselves.
+            Slot::V(Val::F(t)) if c.input_nchw => t.contiguous()?,
+            s => s.planar(&self.device, self.dtype)?,
+        };
         let (_, _, h, w) = nchw.dims4()?;
         let pad = match c.pad {
             PadMode::Valid => Padding::default(),
@@ -1120,6 +1127,7 @@ fn conv_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Re
         pad,
         pre: None,
         nchw_out: false,
+        input_nchw: false,
         conv: None,
     })
 }

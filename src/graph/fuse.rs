@@ -13,6 +13,10 @@
 //! - a `Transpose` to NCHW (graphs converted from ONNX) only relabels the
 //!   output, so an activation after it still joins.
 //!
+//! Before the conv, a zero `Pad` of the image's height and width (alone, or
+//! of NCHW planes then a `Transpose` back to NHWC, as ONNX-converted graphs
+//! pad) becomes the conv's own padding: the kernels pad in place.
+//!
 //! The conv then runs where the chain's last node was (so an addend
 //! computed after the conv itself is there when it runs), reading the
 //! conv's input and the addend; the conv and the other folded nodes become
@@ -21,10 +25,10 @@
 
 use candle_core::Tensor;
 
-use super::executor::{ConvOp, Node, Op};
+use super::executor::{ConvOp, Node, Op, PadMode};
 use super::ops::{BinOp, UnOp, Val};
 use crate::error::Result;
-use crate::kernels::Act;
+use crate::kernels::{Act, Padding};
 
 /// Folds what it can into each conv; returns how many nodes it folded.
 pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
@@ -39,6 +43,7 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
         if !matches!(nodes[conv_at].op, Op::Conv(_)) {
             continue;
         }
+        folded += fold_pad_before(nodes, &readers, outputs, conv_at);
         let mut chain = vec![conv_at];
         let mut cur = conv_at;
         while readers[cur].len() == 1 && !outputs.contains(&cur) {
@@ -70,6 +75,82 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
         }
     }
     Ok(folded)
+}
+
+/// Folds a zero Pad (and a Transpose from NCHW) before the conv at
+/// `conv_at` into its padding; returns how many nodes it folded.
+fn fold_pad_before(nodes: &mut [Node], readers: &[Vec<usize>], outputs: &[usize], conv_at: usize) -> usize {
+    let only_reader = |i: usize, r: usize| readers[i] == [r] && !outputs.contains(&i);
+    let Some(&(src, 0)) = nodes[conv_at].inputs.first() else {
+        return 0;
+    };
+    // NHWC: Pad → conv. NCHW: Pad → Transpose(0, 2, 3, 1) → conv.
+    let (pad_at, transpose_at) = match &nodes[src].op {
+        Op::Pad { value_input: false } => (src, None),
+        Op::Transpose if only_reader(src, conv_at) && perm_of(nodes, src) == Some(&[0, 2, 3, 1][..]) => {
+            match nodes[src].inputs.first() {
+                Some(&(p, 0)) => (p, Some(src)),
+                _ => return 0,
+            }
+        }
+        _ => return 0,
+    };
+    let reader = transpose_at.unwrap_or(conv_at);
+    if !matches!(nodes[pad_at].op, Op::Pad { value_input: false }) || !only_reader(pad_at, reader) {
+        return 0;
+    }
+    let Some(pads) = nodes[pad_at].inputs.get(1).and_then(|&(k, _)| const_ints(nodes, k)) else {
+        return 0;
+    };
+    let pads = pads.to_vec();
+    // Only the image's height and width may be padded.
+    let (h, w) = if transpose_at.is_some() { (4, 6) } else { (2, 4) };
+    let spatial = [h, h + 1, w, w + 1];
+    if pads.len() != 8
+        || pads
+            .iter()
+            .enumerate()
+            .any(|(i, p)| *p < 0 || (!spatial.contains(&i) && *p != 0))
+    {
+        return 0;
+    }
+    let Some(&input) = nodes[pad_at].inputs.first() else {
+        return 0;
+    };
+    let Op::Conv(conv) = &mut nodes[conv_at].op else {
+        return 0;
+    };
+    let old = match conv.pad {
+        PadMode::Valid => Padding::default(),
+        PadMode::Explicit(p) => p,
+        PadMode::Same => return 0,
+    };
+    conv.pad = PadMode::Explicit(Padding {
+        top: old.top + pads[h] as usize,
+        bottom: old.bottom + pads[h + 1] as usize,
+        left: old.left + pads[w] as usize,
+        right: old.right + pads[w + 1] as usize,
+    });
+    conv.input_nchw = transpose_at.is_some();
+    nodes[conv_at].inputs[0] = input;
+    for i in std::iter::once(pad_at).chain(transpose_at) {
+        nodes[i].op = Op::Folded;
+        nodes[i].inputs.clear();
+    }
+    1 + usize::from(transpose_at.is_some())
+}
+
+/// The permutation of a Transpose node, when it is a constant.
+fn perm_of(nodes: &[Node], at: usize) -> Option<&[i64]> {
+    nodes[at].inputs.get(1).and_then(|&(k, _)| const_ints(nodes, k))
+}
+
+/// A Const node's integers.
+fn const_ints(nodes: &[Node], at: usize) -> Option<&[i64]> {
+    match &nodes[at].op {
+        Op::Const(Val::I(a)) => Some(&a.data),
+        _ => None,
+    }
 }
 
 /// What folding node `next` (reading `cur`, the chain from the conv at
@@ -109,10 +190,7 @@ fn step_after(nodes: &[Node], conv_at: usize, cur: usize, next: usize) -> Option
         Op::LeakyRelu(a) if conv.act == Act::None && *a <= 1.0 => Some(Step::Act(Act::Leaky(*a as f32))),
         Op::Transpose if !conv.nchw_out => {
             let perm = node.inputs.get(1)?;
-            match &nodes[perm.0].op {
-                Op::Const(Val::I(p)) if p.data == [0, 3, 1, 2] => Some(Step::ToNchw),
-                _ => None,
-            }
+            (const_ints(nodes, perm.0)? == [0, 3, 1, 2]).then_some(Step::ToNchw)
         }
         _ => None,
     }
@@ -385,5 +463,37 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(d < 1e-5, "differs by {d}");
+    }
+
+    #[test]
+    fn zero_pads_before_a_conv_become_its_padding() {
+        let valid = || {
+            let mut a = conv_attr("Conv2D", &[]);
+            a["padding"] = s("VALID");
+            a
+        };
+        // NHWC: Pad → Conv2D (VALID).
+        let mut c = Case::new(3);
+        c.float("w", &[3, 3, 3, 4]).ints("pads", &[0, 0, 1, 2, 2, 1, 0, 0]);
+        c.op("pad", "Pad", &["x", "pads"], json!({}));
+        c.op("conv", "Conv2D", &["pad", "w"], valid());
+        assert_eq!(c.check(&["conv"]), 1);
+        // NCHW (ONNX-converted): Transpose → Pad → Transpose → Conv2D.
+        let mut c = Case::new(3);
+        c.float("w", &[3, 3, 3, 4])
+            .ints("to_nchw", &[0, 3, 1, 2])
+            .ints("to_nhwc", &[0, 2, 3, 1]);
+        c.ints("pads", &[0, 0, 0, 0, 1, 1, 0, 2]);
+        c.op("t1", "Transpose", &["x", "to_nchw"], json!({}));
+        c.op("pad", "Pad", &["t1", "pads"], json!({}));
+        c.op("t2", "Transpose", &["pad", "to_nhwc"], json!({}));
+        c.op("conv", "Conv2D", &["t2", "w"], valid());
+        assert_eq!(c.check(&["conv"]), 2);
+        // Padding the channels is no conv padding: left as it is.
+        let mut c = Case::new(3);
+        c.float("w", &[3, 3, 4, 4]).ints("pads", &[0, 0, 1, 1, 1, 1, 0, 1]);
+        c.op("pad", "Pad", &["x", "pads"], json!({}));
+        c.op("conv", "Conv2D", &["pad", "w"], valid());
+        assert_eq!(c.check(&["conv"]), 0);
     }
 }

@@ -372,6 +372,15 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f64) -> Result<Tensor> {
     if pads.len() != 2 * r || pads.iter().any(|p| *p < 0 || *p > 1 << 15) {
         return Err(Error::msg(format!("paddings {pads:?} do not fit rank {r}")));
     }
+    if x.device().is_cpu() && x.dtype() == DType::F32 && r > 0 {
+        return pad_host(x, pads, value as f32);
+    }
+    pad_with_ops(x, pads, value)
+}
+
+/// [`pad`] with candle's ops (other devices and dtypes).
+fn pad_with_ops(x: &Tensor, pads: &[i64], value: f64) -> Result<Tensor> {
+    let r = x.rank();
     let mut y = x.clone();
     for d in 0..r {
         let (before, after) = (pads[2 * d] as usize, pads[2 * d + 1] as usize);
@@ -396,6 +405,47 @@ pub fn pad(x: &Tensor, pads: &[i64], value: f64) -> Result<Tensor> {
         y = Tensor::cat(&parts, d)?;
     }
     Ok(y)
+}
+
+/// [`pad`] of a CPU f32 tensor: the output filled with `value` once, each
+/// row of the last axis copied into place.
+fn pad_host(x: &Tensor, pads: &[i64], value: f32) -> Result<Tensor> {
+    let dims = x.dims();
+    let r = dims.len();
+    let out_dims: Vec<usize> = (0..r)
+        .map(|d| dims[d] + pads[2 * d] as usize + pads[2 * d + 1] as usize)
+        .collect();
+    let total = out_dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| *n <= 1 << 28)
+        .ok_or_else(|| Error::msg(format!("padding to {out_dims:?} is too large")))?;
+    let src: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut out = vec![value; total];
+    let row = dims[r - 1];
+    if row > 0 {
+        // Output strides, and each input row's multi-index over the outer axes.
+        let mut strides = vec![1usize; r];
+        for d in (0..r - 1).rev() {
+            strides[d] = strides[d + 1] * out_dims[d + 1];
+        }
+        let mut idx = vec![0usize; r - 1];
+        for chunk in src.chunks_exact(row) {
+            let at: usize = (0..r - 1)
+                .map(|d| (idx[d] + pads[2 * d] as usize) * strides[d])
+                .sum::<usize>()
+                + pads[2 * (r - 1)] as usize;
+            out[at..at + row].copy_from_slice(chunk);
+            for d in (0..r - 1).rev() {
+                idx[d] += 1;
+                if idx[d] < dims[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, out_dims, x.device())?)
 }
 
 /// NHWC max pooling; SAME pads with -inf (TF ignores the padding).
@@ -597,6 +647,31 @@ mod tests {
         let p = a.pad(&[1, 0, 0, 1], -1).unwrap();
         assert_eq!(p.shape, vec![3, 4]);
         assert_eq!(p.data, vec![-1, -1, -1, -1, 0, 1, 2, -1, 3, 4, 5, -1]);
+    }
+
+    #[test]
+    fn host_padding_equals_padding_with_candles_ops() {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 4, 5))
+            .unwrap();
+        for (pads, value) in [
+            (vec![0, 0, 1, 2, 0, 3, 1, 0], 0.0),
+            (vec![1, 0, 0, 0, 2, 2, 0, 1], f64::NEG_INFINITY),
+            (vec![0; 8], 7.5),
+        ] {
+            let a = pad(&x, &pads, value).unwrap();
+            let b = pad_with_ops(&x, &pads, value).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                a.flatten_all().unwrap().to_vec1().unwrap(),
+                b.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert_eq!(a, b, "{pads:?}");
+        }
+        let row = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let p: Vec<f32> = pad(&row, &[2, 1], -1.0).unwrap().to_vec1().unwrap();
+        assert_eq!(p, [-1.0, -1.0, 1.0, 2.0, -1.0]);
     }
 
     #[test]
