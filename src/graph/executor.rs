@@ -129,6 +129,7 @@ enum Op {
     ArgMax,
     GatherNd,
     SparseToDense,
+    AvgPool(ops::Window),
 }
 
 struct Node {
@@ -368,6 +369,7 @@ impl Graph {
                 &self.device,
                 self.dtype,
             )?),
+            Op::AvgPool(win) => one(Val::F(ops::avg_pool(&self.float(a, 0)?, win)?)),
         }
     }
 
@@ -811,6 +813,7 @@ fn compute_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) ->
         "ArgMax" => Op::ArgMax,
         "GatherNd" => Op::GatherNd,
         "SparseToDense" => Op::SparseToDense,
+        "AvgPool" => Op::AvgPool(ops::Window::of(def)?),
         other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
     })
 }
