@@ -27,6 +27,7 @@ const MATRIX: &[(&str, &[&str])] = &[
         "hands",
         &["human-models/images/sample2.png", "human-models/images/chelsea.png"],
     ),
+    ("selfie", &["human-models/images/sample2.png"]),
 ];
 
 fn image(rel: &str) -> image::RgbImage {
@@ -198,7 +199,7 @@ fn the_generic_path_equals_the_fast_path_for_every_model() {
 }
 
 /// The models whose network is a graph (run in f16 on a GPU).
-const HALF: &[&str] = &["objects", "pose", "hands"];
+const HALF: &[&str] = &["objects", "pose", "hands", "selfie"];
 
 /// The graph models loaded under `Kernels::GenericHalf` (f16 on the CPU, as
 /// a GPU runs them) give the fast f32 path's detections within f16's
