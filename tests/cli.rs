@@ -588,7 +588,7 @@ fn models_without_local_weights_say_so() {
             .to_string()
     };
     assert!(row("yolov8n").contains("no weights"), "{text}");
-    for id in ["objects", "pose", "hands", "face-detector"] {
+    for id in ["objects", "pose", "hands", "selfie", "face-detector"] {
         assert!(row(id).contains("Available"), "{text}");
     }
 }

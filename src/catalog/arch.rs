@@ -21,6 +21,7 @@ pub enum Arch {
     Nanodet,
     Movenet,
     Hands,
+    Selfie,
     Toy,
     /// A server's model with no pre/post-processing here: it can be loaded
     /// and unloaded, not run on images.
@@ -37,6 +38,7 @@ impl Arch {
         Arch::Nanodet,
         Arch::Movenet,
         Arch::Hands,
+        Arch::Selfie,
         Arch::Toy,
         Arch::Raw,
     ];
@@ -51,6 +53,7 @@ impl Arch {
             Arch::Nanodet => "nanodet",
             Arch::Movenet => "movenet",
             Arch::Hands => "hands",
+            Arch::Selfie => "selfie",
             Arch::Toy => "toy",
             Arch::Raw => "raw",
         }
@@ -103,7 +106,7 @@ impl Arch {
     pub fn decodes_reduced(self) -> bool {
         matches!(
             self,
-            Arch::TinyFaceDetector | Arch::Yolov8 | Arch::Nanodet | Arch::Movenet
+            Arch::TinyFaceDetector | Arch::Yolov8 | Arch::Nanodet | Arch::Movenet | Arch::Selfie
         )
     }
 
@@ -144,6 +147,8 @@ pub enum Task {
     Landmarks,
     /// Bodies with keypoints.
     Pose,
+    /// Probability masks (no detections needed).
+    Segment,
     /// Tensors only (a remote network with no decoder here).
     Raw,
 }
@@ -154,12 +159,13 @@ impl Task {
             Task::Detect => "detect",
             Task::Landmarks => "landmarks",
             Task::Pose => "pose",
+            Task::Segment => "segment",
             Task::Raw => "raw",
         }
     }
 
     pub fn parse(s: &str) -> Option<Task> {
-        [Task::Detect, Task::Landmarks, Task::Pose, Task::Raw]
+        [Task::Detect, Task::Landmarks, Task::Pose, Task::Segment, Task::Raw]
             .into_iter()
             .find(|t| t.name() == s)
     }
@@ -182,7 +188,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", a.name()));
             assert_eq!(Arch::parse(a.name()), Some(*a));
         }
-        for t in [Task::Detect, Task::Landmarks, Task::Pose, Task::Raw] {
+        for t in [Task::Detect, Task::Landmarks, Task::Pose, Task::Segment, Task::Raw] {
             assert_eq!(serde_json::to_string(&t).unwrap_or_default(), format!("\"{t}\""));
             assert_eq!(Task::parse(t.name()), Some(t));
         }

@@ -17,6 +17,7 @@ pub static MODELS: &[(&str, &str, &[u8])] = &[
     builtin!("objects", "nanodet.safetensors"),
     builtin!("pose", "movenet-lightning.safetensors"),
     builtin!("hands", "handdetect.safetensors"),
+    builtin!("selfie", "selfie.safetensors"),
     builtin!("face-detector", "tiny_face_detector_model.safetensors"),
     builtin!("face-landmarks", "face_landmark_68_model.safetensors"),
     builtin!("face-landmarks-tiny", "face_landmark_68_tiny_model.safetensors"),

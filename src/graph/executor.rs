@@ -169,6 +169,7 @@ pub(super) enum Op {
     ArgMax,
     GatherNd,
     SparseToDense,
+    AvgPool(ops::Window),
 }
 
 pub(super) struct Node {
@@ -466,6 +467,7 @@ impl Graph {
                 &self.device,
                 self.dtype,
             )?),
+            Op::AvgPool(win) => one(Val::F(ops::avg_pool(&self.float(a, 0)?, win)?)),
         }
     }
 
@@ -975,6 +977,7 @@ fn compute_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) ->
         "ArgMax" => Op::ArgMax,
         "GatherNd" => Op::GatherNd,
         "SparseToDense" => Op::SparseToDense,
+        "AvgPool" => Op::AvgPool(ops::Window::of(def)?),
         other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
     })
 }

@@ -1,7 +1,8 @@
 //! The values and ops of [`super::executor`]: float tensors on the graph's
 //! device, small integer arrays (shapes, indices, paddings) on the host, and
 //! the ops that candle has no single call for (TF's bilinear resize, padding
-//! with a value, max pooling with SAME padding, GatherNd, SparseToDense).
+//! with a value, max pooling with SAME padding, TF's average pooling,
+//! GatherNd, SparseToDense).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -472,6 +473,87 @@ pub fn max_pool_nchw(x: &Tensor, k: (usize, usize), s: (usize, usize), same: boo
     Ok(nchw.contiguous()?.max_pool2d_with_stride(k, s)?)
 }
 
+/// A pooling node's window: `ksize`, `strides` and `padding` of an NHWC node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub k: (usize, usize),
+    pub stride: (usize, usize),
+    pub same: bool,
+}
+
+impl Window {
+    /// The window of a pooling node (`ksize`/`strides` `[1, h, w, 1]`, SAME or VALID).
+    pub fn of(def: &super::node::NodeDef) -> Result<Window> {
+        if !matches!(def.attr_str("data_format").as_deref(), None | Some("NHWC")) {
+            return Err(def.err("data_format must be NHWC"));
+        }
+        let (k, s) = (def.attr_ints("ksize"), def.attr_ints("strides"));
+        let pair = |v: &[i64]| {
+            (v.len() == 4 && v[0] == 1 && v[3] == 1 && v[1] >= 1 && v[2] >= 1).then(|| (v[1] as usize, v[2] as usize))
+        };
+        let (Some(k), Some(stride)) = (pair(&k), pair(&s)) else {
+            return Err(def.err(format!("ksize {k:?} and strides {s:?} must be [1, h, w, 1]")));
+        };
+        let same = match def.attr_str("padding").as_deref() {
+            Some("SAME") => true,
+            Some("VALID") | None => false,
+            Some(other) => return Err(def.err(format!("padding {other} is not supported"))),
+        };
+        Ok(Window { k, stride, same })
+    }
+}
+
+/// NHWC average pooling as TF computes it: VALID windows lie inside the
+/// input; SAME pads like a conv and divides each sum by the number of cells
+/// inside the input (padding is not counted). Summed in f32 whatever the
+/// graph's dtype (a global mean of an f16 map would lose digits).
+pub fn avg_pool(x: &Tensor, win: &Window) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let (k, s) = (win.k, win.stride);
+    if h == 0 || w == 0 || (!win.same && (k.0 > h || k.1 > w)) {
+        return Err(Error::msg(format!(
+            "AvgPool window {}x{} does not fit a {h}x{w} input",
+            k.0, k.1
+        )));
+    }
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    if !win.same {
+        let y = x32.permute((0, 3, 1, 2))?.contiguous()?.avg_pool2d_with_stride(k, s)?;
+        return Ok(y.permute((0, 2, 3, 1))?.contiguous()?.to_dtype(dtype)?);
+    }
+    let (top, _) = crate::kernels::same_pad(h, k.0, s.0);
+    let (left, _) = crate::kernels::same_pad(w, k.1, s.1);
+    let (oh, ow) = (h.div_ceil(s.0), w.div_ceil(s.1));
+    let src: Vec<f32> = x32.flatten_all()?.to_vec1()?;
+    let span = |o: usize, stride: usize, pad: usize, k: usize, n: usize| {
+        let start = (o * stride) as i64 - pad as i64;
+        (
+            start.max(0) as usize,
+            ((start + k as i64).min(n as i64)).max(0) as usize,
+        )
+    };
+    let mut out = vec![0f32; n * oh * ow * c];
+    for b in 0..n {
+        for oy in 0..oh {
+            let (y0, y1) = span(oy, s.0, top, k.0, h);
+            for ox in 0..ow {
+                let (x0, x1) = span(ox, s.1, left, k.1, w);
+                let count = ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                let dst = &mut out[((b * oh + oy) * ow + ox) * c..][..c];
+                for y in y0..y1 {
+                    for xx in x0..x1 {
+                        let row = &src[((b * h + y) * w + xx) * c..][..c];
+                        dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+                    }
+                }
+                dst.iter_mut().for_each(|d| *d /= count);
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (n, oh, ow, c), x.device())?.to_dtype(dtype)?)
+}
+
 /// tfjs-backend-cpu's `resizeBilinear` on NHWC, computed in f64 and stored as f32.
 pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize, align_corners: bool, half_pixel: bool) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
@@ -697,5 +779,72 @@ mod tests {
         assert_eq!(resolve_shape(&[2, -1], 6).unwrap(), vec![2, 3]);
         assert!(resolve_shape(&[4, -1], 6).is_err());
         assert!(resolve_shape(&[-1, -1], 6).is_err());
+    }
+
+    /// TF's AvgPool by its definition, cell by cell.
+    fn avg_pool_reference(x: &[f32], (h, w, c): (usize, usize, usize), win: &Window) -> (usize, usize, Vec<f32>) {
+        let (k, s) = (win.k, win.stride);
+        let (oh, ow, top, left) = if win.same {
+            let oh = h.div_ceil(s.0);
+            let ow = w.div_ceil(s.1);
+            let th = ((oh - 1) * s.0 + k.0).saturating_sub(h);
+            let tw = ((ow - 1) * s.1 + k.1).saturating_sub(w);
+            (oh, ow, (th / 2) as i64, (tw / 2) as i64)
+        } else {
+            ((h - k.0) / s.0 + 1, (w - k.1) / s.1 + 1, 0, 0)
+        };
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let (mut sum, mut n) = (0f64, 0);
+                    for dy in 0..k.0 as i64 {
+                        for dx in 0..k.1 as i64 {
+                            let y = (oy * s.0) as i64 - top + dy;
+                            let xx = (ox * s.1) as i64 - left + dx;
+                            if (0..h as i64).contains(&y) && (0..w as i64).contains(&xx) {
+                                sum += x[((y as usize) * w + xx as usize) * c + ch] as f64;
+                                n += 1;
+                            }
+                        }
+                    }
+                    out.push((sum / n as f64) as f32);
+                }
+            }
+        }
+        (oh, ow, out)
+    }
+
+    #[test]
+    fn avg_pool_matches_tf_definition() {
+        let (h, w, c) = (7, 9, 3);
+        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let t = Tensor::from_vec(x.clone(), (1, h, w, c), &Device::Cpu).unwrap();
+        for same in [false, true] {
+            for (k, s) in [((3, 3), (2, 2)), ((2, 3), (1, 2)), ((7, 9), (7, 9)), ((4, 4), (3, 3))] {
+                let win = Window { k, stride: s, same };
+                let (oh, ow, want) = avg_pool_reference(&x, (h, w, c), &win);
+                let y = avg_pool(&t, &win).unwrap();
+                assert_eq!(y.dims(), &[1, oh, ow, c], "{win:?}");
+                let got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+                let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d < 1e-5, "{win:?}: max diff {d}");
+            }
+        }
+        // SAME at a border divides by the cells inside only: a constant map stays constant.
+        let ones = Tensor::ones((1, 5, 5, 2), DType::F32, &Device::Cpu).unwrap();
+        let win = Window {
+            k: (3, 3),
+            stride: (2, 2),
+            same: true,
+        };
+        let v: Vec<f32> = avg_pool(&ones, &win).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| (x - 1.0).abs() < 1e-6), "{v:?}");
+        let too_big = Window {
+            k: (8, 8),
+            stride: (1, 1),
+            same: false,
+        };
+        assert!(avg_pool(&t, &too_big).is_err());
     }
 }

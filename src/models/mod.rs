@@ -8,6 +8,7 @@ pub mod mtcnn;
 pub mod objects;
 pub mod pose;
 pub mod remote_net;
+pub mod selfie;
 pub mod timing;
 pub mod tiny_face_detector;
 pub mod toy;
@@ -107,6 +108,7 @@ pub fn build(
         Arch::Nanodet => Box::new(objects::Objects::load(vb, manifest)?),
         Arch::Movenet => Box::new(pose::Pose::load(vb, manifest)?),
         Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
+        Arch::Selfie => Box::new(selfie::Selfie::load(vb, manifest)?),
         Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
         Arch::Raw => {
             return Err(Error::msg(format!(
