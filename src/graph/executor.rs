@@ -502,6 +502,7 @@ impl Graph {
             }
             (Op::Transpose, Some(x)) => planar::transpose(x, &ints_of(1)?),
             (Op::MaxPool { k, stride, same }, Some(x)) => planar::max_pool(x, *k, *stride, *same)?,
+            (Op::AvgPool(win), Some(x)) => planar::avg_pool(x, win)?,
             (Op::Concat, Some(_)) => {
                 let n = a.len() - 1;
                 let axis = *ints_of(n)?.first().ok_or_else(|| Error::msg("axis is empty"))?;

@@ -164,6 +164,18 @@ pub fn pad(x: &Slot, pads: &[i64], value: f64) -> Result<Option<Slot>> {
     Ok(Some(Slot::P(ops::pad(t, &nchw, value)?)))
 }
 
+/// AvgPool with VALID windows inside a planar value, planar out (summed in
+/// f32, as [`ops::avg_pool`]).
+pub fn avg_pool(x: &Slot, win: &ops::Window) -> Result<Option<Slot>> {
+    let Slot::P(t) = x else { return Ok(None) };
+    let (_, _, h, w) = t.dims4()?;
+    if win.same || win.k.0 > h || win.k.1 > w || h == 0 || w == 0 {
+        return Ok(None);
+    }
+    let y = t.to_dtype(DType::F32)?.avg_pool2d_with_stride(win.k, win.stride)?;
+    Ok(Some(Slot::P(y.to_dtype(t.dtype())?)))
+}
+
 /// MaxPool of a planar value, planar out.
 pub fn max_pool(x: &Slot, k: (usize, usize), s: (usize, usize), same: bool) -> Result<Option<Slot>> {
     let Slot::P(t) = x else { return Ok(None) };
@@ -224,6 +236,13 @@ mod tests {
         let pads = [0, 0, 1, 2, 0, 3, 0, 0];
         let p = pad(&planar_of(&x), &pads, 0.25).unwrap().unwrap();
         same(&p, &ops::pad(&x, &pads, 0.25).unwrap());
+        let win = ops::Window {
+            k: (2, 3),
+            stride: (2, 3),
+            same: false,
+        };
+        let ap = avg_pool(&planar_of(&x), &win).unwrap().unwrap();
+        same(&ap, &ops::avg_pool(&x, &win).unwrap());
         let mp = max_pool(&planar_of(&x), (3, 3), (2, 2), true).unwrap().unwrap();
         same(&mp, &ops::max_pool(&x, (3, 3), (2, 2), true).unwrap());
         let t = transpose(&planar_of(&x), &[0, 3, 1, 2]).unwrap();
