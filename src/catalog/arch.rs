@@ -144,6 +144,8 @@ pub enum Task {
     Landmarks,
     /// Bodies with keypoints.
     Pose,
+    /// Probability maps (masks): of the whole image or of each detection.
+    Segment,
     /// Tensors only (a remote network with no decoder here).
     Raw,
 }
@@ -154,12 +156,18 @@ impl Task {
             Task::Detect => "detect",
             Task::Landmarks => "landmarks",
             Task::Pose => "pose",
+            Task::Segment => "segment",
             Task::Raw => "raw",
         }
     }
 
+    /// Whether the model's answers carry masks.
+    pub fn makes_masks(self) -> bool {
+        self == Task::Segment
+    }
+
     pub fn parse(s: &str) -> Option<Task> {
-        [Task::Detect, Task::Landmarks, Task::Pose, Task::Raw]
+        [Task::Detect, Task::Landmarks, Task::Pose, Task::Segment, Task::Raw]
             .into_iter()
             .find(|t| t.name() == s)
     }
@@ -182,7 +190,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", a.name()));
             assert_eq!(Arch::parse(a.name()), Some(*a));
         }
-        for t in [Task::Detect, Task::Landmarks, Task::Pose, Task::Raw] {
+        for t in [Task::Detect, Task::Landmarks, Task::Pose, Task::Segment, Task::Raw] {
             assert_eq!(serde_json::to_string(&t).unwrap_or_default(), format!("\"{t}\""));
             assert_eq!(Task::parse(t.name()), Some(t));
         }
