@@ -84,8 +84,8 @@ mod tests {
         assert_eq!(t.shape, vec![3, 2, 2, 4]);
         let TensorData::U8(d) = t.data else { panic!("not UINT8") };
         let plane = |i: usize, j: usize| d[(i * 2 + j) * 8..(i * 2 + j + 1) * 8].to_vec();
-        // Pixel centres 0.5 and 1.5 sit left of the map's cell boundary.
-        assert_eq!(plane(0, 0), vec![255, 255, 0, 0, 255, 255, 0, 0]);
+        // Bilinear between the cells' centres (image x 1 and 3).
+        assert_eq!(plane(0, 0), vec![255, 191, 64, 0, 255, 191, 64, 0]);
         assert_eq!(plane(0, 1), vec![0; 8], "image 0 has one mask");
         assert_eq!(plane(1, 0), vec![0; 8], "a failed image is zeros");
         assert_eq!(plane(2, 1), vec![200, 200, 0, 0, 0, 0, 0, 0]);
