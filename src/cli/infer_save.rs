@@ -135,7 +135,7 @@ mod tests {
         let out = save(
             &dir.path().join("out"),
             &src,
-            &answer(&[m.clone()]),
+            &answer(std::slice::from_ref(&m)),
             &style,
             &mut Vec::new(),
         )

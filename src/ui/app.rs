@@ -652,7 +652,7 @@ impl ModeldockApp {
             ui.separator();
             match self.layout.central_tab {
                 CentralTab::Viewer => {
-                    self.viewer.model_makes_masks = self.makes_masks(&[self.viewer.model.clone()]);
+                    self.viewer.model_makes_masks = self.makes_masks(std::slice::from_ref(&self.viewer.model));
                     self.viewer.ui(ui, &self.engine, &ids)
                 }
                 CentralTab::Live => {
