@@ -1,6 +1,7 @@
-//! Masks in the Live panel, driven headless with egui_kittest: the mask
-//! controls appear for a model whose manifest task is `segment` (and not for
-//! a detector), and the composite follows the mode and the threshold. The
+//! Masks in the Live panel and the Viewer, driven headless with
+//! egui_kittest: the mask controls appear for a model whose manifest task
+//! is `segment` (and not for a detector), and the composite follows the
+//! mode and the threshold. The
 //! model is a toy whose mask keeps the pixels where red exceeds green.
 
 mod common;
@@ -47,7 +48,7 @@ fn picture(dir: &Path) -> RgbImage {
     img
 }
 
-fn app(models: &Path) -> Harness<'static, ModeldockApp> {
+fn app(models: &Path, open: Vec<std::path::PathBuf>) -> Harness<'static, ModeldockApp> {
     let registry = Registry::discover(&[models.to_path_buf()]);
     Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
@@ -60,7 +61,7 @@ fn app(models: &Path) -> Harness<'static, ModeldockApp> {
                     client: Client::local(engine),
                     wake,
                     problems: Vec::new(),
-                    open: Vec::new(),
+                    open: open.clone(),
                     model: Some("seg".into()),
                     telemetry: false,
                     log: LogBuffer::default(),
@@ -90,7 +91,7 @@ fn the_live_panel_offers_mask_controls_for_a_segment_model_and_composites_with_t
     models(&dir.path().join("models"));
     let frames = dir.path().join("frames");
     let original = picture(&frames);
-    let mut h = app(&dir.path().join("models"));
+    let mut h = app(&dir.path().join("models"), Vec::new());
     h.step();
     h.get_by_label("Live").click();
     h.state_mut().live.model = "plain".into();
@@ -129,4 +130,38 @@ fn the_live_panel_offers_mask_controls_for_a_segment_model_and_composites_with_t
     assert_eq!(*higher.get_pixel(20, 20), Rgb([255, 0, 0]));
     h.get_by_label("Stop").click();
     h.run_steps(2);
+}
+
+#[test]
+fn the_viewer_tints_what_the_mask_keeps_and_offers_the_controls() {
+    let dir = tempfile::tempdir().unwrap();
+    models(&dir.path().join("models"));
+    let frames = dir.path().join("frames");
+    let original = picture(&frames);
+    let mut h = app(&dir.path().join("models"), vec![frames.join("frame.png")]);
+    step_until(&mut h, "the tinted image", |h| {
+        let v = &h.state().viewer;
+        let id = v.images.first().and_then(|i| i.result.as_ref()).map(|r| r.request_id);
+        v.masks.composite.as_ref().is_some_and(|((k, _), _)| Some(*k) == id)
+    });
+    assert!(h.query_by_label("Blur background").is_some(), "the mask controls");
+    let tinted = h
+        .state()
+        .viewer
+        .masks
+        .composite
+        .as_ref()
+        .map(|(_, img)| img.clone())
+        .unwrap();
+    assert_eq!(tinted.dimensions(), (640, 480));
+    assert_ne!(
+        *tinted.get_pixel(20, 20),
+        Rgb([255, 0, 0]),
+        "the kept quadrant is tinted"
+    );
+    assert_eq!(
+        tinted.get_pixel(500, 400),
+        original.get_pixel(500, 400),
+        "the rest as it was"
+    );
 }
