@@ -290,8 +290,9 @@ impl ModeldockApp {
         }
         self.viewer.status = Some(format!("Exporting {} images to {}…", items.len(), dir.display()));
         let tx = self.dialogs.0.clone();
+        let style = self.viewer.mask_controls.style();
         std::thread::spawn(move || {
-            let r = export::export(&items, &dir).map(|w| w.len());
+            let r = export::export_styled(&items, &dir, &style).map(|w| w.len());
             let _ = tx.send(Dialog::Exported(r));
         });
     }
