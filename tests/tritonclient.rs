@@ -261,3 +261,22 @@ fn tritonclient_reads_masks_from_a_segment_model() {
     ];
     run_script(d, &serving, "test_tritonclient_masks.py", &args);
 }
+
+/// The built-in person segmentation model (`selfie`) through tritonclient:
+/// MASKS at each photo's resolution, binary and JSON alike, and not empty
+/// on photos of a person.
+#[test]
+fn tritonclient_reads_selfie_masks() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let (astronaut, camera) = (fixture("images/astronaut.png"), fixture("images/camera.png"));
+    let serving = start_serve(d, &[]);
+    let args = [
+        OsStr::new("--model"),
+        OsStr::new("selfie"),
+        OsStr::new("--images"),
+        astronaut.as_os_str(),
+        camera.as_os_str(),
+    ];
+    run_script(d, &serving, "test_tritonclient_masks.py", &args);
+}
