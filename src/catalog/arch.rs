@@ -147,7 +147,7 @@ pub enum Task {
     Landmarks,
     /// Bodies with keypoints.
     Pose,
-    /// Probability masks (no detections needed).
+    /// Probability maps (masks): of the whole image or of each detection.
     Segment,
     /// Tensors only (a remote network with no decoder here).
     Raw,
@@ -162,6 +162,11 @@ impl Task {
             Task::Segment => "segment",
             Task::Raw => "raw",
         }
+    }
+
+    /// Whether the model's answers carry masks.
+    pub fn makes_masks(self) -> bool {
+        self == Task::Segment
     }
 
     pub fn parse(s: &str) -> Option<Task> {

@@ -142,6 +142,9 @@ pub struct InferArgs {
     /// Write annotated copies and one JSON file per image into DIR
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// How --save draws masks: tint, blur (the background) or replace:#RRGGBB (the background)
+    #[arg(long, value_name = "STYLE", default_value = "tint", value_parser = crate::vision::mask_overlay::parse_mode)]
+    pub mask_style: crate::vision::mask_overlay::MaskMode,
     /// Run in this process even when a server answers
     #[arg(long)]
     pub local: bool,

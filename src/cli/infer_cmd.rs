@@ -139,6 +139,10 @@ pub fn run(args: &InferArgs) -> Result<i32> {
     };
     let mut failures = 0;
     let mut taken = Vec::new();
+    let mask_style = crate::vision::mask_overlay::MaskStyle {
+        mode: args.mask_style.clone(),
+        ..Default::default()
+    };
     for input in &inputs {
         let (name, answer) = match input {
             Input::Problem { name, error } => (name.clone(), Err(Error::msg(error.clone()))),
@@ -152,7 +156,7 @@ pub fn run(args: &InferArgs) -> Result<i32> {
                     print_human(&v);
                 }
                 if let (Some(dir), Input::File(p)) = (&args.save, input) {
-                    if let Err(e) = super::infer_save::save(dir, p, &v, &mut taken) {
+                    if let Err(e) = super::infer_save::save(dir, p, &v, &mask_style, &mut taken) {
                         failures += 1;
                         eprintln!("error: {e}");
                     }

@@ -1,5 +1,6 @@
-//! `infer --save DIR`: an annotated copy of each image (boxes, labels, scores,
-//! keypoints, drawn with imageproc) plus one JSON file per image, the habit of
+//! `infer --save DIR`: an annotated copy of each image (masks composited in
+//! the `--mask-style`, then boxes, labels, scores and keypoints, drawn with
+//! imageproc) plus one JSON file per image (masks included), the habit of
 //! Ultralytics' `save=True`.
 
 use std::path::{Path, PathBuf};
@@ -12,24 +13,12 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::vision::decode::{decode_bytes, DecodeLimits};
-use crate::vision::Detection;
+use crate::vision::mask_overlay::{composite, MaskStyle};
+use crate::vision::{Detection, Mask};
 
-const PALETTE: [[u8; 3]; 8] = [
-    [255, 56, 56],
-    [255, 157, 151],
-    [255, 112, 31],
-    [255, 178, 29],
-    [72, 249, 10],
-    [26, 147, 52],
-    [0, 194, 255],
-    [132, 56, 255],
-];
-
-fn colour(label: &str) -> Rgb<u8> {
-    let h = label
-        .bytes()
-        .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
-    Rgb(PALETTE[h % PALETTE.len()])
+/// A detection's colour: the one the app's overlays and the masks' tint use.
+fn colour(d: &Detection) -> Rgb<u8> {
+    Rgb(crate::vision::overlay::class_colour(d.class_id, &d.label))
 }
 
 /// Draws `dets` onto `img`.
@@ -39,7 +28,7 @@ pub fn annotate(img: &mut RgbImage, dets: &[Detection]) {
     let thick = ((w.max(h) as f32) / 400.0).clamp(1.0, 6.0) as i32;
     let scale = PxScale::from(((w.max(h) as f32) / 45.0).clamp(12.0, 40.0));
     for d in dets {
-        let c = colour(&d.label);
+        let c = colour(d);
         let [x0, y0, x1, y1] = d.bbox.map(|v| if v.is_finite() { v } else { 0.0 });
         for t in 0..thick {
             let (x, y) = (x0 as i32 - t, y0 as i32 - t);
@@ -80,14 +69,36 @@ fn target(dir: &Path, image: &str, ext: &str, taken: &mut Vec<PathBuf>) -> PathB
     p
 }
 
+/// The masks of an answer's JSON (none when it has no `masks`).
+fn masks_of(name: &str, result: &Value) -> Result<Vec<Mask>> {
+    match result.get("masks") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| Error::msg(format!("{name}: masks: {e}"))),
+    }
+}
+
+/// `img` with the answer `result`'s masks composited in `style`, then its
+/// detections drawn.
+pub fn render(name: &str, img: &RgbImage, result: &Value, style: &MaskStyle) -> Result<RgbImage> {
+    let dets: Vec<Detection> = serde_json::from_value(result["detections"].clone()).unwrap_or_default();
+    let mut out = composite(img, &masks_of(name, result)?, &dets, style);
+    annotate(&mut out, &dets);
+    Ok(out)
+}
+
 /// Writes `<stem>.jpg|png` (annotated) and `<stem>.json` for one answered image.
-pub fn save(dir: &Path, image_path: &Path, result: &Value, taken: &mut Vec<PathBuf>) -> Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    image_path: &Path,
+    result: &Value,
+    style: &MaskStyle,
+    taken: &mut Vec<PathBuf>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::msg(format!("{}: cannot create: {e}", dir.display())))?;
     let name = image_path.display().to_string();
     let bytes = std::fs::read(image_path).map_err(|e| Error::msg(format!("{name}: {e}")))?;
-    let mut img = decode_bytes(&name, &bytes, &DecodeLimits::default()).map_err(|e| Error::msg(e.to_string()))?;
-    let dets: Vec<Detection> = serde_json::from_value(result["detections"].clone()).unwrap_or_default();
-    annotate(&mut img, &dets);
+    let img = decode_bytes(&name, &bytes, &DecodeLimits::default()).map_err(|e| Error::msg(e.to_string()))?;
+    let img = render(&name, &img, result, style)?;
     let is_png = image_path
         .extension()
         .and_then(|e| e.to_str())
@@ -99,4 +110,61 @@ pub fn save(dir: &Path, image_path: &Path, result: &Value, taken: &mut Vec<PathB
     std::fs::write(&json, format!("{result}\n"))
         .map_err(|e| Error::msg(format!("{}: cannot write: {e}", json.display())))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::mask_overlay::{Background, MaskMode};
+
+    fn answer(masks: &[Mask]) -> Value {
+        serde_json::json!({"image": "a.png", "detections": [], "masks": masks})
+    }
+
+    #[test]
+    fn saved_images_carry_the_masks_in_the_chosen_style_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a.png");
+        RgbImage::from_pixel(8, 4, Rgb([100, 100, 100])).save(&src).unwrap();
+        // The left half is kept, the right half is background.
+        let m = Mask::new("person", [0.0, 0.0, 8.0, 4.0], 2, 1, vec![255, 0]).unwrap();
+        let style = MaskStyle {
+            mode: MaskMode::Replace(Background::Colour([0, 200, 0])),
+            ..Default::default()
+        };
+        let out = save(
+            &dir.path().join("out"),
+            &src,
+            &answer(std::slice::from_ref(&m)),
+            &style,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let img = image::open(&out).unwrap().to_rgb8();
+        assert_eq!(*img.get_pixel(0, 0), Rgb([100, 100, 100]));
+        assert_eq!(*img.get_pixel(7, 3), Rgb([0, 200, 0]));
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+        let back: Vec<Mask> = serde_json::from_value(json["masks"].clone()).unwrap();
+        assert_eq!(back, vec![m.clone()]);
+        // The default tint changes the kept half only.
+        let tinted = render(
+            "a.png",
+            &RgbImage::from_pixel(8, 4, Rgb([100, 100, 100])),
+            &answer(&[m]),
+            &MaskStyle::default(),
+        )
+        .unwrap();
+        assert_ne!(*tinted.get_pixel(0, 0), Rgb([100, 100, 100]));
+        assert_eq!(*tinted.get_pixel(7, 0), Rgb([100, 100, 100]));
+    }
+
+    #[test]
+    fn a_broken_mask_is_one_line_naming_the_image() {
+        let bad = serde_json::json!({"detections": [], "masks": [{"label": "p", "region": [0, 0, 1, 1], "width": 1, "height": 1, "png": "!!"}]});
+        let e = render("a.png", &RgbImage::new(2, 2), &bad, &MaskStyle::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("a.png: masks: ") && !e.contains('\n'), "{e}");
+    }
 }

@@ -36,6 +36,12 @@ pub fn infer_each<E: InferWait + ?Sized>(
     let mut merged = engine.infer_wait(first, input.clone(), params)?;
     for id in rest {
         let r = engine.infer_wait(id, input.clone(), params)?;
+        // A detection's mask follows it to its place in the merged list.
+        let offset = merged.output.detections.len() as u32;
+        merged.output.masks.extend(r.output.masks.into_iter().map(|mut m| {
+            m.detection = m.detection.map(|d| d + offset);
+            m
+        }));
         merged.output.detections.extend(r.output.detections);
         let (a, b) = (&mut merged.timings, r.timings);
         a.queue += b.queue;

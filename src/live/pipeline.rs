@@ -42,6 +42,8 @@ pub struct LiveResult {
     /// clock; see `vision::one_euro`), for overlays that should not jitter.
     /// Other detections are as in `detections`.
     pub smoothed: Vec<Detection>,
+    /// The masks the model made (segmentation models), in image pixels.
+    pub masks: Vec<crate::vision::Mask>,
     pub image_size: [u32; 2],
     pub inference_ms: f64,
 }
@@ -185,6 +187,7 @@ fn infer_frames<E: InferWait>(
                         ready: now,
                         smoothed: smoothed.unwrap_or_else(|| r.output.detections.clone()),
                         detections: r.output.detections,
+                        masks: r.output.masks,
                         image_size: r.output.image_size,
                         inference_ms: r.timings.total,
                     });

@@ -7,7 +7,9 @@
 //! real-world trouble: `slow_load_ms` (a slow disk), `slow_forward_ms` (a slow
 //! network), `panic_on_width` (a forward that panics on inputs of that width),
 //! `error_on_width` (a forward that returns an error), `panic_on_drop` (a
-//! destructor that panics when the model is unloaded, outside any request).
+//! destructor that panics when the model is unloaded, outside any request),
+//! `mask_red` (a whole-image mask labelled "red" at the input size: p = 1
+//! where a pixel's red exceeds its green, so a test knows the mask it gets).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use image::RgbImage;
 use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
-use crate::vision::{Detection, InferParams, ModelTimings};
+use crate::vision::{Detection, InferParams, Mask, ModelTimings};
 
 pub struct Toy {
     conv: Conv2d,
@@ -30,6 +32,7 @@ pub struct Toy {
     panic_on_width: u32,
     error_on_width: u32,
     panic_on_drop: bool,
+    mask_red: bool,
     device: Device,
 }
 
@@ -76,12 +79,38 @@ impl Toy {
             panic_on_width: m.option("panic_on_width", 0.0) as u32,
             error_on_width: m.option("error_on_width", 0.0) as u32,
             panic_on_drop: m.option("panic_on_drop", 0.0) != 0.0,
+            mask_red: m.option("mask_red", 0.0) != 0.0,
             device: vb.device().clone(),
         })
     }
 }
 
+impl Toy {
+    /// The `mask_red` mask of `img`: red over green, at the input size.
+    fn red_mask(&self, img: &RgbImage) -> Result<Mask> {
+        let s = self.size as u32;
+        let small = image::imageops::resize(img, s, s, image::imageops::FilterType::Nearest);
+        let data = small.pixels().map(|p| if p.0[0] > p.0[1] { 255 } else { 0 }).collect();
+        let region = [0.0, 0.0, img.width() as f32, img.height() as f32];
+        Mask::new("red", region, s, s, data)
+    }
+}
+
 impl Model for Toy {
+    fn infer_with_masks(
+        &self,
+        img: &RgbImage,
+        params: &InferParams,
+    ) -> Result<(Vec<Detection>, Vec<Mask>, ModelTimings)> {
+        let (d, t) = self.infer(img, params)?;
+        let masks = if self.mask_red {
+            vec![self.red_mask(img)?]
+        } else {
+            Vec::new()
+        };
+        Ok((d, masks, t))
+    }
+
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
         if self.panic_on_width != 0 && img.width() == self.panic_on_width {
             panic!("toy model: forced panic on width {}", img.width());

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::error::{ApiError, ApiResult};
 use super::state::State;
-use super::v2::keypoint_count;
+use super::v2::{keypoint_count, makes_masks};
 use super::ClientId;
 use crate::engine::scheduler::{Class, Ticket};
 use crate::engine::{Answer, ImageInput, InferError, Reply};
@@ -113,7 +113,8 @@ pub async fn infer(
         return Err(ApiError::overloaded(first));
     }
     let k = keypoint_count(&state, &model);
-    Ok(respond(&model, &req, &answers, &results, &labels, k))
+    let masks = makes_masks(&state, &model) || results.iter().flatten().any(|r| !r.output.masks.is_empty());
+    respond(&model, &req, &answers, &results, &labels, (k, masks))
 }
 
 /// The client's and the server's permits for `n` images, or 503 naming the
@@ -195,16 +196,18 @@ async fn gather(state: &State, model: &str, class: Class, started: Instant, wait
     (answers, results, timed_out)
 }
 
-/// The v2 response: DETECTIONS (one JSON per image, or its error) and the
-/// numeric tensors, binary when the request asked for it.
+/// The v2 response: DETECTIONS (one JSON per image, or its error), the
+/// numeric tensors and, with `masks`, MASKS when the request wants it
+/// (binary when asked); `shape` is the keypoint count and whether the
+/// model's answers carry masks.
 fn respond(
     model: &str,
     req: &tensors::InferRequest,
     answers: &[Result<Value, String>],
     results: &[Option<crate::engine::InferResult>],
     labels: &[String],
-    k: usize,
-) -> Response {
+    (k, masks): (usize, bool),
+) -> ApiResult<Response> {
     let detections: Vec<Vec<u8>> = answers
         .iter()
         .zip(results)
@@ -220,14 +223,18 @@ fn respond(
             v.to_string().into_bytes()
         })
         .collect();
-    let tensors = numeric_outputs(detections, results, labels, k);
-    encoded_response(tensors::encode_response(
+    let mut tensors = numeric_outputs(detections, results, labels, k);
+    let wants_masks = req.outputs.is_empty() || req.outputs.iter().any(|(n, _)| n == "MASKS");
+    if masks && wants_masks {
+        tensors.push(super::masks::masks_output(results).map_err(ApiError::bad_request)?);
+    }
+    Ok(encoded_response(tensors::encode_response(
         model,
         req.id.as_deref(),
         tensors,
         &req.outputs,
         req.binary_default,
-    ))
+    )))
 }
 
 /// A v2 message as an HTTP response: its content type and, with a binary

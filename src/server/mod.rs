@@ -11,6 +11,7 @@ pub mod api;
 pub mod error;
 pub mod events;
 pub mod infer;
+pub mod masks;
 pub mod metrics;
 pub mod network;
 pub mod security;

@@ -42,6 +42,12 @@ pub fn keypoint_count(state: &State, model: &str) -> usize {
     m.arch.keypoints(m.task)
 }
 
+/// Whether a model's task makes masks (output `MASKS`).
+pub fn makes_masks(state: &State, model: &str) -> bool {
+    let catalog = state.engine.catalog();
+    catalog.get(model).is_some_and(|e| e.manifest.task.makes_masks())
+}
+
 fn known(state: &State, model: &str) -> ApiResult<()> {
     match state.engine.catalog().get(model) {
         Some(_) => Ok(()),
@@ -61,6 +67,9 @@ pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<St
     ];
     if k > 0 {
         outputs.push(json!({"name": "KEYPOINTS", "datatype": "FP32", "shape": [-1, -1, k, 3]}));
+    }
+    if makes_masks(&state, &model) {
+        outputs.push(json!({"name": "MASKS", "datatype": "UINT8", "shape": [-1, -1, -1, -1]}));
     }
     let labels = state
         .engine

@@ -290,8 +290,9 @@ impl ModeldockApp {
         }
         self.viewer.status = Some(format!("Exporting {} images to {}…", items.len(), dir.display()));
         let tx = self.dialogs.0.clone();
+        let style = self.viewer.mask_controls.style();
         std::thread::spawn(move || {
-            let r = export::export(&items, &dir).map(|w| w.len());
+            let r = export::export_styled(&items, &dir, &style).map(|w| w.len());
             let _ = tx.send(Dialog::Exported(r));
         });
     }
@@ -651,14 +652,26 @@ impl ModeldockApp {
             });
             ui.separator();
             match self.layout.central_tab {
-                CentralTab::Viewer => self.viewer.ui(ui, &self.engine, &ids),
+                CentralTab::Viewer => {
+                    self.viewer.model_makes_masks = self.makes_masks(std::slice::from_ref(&self.viewer.model));
+                    self.viewer.ui(ui, &self.engine, &ids)
+                }
                 CentralTab::Live => {
                     self.live_model_picker(ui, &ids);
+                    self.live.model_makes_masks = self.makes_masks(&crate::live::model_list(&self.live.model));
                     let model = self.live.model.clone();
                     self.live.ui(ui, &self.engine, &model, Some(self.wake.clone()));
                 }
             }
         });
+    }
+
+    /// Whether any of the models `ids` makes masks (its manifest's task).
+    fn makes_masks(&self, ids: &[String]) -> bool {
+        self.snapshot
+            .models
+            .iter()
+            .any(|m| ids.contains(&m.id) && m.task.makes_masks())
     }
 
     /// The "Live model:" row: hands + faces together, or one of `ids`.

@@ -1,5 +1,5 @@
-//! Export: annotated PNGs and one JSON per image (the CLI's JSON), written on
-//! a background thread.
+//! Export: annotated PNGs (masks composited as the Viewer shows them) and
+//! one JSON per image (the CLI's JSON), written on a background thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use image::{Rgb, RgbImage};
 use crate::client::InferResult;
 use crate::error::{Error, Result};
 use crate::vision::decode::{decode_bytes, DecodeLimits};
+use crate::vision::mask_overlay::{composite, MaskStyle};
 use crate::vision::overlay::skeleton;
 
 pub struct ExportItem {
@@ -75,8 +76,14 @@ pub fn annotate_detection(img: &mut RgbImage, d: &crate::vision::Detection) {
     }
 }
 
-/// Writes `<stem>.annotated.png` and `<stem>.json` for each item into `dir`.
+/// Writes `<stem>.annotated.png` and `<stem>.json` for each item into
+/// `dir`, masks tinted (the default [`MaskStyle`]).
 pub fn export(items: &[ExportItem], dir: &Path) -> Result<Vec<PathBuf>> {
+    export_styled(items, dir, &MaskStyle::default())
+}
+
+/// [`export`] with masks composited in `style` (the Viewer's choice).
+pub fn export_styled(items: &[ExportItem], dir: &Path, style: &MaskStyle) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
     let mut written = Vec::new();
     for it in items {
@@ -84,7 +91,9 @@ pub fn export(items: &[ExportItem], dir: &Path) -> Result<Vec<PathBuf>> {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "image".into());
-        let mut img = decode_bytes(&it.name, &it.bytes, &DecodeLimits::default())?;
+        let img = decode_bytes(&it.name, &it.bytes, &DecodeLimits::default())?;
+        let out = &it.result.output;
+        let mut img = composite(&img, &out.masks, &out.detections, style);
         annotate(&mut img, &it.result, it.conf);
         let png = dir.join(format!("{stem}.annotated.png"));
         img.save(&png)
@@ -96,4 +105,55 @@ pub fn export(items: &[ExportItem], dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(json);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::mask_overlay::{Background, MaskMode};
+    use crate::vision::{Mask, Output, Timings};
+
+    #[test]
+    fn exported_images_show_the_masks_in_the_viewer_s_style() {
+        let mut png = std::io::Cursor::new(Vec::new());
+        RgbImage::from_pixel(8, 2, Rgb([100, 100, 100]))
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let mask = Mask::new("person", [0.0, 0.0, 8.0, 2.0], 2, 1, vec![255, 0]).unwrap();
+        let result = InferResult {
+            request_id: 1,
+            model: "m".into(),
+            image: "a.png".into(),
+            output: Output {
+                image_size: [8, 2],
+                detections: Vec::new(),
+                masks: vec![mask],
+                cached: false,
+                tensor: None,
+            },
+            timings: Timings::default(),
+        };
+        let item = ExportItem {
+            name: "a.png".into(),
+            bytes: Arc::new(png.into_inner()),
+            result,
+            conf: 0.5,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let style = MaskStyle {
+            mode: MaskMode::Replace(Background::Colour([0, 0, 255])),
+            threshold: 0.5,
+        };
+        export_styled(std::slice::from_ref(&item), dir.path(), &style).unwrap();
+        let img = image::open(dir.path().join("a.annotated.png")).unwrap().to_rgb8();
+        assert_eq!(
+            (*img.get_pixel(0, 0), *img.get_pixel(7, 1)),
+            (Rgb([100, 100, 100]), Rgb([0, 0, 255]))
+        );
+        // The plain export tints instead: the background stays.
+        export(&[item], dir.path()).unwrap();
+        let img = image::open(dir.path().join("a.annotated.png")).unwrap().to_rgb8();
+        assert_eq!(*img.get_pixel(7, 1), Rgb([100, 100, 100]));
+        assert_ne!(*img.get_pixel(0, 0), Rgb([100, 100, 100]));
+    }
 }

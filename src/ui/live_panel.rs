@@ -17,6 +17,8 @@ use crate::vision::nails::{gloss_outline, nail_outline, nails, Nail};
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
 use crate::vision::{Detection, InferParams};
 
+use super::mask_view::{MaskControls, MaskJob, MaskView, Picture};
+
 /// The polish a new panel starts with: a classic red.
 pub const DEFAULT_POLISH: Color32 = Color32::from_rgb(196, 18, 48);
 
@@ -67,6 +69,10 @@ pub struct LivePanel {
     pub message: Option<String>,
     /// A source being opened on a background thread.
     pub opening: Option<Opening>,
+    /// Whether the Live model makes masks (its manifest's task; the app sets it).
+    pub model_makes_masks: bool,
+    pub mask_controls: MaskControls,
+    pub masks: MaskView,
 }
 
 /// A source being opened off the UI thread, and what to start once it is.
@@ -98,6 +104,9 @@ impl Default for LivePanel {
             texture: None,
             message: None,
             opening: None,
+            model_makes_masks: false,
+            mask_controls: MaskControls::default(),
+            masks: MaskView::default(),
         }
     }
 }
@@ -207,6 +216,14 @@ impl LivePanel {
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(200));
         }
         self.controls_ui(ui, engine, model, wake);
+        let result_masks = self
+            .pipeline
+            .as_ref()
+            .and_then(|p| p.latest_result())
+            .is_some_and(|r| !r.masks.is_empty());
+        if self.model_makes_masks || result_masks {
+            self.mask_controls.ui(ui);
+        }
         if let Some(m) = &self.message {
             ui.horizontal(|ui| {
                 if self.opening.is_some() {
@@ -248,6 +265,24 @@ impl LivePanel {
         };
         upload_frame(&mut self.texture, ui.ctx(), &frame);
         let Some((_, tex)) = &self.texture else { return };
+        let mut tex = tex.id();
+        if let Some(r) = result.as_ref().filter(|r| !r.masks.is_empty()) {
+            let job = MaskJob {
+                key: r.frame_id,
+                generation: self.mask_controls.generation,
+                picture: Picture::Pixels(r.frame.image.clone()),
+                size: r.image_size,
+                masks: r.masks.clone(),
+                detections: r.detections.clone(),
+                style: self.mask_controls.style(),
+            };
+            self.masks.want(job, ui.ctx());
+            self.masks.poll(ui.ctx());
+            // The result's frame with its masks (a frame behind while the next is composited).
+            if let Some(t) = self.masks.texture(None) {
+                tex = t;
+            }
+        }
         let (rect, _) = ui.allocate_exact_size(ui.available_size(), egui::Sense::hover());
         let size = [frame.image.width() as f32, frame.image.height() as f32];
         let map = ImageToScreen::fit(size, [rect.left(), rect.top(), rect.width(), rect.height()]);
@@ -255,7 +290,7 @@ impl LivePanel {
         let b = map.point(size);
         let painter = ui.painter_at(rect);
         painter.image(
-            tex.id(),
+            tex,
             egui::Rect::from_min_max(Pos2::new(a[0], a[1]), Pos2::new(b[0], b[1])),
             egui::Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,

@@ -9,6 +9,7 @@ pub mod latency_panel;
 pub mod live_panel;
 pub mod log_capture;
 pub mod log_panel;
+pub mod mask_view;
 pub mod models_panel;
 pub mod viewer;
 

@@ -15,6 +15,8 @@ use crate::vision::decode::{decode_bytes, read_file_limited, DecodeLimits};
 use crate::vision::overlay::{class_colour, hand_finger, keypoint_visible, skeleton, text_colour_on, ImageToScreen};
 use crate::vision::{is_image_name, Detection, InferParams};
 
+use super::mask_view::{MaskControls, MaskJob, MaskView, Picture};
+
 /// Largest side of the texture kept for display (the model sees the full image).
 const MAX_TEXTURE: u32 = 2048;
 
@@ -151,6 +153,10 @@ pub struct Viewer {
     /// Where the image area and the selected image were drawn last frame.
     pub canvas_rect: Option<Rect>,
     pub image_rect: Option<Rect>,
+    /// Whether the Viewer's model makes masks (its manifest's task; the app sets it).
+    pub model_makes_masks: bool,
+    pub mask_controls: MaskControls,
+    pub masks: MaskView,
 }
 
 /// What the opening thread reports, in order: the files found, then each decoded.
@@ -179,6 +185,9 @@ impl Viewer {
             view_of: None,
             canvas_rect: None,
             image_rect: None,
+            model_makes_masks: false,
+            mask_controls: MaskControls::default(),
+            masks: MaskView::default(),
         }
     }
 
@@ -345,7 +354,11 @@ impl Viewer {
             return;
         };
         result_summary_ui(ui, img, self.conf, &self.model);
+        let has_masks = img.result.as_ref().is_some_and(|r| !r.output.masks.is_empty());
         let size = img.size;
+        if self.model_makes_masks || has_masks {
+            self.mask_controls.ui(ui);
+        }
         let ppp = ui.ctx().pixels_per_point();
         if self.view_of != Some(self.selected) {
             self.view = ViewMode::Fit;
@@ -486,8 +499,28 @@ impl Viewer {
         self.canvas_rect = Some(canvas);
         self.image_rect = Some(img_rect);
         let painter = ui.painter_at(canvas);
+        let mut texture = img.texture.id();
+        if let Some(r) = img.result.as_ref().filter(|r| !r.output.masks.is_empty()) {
+            let job = MaskJob {
+                key: r.request_id,
+                generation: self.mask_controls.generation,
+                picture: Picture::File {
+                    name: img.name.clone(),
+                    bytes: img.bytes.clone(),
+                },
+                size,
+                masks: r.output.masks.clone(),
+                detections: r.output.detections.clone(),
+                style: self.mask_controls.style(),
+            };
+            self.masks.want(job, ui.ctx());
+            self.masks.poll(ui.ctx());
+            if let Some(t) = self.masks.texture(Some(r.request_id)) {
+                texture = t;
+            }
+        }
         painter.image(
-            img.texture.id(),
+            texture,
             img_rect,
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,

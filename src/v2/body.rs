@@ -15,6 +15,8 @@ pub enum Data<'a> {
     Bytes(&'a [Vec<u8>]),
     F32(&'a [f32]),
     I32(&'a [i32]),
+    /// UINT8 values (masks, p·255).
+    U8(&'a [u8]),
 }
 
 impl Data<'_> {
@@ -23,6 +25,7 @@ impl Data<'_> {
             Data::Bytes(_) => "BYTES",
             Data::F32(_) => "FP32",
             Data::I32(_) => "INT32",
+            Data::U8(_) => "UINT8",
         }
     }
 
@@ -33,6 +36,7 @@ impl Data<'_> {
             Data::Bytes(items) => write_bytes_elements(items, out),
             Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::U8(v) => out.extend_from_slice(v),
         }
     }
 
@@ -41,6 +45,7 @@ impl Data<'_> {
             Data::Bytes(items) => items.iter().map(|i| i.len() + 4).sum(),
             Data::F32(v) => v.len() * 4,
             Data::I32(v) => v.len() * 4,
+            Data::U8(v) => v.len(),
         }
     }
 
@@ -55,6 +60,7 @@ impl Data<'_> {
             ),
             Data::F32(v) => json!(v),
             Data::I32(v) => json!(v),
+            Data::U8(v) => json!(v),
         }
     }
 }

@@ -162,6 +162,68 @@ pub fn decode_detections(v: &Value) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// The `MASKS` output of an image reply: `[N, M, H, W]` (images, masks per
+/// image, the image's rows and columns), p·255 per pixel, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasksTensor {
+    pub shape: [usize; 4],
+    pub data: Vec<u8>,
+}
+
+impl MasksTensor {
+    /// Mask `m` of image `i`: its `H`×`W` values (empty when out of range).
+    pub fn plane(&self, i: usize, m: usize) -> &[u8] {
+        let [n, k, h, w] = self.shape;
+        if i >= n || m >= k {
+            return &[];
+        }
+        let at = (i * k + m) * h * w;
+        &self.data[at..at + h * w]
+    }
+}
+
+/// Reads output `MASKS` (UINT8 `[N, M, H, W]`, binary or JSON) of an image
+/// reply whose head is `header_length` bytes long (`None`: all JSON); `None`
+/// when the reply has no `MASKS`.
+pub fn decode_masks(body: &[u8], header_length: Option<usize>) -> Result<Option<MasksTensor>> {
+    let head_len = header_length.unwrap_or(body.len());
+    if head_len > body.len() {
+        return Err(bad(format!(
+            "Inference-Header-Content-Length {head_len} is larger than the reply ({} bytes)",
+            body.len()
+        )));
+    }
+    let head = Head::parse(&body[..head_len], Kind::Reply)?;
+    let (parts, _) = head.binary_parts(&body[head_len..])?;
+    let Some((t, part)) = head.tensors.iter().zip(parts).find(|(t, _)| t.name == "MASKS") else {
+        return Ok(None);
+    };
+    if t.datatype != "UINT8" {
+        return Err(bad(format!("output 'MASKS': datatype {} (expected UINT8)", t.datatype)));
+    }
+    let shape: [usize; 4] = match t.shape.as_slice() {
+        [n, m, h, w] if [n, m, h, w].iter().all(|d| **d >= 0) => [*n as usize, *m as usize, *h as usize, *w as usize],
+        s => return Err(bad(format!("output 'MASKS': shape {s:?} (expected [N, M, H, W])"))),
+    };
+    let count = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+    let data = match (part, &t.data) {
+        (Some(p), _) => p.to_vec(),
+        (None, Some(Value::Array(items))) => items
+            .iter()
+            .map(|v| v.as_u64().filter(|x| *x <= 255).map(|x| x as u8))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("output 'MASKS': data holds a value that is not a whole number in 0..255"))?,
+        (None, _) => return Err(bad("output 'MASKS': no data (neither 'data' nor binary_data_size)")),
+    };
+    if count != Some(data.len()) {
+        return Err(bad(format!(
+            "output 'MASKS': shape {shape:?} but {} values",
+            data.len()
+        )));
+    }
+    Ok(Some(MasksTensor { shape, data }))
+}
+
 /// A JSON BYTES element holding an image: base64 (standard or URL-safe, with
 /// or without padding), optionally as a `data:` URL.
 fn image_from_json(v: &Value, i: usize) -> Result<Vec<u8>> {
@@ -314,13 +376,22 @@ fn image_input(input: TensorEntry, part: Option<&[u8]>) -> Result<Vec<Vec<u8>>> 
     }
 }
 
-pub const OUTPUT_NAMES: [&str; 6] = ["DETECTIONS", "BOXES", "SCORES", "CLASS_IDS", "COUNTS", "KEYPOINTS"];
+pub const OUTPUT_NAMES: [&str; 7] = [
+    "DETECTIONS",
+    "BOXES",
+    "SCORES",
+    "CLASS_IDS",
+    "COUNTS",
+    "KEYPOINTS",
+    "MASKS",
+];
 
 /// One output tensor, ready to encode.
 pub enum TensorData {
     Bytes(Vec<Vec<u8>>),
     F32(Vec<f32>),
     I32(Vec<i32>),
+    U8(Vec<u8>),
 }
 
 pub struct OutputTensor {
@@ -335,6 +406,7 @@ impl OutputTensor {
             TensorData::Bytes(b) => Data::Bytes(b),
             TensorData::F32(v) => Data::F32(v),
             TensorData::I32(v) => Data::I32(v),
+            TensorData::U8(v) => Data::U8(v),
         }
     }
 }
@@ -464,7 +536,7 @@ mod tests {
             (
                 with(r#""outputs":[{"name":"NOPE"}]"#),
                 b"",
-                "unknown output 'NOPE' (outputs: DETECTIONS, BOXES, SCORES, CLASS_IDS, COUNTS, KEYPOINTS)",
+                "unknown output 'NOPE' (outputs: DETECTIONS, BOXES, SCORES, CLASS_IDS, COUNTS, KEYPOINTS, MASKS)",
             ),
             (
                 "not json".into(),
@@ -529,5 +601,75 @@ mod tests {
         assert_eq!(&r.body[n..], &[3, 0, 0, 0, 4, 0, 0, 0]);
         let head: Value = serde_json::from_slice(&r.body[..n]).unwrap_or_default();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+    }
+
+    fn masks_reply(binary: bool) -> Encoded {
+        let t = vec![
+            OutputTensor {
+                name: "COUNTS",
+                shape: vec![2],
+                data: TensorData::I32(vec![0, 0]),
+            },
+            OutputTensor {
+                name: "MASKS",
+                shape: vec![2, 1, 2, 3],
+                data: TensorData::U8(vec![0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255]),
+            },
+        ];
+        let wanted = [("COUNTS".to_string(), binary), ("MASKS".to_string(), binary)];
+        encode_response("m", None, t, &wanted, false)
+    }
+
+    #[test]
+    fn masks_read_back_from_binary_and_json_replies() {
+        for binary in [true, false] {
+            let r = masks_reply(binary);
+            let m = decode_masks(&r.body, r.header_length).ok().flatten();
+            let m = m.unwrap_or(MasksTensor {
+                shape: [0; 4],
+                data: Vec::new(),
+            });
+            assert_eq!(m.shape, [2, 1, 2, 3], "binary {binary}");
+            assert_eq!(m.plane(1, 0), &[250, 251, 252, 253, 254, 255]);
+            assert_eq!(m.plane(0, 0), &[0, 1, 2, 3, 4, 5]);
+            assert!(m.plane(2, 0).is_empty() && m.plane(0, 1).is_empty());
+        }
+        let r = masks_reply(true);
+        let n = r.header_length.unwrap_or(0);
+        let head: Value = serde_json::from_slice(&r.body[..n]).unwrap_or_default();
+        assert_eq!(head["outputs"][1]["datatype"], "UINT8");
+        assert_eq!(head["outputs"][1]["parameters"]["binary_data_size"], 12);
+        assert_eq!(&r.body[n + 8..], &[0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255]);
+    }
+
+    #[test]
+    fn a_masks_output_that_does_not_add_up_is_refused_naming_it() {
+        let no_masks = encode_response("m", None, Vec::new(), &[], false);
+        assert_eq!(decode_masks(&no_masks.body, None).ok(), Some(None));
+        for (entry, want) in [
+            (
+                r#"{"name":"MASKS","datatype":"UINT8","shape":[1,1,2,2],"data":[1,2,3]}"#,
+                "shape [1, 1, 2, 2] but 3 values",
+            ),
+            (
+                r#"{"name":"MASKS","datatype":"FP32","shape":[1,1,1,1],"data":[1]}"#,
+                "datatype FP32 (expected UINT8)",
+            ),
+            (
+                r#"{"name":"MASKS","datatype":"UINT8","shape":[1,1],"data":[1]}"#,
+                "shape [1, 1] (expected [N, M, H, W])",
+            ),
+            (
+                r#"{"name":"MASKS","datatype":"UINT8","shape":[1,1,1,1],"data":[256]}"#,
+                "not a whole number in 0..255",
+            ),
+        ] {
+            let body = format!(r#"{{"outputs":[{entry}]}}"#);
+            let e = decode_masks(body.as_bytes(), None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("output 'MASKS': ") && e.contains(want), "{e}");
+        }
     }
 }

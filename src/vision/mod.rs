@@ -6,6 +6,7 @@ pub mod image_files;
 pub mod jpeg_scaled;
 pub mod letterbox;
 pub mod mask;
+pub mod mask_overlay;
 pub mod nails;
 pub mod nms;
 pub mod one_euro;
