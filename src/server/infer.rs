@@ -65,6 +65,7 @@ pub async fn infer(
     let params = InferParams {
         conf: req.conf,
         iou: req.iou,
+        ..Default::default()
     };
     // One image is interactive (a click, a frame); more are a batch.
     let class = if n == 1 { Class::Interactive } else { Class::Bulk };
