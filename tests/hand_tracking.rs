@@ -3,15 +3,19 @@
 //! single-image pipeline on the same frames: the synthetic camera's moving
 //! hand, and sample2.png's three hands as a stream (still, shifted, gone).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
 use image::RgbImage;
 use modeldock::camera::synthetic::SyntheticSource;
+use modeldock::catalog::registry::Registry;
 use modeldock::catalog::weights_source::WeightsSource;
 use modeldock::catalog::Manifest;
-use modeldock::live::{HandTracker, TrackOptions};
+use modeldock::engine::Engine;
+use modeldock::live::{HandTracker, LiveOptions, LivePipeline, TrackOptions};
 use modeldock::models::hands::Hands;
 use modeldock::models::weights::var_builder;
 use modeldock::models::Model;
@@ -248,4 +252,61 @@ fn three_tracked_hands_follow_a_shifting_photo_without_duplicates_and_leave_at_o
         dets.is_empty() && palm,
         "with no hand tracked the palm detector looks for new ones"
     );
+}
+
+#[test]
+fn the_live_pipeline_tracks_the_synthetic_hand_through_the_engine() {
+    let engine = Engine::start(Registry::discover(&[]), common::config(), None);
+    let models = vec!["hands".to_string()];
+    let track = modeldock::live::hand_tracker::track_options(&engine.snapshot(), None, &models);
+    assert!(track.is_some(), "a hands model turns tracking on");
+    let none = modeldock::live::hand_tracker::track_options(&engine.snapshot(), None, &["face-detector".to_string()]);
+    assert!(none.is_none(), "no hands model, no tracking");
+    let src = SyntheticSource::new(640, 480, 20.0).unwrap_or_else(|e| panic!("{e}"));
+    let reference = SyntheticSource::new(640, 480, 20.0).unwrap_or_else(|e| panic!("{e}"));
+    let options = LiveOptions {
+        models,
+        params: InferParams::default(),
+        mirror: false,
+        max_frames: Some(60),
+        headless: true,
+        track,
+    };
+    let mut p = LivePipeline::start(
+        engine.clone(),
+        modeldock::camera::source::SourceFactory::ready(src),
+        options,
+        None,
+    );
+    assert!(p.wait(common::WAIT));
+    let h = p.history();
+    let counts = p.track_counts().unwrap_or_else(|| panic!("no tracking counts"));
+    println!(
+        "live: {} frames inferred, palm detector on {}, {} tracked at the end",
+        h.len(),
+        counts.detections,
+        counts.tracked
+    );
+    assert_eq!(counts.frames, h.len() as u64);
+    assert!(h.len() >= 10, "{} frames inferred", h.len());
+    // Frames the pipeline dropped make the hand jump further between
+    // inferred frames; it must still be followed on every one.
+    let mut worst = 0f32;
+    for (id, dets) in &h {
+        assert_eq!(dets.len(), 1, "frame {id}: {} hands", dets.len());
+        worst = worst.max(finger_error(&dets[0].keypoints, &reference.hand_landmarks(*id)));
+    }
+    assert!(
+        worst <= 14.0,
+        "one frame's fingers are {worst:.1} px off the known path"
+    );
+    assert!(
+        (counts.detections - 1) * 5 < counts.frames - 1,
+        "palm detector on {} of {} frames",
+        counts.detections,
+        counts.frames
+    );
+    assert_eq!(counts.tracked, 1);
+    drop(p);
+    engine.shutdown();
 }

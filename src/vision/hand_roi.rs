@@ -79,6 +79,54 @@ impl HandRegions {
         &self.regions[..self.len as usize]
     }
 
+    /// The request parameter `hand_regions` as it travels over HTTP:
+    /// `detect` (`1` or `0`), then `;cx,cy,side,angle` per region.
+    pub fn to_param(&self) -> String {
+        let mut s = String::from(if self.detect { "1" } else { "0" });
+        for r in self.as_slice() {
+            s.push_str(&format!(";{},{},{},{}", r.center[0], r.center[1], r.side, r.angle));
+        }
+        s
+    }
+
+    /// Reads [`HandRegions::to_param`]'s text; a one-line error naming the
+    /// parameter and what is wrong.
+    pub fn parse_param(text: &str) -> Result<Self, String> {
+        let bad = |why: String| format!("parameter 'hand_regions': {why}");
+        let mut parts = text.split(';');
+        let detect = match parts.next().map(str::trim) {
+            Some("1") => true,
+            Some("0") => false,
+            other => return Err(bad(format!("starts with {other:?}, expected 1 or 0 (detect)"))),
+        };
+        let mut regions = Vec::new();
+        for (i, part) in parts.enumerate() {
+            if i >= MAX_REGIONS {
+                return Err(bad(format!("more than {MAX_REGIONS} regions")));
+            }
+            let v: Vec<f32> = part
+                .split(',')
+                .map(|x| x.trim().parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad(format!("region {i} '{part}' is not four numbers cx,cy,side,angle")))?;
+            let [cx, cy, side, angle] = v[..] else {
+                return Err(bad(format!("region {i} '{part}' is not four numbers cx,cy,side,angle")));
+            };
+            let r = HandRegion {
+                center: [cx, cy],
+                side,
+                angle,
+            };
+            if !r.is_valid() {
+                return Err(bad(format!(
+                    "region {i} '{part}' needs finite values and a positive side"
+                )));
+            }
+            regions.push(r);
+        }
+        Ok(HandRegions::new(&regions, detect))
+    }
+
     /// Stable bytes for cache keys.
     pub fn key_bytes(&self) -> Vec<u8> {
         let mut out = vec![self.detect as u8, self.len];
@@ -227,6 +275,26 @@ mod tests {
         assert_ne!(one.key_bytes(), HandRegions::new(&[r], true).key_bytes());
         let moved = HandRegion { side: 4.0, ..r };
         assert_ne!(one.key_bytes(), HandRegions::new(&[moved], false).key_bytes());
+    }
+
+    #[test]
+    fn regions_travel_as_text_and_bad_text_is_refused() {
+        let r = HandRegion {
+            center: [320.5, 240.25],
+            side: 181.0,
+            angle: -0.3,
+        };
+        let rs = HandRegions::new(&[r, HandRegion { side: 90.0, ..r }], true);
+        assert_eq!(HandRegions::parse_param(&rs.to_param()), Ok(rs));
+        let none = HandRegions::new(&[], false);
+        assert_eq!(none.to_param(), "0");
+        assert_eq!(HandRegions::parse_param("0"), Ok(none));
+        for bad in ["", "2", "1;1,2,3", "1;1,2,3,x", "1;1,2,-3,0", "1;1,2,inf,0"] {
+            let e = HandRegions::parse_param(bad).unwrap_err();
+            assert!(e.starts_with("parameter 'hand_regions': "), "{bad}: {e}");
+        }
+        let many = format!("1{}", ";1,2,3,0".repeat(MAX_REGIONS + 1));
+        assert!(HandRegions::parse_param(&many).is_err());
     }
 
     #[test]
