@@ -43,7 +43,7 @@ impl Default for TrackOptions {
         TrackOptions {
             max_hands: 4,
             skip_frames: 10,
-            scene_change: 0.12,
+            scene_change: 0.2,
         }
     }
 }
