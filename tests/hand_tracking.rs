@@ -314,3 +314,23 @@ fn the_live_pipeline_tracks_the_synthetic_hand_through_the_engine() {
     drop(p);
     engine.shutdown();
 }
+
+#[test]
+fn two_regions_on_one_hand_give_one_hand() {
+    let (net, _) = load();
+    let src = SyntheticSource::new(640, 480, 20.0).unwrap_or_else(|e| panic!("{e}"));
+    let img = src.render(0);
+    let first = first_frame(&net, &img);
+    assert_eq!(first.len(), 1);
+    let r = modeldock::vision::hand_roi::roi_from_landmarks(&first[0].keypoints).unwrap_or_else(|| panic!("no region"));
+    let moved = modeldock::vision::hand_roi::HandRegion {
+        center: [r.center[0] + 4.0, r.center[1] - 3.0],
+        ..r
+    };
+    let params = InferParams {
+        hand_regions: Some(modeldock::vision::hand_roi::HandRegions::new(&[r, moved], false)),
+        ..Default::default()
+    };
+    let dets = net.infer(&img, &params).unwrap_or_else(|e| panic!("{e}")).0;
+    assert_eq!(dets.len(), 1, "{} hands from two regions on one hand", dets.len());
+}

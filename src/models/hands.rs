@@ -620,7 +620,8 @@ impl Hands {
     }
 
     /// Tracking between video frames: the landmark network on each of
-    /// `regions` (hands kept when `presence >= conf / 4`, in region order);
+    /// `regions` (hands kept when `presence >= conf / 4`, in region order,
+    /// one of two whose landmark boxes overlap by `TRACK_DEDUP_IOU`);
     /// when `regions.detect`, the palm detector as well, its hands added
     /// unless their landmark box overlaps a tracked hand's by IoU
     /// `>= TRACK_DEDUP_IOU` (palms whose centre lies inside a tracked hand's
@@ -638,7 +639,11 @@ impl Hands {
         for r in regions.as_slice().iter().filter(|r| r.is_valid()) {
             let hand = self.landmarks_in_region(img, r, &mut t)?;
             if hand.presence as f64 >= conf / 4.0 {
-                dets.push(hand.detection());
+                // Two regions that settled on the same hand keep the first.
+                let d = hand.detection();
+                if dets.iter().all(|k| box_iou(&k.bbox, &d.bbox) < TRACK_DEDUP_IOU) {
+                    dets.push(d);
+                }
             }
         }
         if regions.detect && dets.len() < self.max_hands {
