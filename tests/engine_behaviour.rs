@@ -160,6 +160,7 @@ fn cache_hits_answer_without_the_model_and_params_change_the_key() {
     let p = InferParams {
         conf: Some(0.99),
         iou: None,
+        ..Default::default()
     };
     let c = engine
         .infer_wait("t", bytes("a", img), p)

@@ -343,12 +343,14 @@ fn max_hands_and_conf_limit_the_output() {
     let p = InferParams {
         conf: Some(0.96),
         iou: None,
+        ..Default::default()
     };
     assert_eq!(net.infer(&img, &p).unwrap_or_else(|e| panic!("{e}")).0.len(), 3);
     // ... and a conf above every palm score leaves none.
     let p = InferParams {
         conf: Some(0.9999),
         iou: None,
+        ..Default::default()
     };
     assert!(net.infer(&img, &p).unwrap_or_else(|e| panic!("{e}")).0.is_empty());
 }

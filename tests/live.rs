@@ -21,6 +21,7 @@ fn options(model: &str, frames: u64) -> LiveOptions {
         mirror: false,
         max_frames: Some(frames),
         headless: true,
+        track: None,
     }
 }
 

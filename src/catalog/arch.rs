@@ -83,6 +83,7 @@ impl Arch {
             (Arch::Mtcnn, "threshold1" | "threshold2" | "threshold3") => (0.0, 1.0),
             (Arch::FaceLandmarks68, "detector_input_size") => (64.0, 1024.0),
             (Arch::Hands, "max_hands") => (1.0, 64.0),
+            (Arch::Hands, "skip_frames") => (1.0, 1000.0),
             (_, "size_bytes") => (0.0, 1e13),
             _ => return None,
         };

@@ -234,6 +234,10 @@ pub struct LiveArgs {
     pub conf: Option<f32>,
     #[arg(long)]
     pub mirror: bool,
+    /// Run a hands model's palm detector on every frame instead of tracking
+    /// hands between frames (the single-image pipeline)
+    #[arg(long)]
+    pub no_track: bool,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

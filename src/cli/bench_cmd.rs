@@ -268,6 +268,7 @@ fn concurrent_cold_requests(engine: &Engine, model: &str, image: &Arc<Vec<u8>>) 
                 let p = InferParams {
                     conf: Some(0.001 * i as f32),
                     iou: None,
+                    ..Default::default()
                 };
                 e.infer_wait(
                     &m,
@@ -344,6 +345,7 @@ fn end_to_end(
                 InferParams {
                     conf: conf.map(|c| c + nudge).or(Some(nudge)),
                     iou: None,
+                    ..Default::default()
                 },
             )
             .map_err(|e| Error::msg(e.error))?;

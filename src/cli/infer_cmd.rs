@@ -76,6 +76,7 @@ pub fn run(args: &InferArgs) -> Result<i32> {
     let params = InferParams {
         conf: args.conf,
         iou: args.iou,
+        ..Default::default()
     };
     let inputs = expand(&args.inputs);
     let door = if args.local {

@@ -1,5 +1,5 @@
 //! `modeldock live --source webcam[:N]|DIR|synthetic --model ID [--frames N]
-//! [--fps F] [--size WxH] [--mirror] [--json]`: the live pipeline without a window.
+//! [--fps F] [--size WxH] [--mirror] [--no-track] [--json]`: the live pipeline without a window.
 
 use std::time::{Duration, Instant};
 
@@ -97,24 +97,33 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
             return Err(e);
         }
     };
+    let models = crate::live::model_list(&model);
+    let track = if args.no_track {
+        None
+    } else {
+        crate::live::hand_tracker::track_options(&snap, Some(&args.engine.registry()), &models)
+    };
     let start = Instant::now();
     let mut p = LivePipeline::start(
         engine.clone(),
         source,
         LiveOptions {
-            models: crate::live::model_list(&model),
+            models,
             params: InferParams {
                 conf: args.conf,
                 iou: None,
+                ..Default::default()
             },
             mirror: args.mirror,
             max_frames: Some(frames),
             headless: true,
+            track,
         },
         None,
     );
     p.wait(Duration::from_secs(24 * 3600));
     let s = p.summary();
+    let counts = p.track_counts();
     let status = p.status();
     let elapsed = start.elapsed().as_secs_f64();
     drop(p);
@@ -128,6 +137,12 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
             o.insert("source".into(), json!(args.source.to_string()));
             o.insert("model".into(), json!(model));
             o.insert("elapsed_s".into(), json!(elapsed));
+            if let Some(c) = counts {
+                o.insert(
+                    "tracking".into(),
+                    json!({"frames": c.frames, "palm_detections": c.detections, "hands_tracked": c.tracked}),
+                );
+            }
         }
         println!("{v}");
     } else {
@@ -146,6 +161,12 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
             s.inference_p50_ms,
             s.max_queue_len
         );
+        if let Some(c) = counts {
+            println!(
+                "hand tracking: palm detector on {} of {} frames, {} hands tracked at the end",
+                c.detections, c.frames, c.tracked
+            );
+        }
     }
     Ok(0)
 }

@@ -217,6 +217,9 @@ impl HttpClient {
         if let Some(i) = params.iou {
             parameters.insert("iou".into(), json!(i));
         }
+        if let Some(r) = &params.hand_regions {
+            parameters.insert("hand_regions".into(), json!(r.to_param()));
+        }
         if self.priority > 0 {
             parameters.insert("priority".into(), json!(self.priority));
         }

@@ -147,6 +147,7 @@ mod tests {
         let q = InferParams {
             conf: Some(0.3),
             iou: None,
+            ..Default::default()
         };
         assert_ne!(key(&h, "a", &p), key(&h, "b", &p));
         assert_ne!(key(&h, "a", &p), key(&h, "a", &q));

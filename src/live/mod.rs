@@ -2,9 +2,11 @@
 //! thread over any `InferWait` (a `Client`, whichever engine is behind it),
 //! the models it runs on each frame, and the figures it keeps.
 
+pub mod hand_tracker;
 pub mod pipeline;
 pub mod stats;
 
+pub use hand_tracker::{HandTracker, TrackCounts, TrackOptions};
 pub use pipeline::{LiveOptions, LivePipeline, LiveResult};
 
 use crate::client::{Answer, ImageInput, InferError, InferWait};

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::hand_tracker::{HandTracker, TrackCounts, TrackOptions};
 use super::stats::{LiveStats, LiveSummary};
 use crate::camera::frame::{Frame, LatestSlot};
 use crate::camera::source::SourceFactory;
@@ -25,6 +26,10 @@ pub struct LiveOptions {
     pub max_frames: Option<u64>,
     /// No window: a result counts as shown when it is ready.
     pub headless: bool,
+    /// Track hands between frames (see `live::hand_tracker`): each frame's
+    /// hands are the next frame's crops and the palm detector runs only when
+    /// needed. `None` runs every model's single-image pipeline on every frame.
+    pub track: Option<TrackOptions>,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +64,7 @@ struct Shared {
     shown_up_to: Option<u64>,
     history: VecDeque<(u64, Vec<Detection>)>,
     rss: Vec<u64>,
+    track: Option<TrackCounts>,
 }
 
 const HISTORY: usize = 10_000;
@@ -151,6 +157,7 @@ fn infer_frames<E: InferWait>(
     epoch: Instant,
 ) {
     let mut smoother = HandSmoother::new(HAND_SMOOTHING);
+    let mut tracker = opts.track.map(HandTracker::new);
     loop {
         let Some(f) = s.take(Duration::from_millis(100)) else {
             if lock(&sh).capture_done || st.load(Ordering::Relaxed) {
@@ -162,14 +169,25 @@ fn infer_frames<E: InferWait>(
             name: format!("frame {}", f.id),
             image: f.image.clone(),
         };
-        let answer = super::infer_each(&engine, &opts.models, input, opts.params);
+        let mut params = opts.params;
+        if let Some(t) = tracker.as_mut() {
+            params.hand_regions = Some(t.plan(&f.image));
+        }
+        let answer = super::infer_each(&engine, &opts.models, input, params);
         let now = Instant::now();
+        if let Some(t) = tracker.as_mut() {
+            match &answer {
+                Ok(r) => t.update(&r.output.detections),
+                Err(_) => t.reset(),
+            }
+        }
         let smoothed = answer.as_ref().ok().map(|r| {
             let t = f.captured.saturating_duration_since(epoch).as_secs_f64();
             smoother.smooth(&r.output.detections, t)
         });
         {
             let mut g = lock(&sh);
+            g.track = tracker.as_ref().map(HandTracker::counts);
             match answer {
                 Ok(r) => {
                     g.stats.inferred(now, r.timings.total);
@@ -273,6 +291,12 @@ impl LivePipeline {
     /// (frame id, detections) of every inferred frame, oldest first.
     pub fn history(&self) -> Vec<(u64, Vec<Detection>)> {
         lock(&self.shared).history.iter().cloned().collect()
+    }
+
+    /// What the hand tracker has done (frames, palm detections, hands now
+    /// tracked); `None` without tracking.
+    pub fn track_counts(&self) -> Option<TrackCounts> {
+        lock(&self.shared).track
     }
 
     /// Process RSS sampled every 10 captured frames.

@@ -31,6 +31,7 @@
 //! ringed hand on her knee, the right woman's hand above her watch) are left
 //! hands and score 0.017 and 0.019. A mirrored (selfie) frame swaps the labels.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -41,6 +42,7 @@ use super::timing::ms;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::graph::executor::Graph;
+use crate::vision::hand_roi::{box_iou, HandRegion, HandRegions};
 use crate::vision::{Detection, InferParams, ModelTimings};
 
 /// Side of the palm detector's input.
@@ -53,6 +55,9 @@ pub const NUM_ANCHORS: usize = 2944;
 pub const PALM_BOX_ENLARGE: f64 = 5.0;
 /// Default `max_hands` (human's `maxDetected` in the fixtures).
 pub const DEFAULT_MAX_HANDS: usize = 4;
+/// A palm detector's hand is new when its landmark box overlaps every
+/// tracked hand's by less than this IoU.
+pub const TRACK_DEDUP_IOU: f32 = 0.3;
 /// Palm keypoints used for the rotation: palm base and middle-finger base.
 const PALM_BASE: usize = 0;
 const MIDDLE_FINGER_BASE: usize = 2;
@@ -403,22 +408,42 @@ pub struct HandCandidate {
 impl HandCandidate {
     /// The detection for an accepted hand.
     pub fn detection(&self) -> Detection {
-        let mut b = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
-        for p in &self.landmarks {
-            let (x, y) = (p[0] as f32, p[1] as f32);
-            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
-        }
-        Detection {
-            label: if self.handedness > 0.5 { "right" } else { "left" }.to_string(),
-            class_id: None,
-            score: self.presence,
-            bbox: b,
-            keypoints: self
-                .landmarks
-                .iter()
-                .map(|p| [p[0] as f32, p[1] as f32, p[2] as f32])
-                .collect(),
-        }
+        hand_detection(&self.landmarks, self.presence, self.handedness)
+    }
+}
+
+/// The landmark network's answer on one crop.
+#[derive(Debug, Clone)]
+pub struct HandLandmarks {
+    pub presence: f32,
+    /// Probability of a right hand (see the module doc).
+    pub handedness: f32,
+    /// 21 × (x, y, z), original pixels.
+    pub landmarks: Vec<[f64; 3]>,
+}
+
+impl HandLandmarks {
+    pub fn detection(&self) -> Detection {
+        hand_detection(&self.landmarks, self.presence, self.handedness)
+    }
+}
+
+/// A hand as a detection: `score` = presence, `bbox` = the landmarks' extent.
+fn hand_detection(landmarks: &[[f64; 3]], presence: f32, handedness: f32) -> Detection {
+    let mut b = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    for p in landmarks {
+        let (x, y) = (p[0] as f32, p[1] as f32);
+        b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+    }
+    Detection {
+        label: if handedness > 0.5 { "right" } else { "left" }.to_string(),
+        class_id: None,
+        score: presence,
+        bbox: b,
+        keypoints: landmarks
+            .iter()
+            .map(|p| [p[0] as f32, p[1] as f32, p[2] as f32])
+            .collect(),
     }
 }
 
@@ -431,6 +456,9 @@ pub struct Hands {
     iou: f32,
     max_hands: usize,
     device: Device,
+    /// Palm detector runs since load (a figure for tests and benchmarks;
+    /// no request reads it).
+    palm_runs: AtomicU64,
 }
 
 fn output<'a>(outs: &'a [(String, Tensor)], name: &str, what: &str) -> Result<&'a Tensor> {
@@ -454,11 +482,17 @@ impl Hands {
             iou: m.iou.unwrap_or(0.2),
             max_hands: m.option("max_hands", DEFAULT_MAX_HANDS as f64).round().max(0.0) as usize,
             device: vb.device().clone(),
+            palm_runs: AtomicU64::new(0),
         })
     }
 
     pub fn max_hands(&self) -> usize {
         self.max_hands
+    }
+
+    /// How many times the palm detector has run since load.
+    pub fn palm_runs(&self) -> u64 {
+        self.palm_runs.load(Ordering::Relaxed)
     }
 
     /// The palm detector's input tensor `[1, 256, 256, 3]`.
@@ -494,50 +528,153 @@ impl Hands {
         Ok((lm, presence, handedness))
     }
 
-    /// Every palm the detector keeps, taken through the landmark network,
-    /// accepted or not, in NMS order (at most `3 × max_hands`).
-    pub fn candidates(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<HandCandidate>, ModelTimings)> {
-        let conf = params.conf.unwrap_or(self.conf) as f64;
-        let iou = params.iou.unwrap_or(self.iou) as f64;
+    /// The palm stage: every palm the detector keeps (NMS order, at most
+    /// `3 × max_hands`), with its timings.
+    pub fn palms(&self, img: &RgbImage, conf: f64, iou: f64) -> Result<(Vec<Palm>, ModelTimings)> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let mut t = ModelTimings::default();
         let t0 = Instant::now();
         let x = self.palm_input(img)?;
         let t1 = Instant::now();
         let raw = self.palm_raw(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        self.palm_runs.fetch_add(1, Ordering::Relaxed);
         let t2 = Instant::now();
         let palms = decode_palms(&raw, &self.anchors, w, h, conf, iou, 3 * self.max_hands)?;
         t.preprocess += ms(t1 - t0);
         t.forward += ms(t2 - t1);
         t.postprocess += ms(t2.elapsed());
+        Ok((palms, t))
+    }
+
+    /// The landmark stage on one rotated crop: the image rotated by `angle`
+    /// about `center`, `crop` (rotated-image pixels) resized to 224², the
+    /// network, the landmarks mapped back. Timings add to `t`.
+    pub fn landmarks_on_crop(
+        &self,
+        img: &RgbImage,
+        angle: f64,
+        center: [f64; 2],
+        crop: &[f64; 4],
+        t: &mut ModelTimings,
+    ) -> Result<(Vec<f32>, HandLandmarks)> {
+        let t0 = Instant::now();
+        let input = landmark_crop(img, angle, center, crop);
+        let x = Tensor::from_slice(&input, (1, LANDMARK_INPUT, LANDMARK_INPUT, 3), &self.device)?;
+        let t1 = Instant::now();
+        let (lm, presence, handedness) = self.landmarks_raw(&x)?;
+        let t2 = Instant::now();
+        let landmarks = map_landmarks(&lm, crop, angle, center);
+        t.preprocess += ms(t1 - t0);
+        t.forward += ms(t2 - t1);
+        t.postprocess += ms(t2.elapsed());
+        let hand = HandLandmarks {
+            presence,
+            handedness,
+            landmarks,
+        };
+        Ok((input, hand))
+    }
+
+    /// The landmark stage on a tracked hand's region (see `vision::hand_roi`).
+    pub fn landmarks_in_region(
+        &self,
+        img: &RgbImage,
+        region: &HandRegion,
+        t: &mut ModelTimings,
+    ) -> Result<HandLandmarks> {
+        let center = [region.center[0] as f64, region.center[1] as f64];
+        let crop = region.crop_box();
+        Ok(self.landmarks_on_crop(img, region.angle as f64, center, &crop, t)?.1)
+    }
+
+    /// Every palm the detector keeps, taken through the landmark network,
+    /// accepted or not, in NMS order (at most `3 × max_hands`).
+    pub fn candidates(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<HandCandidate>, ModelTimings)> {
+        let conf = params.conf.unwrap_or(self.conf) as f64;
+        let iou = params.iou.unwrap_or(self.iou) as f64;
+        let (palms, mut t) = self.palms(img, conf, iou)?;
         let mut out = Vec::with_capacity(palms.len());
         for palm in palms {
-            let t0 = Instant::now();
-            let angle = rotation_angle(palm.keypoints[PALM_BASE], palm.keypoints[MIDDLE_FINGER_BASE]);
-            let center = box_center(&palm.bbox);
-            let cb = crop_box(&palm.keypoints, angle, center);
-            let crop = landmark_crop(img, angle, center, &cb);
-            let x = Tensor::from_slice(&crop, (1, LANDMARK_INPUT, LANDMARK_INPUT, 3), &self.device)?;
-            let t1 = Instant::now();
-            let (lm, presence, handedness) = self.landmarks_raw(&x)?;
-            let t2 = Instant::now();
-            let landmarks = map_landmarks(&lm, &cb, angle, center);
-            out.push(HandCandidate {
-                palm,
-                angle,
-                center,
-                crop_box: cb,
-                crop,
-                presence,
-                handedness,
-                landmarks,
-                accepted: presence as f64 >= conf / 4.0,
-            });
-            t.preprocess += ms(t1 - t0);
-            t.forward += ms(t2 - t1);
-            t.postprocess += ms(t2.elapsed());
+            out.push(self.candidate(img, palm, conf, &mut t)?);
         }
         Ok((out, t))
+    }
+
+    /// One palm through the landmark network (human's crop geometry).
+    fn candidate(&self, img: &RgbImage, palm: Palm, conf: f64, t: &mut ModelTimings) -> Result<HandCandidate> {
+        let angle = rotation_angle(palm.keypoints[PALM_BASE], palm.keypoints[MIDDLE_FINGER_BASE]);
+        let center = box_center(&palm.bbox);
+        let cb = crop_box(&palm.keypoints, angle, center);
+        let (crop, hand) = self.landmarks_on_crop(img, angle, center, &cb, t)?;
+        Ok(HandCandidate {
+            palm,
+            angle,
+            center,
+            crop_box: cb,
+            crop,
+            presence: hand.presence,
+            handedness: hand.handedness,
+            landmarks: hand.landmarks,
+            accepted: hand.presence as f64 >= conf / 4.0,
+        })
+    }
+
+    /// Tracking between video frames: the landmark network on each of
+    /// `regions` (hands kept when `presence >= conf / 4`, in region order,
+    /// one of two whose landmark boxes overlap by `TRACK_DEDUP_IOU`);
+    /// when `regions.detect`, the palm detector as well, its hands added
+    /// unless their landmark box overlaps a tracked hand's by IoU
+    /// `>= TRACK_DEDUP_IOU` (palms whose centre lies inside a tracked hand's
+    /// box skip the landmark network). At most `max_hands`.
+    pub fn track(
+        &self,
+        img: &RgbImage,
+        regions: &HandRegions,
+        params: &InferParams,
+    ) -> Result<(Vec<Detection>, ModelTimings)> {
+        let conf = params.conf.unwrap_or(self.conf) as f64;
+        let iou = params.iou.unwrap_or(self.iou) as f64;
+        let mut t = ModelTimings::default();
+        let mut dets: Vec<Detection> = Vec::new();
+        for r in regions.as_slice().iter().filter(|r| r.is_valid()) {
+            let hand = self.landmarks_in_region(img, r, &mut t)?;
+            if hand.presence as f64 >= conf / 4.0 {
+                // Two regions that settled on the same hand keep the first.
+                let d = hand.detection();
+                if dets.iter().all(|k| box_iou(&k.bbox, &d.bbox) < TRACK_DEDUP_IOU) {
+                    dets.push(d);
+                }
+            }
+        }
+        if regions.detect && dets.len() < self.max_hands {
+            let (palms, tp) = self.palms(img, conf, iou)?;
+            t.preprocess += tp.preprocess;
+            t.forward += tp.forward;
+            t.postprocess += tp.postprocess;
+            for palm in palms {
+                if dets.len() >= self.max_hands {
+                    break;
+                }
+                let c = box_center(&palm.bbox);
+                let (cx, cy) = (c[0] as f32, c[1] as f32);
+                if dets
+                    .iter()
+                    .any(|d| d.bbox[0] <= cx && cx <= d.bbox[2] && d.bbox[1] <= cy && cy <= d.bbox[3])
+                {
+                    continue;
+                }
+                let cand = self.candidate(img, palm, conf, &mut t)?;
+                if !cand.accepted {
+                    continue;
+                }
+                let d = cand.detection();
+                if dets.iter().all(|k| box_iou(&k.bbox, &d.bbox) < TRACK_DEDUP_IOU) {
+                    dets.push(d);
+                }
+            }
+        }
+        dets.truncate(self.max_hands);
+        Ok((dets, t))
     }
 
     /// The accepted hands, in NMS order, at most `max_hands`.
@@ -558,8 +695,13 @@ impl Model for Hands {
         self.palm.macs_done() + self.landmarks.macs_done()
     }
 
+    /// The first-frame pipeline, or tracking when the request carries hand
+    /// regions (the live pipeline's `HandTracker`).
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
-        self.detect(img, params)
+        match &params.hand_regions {
+            Some(r) => self.track(img, r, params),
+            None => self.detect(img, params),
+        }
     }
 
     /// The palm detector (`[1, 256, 256, 3]` → `Identity [1, 2944, 19]`).

@@ -21,6 +21,7 @@ use crate::v2::body::Encoded;
 use crate::v2::head::{Head, Kind};
 use crate::v2::image_infer::{self as tensors, OutputTensor, TensorData};
 use crate::v2::HEADER_LENGTH;
+use crate::vision::hand_roi::HandRegions;
 use crate::vision::InferParams;
 
 /// Cancels the requests still listed when dropped.
@@ -62,9 +63,14 @@ pub async fn infer(
     let mut req = tensors::image_request(head, tail)?;
     let n = req.images.len();
     let (permits, client_permits) = admit(&state, &client.0, &model, n)?;
+    let hand_regions = match req.hand_regions.as_deref() {
+        Some(t) => Some(HandRegions::parse_param(t).map_err(ApiError::bad_request)?),
+        None => None,
+    };
     let params = InferParams {
         conf: req.conf,
         iou: req.iou,
+        hand_regions,
     };
     // One image is interactive (a click, a frame); more are a batch.
     let class = if n == 1 { Class::Interactive } else { Class::Bulk };

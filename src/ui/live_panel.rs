@@ -155,16 +155,19 @@ impl LivePanel {
             return;
         }
         self.message = Some(format!("opening {spec}…"));
+        let models = crate::live::model_list(model);
+        let track = crate::live::hand_tracker::track_options(&engine.snapshot(), None, &models);
         self.opening = Some(Opening {
             spec,
             rx,
             engine: engine.clone(),
             options: LiveOptions {
-                models: crate::live::model_list(model),
+                models,
                 params: InferParams::default(),
                 mirror: self.mirror,
                 max_frames: None,
                 headless: false,
+                track,
             },
             wake,
         });

@@ -275,6 +275,7 @@ impl Viewer {
         InferParams {
             conf: Some(self.conf.min(0.05)),
             iou: Some(self.iou),
+            ..Default::default()
         }
     }
 

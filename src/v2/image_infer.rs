@@ -26,6 +26,9 @@ pub struct InferRequest {
     /// in the queue before it is answered with an error; 0 or none = the
     /// server's default).
     pub timeout_us: Option<u64>,
+    /// Request parameter `hand_regions`, as sent (hands tracked from the
+    /// previous video frame; read by `vision::hand_roi::HandRegions::parse_param`).
+    pub hand_regions: Option<String>,
     /// Names for the images (request parameter `image_names`, a JSON list).
     pub names: Vec<String>,
     /// Requested outputs and whether each is binary; empty = all, JSON.
@@ -309,8 +312,18 @@ pub fn image_request(head: Head, binary: &[u8]) -> Result<InferRequest> {
 }
 
 /// The request parameters an image request reads: `conf`, `iou`,
-/// `priority`, `timeout` and `image_names`.
+/// `priority`, `timeout`, `hand_regions` and `image_names`.
 fn read_parameters(p: &Map<String, Value>, req: &mut InferRequest) -> Result<()> {
+    req.hand_regions = match p.get("hand_regions") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            return Err(bad(format!(
+                "parameter 'hand_regions': expected a string, got {}",
+                shown(v)
+            )))
+        }
+    };
     req.conf = param_f32(p, "conf")?;
     req.iou = param_f32(p, "iou")?;
     req.priority = param_priority(p)?;
@@ -488,6 +501,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("parameter 'timeout'"), "{e}");
+        let with_regions = head.replace(r#""conf":0.25"#, r#""conf":0.25,"hand_regions":"1;10,20,30,0""#);
+        assert_eq!(
+            parse_infer(with_regions.as_bytes(), &tail).map(|r| r.hand_regions),
+            Ok(Some("1;10,20,30,0".to_string()))
+        );
+        let bad_regions = head.replace(r#""conf":0.25"#, r#""conf":0.25,"hand_regions":3"#);
+        let e = parse_infer(bad_regions.as_bytes(), &tail)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("parameter 'hand_regions': expected a string"), "{e}");
 
         let b64 = base64::engine::general_purpose::STANDARD.encode(&img);
         let head = format!(r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","data":["{b64}"]}}]}}"#);

@@ -2,6 +2,7 @@
 //! NMS, the output types (detections, masks), overlay and nail geometry, landmark smoothing.
 
 pub mod decode;
+pub mod hand_roi;
 pub mod image_files;
 pub mod jpeg_scaled;
 pub mod letterbox;

@@ -43,12 +43,17 @@ impl Detection {
 pub struct InferParams {
     pub conf: Option<f32>,
     pub iou: Option<f32>,
+    /// Hands tracked from the previous video frame (the live pipeline's
+    /// `HandTracker`): a hands model crops these regions instead of running
+    /// its palm detector. `None` for a single image. Other models ignore it.
+    #[serde(skip)]
+    pub hand_regions: Option<super::hand_roi::HandRegions>,
 }
 
 impl InferParams {
     /// Stable bytes for cache keys.
-    pub fn key_bytes(&self) -> [u8; 10] {
-        let mut out = [0u8; 10];
+    pub fn key_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 10];
         let enc = |v: Option<f32>| -> (u8, [u8; 4]) {
             match v {
                 Some(f) => (1, f.to_bits().to_le_bytes()),
@@ -61,6 +66,9 @@ impl InferParams {
         out[1..5].copy_from_slice(&b);
         out[5] = c;
         out[6..10].copy_from_slice(&d);
+        if let Some(r) = &self.hand_regions {
+            out.extend(r.key_bytes());
+        }
         out
     }
 }

@@ -480,7 +480,7 @@ impl Worker {
                     class,
                     model,
                     input,
-                    params,
+                    params: *params,
                     reply,
                     submitted,
                     deadline: timeout.map(|t| submitted + Duration::from_millis(t)),

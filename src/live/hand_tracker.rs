@@ -1,0 +1,274 @@
+//! Hands tracked between frames of one live stream, as MediaPipe Hands does:
+//! each frame's hands give the regions the next frame's landmark network
+//! crops (`vision::hand_roi::roi_from_landmarks`), and the palm detector runs
+//! only when it is needed. The state belongs to one stream (one
+//! [`HandTracker`] per live pipeline); the model, shared by every client,
+//! stays stateless: the regions travel with each request as
+//! `InferParams::hand_regions`.
+//!
+//! The palm detector runs on a frame ([`HandTracker::plan`]) when:
+//! - no hand is tracked;
+//! - a tracked hand was dropped on the previous frame (its presence fell
+//!   below the model's threshold, so the model did not return it);
+//! - fewer than `max_hands` are tracked and `skip_frames` frames have passed
+//!   since the last detection (human's `skipFrames`);
+//! - the scene changed: the mean absolute difference of a 32×24 grey
+//!   thumbnail against the previous frame's is above `scene_change` (0–1).
+
+use image::RgbImage;
+
+use crate::catalog::registry::Registry;
+use crate::catalog::Arch;
+use crate::client::Snapshot;
+use crate::vision::hand_roi::{roi_from_landmarks, HandRegion, HandRegions};
+use crate::vision::Detection;
+
+/// Side of the thumbnail the scene-change measure compares.
+const THUMB_W: u32 = 32;
+const THUMB_H: u32 = 24;
+
+/// When the palm detector runs while hands are tracked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackOptions {
+    /// Hands tracked at most (the hands model caps its answer the same way).
+    pub max_hands: usize,
+    /// Frames between detections while fewer than `max_hands` are tracked.
+    pub skip_frames: u32,
+    /// Mean absolute thumbnail difference (0–1) that counts as a new scene.
+    pub scene_change: f32,
+}
+
+impl Default for TrackOptions {
+    fn default() -> Self {
+        TrackOptions {
+            max_hands: 4,
+            skip_frames: 10,
+            scene_change: 0.2,
+        }
+    }
+}
+
+/// Tracking for a live stream of `models`: on when one of them is a hands
+/// model (by the engine's `snapshot`), with `max_hands` and `skip_frames`
+/// from its manifest's options when `registry` has it, else the defaults.
+pub fn track_options(snapshot: &Snapshot, registry: Option<&Registry>, models: &[String]) -> Option<TrackOptions> {
+    let id = models
+        .iter()
+        .find(|id| snapshot.models.iter().any(|m| &m.id == *id && m.arch == Arch::Hands))?;
+    let d = TrackOptions::default();
+    let Some(m) = registry.and_then(|r| r.get(id)).map(|e| &e.manifest) else {
+        return Some(d);
+    };
+    Some(TrackOptions {
+        max_hands: m.option("max_hands", d.max_hands as f64).round().max(1.0) as usize,
+        skip_frames: m.option("skip_frames", d.skip_frames as f64).round().max(1.0) as u32,
+        ..d
+    })
+}
+
+/// What the tracker has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackCounts {
+    /// Frames planned.
+    pub frames: u64,
+    /// Frames on which the palm detector ran.
+    pub detections: u64,
+    /// Hands tracked after the last frame.
+    pub tracked: usize,
+}
+
+/// One stream's tracked hands.
+pub struct HandTracker {
+    pub options: TrackOptions,
+    regions: Vec<HandRegion>,
+    /// Regions sent with the frame in flight and whether it detects.
+    sent: usize,
+    sent_detect: bool,
+    dropped: bool,
+    since_detection: u32,
+    thumb: Option<Vec<u8>>,
+    counts: TrackCounts,
+}
+
+impl HandTracker {
+    pub fn new(options: TrackOptions) -> Self {
+        HandTracker {
+            options,
+            regions: Vec::new(),
+            sent: 0,
+            sent_detect: false,
+            dropped: false,
+            since_detection: 0,
+            thumb: None,
+            counts: TrackCounts::default(),
+        }
+    }
+
+    pub fn counts(&self) -> TrackCounts {
+        TrackCounts {
+            tracked: self.regions.len(),
+            ..self.counts
+        }
+    }
+
+    /// The regions to send with `frame`, and whether the palm detector runs.
+    pub fn plan(&mut self, frame: &RgbImage) -> HandRegions {
+        let thumb = thumbnail(frame);
+        let scene = match &self.thumb {
+            Some(prev) => mean_abs_diff(prev, &thumb) > self.options.scene_change,
+            None => true,
+        };
+        self.thumb = Some(thumb);
+        let room = self.regions.len() < self.options.max_hands;
+        let detect = self.regions.is_empty()
+            || self.dropped
+            || scene
+            || (room && self.since_detection + 1 >= self.options.skip_frames);
+        self.counts.frames += 1;
+        if detect {
+            self.counts.detections += 1;
+            self.since_detection = 0;
+        } else {
+            self.since_detection += 1;
+        }
+        self.sent = self.regions.len();
+        self.sent_detect = detect;
+        HandRegions::new(&self.regions, detect)
+    }
+
+    /// The answer to the planned frame: its hands (detections with 21
+    /// keypoints; others are ignored) become the next frame's regions.
+    pub fn update(&mut self, detections: &[Detection]) {
+        self.regions = detections
+            .iter()
+            .filter(|d| d.keypoints.len() == 21)
+            .filter_map(|d| roi_from_landmarks(&d.keypoints))
+            .take(self.options.max_hands)
+            .collect();
+        self.dropped = !self.sent_detect && self.regions.len() < self.sent;
+    }
+
+    /// The frame failed: forget the hands, detect on the next frame.
+    pub fn reset(&mut self) {
+        self.regions.clear();
+        self.dropped = false;
+    }
+}
+
+/// A 32×24 grey thumbnail (box-averaged).
+fn thumbnail(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width().max(1), img.height().max(1));
+    let mut sums = vec![(0u32, 0u32); (THUMB_W * THUMB_H) as usize];
+    for (x, y, p) in img.enumerate_pixels() {
+        let (tx, ty) = ((x * THUMB_W / w).min(THUMB_W - 1), (y * THUMB_H / h).min(THUMB_H - 1));
+        let grey = (p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114) / 1000;
+        let s = &mut sums[(ty * THUMB_W + tx) as usize];
+        s.0 += grey;
+        s.1 += 1;
+    }
+    sums.iter().map(|&(s, n)| (s / n.max(1)) as u8).collect()
+}
+
+/// Mean absolute difference of two thumbnails, 0–1.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 1.0;
+    }
+    let total: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    total as f32 / (a.len() as f32 * 255.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upright hand of 21 points around `at`.
+    fn hand(at: [f32; 2]) -> Detection {
+        let mut kp = vec![[at[0], at[1], 0.0]; 21];
+        for (f, x) in [(1usize, -30.0f32), (5, -15.0), (9, 0.0), (13, 15.0), (17, 30.0)] {
+            for j in 0..4 {
+                kp[f + j] = [at[0] + x, at[1] - 40.0 - 20.0 * j as f32, 0.0];
+            }
+        }
+        Detection {
+            label: "left".into(),
+            class_id: None,
+            score: 0.9,
+            bbox: [at[0] - 30.0, at[1] - 100.0, at[0] + 30.0, at[1]],
+            keypoints: kp,
+        }
+    }
+
+    fn frame(v: u8) -> RgbImage {
+        RgbImage::from_pixel(64, 48, image::Rgb([v, v, v]))
+    }
+
+    #[test]
+    fn detects_first_then_tracks_and_detects_every_skip_frames() {
+        let mut t = HandTracker::new(TrackOptions {
+            max_hands: 2,
+            skip_frames: 5,
+            scene_change: 0.2,
+        });
+        let f = frame(100);
+        let mut detected = Vec::new();
+        for _ in 0..20 {
+            let r = t.plan(&f);
+            detected.push(r.detect);
+            t.update(&[hand([30.0, 40.0])]);
+        }
+        // First frame, then every 5th while only one of two hands is tracked.
+        let at: Vec<usize> = (0..20).filter(|&i| detected[i]).collect();
+        assert_eq!(at, [0, 5, 10, 15]);
+        assert_eq!(t.counts().detections, 4);
+        assert_eq!(t.counts().tracked, 1);
+    }
+
+    #[test]
+    fn a_full_house_does_not_detect_until_a_hand_is_dropped() {
+        let mut t = HandTracker::new(TrackOptions {
+            max_hands: 1,
+            skip_frames: 3,
+            scene_change: 0.2,
+        });
+        let f = frame(100);
+        assert!(t.plan(&f).detect);
+        t.update(&[hand([30.0, 40.0])]);
+        for _ in 0..10 {
+            let r = t.plan(&f);
+            assert!(!r.detect);
+            assert_eq!(r.as_slice().len(), 1);
+            t.update(&[hand([30.0, 40.0])]);
+        }
+        // The hand is not returned: dropped, and the next frame detects.
+        assert!(!t.plan(&f).detect);
+        t.update(&[]);
+        assert_eq!(t.counts().tracked, 0);
+        assert!(t.plan(&f).detect);
+    }
+
+    #[test]
+    fn a_scene_change_detects() {
+        let mut t = HandTracker::new(TrackOptions {
+            max_hands: 1,
+            skip_frames: 100,
+            scene_change: 0.2,
+        });
+        assert!(t.plan(&frame(100)).detect);
+        t.update(&[hand([30.0, 40.0])]);
+        // A small change is the same scene ...
+        assert!(!t.plan(&frame(110)).detect);
+        t.update(&[hand([30.0, 40.0])]);
+        // ... a large one is not.
+        assert!(t.plan(&frame(200)).detect);
+    }
+
+    #[test]
+    fn thumbnails_differ_by_their_mean() {
+        let a = thumbnail(&frame(0));
+        let b = thumbnail(&frame(255));
+        assert_eq!(a.len(), (THUMB_W * THUMB_H) as usize);
+        assert!((mean_abs_diff(&a, &b) - 1.0).abs() < 1e-6);
+        assert_eq!(mean_abs_diff(&a, &a), 0.0);
+    }
+}
