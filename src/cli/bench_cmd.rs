@@ -123,8 +123,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     // GFLOP/s over the pipeline's forward time (graph models count their
     // convs' multiply-adds; 2 FLOPs each).
     let gflop = macs.filter(|m| *m > 0).map(|m| 2.0 * m as f64 / 1e9);
-    let forward_p50 = pct(&mut forward.clone(), 0.5);
-    let gflop_s = gflop.filter(|_| forward_p50 > 0.0).map(|g| g / (forward_p50 / 1e3));
+    let gflop_s = gflop
+        .map(|g| g / (pct(&mut forward.clone(), 0.5) / 1e3))
+        .filter(|v| v.is_finite());
 
     let raw_ms = pct(&mut raw, 0.5);
     let cold_ms = pct(&mut cold, 0.5);

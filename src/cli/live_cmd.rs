@@ -54,8 +54,7 @@ pub fn run(args: &LiveArgs) -> Result<i32> {
         .model
         .clone()
         .unwrap_or_else(|| crate::catalog::builtin::DEFAULT_LIVE_MODEL.to_string());
-    let frames = args.frames;
-    let fps = args.fps;
+    let (frames, fps) = (args.frames, args.fps);
     let (w, h) = parse_size(&args.size)?;
     let engine = client_for(args)?;
     // `a+b` runs both models on every frame (see `live::infer_each`).
