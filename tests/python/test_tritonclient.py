@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 
 try:
     import numpy as np
@@ -45,13 +44,7 @@ SCORE_TOL = 1e-5
 BOX_TOL = 1e-3
 
 
-class CheckFailed(AssertionError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckFailed(msg)
+from checks import CheckFailed, check, run_checks  # noqa: E402
 
 
 # ---------------------------------------------------------------- helpers
@@ -446,34 +439,7 @@ def main():
     c.client = httpclient.InferenceServerClient(
         args.url, verbose=args.verbose, connection_timeout=30.0, network_timeout=300.0)
 
-    passed, failed = 0, []
-    for t in CHECKS:
-        need = NEEDS.get(t)
-        if need and not hasattr(c, need):
-            failed.append(t.__name__)
-            print(f"FAIL {t.__name__}: not run, an earlier check it builds on failed", flush=True)
-            continue
-        t0 = time.time()
-        try:
-            t(c)
-            passed += 1
-            print(f"ok   {t.__name__} ({time.time() - t0:.1f} s)", flush=True)
-        except CheckFailed as e:
-            failed.append(t.__name__)
-            print(f"FAIL {t.__name__}: {e}", flush=True)
-        except InferenceServerException as e:
-            failed.append(t.__name__)
-            print(f"FAIL {t.__name__}: server error (HTTP {e.status()}): {e.message()}", flush=True)
-        except Exception as e:  # a client-side crash is a failure too, with its trace
-            failed.append(t.__name__)
-            print(f"FAIL {t.__name__}: {type(e).__name__}: {e}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    c.client.close()
-    print(f"tritonclient: {passed} passed, {len(failed)} failed")
-    if failed:
-        print("failed: " + ", ".join(failed))
-        return 1
-    return 0
+    return run_checks(c, CHECKS, NEEDS, "tritonclient")
 
 
 if __name__ == "__main__":
