@@ -267,7 +267,7 @@ fn manifest_errors_name_the_file_the_key_and_what_was_expected() {
             "numweights",
             set("weights", "5"),
             format!(
-                "malformed manifest: weights (line {}): expected a file name (a string) or a hub reference {{ repo = \"…\", file = \"…\" }}",
+                "malformed manifest: weights (line {}): expected a file name (a string), a list of shard file names, or a hub reference {{ repo = \"…\", file = \"…\" }}",
                 line_of(&base, "weights")
             ),
         ),

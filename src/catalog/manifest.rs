@@ -12,7 +12,10 @@ use crate::units::KeepAlive;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WeightsRef {
+    /// A safetensors file, or a sharded checkpoint's `*.safetensors.index.json`.
     Path(String),
+    /// Safetensors shards, read as one set of tensors.
+    Files(Vec<String>),
     Hub {
         repo: String,
         file: String,
@@ -83,7 +86,7 @@ pub const ID_CHARS: &str = "letters, digits, '-', '_' and '.'";
 fn malformed(text: &str, origin: &str, e: &toml::de::Error) -> Error {
     let mut msg = e.message().trim().to_string();
     if msg.contains("untagged enum WeightsRef") {
-        msg = "expected a file name (a string) or a hub reference { repo = \"…\", file = \"…\" }".to_string();
+        msg = "expected a file name (a string), a list of shard file names, or a hub reference { repo = \"…\", file = \"…\" }".to_string();
     }
     for (rust, words) in [
         ("expected u32", "expected a whole number (0 or more)"),
@@ -201,6 +204,12 @@ impl Manifest {
             if p.is_empty() {
                 return Err(Error::msg(
                     "weights = \"\": empty path (expected a file name relative to the manifest's folder)",
+                ));
+            }
+        } else if let WeightsRef::Files(files) = &self.weights {
+            if files.is_empty() || files.iter().any(String::is_empty) {
+                return Err(Error::msg(
+                    "weights = [...]: expected one or more shard file names relative to the manifest's folder",
                 ));
             }
         }

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod manifest;
 pub mod registry;
 pub mod safetensors_header;
+pub mod shards;
 pub mod weights_source;
 
 pub use arch::{Arch, Task};

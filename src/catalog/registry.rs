@@ -107,7 +107,7 @@ impl Registry {
                             predicted_bytes: predicted,
                         })
                     }
-                    WeightsRef::Path(_) => r
+                    WeightsRef::Path(_) | WeightsRef::Files(_) => r
                         .problems
                         .push(format!("{origin}: built-in hub manifest has a local path")),
                 },
@@ -215,10 +215,23 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
     let (weights, predicted) = match &manifest.weights {
         // The server holds the network; nothing is charged to the local budget.
         _ if manifest.backend.is_some() => (WeightsResolved::Remote, 0),
+        WeightsRef::Path(p) if super::shards::is_index(p) => {
+            let index = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
+            let files = super::shards::read_index(&index).map_err(|e| e.context(&origin))?.files;
+            local_shards(Some(index), files, &origin)?
+        }
         WeightsRef::Path(p) => {
             let resolved = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
             let info = read_header(&resolved).map_err(|e| e.context(&origin))?;
             (WeightsResolved::Local(WeightsSource::File(resolved)), info.data_bytes)
+        }
+        WeightsRef::Files(list) => {
+            let files = list
+                .iter()
+                .map(|f| resolve_inside(dir, f))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| e.context(&origin))?;
+            local_shards(None, files, &origin)?
         }
         WeightsRef::Hub { repo, file, revision } => (
             WeightsResolved::Hub {
@@ -235,6 +248,15 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
         weights,
         predicted_bytes: predicted,
     })
+}
+
+/// Shards on disk, checked as a set; the predicted size is their headers' sum.
+fn local_shards(index: Option<PathBuf>, files: Vec<PathBuf>, origin: &str) -> Result<(WeightsResolved, u64)> {
+    let set = super::shards::check_shards(index.as_deref(), &files).map_err(|e| e.context(origin))?;
+    Ok((
+        WeightsResolved::Local(WeightsSource::Shards { index, files }),
+        set.combined.data_bytes,
+    ))
 }
 
 /// Resolves `rel` against `dir` and refuses anything that ends up outside it

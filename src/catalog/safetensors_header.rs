@@ -10,10 +10,26 @@ use crate::error::{Error, Result};
 pub struct HeaderInfo {
     pub tensors: usize,
     pub data_bytes: u64,
+    /// Where the data section starts in the file (8 + the header's length).
+    pub data_start: u64,
+    /// Every tensor: name, dtype, shape and byte range in the data section.
+    pub entries: Vec<TensorEntry>,
     /// blake3 of the header and the data length, in hex: every tensor's
     /// name, dtype, shape and place, so two files with one fingerprint
     /// take the same memory (the key of measured sizes).
     pub fingerprint: String,
+}
+
+/// One tensor of a safetensors header, checked against the data section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    /// The safetensors dtype name (`F32`, `BF16`, …).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// Byte offsets in the data section, end exclusive.
+    pub start: u64,
+    pub end: u64,
 }
 
 /// safetensors' own limit on the header (`MAX_HEADER_SIZE`).
@@ -42,7 +58,9 @@ pub fn read_header(path: &Path) -> Result<HeaderInfo> {
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)
         .map_err(|e| Error::msg(format!("{name}: {e}")))?;
-    parse_header(&header, file_len - 8 - n).map_err(|e| e.context(name))
+    let mut info = parse_header(&header, file_len - 8 - n).map_err(|e| e.context(name))?;
+    info.data_start = 8 + n;
+    Ok(info)
 }
 
 /// Header info of an in-memory safetensors buffer.
@@ -64,7 +82,9 @@ pub fn header_of_bytes(bytes: &[u8]) -> Result<HeaderInfo> {
             bytes.len()
         )));
     }
-    parse_header(&bytes[8..8 + n as usize], bytes.len() as u64 - 8 - n)
+    let mut info = parse_header(&bytes[8..8 + n as usize], bytes.len() as u64 - 8 - n)?;
+    info.data_start = 8 + n;
+    Ok(info)
 }
 
 /// Element sizes in bits of the safetensors dtypes candle can load (the
@@ -93,6 +113,8 @@ const UNLOADABLE_DTYPES: &[&str] = &["BOOL", "I8", "U64", "C64", "F8_E5M2", "F8_
 /// One tensor's header entry, checked.
 struct Entry<'a> {
     name: &'a str,
+    dtype: &'a str,
+    shape: Vec<u64>,
     start: u64,
     end: u64,
 }
@@ -190,7 +212,13 @@ fn check_entry<'a>(name: &'a str, t: &'a serde_json::Value, data_len: u64) -> Re
             end - start
         )));
     }
-    Ok(Entry { name, start, end })
+    Ok(Entry {
+        name,
+        dtype,
+        shape,
+        start,
+        end,
+    })
 }
 
 fn dtype_list() -> String {
@@ -321,9 +349,22 @@ fn parse_header(header: &[u8], data_len: u64) -> Result<HeaderInfo> {
     let mut h = blake3::Hasher::new();
     h.update(header);
     h.update(&data_len.to_le_bytes());
+    let entries = entries
+        .iter()
+        .map(|e| TensorEntry {
+            name: e.name.to_string(),
+            dtype: e.dtype.to_string(),
+            // Each dimension was checked to fit a usize above.
+            shape: e.shape.iter().map(|&d| d as usize).collect(),
+            start: e.start,
+            end: e.end,
+        })
+        .collect::<Vec<_>>();
     Ok(HeaderInfo {
         tensors: entries.len(),
         data_bytes: at,
+        data_start: 0,
+        entries,
         fingerprint: h.finalize().to_hex().to_string(),
     })
 }

@@ -174,6 +174,12 @@ pub struct BenchArgs {
     /// Compare the model in this process with the same model over HTTP (loopback, keep-alive)
     #[arg(long)]
     pub http: bool,
+    /// The loader at scale: write an N GiB toy model (one file, and shards) and time its loads against streaming the files, cold and warm, with peak RSS
+    #[arg(long, value_name = "N", conflicts_with_all = ["model", "http"])]
+    pub weights_gib: Option<f64>,
+    /// Shards of the `--weights-gib` model
+    #[arg(long, value_name = "K", default_value_t = 4, requires = "weights_gib")]
+    pub shards: usize,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

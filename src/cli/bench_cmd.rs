@@ -43,7 +43,7 @@ pub fn test_card_png() -> Vec<u8> {
     out.into_inner()
 }
 
-fn wait_state(engine: &Engine, model: &str, state: ModelState) -> Result<()> {
+pub(super) fn wait_state(engine: &Engine, model: &str, state: ModelState) -> Result<()> {
     let ok = engine.wait_for(WAIT, |s| {
         s.models.iter().any(|m| {
             m.id == model && (m.state == state || (m.state == ModelState::Failed && state != ModelState::Failed))
@@ -61,6 +61,9 @@ fn wait_state(engine: &Engine, model: &str, state: ModelState) -> Result<()> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<i32> {
+    if let Some(gib) = args.weights_gib {
+        return super::bench_weights::run(args, gib);
+    }
     let runs = args.runs.max(3);
     let tmp = std::env::temp_dir().join(format!("modeldock-bench-{}", std::process::id()));
     let mut flags = args.engine.clone();

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench_cmd;
 pub mod bench_http;
+pub mod bench_weights;
 pub mod client_cmds;
 pub mod gpu_cmd;
 pub mod import_cmd;

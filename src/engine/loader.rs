@@ -214,7 +214,10 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded> {
     let gpu_index = cuda_index(&job.device);
     let gpu_before = gpu_index.and_then(crate::telemetry::nvml::own_used_memory);
     let total = match &source {
-        WeightsSource::File(p) => crate::catalog::safetensors_header::read_header(p)
+        WeightsSource::File(_) | WeightsSource::Shards { .. } => source
+            .header()
+            .ok()
+            .flatten()
             .map(|h| h.data_bytes)
             .unwrap_or(e.predicted_bytes),
         _ => e.predicted_bytes,

@@ -126,13 +126,7 @@ fn write(path: &Path, sizes: &BTreeMap<String, u64>) -> std::io::Result<()> {
 /// The key of `e`'s measured size: its weights' fingerprint, the device and
 /// the dtype in memory (`None` for weights not on this machine yet).
 pub(super) fn key_of(e: &crate::catalog::registry::Entry, config: &super::EngineConfig) -> Option<String> {
-    use crate::catalog::safetensors_header::{header_of_bytes, read_header};
-    use crate::catalog::weights_source::WeightsSource;
-    let header = match e.weights_source(false).ok()? {
-        WeightsSource::File(p) => read_header(&p).ok()?,
-        WeightsSource::Embedded { bytes, .. } => header_of_bytes(bytes).ok()?,
-        WeightsSource::Random => return None,
-    };
+    let header = e.weights_source(false).ok()?.header().ok()??;
     let cpu = config.device == super::config::DeviceChoice::Cpu;
     let dtype = match e.manifest.dtype.as_str() {
         "f16" | "bf16" if cpu => "f32",

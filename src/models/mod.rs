@@ -12,7 +12,9 @@ pub mod selfie;
 pub mod timing;
 pub mod tiny_face_detector;
 pub mod toy;
+pub mod toy_shards;
 pub mod weights;
+pub mod weights_files;
 pub mod yolov8;
 pub mod yolov8_head;
 

@@ -3,7 +3,9 @@
 //!
 //! Tensors: `conv.weight` (8,3,3,3), `conv.bias` (8), `head.weight` (5,8),
 //! `head.bias` (5), and optionally `pad` (`options.pad_elems` f32 values) to
-//! give the model a realistic size. Options (numbers) that stand in for
+//! give the model a realistic size, or with `options.pad_tensors` = K > 1,
+//! K tensors `pad.0` … `pad.{K-1}` of `pad_elems` values each (so the
+//! weights can be split into shards). Options (numbers) that stand in for
 //! real-world trouble: `slow_load_ms` (a slow disk), `slow_forward_ms` (a slow
 //! network), `panic_on_width` (a forward that panics on inputs of that width),
 //! `error_on_width` (a forward that returns an error), `panic_on_drop` (a
@@ -25,7 +27,7 @@ use crate::vision::{Detection, InferParams, Mask, ModelTimings};
 pub struct Toy {
     conv: Conv2d,
     head: Linear,
-    _pad: Option<Tensor>,
+    _pad: Vec<Tensor>,
     size: usize,
     conf: f32,
     slow_forward: Duration,
@@ -57,10 +59,12 @@ impl Toy {
         std::thread::sleep(step);
         let head_b = vb.get(5, "head.bias")?;
         std::thread::sleep(step);
-        let pad = if pad_elems > 0 {
-            Some(vb.get(pad_elems, "pad")?)
-        } else {
-            None
+        let pad = match (pad_elems, m.option("pad_tensors", 1.0) as usize) {
+            (0, _) => Vec::new(),
+            (n, 0 | 1) => vec![vb.get(n, "pad")?],
+            (n, k) => (0..k)
+                .map(|i| vb.get(n, &format!("pad.{i}")))
+                .collect::<candle_core::Result<_>>()?,
         };
         Ok(Toy {
             conv: Conv2d::new(

@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use super::weights_files::FileTensors;
 use crate::catalog::safetensors_header::{header_of_bytes, read_header};
+use crate::catalog::shards::check_shards;
 use crate::catalog::weights_source::WeightsSource;
 use crate::error::{Error, Result};
 
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 enum Backing {
-    Mmap(candle_core::safetensors::MmapedSafetensors),
+    Files(super::weights_files::FileTensors),
     Slice(candle_core::safetensors::SliceSafetensors<'static>),
     Random,
 }
@@ -34,13 +36,13 @@ impl CountingBackend {
     pub fn open(source: &WeightsSource, total: u64, progress: ProgressFn) -> Result<Self> {
         let backing = match source {
             WeightsSource::File(p) => {
-                // Validate the header ourselves first so errors name the problem.
-                read_header(p)?;
-                // SAFETY: the file is opened read-only; a concurrent writer to a
-                // weights file is outside what we can guard against, as with any mmap.
-                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(p) }
-                    .map_err(|e| Error::from(e).context(p.display()))?;
-                Backing::Mmap(st)
+                // The header is checked here so errors name the problem.
+                let header = read_header(p)?;
+                Backing::Files(FileTensors::open(std::slice::from_ref(p), &[header])?)
+            }
+            WeightsSource::Shards { index, files } => {
+                let set = check_shards(index.as_deref(), files)?;
+                Backing::Files(FileTensors::open(files, &set.headers)?)
             }
             WeightsSource::Embedded { name, bytes } => {
                 header_of_bytes(bytes).map_err(|e| e.context(name))?;
@@ -59,6 +61,41 @@ impl CountingBackend {
         })
     }
 
+    /// Adds `bytes` to the bytes done and reports progress.
+    fn advance(&self, bytes: u64) {
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (self.progress)(done, self.total.max(done));
+    }
+
+    /// `t` (and whether its values were found finite on the way) checked
+    /// against the wanted shape and for NaN and infinities, as `dtype`.
+    fn checked(&self, (t, finite): (Tensor, bool), s: &Shape, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        if t.shape() != s {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: tensor '{name}' has shape {:?}, expected {:?}",
+                self.origin,
+                t.dims(),
+                s.dims()
+            )));
+        }
+        let finite = finite
+            || !t.dtype().is_float()
+            || t.elem_count() == 0
+            // 0 · inf and 0 · NaN are NaN, 0 · x is 0: one sum finds either.
+            || (&t * t.zeros_like()?)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?
+                .is_finite();
+        if !finite {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: tensor '{name}' holds NaN or infinite values",
+                self.origin
+            )));
+        }
+        t.to_dtype(dtype)
+    }
+
     /// An F32 tensor for the CPU in one pass over the file's bytes: copied
     /// into its final buffer while checked for NaN and infinities (the bytes
     /// are read once; no second pass, no temporary tensor). `None` for other
@@ -68,9 +105,8 @@ impl CountingBackend {
             return None;
         }
         let view = match &self.backing {
-            Backing::Mmap(st) => st.get(name).ok()?,
             Backing::Slice(st) => st.get(name).ok()?,
-            Backing::Random => return None,
+            Backing::Files(_) | Backing::Random => return None,
         };
         if view.dtype() != safetensors::Dtype::F32 {
             return None;
@@ -92,7 +128,7 @@ impl CountingBackend {
 
     fn raw(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
         match &self.backing {
-            Backing::Mmap(st) => st.load(name, dev),
+            Backing::Files(ft) => ft.read(name, DType::F32, dev, &|b| self.advance(b)).map(|(t, _)| t),
             Backing::Slice(st) => st.load(name, dev),
             Backing::Random => Err(candle_core::Error::Msg(format!(
                 "random weights need a shape for {name}"
@@ -113,77 +149,47 @@ impl SimpleBackend for CountingBackend {
                 } else {
                     r
                 };
-                r.to_dtype(dtype)?
+                let t = r.to_dtype(dtype)?;
+                self.advance((t.elem_count() * t.dtype().size_in_bytes()) as u64);
+                return Ok(t);
             }
-            _ => {
-                if !self.contains_tensor(name) {
-                    return Err(candle_core::Error::Msg(format!(
-                        "{}: missing tensor '{name}'",
-                        self.origin
-                    )));
-                }
-                let (t, checked) = match self.f32_checked(name, dev) {
-                    Some(r) => {
-                        let (t, finite) = r?;
-                        if !finite {
-                            return Err(candle_core::Error::Msg(format!(
-                                "{}: tensor '{name}' holds NaN or infinite values",
-                                self.origin
-                            )));
-                        }
-                        (t, true)
-                    }
-                    None => (self.raw_named(name, dev)?, false),
-                };
-                if t.shape() != &s {
-                    return Err(candle_core::Error::Msg(format!(
-                        "{}: tensor '{name}' has shape {:?}, expected {:?}",
-                        self.origin,
-                        t.dims(),
-                        s.dims()
-                    )));
-                }
-                if !checked && t.dtype().is_float() && t.elem_count() > 0 {
-                    // 0 · inf and 0 · NaN are NaN, 0 · x is 0: one sum finds either.
-                    let probe = (&t * t.zeros_like()?)?
-                        .to_dtype(DType::F32)?
-                        .sum_all()?
-                        .to_scalar::<f32>()?;
-                    if !probe.is_finite() {
-                        return Err(candle_core::Error::Msg(format!(
-                            "{}: tensor '{name}' holds NaN or infinite values",
-                            self.origin
-                        )));
-                    }
-                }
-                t.to_dtype(dtype)?
+            _ if !self.contains_tensor(name) => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: missing tensor '{name}'",
+                    self.origin
+                )))
             }
+            // File bytes are counted as they are read.
+            Backing::Files(ft) => {
+                return self.checked(ft.read(name, DType::F32, dev, &|b| self.advance(b))?, &s, name, dtype)
+            }
+            Backing::Slice(_) => match self.f32_checked(name, dev) {
+                Some(r) => self.checked(r?, &s, name, dtype)?,
+                None => self.checked((self.raw_named(name, dev)?, false), &s, name, dtype)?,
+            },
         };
-        let bytes = (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        (self.progress)(done, self.total.max(done));
+        self.advance((t.elem_count() * t.dtype().size_in_bytes()) as u64);
         Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.raw(name, dev).map_err(|e| {
-            candle_core::Error::Msg(format!(
-                "{}: tensor '{name}': {}",
-                self.origin,
-                e.to_string().lines().next().unwrap_or("cannot be read")
-            ))
-        })?;
-        check_finite_graph_weight(&self.origin, name, &t)?;
-        let t = t.to_dtype(dtype)?;
-        let bytes = (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        (self.progress)(done, self.total.max(done));
-        Ok(t)
+        let (t, finite) = match &self.backing {
+            Backing::Files(ft) => ft.read(name, DType::F32, dev, &|b| self.advance(b))?,
+            _ => {
+                let t = self.raw_named(name, dev)?;
+                self.advance((t.elem_count() * t.dtype().size_in_bytes()) as u64);
+                (t, false)
+            }
+        };
+        if !finite {
+            check_finite_graph_weight(&self.origin, name, &t)?;
+        }
+        t.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
         match &self.backing {
-            Backing::Mmap(st) => st.get(name).is_ok(),
+            Backing::Files(ft) => ft.contains(name),
             Backing::Slice(st) => st.get(name).is_ok(),
             Backing::Random => true,
         }

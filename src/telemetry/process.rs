@@ -48,3 +48,33 @@ pub fn total_ram() -> u64 {
     sys.refresh_memory();
     sys.total_memory()
 }
+
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS, so
+/// [`peak_rss_bytes`] then gives the peak of what follows. False where
+/// that is not possible (not Linux, or an old kernel).
+pub fn reset_peak_rss() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// This process's peak RSS in bytes (`VmHWM`), since it started or since
+/// [`reset_peak_rss`].
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
