@@ -51,7 +51,7 @@ fn commit_of(repo: &str) -> String {
 struct Hub {
     child: Child,
     port: u16,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     home: tempfile::TempDir,
 }
 
@@ -100,7 +100,7 @@ impl Hub {
         Hub {
             child,
             port,
-            _root: root,
+            root,
             home: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
         }
     }
@@ -539,7 +539,7 @@ fn an_engine_load_downloads_missing_hub_weights_first_then_loads() {
     let made = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     modeldock::models::toy::write_toy_model(made.path(), "src", 1 << 20, "", &[]).unwrap_or_else(|e| panic!("{e}"));
     let weights = std::fs::read(made.path().join("src/toy.safetensors")).unwrap_or_else(|e| panic!("{e}"));
-    let served = hub._root.path().join("org/toy-hub");
+    let served = hub.root.path().join("org/toy-hub");
     std::fs::create_dir_all(&served).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(served.join("toy.safetensors"), &weights).unwrap_or_else(|e| panic!("{e}"));
 
@@ -628,4 +628,72 @@ fn an_engine_load_downloads_missing_hub_weights_first_then_loads() {
     assert!(progress.iter().all(|p| !p.0), "downloaded again: {progress:?}");
     assert_eq!(hub.requests().len(), n, "requests: {:?}", hub.requests());
     engine.shutdown();
+}
+
+#[test]
+fn a_sharded_checkpoint_pulls_its_index_and_every_shard_with_progress_across_all() {
+    let hub = Hub::start(&[]);
+    // A toy written as an index and 3 shards, served from the repo's `sharded/` folder.
+    let made = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let toy =
+        modeldock::models::toy_shards::write_big_toy(made.path(), "t", 3 << 20, 3).unwrap_or_else(|e| panic!("{e}"));
+    let served = hub.root.path().join(REPO).join("sharded");
+    std::fs::create_dir_all(&served).unwrap_or_else(|e| panic!("{e}"));
+    let mut names = vec!["model.safetensors.index.json".to_string()];
+    names.extend(
+        toy.sharded
+            .1
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().to_string()),
+    );
+    for n in &names {
+        std::fs::copy(made.path().join("t-sharded").join(n), served.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    let shard_bytes: u64 = toy
+        .sharded
+        .1
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+
+    let (out, err) = ok(&hub.pull(&[REPO, "sharded/model.safetensors.index.json"], &[]));
+    assert_eq!(
+        out.trim(),
+        hub.snapshot_file("sharded/model.safetensors.index.json")
+            .display()
+            .to_string()
+    );
+    // Every shard is in the cache, byte for byte.
+    for n in &names {
+        let got = std::fs::read(hub.snapshot_file(&format!("sharded/{n}"))).unwrap_or_default();
+        let want = std::fs::read(served.join(n)).unwrap_or_default();
+        assert!(!want.is_empty() && got == want, "{n} not pulled whole");
+    }
+    // Progress counts bytes across all shards: it rises to their sum.
+    let progress: Vec<(u64, u64)> = err
+        .lines()
+        .filter_map(|l| l.split_once(" bytes ("))
+        .filter_map(|(d, _)| d.split_once('/'))
+        .filter_map(|(d, t)| Some((d.parse().ok()?, t.parse().ok()?)))
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "{err}");
+    assert_eq!(progress.last().map(|p| p.0), Some(shard_bytes), "{err}");
+    assert!(err.contains("3 shards"), "{err}");
+
+    // A second pull makes no request.
+    let before = hub.requests().len();
+    let (_, err) = ok(&hub.pull(&[REPO, "sharded/model.safetensors.index.json"], &[]));
+    assert!(err.contains("already in the cache"), "{err}");
+    assert_eq!(hub.requests().len(), before);
+
+    // A shard the hub does not have: one line naming it.
+    let hub2 = Hub::start(&[]);
+    let served2 = hub2.root.path().join(REPO).join("sharded");
+    std::fs::create_dir_all(&served2).unwrap_or_else(|e| panic!("{e}"));
+    for n in names.iter().filter(|n| !n.contains("00002-of")) {
+        std::fs::copy(served.join(n), served2.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    let o = hub2.pull(&[REPO, "sharded/model.safetensors.index.json"], &[]);
+    let msg = one_line_error(&o);
+    assert!(msg.contains("model-00002-of-00003.safetensors"), "{msg}");
 }

@@ -327,3 +327,5 @@ mod download {
 
 #[cfg(feature = "hub")]
 mod download;
+pub mod shards;
+pub use shards::{pull_shards, resolve_shards, PulledShards};

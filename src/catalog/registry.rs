@@ -44,6 +44,9 @@ impl Entry {
         }
         match &self.weights {
             WeightsResolved::Local(s) => Ok(s.clone()),
+            WeightsResolved::Hub { repo, file, revision } if super::shards::is_index(file) => {
+                super::hub::resolve_shards(&self.manifest.id, repo, file, revision)
+            }
             WeightsResolved::Hub { repo, file, revision } => Ok(WeightsSource::File(super::hub::resolve(
                 &self.manifest.id,
                 repo,
@@ -217,7 +220,7 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
         _ if manifest.backend.is_some() => (WeightsResolved::Remote, 0),
         WeightsRef::Path(p) if super::shards::is_index(p) => {
             let index = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
-            let files = super::shards::read_index(&index).map_err(|e| e.context(&origin))?.files;
+            let files = super::shards::shards_in_folder(&index).map_err(|e| e.context(&origin))?;
             local_shards(Some(index), files, &origin)?
         }
         WeightsRef::Path(p) => {

@@ -16,11 +16,13 @@ pub fn is_index(name: &str) -> bool {
     name.ends_with(".safetensors.index.json")
 }
 
-/// The shard files an index names, in order of first mention, each a plain
-/// file name in the index's folder; and the index's tensor → file map.
+/// What an index says: the shard files it names (plain file names in the
+/// index's folder, in order of first mention) and which tensor is in which.
 pub struct Index {
-    pub files: Vec<PathBuf>,
-    pub weight_map: HashMap<String, PathBuf>,
+    pub shards: Vec<String>,
+    pub weight_map: HashMap<String, String>,
+    /// `metadata.total_size`, where given: the tensors' bytes.
+    pub total_size: Option<u64>,
 }
 
 /// Reads and checks `path`, a `*.safetensors.index.json`.
@@ -42,9 +44,7 @@ pub fn read_index(path: &Path) -> Result<Index> {
             "{name}: weight_map: expected an object of tensor name → shard file"
         ))
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut by_name: HashMap<String, PathBuf> = HashMap::new();
+    let mut shards: Vec<String> = Vec::new();
     let mut weight_map = HashMap::with_capacity(map.len());
     for (tensor, shard) in map {
         let shard = shard.as_str().ok_or_else(|| {
@@ -52,33 +52,39 @@ pub fn read_index(path: &Path) -> Result<Index> {
                 "{name}: weight_map['{tensor}']: expected a shard file name (a string)"
             ))
         })?;
-        let p = match by_name.get(shard) {
-            Some(p) => p.clone(),
-            None => {
-                let p = shard_path(dir, shard).map_err(|e| e.context(format!("{name}: weight_map['{tensor}']")))?;
-                by_name.insert(shard.to_string(), p.clone());
-                files.push(p.clone());
-                p
-            }
-        };
-        weight_map.insert(tensor.clone(), p);
+        let mut comps = Path::new(shard).components();
+        let plain =
+            matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) && !shard.contains(['/', '\\']);
+        if !plain {
+            return Err(Error::msg(format!(
+                "{name}: weight_map['{tensor}']: shard '{shard}' is not a plain file name in the index's folder"
+            )));
+        }
+        if !shards.iter().any(|s| s == shard) {
+            shards.push(shard.to_string());
+        }
+        weight_map.insert(tensor.clone(), shard.to_string());
     }
-    if files.is_empty() {
+    if shards.is_empty() {
         return Err(Error::msg(format!("{name}: weight_map names no shards")));
     }
-    Ok(Index { files, weight_map })
+    let total_size = v.pointer("/metadata/total_size").and_then(|t| t.as_u64());
+    Ok(Index {
+        shards,
+        weight_map,
+        total_size,
+    })
 }
 
-/// A shard named in an index: a plain file name, in the index's folder.
-fn shard_path(dir: &Path, shard: &str) -> Result<PathBuf> {
-    let mut comps = Path::new(shard).components();
-    let plain = matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None));
-    if !plain {
-        return Err(Error::msg(format!(
-            "shard '{shard}' is not a plain file name in the index's folder"
-        )));
-    }
-    super::registry::resolve_inside(dir, shard)
+/// The shard files of the index at `path` that sits in a model folder:
+/// each resolved inside that folder (no links out).
+pub fn shards_in_folder(path: &Path) -> Result<Vec<PathBuf>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    read_index(path)?
+        .shards
+        .iter()
+        .map(|s| super::registry::resolve_inside(dir, s).map_err(|e| e.context(path.display())))
+        .collect()
 }
 
 /// What [`check_shards`] found: each shard's header, and the set as one.
@@ -111,14 +117,13 @@ pub fn check_shards(index: Option<&Path>, files: &[PathBuf]) -> Result<ShardSet>
             }
             if let (Some(ix), Some(ix_path)) = (&placed, index) {
                 match ix.weight_map.get(&t.name) {
-                    Some(p) if same_file(p, &files[i]) => {}
+                    Some(p) if files[i].file_name().is_some_and(|f| f == p.as_str()) => {}
                     Some(p) => {
                         return Err(Error::msg(format!(
-                            "{}: holds tensor '{}', which {} places in {}",
+                            "{}: holds tensor '{}', which {} places in {p}",
                             files[i].display(),
                             t.name,
                             ix_path.display(),
-                            p.display()
                         )))
                     }
                     None => {
@@ -134,16 +139,20 @@ pub fn check_shards(index: Option<&Path>, files: &[PathBuf]) -> Result<ShardSet>
         }
     }
     if let (Some(ix), Some(ix_path)) = (&placed, index) {
-        let mut missing: Vec<(&String, &PathBuf)> = ix
+        let mut missing: Vec<(&String, &String)> = ix
             .weight_map
             .iter()
             .filter(|(t, _)| !owner.contains_key(t.as_str()))
             .collect();
         missing.sort();
         if let Some((t, p)) = missing.first() {
+            let shard = files
+                .iter()
+                .find(|f| f.file_name().is_some_and(|n| n == p.as_str()))
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| p.to_string());
             return Err(Error::msg(format!(
-                "{}: has no tensor '{t}', which {} places there",
-                p.display(),
+                "{shard}: has no tensor '{t}', which {} places there",
                 ix_path.display()
             )));
         }
@@ -158,8 +167,4 @@ pub fn check_shards(index: Option<&Path>, files: &[PathBuf]) -> Result<ShardSet>
     }
     combined.fingerprint = h.finalize().to_hex().to_string();
     Ok(ShardSet { headers, combined })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }

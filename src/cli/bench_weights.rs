@@ -3,7 +3,7 @@
 //! Writes an N GiB toy model twice (one safetensors file, and K shards with
 //! a Hugging Face index), then for each layout times, in this run:
 //! streaming the files (a `cat` into a reused buffer: the floor with the
-//! page cache warm), five warm loads, and a cold read and a cold load with
+//! page cache warm) and into fresh memory, five warm loads, and a cold read and a cold load with
 //! the files' pages dropped from the page cache; and the peak RSS of each
 //! load over the weights' bytes.
 
@@ -51,6 +51,17 @@ fn stream(files: &[PathBuf]) -> Result<f64> {
     Ok(ms_since(t))
 }
 
+/// Reads every file whole into memory just handed back to the OS, as a
+/// load must (the kernel faults in and zeroes each new page): the floor of
+/// a load that allocates its tensors.
+fn read_fresh(files: &[PathBuf]) -> Result<f64> {
+    let t = Instant::now();
+    for p in files {
+        super::page_cache::read_into_fresh_memory(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+    }
+    Ok(ms_since(t))
+}
+
 /// One load to resident, timed, with its peak RSS above the RSS before it;
 /// then an unload back to available.
 fn load_once(engine: &Engine, model: &str) -> Result<(f64, Option<u64>)> {
@@ -74,6 +85,7 @@ fn load_once(engine: &Engine, model: &str) -> Result<(f64, Option<u64>)> {
 fn layout(engine: &Engine, model: &str, files: &[PathBuf], bytes: u64, loads: usize) -> Result<serde_json::Value> {
     stream(files)?; // the page cache warm
     let streams: Vec<f64> = (0..loads).map(|_| stream(files)).collect::<Result<_>>()?;
+    let fresh: Vec<f64> = (0..loads).map(|_| read_fresh(files)).collect::<Result<_>>()?;
     let mut times = Vec::new();
     let mut peaks = Vec::new();
     for _ in 0..loads {
@@ -92,6 +104,7 @@ fn layout(engine: &Engine, model: &str, files: &[PathBuf], bytes: u64, loads: us
         }
     }
     let stream_ms = median(&streams);
+    let fresh_ms = median(&fresh);
     let load_ms = median(&times);
     let slowest = times.iter().copied().fold(0.0, f64::max);
     let peak = peaks.iter().copied().max();
@@ -106,6 +119,8 @@ fn layout(engine: &Engine, model: &str, files: &[PathBuf], bytes: u64, loads: us
         "load_slowest_ms": slowest,
         "load_ratio_warm": load_ms / stream_ms,
         "load_ratio_warm_slowest": slowest / stream_ms,
+        "fresh_read_ms": fresh_ms,
+        "load_ratio_fresh": load_ms / fresh_ms,
         "cold_read_ms": cold.map(|c| c.0),
         "cold_load_ms": cold.map(|c| c.1),
         "load_ratio_cold": cold.map(|(r, l)| l / r),

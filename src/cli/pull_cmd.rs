@@ -61,6 +61,9 @@ struct Shown {
     next_tenth: u64,
     t0: Instant,
     resumed_from: Option<u64>,
+    /// The last end (done = total) printed: a sharded pull's total grows
+    /// as shards are met, and its true end is printed too.
+    printed_end: Option<u64>,
 }
 
 impl PullProgress for Shown {
@@ -98,11 +101,18 @@ impl PullProgress for Shown {
             }
         }
         if let Some(b) = &self.bar {
+            if b.length() != Some(total) {
+                b.set_length(total);
+            }
             b.set_position(done);
             return;
         }
         let tenth = (done.saturating_mul(10)).checked_div(total).unwrap_or(10);
-        if tenth >= self.next_tenth {
+        let end = done >= total && self.printed_end != Some(done);
+        if tenth >= self.next_tenth || end {
+            if end {
+                self.printed_end = Some(done);
+            }
             self.next_tenth = tenth + 1;
             let new = done - self.resumed_from.unwrap_or(0);
             let secs = self.t0.elapsed().as_secs_f64();
@@ -129,7 +139,11 @@ pub fn run(a: &PullArgs) -> Result<i32> {
         next_tenth: 0,
         t0: Instant::now(),
         resumed_from: None,
+        printed_end: None,
     };
+    if crate::catalog::shards::is_index(&file) {
+        return pull_sharded(&repo, &file, &revision, a.retries, &mut shown);
+    }
     let r = hub::pull(&repo, &file, &revision, a.retries, &mut shown);
     if let Some(b) = &shown.bar {
         b.finish_and_clear();
@@ -148,5 +162,28 @@ pub fn run(a: &PullArgs) -> Result<i32> {
         );
     }
     println!("{}", p.path.display());
+    Ok(0)
+}
+
+/// A sharded checkpoint: the index and every shard, progress across all.
+fn pull_sharded(repo: &str, file: &str, revision: &str, retries: usize, shown: &mut Shown) -> Result<i32> {
+    let r = hub::pull_shards(repo, file, revision, retries, shown);
+    if let Some(b) = &shown.bar {
+        b.finish_and_clear();
+    }
+    let p = r?;
+    let n = p.shards.len();
+    if p.downloaded() {
+        eprintln!(
+            "pulled {repo}/{file}@{revision}: {n} shards ({})",
+            human_bytes(p.bytes())
+        );
+    } else {
+        eprintln!(
+            "{repo}/{file}@{revision}: the index and its {n} shards are already in the cache ({}); no request made",
+            human_bytes(p.bytes())
+        );
+    }
+    println!("{}", p.index.path.display());
     Ok(0)
 }

@@ -140,6 +140,16 @@ fn weights_for(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<WeightsSource> 
                 let id = &e.manifest.id;
                 tracing::info!("{id}: downloading {repo}/{file}@{revision}");
                 let mut reporter = Reporter::new(out, id, true);
+                if crate::catalog::shards::is_index(file) {
+                    let pulled =
+                        crate::catalog::hub::pull_shards(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)?;
+                    tracing::info!(
+                        "{id}: downloaded {} shards, {} bytes",
+                        pulled.shards.len(),
+                        pulled.bytes()
+                    );
+                    return Ok(pulled.source());
+                }
                 let pulled = crate::catalog::hub::pull(repo, file, revision, DOWNLOAD_RETRIES, &mut reporter)?;
                 tracing::info!("{id}: downloaded {} bytes to {}", pulled.bytes, pulled.path.display());
                 Ok(WeightsSource::File(pulled.path))
