@@ -10,5 +10,5 @@ pub mod registry;
 pub mod safetensors_header;
 pub mod weights_source;
 
-pub use arch::{Arch, Task};
+pub use arch::{Arch, Decode, Task};
 pub use manifest::Manifest;
