@@ -64,20 +64,34 @@ impl Default for TrackOptions {
 
 /// Tracking for a live stream of `models`: on when one of them is a hands
 /// model (by the engine's `snapshot`), with `max_hands` and `skip_frames`
-/// from its manifest's options when `registry` has it, else the defaults.
+/// from its manifest's options: as the engine's snapshot reports them, else
+/// as `registry` has them, else the defaults.
 pub fn track_options(snapshot: &Snapshot, registry: Option<&Registry>, models: &[String]) -> Option<TrackOptions> {
-    let id = models
-        .iter()
-        .find(|id| snapshot.models.iter().any(|m| &m.id == *id && m.arch == Arch::Hands))?;
-    let d = TrackOptions::default();
-    let Some(m) = registry.and_then(|r| r.get(id)).map(|e| &e.manifest) else {
-        return Some(d);
+    let id = hands_model(snapshot, models)?;
+    let status = snapshot.models.iter().find(|m| m.id == id)?;
+    let manifest = registry.and_then(|r| r.get(id)).map(|e| &e.manifest.options);
+    let option = |key: &str, default: f64| {
+        status
+            .options
+            .get(key)
+            .or_else(|| manifest.and_then(|o| o.get(key)))
+            .copied()
+            .unwrap_or(default)
     };
+    let d = TrackOptions::default();
     Some(TrackOptions {
-        max_hands: m.option("max_hands", d.max_hands as f64).round().max(1.0) as usize,
-        skip_frames: m.option("skip_frames", d.skip_frames as f64).round().max(1.0) as u32,
+        max_hands: option("max_hands", d.max_hands as f64).round().max(1.0) as usize,
+        skip_frames: option("skip_frames", d.skip_frames as f64).round().max(1.0) as u32,
         ..d
     })
+}
+
+/// The first of `models` that is a hands model, by the engine's `snapshot`.
+pub fn hands_model<'a>(snapshot: &Snapshot, models: &'a [String]) -> Option<&'a str> {
+    models
+        .iter()
+        .find(|id| snapshot.models.iter().any(|m| &m.id == *id && m.arch == Arch::Hands))
+        .map(String::as_str)
 }
 
 /// What the tracker has done so far.
