@@ -8,8 +8,8 @@
 //!
 //! The palm detector runs on a frame ([`HandTracker::plan`]) when:
 //! - no hand is tracked;
-//! - a tracked hand was dropped on the previous frame (its presence fell
-//!   below the model's threshold, so the model did not return it);
+//! - a tracked hand was dropped on the previous frame (the model did not
+//!   return it, or its presence fell below `min_presence`);
 //! - fewer than `max_hands` are tracked and `skip_frames` frames have passed
 //!   since the last detection (human's `skipFrames`);
 //! - the scene changed: the mean absolute difference of a 32×24 grey
