@@ -1,7 +1,8 @@
 //! Hands tracked between video frames (`live::HandTracker` driving the
 //! `hands` model through `InferParams::hand_regions`) against the
 //! single-image pipeline on the same frames: the synthetic camera's moving
-//! hand, and sample2.png's three hands as a stream (still, shifted, gone).
+//! hand, and sample2.png's three hands as a stream (still, shifted, gone);
+//! a duplicate or a faint hand in an answer is not tracked.
 
 mod common;
 
@@ -333,4 +334,59 @@ fn two_regions_on_one_hand_give_one_hand() {
     };
     let dets = net.infer(&img, &params).unwrap_or_else(|e| panic!("{e}")).0;
     assert_eq!(dets.len(), 1, "{} hands from two regions on one hand", dets.len());
+}
+
+/// `d` moved by (`dx`, `dy`) pixels with presence `score`.
+fn moved(d: &Detection, dx: f32, dy: f32, score: f32) -> Detection {
+    let mut m = d.clone();
+    m.score = score;
+    for k in &mut m.keypoints {
+        k[0] += dx;
+        k[1] += dy;
+    }
+    for (i, v) in m.bbox.iter_mut().enumerate() {
+        *v += if i % 2 == 0 { dx } else { dy };
+    }
+    m
+}
+
+#[test]
+fn a_ghost_and_a_faint_hand_beside_sample2s_three_are_not_tracked() {
+    let (net, m) = load();
+    let p = root().join("tests/fixtures/human-models/images/sample2.png");
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let photo = modeldock::vision::decode::decode_bytes("sample2", &bytes, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = first_frame(&net, &photo);
+    assert_eq!(first.len(), 3, "first-frame hands");
+    // The answer as the tracker once saw it: a duplicate of the first hand a
+    // few pixels off and more confident, and a hand whose presence is under
+    // MediaPipe's min_tracking_confidence (0.5) but above the model's bar.
+    let ghost = moved(&first[0], 6.0, -4.0, (first[0].score + 1.0) / 2.0);
+    let faint = moved(&first[1], 0.0, -400.0, 0.3);
+    let mut answer = first.clone();
+    answer.push(ghost.clone());
+    answer.push(faint);
+    let mut t = HandTracker::new(options(&m));
+    let plan = t.plan(&photo);
+    assert!(plan.detect);
+    t.update(&answer);
+    assert_eq!(t.counts().tracked, 3, "the ghost and the faint hand are not tracked");
+    // The duplicate kept is the more confident one, and the next frame,
+    // tracked from these regions, has the three hands.
+    let plan = t.plan(&photo);
+    let ghost_roi = modeldock::vision::hand_roi::roi_from_landmarks(&ghost.keypoints)
+        .unwrap_or_else(|| panic!("no region for the ghost"));
+    assert!(
+        plan.as_slice().iter().any(|r| r.center == ghost_roi.center),
+        "the higher-scoring of two duplicates stays"
+    );
+    let params = InferParams {
+        hand_regions: Some(plan),
+        ..Default::default()
+    };
+    let dets = net.infer(&photo, &params).unwrap_or_else(|e| panic!("{e}")).0;
+    t.update(&dets);
+    assert_eq!(dets.len(), 3, "tracked hands on the next frame");
+    assert_eq!(t.counts().tracked, 3);
 }

@@ -1,6 +1,7 @@
 //! A large JPEG for a model that resizes the whole image decodes at a
 //! reduced scale (the IDCT at 1/2…1/8), and the answer is mapped back to the
-//! original's pixels: the same detections as from the full-size decode.
+//! original's pixels: the same detections as from the full-size decode, for
+//! a model whose manifest decodes `fast`.
 
 mod common;
 
@@ -51,54 +52,56 @@ fn reduced_jpeg_decoding_gives_the_full_decodes_detections_in_original_pixels() 
         },
         None,
     );
-    for model in ["face-detector", "objects"] {
-        let reduced = run(
-            &e,
-            model,
-            ImageInput::Bytes {
-                name: "big.jpg".into(),
-                bytes: jpeg.clone(),
-            },
-        );
-        let whole = run(
-            &e,
-            model,
-            ImageInput::Frame {
-                name: "big".into(),
-                image: full.clone(),
-            },
-        );
-        assert_eq!(reduced.output.image_size, [1920, 1398], "{model}");
-        let (a, b) = (&reduced.output.detections, &whole.output.detections);
-        assert!(!b.is_empty(), "{model} finds something in sample2");
-        // Every confident full-size detection has its twin: same label, IoU ≥ 0.85.
-        for d in b.iter().filter(|d| d.score >= 0.5) {
-            let twin = a
-                .iter()
-                .filter(|x| x.label == d.label)
-                .map(|x| (iou(&x.bbox, &d.bbox), x.score))
-                .fold((0f32, 0f32), |m, v| if v.0 > m.0 { v } else { m });
-            assert!(
-                twin.0 >= 0.85,
-                "{model}: {} {:?} has no twin (best IoU {})",
-                d.label,
-                d.bbox,
-                twin.0
-            );
-            assert!(
-                (twin.1 - d.score).abs() <= 0.1,
-                "{model}: score {} vs {}",
-                twin.1,
-                d.score
-            );
-        }
-        let strong = |v: &[modeldock::vision::Detection]| v.iter().filter(|d| d.score >= 0.6).count();
+    // A model that decodes fast (the face detector decodes in full: tests/decode_parity.rs).
+    let model = "objects";
+    let manifest = e.catalog().get(model).map(|m| m.manifest.decode());
+    assert_eq!(manifest, Some(modeldock::catalog::Decode::Fast), "{model}");
+    let reduced = run(
+        &e,
+        model,
+        ImageInput::Bytes {
+            name: "big.jpg".into(),
+            bytes: jpeg.clone(),
+        },
+    );
+    let whole = run(
+        &e,
+        model,
+        ImageInput::Frame {
+            name: "big".into(),
+            image: full.clone(),
+        },
+    );
+    assert_eq!(reduced.output.image_size, [1920, 1398], "{model}");
+    let (a, b) = (&reduced.output.detections, &whole.output.detections);
+    assert!(!b.is_empty(), "{model} finds something in sample2");
+    // Every confident full-size detection has its twin: same label, IoU ≥ 0.85.
+    for d in b.iter().filter(|d| d.score >= 0.5) {
+        let twin = a
+            .iter()
+            .filter(|x| x.label == d.label)
+            .map(|x| (iou(&x.bbox, &d.bbox), x.score))
+            .fold((0f32, 0f32), |m, v| if v.0 > m.0 { v } else { m });
         assert!(
-            strong(a).abs_diff(strong(b)) <= 1,
-            "{model}: {} vs {} confident detections",
-            strong(a),
-            strong(b)
+            twin.0 >= 0.85,
+            "{model}: {} {:?} has no twin (best IoU {})",
+            d.label,
+            d.bbox,
+            twin.0
+        );
+        assert!(
+            (twin.1 - d.score).abs() <= 0.1,
+            "{model}: score {} vs {}",
+            twin.1,
+            d.score
         );
     }
+    let strong = |v: &[modeldock::vision::Detection]| v.iter().filter(|d| d.score >= 0.6).count();
+    assert!(
+        strong(a).abs_diff(strong(b)) <= 1,
+        "{model}: {} vs {} confident detections",
+        strong(a),
+        strong(b)
+    );
     e.shutdown();
 }

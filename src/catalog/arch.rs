@@ -2,9 +2,9 @@
 //! the manifest by serde: an unknown name is refused at discovery, naming
 //! the field and the names this build knows. Each arch carries what the
 //! rest of the program asks of it (input sizes, option ranges, whether its
-//! network runs remotely, whether it decodes JPEGs at reduced scale, its
-//! keypoints); `models::build` matches on it, so a new arch without a
-//! network does not compile.
+//! network runs remotely, whether and by default how it decodes JPEGs at
+//! reduced scale (`Decode`), its keypoints); `models::build` matches on it,
+//! so a new arch without a network does not compile.
 
 use std::fmt;
 
@@ -111,6 +111,29 @@ impl Arch {
         )
     }
 
+    /// The JPEG decode a manifest gets when it names none. The tiny face
+    /// detector resizes with TF's legacy bilinear (no antialiasing), so a
+    /// reduced-scale decode, which averages pixels, moves its scores away
+    /// from face-api's: it decodes at full size. The other archs that
+    /// resize the whole image decode fast.
+    pub fn default_decode(self) -> Decode {
+        match self {
+            Arch::TinyFaceDetector => Decode::Full,
+            a if a.decodes_reduced() => Decode::Fast,
+            _ => Decode::Full,
+        }
+    }
+
+    /// The names of the archs that may decode JPEGs fast, for errors.
+    pub fn reduced_names() -> String {
+        let names: Vec<&str> = Arch::ALL
+            .iter()
+            .filter(|a| a.decodes_reduced())
+            .map(|a| a.name())
+            .collect();
+        names.join(", ")
+    }
+
     /// Keypoints per detection for `task` (0: none).
     pub fn keypoints(self, task: Task) -> usize {
         match (self, task) {
@@ -135,6 +158,27 @@ impl Arch {
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// How a JPEG is decoded before a model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// At full size, always: the pixels the reference implementation sees.
+    Full,
+    /// At a reduced scale (the inverse DCT at 1/2…1/8) when the photo is at
+    /// least twice the model's input size, for archs that resize the whole
+    /// image ([`Arch::decodes_reduced`]).
+    Fast,
+}
+
+impl Decode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decode::Full => "full",
+            Decode::Fast => "fast",
+        }
     }
 }
 

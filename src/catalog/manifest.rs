@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use super::arch::{Arch, Task};
+pub use super::arch::{Arch, Decode, Task};
 use crate::error::{Error, Result};
 use crate::units::KeepAlive;
 
@@ -69,6 +69,10 @@ pub struct Manifest {
     /// stay here.
     #[serde(default)]
     pub backend: Option<crate::backend::BackendSpec>,
+    /// How a JPEG is decoded for this model (`full` or `fast`); unset: the
+    /// arch's default ([`Arch::default_decode`]).
+    #[serde(default)]
+    pub decode: Option<Decode>,
 }
 
 fn no_weights() -> WeightsRef {
@@ -189,6 +193,13 @@ impl Manifest {
                 }
             }
         }
+        if self.decode == Some(Decode::Fast) && !self.arch.decodes_reduced() {
+            return Err(Error::msg(format!(
+                "decode = \"fast\": arch {} looks at full-resolution crops (fast applies to: {})",
+                self.arch,
+                Arch::reduced_names()
+            )));
+        }
         if let Some(b) = &self.backend {
             b.validate()?;
             if !self.arch.runs_remotely() {
@@ -220,7 +231,82 @@ impl Manifest {
         self.keep_alive.as_deref().and_then(KeepAlive::parse)
     }
 
+    /// How this model's JPEGs are decoded: the manifest's `decode`, else the arch's default.
+    pub fn decode(&self) -> Decode {
+        self.decode.unwrap_or(self.arch.default_decode())
+    }
+
+    /// The longer side a JPEG may be decoded down to for this model (twice
+    /// the input size, so the model's own resize still has the detail it
+    /// expects); `None` when it is decoded at full size (`decode = "full"`,
+    /// or an arch that looks at full-resolution crops).
+    pub fn reduced_decode_side(&self) -> Option<u32> {
+        (self.decode() == Decode::Fast && self.arch.decodes_reduced()).then_some(self.input_size.saturating_mul(2))
+    }
+
     pub fn option(&self, key: &str, default: f64) -> f64 {
         self.options.get(key).copied().unwrap_or(default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "id = \"m\"\nname = \"m\"\ntask = \"detect\"\ninput_size = 416\nlicence = \"x\"\nweights = \"w.safetensors\"\n";
+
+    fn parse(arch: &str, extra: &str) -> Result<Manifest> {
+        Manifest::parse(&format!("{BASE}arch = \"{arch}\"\n{extra}"), "m/model.toml")
+    }
+
+    fn ok(arch: &str, extra: &str) -> Manifest {
+        parse(arch, extra).unwrap_or_else(|e| panic!("{arch} {extra}: {e}"))
+    }
+
+    #[test]
+    fn decode_is_read_and_defaults_to_the_archs() {
+        let face = ok("tiny_face_detector", "");
+        assert_eq!((face.decode, face.decode()), (None, Decode::Full));
+        assert_eq!(face.reduced_decode_side(), None);
+        let fast = ok("tiny_face_detector", "decode = \"fast\"\n");
+        assert_eq!((fast.decode, fast.decode()), (Some(Decode::Fast), Decode::Fast));
+        assert_eq!(fast.reduced_decode_side(), Some(832));
+        let yolo = ok("yolov8", "");
+        assert_eq!((yolo.decode(), yolo.reduced_decode_side()), (Decode::Fast, Some(832)));
+        let full = ok("yolov8", "decode = \"full\"\n");
+        assert_eq!((full.decode(), full.reduced_decode_side()), (Decode::Full, None));
+        let hands = ok("hands", "decode = \"full\"\n");
+        assert_eq!(hands.reduced_decode_side(), None);
+    }
+
+    #[test]
+    fn a_bad_decode_is_one_line_naming_the_field_and_the_file() {
+        for (arch, extra, words) in [
+            ("yolov8", "decode = \"medium\"\n", "medium"),
+            ("yolov8", "decode = 2\n", "decode"),
+            ("hands", "decode = \"fast\"\n", "full-resolution"),
+        ] {
+            let e = match parse(arch, extra) {
+                Ok(_) => panic!("{extra} was accepted for {arch}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.starts_with("m/model.toml: "), "{e}");
+            assert!(e.contains("decode") && e.contains(words), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_builtin_face_detector_decodes_in_full_and_the_others_as_their_arch() {
+        for (text, _, _) in crate::catalog::builtin::MODELS {
+            let m = Manifest::parse(text, "builtin").unwrap_or_else(|e| panic!("{e}"));
+            let want = if m.arch == Arch::TinyFaceDetector {
+                Decode::Full
+            } else {
+                m.arch.default_decode()
+            };
+            assert_eq!(m.decode(), want, "{}", m.id);
+        }
     }
 }

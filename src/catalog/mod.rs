@@ -11,5 +11,5 @@ pub mod safetensors_header;
 pub mod shards;
 pub mod weights_source;
 
-pub use arch::{Arch, Task};
+pub use arch::{Arch, Decode, Task};
 pub use manifest::Manifest;

@@ -123,6 +123,7 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
                 options: Default::default(),
                 provenance: None,
                 backend: None,
+                decode: None,
             };
             Ok(TinyFaceDetector::load(vb, &m)?.forward_all(input)?.output)
         }

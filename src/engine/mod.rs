@@ -248,6 +248,9 @@ pub struct ModelStatus {
     pub conf: Option<f32>,
     #[serde(default)]
     pub iou: Option<f32>,
+    /// The manifest's arch options (a hands model's `max_hands`, `skip_frames`, …).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

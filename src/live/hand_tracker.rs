@@ -8,24 +8,34 @@
 //!
 //! The palm detector runs on a frame ([`HandTracker::plan`]) when:
 //! - no hand is tracked;
-//! - a tracked hand was dropped on the previous frame (its presence fell
-//!   below the model's threshold, so the model did not return it);
+//! - a tracked hand was dropped on the previous frame (the model did not
+//!   return it, or its presence fell below `min_presence`);
 //! - fewer than `max_hands` are tracked and `skip_frames` frames have passed
 //!   since the last detection (human's `skipFrames`);
 //! - the scene changed: the mean absolute difference of a 32×24 grey
 //!   thumbnail against the previous frame's is above `scene_change` (0–1).
+//!
+//! Which answered hands stay tracked ([`HandTracker::update`]), as MediaPipe
+//! does: a hand whose presence is below `min_presence` (MediaPipe's
+//! `min_tracking_confidence`, 0.5) is dropped, and of two hands whose
+//! regions overlap by IoU `DUPLICATE_IOU` or more (MediaPipe's
+//! `AssociationNormRectCalculator`, 0.5) only the higher-scoring one stays.
 
 use image::RgbImage;
 
 use crate::catalog::registry::Registry;
 use crate::catalog::Arch;
 use crate::client::Snapshot;
-use crate::vision::hand_roi::{roi_from_landmarks, HandRegion, HandRegions};
+use crate::vision::hand_roi::{box_iou, roi_from_landmarks, HandRegion, HandRegions};
 use crate::vision::Detection;
 
 /// Side of the thumbnail the scene-change measure compares.
 const THUMB_W: u32 = 32;
 const THUMB_H: u32 = 24;
+
+/// Two tracked regions overlapping by this IoU (their upright squares) or
+/// more are one hand (MediaPipe's `min_similarity_threshold`).
+pub const DUPLICATE_IOU: f32 = 0.5;
 
 /// When the palm detector runs while hands are tracked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +46,9 @@ pub struct TrackOptions {
     pub skip_frames: u32,
     /// Mean absolute thumbnail difference (0–1) that counts as a new scene.
     pub scene_change: f32,
+    /// Hand presence (the answer's `score`) below which a hand is no
+    /// longer tracked (MediaPipe's `min_tracking_confidence`).
+    pub min_presence: f32,
 }
 
 impl Default for TrackOptions {
@@ -44,26 +57,41 @@ impl Default for TrackOptions {
             max_hands: 4,
             skip_frames: 10,
             scene_change: 0.2,
+            min_presence: 0.5,
         }
     }
 }
 
 /// Tracking for a live stream of `models`: on when one of them is a hands
 /// model (by the engine's `snapshot`), with `max_hands` and `skip_frames`
-/// from its manifest's options when `registry` has it, else the defaults.
+/// from its manifest's options: as the engine's snapshot reports them, else
+/// as `registry` has them, else the defaults.
 pub fn track_options(snapshot: &Snapshot, registry: Option<&Registry>, models: &[String]) -> Option<TrackOptions> {
-    let id = models
-        .iter()
-        .find(|id| snapshot.models.iter().any(|m| &m.id == *id && m.arch == Arch::Hands))?;
-    let d = TrackOptions::default();
-    let Some(m) = registry.and_then(|r| r.get(id)).map(|e| &e.manifest) else {
-        return Some(d);
+    let id = hands_model(snapshot, models)?;
+    let status = snapshot.models.iter().find(|m| m.id == id)?;
+    let manifest = registry.and_then(|r| r.get(id)).map(|e| &e.manifest.options);
+    let option = |key: &str, default: f64| {
+        status
+            .options
+            .get(key)
+            .or_else(|| manifest.and_then(|o| o.get(key)))
+            .copied()
+            .unwrap_or(default)
     };
+    let d = TrackOptions::default();
     Some(TrackOptions {
-        max_hands: m.option("max_hands", d.max_hands as f64).round().max(1.0) as usize,
-        skip_frames: m.option("skip_frames", d.skip_frames as f64).round().max(1.0) as u32,
+        max_hands: option("max_hands", d.max_hands as f64).round().max(1.0) as usize,
+        skip_frames: option("skip_frames", d.skip_frames as f64).round().max(1.0) as u32,
         ..d
     })
+}
+
+/// The first of `models` that is a hands model, by the engine's `snapshot`.
+pub fn hands_model<'a>(snapshot: &Snapshot, models: &'a [String]) -> Option<&'a str> {
+    models
+        .iter()
+        .find(|id| snapshot.models.iter().any(|m| &m.id == *id && m.arch == Arch::Hands))
+        .map(String::as_str)
 }
 
 /// What the tracker has done so far.
@@ -137,15 +165,31 @@ impl HandTracker {
     }
 
     /// The answer to the planned frame: its hands (detections with 21
-    /// keypoints; others are ignored) become the next frame's regions.
+    /// keypoints; others are ignored) become the next frame's regions, in
+    /// the answer's order, less those below `min_presence` and the
+    /// lower-scoring of two that overlap by [`DUPLICATE_IOU`].
     pub fn update(&mut self, detections: &[Detection]) {
-        self.regions = detections
+        let hands: Vec<(f32, HandRegion)> = detections
             .iter()
-            .filter(|d| d.keypoints.len() == 21)
-            .filter_map(|d| roi_from_landmarks(&d.keypoints))
-            .take(self.options.max_hands)
+            .filter(|d| d.keypoints.len() == 21 && d.score >= self.options.min_presence)
+            .filter_map(|d| roi_from_landmarks(&d.keypoints).map(|r| (d.score, r)))
             .collect();
-        self.dropped = !self.sent_detect && self.regions.len() < self.sent;
+        let mut best_first: Vec<usize> = (0..hands.len()).collect();
+        best_first.sort_by(|&a, &b| hands[b].0.total_cmp(&hands[a].0));
+        let mut keep: Vec<usize> = Vec::new();
+        for i in best_first {
+            let square = upright(&hands[i].1);
+            if keep.len() < self.options.max_hands
+                && keep
+                    .iter()
+                    .all(|&k| box_iou(&upright(&hands[k].1), &square) < DUPLICATE_IOU)
+            {
+                keep.push(i);
+            }
+        }
+        keep.sort_unstable();
+        self.regions = keep.into_iter().map(|i| hands[i].1).collect();
+        self.dropped = !self.sent_detect && hands.len() < self.sent;
     }
 
     /// The frame failed: forget the hands, detect on the next frame.
@@ -153,6 +197,13 @@ impl HandTracker {
         self.regions.clear();
         self.dropped = false;
     }
+}
+
+/// A region's upright square `[x0, y0, x1, y1]` (MediaPipe compares
+/// tracked rects without their rotation).
+fn upright(r: &HandRegion) -> [f32; 4] {
+    let h = r.side / 2.0;
+    [r.center[0] - h, r.center[1] - h, r.center[0] + h, r.center[1] + h]
 }
 
 /// A 32×24 grey thumbnail (box-averaged).
@@ -209,6 +260,7 @@ mod tests {
             max_hands: 2,
             skip_frames: 5,
             scene_change: 0.2,
+            ..Default::default()
         });
         let f = frame(100);
         let mut detected = Vec::new();
@@ -230,6 +282,7 @@ mod tests {
             max_hands: 1,
             skip_frames: 3,
             scene_change: 0.2,
+            ..Default::default()
         });
         let f = frame(100);
         assert!(t.plan(&f).detect);
@@ -253,6 +306,7 @@ mod tests {
             max_hands: 1,
             skip_frames: 100,
             scene_change: 0.2,
+            ..Default::default()
         });
         assert!(t.plan(&frame(100)).detect);
         t.update(&[hand([30.0, 40.0])]);
@@ -261,6 +315,54 @@ mod tests {
         t.update(&[hand([30.0, 40.0])]);
         // ... a large one is not.
         assert!(t.plan(&frame(200)).detect);
+    }
+
+    fn scored(at: [f32; 2], score: f32) -> Detection {
+        Detection { score, ..hand(at) }
+    }
+
+    #[test]
+    fn a_hand_whose_presence_falls_below_min_presence_is_dropped() {
+        let mut t = HandTracker::new(TrackOptions {
+            max_hands: 2,
+            skip_frames: 100,
+            ..Default::default()
+        });
+        let f = frame(100);
+        assert!(t.plan(&f).detect);
+        t.update(&[scored([30.0, 40.0], 0.9), scored([200.0, 40.0], 0.9)]);
+        assert_eq!(t.counts().tracked, 2);
+        assert!(!t.plan(&f).detect);
+        // The model still returns the second hand (its presence is above the
+        // model's own bar), but below MediaPipe's tracking confidence.
+        t.update(&[scored([30.0, 40.0], 0.9), scored([200.0, 40.0], 0.3)]);
+        assert_eq!(t.counts().tracked, 1);
+        let r = t.plan(&f);
+        assert!(r.detect, "a dropped hand makes the next frame detect");
+        assert_eq!(r.as_slice().len(), 1);
+        assert!((r.as_slice()[0].center[0] - 30.0).abs() < 20.0);
+    }
+
+    #[test]
+    fn two_hands_whose_regions_overlap_are_one_the_higher_scoring() {
+        let mut t = HandTracker::new(TrackOptions::default());
+        let f = frame(100);
+        t.plan(&f);
+        let (low, high, other) = (
+            scored([30.0, 40.0], 0.7),
+            scored([36.0, 44.0], 0.95),
+            scored([300.0, 40.0], 0.8),
+        );
+        t.update(&[low, high.clone(), other.clone()]);
+        assert_eq!(t.counts().tracked, 2);
+        let want = |d: &Detection| roi_from_landmarks(&d.keypoints).map(|r| r.center);
+        let centres: Vec<[f32; 2]> = t.regions.iter().map(|r| r.center).collect();
+        assert_eq!(
+            centres,
+            [want(&high), want(&other)].into_iter().flatten().collect::<Vec<_>>()
+        );
+        // Hands apart stay apart.
+        assert!(box_iou(&upright(&t.regions[0]), &upright(&t.regions[1])) < DUPLICATE_IOU);
     }
 
     #[test]

@@ -660,6 +660,7 @@ impl ModeldockApp {
                     self.live_model_picker(ui, &ids);
                     self.live.model_makes_masks = self.makes_masks(&crate::live::model_list(&self.live.model));
                     let model = self.live.model.clone();
+                    self.live.follow_model(&self.snapshot, &model);
                     self.live.ui(ui, &self.engine, &model, Some(self.wake.clone()));
                 }
             }

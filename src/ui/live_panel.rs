@@ -17,6 +17,7 @@ use crate::vision::nails::{gloss_outline, nail_outline, nails, Nail};
 use crate::vision::overlay::{glasses_pose, ImageToScreen};
 use crate::vision::{Detection, InferParams};
 
+use super::live_tracking::TrackingChoice;
 use super::mask_view::{MaskControls, MaskJob, MaskView, Picture};
 
 /// The polish a new panel starts with: a classic red.
@@ -73,6 +74,9 @@ pub struct LivePanel {
     pub model_makes_masks: bool,
     pub mask_controls: MaskControls,
     pub masks: MaskView,
+    /// Hand tracking's settings when the Live model has a hands model (its
+    /// manifest's, until changed; [`LivePanel::follow_model`] keeps them).
+    pub tracking: Option<TrackingChoice>,
 }
 
 /// A source being opened off the UI thread, and what to start once it is.
@@ -107,11 +111,18 @@ impl Default for LivePanel {
             model_makes_masks: false,
             mask_controls: MaskControls::default(),
             masks: MaskView::default(),
+            tracking: None,
         }
     }
 }
 
 impl LivePanel {
+    /// Follows the Live model `model`: the tracking row shows its hands
+    /// model's manifest values, kept while that model stays selected.
+    pub fn follow_model(&mut self, snapshot: &crate::client::Snapshot, model: &str) {
+        self.tracking = TrackingChoice::follow(self.tracking.take(), snapshot, model);
+    }
+
     /// Lists cameras on a background thread (it can take a while).
     fn poll_cameras(&mut self) {
         if self.cameras.is_none() && self.cameras_rx.is_none() {
@@ -156,7 +167,10 @@ impl LivePanel {
         }
         self.message = Some(format!("opening {spec}…"));
         let models = crate::live::model_list(model);
-        let track = crate::live::hand_tracker::track_options(&engine.snapshot(), None, &models);
+        let snapshot = engine.snapshot();
+        self.follow_model(&snapshot, model);
+        let track = crate::live::hand_tracker::track_options(&snapshot, None, &models)
+            .map(|o| self.tracking.as_ref().map_or(o, |t| t.apply(o)));
         self.opening = Some(Opening {
             spec,
             rx,
@@ -219,6 +233,9 @@ impl LivePanel {
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(200));
         }
         self.controls_ui(ui, engine, model, wake);
+        if let Some(t) = &mut self.tracking {
+            t.ui(ui);
+        }
         let result_masks = self
             .pipeline
             .as_ref()

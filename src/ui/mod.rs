@@ -7,6 +7,7 @@ pub mod frame_history;
 pub mod gpu_panel;
 pub mod latency_panel;
 pub mod live_panel;
+pub mod live_tracking;
 pub mod log_capture;
 pub mod log_panel;
 pub mod mask_view;

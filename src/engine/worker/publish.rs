@@ -70,6 +70,7 @@ impl Worker {
                     licence: e.manifest.licence.clone(),
                     conf: e.manifest.conf,
                     iou: e.manifest.iou,
+                    options: e.manifest.options.clone(),
                     origin: e.origin.clone(),
                     download_bytes: (weights_missing.is_some()
                         && loader::CAN_DOWNLOAD

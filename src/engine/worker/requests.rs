@@ -366,13 +366,10 @@ impl Worker {
         }
     }
 
-    /// For a model that resizes the whole image to its input size, the
-    /// longer side a JPEG may be decoded down to (twice the input size, so
-    /// the model's own resize still has the detail it expects); `None` for
-    /// models that look at full-resolution crops (landmarks, MTCNN, hands).
+    /// The longer side a JPEG may be decoded down to for `model`
+    /// ([`crate::catalog::Manifest::reduced_decode_side`]); `None`: full size.
     pub(super) fn reduced_side(&self, model: &str) -> Option<u32> {
-        let m = &self.registry.get(model)?.manifest;
-        m.arch.decodes_reduced().then_some(m.input_size.saturating_mul(2))
+        self.registry.get(model)?.manifest.reduced_decode_side()
     }
 
     /// Parks a request with the residency: it runs once its model is resident.
