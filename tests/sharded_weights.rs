@@ -250,3 +250,52 @@ fn a_one_gib_sharded_load_peaks_near_its_weights() {
     }
     assert_eq!(v["sharded"]["files"], 4);
 }
+
+#[test]
+fn a_cancelled_load_stops_reading_and_frees_what_it_read() {
+    use modeldock::engine::{Event, ImageInput};
+    let dir = tempfile::tempdir().unwrap();
+    // 64 MiB of padding, read after a 2 s pause among the small tensors: the
+    // cancel arrives before it.
+    modeldock::models::toy::write_toy_model(dir.path(), "slowbig", 16 << 20, "", &[("slow_load_ms", 2000.0)]).unwrap();
+    let (engine, _) = common::engine_for(dir.path(), common::config());
+    let events = engine.subscribe(4096);
+    let input = ImageInput::Bytes {
+        name: "x.png".into(),
+        bytes: Arc::new(common::png(32, 32)),
+    };
+    let id = engine
+        .infer("slowbig", input, Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut started, mut freed, mut loaded) = (false, None, false);
+    let mut most = 0u64;
+    let mut total = 0u64;
+    while std::time::Instant::now() < deadline && freed.is_none() && !loaded {
+        let Ok(ev) = events.recv_timeout(std::time::Duration::from_millis(200)) else {
+            continue;
+        };
+        match ev {
+            Event::LoadStarted { model, bytes_total } if model == "slowbig" => {
+                started = true;
+                total = bytes_total;
+                // Nothing waits for the load once its one request is cancelled.
+                engine.cancel(vec![id]);
+            }
+            Event::LoadProgress { model, bytes_done, .. } if model == "slowbig" => most = most.max(bytes_done),
+            Event::Freed { model, reason } if model == "slowbig" => freed = Some(format!("{reason:?}")),
+            Event::Loaded { model, .. } if model == "slowbig" => loaded = true,
+            _ => {}
+        }
+    }
+    assert!(started, "the load never started");
+    assert!(!loaded, "the cancelled load ran to the end");
+    let reason = freed.unwrap_or_else(|| panic!("no Freed event within 60 s"));
+    assert!(reason.contains("Cancelled"), "{reason}");
+    assert!(
+        total >= 64 << 20 && most < total / 2,
+        "read {most} of {total} bytes before stopping"
+    );
+    common::wait_state(&engine, "slowbig", "Available");
+    engine.shutdown();
+}

@@ -191,6 +191,12 @@ pub fn spawn(jobs: Receiver<LoaderJob>, out: Sender<LoaderMsg>) -> std::thread::
                             super::allocator::release_free_memory();
                             LoaderMsg::Cancelled { model: id }
                         }
+                        // Stopped part-way: what was read is already dropped. (A
+                        // load wanted again meanwhile starts afresh.)
+                        Err(e) if e.to_string().ends_with(models::weights_files::CANCELLED) => {
+                            super::allocator::release_free_memory();
+                            LoaderMsg::Cancelled { model: id }
+                        }
                         result => LoaderMsg::Done { model: id, result },
                     }
                 };
@@ -239,14 +245,16 @@ fn load_one(job: &LoadJob, out: &Sender<LoaderMsg>) -> Result<Loaded> {
             Err(p) => p.into_inner().report(done, total),
         };
     });
-    let model = models::build(&e.manifest, &source, total, &job.device, progress).map_err(|err| {
-        let s = err.to_string();
-        if s.contains(&id) || s.contains(&source.describe()) {
-            err
-        } else {
-            err.context(format!("{id} ({})", source.describe()))
-        }
-    })?;
+    let cancel = Some(job.cancel.clone());
+    let model =
+        models::build_cancellable(&e.manifest, &source, total, &job.device, progress, cancel).map_err(|err| {
+            let s = err.to_string();
+            if s.contains(&id) || s.contains(&source.describe()) {
+                err
+            } else {
+                err.context(format!("{id} ({})", source.describe()))
+            }
+        })?;
     let measured = match (&job.device, rss_before, process::rss_bytes()) {
         (Device::Cpu, Some(a), Some(b)) => Some(b.saturating_sub(a)),
         (Device::Cpu, _, _) => None,

@@ -25,7 +25,7 @@ use crate::catalog::weights_source::WeightsSource;
 use crate::catalog::{Arch, Manifest};
 use crate::error::{Error, Result};
 use crate::vision::{Detection, InferParams, Mask, ModelTimings};
-use weights::{var_builder, ProgressFn};
+use weights::ProgressFn;
 
 /// A loaded network with its own pre- and post-processing.
 pub trait Model: Send + Sync {
@@ -101,7 +101,20 @@ pub fn build(
     device: &Device,
     progress: ProgressFn,
 ) -> Result<Box<dyn Model>> {
-    let vb = var_builder(source, total_bytes, device, progress)?;
+    build_cancellable(manifest, source, total_bytes, device, progress, None)
+}
+
+/// [`build`] that stops reading weights once `cancel` is set (the error is
+/// [`weights_files::CANCELLED`]); what was read is dropped.
+pub fn build_cancellable(
+    manifest: &Manifest,
+    source: &WeightsSource,
+    total_bytes: u64,
+    device: &Device,
+    progress: ProgressFn,
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<Box<dyn Model>> {
+    let vb = weights::cancellable_var_builder(source, total_bytes, device, progress, cancel)?;
     let m: Box<dyn Model> = match manifest.arch {
         Arch::TinyFaceDetector => Box::new(tiny_face_detector::TinyFaceDetector::load(vb, manifest)?),
         Arch::FaceLandmarks68 => Box::new(face_landmarks::FaceLandmarks::load(vb, manifest)?),

@@ -1,14 +1,14 @@
 //! A VarBuilder backend that counts bytes as tensors materialise, and the
 //! checked copies it makes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
-use super::weights_files::FileTensors;
+use super::weights_files::{FileTensors, CANCELLED};
 use crate::catalog::safetensors_header::{header_of_bytes, read_header};
 use crate::catalog::shards::check_shards;
 use crate::catalog::weights_source::WeightsSource;
@@ -30,6 +30,9 @@ pub struct CountingBackend {
     done: AtomicU64,
     total: u64,
     progress: ProgressFn,
+    /// Set when nothing waits for this load any more: reads stop, and what
+    /// was read is dropped with the builder.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl CountingBackend {
@@ -58,7 +61,25 @@ impl CountingBackend {
             done: AtomicU64::new(0),
             total,
             progress,
+            cancel: None,
         })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire))
+    }
+
+    /// Adds `bytes` read from a file; false once the load is cancelled.
+    fn advance_read(&self, bytes: u64) -> bool {
+        self.advance(bytes);
+        !self.cancelled()
+    }
+
+    fn stop_if_cancelled(&self) -> candle_core::Result<()> {
+        match self.cancelled() {
+            true => Err(candle_core::Error::Msg(CANCELLED.to_string())),
+            false => Ok(()),
+        }
     }
 
     /// Adds `bytes` to the bytes done and reports progress.
@@ -128,7 +149,9 @@ impl CountingBackend {
 
     fn raw(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
         match &self.backing {
-            Backing::Files(ft) => ft.read(name, DType::F32, dev, &|b| self.advance(b)).map(|(t, _)| t),
+            Backing::Files(ft) => ft
+                .read(name, DType::F32, dev, &|b| self.advance_read(b))
+                .map(|(t, _)| t),
             Backing::Slice(st) => st.load(name, dev),
             Backing::Random => Err(candle_core::Error::Msg(format!(
                 "random weights need a shape for {name}"
@@ -139,6 +162,7 @@ impl CountingBackend {
 
 impl SimpleBackend for CountingBackend {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.stop_if_cancelled()?;
         let t = match &self.backing {
             Backing::Random => {
                 // Small values keep activations finite through deep stacks;
@@ -161,7 +185,12 @@ impl SimpleBackend for CountingBackend {
             }
             // File bytes are counted as they are read.
             Backing::Files(ft) => {
-                return self.checked(ft.read(name, DType::F32, dev, &|b| self.advance(b))?, &s, name, dtype)
+                return self.checked(
+                    ft.read(name, DType::F32, dev, &|b| self.advance_read(b))?,
+                    &s,
+                    name,
+                    dtype,
+                )
             }
             Backing::Slice(_) => match self.f32_checked(name, dev) {
                 Some(r) => self.checked(r?, &s, name, dtype)?,
@@ -173,8 +202,9 @@ impl SimpleBackend for CountingBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.stop_if_cancelled()?;
         let (t, finite) = match &self.backing {
-            Backing::Files(ft) => ft.read(name, DType::F32, dev, &|b| self.advance(b))?,
+            Backing::Files(ft) => ft.read(name, DType::F32, dev, &|b| self.advance_read(b))?,
             _ => {
                 let t = self.raw_named(name, dev)?;
                 self.advance((t.elem_count() * t.dtype().size_in_bytes()) as u64);
@@ -315,7 +345,19 @@ pub fn var_builder(
     device: &Device,
     progress: ProgressFn,
 ) -> Result<VarBuilder<'static>> {
-    let backend = CountingBackend::open(source, total, progress)?;
+    cancellable_var_builder(source, total, device, progress, None)
+}
+
+/// [`var_builder`] whose reads stop (with [`CANCELLED`]) once `cancel` is set.
+pub fn cancellable_var_builder(
+    source: &WeightsSource,
+    total: u64,
+    device: &Device,
+    progress: ProgressFn,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<VarBuilder<'static>> {
+    let mut backend = CountingBackend::open(source, total, progress)?;
+    backend.cancel = cancel;
     Ok(VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone()))
 }
 

@@ -43,8 +43,16 @@ pub struct FileTensors {
     by_name: HashMap<String, Place>,
 }
 
-/// Called with the bytes of the file just read (for progress).
-pub type ReadFn<'a> = &'a (dyn Fn(u64) + Sync);
+/// Called with the bytes of the file just read (for progress); false stops
+/// the read (the load was cancelled) with [`CANCELLED`].
+pub type ReadFn<'a> = &'a (dyn Fn(u64) -> bool + Sync);
+
+/// The error of a read stopped by its [`ReadFn`].
+pub const CANCELLED: &str = "load cancelled";
+
+fn cancelled() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, CANCELLED)
+}
 
 impl FileTensors {
     /// Opens `paths`, whose headers (already checked) are `headers`.
@@ -192,7 +200,9 @@ fn read_as_f32(src: &Source, offset: u64, len: u64, kind: Half, read: ReadFn) ->
                 unsafe { std::slice::from_raw_parts(d.as_ptr().cast::<f32>(), d.len()) }
             }
         };
-        read((d.len() as u64) * width);
+        if !read((d.len() as u64) * width) {
+            return Err(cancelled());
+        }
         let mut bad = 0u32;
         for v in vals {
             bad |= u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
@@ -250,8 +260,11 @@ fn read_bytes(f: &File, offset: u64, len: u64, read: ReadFn) -> std::io::Result<
     let one = |(i, d): (usize, &mut [u8])| -> std::io::Result<()> {
         // SAFETY: `d` is an initialised slice of d.len() bytes.
         unsafe { pread_exact(f, d.as_mut_ptr(), d.len(), offset + (i * chunk) as u64)? };
-        read(d.len() as u64);
-        Ok(())
+        if read(d.len() as u64) {
+            Ok(())
+        } else {
+            Err(cancelled())
+        }
     };
     if n >= PARALLEL_FROM * 4 {
         out.par_chunks_mut(chunk).enumerate().try_for_each(one)?;
