@@ -299,3 +299,66 @@ fn a_cancelled_load_stops_reading_and_frees_what_it_read() {
     common::wait_state(&engine, "slowbig", "Available");
     engine.shutdown();
 }
+
+#[test]
+fn bf16_weights_load_and_models_says_what_they_run_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    for id in ["plain", "half"] {
+        modeldock::models::toy::write_toy_model(dir.path(), id, 4096, "", &[]).unwrap();
+    }
+    // `half`: the same toy with every tensor stored as bf16.
+    let p = dir.path().join("half/toy.safetensors");
+    let ts = candle_core::safetensors::load(&p, &dev).unwrap();
+    let ts: HashMap<String, Tensor> = ts
+        .into_iter()
+        .map(|(k, t)| (k, t.to_dtype(DType::BF16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&ts, &p).unwrap();
+
+    let d = dir.path().to_string_lossy().to_string();
+    let (code, out, err) = common::cli(
+        &["models", "--json", "--models-dir", &d],
+        &[("MODELDOCK_HOST", &common::no_server())],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let field = |id: &str, k: &str| {
+        v.iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m[k].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("plain", "precision"), "f32");
+    assert_eq!(field("half", "precision"), "f32 (bf16 weights)");
+    // Widened to f32 in memory: predicted at twice its tensors' bytes on disk,
+    // as much as the f32 toy.
+    let (plain, half) = (field("plain", "predicted_bytes"), field("half", "predicted_bytes"));
+    assert!(plain.as_u64().is_some_and(|b| b > 16384), "{plain}");
+    assert_eq!(plain, half);
+    let on_disk = |id: &str| {
+        std::fs::metadata(dir.path().join(id).join("toy.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(on_disk("half") < on_disk("plain") * 6 / 10);
+
+    // It loads and answers like the f32 one, within bf16's rounding.
+    let png = dir.path().join("x.png");
+    std::fs::write(&png, common::png(32, 32)).unwrap();
+    let png = png.to_string_lossy().to_string();
+    let scores: Vec<f64> = ["plain", "half"]
+        .iter()
+        .map(|id| {
+            let args = ["infer", "--local", "--models-dir", &d, "--model", id, "--json", &png];
+            let (code, out, err) = common::cli(&args, &[]);
+            assert_eq!(code, 0, "{id}: {err}");
+            let v: serde_json::Value =
+                serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"));
+            v.pointer("/detections/0/score")
+                .and_then(|s| s.as_f64())
+                .unwrap_or_else(|| panic!("{id}: no score in {out}"))
+        })
+        .collect();
+    assert!((scores[0] - scores[1]).abs() < 0.02, "{scores:?}");
+}

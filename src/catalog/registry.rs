@@ -21,6 +21,9 @@ pub struct Entry {
     pub weights: WeightsResolved,
     /// Predicted resident bytes: the tensor bytes in the weights header.
     pub predicted_bytes: u64,
+    /// The dtype most weight bytes are stored in (`f32`, `bf16`, …), from
+    /// the header; `None` until the weights are on this machine.
+    pub weights_dtype: Option<String>,
 }
 
 impl Entry {
@@ -28,7 +31,8 @@ impl Entry {
     /// f32 once at load on the CPU (GPUs keep them), so the prediction follows
     /// the dtype in memory, not on disk.
     pub fn predicted_in_memory(&self, cpu: bool) -> u64 {
-        if cpu && matches!(self.manifest.dtype.as_str(), "f16" | "bf16") {
+        let half = |d: &str| matches!(d, "f16" | "bf16");
+        if cpu && (half(&self.manifest.dtype) || self.weights_dtype.as_deref().is_some_and(half)) {
             self.predicted_bytes.saturating_mul(2)
         } else {
             self.predicted_bytes
@@ -108,6 +112,7 @@ impl Registry {
                             origin,
                             weights,
                             predicted_bytes: predicted,
+                            weights_dtype: None,
                         })
                     }
                     WeightsRef::Path(_) | WeightsRef::Files(_) => r
@@ -206,6 +211,7 @@ fn builtin_entry(toml: &str, name: &str, bytes: &'static [u8]) -> Result<Entry> 
             bytes,
         }),
         predicted_bytes: info.data_bytes,
+        weights_dtype: Some(info.stored_dtype()),
     })
 }
 
@@ -215,9 +221,9 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::msg(format!("{origin}: {e}")))?;
     let manifest = Manifest::parse(&text, &origin)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let (weights, predicted) = match &manifest.weights {
+    let (weights, predicted, dtype) = match &manifest.weights {
         // The server holds the network; nothing is charged to the local budget.
-        _ if manifest.backend.is_some() => (WeightsResolved::Remote, 0),
+        _ if manifest.backend.is_some() => (WeightsResolved::Remote, 0, None),
         WeightsRef::Path(p) if super::shards::is_index(p) => {
             let index = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
             let files = super::shards::shards_in_folder(&index).map_err(|e| e.context(&origin))?;
@@ -226,7 +232,11 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
         WeightsRef::Path(p) => {
             let resolved = resolve_inside(dir, p).map_err(|e| e.context(&origin))?;
             let info = read_header(&resolved).map_err(|e| e.context(&origin))?;
-            (WeightsResolved::Local(WeightsSource::File(resolved)), info.data_bytes)
+            (
+                WeightsResolved::Local(WeightsSource::File(resolved)),
+                info.data_bytes,
+                Some(info.stored_dtype()),
+            )
         }
         WeightsRef::Files(list) => {
             let files = list
@@ -243,6 +253,7 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
                 revision: revision.clone(),
             },
             manifest.option("size_bytes", 0.0) as u64,
+            None,
         ),
     };
     Ok(Entry {
@@ -250,15 +261,21 @@ pub fn load_manifest_file(path: &Path) -> Result<Entry> {
         origin,
         weights,
         predicted_bytes: predicted,
+        weights_dtype: dtype,
     })
 }
 
 /// Shards on disk, checked as a set; the predicted size is their headers' sum.
-fn local_shards(index: Option<PathBuf>, files: Vec<PathBuf>, origin: &str) -> Result<(WeightsResolved, u64)> {
+fn local_shards(
+    index: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    origin: &str,
+) -> Result<(WeightsResolved, u64, Option<String>)> {
     let set = super::shards::check_shards(index.as_deref(), &files).map_err(|e| e.context(origin))?;
     Ok((
         WeightsResolved::Local(WeightsSource::Shards { index, files }),
         set.combined.data_bytes,
+        Some(set.combined.stored_dtype()),
     ))
 }
 

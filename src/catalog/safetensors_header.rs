@@ -20,6 +20,24 @@ pub struct HeaderInfo {
     pub fingerprint: String,
 }
 
+impl HeaderInfo {
+    /// The dtype most of the tensor bytes are stored in, lower case
+    /// (`f32`, `bf16`, `f16`, …); `f32` for a header with no tensors.
+    pub fn stored_dtype(&self) -> String {
+        let mut by: Vec<(&str, u64)> = Vec::new();
+        for e in &self.entries {
+            match by.iter_mut().find(|(d, _)| *d == e.dtype) {
+                Some((_, n)) => *n += e.end - e.start,
+                None => by.push((&e.dtype, e.end - e.start)),
+            }
+        }
+        by.iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d.to_lowercase())
+            .unwrap_or_else(|| "f32".to_string())
+    }
+}
+
 /// One tensor of a safetensors header, checked against the data section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorEntry {

@@ -65,8 +65,8 @@ pub fn ps(a: &PsArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<22} {:<10} {:>10}  {:<10} {:<20} LOADS",
-        "MODEL", "STATE", "SIZE", "PROCESSOR", "UNTIL"
+        "{:<22} {:<10} {:>10}  {:<10} {:<18} {:<20} LOADS",
+        "MODEL", "STATE", "SIZE", "PROCESSOR", "PRECISION", "UNTIL"
     );
     for m in v["models"].as_array().into_iter().flatten() {
         let size = m["measured_bytes"]
@@ -74,11 +74,12 @@ pub fn ps(a: &PsArgs) -> Result<i32> {
             .or(m["predicted_bytes"].as_u64())
             .unwrap_or(0);
         println!(
-            "{:<22} {:<10} {:>10}  {:<10} {:<20} {}",
+            "{:<22} {:<10} {:>10}  {:<10} {:<18} {:<20} {}",
             m["id"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
             human_bytes(size),
             m["device"].as_str().unwrap_or("?"),
+            m["precision"].as_str().unwrap_or("?"),
             until(m),
             m["loads"].as_u64().unwrap_or(0),
         );

@@ -26,12 +26,12 @@ pub fn run(args: &ModelsArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<22} {:<10} {:<10} {:>10}  {:<12} LICENCE",
-        "ID", "TASK", "STATE", "SIZE", "KEEP-ALIVE"
+        "{:<22} {:<10} {:<10} {:>10}  {:<18} {:<12} LICENCE",
+        "ID", "TASK", "STATE", "SIZE", "PRECISION", "KEEP-ALIVE"
     );
     for m in &snap.models {
         println!(
-            "{:<22} {:<10} {:<10} {:>10}  {:<12} {}",
+            "{:<22} {:<10} {:<10} {:>10}  {:<18} {:<12} {}",
             m.id,
             m.task,
             if m.weights_missing.is_some() && m.state != crate::client::ModelState::Resident {
@@ -40,6 +40,7 @@ pub fn run(args: &ModelsArgs) -> Result<i32> {
                 m.state.to_string()
             },
             human_bytes(m.predicted_bytes),
+            m.precision,
             m.keep_alive,
             m.licence
         );

@@ -183,6 +183,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> Result<Entry> {
             origin,
             weights: WeightsResolved::Remote,
             predicted_bytes: 0,
+            weights_dtype: None,
         });
     }
     let manifest = raw_manifest(name, spec).map_err(|e| e.context(format_args!("{origin}: model '{name}'")))?;
@@ -191,6 +192,7 @@ fn entry_for(base: &str, name: &str, local: &Registry) -> Result<Entry> {
         origin,
         weights: WeightsResolved::Remote,
         predicted_bytes: 0,
+        weights_dtype: None,
     })
 }
 

@@ -223,6 +223,11 @@ pub struct ModelStatus {
     pub loads: u64,
     pub licence: String,
     pub origin: String,
+    /// What the network computes in here, and the weights' stored dtype
+    /// when it differs: `f32`, `f32 (bf16 weights)`; `remote` for a
+    /// network on a server.
+    #[serde(default)]
+    pub precision: String,
     /// Why this model cannot load yet: its weights are not on this machine
     /// (a hub model not downloaded); `None` when they are.
     #[serde(default)]

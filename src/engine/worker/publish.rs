@@ -68,6 +68,7 @@ impl Worker {
                     waiting: s.parked.len() + s.after_unload.len(),
                     loads: s.loads_started,
                     licence: e.manifest.licence.clone(),
+                    precision: precision(e),
                     conf: e.manifest.conf,
                     iou: e.manifest.iou,
                     options: e.manifest.options.clone(),
@@ -114,5 +115,19 @@ impl Worker {
             Err(p) => *p.into_inner() = snap,
         }
         self.emit(Event::Changed);
+    }
+}
+
+/// What `e`'s network computes in here: every local network runs in f32
+/// (f16/bf16 weights are widened as they load, on every device), so the
+/// weights' stored dtype is named when it differs.
+fn precision(e: &crate::catalog::registry::Entry) -> String {
+    if e.manifest.backend.is_some() {
+        return "remote".to_string();
+    }
+    let stored = e.weights_dtype.as_deref().unwrap_or(e.manifest.dtype.as_str());
+    match stored {
+        "f32" | "" => "f32".to_string(),
+        d => format!("f32 ({d} weights)"),
     }
 }
