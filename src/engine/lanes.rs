@@ -206,6 +206,23 @@ impl<T: Send + 'static> Lanes<T> {
             None => f(),
         }
     }
+
+    /// Runs `f` once on every thread of every lane's pools and waits for
+    /// them all (a lane without a pool of its own: on rayon's shared pool).
+    /// Call it with the lanes idle, so no thread holds it up.
+    pub fn on_every_thread(&self, f: impl Fn() + Sync) {
+        let own = self
+            .pools
+            .iter()
+            .chain(&self.bulk_pools)
+            .chain(std::iter::once(&self.solo));
+        for pool in own.flatten() {
+            pool.broadcast(|_| f());
+        }
+        if self.pools.iter().any(Option::is_none) {
+            rayon::broadcast(|_| f());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! decides what is loaded and when.
 
 pub mod allocator;
+pub mod arenas;
 pub mod cache;
 pub mod config;
 pub mod event_json;
 pub mod lanes;
 pub mod loader;
+pub mod memory;
 pub mod pacer;
 pub mod residency;
 pub mod scheduler;
@@ -301,6 +303,12 @@ pub struct Snapshot {
     pub lanes: usize,
     #[serde(default)]
     pub lanes_busy: usize,
+    /// The result cache's bytes and limits (`memory::report` adds the rest).
+    #[serde(default)]
+    pub cache_memory: memory::CacheMemory,
+    /// Times memory went back to the OS because no model was left.
+    #[serde(default)]
+    pub hand_backs: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -1,11 +1,13 @@
 //! Borrowing the f32 data of CPU tensors for the kernels, and wrapping a
 //! kernel's output back into a tensor without a copy.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
 
 use crate::error::{Error, Result};
+
+pub use super::scratch::with_scratch;
 
 /// True when the kernels here run on `t`, reading it in place: a CPU f32
 /// tensor, and the fast kernels in force (not [`super::Kernels::Generic`]).
@@ -79,42 +81,4 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
 /// True inside [`serial`]: kernels run without splitting their work.
 pub fn is_serial() -> bool {
     SERIAL.with(|s| s.get())
-}
-
-thread_local! {
-    /// Scratch buffers of this thread, kept between calls.
-    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on a scratch buffer of `len` floats (contents unspecified) kept
-/// per thread across calls. The buffer is taken out of the thread's pool for
-/// the call, so a re-entrant call on the same thread (a parallel loop inside
-/// `f` may run another job here) gets a buffer of its own.
-pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SCRATCH.with(|s| s.borrow_mut().push(buf));
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A call nested inside another on the same thread gets its own buffer.
-    #[test]
-    fn nested_scratch_buffers_are_distinct() {
-        with_scratch(16, |outer| {
-            outer.fill(1.0);
-            with_scratch(8, |inner| {
-                assert_eq!(inner.len(), 8);
-                inner.fill(2.0);
-            });
-            assert!(outer.iter().all(|&v| v == 1.0));
-        });
-        with_scratch(32, |b| assert_eq!(b.len(), 32));
-    }
 }

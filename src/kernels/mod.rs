@@ -29,6 +29,7 @@ pub mod host;
 pub mod layer;
 pub mod planes;
 pub mod pool;
+pub mod scratch;
 pub mod tiled;
 
 pub use choice::Kernels;

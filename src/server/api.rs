@@ -42,11 +42,13 @@ pub fn ps_row(m: &ModelStatus) -> Value {
     })
 }
 
-/// `GET /api/ps`: loading and resident models.
+/// `GET /api/ps`: loading and resident models, and where the process's
+/// memory is beside them (`memory`: the cache, scratch buffers, the heap, RSS).
 pub async fn ps(AxState(state): AxState<State>) -> Json<Value> {
     let snap = state.engine.snapshot();
     let models: Vec<Value> = snap.models.iter().filter(|m| m.state.in_memory()).map(ps_row).collect();
-    Json(json!({"models": models, "budget_bytes": snap.budget_bytes, "used_bytes": snap.used_bytes}))
+    let memory = crate::engine::memory::report(&snap);
+    Json(json!({"models": models, "budget_bytes": snap.budget_bytes, "used_bytes": snap.used_bytes, "memory": memory}))
 }
 
 /// `GET /api/snapshot`: everything the app's panels draw.

@@ -211,6 +211,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("modeldock-http")
+        // Idle HTTP threads leave a block of their arena, so the engine
+        // hands that arena's free top back with its own (`engine::arenas`).
+        .on_thread_park(crate::engine::arenas::arm)
         .enable_all()
         .build()
         .map_err(|e| Error::msg(format!("cannot start the HTTP runtime: {e}")))

@@ -11,6 +11,7 @@ use candle_core::Device;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use image::RgbImage;
 
+mod hand_back;
 mod publish;
 mod requests;
 
@@ -146,6 +147,10 @@ struct Worker {
     dirty: bool,
     /// The remote servers' states at the last publish.
     remote_seen: Vec<crate::backend::ServerView>,
+    /// The last model left: hand memory back once the lanes are idle.
+    hand_back: bool,
+    /// Times memory was handed back so (published).
+    hand_backs: u64,
 }
 
 pub(super) fn spawn(
@@ -209,6 +214,8 @@ pub(super) fn spawn(
                 sizes,
                 dirty: true,
                 remote_seen: Vec::new(),
+                hand_back: false,
+                hand_backs: 0,
             };
             w.preload();
             w.publish();
@@ -388,6 +395,7 @@ impl Worker {
             if self.remote_changed() {
                 self.dirty = true;
             }
+            self.hand_back_memory();
             self.publish();
             let now = self.now();
             let mut wait = self
@@ -574,8 +582,14 @@ impl Worker {
             Action::Free { model, reason } => {
                 let cuda = self.device.as_ref().ok().and_then(loader::cuda_index);
                 let before = cuda.and_then(crate::telemetry::nvml::own_used_memory);
-                if self.models.remove(&model).is_some() {
+                // The model's blocks belong to the loader thread's arena:
+                // dropped with the window open, that arena's top goes back too.
+                let window = super::arenas::TrimWindow::open();
+                let dropped = self.models.remove(&model).is_some();
+                drop(window);
+                if dropped {
                     super::allocator::release_free_memory();
+                    self.hand_back = self.models.is_empty();
                     // On a GPU, the loads queued after this free start once
                     // the memory is back; the loader waits, not this thread.
                     if let (Some(gpu), Some(before)) = (cuda, before) {

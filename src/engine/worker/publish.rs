@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::Worker;
 use crate::catalog::registry::WeightsResolved;
 use crate::engine::loader;
+use crate::engine::memory::CacheMemory;
 use crate::engine::residency::Phase;
 use crate::engine::scheduler::Class;
 use crate::engine::{Event, ModelStatus, RemoteStatus, Snapshot};
@@ -109,6 +110,12 @@ impl Worker {
             queued_bulk: self.scheduler.waiting(Class::Bulk),
             lanes: self.lanes.count(),
             lanes_busy: self.lanes.busy().iter().filter(|b| b.is_some()).count(),
+            cache_memory: CacheMemory {
+                bytes: self.cache.bytes() as u64,
+                limit_bytes: self.config.cache_bytes as u64,
+                limit_entries: self.config.cache_entries,
+            },
+            hand_backs: self.hand_backs,
         };
         match self.snapshot.lock() {
             Ok(mut s) => *s = snap,
