@@ -32,15 +32,14 @@ import base64
 import json
 import os
 import random
-import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
+
+from bench_common import encode_png, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -58,18 +57,7 @@ def png(width, height, rng):
         rows.extend([b"\x00" + row] * 16)
     raw = b"".join(rows[:height])
 
-    def chunk(kind, data):
-        c = struct.pack(">I", len(data)) + kind + data
-        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return encode_png(raw, width, height)
 
 
 def status_mib(pid, field):

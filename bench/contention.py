@@ -35,17 +35,16 @@ import argparse
 import itertools
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-import zlib
 
 import numpy as np
 import tritonclient.http as httpclient
+
+from bench_common import encode_png, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -58,18 +57,7 @@ def png(width, height, seed):
     img = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:height, :width]
     raw = b"".join(b"\x00" + img[y].tobytes() for y in range(height))
 
-    def chunk(kind, data):
-        c = struct.pack(">I", len(data)) + kind + data
-        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return encode_png(raw, width, height)
 
 
 def start_server(exe, port, lanes):
