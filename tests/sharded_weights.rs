@@ -362,3 +362,76 @@ fn bf16_weights_load_and_models_says_what_they_run_in() {
         .collect();
     assert!((scores[0] - scores[1]).abs() < 0.02, "{scores:?}");
 }
+
+#[test]
+fn a_big_load_evicts_what_it_must_while_the_face_detector_keeps_answering() {
+    use modeldock::engine::{Event, ImageInput};
+    use modeldock::models::toy_shards::write_big_toy_file;
+    let dir = tempfile::tempdir().unwrap();
+    // 600 MiB resident first, then 1 GiB (its read stretched by a 1 s pause
+    // among its small tensors) under a 1.5 GiB budget: only the 600 MiB one
+    // must go; the face detector stays and answers throughout.
+    write_big_toy_file(dir.path(), "mid", 600 << 20, "").unwrap();
+    write_big_toy_file(dir.path(), "big", 1 << 30, "slow_load_ms = 1000").unwrap();
+    let mut config = common::config();
+    config.budget_bytes = 3 << 29;
+    let (engine, _) = common::engine_for(dir.path(), config);
+    let events = engine.subscribe(1 << 16);
+    for m in ["mid", "face-detector"] {
+        engine.load(m).unwrap();
+        common::wait_state(&engine, m, "Resident");
+    }
+    let frame = Arc::new(common::png(320, 240));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A stream of frames to the face detector, as the Live panel sends them.
+    let stream = {
+        let (engine, frame, stop) = (engine.clone(), frame.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            for i in 0..2000u32 {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let input = ImageInput::Bytes {
+                    name: format!("f{i}.png"),
+                    bytes: frame.clone(),
+                };
+                // A distinct threshold per frame keeps the result cache out.
+                let params = modeldock::vision::InferParams {
+                    conf: Some(0.5 + i as f32 * 1e-6),
+                    ..Default::default()
+                };
+                let ok = engine.infer_wait("face-detector", input, params).is_ok();
+                answers.push((std::time::Instant::now(), ok));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    engine.load("big").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (mut started, mut loaded, mut evicted) = (None, None, Vec::new());
+    while std::time::Instant::now() < deadline && loaded.is_none() {
+        match events.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(Event::LoadStarted { model, .. }) if model == "big" => started = Some(std::time::Instant::now()),
+            Ok(Event::Loaded { model, .. }) if model == "big" => loaded = Some(std::time::Instant::now()),
+            Ok(Event::LoadFailed { model, error }) if model == "big" => panic!("big failed: {error}"),
+            Ok(Event::Freed { model, reason }) => evicted.push((model, reason.to_string())),
+            _ => {}
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let answers = stream.join().unwrap();
+    let (started, loaded) = (started.expect("big never started"), loaded.expect("big never loaded"));
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert_eq!(evicted[0].0, "mid");
+    assert!(
+        evicted[0].1.contains("evicted") && evicted[0].1.contains("big"),
+        "{evicted:?}"
+    );
+    assert_eq!(common::state(&engine, "face-detector"), "Resident");
+    assert!(answers.iter().all(|(_, ok)| *ok), "a face-detector request failed");
+    let during = answers.iter().filter(|(t, _)| *t > started && *t < loaded).count();
+    assert!(during >= 3, "only {during} face-detector answers during the 1 s+ load");
+    engine.shutdown();
+}

@@ -3,7 +3,7 @@
 //!
 //! Tensors: `conv.weight` (8,3,3,3), `conv.bias` (8), `head.weight` (5,8),
 //! `head.bias` (5), and optionally `pad` (`options.pad_elems` f32 values) to
-//! give the model a realistic size, or with `options.pad_tensors` = K > 1,
+//! give the model a realistic size, or with `options.pad_tensors` = K,
 //! K tensors `pad.0` … `pad.{K-1}` of `pad_elems` values each (so the
 //! weights can be split into shards). Options (numbers) that stand in for
 //! real-world trouble: `slow_load_ms` (a slow disk), `slow_forward_ms` (a slow
@@ -59,10 +59,10 @@ impl Toy {
         std::thread::sleep(step);
         let head_b = vb.get(5, "head.bias")?;
         std::thread::sleep(step);
-        let pad = match (pad_elems, m.option("pad_tensors", 1.0) as usize) {
+        let pad = match (pad_elems, m.options.get("pad_tensors").map(|k| *k as usize)) {
             (0, _) => Vec::new(),
-            (n, 0 | 1) => vec![vb.get(n, "pad")?],
-            (n, k) => (0..k)
+            (n, None) => vec![vb.get(n, "pad")?],
+            (n, Some(k)) => (0..k)
                 .map(|i| vb.get(n, &format!("pad.{i}")))
                 .collect::<candle_core::Result<_>>()?,
         };

@@ -83,12 +83,24 @@ fn write_file(path: &Path, specs: &[&Spec]) -> Result<()> {
     f.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)
 }
 
-/// Writes a toy model of about `bytes` bytes of weights twice into `dir`:
-/// `<id>/` as one file and `<id>-sharded/` as `shards` shards (at least 1)
-/// with an index. The padding is `shards` tensors `pad.0` … so each shard
-/// holds one.
-pub fn write_big_toy(dir: &Path, id: &str, bytes: u64, shards: usize) -> Result<BigToy> {
-    let shards = shards.max(1);
+/// Writes a toy model of about `bytes` bytes of weights into `dir/<id>/`
+/// as one file, with `extra_options` added to its `[options]` (e.g.
+/// `slow_load_ms = 500`). Returns the weights' bytes.
+pub fn write_big_toy_file(dir: &Path, id: &str, bytes: u64, extra_options: &str) -> Result<u64> {
+    let specs = toy_specs(bytes, 1)?;
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).map_err(|e| Error::msg(format!("{}: {e}", d.display())))?;
+    write_file(&d.join("model.safetensors"), &specs.iter().collect::<Vec<_>>())?;
+    let per = specs.last().map(Spec::elems).unwrap_or(0);
+    let toml = format!("{}{extra_options}\n", manifest(id, "model.safetensors", per, 1));
+    let p = d.join("model.toml");
+    std::fs::write(&p, toml).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+    Ok(specs.iter().map(|s| s.elems() as u64 * 4).sum())
+}
+
+/// The toy's four small tensors and `shards` padding tensors making about
+/// `bytes` bytes in all.
+fn toy_specs(bytes: u64, shards: usize) -> Result<Vec<Spec>> {
     let per = usize::try_from(bytes / 4 / shards as u64).map_err(|_| Error::msg("toy model too large"))?;
     let mut specs = vec![
         Spec {
@@ -119,13 +131,27 @@ pub fn write_big_toy(dir: &Path, id: &str, bytes: u64, shards: usize) -> Result<
             seed: 5 + i as u32,
         });
     }
+    Ok(specs)
+}
+
+/// A toy's manifest: weights `weights`, `shards` padding tensors of `per` values.
+fn manifest(id: &str, weights: &str, per: usize, shards: usize) -> String {
+    format!(
+        "id = \"{id}\"\nname = \"Toy {id}\"\ntask = \"detect\"\narch = \"toy\"\nweights = \"{weights}\"\n\
+         input_size = 32\nlabels = [\"toy\"]\nlicence = \"CC0-1.0\"\n\n[options]\npad_elems = {per}\npad_tensors = {shards}\n"
+    )
+}
+
+/// Writes a toy model of about `bytes` bytes of weights twice into `dir`:
+/// `<id>/` as one file and `<id>-sharded/` as `shards` shards (at least 1)
+/// with an index. The padding is `shards` tensors `pad.0` … so each shard
+/// holds one.
+pub fn write_big_toy(dir: &Path, id: &str, bytes: u64, shards: usize) -> Result<BigToy> {
+    let shards = shards.max(1);
+    let specs = toy_specs(bytes, shards)?;
+    let per = specs.last().map(Spec::elems).unwrap_or(0);
     let weights_bytes = specs.iter().map(|s| s.elems() as u64 * 4).sum();
-    let manifest = |id: &str, weights: &str| {
-        format!(
-            "id = \"{id}\"\nname = \"Toy {id}\"\ntask = \"detect\"\narch = \"toy\"\nweights = \"{weights}\"\n\
-             input_size = 32\nlabels = [\"toy\"]\nlicence = \"CC0-1.0\"\n\n[options]\npad_elems = {per}\npad_tensors = {shards}\n"
-        )
-    };
+    let manifest = |id: &str, weights: &str| manifest(id, weights, per, shards);
     let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| Error::msg(format!("{}: {e}", d.display())));
     let write =
         |p: PathBuf, text: String| std::fs::write(&p, text).map_err(|e| Error::msg(format!("{}: {e}", p.display())));
