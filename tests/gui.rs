@@ -675,3 +675,28 @@ fn a_gpu_that_cannot_open_leaves_the_app_on_the_cpu_with_a_note() {
         has_label_containing(h, "Device: cpu (cuda") && has_label_containing(h, "on the CPU instead")
     });
 }
+
+#[test]
+fn the_models_panel_says_when_weights_are_stored_in_half_precision() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    toy(dir.path(), "halftoy", &[]);
+    let p = dir.path().join("halftoy/toy.safetensors");
+    let dev = candle_core::Device::Cpu;
+    let ts = candle_core::safetensors::load(&p, &dev).unwrap_or_else(|e| panic!("{e}"));
+    let ts: std::collections::HashMap<String, candle_core::Tensor> = ts
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                k,
+                t.to_dtype(candle_core::DType::BF16).unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .collect();
+    candle_core::safetensors::save(&ts, &p).unwrap_or_else(|e| panic!("{e}"));
+    toy(dir.path(), "fulltoy", &[]);
+    let reg = Registry::discover(&[dir.path().to_path_buf()]);
+    let mut h = harness(only(reg, &["halftoy", "fulltoy"]), "halftoy");
+    h.step();
+    // One model stores bf16: one label says so; the f32 one adds none.
+    assert_eq!(h.query_all_by_label("f32 (bf16 weights)").count(), 1);
+}

@@ -228,11 +228,17 @@ pub fn ui(ui: &mut egui::Ui, engine: &Client, snap: &Snapshot, selected: &mut Op
                             remote_lines(ui, r);
                         }
                     });
-                    ui.label(format!(
-                        "{} / {}",
-                        human_bytes(m.predicted_bytes),
-                        m.measured_bytes.map(human_bytes).unwrap_or_else(|| "–".into())
-                    ));
+                    ui.vertical(|ui| {
+                        ui.label(format!(
+                            "{} / {}",
+                            human_bytes(m.predicted_bytes),
+                            m.measured_bytes.map(human_bytes).unwrap_or_else(|| "–".into())
+                        ));
+                        if !m.precision.is_empty() && m.precision != "f32" {
+                            ui.label(RichText::new(&m.precision).weak())
+                                .on_hover_text("What the network computes in, and how its weights are stored");
+                        }
+                    });
                     ui.label(if m.device.is_empty() { "–" } else { &m.device });
                     ui.label(m.last_used_ms_ago.map(ago).unwrap_or_else(|| "never".into()));
                     ui.label(match m.keep_alive_left_ms {
