@@ -213,6 +213,19 @@ pub enum ImportCommand {
         #[arg(long, value_name = "PREFIX=MANIFEST.json")]
         add: Vec<String>,
     },
+    /// An ONNX model (Ultralytics YOLO detect/pose exports) → safetensors (weights + graph) + model.toml
+    Onnx {
+        #[arg(value_name = "MODEL.onnx")]
+        model: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The model id (default: the file's stem)
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// auto (from the model's metadata), yolo or yolo-pose
+        #[arg(long, value_name = "FAMILY", default_value = "auto")]
+        family: String,
+    },
     /// An Ultralytics YOLOv8 detect/pose checkpoint (.pt) → safetensors + model.toml (no Python, nothing executed)
     Pt {
         #[arg(value_name = "FILE.pt")]
@@ -257,16 +270,20 @@ pub struct LiveArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
-    /// yolov8, tiny_face_detector, face_landmarks_68
-    #[arg(long)]
+    /// yolov8, tiny_face_detector, face_landmarks_68, nanodet, movenet, palm_detector, hand_landmarks
+    #[arg(long, required_unless_present = "onnx", default_value = "")]
     pub arch: String,
+    /// An ONNX model, run on the graph executor as `import onnx` would store it
+    /// (inputs and outputs named as in the graph)
+    #[arg(long, value_name = "MODEL.onnx", conflicts_with_all = ["weights"])]
+    pub onnx: Option<PathBuf>,
     #[arg(long, default_value = "n")]
     pub variant: String,
     #[arg(long, default_value = "detect")]
     pub task: String,
     /// safetensors, or an Ultralytics checkpoint (.pt) for yolov8
-    #[arg(long, value_name = "W")]
-    pub weights: PathBuf,
+    #[arg(long, value_name = "W", required_unless_present = "onnx")]
+    pub weights: Option<PathBuf>,
     #[arg(long, value_name = "I")]
     pub input: PathBuf,
     #[arg(long, value_name = "O")]

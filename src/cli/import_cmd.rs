@@ -1,10 +1,12 @@
 //! `modeldock import tfjs MANIFEST.json --out DIR [--add PREFIX=MANIFEST.json]`,
-//! `modeldock import pt FILE.pt --out DIR`
+//! `modeldock import pt FILE.pt --out DIR`,
+//! `modeldock import onnx MODEL.onnx --out DIR [--id ID] [--family F]`
 
 use std::path::PathBuf;
 
 use super::args::ImportCommand;
 use crate::error::{Error, Result};
+use crate::import::onnx::store::{self as onnx_store, Family};
 use crate::import::{pt as pt_import, tfjs as tfjs_import};
 
 pub fn run(cmd: &ImportCommand) -> Result<i32> {
@@ -19,6 +21,21 @@ pub fn run(cmd: &ImportCommand) -> Result<i32> {
             }
             let w = tfjs_import::import(manifest, &extra, out)?;
             println!("wrote {} and {}", w.display(), out.join("model.toml").display());
+            Ok(0)
+        }
+        ImportCommand::Onnx { model, out, id, family } => {
+            let family = Family::parse(family)?;
+            let w = onnx_store::import(model, out, id.as_deref(), family)?;
+            println!(
+                "wrote {} ({} graph nodes, {:?}, {} labels, input {}) and {}",
+                w.weights.display(),
+                w.nodes,
+                w.family,
+                w.labels,
+                w.input_size,
+                w.manifest.display()
+            );
+            println!("model id: {}", w.id);
             Ok(0)
         }
         ImportCommand::Pt { checkpoint, out } => {

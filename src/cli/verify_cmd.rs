@@ -146,7 +146,7 @@ const GRAPH_ARCHES: &[(&str, &str)] = &[
 /// `verify` for a graph network: every tensor of `--expected` other than
 /// `input` is compared with the output of the same name.
 fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
-    let weights = args.weights.as_path();
+    let weights = weights_arg(args)?;
     let total = read_header(weights)?.data_bytes;
     let vb = var_builder(
         &WeightsSource::File(weights.to_path_buf()),
@@ -160,7 +160,31 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
         vb
     };
     let graph = tf_graph::Graph::load(&vb, &weights.display().to_string())?;
-    let input = one_tensor(&args.input, "input")?.to_dtype(DType::F32)?;
+    compare_graph(args, &graph, "input", &args.arch)
+}
+
+/// `verify --onnx`: the ONNX model lowered in memory, then compared as a
+/// graph network (tensors named as the graph's input and outputs).
+fn run_onnx(args: &VerifyArgs, path: &Path) -> Result<i32> {
+    let model = crate::import::onnx::read(path)?;
+    let graph = model.build().map_err(|e| e.context(&path.display().to_string()))?;
+    let input_name = model.lowered.input.0.clone();
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    compare_graph(args, &graph, &input_name, &label)
+}
+
+fn weights_arg(args: &VerifyArgs) -> Result<&Path> {
+    args.weights
+        .as_deref()
+        .ok_or_else(|| Error::usage("verify: --weights is required (or --onnx)"))
+}
+
+/// Runs `graph` on `--input` and compares every output named in `--expected`.
+fn compare_graph(args: &VerifyArgs, graph: &tf_graph::Graph, input_name: &str, label: &str) -> Result<i32> {
+    let input = one_tensor(&args.input, input_name)?.to_dtype(DType::F32)?;
     let ename = args.expected.display();
     let expected: HashMap<String, Tensor> =
         candle_core::safetensors::load(&args.expected, &Device::Cpu).map_err(|e| Error::from(e).context(&ename))?;
@@ -204,8 +228,7 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
         report.push(json!({"output": name, "shape": exp.dims(), "max_abs_diff": max, "pass": worst <= 0.0}));
         if !args.json {
             println!(
-                "{} {name} {:?}: max abs diff {max:.3e} — {}",
-                args.arch,
+                "{label} {name} {:?}: max abs diff {max:.3e} — {}",
                 exp.dims(),
                 if worst <= 0.0 { "PASS" } else { "FAIL" }
             );
@@ -213,7 +236,7 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
     }
     let missing: Vec<&String> = expected
         .keys()
-        .filter(|k| *k != "input" && !outs.iter().any(|(n, _)| n == *k))
+        .filter(|k| *k != "input" && *k != input_name && !outs.iter().any(|(n, _)| n == *k))
         .collect();
     if !missing.is_empty() {
         return Err(Error::msg(format!(
@@ -227,20 +250,23 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
     if args.json {
         println!(
             "{}",
-            json!({"arch": args.arch, "tol": args.tol, "rtol": args.rtol, "outputs": report, "pass": pass})
+            json!({"arch": label, "tol": args.tol, "rtol": args.rtol, "outputs": report, "pass": pass})
         );
     }
     Ok(if pass { 0 } else { 1 })
 }
 
 pub fn run(args: &VerifyArgs) -> Result<i32> {
+    if let Some(path) = &args.onnx {
+        return run_onnx(args, path);
+    }
     if let Some((_, prefix)) = GRAPH_ARCHES.iter().find(|(a, _)| *a == args.arch) {
         return run_graph(args, prefix);
     }
     let arch = args.arch.as_str();
     let variant = args.variant.as_str();
     let task = args.task.as_str();
-    let weights = args.weights.as_path();
+    let weights = weights_arg(args)?;
     let input = one_tensor(&args.input, "input")?.to_dtype(DType::F32)?;
     let expected = one_tensor(&args.expected, "output")?.to_dtype(DType::F32)?;
     let tol = args.tol;

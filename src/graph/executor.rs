@@ -170,6 +170,8 @@ pub(super) enum Op {
     GatherNd,
     SparseToDense,
     AvgPool(ops::Window),
+    /// An op with ONNX semantics ([`super::onnx_ops`]).
+    Onnx(Box<super::onnx_ops::OnnxNode>),
 }
 
 pub(super) struct Node {
@@ -468,6 +470,7 @@ impl Graph {
                 self.dtype,
             )?),
             Op::AvgPool(win) => one(Val::F(ops::avg_pool(&self.float(a, 0)?, win)?)),
+            Op::Onnx(o) => o.exec(a, &self.device, self.dtype),
         }
     }
 
@@ -979,6 +982,7 @@ fn compute_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) ->
         "GatherNd" => Op::GatherNd,
         "SparseToDense" => Op::SparseToDense,
         "AvgPool" => Op::AvgPool(ops::Window::of(def)?),
+        onnx if onnx.starts_with("Onnx") => Op::Onnx(Box::new(super::onnx_ops::OnnxNode::parse(def)?)),
         other => return Err(def.err(format!("op '{other}' is not supported by this build"))),
     })
 }

@@ -4,5 +4,6 @@
 pub mod executor;
 mod fuse;
 pub mod node;
+mod onnx_ops;
 pub mod ops;
 mod planar;

@@ -2,6 +2,7 @@
 //! pickle reader, TF.js graph models) turned into a model folder of
 //! safetensors weights and a `model.toml`.
 
+pub mod onnx;
 pub mod pickle;
 pub mod pt;
 pub mod tfjs;

@@ -807,7 +807,8 @@ fn materialise<R: Read + Seek>(ar: &mut Archive<R>, tensors: &[(String, TensorMe
 }
 
 /// A TOML basic string.
-fn toml_str(s: &str) -> String {
+/// A TOML string literal.
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

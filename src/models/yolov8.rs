@@ -431,13 +431,20 @@ struct Layers {
 const MAX_NMS: usize = 30_000;
 
 pub struct YoloV8 {
-    net: Net<Box<Layers>>,
+    net: Net<LocalNet>,
     pub head: HeadKind,
     input_size: usize,
     labels: Vec<String>,
     conf: f32,
     iou: f32,
     device: Device,
+}
+
+/// The network on this machine: the layers built from a state dict, or an
+/// imported ONNX export run by the graph executor.
+enum LocalNet {
+    Layers(Box<Layers>),
+    Graph(Box<crate::graph::executor::Graph>),
 }
 
 /// candle-hub (`lmz/candle-yolo-v8`) name → ultralytics name.
@@ -500,7 +507,7 @@ impl YoloV8 {
             head: Head::load(vb.pp("22"), [c256, c512, c1024], nc, task)?,
         };
         Ok(YoloV8 {
-            net: Net::Local(Box::new(layers)),
+            net: Net::Local(LocalNet::Layers(Box::new(layers))),
             head: task,
             input_size: 640,
             labels: Vec::new(),
@@ -533,6 +540,21 @@ impl YoloV8 {
 
     pub fn load(vb: VarBuilder, m: &Manifest) -> Result<Self> {
         let (task, labels) = Self::task_labels(m)?;
+        if vb.contains_tensor(crate::graph::executor::GRAPH_TENSOR) {
+            // An imported ONNX export: the same pre- and post-processing
+            // around the graph executor.
+            let graph = crate::graph::executor::Graph::load(&vb, &format!("model '{}'", m.id))?;
+            let y = YoloV8 {
+                net: Net::Local(LocalNet::Graph(Box::new(graph))),
+                head: task,
+                input_size: 640,
+                labels: Vec::new(),
+                conf: 0.25,
+                iou: 0.7,
+                device: vb.device().clone(),
+            };
+            return Ok(y.configure(m, labels));
+        }
         let variant = if m.variant.is_empty() { "n" } else { m.variant.as_str() };
         let y = YoloV8::build(vb, variant, task, labels.len())?;
         Ok(y.configure(m, labels))
@@ -557,7 +579,16 @@ impl YoloV8 {
     /// The raw eval-mode network on a (1, 3, S, S) input in 0..1.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let l = match &self.net {
-            Net::Local(l) => l,
+            Net::Local(LocalNet::Layers(l)) => l,
+            Net::Local(LocalNet::Graph(g)) => {
+                // Ultralytics exports put the detections first (`output0`).
+                let outs = crate::kernels::host::in_pool(|| g.run(x))?;
+                return outs
+                    .into_iter()
+                    .next()
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| crate::error::Error::msg("the graph has no output"));
+            }
             Net::Remote(r) => return super::remote_net::run(r, x),
         };
         crate::kernels::host::in_pool(|| Self::forward_local(l, x))
