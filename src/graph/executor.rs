@@ -584,7 +584,9 @@ impl Graph {
         if shape.len() != 4 {
             return Err(Error::msg(format!("output shape {shape:?} must have 4 entries")));
         }
-        let (oh, ow) = (shape[1].max(0) as usize, shape[2].max(0) as usize);
+        // A negative size keeps the transposed conv's own (ONNX's, unpadded).
+        let size = |v: i64, full: usize| if v < 0 { full } else { v as usize };
+        let (oh, ow) = (size(shape[1], fh), size(shape[2], fw));
         if oh > fh || ow > fw {
             return Err(Error::msg(format!(
                 "output shape {shape:?} is larger than the transposed conv's {fh}x{fw}"

@@ -234,6 +234,14 @@ impl<'a> Lower<'a> {
             })
         };
         let op = node.op_type.as_str();
+        if op == "Identity" {
+            // An Identity of a constant is that constant (exporters share
+            // equal initializers this way, conv biases among them).
+            if let (Some(t), Some(out)) = (self.const_of(node, 0).cloned(), node.output.first()) {
+                self.consts.insert(out.clone(), t);
+                return Ok(());
+            }
+        }
         if let Some(tf) = simple(op) {
             let arity = if matches!(op, "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min") {
                 2
@@ -256,6 +264,7 @@ impl<'a> Lower<'a> {
             "Constant" => self.constant_node(node),
             "Conv" => self.conv(node, &base),
             "MaxPool" => self.max_pool(node, &base),
+            "ConvTranspose" => self.conv_transpose(node, &base),
             "LeakyRelu" => {
                 let x = self.need(node, 0)?;
                 let name = self.fresh(&base);
@@ -412,6 +421,58 @@ impl<'a> Lower<'a> {
         let name = self.fresh(base);
         self.push(&name, op, inputs, a);
         let out = self.transpose(&format!("{base}/to_nchw"), name, &NCHW)?;
+        self.bind(node, &out);
+        Ok(())
+    }
+
+    /// ConvTranspose (2-D, one group, no padding): Transpose →
+    /// Conv2DBackpropInput at its full size → bias Add → Transpose.
+    fn conv_transpose(&mut self, node: &NodeProto, base: &str) -> Result<()> {
+        let w = self
+            .const_of(node, 1)
+            .ok_or_else(|| node_err(node, "the weight must be an initializer"))?
+            .clone();
+        let (_, cout, _, _) = w
+            .dims4()
+            .map_err(|_| node_err(node, format!("only 2-D transposed convs are supported (weight {:?})", w.dims())))?;
+        let zero = |k: &str| attr_ints(node, k).is_none_or(|v| v.iter().all(|x| *x == 0));
+        if !zero("pads") || !zero("output_padding") || attr(node, "output_shape").is_some() {
+            return Err(node_err(node, "padded transposed convs are not supported"));
+        }
+        if attr_i(node, "group", 1) != 1 {
+            return Err(node_err(node, "grouped transposed convs are not supported"));
+        }
+        if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|v| *v != 1)) {
+            return Err(node_err(node, "dilated transposed convs are not supported"));
+        }
+        let s = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+        if s.len() != 2 || s[0] != s[1] || s[0] < 1 {
+            return Err(node_err(node, format!("strides {s:?} must be two equal values")));
+        }
+        let bias = match (self.const_of(node, 2).cloned(), node.input.get(2).is_some_and(|v| !v.is_empty())) {
+            (Some(b), _) => Some(b),
+            (None, true) => return Err(node_err(node, "the bias must be an initializer")),
+            (None, false) => None,
+        };
+        let x = self.need(node, 0)?;
+        let xt = self.transpose(&format!("{base}/to_nhwc"), x, &NHWC)?;
+        // ONNX [in, out, kh, kw] → TF [kh, kw, out, in].
+        let f = self.constant(&format!("{base}/filter"), w.permute((2, 3, 1, 0))?.contiguous()?)?;
+        let shape = self.int_const(&format!("{base}/output_shape"), &[-1, -1, -1, cout as i64])?;
+        let mut a = Map::new();
+        a.insert("strides".into(), ints_attr(&[1, s[0], s[0], 1]));
+        a.insert("padding".into(), s_attr("VALID"));
+        a.insert("data_format".into(), s_attr("NHWC"));
+        let name = self.fresh(base);
+        self.push(&name, "Conv2DBackpropInput", vec![shape, f, xt], a);
+        let mut last = name;
+        if let Some(b) = bias {
+            let bc = self.constant(&format!("{base}/bias"), b)?;
+            let add = self.fresh(&format!("{base}/bias_add"));
+            self.push(&add, "BiasAdd", vec![last, bc], Map::new());
+            last = add;
+        }
+        let out = self.transpose(&format!("{base}/to_nchw"), last, &NCHW)?;
         self.bind(node, &out);
         Ok(())
     }

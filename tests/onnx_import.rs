@@ -1,0 +1,210 @@
+//! ONNX graphs on the graph executor against ONNX Runtime (PyPI
+//! `onnxruntime`, from `.ci/venv-triton`, made by `bash .ci/deps`):
+//! - every op case in tests/fixtures/onnx/ops (small models with their
+//!   ONNX Runtime outputs, committed);
+//! - whole Ultralytics exports (tests/fixtures/onnx/*-320.onnx, conv weights
+//!   zeroed in the repo), filled from a seed by tests/python/onnx_fixtures.py
+//!   and run through ONNX Runtime here, then through `verify --onnx`;
+//! - `import onnx` of such an export, then `infer` on a photo with it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor};
+use common::fixture;
+
+fn python() -> PathBuf {
+    let p = match std::env::var_os("MODELDOCK_TEST_ONNX_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv-triton/bin/python"),
+    };
+    assert!(
+        p.exists(),
+        "no Python with onnxruntime at {}: run `bash .ci/deps` (it creates .ci/venv-triton), \
+         or set MODELDOCK_TEST_ONNX_PYTHON to a python that has onnx, onnxruntime and numpy",
+        p.display()
+    );
+    p
+}
+
+fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The worst `|got - want| - (atol + rtol·|want|)` over `want` (≤ 0 passes).
+fn excess(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> f64 {
+    let want = want.to_dtype(DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let diff = (got - &want).and_then(|d| d.abs()).unwrap_or_else(|e| panic!("{e}"));
+    let allowed = want
+        .abs()
+        .and_then(|a| a.affine(rtol, atol))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (diff - allowed)
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .unwrap_or_else(|e| panic!("{e}")) as f64
+}
+
+#[test]
+fn every_op_case_matches_onnxruntime() {
+    let root = fixture("onnx/ops");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 25, "only {} op cases in {}", cases.len(), root.display());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let result = (|| -> Result<(), String> {
+            let model = modeldock::import::onnx::read(&case.join("model.onnx")).map_err(|e| e.to_string())?;
+            let graph = model.build().map_err(|e| e.to_string())?;
+            let inputs = load(&case.join("input.safetensors"));
+            let x = inputs.get("x").ok_or("no input 'x'")?;
+            let outs = graph.run(x).map_err(|e| e.to_string())?;
+            let expected = load(&case.join("expected.safetensors"));
+            if expected.is_empty() {
+                return Err("no expected outputs".into());
+            }
+            for (k, want) in &expected {
+                let got = outs
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| format!("output '{k}' is missing"))?;
+                if got.dims() != want.dims() {
+                    return Err(format!("output '{k}': shape {:?}, expected {:?}", got.dims(), want.dims()));
+                }
+                let e = excess(got, want, 1e-4, 1e-4);
+                if e > 0.0 {
+                    return Err(format!("output '{k}' off by {e:.3e} beyond 1e-4"));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} op cases fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// Fills the committed export `name` from `seed` and runs ONNX Runtime on it.
+fn filled(name: &str, seed: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/onnx_fixtures.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg("fill")
+        .arg(fixture(&format!("onnx/{name}-320.onnx")))
+        .arg(dir.path())
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "onnx_fixtures.py fill {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// `verify --onnx` on a filled export: ONNX Runtime's outputs within 1e-3
+/// (+3e-5·|expected| for box rows in pixels), and a perturbed reference fails.
+fn verify_export(name: &str) {
+    let dir = filled(name, 7);
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let (model, input, expected) = (p("model.onnx"), p("input.safetensors"), p("expected.safetensors"));
+    let (code, stdout, stderr) = common::cli(
+        &["verify", "--onnx", &model, "--input", &input, "--expected", &expected, "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{name}: {stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let outputs = v["outputs"].as_array().cloned().unwrap_or_default();
+    assert!(!outputs.is_empty(), "{stdout}");
+    for o in &outputs {
+        assert_eq!(o["pass"], true, "{name}: {o}");
+    }
+    // The same check fails when the reference moves by more than the tolerance.
+    let mut exp = load(&dir.path().join("expected.safetensors"));
+    let first = exp.keys().next().cloned().unwrap_or_default();
+    if let Some(t) = exp.get_mut(&first) {
+        *t = t.affine(1.0, 0.01).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let moved = p("moved.safetensors");
+    candle_core::safetensors::save(&exp, &moved).unwrap_or_else(|e| panic!("{e}"));
+    let (code, stdout, _) = common::cli(
+        &["verify", "--onnx", &model, "--input", &input, "--expected", &moved],
+        &[],
+    );
+    assert_eq!(code, 1, "{name}: a reference moved by 0.01 must fail: {stdout}");
+}
+
+#[test]
+fn yolo11n_export_matches_onnxruntime() {
+    verify_export("yolo11n");
+}
+
+#[test]
+fn yolov8n_export_matches_onnxruntime() {
+    verify_export("yolov8n");
+}
+
+#[test]
+fn an_imported_export_serves_detections_with_its_own_labels() {
+    let dir = filled("yolo11n", 3);
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let onnx = dir.path().join("model.onnx").display().to_string();
+    let out = models.path().join("yolo11n");
+    let out_s = out.display().to_string();
+    let (code, stdout, stderr) = common::cli(
+        &["import", "onnx", &onnx, "--out", &out_s, "--id", "yolo11n-test"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Yolo") && stdout.contains("input 320"), "{stdout}");
+    let toml = std::fs::read_to_string(out.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
+    // Ultralytics' metadata: names (a model built from its yaml calls its
+    // classes "0".."79"), imgsz 320, task detect.
+    assert!(toml.contains("\"79\"]") && toml.contains("input_size = 320"), "{toml}");
+    assert!(toml.contains("task = \"detect\""), "{toml}");
+    let models_s = models.path().display().to_string();
+    let img = fixture("images/astronaut.png").display().to_string();
+    let host = common::no_server();
+    let (code, stdout, stderr) = common::cli(
+        &[
+            "infer",
+            "--local",
+            "--models-dir",
+            &models_s,
+            "--model",
+            "yolo11n-test",
+            "--conf",
+            "0.05",
+            "--json",
+            &img,
+        ],
+        &[("MODELDOCK_HOST", host.as_str())],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let dets = v["detections"].as_array().cloned().unwrap_or_default();
+    assert!(!dets.is_empty(), "random weights at conf 0.05 still detect something: {stdout}");
+    for d in &dets {
+        let label = d["label"].as_str().unwrap_or_default();
+        assert!(label.parse::<u32>().is_ok_and(|c| c < 80), "the metadata's labels, not COCO's: {d}");
+    }
+}
+
+#[test]
+fn yolov8n_seg_export_matches_onnxruntime_on_both_outputs() {
+    verify_export("yolov8n-seg");
+}
