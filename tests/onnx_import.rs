@@ -61,7 +61,10 @@ fn every_op_case_matches_onnxruntime() {
     assert!(cases.len() >= 25, "only {} op cases in {}", cases.len(), root.display());
     let mut failures = Vec::new();
     for case in &cases {
-        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let result = (|| -> Result<(), String> {
             let model = modeldock::import::onnx::read(&case.join("model.onnx")).map_err(|e| e.to_string())?;
             let graph = model.build().map_err(|e| e.to_string())?;
@@ -79,7 +82,11 @@ fn every_op_case_matches_onnxruntime() {
                     .map(|(_, t)| t)
                     .ok_or_else(|| format!("output '{k}' is missing"))?;
                 if got.dims() != want.dims() {
-                    return Err(format!("output '{k}': shape {:?}, expected {:?}", got.dims(), want.dims()));
+                    return Err(format!(
+                        "output '{k}': shape {:?}, expected {:?}",
+                        got.dims(),
+                        want.dims()
+                    ));
                 }
                 let e = excess(got, want, 1e-4, 1e-4);
                 if e > 0.0 {
@@ -92,7 +99,13 @@ fn every_op_case_matches_onnxruntime() {
             failures.push(format!("{name}: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} op cases fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} op cases fail:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// Fills the committed export `name` from `seed` and runs ONNX Runtime on it.
@@ -122,7 +135,16 @@ fn verify_export(name: &str) {
     let p = |f: &str| dir.path().join(f).display().to_string();
     let (model, input, expected) = (p("model.onnx"), p("input.safetensors"), p("expected.safetensors"));
     let (code, stdout, stderr) = common::cli(
-        &["verify", "--onnx", &model, "--input", &input, "--expected", &expected, "--json"],
+        &[
+            "verify",
+            "--onnx",
+            &model,
+            "--input",
+            &input,
+            "--expected",
+            &expected,
+            "--json",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{name}: {stdout}{stderr}");
@@ -164,10 +186,7 @@ fn an_imported_export_serves_detections_with_its_own_labels() {
     let onnx = dir.path().join("model.onnx").display().to_string();
     let out = models.path().join("yolo11n");
     let out_s = out.display().to_string();
-    let (code, stdout, stderr) = common::cli(
-        &["import", "onnx", &onnx, "--out", &out_s, "--id", "yolo11n-test"],
-        &[],
-    );
+    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "yolo11n-test"], &[]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("Yolo") && stdout.contains("input 320"), "{stdout}");
     let toml = std::fs::read_to_string(out.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -197,10 +216,16 @@ fn an_imported_export_serves_detections_with_its_own_labels() {
     let v: serde_json::Value =
         serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let dets = v["detections"].as_array().cloned().unwrap_or_default();
-    assert!(!dets.is_empty(), "random weights at conf 0.05 still detect something: {stdout}");
+    assert!(
+        !dets.is_empty(),
+        "random weights at conf 0.05 still detect something: {stdout}"
+    );
     for d in &dets {
         let label = d["label"].as_str().unwrap_or_default();
-        assert!(label.parse::<u32>().is_ok_and(|c| c < 80), "the metadata's labels, not COCO's: {d}");
+        assert!(
+            label.parse::<u32>().is_ok_and(|c| c < 80),
+            "the metadata's labels, not COCO's: {d}"
+        );
     }
 }
 

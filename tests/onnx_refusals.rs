@@ -8,8 +8,7 @@ use std::path::Path;
 
 use modeldock::import::onnx::proto::{
     data_type, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
-    DATA_EXTERNAL,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto, DATA_EXTERNAL,
 };
 use prost::Message;
 
@@ -166,7 +165,10 @@ fn unknown_ops_and_unsupported_forms_name_the_node() {
     let mut m = good_model();
     graph_mut(&mut m).input.push(value("x2", &[1, 3, 8, 8]));
     let msg = refusal(dir.path(), "two_inputs.onnx", &m.encode_to_vec());
-    assert!(msg.contains("graphs with 2 inputs are not supported yet (inputs: x, x2)"), "{msg}");
+    assert!(
+        msg.contains("graphs with 2 inputs are not supported yet (inputs: x, x2)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -175,11 +177,17 @@ fn tensors_that_claim_more_than_they_hold_are_refused_before_allocating() {
     let mut m = good_model();
     graph_mut(&mut m).initializer[0] = floats("W", &[4, 3, 3, 3], 100);
     let msg = refusal(dir.path(), "short.onnx", &m.encode_to_vec());
-    assert!(msg.contains("tensor 'W': 400 bytes of data for shape [4, 3, 3, 3] (432 expected)"), "{msg}");
+    assert!(
+        msg.contains("tensor 'W': 400 bytes of data for shape [4, 3, 3, 3] (432 expected)"),
+        "{msg}"
+    );
     let mut m = good_model();
     graph_mut(&mut m).initializer[0] = floats("W", &[i64::MAX, 4, 3, 3], 1);
     let msg = refusal(dir.path(), "overflow.onnx", &m.encode_to_vec());
-    assert!(msg.contains("tensor 'W': shape") && msg.contains("invalid or too large"), "{msg}");
+    assert!(
+        msg.contains("tensor 'W': shape") && msg.contains("invalid or too large"),
+        "{msg}"
+    );
     let mut m = good_model();
     graph_mut(&mut m).initializer[0] = floats("W", &[4, -3, 3, 3], 1);
     let msg = refusal(dir.path(), "negative.onnx", &m.encode_to_vec());
@@ -247,5 +255,8 @@ fn import_onnx_on_a_bad_file_exits_nonzero_with_one_line() {
     let good_s = good.display().to_string();
     let (code, _, stderr) = common::cli(&["import", "onnx", &good_s, "--out", &out_s], &[]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("plain.onnx: no 'task' in the metadata") && stderr.contains("--family"), "{stderr}");
+    assert!(
+        stderr.contains("plain.onnx: no 'task' in the metadata") && stderr.contains("--family"),
+        "{stderr}"
+    );
 }

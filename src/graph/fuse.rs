@@ -6,7 +6,8 @@
 //!
 //! - `Add`/`AddV2`/`BiasAdd` of a constant vector over the output channels
 //!   joins the bias (before any activation);
-//! - `Relu`, `Relu6`, `LeakyRelu` (alpha ≤ 1) become the activation;
+//! - `Relu`, `Relu6`, `LeakyRelu` (alpha ≤ 1) become the activation, and so
+//!   does a SiLU written out as `Mul(x, Sigmoid(x))` (ONNX exports of YOLO);
 //! - `Add`/`AddV2`/`AddN` of another value computed before the conv becomes
 //!   an addend before the activation (`act(conv + bias + r)`, the residual
 //!   connections of MobileNet and BlazePalm);
@@ -46,7 +47,18 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
         folded += fold_pad_before(nodes, &readers, outputs, conv_at);
         let mut chain = vec![conv_at];
         let mut cur = conv_at;
-        while readers[cur].len() == 1 && !outputs.contains(&cur) {
+        while !outputs.contains(&cur) {
+            if let Some((sig, mul)) = silu_after(nodes, &readers, outputs, conv_at, cur) {
+                if let Op::Conv(conv) = &mut nodes[conv_at].op {
+                    conv.act = Act::Silu;
+                }
+                chain.extend([sig, mul]);
+                cur = mul;
+                continue;
+            }
+            if readers[cur].len() != 1 {
+                break;
+            }
             let next = readers[cur][0];
             let Some(step) = step_after(nodes, conv_at, cur, next) else {
                 break;
@@ -151,6 +163,36 @@ fn const_ints(nodes: &[Node], at: usize) -> Option<&[i64]> {
         Op::Const(Val::I(a)) => Some(&a.data),
         _ => None,
     }
+}
+
+/// `x · sigmoid(x)` right after the conv (the SiLU of YOLO exports: the
+/// value read by a Sigmoid and by the Mul of the two, and by nothing else):
+/// the (Sigmoid, Mul) to fold as the conv's activation.
+fn silu_after(
+    nodes: &[Node],
+    readers: &[Vec<usize>],
+    outputs: &[usize],
+    conv_at: usize,
+    cur: usize,
+) -> Option<(usize, usize)> {
+    let Op::Conv(conv) = &nodes[conv_at].op else {
+        return None;
+    };
+    if conv.act != Act::None {
+        return None;
+    }
+    let [a, b] = readers[cur][..] else {
+        return None;
+    };
+    let (sig, mul) = if matches!(nodes[a].op, Op::Unary(UnOp::Sigmoid)) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let is_sig = matches!(nodes[sig].op, Op::Unary(UnOp::Sigmoid)) && nodes[sig].inputs == [(cur, 0)];
+    let is_mul = matches!(nodes[mul].op, Op::Binary(BinOp::Mul))
+        && (nodes[mul].inputs == [(cur, 0), (sig, 0)] || nodes[mul].inputs == [(sig, 0), (cur, 0)]);
+    (is_sig && is_mul && readers[sig] == [mul] && !outputs.contains(&sig)).then_some((sig, mul))
 }
 
 /// What folding node `next` (reading `cur`, the chain from the conv at

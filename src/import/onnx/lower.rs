@@ -432,9 +432,12 @@ impl<'a> Lower<'a> {
             .const_of(node, 1)
             .ok_or_else(|| node_err(node, "the weight must be an initializer"))?
             .clone();
-        let (_, cout, _, _) = w
-            .dims4()
-            .map_err(|_| node_err(node, format!("only 2-D transposed convs are supported (weight {:?})", w.dims())))?;
+        let (_, cout, _, _) = w.dims4().map_err(|_| {
+            node_err(
+                node,
+                format!("only 2-D transposed convs are supported (weight {:?})", w.dims()),
+            )
+        })?;
         let zero = |k: &str| attr_ints(node, k).is_none_or(|v| v.iter().all(|x| *x == 0));
         if !zero("pads") || !zero("output_padding") || attr(node, "output_shape").is_some() {
             return Err(node_err(node, "padded transposed convs are not supported"));
@@ -449,7 +452,10 @@ impl<'a> Lower<'a> {
         if s.len() != 2 || s[0] != s[1] || s[0] < 1 {
             return Err(node_err(node, format!("strides {s:?} must be two equal values")));
         }
-        let bias = match (self.const_of(node, 2).cloned(), node.input.get(2).is_some_and(|v| !v.is_empty())) {
+        let bias = match (
+            self.const_of(node, 2).cloned(),
+            node.input.get(2).is_some_and(|v| !v.is_empty()),
+        ) {
             (Some(b), _) => Some(b),
             (None, true) => return Err(node_err(node, "the bias must be an initializer")),
             (None, false) => None,
