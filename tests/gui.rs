@@ -621,6 +621,43 @@ fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
 }
 
 #[test]
+fn a_dropped_onnx_model_is_imported_after_asking_registered_and_selected() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
+    h.state_mut().import_root = Some(root.path().to_path_buf());
+    h.step();
+    // The committed Ultralytics export (its conv weights zeroed): it runs all the same.
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(fixture("onnx/yolo11n-320.onnx"))));
+    step_until(&mut h, "the import question", |h| {
+        has_label_containing(h, "Import yolo11n-320.onnx as a modeldock model?")
+    });
+    assert!(!root.path().join("yolo11n-320").exists(), "nothing written before yes");
+    h.get_by_label("Import").click();
+    step_until(&mut h, "the imported model selected", |h| {
+        h.state().viewer.model == "yolo11n-320"
+    });
+    assert!(root.path().join("yolo11n-320/model.toml").is_file());
+    assert!(root.path().join("yolo11n-320/yolo11n-320.safetensors").is_file());
+    step_until(&mut h, "the engine to list it", |h| {
+        h.state().engine.snapshot().models.iter().any(|m| m.id == "yolo11n-320")
+    });
+    let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
+    let r = modeldock::engine::InferWait::infer_wait(
+        &h.state().engine,
+        "yolo11n-320",
+        modeldock::engine::ImageInput::Bytes {
+            name: "astronaut.png".into(),
+            bytes: Arc::new(bytes),
+        },
+        Default::default(),
+    );
+    assert!(r.is_ok(), "{:?}", r.err());
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+}
+
+#[test]
 fn a_hub_model_without_local_weights_offers_download_with_its_size() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path().join("hubonly");

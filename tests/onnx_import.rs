@@ -233,3 +233,76 @@ fn an_imported_export_serves_detections_with_its_own_labels() {
 fn yolov8n_seg_export_matches_onnxruntime_on_both_outputs() {
     verify_export("yolov8n-seg");
 }
+
+#[test]
+fn an_imported_seg_export_gives_each_detection_its_mask_inside_its_box() {
+    let dir = filled("yolov8n-seg", 5);
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let onnx = dir.path().join("model.onnx").display().to_string();
+    let out_s = models.path().join("seg").display().to_string();
+    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "seg-test"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("YoloSeg"), "{stdout}");
+    let models_s = models.path().display().to_string();
+    let img = fixture("images/astronaut.png").display().to_string();
+    let host = common::no_server();
+    let (code, stdout, stderr) = common::cli(
+        &[
+            "infer",
+            "--local",
+            "--models-dir",
+            &models_s,
+            "--model",
+            "seg-test",
+            "--conf",
+            "0.3",
+            "--json",
+            &img,
+        ],
+        &[("MODELDOCK_HOST", host.as_str())],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let dets = v["detections"].as_array().cloned().unwrap_or_default();
+    let masks = v["masks"].as_array().cloned().unwrap_or_default();
+    assert!(!dets.is_empty(), "{stdout}");
+    assert_eq!(masks.len(), dets.len(), "one mask per detection");
+    for (i, m) in masks.iter().enumerate() {
+        let mask: modeldock::vision::Mask =
+            serde_json::from_value(m.clone()).unwrap_or_else(|e| panic!("mask {i}: {e}"));
+        assert_eq!(mask.detection, Some(i as u32));
+        let bbox: Vec<f32> = dets[i]["bbox"]
+            .as_array()
+            .map(|b| b.iter().filter_map(|v| v.as_f64()).map(|v| v as f32).collect())
+            .unwrap_or_default();
+        assert_eq!(bbox.len(), 4, "{}", dets[i]);
+        assert_eq!(mask.label, dets[i]["label"].as_str().unwrap_or_default());
+        // The mask's cells cover the box (to one 4-pixel prototype cell,
+        // 2 image pixels at this letterbox) and nothing is set outside it.
+        let cell = 4.0 * 512.0 / 320.0;
+        assert!(
+            mask.region[0] <= bbox[0] + 0.01 && mask.region[0] > bbox[0] - cell,
+            "{:?} {bbox:?}",
+            mask.region
+        );
+        assert!(
+            mask.region[2] >= bbox[2] - 0.01 && mask.region[2] < bbox[2] + cell,
+            "{:?} {bbox:?}",
+            mask.region
+        );
+        for y in (0..512).step_by(7) {
+            for x in (0..512).step_by(7) {
+                let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                let outside = px < bbox[0] - cell || px > bbox[2] + cell || py < bbox[1] - cell || py > bbox[3] + cell;
+                if outside {
+                    assert_eq!(mask.at(px, py), 0, "mask {i} set at ({px}, {py}) outside {bbox:?}");
+                }
+            }
+        }
+    }
+    assert!(
+        masks.iter().any(|m| m["png"].as_str().is_some_and(|p| p.len() > 60)),
+        "some mask holds values"
+    );
+}

@@ -222,7 +222,7 @@ pub enum ImportCommand {
         /// The model id (default: the file's stem)
         #[arg(long, value_name = "ID")]
         id: Option<String>,
-        /// auto (from the model's metadata), yolo or yolo-pose
+        /// auto (from the model's metadata), yolo, yolo-pose or yolo-seg
         #[arg(long, value_name = "FAMILY", default_value = "auto")]
         family: String,
     },

@@ -89,6 +89,11 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
         "yolov8" => {
             let t = HeadKind::named(task)?;
             let nc = match t {
+                HeadKind::Segment => {
+                    return Err(Error::usage(
+                        "verify: YOLOv8 segmentation runs from an ONNX import: use --onnx",
+                    ))
+                }
                 HeadKind::Pose => 1,
                 HeadKind::Detect => {
                     // Classes from the last class conv's bias.

@@ -17,6 +17,7 @@ pub mod weights;
 pub mod weights_files;
 pub mod yolov8;
 pub mod yolov8_head;
+pub mod yolov8_masks;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;

@@ -11,6 +11,7 @@ use image::RgbImage;
 use super::layers::{Act, FastConv, Padding};
 use super::remote_net::Net;
 use super::timing::ms;
+use super::yolov8_masks::{instance_masks, Kept};
 use super::{yolov8_head, Manifest, Model};
 use crate::catalog::Task;
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::kernels::host;
 use crate::kernels::pool::{max_pool_same_size, upsample2x};
 use crate::vision::letterbox::letterbox;
 use crate::vision::nms::batched_nms;
-use crate::vision::{Detection, InferParams, ModelTimings};
+use crate::vision::{Detection, InferParams, Mask, ModelTimings};
 
 const BN_EPS: f64 = 1e-3;
 use super::yolov8_head::REG_MAX;
@@ -61,6 +62,9 @@ impl Scale {
 pub enum HeadKind {
     Detect,
     Pose,
+    /// Boxes plus 32 mask coefficients, with prototype maps as a second
+    /// output (YOLOv8-seg; imported ONNX exports only).
+    Segment,
 }
 
 impl HeadKind {
@@ -69,7 +73,10 @@ impl HeadKind {
         match task {
             Task::Detect => Ok(HeadKind::Detect),
             Task::Pose => Ok(HeadKind::Pose),
-            t => Err(Error::msg(format!("yolov8: no head for task '{t}' (detect or pose)"))),
+            Task::Segment => Ok(HeadKind::Segment),
+            t => Err(Error::msg(format!(
+                "yolov8: no head for task '{t}' (detect, pose or segment)"
+            ))),
         }
     }
 
@@ -483,6 +490,11 @@ impl YoloV8 {
         } else {
             vb
         };
+        if task == HeadKind::Segment {
+            return Err(Error::msg(
+                "yolov8: segmentation heads run from an ONNX import only (modeldock import onnx)",
+            ));
+        }
         let s = Scale::of(variant)?;
         let vb = vb.pp("model");
         let (c64, c128, c256, c512, c1024) = (s.ch(64), s.ch(128), s.ch(256), s.ch(512), s.ch(1024));
@@ -608,13 +620,16 @@ impl YoloV8 {
         l.head.forward([&x15, &x18, &x21])
     }
 
+    /// Detections from the head output, and with `protos` (a seg head's
+    /// second output) each one's mask.
     fn decode(
         &self,
         out: &Tensor,
+        protos: Option<&Tensor>,
         lb: &crate::vision::letterbox::Letterbox,
         conf: f32,
         iou: f32,
-    ) -> Result<Vec<Detection>> {
+    ) -> Result<(Vec<Detection>, Vec<Mask>)> {
         let out = out.squeeze(0)?.to_dtype(DType::F32)?; // (rows, anchors)
         let nc = self.labels.len();
         let (nrows, a) = out.dims2()?;
@@ -671,7 +686,30 @@ impl YoloV8 {
         };
         // Ultralytics' max_det: at most 300 kept.
         let keep = batched_nms(&boxes, &scores, &classes, iou, 300);
-        Ok(keep
+        let masks = match protos {
+            Some(p) => {
+                let k = p.dim(1)?;
+                if nrows < 4 + nc + k {
+                    return Err(Error::msg(format!(
+                        "the network output has {nrows} rows; {nc} labels and {k} mask prototypes need {}",
+                        4 + nc + k
+                    )));
+                }
+                let kept: Vec<Kept> = keep
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &i)| Kept {
+                        coeffs: (0..k).map(|r| row(4 + nc + r)[cand[i]]).collect(),
+                        input_box: boxes[i],
+                        label: self.labels.get(classes[i]).map(String::as_str).unwrap_or(""),
+                        detection: n as u32,
+                    })
+                    .collect();
+                instance_masks(p, &kept, self.input_size, lb)?
+            }
+            None => Vec::new(),
+        };
+        let dets = keep
             .into_iter()
             .map(|i| Detection {
                 label: self
@@ -694,25 +732,46 @@ impl YoloV8 {
                     })
                     .unwrap_or_default(),
             })
-            .collect())
+            .collect();
+        Ok((dets, masks))
     }
 }
 
 impl Model for YoloV8 {
     fn infer(&self, img: &RgbImage, params: &InferParams) -> Result<(Vec<Detection>, ModelTimings)> {
+        let (d, _, t) = self.infer_with_masks(img, params)?;
+        Ok((d, t))
+    }
+
+    fn infer_with_masks(
+        &self,
+        img: &RgbImage,
+        params: &InferParams,
+    ) -> Result<(Vec<Detection>, Vec<Mask>, ModelTimings)> {
         let t0 = Instant::now();
         let (x, lb) = letterbox(img, self.input_size, &self.device)?;
         let t1 = Instant::now();
-        let out = self.forward(&x)?;
+        let (out, protos) = match (&self.net, self.head) {
+            (Net::Local(LocalNet::Graph(g)), HeadKind::Segment) => {
+                let mut outs = crate::kernels::host::in_pool(|| g.run(&x))?.into_iter().map(|(_, t)| t);
+                match (outs.next(), outs.next()) {
+                    (Some(o), Some(p)) => (o, Some(p)),
+                    _ => return Err(Error::msg("a segmentation graph gives boxes and mask prototypes")),
+                }
+            }
+            _ => (self.forward(&x)?, None),
+        };
         let t2 = Instant::now();
-        let d = self.decode(
+        let (d, masks) = self.decode(
             &out,
+            protos.as_ref(),
             &lb,
             params.conf.unwrap_or(self.conf),
             params.iou.unwrap_or(self.iou),
         )?;
         Ok((
             d,
+            masks,
             ModelTimings {
                 preprocess: ms(t1 - t0),
                 forward: ms(t2 - t1),

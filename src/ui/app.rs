@@ -121,8 +121,8 @@ pub struct ModeldockApp {
     exit_after: Option<Duration>,
     pending_open: Vec<PathBuf>,
     pending_live: Option<SourceSpec>,
-    /// A dropped `.pt` checkpoint waiting for the user's yes or no.
-    pub pending_pt: Option<PathBuf>,
+    /// A dropped `.pt` checkpoint or `.onnx` model waiting for the user's yes or no.
+    pub pending_import: Option<PathBuf>,
     /// Where imported checkpoints go (`None`: `<config>/models`).
     pub import_root: Option<PathBuf>,
     loading_frames: FrameHistory,
@@ -191,7 +191,7 @@ impl ModeldockApp {
             exit_after: opts.exit_after,
             pending_open: opts.open,
             pending_live: opts.live,
-            pending_pt: None,
+            pending_import: None,
             import_root: None,
             loading_frames: FrameHistory::default(),
         }
@@ -334,9 +334,9 @@ impl ModeldockApp {
         });
         let (checkpoints, images): (Vec<PathBuf>, Vec<PathBuf>) = dropped
             .into_iter()
-            .partition(|p| crate::import::pt::is_checkpoint_path(p));
+            .partition(|p| crate::import::pt::is_checkpoint_path(p) || crate::import::onnx::is_onnx_path(p));
         if let Some(p) = checkpoints.into_iter().next() {
-            self.pending_pt = Some(p);
+            self.pending_import = Some(p);
         }
         if !images.is_empty() {
             self.viewer.open_paths(images, ctx);
@@ -356,16 +356,16 @@ impl ModeldockApp {
         Some(root.join(crate::import::pt::id_of(stem)))
     }
 
-    /// Asks whether to import a dropped `.pt`, and imports it off the UI thread.
+    /// Asks whether to import a dropped `.pt` or `.onnx`, and imports it off the UI thread.
     fn import_prompt(&mut self, ctx: &egui::Context) {
-        let Some(pt) = self.pending_pt.clone() else { return };
+        let Some(pt) = self.pending_import.clone() else { return };
         let name = pt
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let target = self.import_dir(&pt);
         let mut answer = None;
-        egui::Window::new("Import checkpoint")
+        egui::Window::new("Import model")
             .collapsible(false)
             .resizable(false)
             .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
@@ -389,19 +389,24 @@ impl ModeldockApp {
             });
         match (answer, target) {
             (Some(true), Some(dir)) => {
-                self.pending_pt = None;
+                self.pending_import = None;
                 self.viewer.status = Some(format!("Importing {name}…"));
                 let tx = self.dialogs.0.clone();
                 let ctx = ctx.clone();
                 std::thread::spawn(move || {
-                    let r = crate::import::pt::import(&pt, &dir)
-                        .and_then(|w| crate::catalog::registry::load_manifest_file(&w.manifest_path))
+                    let manifest = if crate::import::onnx::is_onnx_path(&pt) {
+                        crate::import::onnx::store::import(&pt, &dir, None, None).map(|w| w.manifest)
+                    } else {
+                        crate::import::pt::import(&pt, &dir).map(|w| w.manifest_path)
+                    };
+                    let r = manifest
+                        .and_then(|m| crate::catalog::registry::load_manifest_file(&m))
                         .map(Box::new);
                     let _ = tx.send(Dialog::Imported(r));
                     ctx.request_repaint();
                 });
             }
-            (Some(_), _) => self.pending_pt = None,
+            (Some(_), _) => self.pending_import = None,
             (None, _) => {}
         }
     }

@@ -350,7 +350,7 @@ impl<'a> Lower<'a> {
             .const_of(node, 1)
             .ok_or_else(|| node_err(node, "the weight must be an initializer"))?
             .clone();
-        let (cout, cin_g, kh, kw) = w
+        let (cout, cin_g, _, _) = w
             .dims4()
             .map_err(|_| node_err(node, format!("only 2-D convs are supported (weight {:?})", w.dims())))?;
         if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|v| *v != 1)) {
@@ -397,7 +397,6 @@ impl<'a> Lower<'a> {
         } else {
             w.permute((2, 3, 1, 0))?.contiguous()?
         };
-        debug_assert_eq!(filter.dims(), &[kh, kw, filter.dim(2)?, filter.dim(3)?]);
         let x = self.need(node, 0)?;
         let xt = self.transpose(&format!("{base}/to_nhwc"), x, &NHWC)?;
         let f = self.constant(&format!("{base}/filter"), filter)?;

@@ -33,6 +33,13 @@ pub struct OnnxModel {
     pub producer: String,
 }
 
+/// Whether `path` names an ONNX model (by its extension).
+pub fn is_onnx_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
 /// Reads and lowers `path`; every refusal names the file.
 pub fn read(path: &Path) -> Result<OnnxModel> {
     let ctx = |e: Error| Error::msg(format!("{}: {e}", path.display()));

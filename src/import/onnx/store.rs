@@ -19,6 +19,9 @@ pub enum Family {
     Yolo,
     /// Ultralytics pose: `[1, 4 + 1 + 17·3, anchors]`.
     YoloPose,
+    /// Ultralytics segment: `[1, 4 + classes + 32, anchors]` and the mask
+    /// prototypes `[1, 32, S/4, S/4]`.
+    YoloSeg,
 }
 
 impl Family {
@@ -28,14 +31,15 @@ impl Family {
             "auto" => None,
             "yolo" => Some(Family::Yolo),
             "yolo-pose" => Some(Family::YoloPose),
-            "yolo-seg" | "detr" | "classify" | "raw" => {
+            "yolo-seg" => Some(Family::YoloSeg),
+            "detr" | "classify" | "raw" => {
                 return Err(Error::usage(format!(
-                    "--family {s}: not supported by this build yet (yolo and yolo-pose are)"
+                    "--family {s}: not supported by this build yet (yolo, yolo-pose and yolo-seg are)"
                 )))
             }
             other => {
                 return Err(Error::usage(format!(
-                    "--family '{other}': expected auto, yolo or yolo-pose"
+                    "--family '{other}': expected auto, yolo, yolo-pose or yolo-seg"
                 )))
             }
         })
@@ -45,6 +49,7 @@ impl Family {
         match self {
             Family::Yolo => "detect",
             Family::YoloPose => "pose",
+            Family::YoloSeg => "segment",
         }
     }
 }
@@ -54,8 +59,9 @@ fn family_of_task(task: &str) -> Result<Family> {
     match task {
         "detect" => Ok(Family::Yolo),
         "pose" => Ok(Family::YoloPose),
+        "segment" => Ok(Family::YoloSeg),
         other => Err(Error::msg(format!(
-            "metadata task '{other}' is not supported by this build yet (detect and pose are); \
+            "metadata task '{other}' is not supported by this build yet (detect, pose and segment are); \
              pass --family to override"
         ))),
     }
@@ -167,7 +173,7 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
     let labels = match (meta.get("names"), family) {
         (Some(n), _) => parse_names(n).map_err(|e| e.context(&name))?,
         (None, Family::YoloPose) => vec!["person".to_string()],
-        (None, Family::Yolo) => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
+        (None, Family::Yolo | Family::YoloSeg) => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
     };
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let id = id_of(id.unwrap_or(stem));
