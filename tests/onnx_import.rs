@@ -306,3 +306,45 @@ fn an_imported_seg_export_gives_each_detection_its_mask_inside_its_box() {
         "some mask holds values"
     );
 }
+
+#[test]
+fn yolov8n_pose_export_matches_onnxruntime() {
+    verify_export("yolov8n-pose");
+}
+
+#[test]
+fn an_imported_pose_export_gives_17_keypoints_per_person() {
+    let dir = filled("yolov8n-pose", 9);
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let onnx = dir.path().join("model.onnx").display().to_string();
+    let out_s = models.path().join("pose").display().to_string();
+    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "pose-test"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("YoloPose"), "{stdout}");
+    let models_s = models.path().display().to_string();
+    let img = fixture("images/astronaut.png").display().to_string();
+    let host = common::no_server();
+    let (code, stdout, stderr) = common::cli(
+        &[
+            "infer",
+            "--local",
+            "--models-dir",
+            &models_s,
+            "--model",
+            "pose-test",
+            "--conf",
+            "0.1",
+            "--json",
+            &img,
+        ],
+        &[("MODELDOCK_HOST", host.as_str())],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let dets = v["detections"].as_array().cloned().unwrap_or_default();
+    assert!(!dets.is_empty(), "{stdout}");
+    for d in &dets {
+        assert_eq!(d["keypoints"].as_array().map(|k| k.len()), Some(17), "{d}");
+    }
+}
