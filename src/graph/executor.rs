@@ -86,6 +86,9 @@ pub(super) struct ConvOp {
     /// Position in the node's inputs of an addend fused in before the
     /// activation (a residual connection).
     pub(super) pre: Option<usize>,
+    /// Position in the node's inputs of an addend fused in after the
+    /// activation (a residual connection around the conv).
+    pub(super) post: Option<usize>,
     /// The output is the NCHW tensor itself (a Transpose to NCHW fused in).
     pub(super) nchw_out: bool,
     /// The input is an NCHW tensor (a zero Pad of NCHW planes, then a
@@ -553,11 +556,24 @@ impl Graph {
             }
         };
         let conv = c.conv.as_ref().ok_or_else(|| Error::msg("the conv was not compiled"))?;
-        let y = match c.pre {
-            Some(k) => conv.forward_pre_padded(&nchw, &slot(k)?.planar(&self.device, self.dtype)?, pad)?,
-            None => conv.forward_padded(&nchw, pad)?,
+        let pre = c.pre.map(|k| slot(k)?.planar(&self.device, self.dtype)).transpose()?;
+        let post = c.post.map(|k| self.post_addend(c, slot(k)?)).transpose()?;
+        let y = match (&pre, &post) {
+            (None, None) => conv.forward_padded(&nchw, pad)?,
+            _ => conv.forward_add_padded(&nchw, pre.as_ref(), post.as_ref(), pad)?,
         };
         Ok(if c.nchw_out { Slot::V(Val::F(y)) } else { Slot::P(y) })
+    }
+
+    /// The addend after a conv's activation as NCHW planes: after a folded
+    /// Transpose to NCHW the graph's value is NCHW already, else it is NHWC.
+    fn post_addend(&self, c: &ConvOp, s: &Slot) -> Result<Tensor> {
+        match s {
+            Slot::V(Val::F(t)) if c.nchw_out => Ok(t.to_dtype(self.dtype)?.contiguous()?),
+            Slot::V(_) if c.nchw_out => Err(Error::msg("the residual addend is not a float tensor")),
+            Slot::P(_) if c.nchw_out => Err(Error::msg("the residual addend is not NCHW")),
+            other => other.planar(&self.device, self.dtype),
+        }
     }
 
     /// A transposed conv, cropped to the output shape given as input 0;
@@ -1136,6 +1152,7 @@ fn conv_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Re
         stride,
         pad,
         pre: None,
+        post: None,
         nchw_out: false,
         input_nchw: false,
         conv: None,

@@ -10,7 +10,8 @@
 //!   does a SiLU written out as `Mul(x, Sigmoid(x))` (ONNX exports of YOLO);
 //! - `Add`/`AddV2`/`AddN` of another value computed before the conv becomes
 //!   an addend before the activation (`act(conv + bias + r)`, the residual
-//!   connections of MobileNet and BlazePalm);
+//!   connections of MobileNet and BlazePalm), or after it when the conv has
+//!   its activation already (`act(conv + bias) + r`, YOLO's bottlenecks);
 //! - a `Transpose` to NCHW (graphs converted from ONNX) only relabels the
 //!   output, so an activation after it still joins.
 //!
@@ -201,6 +202,7 @@ enum Step {
     Bias(Tensor),
     Act(Act),
     Addend((usize, usize)),
+    Post((usize, usize)),
     ToNchw,
 }
 
@@ -225,6 +227,15 @@ fn step_after(nodes: &[Node], conv_at: usize, cur: usize, next: usize) -> Option
                 Op::Const(_) => None,
                 _ if conv.pre.is_none() => Some(Step::Addend((src, k))),
                 _ => None,
+            }
+        }
+        // After the activation: a residual Add of a value computed before
+        // (not a constant), added in the conv's output pass.
+        Op::Binary(BinOp::Add) | Op::AddN if conv.act != Act::None && conv.post.is_none() => {
+            let (src, k) = other()?;
+            match &nodes[src].op {
+                Op::Const(_) => None,
+                _ => Some(Step::Post((src, k))),
             }
         }
         Op::Unary(UnOp::Relu) if conv.act == Act::None => Some(Step::Act(Act::Relu)),
@@ -256,6 +267,10 @@ fn apply(conv: &mut ConvOp, step: Step, inputs: &mut Vec<(usize, usize)>) -> Res
         Step::Act(a) => conv.act = a,
         Step::Addend(src) => {
             conv.pre = Some(inputs.len());
+            inputs.push(src);
+        }
+        Step::Post(src) => {
+            conv.post = Some(inputs.len());
             inputs.push(src);
         }
         Step::ToNchw => conv.nchw_out = true,
@@ -421,6 +436,40 @@ mod tests {
         c.op("t", "Transpose", &["add", "perm"], json!({}));
         c.op("act", "LeakyRelu", &["t"], json!({"alpha": {"f": 0.2}}));
         assert_eq!(c.check(&["act"]), 3);
+    }
+
+    #[test]
+    fn an_onnx_silu_and_the_residual_after_it_fold_into_the_conv() {
+        // A YOLO bottleneck as the ONNX importer lowers it, on an NCHW value:
+        // Transpose(NHWC) > Conv2D+bias > Transpose(NCHW) > x·Sigmoid(x) > Add(input).
+        let mut c = Case::new(4);
+        c.float("w", &[3, 3, 4, 4])
+            .float("b", &[4])
+            .ints("to_nchw", &[0, 3, 1, 2])
+            .ints("to_nhwc", &[0, 2, 3, 1]);
+        c.op("xn", "Transpose", &["x", "to_nchw"], json!({}));
+        c.op("t0", "Transpose", &["xn", "to_nhwc"], json!({}));
+        c.op(
+            "conv",
+            "_FusedConv2D",
+            &["t0", "w", "b"],
+            conv_attr("_FusedConv2D", &["BiasAdd"]),
+        );
+        c.op("t1", "Transpose", &["conv", "to_nchw"], json!({}));
+        c.op("sig", "Sigmoid", &["t1"], json!({}));
+        c.op("silu", "Mul", &["t1", "sig"], json!({}));
+        c.op("sum", "AddV2", &["xn", "silu"], json!({}));
+        // Transpose, Sigmoid, Mul and Add fold; the graph's output stays NCHW.
+        assert_eq!(c.check(&["sum"]), 4);
+        // A Sigmoid read by anything else stays: the Mul is not a SiLU then.
+        let mut c2 = Case::new(4);
+        c2.float("w", &[1, 1, 4, 4]).ints("to_nchw", &[0, 3, 1, 2]);
+        c2.op("conv", "Conv2D", &["x", "w"], conv_attr("Conv2D", &[]));
+        c2.op("t1", "Transpose", &["conv", "to_nchw"], json!({}));
+        c2.op("sig", "Sigmoid", &["t1"], json!({}));
+        c2.op("silu", "Mul", &["t1", "sig"], json!({}));
+        c2.op("also", "Exp", &["sig"], json!({}));
+        assert_eq!(c2.check(&["silu", "also"]), 1, "only the Transpose folds");
     }
 
     #[test]

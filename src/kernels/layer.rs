@@ -196,6 +196,35 @@ impl FastConv {
         activate(y, self.op.act)
     }
 
+    /// `act(conv(x) + bias [+ pre]) [+ post]` with padding chosen per
+    /// call: both addends output-shaped, `pre` before the activation,
+    /// `post` after it (a residual connection around a conv with its own
+    /// activation). On CPU both are added in the kernel's output pass.
+    pub fn forward_add_padded(
+        &self,
+        x: &Tensor,
+        pre: Option<&Tensor>,
+        post: Option<&Tensor>,
+        pad: Padding,
+    ) -> Result<Tensor> {
+        let all_cpu = self.op.on_host
+            && host::is_cpu_f32(x)
+            && pre.is_none_or(host::is_cpu_f32)
+            && post.is_none_or(host::is_cpu_f32);
+        if all_cpu {
+            return self.cpu(&[x], (pre, post), pad);
+        }
+        let mut y = self.linear(x, pad)?;
+        if let Some(p) = pre {
+            y = (y + p)?;
+        }
+        y = activate(y, self.op.act)?;
+        Ok(match post {
+            Some(r) => (y + r)?,
+            None => y,
+        })
+    }
+
     /// This conv, then a 2×2, stride-2 max pool with TF "same" padding
     /// ([`super::pool::max_pool2_same`]). On CPU with the tiled kernel and a
     /// stride-1 conv, in one pass that never writes the full-size output.
