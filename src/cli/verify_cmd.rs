@@ -172,7 +172,7 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
 /// graph network (tensors named as the graph's input and outputs).
 fn run_onnx(args: &VerifyArgs, path: &Path) -> Result<i32> {
     let model = crate::import::onnx::read(path)?;
-    let graph = model.build().map_err(|e| e.context(&path.display().to_string()))?;
+    let graph = model.build().map_err(|e| e.context(path.display().to_string()))?;
     let input_name = model.lowered.input.0.clone();
     let label = path
         .file_name()
