@@ -89,6 +89,10 @@ pub(super) struct ConvOp {
     /// Position in the node's inputs of an addend fused in after the
     /// activation (a residual connection around the conv).
     pub(super) post: Option<usize>,
+    /// Positions in the node's inputs of NCHW parts whose channel
+    /// concatenation is the conv's input (a Concat, then a Transpose to
+    /// NHWC, folded in); empty when input 0 is the input.
+    pub(super) cat: Vec<usize>,
     /// The output is the NCHW tensor itself (a Transpose to NCHW fused in).
     pub(super) nchw_out: bool,
     /// The input is an NCHW tensor (a zero Pad of NCHW planes, then a
@@ -386,8 +390,18 @@ impl Graph {
                         .ok_or_else(|| Error::msg(format!("node '{}': input {src}:{k} has no value", node.name)))
                 })
                 .collect::<Result<_>>()?;
-            if let (Op::Conv(c), Some((h, w))) = (&node.op, args.first().and_then(|v| v.hw())) {
-                macs += c.macs(h, w);
+            if let (Op::Conv(c), Some(first)) = (&node.op, args.first()) {
+                // Folded-in NCHW inputs (parts of a Concat, padded planes) are
+                // NCHW tensors; the others the graph's NHWC values.
+                let hw = match first {
+                    Slot::V(Val::F(t)) if (!c.cat.is_empty() || c.input_nchw) && t.rank() == 4 => {
+                        Some((t.dims()[2], t.dims()[3]))
+                    }
+                    v => v.hw(),
+                };
+                if let Some((h, w)) = hw {
+                    macs += c.macs(h, w);
+                }
             }
             let out = if i == self.input {
                 vec![Slot::V(Val::F(x.clone()))]
@@ -535,11 +549,22 @@ impl Graph {
     /// kernel), plus a fused addend before the activation where there is one.
     fn conv(&self, c: &ConvOp, a: &[&Slot]) -> Result<Slot> {
         let slot = |k: usize| a.get(k).ok_or_else(|| Error::msg(format!("input {k} is missing")));
-        let nchw = match slot(0)? {
-            // A zero Pad of NCHW planes folded in: the planes themselves.
-            Slot::V(Val::F(t)) if c.input_nchw => t.contiguous()?,
-            s => s.planar(&self.device, self.dtype)?,
+        let parts: Vec<Tensor> = if c.cat.is_empty() {
+            vec![match slot(0)? {
+                // A zero Pad of NCHW planes folded in: the planes themselves.
+                Slot::V(Val::F(t)) if c.input_nchw => t.contiguous()?,
+                s => s.planar(&self.device, self.dtype)?,
+            }]
+        } else {
+            c.cat
+                .iter()
+                .map(|&k| match slot(k)? {
+                    Slot::V(Val::F(t)) if t.rank() == 4 => Ok(t.to_dtype(self.dtype)?.contiguous()?),
+                    _ => Err(Error::msg(format!("concatenated input {k} is not an NCHW tensor"))),
+                })
+                .collect::<Result<_>>()?
         };
+        let nchw = parts.first().ok_or_else(|| Error::msg("the conv has no input"))?;
         let (_, _, h, w) = nchw.dims4()?;
         let pad = match c.pad {
             PadMode::Valid => Padding::default(),
@@ -558,9 +583,12 @@ impl Graph {
         let conv = c.conv.as_ref().ok_or_else(|| Error::msg("the conv was not compiled"))?;
         let pre = c.pre.map(|k| slot(k)?.planar(&self.device, self.dtype)).transpose()?;
         let post = c.post.map(|k| self.post_addend(c, slot(k)?)).transpose()?;
-        let y = match (&pre, &post) {
-            (None, None) => conv.forward_padded(&nchw, pad)?,
-            _ => conv.forward_add_padded(&nchw, pre.as_ref(), post.as_ref(), pad)?,
+        let y = match (&pre, &post, parts.len()) {
+            (None, None, 1) => conv.forward_padded(nchw, pad)?,
+            _ => {
+                let refs: Vec<&Tensor> = parts.iter().collect();
+                conv.forward_parts_padded(&refs, pre.as_ref(), post.as_ref(), pad)?
+            }
         };
         Ok(if c.nchw_out { Slot::V(Val::F(y)) } else { Slot::P(y) })
     }
@@ -1153,6 +1181,7 @@ fn conv_op<'a>(def: &NodeDef, const_in: &dyn Fn(usize) -> Result<&'a Val>) -> Re
         pad,
         pre: None,
         post: None,
+        cat: Vec::new(),
         nchw_out: false,
         input_nchw: false,
         conv: None,

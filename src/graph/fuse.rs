@@ -17,7 +17,9 @@
 //!
 //! Before the conv, a zero `Pad` of the image's height and width (alone, or
 //! of NCHW planes then a `Transpose` back to NHWC, as ONNX-converted graphs
-//! pad) becomes the conv's own padding: the kernels pad in place.
+//! pad) becomes the conv's own padding: the kernels pad in place. A channel
+//! `Concat` of NCHW values then a `Transpose` to NHWC (YOLO's C2f in ONNX
+//! exports) becomes the conv's parts: the kernels read them in place.
 //!
 //! The conv then runs where the chain's last node was (so an addend
 //! computed after the conv itself is there when it runs), reading the
@@ -45,7 +47,11 @@ pub(super) fn fuse(nodes: &mut [Node], outputs: &[usize]) -> Result<usize> {
         if !matches!(nodes[conv_at].op, Op::Conv(_)) {
             continue;
         }
-        folded += fold_pad_before(nodes, &readers, outputs, conv_at);
+        let pads = fold_pad_before(nodes, &readers, outputs, conv_at);
+        folded += pads;
+        if pads == 0 {
+            folded += fold_concat_before(nodes, &readers, outputs, conv_at);
+        }
         let mut chain = vec![conv_at];
         let mut cur = conv_at;
         while !outputs.contains(&cur) {
@@ -151,6 +157,51 @@ fn fold_pad_before(nodes: &mut [Node], readers: &[Vec<usize>], outputs: &[usize]
         nodes[i].inputs.clear();
     }
     1 + usize::from(transpose_at.is_some())
+}
+
+/// Folds a channel Concat of NCHW values, then a Transpose to NHWC, before
+/// the conv at `conv_at` (ONNX graphs: YOLO's C2f joins its branches for a
+/// 1×1 conv): the conv reads the parts themselves. Returns the nodes folded.
+fn fold_concat_before(nodes: &mut [Node], readers: &[Vec<usize>], outputs: &[usize], conv_at: usize) -> usize {
+    let only_reader = |i: usize, r: usize| readers[i] == [r] && !outputs.contains(&i);
+    let Some(&(t, 0)) = nodes[conv_at].inputs.first() else {
+        return 0;
+    };
+    if !matches!(nodes[t].op, Op::Transpose) || !only_reader(t, conv_at) || perm_of(nodes, t) != Some(&[0, 2, 3, 1][..])
+    {
+        return 0;
+    }
+    let Some(&(cat, 0)) = nodes[t].inputs.first() else {
+        return 0;
+    };
+    if !matches!(nodes[cat].op, Op::Concat) || !only_reader(cat, t) {
+        return 0;
+    }
+    let Some((&(axis_at, _), parts)) = nodes[cat].inputs.split_last() else {
+        return 0;
+    };
+    if const_ints(nodes, axis_at) != Some(&[1][..]) || parts.is_empty() {
+        return 0;
+    }
+    let parts = parts.to_vec();
+    let Op::Conv(conv) = &mut nodes[conv_at].op else {
+        return 0;
+    };
+    if conv.input_nchw {
+        return 0;
+    }
+    let inputs = &mut nodes[conv_at].inputs;
+    inputs[0] = parts[0];
+    conv.cat = vec![0];
+    for p in &parts[1..] {
+        conv.cat.push(inputs.len());
+        inputs.push(*p);
+    }
+    for i in [t, cat] {
+        nodes[i].op = Op::Folded;
+        nodes[i].inputs.clear();
+    }
+    2
 }
 
 /// The permutation of a Transpose node, when it is a constant.
@@ -470,6 +521,30 @@ mod tests {
         c2.op("silu", "Mul", &["t1", "sig"], json!({}));
         c2.op("also", "Exp", &["sig"], json!({}));
         assert_eq!(c2.check(&["silu", "also"]), 1, "only the Transpose folds");
+    }
+
+    #[test]
+    fn a_channel_concat_of_nchw_values_before_a_conv_folds_into_it() {
+        // YOLO's C2f as the ONNX importer lowers it: two NCHW branches,
+        // Concat(axis 1) > Transpose(NHWC) > 1x1 conv > Transpose(NCHW).
+        let mut c = Case::new(4);
+        c.float("w", &[1, 1, 8, 3])
+            .float("w2", &[3, 3, 4, 4])
+            .ints("to_nchw", &[0, 3, 1, 2])
+            .ints("to_nhwc", &[0, 2, 3, 1])
+            .ints("axis", &[1]);
+        c.op("a", "Transpose", &["x", "to_nchw"], json!({}));
+        c.op("bconv", "Conv2D", &["x", "w2"], conv_attr("Conv2D", &[]));
+        c.op("b", "Transpose", &["bconv", "to_nchw"], json!({}));
+        c.op("cat", "ConcatV2", &["a", "b", "axis"], json!({}));
+        c.op("t0", "Transpose", &["cat", "to_nhwc"], json!({}));
+        c.op("conv", "Conv2D", &["t0", "w"], conv_attr("Conv2D", &[]));
+        c.op("out", "Transpose", &["conv", "to_nchw"], json!({}));
+        // The Concat and its Transpose, and each conv's Transpose to NCHW.
+        assert_eq!(c.check(&["out"]), 4);
+        // Read by anything else, the Concat stays.
+        c.op("also", "Exp", &["cat"], json!({}));
+        assert_eq!(c.check(&["out", "also"]), 2);
     }
 
     #[test]

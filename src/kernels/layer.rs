@@ -207,14 +207,30 @@ impl FastConv {
         post: Option<&Tensor>,
         pad: Padding,
     ) -> Result<Tensor> {
+        self.forward_parts_padded(&[x], pre, post, pad)
+    }
+
+    /// [`Self::forward_add_padded`] over the channel concatenation of
+    /// `parts` (NCHW each), which on CPU is never built as a tensor.
+    pub fn forward_parts_padded(
+        &self,
+        parts: &[&Tensor],
+        pre: Option<&Tensor>,
+        post: Option<&Tensor>,
+        pad: Padding,
+    ) -> Result<Tensor> {
         let all_cpu = self.op.on_host
-            && host::is_cpu_f32(x)
+            && parts.iter().all(|t| host::is_cpu_f32(t))
             && pre.is_none_or(host::is_cpu_f32)
             && post.is_none_or(host::is_cpu_f32);
         if all_cpu {
-            return self.cpu(&[x], (pre, post), pad);
+            return self.cpu(parts, (pre, post), pad);
         }
-        let mut y = self.linear(x, pad)?;
+        let x = match parts {
+            [one] => (*one).clone(),
+            _ => Tensor::cat(parts, 1)?,
+        };
+        let mut y = self.linear(&x, pad)?;
         if let Some(p) = pre {
             y = (y + p)?;
         }
