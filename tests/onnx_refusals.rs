@@ -188,6 +188,11 @@ fn tensors_that_claim_more_than_they_hold_are_refused_before_allocating() {
         msg.contains("tensor 'W': shape") && msg.contains("invalid or too large"),
         "{msg}"
     );
+    // Empty, but its strides would overflow (found by the fuzzer).
+    let mut m = good_model();
+    graph_mut(&mut m).initializer[0] = floats("W", &[0, 1 << 40, 1 << 40], 0);
+    let msg = refusal(dir.path(), "empty_huge.onnx", &m.encode_to_vec());
+    assert!(msg.contains("invalid or too large"), "{msg}");
     let mut m = good_model();
     graph_mut(&mut m).initializer[0] = floats("W", &[4, -3, 3, 3], 1);
     let msg = refusal(dir.path(), "negative.onnx", &m.encode_to_vec());

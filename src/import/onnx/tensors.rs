@@ -11,10 +11,18 @@ use candle_core::{Device, Tensor};
 use super::proto::{data_type as dt, TensorProto, DATA_EXTERNAL};
 use crate::error::{Error, Result};
 
-/// The element count of `dims`, refusing negative sizes and overflow.
+/// The element count of `dims`, refusing negative sizes and overflow; the
+/// product of the non-zero sizes must fit too (an empty tensor's strides
+/// are computed from it).
 pub fn element_count(dims: &[i64]) -> Option<usize> {
-    dims.iter()
-        .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+    let mut count = 1usize;
+    let mut span = 1usize;
+    for &d in dims {
+        let d = usize::try_from(d).ok()?;
+        count = count.checked_mul(d)?;
+        span = span.checked_mul(d.max(1))?;
+    }
+    Some(count)
 }
 
 /// Bytes per element as stored, for the types an import reads.
