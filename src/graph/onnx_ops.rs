@@ -213,6 +213,7 @@ impl OnnxNode {
                     return Err(Error::msg(format!("output size {oh}x{ow} is out of range")));
                 }
                 let (oh, ow) = (oh as usize, ow as usize);
+                bounded(&[n, c, oh, ow])?;
                 let y = if *linear {
                     let nhwc = t.permute((0, 2, 3, 1))?.contiguous()?;
                     ops::resize_bilinear(&nhwc, oh, ow, *align_corners, *half_pixel)?
@@ -233,6 +234,20 @@ impl OnnxNode {
                         r.dims()
                     )));
                 }
+                // The broadcast batch dimensions, then rows × columns.
+                let (ld, rd) = (l.dims(), r.dims());
+                let batch = ld.len().max(rd.len()) - 2;
+                let dim_at = |d: &[usize], i: usize| -> usize {
+                    let off = batch + 2 - d.len();
+                    if i < off {
+                        1
+                    } else {
+                        d[i - off]
+                    }
+                };
+                let mut out: Vec<usize> = (0..batch).map(|i| dim_at(ld, i).max(dim_at(rd, i))).collect();
+                out.extend([ld[ld.len() - 2], rd[rd.len() - 1]]);
+                bounded(&out)?;
                 one(Val::F(l.contiguous()?.broadcast_matmul(&r.contiguous()?)?))
             }
             OnnxOp::Unsqueeze => {
@@ -317,6 +332,18 @@ fn softmax_inner(t: &Tensor, ax: usize) -> Result<Tensor> {
         }
     }
     Ok(Tensor::from_vec(v, dims, t.device())?.to_dtype(t.dtype())?)
+}
+
+/// Most elements an op here may produce (a 4 GiB f32 tensor): a graph's
+/// runtime sizes cannot make it allocate without bound.
+const MAX_ELEMENTS: usize = 1 << 30;
+
+/// Refuses an output of `dims` larger than [`MAX_ELEMENTS`].
+fn bounded(dims: &[usize]) -> Result<()> {
+    match dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(Error::msg(format!("an output of shape {dims:?} is too large"))),
+    }
 }
 
 /// A value's dimensions.
