@@ -189,6 +189,7 @@ fn the_generic_path_equals_the_fast_path_for_every_model() {
     if d > 1e-4 {
         problems.push(format!("yolov8n: raw outputs differ by {d:.2e} (relative)"));
     }
+    problems.extend(onnx_graphs_match());
     assert_eq!(checked, MATRIX.iter().map(|(_, i)| i.len()).sum::<usize>());
     problems.extend(half_precision_matches(&reg));
     problems.extend(selfie_half_mask(&reg));
@@ -297,6 +298,52 @@ fn selfie_half_mask(reg: &Registry) -> Vec<String> {
         problems.push(format!(
             "selfie in f16: mask mean |diff| {mean:.2e}, cells across 0.5 {flips:.2e}"
         ));
+    }
+    problems
+}
+
+/// Imported ONNX exports (YOLO11n with its attention, YOLOv8n-seg with its
+/// transposed conv and two outputs), filled from a seed by
+/// tests/python/onnx_fixtures.py (ONNX Runtime's venv, `.ci/venv-triton`):
+/// every output of the graph built under each kernel choice.
+fn onnx_graphs_match() -> Vec<String> {
+    let python = match std::env::var_os("MODELDOCK_TEST_ONNX_PYTHON") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv-triton/bin/python"),
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/onnx_fixtures.py");
+    let mut problems = Vec::new();
+    for name in ["yolo11n", "yolov8n-seg"] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg("fill")
+            .arg(fixture(&format!("onnx/{name}-320.onnx")))
+            .arg(dir.path())
+            .args(["--seed", "11"])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run `bash .ci/deps`)", python.display()));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let model = modeldock::import::onnx::read(&dir.path().join("model.onnx")).unwrap_or_else(|e| panic!("{e}"));
+        let input = candle_core::safetensors::load(dir.path().join("input.safetensors"), &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .remove("images")
+            .unwrap_or_else(|| panic!("no input 'images'"));
+        let run = |k: Kernels| {
+            k.apply();
+            let g = model.build().unwrap_or_else(|e| panic!("{name}: {e}"));
+            g.run(&input).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let (fast, generic) = (run(Kernels::Fast), run(Kernels::Generic));
+        Kernels::Fast.apply();
+        assert_eq!(fast.len(), generic.len());
+        for ((n, a), (_, b)) in fast.iter().zip(&generic) {
+            let d = rel_diff(a, b);
+            println!("{name} {n}: raw output relative difference {d:.2e}");
+            if d > 1e-4 {
+                problems.push(format!("{name} {n}: raw outputs differ by {d:.2e} (relative)"));
+            }
+        }
     }
     problems
 }

@@ -571,82 +571,32 @@ fn starting_a_live_source_opens_it_off_the_ui_thread_and_reports_errors() {
     assert!(h.state().live.opening.is_none() && h.state().live.pipeline.is_none());
 }
 
-#[test]
-fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
+/// Drops `file` on the window, answers the import question with yes, and
+/// waits until the engine lists model `id` and answers an image with it.
+fn drop_import_and_run(file: &str, id: &str) -> (Harness<'static, ModeldockApp>, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
     h.state_mut().import_root = Some(root.path().to_path_buf());
     h.step();
-    h.input_mut()
-        .dropped_files
-        .push(Arc::new(DroppedPath(fixture("yolov8n-pt/yolov8n-random.pt"))));
+    h.input_mut().dropped_files.push(Arc::new(DroppedPath(fixture(file))));
+    let name = file.rsplit('/').next().unwrap_or(file).to_string();
     step_until(&mut h, "the import question", |h| {
-        has_label_containing(h, "Import yolov8n-random.pt as a modeldock model?")
+        has_label_containing(h, &format!("Import {name} as a modeldock model?"))
     });
     // Nothing is written before the user says yes.
-    assert!(!root.path().join("yolov8n-random").exists());
+    assert!(!root.path().join(id).exists());
     h.get_by_label("Import").click();
-    step_until(&mut h, "the imported model", |h| {
-        h.state().viewer.model == "yolov8n-random"
-    });
-    assert!(root.path().join("yolov8n-random/model.toml").is_file());
+    step_until(&mut h, "the imported model selected", |h| h.state().viewer.model == id);
+    assert!(root.path().join(id).join("model.toml").is_file());
     // The engine registers it on its own thread.
     step_until(&mut h, "the engine to list the imported model", |h| {
-        h.state()
-            .engine
-            .snapshot()
-            .models
-            .iter()
-            .any(|m| m.id == "yolov8n-random")
+        h.state().engine.snapshot().models.iter().any(|m| m.id == id)
     });
-    let snap = h.state().engine.snapshot();
-    let st = snap
-        .models
-        .iter()
-        .find(|m| m.id == "yolov8n-random")
-        .unwrap_or_else(|| panic!("the engine knows the imported model"));
-    assert_eq!(st.arch, modeldock::catalog::Arch::Yolov8);
     // It runs like any other model.
     let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
     let r = modeldock::engine::InferWait::infer_wait(
         &h.state().engine,
-        "yolov8n-random",
-        modeldock::engine::ImageInput::Bytes {
-            name: "astronaut.png".into(),
-            bytes: Arc::new(bytes),
-        },
-        Default::default(),
-    );
-    assert!(r.is_ok(), "{:?}", r.err());
-}
-
-#[test]
-fn a_dropped_onnx_model_is_imported_after_asking_registered_and_selected() {
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut h = harness(only(Registry::discover(&[]), &["face-detector"]), "face-detector");
-    h.state_mut().import_root = Some(root.path().to_path_buf());
-    h.step();
-    // The committed Ultralytics export (its conv weights zeroed): it runs all the same.
-    h.input_mut()
-        .dropped_files
-        .push(Arc::new(DroppedPath(fixture("onnx/yolo11n-320.onnx"))));
-    step_until(&mut h, "the import question", |h| {
-        has_label_containing(h, "Import yolo11n-320.onnx as a modeldock model?")
-    });
-    assert!(!root.path().join("yolo11n-320").exists(), "nothing written before yes");
-    h.get_by_label("Import").click();
-    step_until(&mut h, "the imported model selected", |h| {
-        h.state().viewer.model == "yolo11n-320"
-    });
-    assert!(root.path().join("yolo11n-320/model.toml").is_file());
-    assert!(root.path().join("yolo11n-320/yolo11n-320.safetensors").is_file());
-    step_until(&mut h, "the engine to list it", |h| {
-        h.state().engine.snapshot().models.iter().any(|m| m.id == "yolo11n-320")
-    });
-    let bytes = std::fs::read(fixture("images/astronaut.png")).unwrap_or_else(|e| panic!("{e}"));
-    let r = modeldock::engine::InferWait::infer_wait(
-        &h.state().engine,
-        "yolo11n-320",
+        id,
         modeldock::engine::ImageInput::Bytes {
             name: "astronaut.png".into(),
             bytes: Arc::new(bytes),
@@ -655,6 +605,32 @@ fn a_dropped_onnx_model_is_imported_after_asking_registered_and_selected() {
     );
     assert!(r.is_ok(), "{:?}", r.err());
     assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    (h, root)
+}
+
+#[test]
+fn a_dropped_checkpoint_is_imported_after_asking_and_runs() {
+    let (h, _root) = drop_import_and_run("yolov8n-pt/yolov8n-random.pt", "yolov8n-random");
+    let snap = h.state().engine.snapshot();
+    let st = snap
+        .models
+        .iter()
+        .find(|m| m.id == "yolov8n-random")
+        .unwrap_or_else(|| panic!("the engine knows the imported model"));
+    assert_eq!(st.arch, modeldock::catalog::Arch::Yolov8);
+}
+
+#[test]
+fn a_dropped_onnx_model_is_imported_after_asking_registered_and_selected() {
+    // The committed Ultralytics export (its conv weights zeroed): it runs all the same.
+    let (h, _root) = drop_import_and_run("onnx/yolo11n-320.onnx", "yolo11n-320");
+    let snap = h.state().engine.snapshot();
+    let st = snap
+        .models
+        .iter()
+        .find(|m| m.id == "yolo11n-320")
+        .unwrap_or_else(|| panic!("the engine knows the imported model"));
+    assert_eq!(st.task, modeldock::catalog::Task::Detect);
 }
 
 #[test]

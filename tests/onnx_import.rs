@@ -179,21 +179,24 @@ fn yolov8n_export_matches_onnxruntime() {
     verify_export("yolov8n");
 }
 
-#[test]
-fn an_imported_export_serves_detections_with_its_own_labels() {
-    let dir = filled("yolo11n", 3);
+/// Fills export `name` from `seed`, imports it as `id` into a fresh models
+/// folder and runs `infer --json` on astronaut.png at `conf`: the import's
+/// stdout, the model folder, and the reply.
+struct Served {
+    import_stdout: String,
+    model_dir: PathBuf,
+    reply: serde_json::Value,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn import_and_infer(name: &str, seed: u64, id: &str, conf: &str) -> Served {
+    let dir = filled(name, seed);
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let onnx = dir.path().join("model.onnx").display().to_string();
-    let out = models.path().join("yolo11n");
-    let out_s = out.display().to_string();
-    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "yolo11n-test"], &[]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("Yolo") && stdout.contains("input 320"), "{stdout}");
-    let toml = std::fs::read_to_string(out.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
-    // Ultralytics' metadata: names (a model built from its yaml calls its
-    // classes "0".."79"), imgsz 320, task detect.
-    assert!(toml.contains("\"79\"]") && toml.contains("input_size = 320"), "{toml}");
-    assert!(toml.contains("task = \"detect\""), "{toml}");
+    let model_dir = models.path().join(id);
+    let out_s = model_dir.display().to_string();
+    let (code, import_stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", id], &[]);
+    assert_eq!(code, 0, "{import_stdout}{stderr}");
     let models_s = models.path().display().to_string();
     let img = fixture("images/astronaut.png").display().to_string();
     let host = common::no_server();
@@ -204,21 +207,43 @@ fn an_imported_export_serves_detections_with_its_own_labels() {
             "--models-dir",
             &models_s,
             "--model",
-            "yolo11n-test",
+            id,
             "--conf",
-            "0.05",
+            conf,
             "--json",
             &img,
         ],
         &[("MODELDOCK_HOST", host.as_str())],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let v: serde_json::Value =
+    let reply =
         serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    let dets = v["detections"].as_array().cloned().unwrap_or_default();
+    Served {
+        import_stdout,
+        model_dir,
+        reply,
+        _dirs: (dir, models),
+    }
+}
+
+#[test]
+fn an_imported_export_serves_detections_with_its_own_labels() {
+    let r = import_and_infer("yolo11n", 3, "yolo11n-test", "0.05");
+    assert!(
+        r.import_stdout.contains("Yolo") && r.import_stdout.contains("input 320"),
+        "{}",
+        r.import_stdout
+    );
+    let toml = std::fs::read_to_string(r.model_dir.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
+    // Ultralytics' metadata: names (a model built from its yaml calls its
+    // classes "0".."79"), imgsz 320, task detect.
+    assert!(toml.contains("\"79\"]") && toml.contains("input_size = 320"), "{toml}");
+    assert!(toml.contains("task = \"detect\""), "{toml}");
+    let dets = r.reply["detections"].as_array().cloned().unwrap_or_default();
     assert!(
         !dets.is_empty(),
-        "random weights at conf 0.05 still detect something: {stdout}"
+        "random weights at conf 0.05 still detect something: {}",
+        r.reply
     );
     for d in &dets {
         let label = d["label"].as_str().unwrap_or_default();
@@ -236,37 +261,12 @@ fn yolov8n_seg_export_matches_onnxruntime_on_both_outputs() {
 
 #[test]
 fn an_imported_seg_export_gives_each_detection_its_mask_inside_its_box() {
-    let dir = filled("yolov8n-seg", 5);
-    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let onnx = dir.path().join("model.onnx").display().to_string();
-    let out_s = models.path().join("seg").display().to_string();
-    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "seg-test"], &[]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("YoloSeg"), "{stdout}");
-    let models_s = models.path().display().to_string();
-    let img = fixture("images/astronaut.png").display().to_string();
-    let host = common::no_server();
-    let (code, stdout, stderr) = common::cli(
-        &[
-            "infer",
-            "--local",
-            "--models-dir",
-            &models_s,
-            "--model",
-            "seg-test",
-            "--conf",
-            "0.3",
-            "--json",
-            &img,
-        ],
-        &[("MODELDOCK_HOST", host.as_str())],
-    );
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let r = import_and_infer("yolov8n-seg", 5, "seg-test", "0.3");
+    assert!(r.import_stdout.contains("YoloSeg"), "{}", r.import_stdout);
+    let v = &r.reply;
     let dets = v["detections"].as_array().cloned().unwrap_or_default();
     let masks = v["masks"].as_array().cloned().unwrap_or_default();
-    assert!(!dets.is_empty(), "{stdout}");
+    assert!(!dets.is_empty(), "{v}");
     assert_eq!(masks.len(), dets.len(), "one mask per detection");
     for (i, m) in masks.iter().enumerate() {
         let mask: modeldock::vision::Mask =
@@ -314,36 +314,10 @@ fn yolov8n_pose_export_matches_onnxruntime() {
 
 #[test]
 fn an_imported_pose_export_gives_17_keypoints_per_person() {
-    let dir = filled("yolov8n-pose", 9);
-    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let onnx = dir.path().join("model.onnx").display().to_string();
-    let out_s = models.path().join("pose").display().to_string();
-    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", "pose-test"], &[]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("YoloPose"), "{stdout}");
-    let models_s = models.path().display().to_string();
-    let img = fixture("images/astronaut.png").display().to_string();
-    let host = common::no_server();
-    let (code, stdout, stderr) = common::cli(
-        &[
-            "infer",
-            "--local",
-            "--models-dir",
-            &models_s,
-            "--model",
-            "pose-test",
-            "--conf",
-            "0.1",
-            "--json",
-            &img,
-        ],
-        &[("MODELDOCK_HOST", host.as_str())],
-    );
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    let dets = v["detections"].as_array().cloned().unwrap_or_default();
-    assert!(!dets.is_empty(), "{stdout}");
+    let r = import_and_infer("yolov8n-pose", 9, "pose-test", "0.1");
+    assert!(r.import_stdout.contains("YoloPose"), "{}", r.import_stdout);
+    let dets = r.reply["detections"].as_array().cloned().unwrap_or_default();
+    assert!(!dets.is_empty(), "{}", r.reply);
     for d in &dets {
         assert_eq!(d["keypoints"].as_array().map(|k| k.len()), Some(17), "{d}");
     }

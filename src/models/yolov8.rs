@@ -518,15 +518,24 @@ impl YoloV8 {
             l21: C2f::load(vb.pp("21"), c512 + c1024, c1024, n3, false)?,
             head: Head::load(vb.pp("22"), [c256, c512, c1024], nc, task)?,
         };
-        Ok(YoloV8 {
-            net: Net::Local(LocalNet::Layers(Box::new(layers))),
-            head: task,
+        Ok(Self::with_net(
+            Net::Local(LocalNet::Layers(Box::new(layers))),
+            task,
+            vb.device(),
+        ))
+    }
+
+    /// A model around `net` with the defaults [`Self::configure`] then sets.
+    fn with_net(net: Net<LocalNet>, head: HeadKind, device: &Device) -> Self {
+        YoloV8 {
+            net,
+            head,
             input_size: 640,
             labels: Vec::new(),
             conf: 0.25,
             iou: 0.7,
-            device: vb.device().clone(),
-        })
+            device: device.clone(),
+        }
     }
 
     /// The task and labels a manifest gives.
@@ -556,15 +565,7 @@ impl YoloV8 {
             // An imported ONNX export: the same pre- and post-processing
             // around the graph executor.
             let graph = crate::graph::executor::Graph::load(&vb, &format!("model '{}'", m.id))?;
-            let y = YoloV8 {
-                net: Net::Local(LocalNet::Graph(Box::new(graph))),
-                head: task,
-                input_size: 640,
-                labels: Vec::new(),
-                conf: 0.25,
-                iou: 0.7,
-                device: vb.device().clone(),
-            };
+            let y = Self::with_net(Net::Local(LocalNet::Graph(Box::new(graph))), task, vb.device());
             return Ok(y.configure(m, labels));
         }
         let variant = if m.variant.is_empty() { "n" } else { m.variant.as_str() };
@@ -576,15 +577,7 @@ impl YoloV8 {
     /// decoding, NMS and keypoints stay here.
     pub fn remote(m: &Manifest, device: &Device) -> Result<Self> {
         let (task, labels) = Self::task_labels(m)?;
-        let y = YoloV8 {
-            net: Net::Remote(super::remote_net::connect(m)?),
-            head: task,
-            input_size: 640,
-            labels: Vec::new(),
-            conf: 0.25,
-            iou: 0.7,
-            device: device.clone(),
-        };
+        let y = Self::with_net(Net::Remote(super::remote_net::connect(m)?), task, device);
         Ok(y.configure(m, labels))
     }
 
