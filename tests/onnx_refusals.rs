@@ -128,6 +128,10 @@ fn bad_bytes_and_opsets_are_refused() {
     m.opset_import[0].version = 5;
     let msg = refusal(dir.path(), "old.onnx", &m.encode_to_vec());
     assert!(msg.contains("opset 5 is out of the supported range"), "{msg}");
+    // Before opset 13 Softmax flattened around its axis: refused, not run wrongly.
+    m.opset_import[0].version = 12;
+    let msg = refusal(dir.path(), "opset12.onnx", &m.encode_to_vec());
+    assert!(msg.contains("opset 12 is out of the supported range 13..=22"), "{msg}");
     m.opset_import.clear();
     let msg = refusal(dir.path(), "noopset.onnx", &m.encode_to_vec());
     assert!(msg.contains("opset"), "{msg}");

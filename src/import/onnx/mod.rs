@@ -1,5 +1,5 @@
 //! `modeldock import onnx MODEL.onnx --out DIR`: an ONNX model (protobuf,
-//! opset 11–22, the default domain) read with bounded sizes, lowered onto
+//! opset 13–22, the default domain) read with bounded sizes, lowered onto
 //! the graph executor ([`lower`]) and stored as one safetensors file: the
 //! weights plus the lowered topology under [`GRAPH_TENSOR`], like an
 //! imported tfjs graph.
@@ -21,8 +21,11 @@ use proto::ModelProto;
 /// Largest model file read whole (protobuf's own limit is 2 GiB; bigger
 /// models keep their weights as external data).
 pub const MAX_ONNX_BYTES: u64 = 2 << 30;
-/// The default-domain opsets whose ops this build lowers.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=22;
+/// The default-domain opsets whose ops this build lowers. Before 13,
+/// Softmax flattened its input to 2-D around the axis (a different result
+/// for any axis but the last, which the import cannot tell without shapes),
+/// so older graphs are refused rather than run wrongly.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=22;
 
 /// A parsed ONNX model: its graph lowered, with what it says about itself.
 pub struct OnnxModel {
