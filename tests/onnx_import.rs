@@ -69,8 +69,12 @@ fn every_op_case_matches_onnxruntime() {
             let model = modeldock::import::onnx::read(&case.join("model.onnx")).map_err(|e| e.to_string())?;
             let graph = model.build().map_err(|e| e.to_string())?;
             let inputs = load(&case.join("input.safetensors"));
-            let x = inputs.get("x").ok_or("no input 'x'")?;
-            let outs = graph.run(x).map_err(|e| e.to_string())?;
+            let xs: Vec<&Tensor> = graph
+                .inputs()
+                .iter()
+                .map(|i| inputs.get(&i.key).ok_or(format!("no input '{}'", i.key)))
+                .collect::<Result<_, _>>()?;
+            let outs = graph.run_inputs(&xs).map_err(|e| e.to_string())?;
             let expected = load(&case.join("expected.safetensors"));
             if expected.is_empty() {
                 return Err("no expected outputs".into());
@@ -230,7 +234,7 @@ fn import_and_infer(name: &str, seed: u64, id: &str, conf: &str) -> Served {
 fn an_imported_export_serves_detections_with_its_own_labels() {
     let r = import_and_infer("yolo11n", 3, "yolo11n-test", "0.05");
     assert!(
-        r.import_stdout.contains("Yolo") && r.import_stdout.contains("input 320"),
+        r.import_stdout.contains("family yolo,") && r.import_stdout.contains("input 320"),
         "{}",
         r.import_stdout
     );
@@ -262,7 +266,7 @@ fn yolov8n_seg_export_matches_onnxruntime_on_both_outputs() {
 #[test]
 fn an_imported_seg_export_gives_each_detection_its_mask_inside_its_box() {
     let r = import_and_infer("yolov8n-seg", 5, "seg-test", "0.3");
-    assert!(r.import_stdout.contains("YoloSeg"), "{}", r.import_stdout);
+    assert!(r.import_stdout.contains("family yolo-seg"), "{}", r.import_stdout);
     let v = &r.reply;
     let dets = v["detections"].as_array().cloned().unwrap_or_default();
     let masks = v["masks"].as_array().cloned().unwrap_or_default();
@@ -315,7 +319,7 @@ fn yolov8n_pose_export_matches_onnxruntime() {
 #[test]
 fn an_imported_pose_export_gives_17_keypoints_per_person() {
     let r = import_and_infer("yolov8n-pose", 9, "pose-test", "0.1");
-    assert!(r.import_stdout.contains("YoloPose"), "{}", r.import_stdout);
+    assert!(r.import_stdout.contains("family yolo-pose"), "{}", r.import_stdout);
     let dets = r.reply["detections"].as_array().cloned().unwrap_or_default();
     assert!(!dets.is_empty(), "{}", r.reply);
     for d in &dets {

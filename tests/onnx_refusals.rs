@@ -166,13 +166,14 @@ fn unknown_ops_and_unsupported_forms_name_the_node() {
     graph_mut(&mut m).node[1].input[0] = "nowhere".into();
     let msg = refusal(dir.path(), "dangling.onnx", &m.encode_to_vec());
     assert!(msg.contains("input 'nowhere' is not produced by any node"), "{msg}");
+    // Several inputs are fine (tests/fixtures/onnx/ops/three_inputs); more
+    // than 64 are refused.
     let mut m = good_model();
-    graph_mut(&mut m).input.push(value("x2", &[1, 3, 8, 8]));
-    let msg = refusal(dir.path(), "two_inputs.onnx", &m.encode_to_vec());
-    assert!(
-        msg.contains("graphs with 2 inputs are not supported yet (inputs: x, x2)"),
-        "{msg}"
-    );
+    for i in 0..64 {
+        graph_mut(&mut m).input.push(value(&format!("x{i}"), &[1, 3, 8, 8]));
+    }
+    let msg = refusal(dir.path(), "many_inputs.onnx", &m.encode_to_vec());
+    assert!(msg.contains("the graph has 65 inputs (at most 64)"), "{msg}");
 }
 
 #[test]
@@ -258,14 +259,21 @@ fn import_onnx_on_a_bad_file_exits_nonzero_with_one_line() {
     let line = stderr.trim();
     assert_eq!(line.lines().count(), 1, "{stderr}");
     assert!(line.contains("broken.onnx"), "{stderr}");
-    // A model with no metadata needs --family.
+    // A model with neither metadata nor YOLO shapes is raw tensors; as
+    // YOLO it is refused, naming its output.
     let good = dir.path().join("plain.onnx");
     std::fs::write(&good, good_model().encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
     let good_s = good.display().to_string();
-    let (code, _, stderr) = common::cli(&["import", "onnx", &good_s, "--out", &out_s], &[]);
+    let (code, stdout, stderr) = common::cli(&["import", "onnx", &good_s, "--out", &out_s], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("family raw"), "{stdout}");
+    let toml = std::fs::read_to_string(out.join("model.toml")).unwrap_or_default();
+    assert!(toml.contains("arch = \"raw\"") && toml.contains("[[inputs]]"), "{toml}");
+    let (code, _, stderr) = common::cli(&["import", "onnx", &good_s, "--out", &out_s, "--family", "yolo"], &[]);
     assert_ne!(code, 0);
+    let line = stderr.trim();
     assert!(
-        stderr.contains("plain.onnx: no 'task' in the metadata") && stderr.contains("--family"),
+        line.contains("plain.onnx: output 'y' has shape") && line.contains("--family raw") && line.lines().count() == 1,
         "{stderr}"
     );
 }

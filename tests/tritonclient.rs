@@ -280,3 +280,37 @@ fn tritonclient_reads_selfie_masks() {
     ];
     run_script(d, &serving, "test_tritonclient_masks.py", &args);
 }
+
+/// ONNX graphs imported as raw-tensor models (`import onnx`; a graph with
+/// no Ultralytics metadata and no YOLO shapes is `raw`): tritonclient sends
+/// the graph's inputs by name and reads its outputs, as from any ONNX
+/// server, compared with ONNX Runtime's (the committed op cases: three
+/// inputs and two outputs, and a conv).
+#[test]
+fn tritonclient_drives_imported_raw_onnx_graphs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let models = d.join("models");
+    let cases = [("three_inputs", "auto"), ("conv_pads_stride", "raw")];
+    for (case, family) in cases {
+        let onnx = fixture(&format!("onnx/ops/{case}/model.onnx")).display().to_string();
+        let out = models.join(case).display().to_string();
+        let (code, stdout, stderr) = common::cli(
+            &["import", "onnx", &onnx, "--out", &out, "--id", case, "--family", family],
+            &[],
+        );
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("family raw"), "{stdout}");
+    }
+    let serving = start_serve(d, &["--models-dir", &models.to_string_lossy()]);
+    for (case, _) in cases {
+        let folder = fixture(&format!("onnx/ops/{case}"));
+        let args = [
+            OsStr::new("--model"),
+            OsStr::new(case),
+            OsStr::new("--case"),
+            folder.as_os_str(),
+        ];
+        run_script(d, &serving, "test_tritonclient_raw.py", &args);
+    }
+}

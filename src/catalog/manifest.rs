@@ -73,6 +73,54 @@ pub struct Manifest {
     /// arch's default ([`Arch::default_decode`]).
     #[serde(default)]
     pub decode: Option<Decode>,
+    /// A raw-tensor model's inputs (`[[inputs]]`: name and shape, -1 where
+    /// any size goes), as v2 clients send them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<TensorSpec>,
+    /// A raw-tensor model's outputs (`[[outputs]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// One named FP32 tensor of a raw-tensor model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    /// Each dimension's size; -1 where any size goes; empty when unknown.
+    #[serde(default)]
+    pub shape: Vec<i64>,
+}
+
+/// The most `[[inputs]]` or `[[outputs]]` a manifest may list.
+pub const MAX_TENSORS: usize = 64;
+
+/// Checks the `[[inputs]]` or `[[outputs]]` (`what`) of a manifest.
+fn check_specs(what: &str, specs: &[TensorSpec]) -> Result<()> {
+    if specs.len() > MAX_TENSORS {
+        return Err(Error::msg(format!(
+            "{what}: {} tensors (at most {MAX_TENSORS})",
+            specs.len()
+        )));
+    }
+    for (i, t) in specs.iter().enumerate() {
+        if t.name.is_empty() || t.name.len() > 256 || t.name.chars().any(char::is_control) {
+            return Err(Error::msg(format!(
+                "{what}[{i}].name {:?}: expected 1 to 256 printable characters",
+                t.name
+            )));
+        }
+        if specs[..i].iter().any(|o| o.name == t.name) {
+            return Err(Error::msg(format!("{what}[{i}].name '{}' is listed twice", t.name)));
+        }
+        if t.shape.len() > 8 || t.shape.iter().any(|d| *d < -1 || *d > i64::from(u32::MAX)) {
+            return Err(Error::msg(format!(
+                "{what}[{i}].shape {:?}: expected at most 8 sizes, each -1 or 0..=4294967295",
+                t.shape
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn no_weights() -> WeightsRef {
@@ -200,6 +248,8 @@ impl Manifest {
                 Arch::reduced_names()
             )));
         }
+        check_specs("inputs", &self.inputs)?;
+        check_specs("outputs", &self.outputs)?;
         if let Some(b) = &self.backend {
             b.validate()?;
             if !self.arch.runs_remotely() {
@@ -209,8 +259,10 @@ impl Manifest {
                     Arch::remote_names()
                 )));
             }
-        } else if self.arch == Arch::Raw {
-            return Err(Error::msg("arch raw needs a backend = { url, model, … }"));
+        } else if self.arch == Arch::Raw && self.inputs.is_empty() {
+            return Err(Error::msg(
+                "arch raw needs a backend = { url, model, … }, or weights with [[inputs]] (a graph from `import onnx --family raw`)",
+            ));
         } else if let WeightsRef::Path(p) = &self.weights {
             if p.is_empty() {
                 return Err(Error::msg(
@@ -262,6 +314,37 @@ mod tests {
 
     fn ok(arch: &str, extra: &str) -> Manifest {
         parse(arch, extra).unwrap_or_else(|e| panic!("{arch} {extra}: {e}"))
+    }
+
+    #[test]
+    fn a_raw_graph_lists_its_tensors_and_bad_lists_are_one_line() {
+        let tensors = "[[inputs]]\nname = \"x\"\nshape = [1, -1, 8]\n[[outputs]]\nname = \"y\"\n";
+        let m = ok("raw", tensors);
+        assert_eq!(m.inputs[0].shape, vec![1, -1, 8]);
+        assert_eq!((m.outputs[0].name.as_str(), m.outputs[0].shape.len()), ("y", 0));
+        let e = parse("raw", "").map(|_| ()).map_err(|e| e.to_string());
+        assert!(e.as_ref().is_err_and(|e| e.contains("[[inputs]]")), "{e:?}");
+        for (extra, words) in [
+            ("[[inputs]]\nname = \"x\"\nshape = [1, -2]\n", "inputs[0].shape"),
+            (
+                "[[inputs]]\nname = \"x\"\n[[inputs]]\nname = \"x\"\n",
+                "inputs[1].name 'x' is listed twice",
+            ),
+            ("[[inputs]]\nname = \"\"\n", "inputs[0].name"),
+            (
+                "[[inputs]]\nname = \"x\"\n[[outputs]]\nname = \"y\"\nshape = [1,1,1,1,1,1,1,1,1]\n",
+                "outputs[0].shape",
+            ),
+        ] {
+            let e = match parse("raw", extra) {
+                Ok(_) => panic!("{extra} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.starts_with("m/model.toml: ") && e.contains(words) && !e.contains('\n'),
+                "{e}"
+            );
+        }
     }
 
     #[test]

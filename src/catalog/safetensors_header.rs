@@ -21,11 +21,14 @@ pub struct HeaderInfo {
 }
 
 impl HeaderInfo {
-    /// The dtype most of the tensor bytes are stored in, lower case
-    /// (`f32`, `bf16`, `f16`, …); `f32` for a header with no tensors.
+    /// The float dtype most of the float tensor bytes are stored in, lower
+    /// case (`f32`, `bf16`, `f16`, `f64`); `f32` for a header with no float
+    /// tensors.
     pub fn stored_dtype(&self) -> String {
         let mut by: Vec<(&str, u64)> = Vec::new();
-        for e in &self.entries {
+        // Floats only: a graph's topology (U8) and integer constants are
+        // not what the model computes in.
+        for e in self.entries.iter().filter(|e| matches!(e.dtype.as_str(), "F64" | "F32" | "F16" | "BF16")) {
             match by.iter_mut().find(|(d, _)| *d == e.dtype) {
                 Some((_, n)) => *n += e.end - e.start,
                 None => by.push((&e.dtype, e.end - e.start)),

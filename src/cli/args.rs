@@ -213,7 +213,7 @@ pub enum ImportCommand {
         #[arg(long, value_name = "PREFIX=MANIFEST.json")]
         add: Vec<String>,
     },
-    /// An ONNX model (Ultralytics YOLO detect/pose exports) → safetensors (weights + graph) + model.toml
+    /// An ONNX model (Ultralytics YOLO detect/pose/segment exports, or any graph as raw tensors) → safetensors (weights + graph) + model.toml
     Onnx {
         #[arg(value_name = "MODEL.onnx")]
         model: PathBuf,
@@ -222,7 +222,7 @@ pub enum ImportCommand {
         /// The model id (default: the file's stem)
         #[arg(long, value_name = "ID")]
         id: Option<String>,
-        /// auto (from the model's metadata), yolo, yolo-pose or yolo-seg
+        /// auto (from the model's metadata, else its shapes), yolo, yolo-pose, yolo-seg or raw (the graph's tensors in and out over v2)
         #[arg(long, value_name = "FAMILY", default_value = "auto")]
         family: String,
     },

@@ -27,10 +27,10 @@ pub fn run(cmd: &ImportCommand) -> Result<i32> {
             let family = Family::parse(family)?;
             let w = onnx_store::import(model, out, id.as_deref(), family)?;
             println!(
-                "wrote {} ({} graph nodes, {:?}, {} labels, input {}) and {}",
+                "wrote {} ({} graph nodes, family {}, {} labels, input {}) and {}",
                 w.weights.display(),
                 w.nodes,
-                w.family,
+                w.family.name(),
                 w.labels,
                 w.input_size,
                 w.manifest.display()

@@ -129,6 +129,8 @@ pub fn raw_forward(arch: &str, variant: &str, task: &str, weights: &Path, input:
                 provenance: None,
                 backend: None,
                 decode: None,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
             };
             Ok(TinyFaceDetector::load(vb, &m)?.forward_all(input)?.output)
         }
@@ -173,12 +175,32 @@ fn run_graph(args: &VerifyArgs, prefix: &str) -> Result<i32> {
 fn run_onnx(args: &VerifyArgs, path: &Path) -> Result<i32> {
     let model = crate::import::onnx::read(path)?;
     let graph = model.build().map_err(|e| e.context(path.display().to_string()))?;
-    let input_name = model.lowered.input.0.clone();
     let label = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    compare_graph(args, &graph, &input_name, &label)
+    if let [(input_name, _)] = model.lowered.inputs.as_slice() {
+        return compare_graph(args, &graph, input_name, &label);
+    }
+    // Several inputs: each by its graph name, one run.
+    let iname = args.input.display();
+    let given: HashMap<String, Tensor> =
+        candle_core::safetensors::load(&args.input, &Device::Cpu).map_err(|e| Error::from(e).context(&iname))?;
+    let xs: Vec<Tensor> = model
+        .lowered
+        .inputs
+        .iter()
+        .map(|(n, _)| {
+            given
+                .get(n)
+                .ok_or_else(|| Error::msg(format!("{iname}: no tensor named '{n}' (the graph's input)")))
+                .and_then(|t| Ok(t.to_dtype(DType::F32)?))
+        })
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    let outs = graph.run_inputs(&refs)?;
+    let names: Vec<&str> = model.lowered.inputs.iter().map(|(n, _)| n.as_str()).collect();
+    compare_outputs(args, outs, &names, &label)
 }
 
 fn weights_arg(args: &VerifyArgs) -> Result<&Path> {
@@ -190,9 +212,6 @@ fn weights_arg(args: &VerifyArgs) -> Result<&Path> {
 /// Runs `graph` on `--input` and compares every output named in `--expected`.
 fn compare_graph(args: &VerifyArgs, graph: &tf_graph::Graph, input_name: &str, label: &str) -> Result<i32> {
     let input = one_tensor(&args.input, input_name)?.to_dtype(DType::F32)?;
-    let ename = args.expected.display();
-    let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(&args.expected, &Device::Cpu).map_err(|e| Error::from(e).context(&ename))?;
     // A batch of inputs for a batch-1 graph runs row by row (the hand
     // landmark fixtures hold one row per palm).
     let outs = if graph.input_shape().first() == Some(&1) && input.rank() > 1 && input.dim(0)? > 1 {
@@ -211,6 +230,14 @@ fn compare_graph(args: &VerifyArgs, graph: &tf_graph::Graph, input_name: &str, l
     } else {
         graph.run(&input)?
     };
+    compare_outputs(args, outs, &[input_name], label)
+}
+
+/// Compares every output named in `--expected` and reports each.
+fn compare_outputs(args: &VerifyArgs, outs: Vec<(String, Tensor)>, inputs: &[&str], label: &str) -> Result<i32> {
+    let ename = args.expected.display();
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(&args.expected, &Device::Cpu).map_err(|e| Error::from(e).context(&ename))?;
     let mut pass = true;
     let mut compared = 0;
     let mut report = Vec::new();
@@ -241,12 +268,12 @@ fn compare_graph(args: &VerifyArgs, graph: &tf_graph::Graph, input_name: &str, l
     }
     let missing: Vec<&String> = expected
         .keys()
-        .filter(|k| *k != "input" && *k != input_name && !outs.iter().any(|(n, _)| n == *k))
+        .filter(|k| *k != "input" && !inputs.contains(&k.as_str()) && !outs.iter().any(|(n, _)| n == *k))
         .collect();
     if !missing.is_empty() {
+        let names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
         return Err(Error::msg(format!(
-            "verify: {ename} has {missing:?}, which the network does not output (it outputs {:?})",
-            graph.output_names()
+            "verify: {ename} has {missing:?}, which the network does not output (it outputs {names:?})"
         )));
     }
     if compared == 0 {

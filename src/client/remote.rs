@@ -107,8 +107,8 @@ impl Inner {
                     ImageInput::Path(p) => std::fs::read(p).map_err(|e| format!("{name}: {e}")),
                     ImageInput::Bytes { bytes, .. } => Ok(bytes.to_vec()),
                     ImageInput::Frame { image, .. } => Ok(encode_frame(image)),
-                    ImageInput::Tensor { .. } => Err(format!(
-                        "{name}: a network tensor goes to a server as a backend request, not as an image"
+                    ImageInput::Tensors { .. } => Err(format!(
+                        "{name}: tensors go to a server in a tensor request, not as an image"
                     )),
                 };
                 let answer: Answer = match bytes {

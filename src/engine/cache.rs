@@ -106,7 +106,7 @@ mod tests {
 
     fn out(n: usize) -> Output {
         Output {
-            tensor: None,
+            tensors: None,
             image_size: [1, 1],
             detections: (0..n)
                 .map(|_| crate::vision::Detection {

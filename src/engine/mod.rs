@@ -29,6 +29,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub use crate::catalog::manifest::TensorSpec;
 pub use config::EngineConfig;
 pub use residency::{KeepAlive, ModelState};
 pub use stats::LatencySnapshot;
@@ -48,11 +49,12 @@ pub enum ImageInput {
     Bytes { name: String, bytes: Arc<Vec<u8>> },
     /// A decoded frame (live sources); never cached.
     Frame { name: String, image: Arc<RgbImage> },
-    /// A network input tensor: the model's raw network runs on it and the
-    /// answer carries the raw output (`Output::tensor`). Never cached.
-    Tensor {
+    /// Input tensors by name: a model's raw network (`NETWORK_INPUT`) or a
+    /// raw-tensor model's graph runs on them and the answer carries the
+    /// outputs (`Output::tensors`). Never cached.
+    Tensors {
         name: String,
-        tensor: Arc<crate::v2::Tensor32>,
+        tensors: Arc<crate::v2::named_tensors::NamedTensors>,
     },
 }
 
@@ -60,7 +62,7 @@ impl ImageInput {
     pub fn name(&self) -> String {
         match self {
             ImageInput::Path(p) => p.display().to_string(),
-            ImageInput::Bytes { name, .. } | ImageInput::Frame { name, .. } | ImageInput::Tensor { name, .. } => {
+            ImageInput::Bytes { name, .. } | ImageInput::Frame { name, .. } | ImageInput::Tensors { name, .. } => {
                 name.clone()
             }
         }
@@ -110,7 +112,7 @@ impl InferResult {
                     None => Vec::new(),
                 },
                 cached: v.get("cached").and_then(|c| c.as_bool()).unwrap_or(false),
-                tensor: None,
+                tensors: None,
             },
             timings: serde_json::from_value(v.get("timings_ms")?.clone()).ok()?,
         })

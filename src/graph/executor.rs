@@ -193,10 +193,12 @@ pub(super) struct Node {
 /// A loaded graph, ready to run.
 pub struct Graph {
     nodes: Vec<Node>,
-    input: usize,
-    input_name: String,
-    input_shape: Vec<i64>,
+    /// Every Placeholder, in the topology's order.
+    inputs: Vec<GraphInput>,
     outputs: Vec<(String, usize, usize)>,
+    /// Each output's signature key (the name its exporter gave it; the
+    /// node's name when the signature names none).
+    output_keys: Vec<String>,
     device: Device,
     /// Float dtype the graph computes in (f32 on CPU; f16 on GPUs, and on
     /// the CPU under `Kernels::GenericHalf`).
@@ -250,19 +252,15 @@ impl Graph {
         fuse: bool,
     ) -> Result<Graph> {
         let defs: HashMap<&str, &NodeDef> = json.topology.node.iter().map(|n| (n.name.as_str(), n)).collect();
-        let placeholder = json
-            .topology
-            .node
-            .iter()
-            .find(|n| n.op == "Placeholder")
-            .ok_or_else(|| Error::msg("the graph has no Placeholder input"))?;
-        let input_shape = declared_shape(placeholder);
-        let out_names = output_names_of(json)?;
+        let placeholders: Vec<&NodeDef> = json.topology.node.iter().filter(|n| n.op == "Placeholder").collect();
+        if placeholders.is_empty() {
+            return Err(Error::msg("the graph has no Placeholder input"));
+        }
+        let (output_keys, out_names): (Vec<String>, Vec<String>) = output_names_of(json)?.into_iter().unzip();
         let order = topo_order(&defs, &out_names)?;
         let index: HashMap<&str, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let mut consts: HashMap<&str, Val> = HashMap::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(order.len());
-        let mut input = usize::MAX;
         for (i, name) in order.iter().enumerate() {
             let def = defs[name];
             let inputs: Vec<(usize, usize)> = def
@@ -285,10 +283,7 @@ impl Graph {
                     .ok_or_else(|| def.err(format!("input {k} ('{src}') must be a constant")))
             };
             let op = match def.op.as_str() {
-                "Placeholder" => {
-                    input = i;
-                    Op::Input
-                }
+                "Placeholder" => Op::Input,
                 "Const" => {
                     let v = const_val(def, name, dtype, device, weight)?;
                     consts.insert(name, v.clone());
@@ -303,10 +298,20 @@ impl Graph {
                 last_use: i,
             });
         }
-        if input == usize::MAX {
+        let inputs: Vec<GraphInput> = placeholders
+            .iter()
+            .map(|p| GraphInput {
+                node: index.get(p.name.as_str()).copied(),
+                key: input_key(json, &p.name),
+                name: p.name.clone(),
+                shape: declared_shape(p),
+            })
+            .collect();
+        if inputs.iter().all(|i| i.node.is_none()) {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
             return Err(Error::msg(format!(
-                "the outputs do not depend on the input '{}'",
-                placeholder.name
+                "the outputs do not depend on the input ({})",
+                names.join(", ")
             )));
         }
         let outputs: Vec<(String, usize, usize)> =
@@ -334,10 +339,9 @@ impl Graph {
         }
         Ok(Graph {
             nodes,
-            input,
-            input_name: placeholder.name.clone(),
-            input_shape,
+            inputs,
             outputs,
+            output_keys,
             device: device.clone(),
             dtype,
             fused,
@@ -355,9 +359,14 @@ impl Graph {
         self.macs.load(Ordering::Relaxed)
     }
 
-    /// The input's declared shape (`-1` for unknown dimensions).
+    /// The first input's declared shape (`-1` for unknown dimensions).
     pub fn input_shape(&self) -> &[i64] {
-        &self.input_shape
+        self.inputs.first().map(|i| i.shape.as_slice()).unwrap_or(&[])
+    }
+
+    /// Every input, in the topology's order.
+    pub fn inputs(&self) -> &[GraphInput] {
+        &self.inputs
     }
 
     /// The output names, in the signature's order.
@@ -365,18 +374,49 @@ impl Graph {
         self.outputs.iter().map(|(n, _, _)| n.as_str()).collect()
     }
 
+    /// Each output's signature key, in the order [`Graph::run`] gives them.
+    pub fn output_keys(&self) -> &[String] {
+        &self.output_keys
+    }
+
     /// Runs the graph on `x` (any float dtype; computed in the graph's
-    /// dtype) and returns the outputs by name, as f32.
+    /// dtype) and returns the outputs by name, as f32. The graph must have
+    /// one input.
     pub fn run(&self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
-        let want = &self.input_shape;
-        let dims = x.dims();
-        if want.len() != dims.len() || want.iter().zip(dims).any(|(w, d)| *w >= 0 && *w as usize != *d) {
+        if self.inputs.len() != 1 {
             return Err(Error::msg(format!(
-                "input '{}' must have shape {want:?}, got {dims:?}",
-                self.input_name
+                "the graph has {} inputs; give each",
+                self.inputs.len()
             )));
         }
-        let x = x.to_device(&self.device)?.to_dtype(self.dtype)?;
+        self.run_inputs(&[x])
+    }
+
+    /// Runs the graph on one tensor per input, in [`Graph::inputs`]' order.
+    pub fn run_inputs(&self, xs: &[&Tensor]) -> Result<Vec<(String, Tensor)>> {
+        if xs.len() != self.inputs.len() {
+            return Err(Error::msg(format!(
+                "{} input tensors for a graph with {} inputs",
+                xs.len(),
+                self.inputs.len()
+            )));
+        }
+        let mut given: HashMap<usize, Tensor> = HashMap::new();
+        for (input, x) in self.inputs.iter().zip(xs) {
+            let want = &input.shape;
+            let dims = x.dims();
+            if !want.is_empty()
+                && (want.len() != dims.len() || want.iter().zip(dims).any(|(w, d)| *w >= 0 && *w as usize != *d))
+            {
+                return Err(Error::msg(format!(
+                    "input '{}' must have shape {want:?}, got {dims:?}",
+                    input.key
+                )));
+            }
+            if let Some(node) = input.node {
+                given.insert(node, x.to_device(&self.device)?.to_dtype(self.dtype)?);
+            }
+        }
         let mut vals: Vec<Option<Vec<Slot>>> = (0..self.nodes.len()).map(|_| None).collect();
         let mut macs = 0u64;
         for (i, node) in self.nodes.iter().enumerate() {
@@ -403,8 +443,8 @@ impl Graph {
                     macs += c.macs(h, w);
                 }
             }
-            let out = if i == self.input {
-                vec![Slot::V(Val::F(x.clone()))]
+            let out = if let Some(x) = given.remove(&i) {
+                vec![Slot::V(Val::F(x))]
             } else {
                 self.exec(node, &args)
                     .map_err(|e| Error::msg(format!("node '{}': {e}", node.name)))?
@@ -894,23 +934,52 @@ fn declared_shape(placeholder: &NodeDef) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// Output node names: the signature's order (tfjs' execute() order), else every Identity.
-fn output_names_of(json: &GraphJson) -> Result<Vec<String>> {
-    let mut out_names: Vec<String> = match &json.signature {
+/// One input of a graph.
+pub struct GraphInput {
+    /// The Placeholder's node name.
+    pub name: String,
+    /// Its signature key (the name its exporter gave it), else the node name.
+    pub key: String,
+    /// Its declared shape (`-1` for unknown dimensions; empty if it declares none).
+    pub shape: Vec<i64>,
+    /// Its node; `None` when no output depends on it.
+    node: Option<usize>,
+}
+
+/// The signature key of Placeholder `node`, else its name.
+fn input_key(json: &GraphJson, node: &str) -> String {
+    json.signature
+        .as_ref()
+        .and_then(|sig| {
+            sig.inputs.iter().find_map(|(k, v)| {
+                let n = v.get("name").and_then(|n| n.as_str())?;
+                (split_ref(n).0 == node).then(|| k.clone())
+            })
+        })
+        .unwrap_or_else(|| node.to_string())
+}
+
+/// (signature key, output node name) pairs: the signature's order (tfjs'
+/// execute() order), else every Identity.
+fn output_names_of(json: &GraphJson) -> Result<Vec<(String, String)>> {
+    let mut out_names: Vec<(String, String)> = match &json.signature {
         Some(sig) if !sig.outputs.is_empty() => sig
             .outputs
             .iter()
-            .map(|(k, v)| v.get("name").and_then(|n| n.as_str()).unwrap_or(k).to_string())
+            .map(|(k, v)| {
+                let n = v.get("name").and_then(|n| n.as_str()).unwrap_or(k);
+                (k.clone(), n.to_string())
+            })
             .collect(),
         _ => json
             .topology
             .node
             .iter()
             .filter(|n| n.op == "Identity")
-            .map(|n| n.name.clone())
+            .map(|n| (n.name.clone(), n.name.clone()))
             .collect(),
     };
-    for n in &mut out_names {
+    for (_, n) in &mut out_names {
         *n = split_ref(n).0.to_string();
     }
     if out_names.is_empty() {

@@ -7,6 +7,7 @@ pub mod layers;
 pub mod mtcnn;
 pub mod objects;
 pub mod pose;
+pub mod raw_graph;
 pub mod remote_net;
 pub mod selfie;
 pub mod timing;
@@ -25,6 +26,7 @@ use image::RgbImage;
 use crate::catalog::weights_source::WeightsSource;
 use crate::catalog::{Arch, Manifest};
 use crate::error::{Error, Result};
+use crate::v2::named_tensors::NamedTensors;
 use crate::vision::{Detection, InferParams, Mask, ModelTimings};
 use weights::ProgressFn;
 
@@ -65,6 +67,13 @@ pub trait Model: Send + Sync {
     /// [`Model::infer`]); `None` for models with no single network input.
     fn preprocess_raw(&self, _img: &RgbImage) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+
+    /// A raw-tensor model's graph on its inputs by name, giving its outputs
+    /// by name; `None` for the other models (their network, if served, takes
+    /// one `NETWORK_INPUT`: [`remote_net::serve_tensors`]).
+    fn run_tensors(&self, _inputs: &NamedTensors) -> Option<Result<NamedTensors>> {
+        None
     }
 }
 
@@ -126,12 +135,7 @@ pub fn build_cancellable(
         Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
         Arch::Selfie => Box::new(selfie::Selfie::load(vb, manifest)?),
         Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
-        Arch::Raw => {
-            return Err(Error::msg(format!(
-                "{}: arch raw has no network here; it needs a backend = {{ url, model, … }}",
-                manifest.id
-            )))
-        }
+        Arch::Raw => Box::new(raw_graph::RawGraph::load(vb, manifest)?),
     };
     Ok(m)
 }

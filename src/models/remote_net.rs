@@ -8,6 +8,7 @@ use image::RgbImage;
 use super::{Manifest, Model};
 use crate::backend::RemoteNet;
 use crate::error::{Error, Result};
+use crate::v2::named_tensors::{NamedTensors, NETWORK_INPUT, NETWORK_OUTPUT};
 use crate::v2::Tensor32;
 use crate::vision::{Detection, InferParams, ModelTimings};
 
@@ -62,6 +63,24 @@ pub fn serve_raw(m: &dyn Model, x: &Tensor32, device: &candle_core::Device) -> R
         shape: y.dims().to_vec(),
         data: y.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
     })
+}
+
+/// Runs `m` on the tensors of a tensor request: a raw-tensor model's graph
+/// on its named inputs, or another model's raw network on its one
+/// `NETWORK_INPUT` (answered as `NETWORK_OUTPUT`).
+pub fn serve_tensors(m: &dyn Model, xs: &NamedTensors, device: &candle_core::Device) -> Result<NamedTensors> {
+    if let Some(r) = m.run_tensors(xs) {
+        return r;
+    }
+    match xs.as_slice() {
+        [(name, x)] if name == NETWORK_INPUT => Ok(vec![(NETWORK_OUTPUT.to_string(), serve_raw(m, x, device)?)]),
+        _ => {
+            let names: Vec<&str> = xs.iter().map(|(n, _)| n.as_str()).collect();
+            Err(Error::msg(format!(
+                "inputs {names:?}: this model's network takes one '{NETWORK_INPUT}'"
+            )))
+        }
+    }
 }
 
 /// A server's model with no decoder here.

@@ -60,6 +60,9 @@ pub async fn infer(
     if let Some(x) = super::network::network_input(&head, tail)? {
         return super::network::infer(state, model, x, header_len.is_some()).await;
     }
+    if !entry.manifest.inputs.is_empty() {
+        return super::network::infer_raw(state, model, &head, tail, header_len.is_some()).await;
+    }
     let mut req = tensors::image_request(head, tail)?;
     let n = req.images.len();
     let (permits, client_permits) = admit(&state, &client.0, &model, n)?;

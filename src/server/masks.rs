@@ -64,7 +64,7 @@ mod tests {
                 detections: Vec::new(),
                 masks,
                 cached: false,
-                tensor: None,
+                tensors: None,
             },
             timings: Timings::default(),
         }

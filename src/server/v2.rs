@@ -57,6 +57,27 @@ fn known(state: &State, model: &str) -> ApiResult<()> {
 
 pub async fn model_metadata(AxState(state): AxState<State>, Path(model): Path<String>) -> ApiResult<Json<Value>> {
     known(&state, &model)?;
+    // A raw-tensor model: the graph's own inputs and outputs.
+    if let Some(m) = state
+        .engine
+        .catalog()
+        .get(&model)
+        .map(|e| &e.manifest)
+        .filter(|m| !m.inputs.is_empty())
+    {
+        let specs = |ts: &[crate::engine::TensorSpec]| -> Vec<Value> {
+            ts.iter()
+                .map(|t| json!({"name": t.name, "datatype": "FP32", "shape": t.shape}))
+                .collect()
+        };
+        return Ok(Json(json!({
+            "name": model,
+            "versions": ["1"],
+            "platform": "modeldock",
+            "inputs": specs(&m.inputs),
+            "outputs": specs(&m.outputs),
+        })));
+    }
     let k = keypoint_count(&state, &model);
     let mut outputs = vec![
         json!({"name": "DETECTIONS", "datatype": "BYTES", "shape": [-1]}),

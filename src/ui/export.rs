@@ -129,7 +129,7 @@ mod tests {
                 detections: Vec::new(),
                 masks: vec![mask],
                 cached: false,
-                tensor: None,
+                tensors: None,
             },
             timings: Timings::default(),
         };

@@ -11,6 +11,7 @@ pub mod body;
 pub mod error_body;
 pub mod head;
 pub mod image_infer;
+pub mod named_tensors;
 pub mod tensor_infer;
 
 pub use tensor_infer::Tensor32;

@@ -88,7 +88,7 @@ pub fn named_tensor(head: &Head, name: &str, tail: &[u8]) -> Result<Option<Tenso
 }
 
 /// An FP32 tensor from its entry and its binary part (or its JSON `data`).
-fn fp32_tensor(entry: &TensorEntry, part: Option<&[u8]>, noun: &str) -> Result<Tensor32> {
+pub(super) fn fp32_tensor(entry: &TensorEntry, part: Option<&[u8]>, noun: &str) -> Result<Tensor32> {
     let name = &format!("{noun} '{}'", entry.name);
     if entry.datatype != "FP32" {
         return Err(bad(format!("{name}: datatype {:?}, expected FP32", entry.datatype)));

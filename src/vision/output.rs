@@ -104,10 +104,11 @@ pub struct Output {
     /// True when the answer came from the result cache.
     #[serde(default)]
     pub cached: bool,
-    /// The raw network output, for a request that sent a network input
-    /// tensor (another modeldock using this one as its remote backend).
+    /// The output tensors by name, for a request that sent tensors (a
+    /// raw-tensor model, or another modeldock using this one as its remote
+    /// backend).
     #[serde(skip)]
-    pub tensor: Option<std::sync::Arc<crate::v2::Tensor32>>,
+    pub tensors: Option<std::sync::Arc<crate::v2::named_tensors::NamedTensors>>,
 }
 
 impl Output {

@@ -32,8 +32,9 @@ are written by the small writer below.
         heads, the class-score statistics). Deterministic for a given seed.
 
     onnx_fixtures.py ops OUT_DIR [--only NAME,...]
-        Small single-op / few-op models (opset 17) with one graph input `x` (all
-        other operands are initializers or Constant nodes), seeded inputs:
+        Small single-op / few-op models (opset 17) with graph input `x` (other
+        operands are initializers or Constant nodes; `three_inputs` has two more
+        graph inputs), seeded inputs:
             OUT_DIR/<case>/model.onnx, input.safetensors, expected.safetensors
 
 Reference outputs come from onnxruntime's CPUExecutionProvider, one intra-op
@@ -339,6 +340,7 @@ class Case:
         self.name = name
         self.rng = np.random.default_rng(zlib.crc32(name.encode()))
         self.x = self.rng.standard_normal(x_shape).astype(np.float32)
+        self.extra = {}
         self.nodes = []
         self.inits = []
         self.outputs = []
@@ -348,6 +350,14 @@ class Case:
 
     def unif(self, lo, hi, *shape):
         return self.rng.uniform(lo, hi, size=shape).astype(np.float32)
+
+    def input(self, name, *shape):
+        """A further graph input, drawn from the case's generator."""
+        self.extra[name] = self.randn(*shape)
+        return name
+
+    def feeds(self):
+        return {"x": self.x, **self.extra}
 
     def init(self, name, arr):
         self.inits.append(_init(name, arr))
@@ -367,7 +377,7 @@ class Case:
     def build(self):
         g = helper.make_graph(
             self.nodes, self.name,
-            [helper.make_tensor_value_info("x", F, list(self.x.shape))],
+            [helper.make_tensor_value_info(k, F, list(v.shape)) for k, v in self.feeds().items()],
             [helper.make_tensor_value_info(o, F, None) for o in self.outputs],
             initializer=self.inits)
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="modeldock onnx_fixtures.py")
@@ -533,6 +543,11 @@ def build_cases():
     c = case("constant_node", [1, 4, 5, 6])
     c.out(c.node("Add", ["x", c.const("k", c.randn(4, 1, 1))], ["y"]))
 
+    # three graph inputs (a raw-tensor model's request), two outputs
+    c = case("three_inputs", [1, 4, 6, 6])
+    s = c.node("Add", ["x", c.input("a", 1, 4, 1, 1)], ["s"])
+    c.out(s, c.node("MatMul", [s, c.input("b", 6, 5)], ["y"]))
+
     return cases
 
 
@@ -543,7 +558,7 @@ def cmd_ops(args):
         cases = [c for c in cases if c.name in want]
     for c in cases:
         m = c.build()
-        outs = run_ort(m.SerializeToString(), {"x": c.x})
+        outs = run_ort(m.SerializeToString(), c.feeds())
         # declare the output shapes onnxruntime produced; the strict checker then
         # verifies them against ONNX shape inference
         del m.graph.output[:]
@@ -556,9 +571,9 @@ def cmd_ops(args):
         mb = m.SerializeToString()
         with open(os.path.join(d, "model.onnx"), "wb") as f:
             f.write(mb)
-        again = run_ort(mb, {"x": c.x})
+        again = run_ort(mb, c.feeds())
         assert all(np.array_equal(again[k], outs[k]) for k in outs), c.name
-        write_safetensors(os.path.join(d, "input.safetensors"), {"x": c.x})
+        write_safetensors(os.path.join(d, "input.safetensors"), c.feeds())
         write_safetensors(os.path.join(d, "expected.safetensors"), outs)
         print(f"{c.name}: x {list(c.x.shape)} -> " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in outs.items()))
 

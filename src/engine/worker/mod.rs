@@ -38,22 +38,21 @@ const THRASH_MS: u64 = 60_000;
 /// What a request runs on.
 enum Work {
     Image(Arc<RgbImage>),
-    /// A network input tensor: the raw network only.
-    Tensor(Arc<crate::v2::Tensor32>),
+    /// Input tensors by name: the raw network or graph only.
+    Tensors(Arc<crate::v2::named_tensors::NamedTensors>),
 }
 
 /// An image decoded at a reduced scale: original pixels per decoded pixel
 /// (x, y) and the original size, to map the answer back.
 type Unscale = ((f32, f32), (u32, u32));
 
-/// What a model run hands back: detections, timings, a raw output tensor.
 /// What a run gives back: detections, masks, the model's timings, and the
-/// raw network output of a tensor request.
+/// output tensors of a tensor request.
 type RunOutput = (
     Vec<Detection>,
     Vec<crate::vision::Mask>,
     ModelTimings,
-    Option<Arc<crate::v2::Tensor32>>,
+    Option<Arc<crate::v2::named_tensors::NamedTensors>>,
 );
 
 /// What a lane hands back to the worker.

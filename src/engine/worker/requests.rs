@@ -175,7 +175,7 @@ impl Worker {
             },
             ImageInput::Bytes { bytes, .. } => (Some(bytes), None),
             ImageInput::Frame { image, .. } => (None, Some(image)),
-            ImageInput::Tensor { tensor, .. } => {
+            ImageInput::Tensors { tensors, .. } => {
                 self.pace_started(class);
                 self.queue_request(
                     id,
@@ -183,7 +183,7 @@ impl Worker {
                         class,
                         model: model.clone(),
                         image_name: name,
-                        work: Work::Tensor(tensor),
+                        work: Work::Tensors(tensors),
                         params,
                         reply,
                         submitted,
@@ -414,7 +414,7 @@ impl Worker {
         let device = self.device.clone().unwrap_or(Device::Cpu);
         let work = match &p.work {
             Work::Image(i) => Work::Image(Arc::clone(i)),
-            Work::Tensor(t) => Work::Tensor(Arc::clone(t)),
+            Work::Tensors(t) => Work::Tensors(Arc::clone(t)),
         };
         let params = p.params;
         let image_name = p.image_name.clone();
@@ -423,7 +423,7 @@ impl Worker {
             let started = Instant::now();
             let result = match &work {
                 Work::Image(img) => m.infer_with_masks(img, &params).map(|(d, k, t)| (d, k, t, None)),
-                Work::Tensor(x) => crate::models::remote_net::serve_raw(m.as_ref(), x, &device).map(|y| {
+                Work::Tensors(x) => crate::models::remote_net::serve_tensors(m.as_ref(), x, &device).map(|y| {
                     let t = ModelTimings {
                         forward: ms(started.elapsed()),
                         ..Default::default()
@@ -448,7 +448,7 @@ impl Worker {
         let model = p.model.clone();
         let total = ms(p.submitted.elapsed());
         let answer = match result {
-            Ok((mut detections, mut masks, mt, tensor)) => {
+            Ok((mut detections, mut masks, mt, tensors)) => {
                 let before = detections.len();
                 detections.retain(|d| {
                     d.score.is_finite()
@@ -481,14 +481,14 @@ impl Worker {
                         [original.0, original.1]
                     }
                     (Work::Image(i), None) => [i.width(), i.height()],
-                    (Work::Tensor(_), None) => [0, 0],
+                    (Work::Tensors(_), None) => [0, 0],
                 };
                 let output = Output {
                     image_size,
                     detections,
                     masks,
                     cached: false,
-                    tensor,
+                    tensors,
                 };
                 if let Some(k) = p.cache_key {
                     self.cache.put(k, output.clone());

@@ -30,10 +30,14 @@ use crate::error::{Error, Result};
 pub struct Lowered {
     pub topology: Json,
     pub weights: Vec<(String, Tensor)>,
-    /// The graph's input: name and declared shape (-1 where symbolic).
-    pub input: (String, Vec<i64>),
+    /// The graph's inputs, in its order: name and declared shape (-1 where
+    /// symbolic).
+    pub inputs: Vec<(String, Vec<i64>)>,
     /// The graph's outputs: ONNX name → the node that gives it.
     pub outputs: Vec<(String, String)>,
+    /// Each output's declared shape (-1 where symbolic; empty when the
+    /// graph declares none), in `outputs`' order.
+    pub output_shapes: Vec<Vec<i64>>,
 }
 
 /// Builds [`Lowered`] node by node.
@@ -691,51 +695,46 @@ pub fn lower(graph: &GraphProto, dir: &Path) -> Result<Lowered> {
         load_initializer(&mut l, t)?;
     }
     let real_inputs: Vec<_> = graph.input.iter().filter(|i| !l.consts.contains_key(&i.name)).collect();
-    let input = match real_inputs.as_slice() {
-        [one] => *one,
-        [] => return Err(Error::msg("the graph has no input")),
-        many => {
-            let names: Vec<&str> = many.iter().map(|i| i.name.as_str()).collect();
-            return Err(Error::msg(format!(
-                "graphs with {} inputs are not supported yet (inputs: {})",
-                many.len(),
-                names.join(", ")
-            )));
-        }
-    };
-    let tt = input
-        .r#type
-        .as_ref()
-        .and_then(|t| t.tensor_type.as_ref())
-        .ok_or_else(|| Error::msg(format!("input '{}' is not a tensor", input.name)))?;
-    if !tensors::is_float(tt.elem_type) {
+    if real_inputs.is_empty() {
+        return Err(Error::msg("the graph has no input"));
+    }
+    if real_inputs.len() > MAX_INPUTS {
         return Err(Error::msg(format!(
-            "input '{}' is {}: only float inputs are supported",
-            input.name,
-            tensors::type_name(tt.elem_type)
+            "the graph has {} inputs (at most {MAX_INPUTS})",
+            real_inputs.len()
         )));
     }
-    let shape: Vec<i64> = tt
-        .shape
-        .as_ref()
-        .map(|s| {
-            s.dim
-                .iter()
-                .map(|d| d.dim_value.filter(|v| *v > 0).unwrap_or(-1))
-                .collect()
-        })
-        .unwrap_or_default();
-    let in_name = l.fresh(&input.name);
-    let dims: Vec<Json> = shape.iter().map(|d| json!({ "size": d })).collect();
-    let mut a = Map::new();
-    a.insert("dtype".into(), json!({ "type": "DT_FLOAT" }));
-    a.insert("shape".into(), json!({ "shape": { "dim": dims } }));
-    l.push(&in_name, "Placeholder", Vec::new(), a);
-    l.refs.insert(input.name.clone(), in_name);
+    let mut inputs = Vec::with_capacity(real_inputs.len());
+    let mut sig_inputs = Map::new();
+    for input in real_inputs {
+        let tt = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .ok_or_else(|| Error::msg(format!("input '{}' is not a tensor", input.name)))?;
+        if !tensors::is_float(tt.elem_type) {
+            return Err(Error::msg(format!(
+                "input '{}' is {}: only float inputs are supported",
+                input.name,
+                tensors::type_name(tt.elem_type)
+            )));
+        }
+        let shape = declared_dims(tt.shape.as_ref());
+        let in_name = l.fresh(&input.name);
+        let dims: Vec<Json> = shape.iter().map(|d| json!({ "size": d })).collect();
+        let mut a = Map::new();
+        a.insert("dtype".into(), json!({ "type": "DT_FLOAT" }));
+        a.insert("shape".into(), json!({ "shape": { "dim": dims } }));
+        l.push(&in_name, "Placeholder", Vec::new(), a);
+        sig_inputs.insert(input.name.clone(), json!({ "name": in_name }));
+        l.refs.insert(input.name.clone(), in_name);
+        inputs.push((input.name.clone(), shape));
+    }
     for node in &graph.node {
         l.node(node)?;
     }
     let mut outputs = Vec::new();
+    let mut output_shapes = Vec::new();
     let mut sig = Map::new();
     for (o, name) in graph.output.iter().zip(out_names) {
         let src = l
@@ -746,17 +745,35 @@ pub fn lower(graph: &GraphProto, dir: &Path) -> Result<Lowered> {
         l.push(&name, "Identity", vec![src], Map::new());
         sig.insert(o.name.clone(), json!({ "name": name }));
         outputs.push((o.name.clone(), name));
+        let tt = o.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
+        output_shapes.push(declared_dims(tt.and_then(|t| t.shape.as_ref())));
     }
     let topology = json!({
         "modelTopology": { "node": l.nodes },
-        "signature": { "inputs": {}, "outputs": Json::Object(sig) },
+        "signature": { "inputs": Json::Object(sig_inputs), "outputs": Json::Object(sig) },
     });
     Ok(Lowered {
         topology,
         weights: l.weights,
-        input: (input.name.clone(), shape),
+        inputs,
         outputs,
+        output_shapes,
     })
+}
+
+/// The most inputs a graph may have.
+pub const MAX_INPUTS: usize = 64;
+
+/// A declared shape: each dimension's size, -1 where symbolic or unset.
+fn declared_dims(shape: Option<&super::proto::TensorShapeProto>) -> Vec<i64> {
+    shape
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| d.dim_value.filter(|v| *v > 0).unwrap_or(-1))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// An initializer is a value known at import ([`Lower::input`] makes its

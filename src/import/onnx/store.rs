@@ -22,6 +22,9 @@ pub enum Family {
     /// Ultralytics segment: `[1, 4 + classes + 32, anchors]` and the mask
     /// prototypes `[1, 32, S/4, S/4]`.
     YoloSeg,
+    /// The graph's tensors only: a v2 model whose inputs and outputs are
+    /// the graph's.
+    Raw,
 }
 
 impl Family {
@@ -32,14 +35,15 @@ impl Family {
             "yolo" => Some(Family::Yolo),
             "yolo-pose" => Some(Family::YoloPose),
             "yolo-seg" => Some(Family::YoloSeg),
-            "detr" | "classify" | "raw" => {
+            "raw" => Some(Family::Raw),
+            "detr" | "classify" => {
                 return Err(Error::usage(format!(
-                    "--family {s}: not supported by this build yet (yolo, yolo-pose and yolo-seg are)"
+                    "--family {s}: not supported by this build yet (yolo, yolo-pose, yolo-seg and raw are)"
                 )))
             }
             other => {
                 return Err(Error::usage(format!(
-                    "--family '{other}': expected auto, yolo, yolo-pose or yolo-seg"
+                    "--family '{other}': expected auto, yolo, yolo-pose, yolo-seg or raw"
                 )))
             }
         })
@@ -50,7 +54,36 @@ impl Family {
             Family::Yolo => "detect",
             Family::YoloPose => "pose",
             Family::YoloSeg => "segment",
+            Family::Raw => "raw",
         }
+    }
+
+    /// The name `--family` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Yolo => "yolo",
+            Family::YoloPose => "yolo-pose",
+            Family::YoloSeg => "yolo-seg",
+            Family::Raw => "raw",
+        }
+    }
+}
+
+/// The family a graph without Ultralytics' `task` metadata has, from its
+/// shapes: one `[1, 3, S, S]` input and a `[1, 4 + classes, anchors]`
+/// output over strides 8, 16 and 32 is a YOLO detector, plus prototypes
+/// `[1, 32, S/4, S/4]` a YOLO segmenter; anything else is `raw`.
+fn family_of_shapes(inputs: &[(String, Vec<i64>)], outputs: &[Vec<i64>]) -> Family {
+    let s = match inputs {
+        [(_, x)] if x.len() == 4 && x[1] == 3 && x[2] > 0 && x[2] == x[3] && x[2] % 32 == 0 => x[2],
+        _ => return Family::Raw,
+    };
+    let anchors = (s / 8) * (s / 8) + (s / 16) * (s / 16) + (s / 32) * (s / 32);
+    let head = |o: &Vec<i64>| o.len() == 3 && o[0] == 1 && o[1] > 4 && o[2] == anchors;
+    match outputs {
+        [o] if head(o) => Family::Yolo,
+        [o, p] if head(o) && o[1] > 36 && p.as_slice() == [1, 32, s / 4, s / 4] => Family::YoloSeg,
+        _ => Family::Raw,
     }
 }
 
@@ -155,23 +188,41 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
         Some(f) => f,
         None => match meta.get("task") {
             Some(t) => family_of_task(t).map_err(|e| e.context(&name))?,
-            None => {
-                return Err(Error::msg(format!(
-                    "{name}: no 'task' in the metadata to tell the family: pass --family"
-                )))
-            }
+            None => family_of_shapes(&model.lowered.inputs, &model.lowered.output_shapes),
         },
     };
-    let shape = &model.lowered.input.1;
-    if shape.len() != 4 || shape[1] != 3 || shape[2] <= 0 || shape[2] != shape[3] {
-        return Err(Error::msg(format!(
-            "{name}: input '{}' has shape {shape:?}; a YOLO graph takes [1, 3, S, S]",
-            model.lowered.input.0
-        )));
+    let input_size = match (family, model.lowered.inputs.as_slice()) {
+        (Family::Raw, inputs) => inputs
+            .first()
+            .and_then(|(_, s)| s.last())
+            .and_then(|d| u32::try_from(*d).ok())
+            .filter(|d| (1..=2048).contains(d))
+            .unwrap_or(1),
+        (_, [(_, shape)]) if shape.len() == 4 && shape[1] == 3 && shape[2] > 0 && shape[2] == shape[3] => {
+            shape[2] as u32
+        }
+        (_, inputs) => {
+            let shapes: Vec<String> = inputs.iter().map(|(n, s)| format!("'{n}' {s:?}")).collect();
+            return Err(Error::msg(format!(
+                "{name}: inputs {}; a YOLO graph takes one [1, 3, S, S] (import it with --family raw)",
+                shapes.join(", ")
+            )));
+        }
+    };
+    if family != Family::Raw {
+        let declared = model.lowered.output_shapes.first().zip(model.lowered.outputs.first());
+        if let Some((shape, (out_name, _))) = declared.filter(|(s, _)| !s.is_empty()) {
+            if shape.len() != 3 || shape[0] != 1 || (shape[1] >= 0 && shape[1] <= 4) {
+                return Err(Error::msg(format!(
+                    "{name}: output '{out_name}' has shape {shape:?}; a YOLO graph gives [1, 4 + classes, anchors] \
+                     (import it with --family raw)"
+                )));
+            }
+        }
     }
-    let input_size = shape[2] as u32;
     let labels = match (meta.get("names"), family) {
         (Some(n), _) => parse_names(n).map_err(|e| e.context(&name))?,
+        (None, Family::Raw) => Vec::new(),
         (None, Family::YoloPose) => vec!["person".to_string()],
         (None, Family::Yolo | Family::YoloSeg) => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
     };
@@ -205,19 +256,46 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
         .get("license")
         .cloned()
         .unwrap_or_else(|| "see the model's source".to_string());
-    let text = format!(
+    let (arch, title, thresholds) = match family {
+        Family::Raw => ("raw", format!("{id} (ONNX, raw tensors)"), String::new()),
+        _ => (
+            "yolov8",
+            format!("{id} (ONNX {}, {} classes)", family.name(), labels.len()),
+            "conf = 0.25\niou = 0.7\n".to_string(),
+        ),
+    };
+    let mut text = format!(
         "# Imported by `modeldock import onnx` from {}; review before use.\n\
-         id = {}\nname = {}\ntask = {}\narch = \"yolov8\"\nvariant = \"onnx\"\nweights = {}\ninput_size = {input_size}\n\
-         labels = [{label_list}]\ndtype = \"f32\"\nkeep_alive = \"5m\"\nconf = 0.25\niou = 0.7\nlicence = {}\n\
+         id = {}\nname = {}\ntask = {}\narch = \"{arch}\"\nvariant = \"onnx\"\nweights = {}\ninput_size = {input_size}\n\
+         labels = [{label_list}]\ndtype = \"f32\"\nkeep_alive = \"5m\"\n{thresholds}licence = {}\n\
          provenance = {}\n\n[options]\nsize_bytes = {size_bytes}\n",
         path.file_name().and_then(|s| s.to_str()).unwrap_or("?"),
         toml_str(&id),
-        toml_str(&format!("{id} (ONNX, {} classes)", labels.len())),
+        toml_str(&title),
         toml_str(family.task()),
         toml_str(&weights_file),
         toml_str(&licence),
         toml_str(&provenance),
     );
+    if family == Family::Raw {
+        let outputs: Vec<(String, Vec<i64>)> = model
+            .lowered
+            .outputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .zip(model.lowered.output_shapes.iter().cloned())
+            .collect();
+        for (table, list) in [("inputs", &model.lowered.inputs), ("outputs", &outputs)] {
+            for (n, shape) in list {
+                let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                text.push_str(&format!(
+                    "\n[[{table}]]\nname = {}\nshape = [{}]\n",
+                    toml_str(n),
+                    dims.join(", ")
+                ));
+            }
+        }
+    }
     Manifest::parse(&text, "model.toml")?;
     let mpath = out.join("model.toml");
     std::fs::write(&mpath, text).map_err(|e| Error::msg(format!("{}: {e}", mpath.display())))?;
@@ -238,6 +316,22 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_family_of_a_graph_without_metadata_comes_from_its_shapes() {
+        let x = |s: i64| vec![("images".to_string(), vec![1, 3, s, s])];
+        // 320: 40² + 20² + 10² = 2100 anchors.
+        assert_eq!(family_of_shapes(&x(320), &[vec![1, 84, 2100]]), Family::Yolo);
+        assert_eq!(
+            family_of_shapes(&x(320), &[vec![1, 116, 2100], vec![1, 32, 80, 80]]),
+            Family::YoloSeg
+        );
+        assert_eq!(family_of_shapes(&x(320), &[vec![1, 84, 2000]]), Family::Raw);
+        assert_eq!(family_of_shapes(&x(320), &[vec![1, 1000]]), Family::Raw);
+        assert_eq!(family_of_shapes(&x(100), &[vec![1, 84, 2100]]), Family::Raw);
+        let two = vec![("a".to_string(), vec![1, 3, 320, 320]), ("b".to_string(), vec![1])];
+        assert_eq!(family_of_shapes(&two, &[vec![1, 84, 2100]]), Family::Raw);
+    }
 
     #[test]
     fn names_read_as_a_python_dict() {
