@@ -28,7 +28,11 @@ impl HeaderInfo {
         let mut by: Vec<(&str, u64)> = Vec::new();
         // Floats only: a graph's topology (U8) and integer constants are
         // not what the model computes in.
-        for e in self.entries.iter().filter(|e| matches!(e.dtype.as_str(), "F64" | "F32" | "F16" | "BF16")) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.dtype.as_str(), "F64" | "F32" | "F16" | "BF16"))
+        {
             match by.iter_mut().find(|(d, _)| *d == e.dtype) {
                 Some((_, n)) => *n += e.end - e.start,
                 None => by.push((&e.dtype, e.end - e.start)),

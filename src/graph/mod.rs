@@ -4,6 +4,7 @@
 pub mod executor;
 mod fuse;
 pub mod node;
+mod onnx_host_ops;
 mod onnx_ops;
 pub mod ops;
 mod planar;

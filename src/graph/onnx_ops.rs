@@ -44,6 +44,8 @@ pub(super) enum OnnxOp {
     Flatten {
         axis: i64,
     },
+    /// The ops of [`super::onnx_host_ops`].
+    Host(super::onnx_host_ops::HostOp),
 }
 
 /// An `Onnx*` node: the op and the ONNX input slot of each input.
@@ -87,7 +89,10 @@ impl OnnxNode {
             "Unsqueeze" => OnnxOp::Unsqueeze,
             "Squeeze" => OnnxOp::Squeeze,
             "Flatten" => OnnxOp::Flatten { axis: i("axis", 1) },
-            other => return Err(def.err(format!("ONNX op '{other}' is not supported by this build"))),
+            other => match super::onnx_host_ops::HostOp::parse(other, def)? {
+                Some(h) => OnnxOp::Host(h),
+                None => return Err(def.err(format!("ONNX op '{other}' is not supported by this build"))),
+            },
         };
         let mut slots = def.attr_ints("slots");
         if slots.is_empty() {
@@ -107,9 +112,13 @@ impl OnnxNode {
     }
 
     pub(super) fn exec(&self, a: &[&Val], dev: &Device, dtype: DType) -> Result<Vec<Val>> {
+        if let OnnxOp::Host(h) = &self.op {
+            return h.exec(&|k| self.slot(a, k), dev, dtype);
+        }
         let x = self.need(a, 0)?;
         let one = |v: Val| Ok(vec![v]);
         match &self.op {
+            OnnxOp::Host(_) => Err(Error::msg("run above")),
             OnnxOp::Reshape { allowzero } => one(reshape(x, &self.need(a, 1)?.ints()?, *allowzero)?),
             OnnxOp::Softmax { axis } => {
                 let t = x.as_float(dev, dtype)?;

@@ -42,6 +42,7 @@ thread, graph optimisations disabled (the ops as written, not fused kernels).
 """
 
 import argparse
+import gzip
 import ast
 import json
 import os
@@ -180,13 +181,56 @@ def conv_param_initializers(model):
     return names, roles
 
 
+DENSE_MIN = 1024
+
+
+def dense_initializers(m, exclude):
+    """Float initializers of at least DENSE_MIN elements that are not conv parameters
+    (`exclude`), in graph order, each with the fan-in of the MatMul/Gemm weight it
+    is (reached through Identity nodes), else None."""
+    g = m.graph
+    ident = {nd.output[0]: nd.input[0] for nd in g.node if nd.op_type == "Identity"}
+
+    def resolve(n):
+        seen = 0
+        while n in ident and seen < 64:
+            n = ident[n]
+            seen += 1
+        return n
+
+    fan = {}
+    for nd in g.node:
+        if nd.op_type in ("MatMul", "Gemm") and len(nd.input) > 1:
+            src = resolve(nd.input[1])
+            trans_b = any(a.name == "transB" and a.i for a in nd.attribute)
+            fan[src] = (nd.op_type, trans_b)
+    out = []
+    for i in g.initializer:
+        if i.name in exclude or i.data_type != TensorProto.FLOAT or int(np.prod(i.dims)) < DENSE_MIN:
+            continue
+        f = None
+        if i.name in fan and len(i.dims) >= 2:
+            op, trans_b = fan[i.name]
+            f = int(i.dims[1]) if (op == "Gemm" and trans_b) else int(i.dims[-2])
+        out.append((i.name, f))
+    return out
+
+
+def load_model(path):
+    """An ONNX model from a file, gzip-compressed when its name ends in .gz."""
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            return onnx.load_from_string(f.read())
+    return onnx.load(path)
+
+
 def _set_raw(init, arr):
     init.ClearField("float_data")
     init.raw_data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
 
 
 def cmd_zero(args):
-    m = onnx.load(args.src)
+    m = load_model(args.src)
     names, roles = conv_param_initializers(m)
     by_name = {i.name: i for i in m.graph.initializer}
     nw = nb = 0
@@ -197,8 +241,15 @@ def cmd_zero(args):
             nw += 1
         else:
             nb += 1
-    onnx.save(m, args.out)
-    print(f"zeroed {nw} weight and {nb} bias initializers -> {args.out}")
+    dense = dense_initializers(m, set(names)) if args.dense else []
+    for n, _ in dense:
+        _set_raw(by_name[n], np.zeros(list(by_name[n].dims), np.float32))
+    if args.out.endswith(".gz"):
+        with gzip.open(args.out, "wb", compresslevel=9) as f:
+            f.write(m.SerializeToString())
+    else:
+        onnx.save(m, args.out)
+    print(f"zeroed {nw} weight, {nb} bias and {len(dense)} dense initializers -> {args.out}")
 
 
 def _static_shape(vi):
@@ -263,7 +314,7 @@ def _calibrate(model, names, vals, input_name, x):
 
 def cmd_fill(args):
     t0 = time.perf_counter()
-    m = onnx.load(args.src)
+    m = load_model(args.src)
     names, roles = conv_param_initializers(m)
     by_name = {i.name: i for i in m.graph.initializer}
     rng = np.random.default_rng(args.seed)
@@ -276,6 +327,11 @@ def cmd_fill(args):
             vals[n] = rng.uniform(-b, b, size=dims).astype(np.float32)
         else:
             vals[n] = rng.uniform(-0.1, 0.1, size=dims).astype(np.float32)
+    dense = {}
+    for n, fan_in in (dense_initializers(m, set(names)) if args.dense else []):
+        dims = list(by_name[n].dims)
+        b = np.sqrt(3.0 / fan_in) if fan_in else 0.1
+        dense[n] = rng.uniform(-b, b, size=dims).astype(np.float32)
 
     init_names = set(by_name)
     inputs = [vi for vi in m.graph.input if vi.name not in init_names]
@@ -289,6 +345,8 @@ def cmd_fill(args):
     scales = _calibrate(m, names, vals, vi.name, x) if not args.no_calibrate else []
     for n in names:
         _set_raw(by_name[n], vals[n])
+    for n, v in dense.items():
+        _set_raw(by_name[n], v)
 
     os.makedirs(args.out_dir, exist_ok=True)
     model_bytes = m.SerializeToString()
@@ -543,6 +601,79 @@ def build_cases():
     c = case("constant_node", [1, 4, 5, 6])
     c.out(c.node("Add", ["x", c.const("k", c.randn(4, 1, 1))], ["y"]))
 
+    # --- the ops of transformer / DETR-style graphs (RT-DETR) ---
+    c = case("layer_norm", [2, 5, 8])
+    c.out(c.node("LayerNormalization", ["x", c.init("g", c.randn(8)), c.init("b", c.randn(8))], ["y"],
+                 axis=-1, epsilon=1e-5))
+
+    c = case("gemm_trans_b", [3, 5])
+    c.out(c.node("Gemm", ["x", c.init("w", c.randn(4, 5)), c.init("c", c.randn(4))], ["y"],
+                 alpha=0.5, beta=2.0, transB=1))
+
+    for name, mode, pad, ac in [("grid_sample_bilinear_zeros", "bilinear", "zeros", 0),
+                                ("grid_sample_bilinear_border_ac", "bilinear", "border", 1),
+                                ("grid_sample_nearest_zeros_ac", "nearest", "zeros", 1)]:
+        c = case(name, [1, 2, 5, 6])
+        grid = c.unif(-1.2, 1.2, 1, 3, 4, 2)
+        c.out(c.node("GridSample", ["x", c.init("grid", grid)], ["y"], mode=mode, padding_mode=pad,
+                     align_corners=ac))
+
+    c = case("topk_and_gather_elements", [2, 7])
+    vals, idx = c.node("TopK", ["x", c.init("k", np.array([3], np.int64))], ["v", "i"], axis=-1, largest=1)
+    g = c.node("GatherElements", ["x", idx], ["g"], axis=1)
+    small, _ = c.node("TopK", ["x", c.init("k2", np.array([2], np.int64))], ["s", "si"], axis=1, largest=0)
+    c.out(vals, c.node("Cast", [idx], ["i_f"], to=TensorProto.FLOAT), g, small)
+
+    c = case("where_and_logic", [3, 4])
+    neg = c.node("Less", ["x", c.init("zero", np.array(0.0, np.float32))], ["neg"])
+    big = c.node("Greater", ["x", c.init("one", np.array(0.5, np.float32))], ["big"])
+    either = c.node("Or", [neg, big], ["either"])
+    odd = c.node("Xor", [either, c.node("Not", [big], ["nb"])], ["odd"])
+    both = c.node("And", [odd, neg], ["both"])
+    c.out(c.node("Where", [both, c.node("Mul", ["x", c.init("tenth", np.array(0.1, np.float32))], ["m"]), "x"],
+                 ["y"]))
+    c.out(c.node("Cast", [odd], ["odd_f"], to=TensorProto.FLOAT))
+
+    c = case("shape_range_expand_tile", [2, 5])
+    n = c.node("Gather", [c.node("Shape", ["x"], ["sh"]), c.init("one_i", np.array(1, np.int64))], ["n"])
+    r = c.node("Range", [c.init("start", np.array(0, np.int64)), n, c.init("step", np.array(1, np.int64))], ["r"])
+    rf = c.node("Cast", [r], ["rf"], to=TensorProto.FLOAT)
+    e = c.node("Expand", [rf, c.init("to", np.array([2, 1], np.int64))], ["e"])
+    t = c.node("Tile", [e, c.init("reps", np.array([1, 2], np.int64))], ["t"])
+    fr = c.node("Range", [c.init("fs", np.array(0.5, np.float32)), c.init("fl", np.array(2.0, np.float32)),
+                         c.init("fd", np.array(0.25, np.float32))], ["fr"])
+    c.out(c.node("Add", ["x", e], ["y"]), t, fr)
+
+    c = case("constant_of_shape", [2, 3, 4])
+    filled_v = c.node("ConstantOfShape", [c.node("Shape", ["x"], ["s"])], ["k"],
+                      value=numpy_helper.from_array(np.array([2.5], np.float32), "v"))
+    c.out(c.node("Mul", ["x", filled_v], ["y"]))
+
+    c = case("reductions", [2, 3, 4])
+    c.out(c.node("ReduceSum", ["x", c.init("ax", np.array([1], np.int64))], ["sum"], keepdims=1))
+    c.out(c.node("ReduceMean", ["x"], ["mean"], axes=[-1], keepdims=0))
+    c.out(c.node("ReduceMax", ["x"], ["max"], axes=[0, 2], keepdims=1))
+    c.out(c.node("ReduceMin", ["x"], ["min"], keepdims=0))
+
+    c = case("unary_math", [3, 5])
+    a1 = c.node("Add", [c.node("Abs", ["x"], ["ab"]), c.init("one", np.array(1.0, np.float32))], ["a1"])
+    c.out(c.node("Log", [a1], ["log"]), c.node("Sin", ["x"], ["sin"]), c.node("Cos", ["x"], ["cos"]),
+          c.node("Erf", ["x"], ["erf"]), c.node("Reciprocal", [a1], ["rec"]), c.node("Neg", ["x"], ["neg"]),
+          c.node("Floor", ["x"], ["floor"]), c.node("Ceil", ["x"], ["ceil"]),
+          c.node("Pow", [a1, c.init("p", np.array(1.5, np.float32))], ["pow"]),
+          c.node("Mod", ["x", c.init("d", np.array(0.7, np.float32))], ["fmod"], fmod=1))
+
+    c = case("pad_constant", [1, 2, 3, 4])
+    c.out(c.node("Pad", ["x", c.init("pads", np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)),
+                         c.init("v", np.array(0.5, np.float32))], ["y"], mode="constant"))
+
+    c = case("maxpool_ceil_mode", [1, 2, 8, 8])
+    c.out(c.node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+
+    c = case("clip_range", [2, 6])
+    c.out(c.node("Clip", ["x", c.init("lo", np.array(-0.5, np.float32)), c.init("hi", np.array(0.7, np.float32))],
+                 ["y"]))
+
     # three graph inputs (a raw-tensor model's request), two outputs
     c = case("three_inputs", [1, 4, 6, 6])
     s = c.node("Add", ["x", c.input("a", 1, 4, 1, 1)], ["s"])
@@ -583,13 +714,18 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("zero", help="zero the conv weights/biases of an export")
     p.add_argument("src")
-    p.add_argument("out")
+    p.add_argument("out", help="the zeroed model (gzip-compressed when it ends in .gz)")
+    p.add_argument("--dense", action="store_true",
+                   help=f"also zero every other float initializer of >= {DENSE_MIN} elements")
     p.set_defaults(fn=cmd_zero)
     p = sub.add_parser("fill", help="seeded conv weights + input + onnxruntime outputs")
     p.add_argument("src")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-calibrate", action="store_true", help="skip the power-of-two weight rescale")
+    p.add_argument("--dense", action="store_true",
+                   help="also refill every other float initializer of >= 1024 elements: MatMul/Gemm "
+                        "weights U(-b, b), b = sqrt(3 / fan_in), the rest U(-0.1, 0.1)")
     p.set_defaults(fn=cmd_fill)
     p = sub.add_parser("ops", help="single-op cases")
     p.add_argument("out_dir")

@@ -321,6 +321,7 @@ impl<'a> Lower<'a> {
             "Clip" => self.clip(node, &base),
             "Reshape" | "Softmax" | "Shape" | "Gather" | "Slice" | "Split" | "Resize" | "MatMul" | "Unsqueeze"
             | "Squeeze" | "Flatten" => self.onnx_op(node, &base),
+            o if HOST_OPS.contains(&o) => self.onnx_op(node, &base),
             other => Err(node_err(node, format!("op '{other}' is not supported by this build"))),
         }
     }
@@ -492,9 +493,6 @@ impl<'a> Lower<'a> {
         if k.len() != 2 || k.iter().any(|v| *v < 1) {
             return Err(node_err(node, format!("kernel_shape {k:?} must be two positive sizes")));
         }
-        if attr_i(node, "ceil_mode", 0) != 0 {
-            return Err(node_err(node, "ceil_mode 1 is not supported"));
-        }
         if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|v| *v != 1)) {
             return Err(node_err(node, "dilated pooling is not supported"));
         }
@@ -511,6 +509,13 @@ impl<'a> Lower<'a> {
         };
         if pads.len() != 4 || pads.iter().any(|v| *v < 0) {
             return Err(node_err(node, format!("pads {pads:?} must be 4 non-negative values")));
+        }
+        // ceil_mode: stride - 1 more at each end is floor((L + s - 1 - k) / s)
+        // + 1 = ceil((L - k) / s) + 1 windows (nothing changes at stride 1).
+        let mut pads = pads;
+        if attr_i(node, "ceil_mode", 0) != 0 {
+            pads[2] += s[0] - 1;
+            pads[3] += s[1] - 1;
         }
         let x = self.need(node, 0)?;
         let mut cur = self.transpose(&format!("{base}/to_nhwc"), x, &NHWC)?;
@@ -567,12 +572,32 @@ impl<'a> Lower<'a> {
         };
         let lo = bound(1, "min", f32::NEG_INFINITY)?;
         let hi = bound(2, "max", f32::INFINITY)?;
+        if lo.is_nan() || hi.is_nan() {
+            return Err(node_err(node, format!("Clip to [{lo}, {hi}] is not a range")));
+        }
+        let x = self.need(node, 0)?;
         let op = match (lo, hi) {
             (l, h) if l == 0.0 && h == 6.0 => "Relu6",
             (l, h) if l == 0.0 && h == f32::INFINITY => "Relu",
-            _ => return Err(node_err(node, format!("Clip to [{lo}, {hi}] is not supported"))),
+            _ => {
+                // Any other bounds: Maximum with the lower, Minimum with the upper.
+                let mut cur = x;
+                for (v, op, skip) in [(lo, "Maximum", f32::NEG_INFINITY), (hi, "Minimum", f32::INFINITY)] {
+                    if v == skip {
+                        continue;
+                    }
+                    let c = self.constant(
+                        &format!("{base}/{op}_bound"),
+                        Tensor::new(v, &candle_core::Device::Cpu)?,
+                    )?;
+                    let name = self.fresh(&format!("{base}/{op}"));
+                    self.push(&name, op, vec![cur, c], Map::new());
+                    cur = name;
+                }
+                self.bind(node, &cur);
+                return Ok(());
+            }
         };
-        let x = self.need(node, 0)?;
         let name = self.fresh(base);
         self.push(&name, op, vec![x], Map::new());
         self.bind(node, &name);
@@ -649,7 +674,50 @@ impl<'a> Lower<'a> {
                 a.insert("mode".into(), s_attr(&mode));
                 a.insert("coordinate_transformation_mode".into(), s_attr(&ctm));
             }
-            _ => {}
+            _ => {
+                // The other ops' attributes as they are (numbers, strings,
+                // lists of integers); a tensor attribute (ConstantOfShape's
+                // `value`) and the `axes` of an older Reduce become inputs.
+                for at in &node.attribute {
+                    match at.r#type {
+                        attr_type::INT => {
+                            a.insert(at.name.clone(), json!({ "i": at.i }));
+                        }
+                        attr_type::FLOAT => {
+                            a.insert(at.name.clone(), json!({ "f": at.f }));
+                        }
+                        attr_type::STRING => {
+                            a.insert(at.name.clone(), s_attr(&String::from_utf8_lossy(&at.s)));
+                        }
+                        attr_type::INTS if at.name == "axes" && op.starts_with("Reduce") => {
+                            let c = self.int_const(&format!("{base}/axes"), &at.ints)?;
+                            inputs.push(c);
+                            present.push(1);
+                        }
+                        attr_type::TENSOR if at.name == "value" && op == "ConstantOfShape" => {
+                            let t =
+                                at.t.as_ref()
+                                    .ok_or_else(|| node_err(node, "attribute 'value' holds no tensor"))?;
+                            let t = tensors::to_tensor(t, self.dir)?;
+                            let c = if t.dtype() == DType::I64 {
+                                let v: Vec<i64> = t.flatten_all()?.to_vec1()?;
+                                self.int_const(&format!("{base}/value"), &v)?
+                            } else {
+                                self.constant(&format!("{base}/value"), t)?
+                            };
+                            inputs.push(c);
+                            present.push(1);
+                        }
+                        _ => {
+                            return Err(node_err(
+                                node,
+                                format!("attribute '{}' of this form is not supported", at.name),
+                            ))
+                        }
+                    }
+                }
+                a.insert("slots".into(), ints_attr(&present));
+            }
         }
         let name = self.fresh(base);
         self.push(&name, &format!("Onnx{op}"), inputs, a);
@@ -657,6 +725,46 @@ impl<'a> Lower<'a> {
         Ok(())
     }
 }
+
+/// The ops of `graph::onnx_host_ops`, lowered as `Onnx<op>` nodes with
+/// their attributes.
+const HOST_OPS: &[&str] = &[
+    "Pow",
+    "Mod",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Log",
+    "Sin",
+    "Cos",
+    "Erf",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Floor",
+    "Ceil",
+    "Not",
+    "Where",
+    "ConstantOfShape",
+    "Range",
+    "Expand",
+    "Tile",
+    "TopK",
+    "GatherElements",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
+    "Pad",
+    "LayerNormalization",
+    "Gemm",
+    "GridSample",
+];
 
 /// A node name from an ONNX name (`:` would read as an output index, `^`
 /// as a control input).
