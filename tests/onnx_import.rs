@@ -389,3 +389,149 @@ fn an_imported_pose_export_gives_17_keypoints_per_person() {
         assert_eq!(d["keypoints"].as_array().map(|k| k.len()), Some(17), "{d}");
     }
 }
+
+/// One reference detection of tests/fixtures/onnx/ultralytics/*.json.
+fn ref_box(d: &serde_json::Value) -> ([f64; 4], f64, u64) {
+    let b: Vec<f64> = d["xyxy"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    assert_eq!(b.len(), 4, "{d}");
+    (
+        [b[0], b[1], b[2], b[3]],
+        d["score"].as_f64().unwrap_or(-1.0),
+        d["class"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+/// modeldock's detections equal Ultralytics' own `predict` on the same
+/// filled export (tests/fixtures/onnx/ultralytics/`reference`, written by
+/// tests/python/ultralytics_reference.py: Ultralytics needs torch, so its
+/// answers are committed): the same detections, boxes within 1 px, scores
+/// within 1e-3, classes equal, keypoints within 1 px, on the square photo
+/// and on a crop that is letterboxed. Only a detection whose score is within
+/// 1e-3 of the threshold may be on one side alone.
+fn matches_ultralytics(reference: &str) {
+    let path = fixture(&format!("onnx/ultralytics/{reference}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let (name, seed) = (
+        r["export"].as_str().unwrap_or_default(),
+        r["seed"].as_u64().unwrap_or(0),
+    );
+    let conf = r["conf"].as_f64().unwrap_or(0.25);
+    let dir = filled(name, seed);
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let onnx = dir.path().join("model.onnx").display().to_string();
+    let out = models.path().join("m").display().to_string();
+    let (code, stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out, "--id", "m"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let photo = image::open(fixture("images/astronaut.png"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_rgb8();
+    let host = common::no_server();
+    let models_s = models.path().display().to_string();
+    for (k, im) in r["images"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        let img = match im["crop"].as_array() {
+            Some(c) => {
+                let c: Vec<u32> = c.iter().filter_map(|v| v.as_u64().map(|v| v as u32)).collect();
+                image::imageops::crop_imm(&photo, c[0], c[1], c[2], c[3]).to_image()
+            }
+            None => photo.clone(),
+        };
+        let file = models.path().join(format!("image{k}.png"));
+        img.save(&file).unwrap_or_else(|e| panic!("{e}"));
+        let file_s = file.display().to_string();
+        let conf_s = conf.to_string();
+        let (code, stdout, stderr) = common::cli(
+            &[
+                "infer",
+                "--local",
+                "--models-dir",
+                &models_s,
+                "--model",
+                "m",
+                "--conf",
+                &conf_s,
+                "--json",
+                &file_s,
+            ],
+            &[("MODELDOCK_HOST", host.as_str())],
+        );
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let reply: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let ours = reply["detections"].as_array().cloned().unwrap_or_default();
+        let want = im["detections"].as_array().cloned().unwrap_or_default();
+        assert!(!want.is_empty(), "{reference} image {k}: the reference has detections");
+        let mut used = vec![false; ours.len()];
+        let mut missing = Vec::new();
+        for w in &want {
+            let (wb, ws, wc) = ref_box(w);
+            let hit = ours.iter().enumerate().position(|(i, o)| {
+                let ob: Vec<f64> = o["bbox"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default();
+                !used[i]
+                    && o["class_id"].as_u64() == Some(wc)
+                    && (o["score"].as_f64().unwrap_or(-1.0) - ws).abs() <= 1e-3
+                    && ob.len() == 4
+                    && ob.iter().zip(wb).all(|(a, b)| (a - b).abs() <= 1.0)
+                    && keypoints_match(&o["keypoints"], &w["keypoints"])
+            });
+            match hit {
+                Some(i) => used[i] = true,
+                None if ws - conf <= 1e-3 => {}
+                None => missing.push(format!("{wb:?} score {ws} class {wc}")),
+            }
+        }
+        let extra: Vec<String> = ours
+            .iter()
+            .zip(&used)
+            .filter(|(o, u)| !**u && o["score"].as_f64().unwrap_or(0.0) - conf > 1e-3)
+            .map(|(o, _)| o.to_string())
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{reference} image {k}: {} of Ultralytics' {} detections not found ({missing:?}); ours alone: {extra:?}",
+            missing.len(),
+            want.len()
+        );
+    }
+}
+
+/// Keypoints of ours (`[x, y, score]` each) and of the reference, within 1 px
+/// and 1e-3 (both absent is a match).
+fn keypoints_match(ours: &serde_json::Value, want: &serde_json::Value) -> bool {
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .flat_map(|k| k.as_array().cloned().unwrap_or_default())
+                    .filter_map(|x| x.as_f64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (o, w) = (flat(ours), flat(want));
+    o.len() == w.len()
+        && o.chunks(3)
+            .zip(w.chunks(3))
+            .all(|(a, b)| (a[0] - b[0]).abs() <= 1.0 && (a[1] - b[1]).abs() <= 1.0 && (a[2] - b[2]).abs() <= 1e-3)
+}
+
+#[test]
+fn yolo11n_detections_equal_ultralytics_predict() {
+    matches_ultralytics("yolo11n-seed3.json");
+}
+
+#[test]
+fn yolov8n_pose_detections_equal_ultralytics_predict() {
+    matches_ultralytics("yolov8n-pose-seed3.json");
+}
+
+#[test]
+fn rtdetr_l_detections_equal_ultralytics_predict() {
+    matches_ultralytics("rtdetr-l-seed8.json");
+}

@@ -22,6 +22,8 @@ pub enum Arch {
     Movenet,
     Hands,
     Selfie,
+    /// DETR-style detectors imported from ONNX (RT-DETR): no NMS.
+    Detr,
     Toy,
     /// A server's model with no pre/post-processing here: it can be loaded
     /// and unloaded, not run on images.
@@ -39,6 +41,7 @@ impl Arch {
         Arch::Movenet,
         Arch::Hands,
         Arch::Selfie,
+        Arch::Detr,
         Arch::Toy,
         Arch::Raw,
     ];
@@ -54,6 +57,7 @@ impl Arch {
             Arch::Movenet => "movenet",
             Arch::Hands => "hands",
             Arch::Selfie => "selfie",
+            Arch::Detr => "detr",
             Arch::Toy => "toy",
             Arch::Raw => "raw",
         }
@@ -107,7 +111,7 @@ impl Arch {
     pub fn decodes_reduced(self) -> bool {
         matches!(
             self,
-            Arch::TinyFaceDetector | Arch::Yolov8 | Arch::Nanodet | Arch::Movenet | Arch::Selfie
+            Arch::TinyFaceDetector | Arch::Yolov8 | Arch::Nanodet | Arch::Movenet | Arch::Selfie | Arch::Detr
         )
     }
 

@@ -1,6 +1,7 @@
 //! The networks, one file each, and the weights backend they load through.
 
 pub mod coco;
+pub mod detr;
 pub mod face_landmarks;
 pub mod hands;
 pub mod layers;
@@ -134,6 +135,7 @@ pub fn build_cancellable(
         Arch::Movenet => Box::new(pose::Pose::load(vb, manifest)?),
         Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
         Arch::Selfie => Box::new(selfie::Selfie::load(vb, manifest)?),
+        Arch::Detr => Box::new(detr::Detr::load(vb, manifest)?),
         Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
         Arch::Raw => Box::new(raw_graph::RawGraph::load(vb, manifest)?),
     };

@@ -718,7 +718,8 @@ impl YoloV8 {
                     .map(|k| {
                         k.iter()
                             .map(|p| {
-                                let q = lb.unmap([p[0], p[1]]);
+                                // Clipped to the image, as Ultralytics' `scale_coords` does.
+                                let q = lb.unmap_point_clipped([p[0], p[1]]);
                                 [q[0], q[1], p[2]]
                             })
                             .collect()

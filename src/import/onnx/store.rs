@@ -22,6 +22,9 @@ pub enum Family {
     /// Ultralytics segment: `[1, 4 + classes + 32, anchors]` and the mask
     /// prototypes `[1, 32, S/4, S/4]`.
     YoloSeg,
+    /// DETR-style (Ultralytics RT-DETR): `[1, queries, 6]` rows `cx, cy,
+    /// w, h, score, class` (or `4 + classes`), no NMS.
+    Detr,
     /// The graph's tensors only: a v2 model whose inputs and outputs are
     /// the graph's.
     Raw,
@@ -36,14 +39,15 @@ impl Family {
             "yolo-pose" => Some(Family::YoloPose),
             "yolo-seg" => Some(Family::YoloSeg),
             "raw" => Some(Family::Raw),
-            "detr" | "classify" => {
+            "detr" => Some(Family::Detr),
+            "classify" => {
                 return Err(Error::usage(format!(
-                    "--family {s}: not supported by this build yet (yolo, yolo-pose, yolo-seg and raw are)"
+                    "--family {s}: not supported by this build yet (yolo, yolo-pose, yolo-seg, detr and raw are)"
                 )))
             }
             other => {
                 return Err(Error::usage(format!(
-                    "--family '{other}': expected auto, yolo, yolo-pose, yolo-seg or raw"
+                    "--family '{other}': expected auto, yolo, yolo-pose, yolo-seg, detr or raw"
                 )))
             }
         })
@@ -54,6 +58,7 @@ impl Family {
             Family::Yolo => "detect",
             Family::YoloPose => "pose",
             Family::YoloSeg => "segment",
+            Family::Detr => "detect",
             Family::Raw => "raw",
         }
     }
@@ -64,6 +69,7 @@ impl Family {
             Family::Yolo => "yolo",
             Family::YoloPose => "yolo-pose",
             Family::YoloSeg => "yolo-seg",
+            Family::Detr => "detr",
             Family::Raw => "raw",
         }
     }
@@ -187,6 +193,8 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
     let family = match family {
         Some(f) => f,
         None => match meta.get("task") {
+            // Ultralytics names RT-DETR's head in the metadata.
+            Some(t) if t == "detect" && meta.get("head").is_some_and(|h| h.contains("DETR")) => Family::Detr,
             Some(t) => family_of_task(t).map_err(|e| e.context(&name))?,
             None => family_of_shapes(&model.lowered.inputs, &model.lowered.output_shapes),
         },
@@ -212,7 +220,18 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
     if family != Family::Raw {
         let declared = model.lowered.output_shapes.first().zip(model.lowered.outputs.first());
         if let Some((shape, (out_name, _))) = declared.filter(|(s, _)| !s.is_empty()) {
-            if shape.len() != 3 || shape[0] != 1 || (shape[1] >= 0 && shape[1] <= 4) {
+            let rows = if family == Family::Detr {
+                shape.get(2)
+            } else {
+                shape.get(1)
+            };
+            if family == Family::Detr && (shape.len() != 3 || rows.is_some_and(|r| (0..5).contains(r))) {
+                return Err(Error::msg(format!(
+                    "{name}: output '{out_name}' has shape {shape:?}; a DETR graph gives [1, queries, 4 + scores] \
+                     (import it with --family raw)"
+                )));
+            }
+            if family != Family::Detr && (shape.len() != 3 || shape[0] != 1 || (shape[1] >= 0 && shape[1] <= 4)) {
                 return Err(Error::msg(format!(
                     "{name}: output '{out_name}' has shape {shape:?}; a YOLO graph gives [1, 4 + classes, anchors] \
                      (import it with --family raw)"
@@ -224,7 +243,9 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
         (Some(n), _) => parse_names(n).map_err(|e| e.context(&name))?,
         (None, Family::Raw) => Vec::new(),
         (None, Family::YoloPose) => vec!["person".to_string()],
-        (None, Family::Yolo | Family::YoloSeg) => crate::models::coco::COCO.iter().map(|s| s.to_string()).collect(),
+        (None, Family::Yolo | Family::YoloSeg | Family::Detr) => {
+            crate::models::coco::COCO.iter().map(|s| s.to_string()).collect()
+        }
     };
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let id = id_of(id.unwrap_or(stem));
@@ -258,6 +279,11 @@ pub fn import(path: &Path, out: &Path, id: Option<&str>, family: Option<Family>)
         .unwrap_or_else(|| "see the model's source".to_string());
     let (arch, title, thresholds) = match family {
         Family::Raw => ("raw", format!("{id} (ONNX, raw tensors)"), String::new()),
+        Family::Detr => (
+            "detr",
+            format!("{id} (ONNX detr, {} classes)", labels.len()),
+            "conf = 0.25\n".to_string(),
+        ),
         _ => (
             "yolov8",
             format!("{id} (ONNX {}, {} classes)", family.name(), labels.len()),
