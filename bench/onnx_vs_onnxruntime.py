@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Imported ONNX graphs: modeldock's forward against ONNX Runtime's, in one run.
 
-For each Ultralytics export in tests/fixtures/onnx (YOLO11n, YOLOv8n at 320;
-conv weights zeroed in the repository), the graph is filled from a seed by
+For each Ultralytics export in tests/fixtures/onnx (YOLO11n, YOLOv8n,
+YOLOv8n-seg, YOLOv8n-pose and RT-DETR-l at 320; weights zeroed in the
+repository), the graph is filled from a seed by
 tests/python/onnx_fixtures.py, imported with `modeldock import onnx`, and
 timed:
 
@@ -32,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ["yolo11n", "yolov8n"]
+MODELS = ["yolo11n", "yolov8n", "yolov8n-seg", "yolov8n-pose", "rtdetr-l"]
 
 
 def ort_forward_ms(path, runs):
@@ -64,9 +65,13 @@ def main():
         models_dir = os.path.join(tmp, "models")
         for name in MODELS:
             filled = os.path.join(tmp, name)
+            src = os.path.join(ROOT, f"tests/fixtures/onnx/{name}-320.onnx")
+            dense = []
+            if not os.path.exists(src):
+                src, dense = src + ".gz", ["--dense"]
             subprocess.run(
                 [sys.executable, os.path.join(ROOT, "tests/python/onnx_fixtures.py"), "fill",
-                 os.path.join(ROOT, f"tests/fixtures/onnx/{name}-320.onnx"), filled, "--seed", "0"],
+                 src, filled, "--seed", "0"] + dense,
                 check=True, capture_output=True)
             onnx_path = os.path.join(filled, "model.onnx")
             mid = f"{name}-bench"

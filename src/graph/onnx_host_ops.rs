@@ -273,11 +273,14 @@ impl HostOp {
                 keepdims,
                 noop_empty,
             } => {
-                let x = Host::of(need(0)?)?;
                 let axes = match slot(1) {
                     Some(v) => v.ints()?,
                     None => Vec::new(),
                 };
+                if let (Val::F(t), false) = (need(0)?, axes.is_empty() && *noop_empty) {
+                    return one(Val::F(reduce_float(t, *op, &axes, *keepdims)?));
+                }
+                let x = Host::of(need(0)?)?;
                 one(reduce(&x, *op, &axes, *keepdims, *noop_empty, dev, dtype)?)
             }
             HostOp::Pad => {
@@ -793,6 +796,33 @@ fn reduce(
     float(acc.iter().map(|v| *v as f32).collect(), shape, dev, dtype)
 }
 
+/// A reduction of a float tensor on candle's ops (empty `axes`: all).
+fn reduce_float(t: &Tensor, op: Reduce, axes: &[i64], keepdims: bool) -> Result<Tensor> {
+    let r = t.rank();
+    let mut red: Vec<usize> = if axes.is_empty() {
+        (0..r).collect()
+    } else {
+        axes.iter().map(|&a| ops::axis(a, r)).collect::<Result<_>>()?
+    };
+    red.sort_unstable();
+    red.dedup();
+    let mut y = t.clone();
+    for &ax in &red {
+        y = match op {
+            Reduce::Sum => y.sum_keepdim(ax)?,
+            Reduce::Mean => y.mean_keepdim(ax)?,
+            Reduce::Max => y.max_keepdim(ax)?,
+            Reduce::Min => y.min_keepdim(ax)?,
+        };
+    }
+    if !keepdims {
+        for &ax in red.iter().rev() {
+            y = y.squeeze(ax)?;
+        }
+    }
+    Ok(y)
+}
+
 /// ONNX GridSample on `x` `[N, C, H, W]` at `grid` `[N, Ho, Wo, 2]` (x, y
 /// in -1..1): bilinear or nearest, zeros or border padding.
 fn grid_sample(x: &Tensor, grid: &Tensor, nearest: bool, border: bool, align_corners: bool) -> Result<Tensor> {
@@ -825,26 +855,30 @@ fn grid_sample(x: &Tensor, grid: &Tensor, nearest: bool, border: bool, align_cor
                 ix = ix.clamp(0.0, (w as f32 - 1.0).max(0.0));
                 iy = iy.clamp(0.0, (h as f32 - 1.0).max(0.0));
             }
-            let taps: Vec<(i64, i64, f32)> = if nearest {
+            let (x0, y0) = if nearest {
                 // Round half to even, as ONNX Runtime does.
-                vec![(ix.round_ties_even() as i64, iy.round_ties_even() as i64, 1.0)]
+                (ix.round_ties_even(), iy.round_ties_even())
             } else {
-                let (x0, y0) = (ix.floor(), iy.floor());
-                let (fx, fy) = (ix - x0, iy - y0);
-                let (x0, y0) = (x0 as i64, y0 as i64);
-                vec![
-                    (x0, y0, (1.0 - fx) * (1.0 - fy)),
-                    (x0 + 1, y0, fx * (1.0 - fy)),
-                    (x0, y0 + 1, (1.0 - fx) * fy),
-                    (x0 + 1, y0 + 1, fx * fy),
-                ]
+                (ix.floor(), iy.floor())
             };
+            let (fx, fy) = if nearest { (0.0, 0.0) } else { (ix - x0, iy - y0) };
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            // Each tap: its offset in a plane (None outside) and weight.
+            let at = |tx: i64, ty: i64| -> Option<usize> {
+                (tx >= 0 && ty >= 0 && (tx as usize) < w && (ty as usize) < h).then(|| ty as usize * w + tx as usize)
+            };
+            let taps = [
+                (at(x0, y0), (1.0 - fx) * (1.0 - fy)),
+                (at(x0 + 1, y0), fx * (1.0 - fy)),
+                (at(x0, y0 + 1), (1.0 - fx) * fy),
+                (at(x0 + 1, y0 + 1), fx * fy),
+            ];
             for ch in 0..c {
                 let plane = &xs[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
                 let mut v = 0f32;
-                for &(tx, ty, wt) in &taps {
-                    if tx >= 0 && ty >= 0 && (tx as usize) < w && (ty as usize) < h {
-                        v += wt * plane[ty as usize * w + tx as usize];
+                for &(off, wt) in &taps {
+                    if let (Some(o), true) = (off, wt != 0.0) {
+                        v += wt * plane[o];
                     }
                 }
                 out[(b * c + ch) * ho * wo + p] = v;
