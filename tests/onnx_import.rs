@@ -186,9 +186,11 @@ fn verify_export(name: &str) {
 /// 300 rows `[cx, cy, w, h, score, class]` match ONNX Runtime's within
 /// 1e-4, each row matched to one of ours (queries with equal scores may come
 /// out of TopK in either order), and a moved reference does not match.
+/// Then, on the same filled file (one fill: it takes half a minute), the
+/// detections equal Ultralytics' `predict`.
 #[test]
-fn rtdetr_l_export_matches_onnxruntime() {
-    let dir = filled("rtdetr-l", 7);
+fn rtdetr_l_export_matches_onnxruntime_and_ultralytics_predict() {
+    let dir = filled("rtdetr-l", 8);
     let model = modeldock::import::onnx::read(&dir.path().join("model.onnx")).unwrap_or_else(|e| panic!("{e}"));
     let graph = model.build().unwrap_or_else(|e| panic!("{e}"));
     let x = load(&dir.path().join("input.safetensors"));
@@ -234,6 +236,7 @@ fn rtdetr_l_export_matches_onnxruntime() {
         w.len(),
         "a reference moved by 0.01 matches no row"
     );
+    matches_ultralytics_on("rtdetr-l-seed8.json", Some(dir));
 }
 
 #[test]
@@ -412,6 +415,12 @@ fn ref_box(d: &serde_json::Value) -> ([f64; 4], f64, u64) {
 /// and on a crop that is letterboxed. Only a detection whose score is within
 /// 1e-3 of the threshold may be on one side alone.
 fn matches_ultralytics(reference: &str) {
+    matches_ultralytics_on(reference, None)
+}
+
+/// [`matches_ultralytics`] on the export already filled in `filled_dir`
+/// (with the reference's seed), else filled here.
+fn matches_ultralytics_on(reference: &str, filled_dir: Option<tempfile::TempDir>) {
     let path = fixture(&format!("onnx/ultralytics/{reference}"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let r: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -420,7 +429,7 @@ fn matches_ultralytics(reference: &str) {
         r["seed"].as_u64().unwrap_or(0),
     );
     let conf = r["conf"].as_f64().unwrap_or(0.25);
-    let dir = filled(name, seed);
+    let dir = filled_dir.unwrap_or_else(|| filled(name, seed));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let onnx = dir.path().join("model.onnx").display().to_string();
     let out = models.path().join("m").display().to_string();
@@ -529,9 +538,4 @@ fn yolo11n_detections_equal_ultralytics_predict() {
 #[test]
 fn yolov8n_pose_detections_equal_ultralytics_predict() {
     matches_ultralytics("yolov8n-pose-seed3.json");
-}
-
-#[test]
-fn rtdetr_l_detections_equal_ultralytics_predict() {
-    matches_ultralytics("rtdetr-l-seed8.json");
 }

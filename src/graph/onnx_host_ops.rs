@@ -16,7 +16,7 @@ use super::ops::{self, IntArr, Val};
 use crate::error::{Error, Result};
 
 /// The most elements an output of these ops may have.
-const MAX_ELEMENTS: usize = 1 << 28;
+const MAX_ELEMENTS: usize = 1 << 26;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Math2 {
