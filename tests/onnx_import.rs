@@ -249,6 +249,30 @@ fn yolov8n_export_matches_onnxruntime() {
     verify_export("yolov8n");
 }
 
+/// `infer --local --json` of model `id` in `models_dir` on `image` at `conf`
+/// (no server): the reply's first line as JSON.
+fn infer_json(models_dir: &Path, id: &str, conf: &str, image: &Path) -> serde_json::Value {
+    let (models_s, img) = (models_dir.display().to_string(), image.display().to_string());
+    let host = common::no_server();
+    let (code, stdout, stderr) = common::cli(
+        &[
+            "infer",
+            "--local",
+            "--models-dir",
+            &models_s,
+            "--model",
+            id,
+            "--conf",
+            conf,
+            "--json",
+            &img,
+        ],
+        &[("MODELDOCK_HOST", host.as_str())],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// Fills export `name` from `seed`, imports it as `id` into a fresh models
 /// folder and runs `infer --json` on astronaut.png at `conf`: the import's
 /// stdout, the model folder, and the reply.
@@ -267,27 +291,7 @@ fn import_and_infer(name: &str, seed: u64, id: &str, conf: &str) -> Served {
     let out_s = model_dir.display().to_string();
     let (code, import_stdout, stderr) = common::cli(&["import", "onnx", &onnx, "--out", &out_s, "--id", id], &[]);
     assert_eq!(code, 0, "{import_stdout}{stderr}");
-    let models_s = models.path().display().to_string();
-    let img = fixture("images/astronaut.png").display().to_string();
-    let host = common::no_server();
-    let (code, stdout, stderr) = common::cli(
-        &[
-            "infer",
-            "--local",
-            "--models-dir",
-            &models_s,
-            "--model",
-            id,
-            "--conf",
-            conf,
-            "--json",
-            &img,
-        ],
-        &[("MODELDOCK_HOST", host.as_str())],
-    );
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let reply =
-        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let reply = infer_json(models.path(), id, conf, &fixture("images/astronaut.png"));
     Served {
         import_stdout,
         model_dir,
@@ -438,8 +442,6 @@ fn matches_ultralytics_on(reference: &str, filled_dir: Option<tempfile::TempDir>
     let photo = image::open(fixture("images/astronaut.png"))
         .unwrap_or_else(|e| panic!("{e}"))
         .to_rgb8();
-    let host = common::no_server();
-    let models_s = models.path().display().to_string();
     for (k, im) in r["images"].as_array().cloned().unwrap_or_default().iter().enumerate() {
         let img = match im["crop"].as_array() {
             Some(c) => {
@@ -450,26 +452,7 @@ fn matches_ultralytics_on(reference: &str, filled_dir: Option<tempfile::TempDir>
         };
         let file = models.path().join(format!("image{k}.png"));
         img.save(&file).unwrap_or_else(|e| panic!("{e}"));
-        let file_s = file.display().to_string();
-        let conf_s = conf.to_string();
-        let (code, stdout, stderr) = common::cli(
-            &[
-                "infer",
-                "--local",
-                "--models-dir",
-                &models_s,
-                "--model",
-                "m",
-                "--conf",
-                &conf_s,
-                "--json",
-                &file_s,
-            ],
-            &[("MODELDOCK_HOST", host.as_str())],
-        );
-        assert_eq!(code, 0, "{stdout}{stderr}");
-        let reply: serde_json::Value =
-            serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let reply = infer_json(models.path(), "m", &conf.to_string(), &file);
         let ours = reply["detections"].as_array().cloned().unwrap_or_default();
         let want = im["detections"].as_array().cloned().unwrap_or_default();
         assert!(!want.is_empty(), "{reference} image {k}: the reference has detections");

@@ -125,23 +125,26 @@ def run_ort(model_bytes, feeds, threads=1, opt=ort.GraphOptimizationLevel.ORT_DI
 # zero / fill
 
 
+def identity_resolver(g):
+    """A function from a value name to the value it is an Identity (chain) of."""
+    ident = {nd.output[0]: nd.input[0] for nd in g.node if nd.op_type == "Identity"}
+
+    def resolve(name):
+        seen = 0
+        while name in ident and seen < 64:
+            name = ident[name]
+            seen += 1
+        return name
+    return resolve
+
+
 def conv_param_initializers(model):
     """Names (graph order) of float initializers used as Conv/ConvTranspose weight or
     bias, directly or through Identity chains, minus DFL weights [1,16,1,1].
     Returns (names, roles) with roles[name] = 'weight' | 'bias'."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    identity_src = {}
-    for nd in g.node:
-        if nd.op_type == "Identity":
-            identity_src[nd.output[0]] = nd.input[0]
-
-    def resolve(name):
-        seen = 0
-        while name in identity_src and seen < 64:
-            name = identity_src[name]
-            seen += 1
-        return name
+    resolve = identity_resolver(g)
 
     roles = {}
     for nd in g.node:
@@ -189,14 +192,7 @@ def dense_initializers(m, exclude):
     (`exclude`), in graph order, each with the fan-in of the MatMul/Gemm weight it
     is (reached through Identity nodes), else None."""
     g = m.graph
-    ident = {nd.output[0]: nd.input[0] for nd in g.node if nd.op_type == "Identity"}
-
-    def resolve(n):
-        seen = 0
-        while n in ident and seen < 64:
-            n = ident[n]
-            seen += 1
-        return n
+    resolve = identity_resolver(g)
 
     fan = {}
     for nd in g.node:
