@@ -492,6 +492,12 @@ fn an_image_that_waits_past_its_queue_timeout_is_answered_with_an_error_and_over
     let err = a.err().unwrap_or_else(|| panic!("the impatient image ran"));
     assert!(err.timed_out && err.error.contains("timeout"), "{err:?}");
     assert_eq!(next(&rx), "long", "the running image is unaffected");
+    // The snapshot may still show that image in flight: wait until it does
+    // not, so the in-flight image seen below is the HTTP one.
+    assert!(e.wait_for(Duration::from_secs(30), |s| s
+        .models
+        .iter()
+        .any(|m| m.id == "m" && m.in_flight == 0)));
     // Over HTTP: Triton's `timeout` parameter (microseconds) → 503.
     let handle = serve(&e);
     let base = format!("http://{}", handle.addr);
