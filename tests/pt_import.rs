@@ -378,3 +378,70 @@ fn truncated_or_garbage_checkpoints_fail_with_one_line_naming_the_file() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
 }
+
+/// A Segment Anything state dict (`sam_vit_*.pth`, `mobile_sam.pt`) imports
+/// as an `arch = "sam"` model whose variant its patch embedding tells; a
+/// checkpoint that lacks what the network needs then fails to load in one
+/// line naming the tensor.
+#[test]
+fn sam_state_dicts_import_as_sam_models_of_the_right_variant() {
+    let dir = tempdir();
+    for (dim, patch, variant) in [
+        (768u32, "image_encoder.patch_embed.proj.weight", "vit_b"),
+        (1280, "image_encoder.patch_embed.proj.weight", "vit_h"),
+        (8, "image_encoder.patch_embed.seq.0.c.weight", "vit_t"),
+    ] {
+        let tensors = [
+            (patch, "0", dim * 3, &[dim, 3, 1, 1][..]),
+            (
+                "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+                "1",
+                4,
+                &[2u32, 2][..],
+            ),
+            ("mask_decoder.iou_token.weight", "2", 4, &[1u32, 4][..]),
+        ];
+        let pkl = state_dict_pickle(&tensors);
+        let zeros = vec![0u8; dim as usize * 12];
+        let file = dir.path().join(format!("sam_{variant}.pth"));
+        std::fs::write(
+            &file,
+            zip_of(&[
+                ("a/data.pkl", &pkl),
+                ("a/data/0", &zeros),
+                ("a/data/1", &[0u8; 16]),
+                ("a/data/2", &[0u8; 16]),
+            ]),
+        )
+        .unwrap();
+        let out = dir.path().join(variant);
+        let o = modeldock(&[
+            "import".as_ref(),
+            "pt".as_ref(),
+            file.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m = load_manifest_file(&out.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.arch.name(), "sam", "{variant}");
+        assert_eq!(m.variant, variant);
+        assert_eq!(m.input_size, 1024);
+        let models = dir.path().display().to_string();
+        let img = fixture("images/astronaut.png");
+        let o = modeldock(&[
+            "infer".as_ref(),
+            "--local".as_ref(),
+            "--models-dir".as_ref(),
+            models.as_ref(),
+            "--model".as_ref(),
+            m.id.as_ref(),
+            "--point".as_ref(),
+            "5,5".as_ref(),
+            img.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{variant}: a partial checkpoint loaded");
+        assert!(err.contains(&m.id) && err.contains("image_encoder"), "{variant}: {err}");
+    }
+}

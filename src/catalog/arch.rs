@@ -24,6 +24,8 @@ pub enum Arch {
     Selfie,
     /// DETR-style detectors imported from ONNX (RT-DETR): no NMS.
     Detr,
+    /// Segment Anything (SAM ViT-B/L/H, MobileSAM): masks from prompts.
+    Sam,
     Toy,
     /// A server's model with no pre/post-processing here: it can be loaded
     /// and unloaded, not run on images.
@@ -42,6 +44,7 @@ impl Arch {
         Arch::Hands,
         Arch::Selfie,
         Arch::Detr,
+        Arch::Sam,
         Arch::Toy,
         Arch::Raw,
     ];
@@ -58,6 +61,7 @@ impl Arch {
             Arch::Hands => "hands",
             Arch::Selfie => "selfie",
             Arch::Detr => "detr",
+            Arch::Sam => "sam",
             Arch::Toy => "toy",
             Arch::Raw => "raw",
         }
@@ -98,6 +102,11 @@ impl Arch {
     /// input, one FP32 output), `raw` included.
     pub fn runs_remotely(self) -> bool {
         matches!(self, Arch::TinyFaceDetector | Arch::Yolov8 | Arch::Raw)
+    }
+
+    /// Whether requests may carry prompts (points, boxes) for it.
+    pub fn takes_prompts(self) -> bool {
+        matches!(self, Arch::Sam)
     }
 
     /// Whether this server serves the network on its own (`NETWORK_INPUT`).

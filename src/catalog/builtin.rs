@@ -39,4 +39,12 @@ pub static HUB_MANIFESTS: &[(&str, &str)] = &[
         "yolov8n-pose/model.toml",
         include_str!("../../models/yolov8n-pose/model.toml"),
     ),
+    (
+        "mobile-sam/model.toml",
+        include_str!("../../models/mobile-sam/model.toml"),
+    ),
+    (
+        "sam-vit-b/model.toml",
+        include_str!("../../models/sam-vit-b/model.toml"),
+    ),
 ];

@@ -145,6 +145,13 @@ pub struct InferArgs {
     /// How --save draws masks: tint, blur (the background) or replace:#RRGGBB (the background)
     #[arg(long, value_name = "STYLE", default_value = "tint", value_parser = crate::vision::mask_overlay::parse_mode)]
     pub mask_style: crate::vision::mask_overlay::MaskMode,
+    /// A point prompt for promptable segmentation (SAM): X,Y in image
+    /// pixels, or X,Y,0 for a point outside the object; repeatable
+    #[arg(long = "point", value_name = "X,Y[,LABEL]")]
+    pub points: Vec<String>,
+    /// A box prompt for promptable segmentation (SAM): X0,Y0,X1,Y1 in image pixels
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
+    pub bbox: Option<String>,
     /// Run in this process even when a server answers
     #[arg(long)]
     pub local: bool,

@@ -119,9 +119,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     let forward_loop = forward_loop(&entry, args.random_weights, device_choice, &decoded, runs);
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
-    let (forward_loop, macs, forward_loop_error) = match forward_loop {
-        Ok(f) => (f.times, Some(f.macs), None),
-        Err(e) => (Vec::new(), None, Some(e.to_string())),
+    let (forward_loop, macs, prompt_times, forward_loop_error) = match forward_loop {
+        Ok(f) => (f.times, Some(f.macs), f.prompt_times, None),
+        Err(e) => (Vec::new(), None, Vec::new(), Some(e.to_string())),
     };
     // GFLOP/s over the pipeline's forward time (graph models count their
     // convs' multiply-adds; 2 FLOPs each).
@@ -158,6 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         "warm_p95_ms": pct(&mut warm, 0.95),
         "forward_p50_ms": pct(&mut forward, 0.5),
         "forward_loop_p50_ms": (!forward_loop.is_empty()).then(|| pct(&mut forward_loop.clone(), 0.5)),
+        "prompt_p50_ms": (!prompt_times.is_empty()).then(|| pct(&mut prompt_times.clone(), 0.5)),
         "forward_loop_error": forward_loop_error,
         "conv_gflop_per_image": gflop,
         "conv_gflop_s": gflop_s,
@@ -424,7 +425,34 @@ fn forward_loop(
             times.push(ms_since(t));
         }
     }
-    Ok(ForwardLoop { times, macs })
+    // A model that takes prompts: one click on the image it has encoded.
+    let mut prompt_times = Vec::new();
+    if entry.manifest.arch.takes_prompts() {
+        let (w, h) = (decoded.width() as f32, decoded.height() as f32);
+        let point = crate::vision::prompt::PromptPoint {
+            x: w / 2.0,
+            y: h / 2.0,
+            positive: true,
+        };
+        let params = InferParams {
+            prompts: Some(crate::vision::prompt::Prompts::new(&[
+                crate::vision::prompt::Prompt::new(&[point], None)?,
+            ])?),
+            ..Default::default()
+        };
+        for i in 0..runs + 2 {
+            let t = Instant::now();
+            net.infer_with_masks(decoded, &params)?;
+            if i >= 2 {
+                prompt_times.push(ms_since(t));
+            }
+        }
+    }
+    Ok(ForwardLoop {
+        times,
+        macs,
+        prompt_times,
+    })
 }
 
 /// What [`forward_loop`] measured: the raw network's times, and the conv
@@ -432,6 +460,9 @@ fn forward_loop(
 struct ForwardLoop {
     times: Vec<f64>,
     macs: u64,
+    /// Promptable models: one point prompt on an image already encoded
+    /// (prompt encoder, mask decoder and the mask).
+    prompt_times: Vec<f64>,
 }
 
 fn ms_since(t: Instant) -> f64 {

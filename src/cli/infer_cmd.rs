@@ -12,6 +12,7 @@ use super::args::InferArgs;
 use super::infer_inputs::{expand, Input};
 use crate::client::{Client, Door, HttpClient, ImageInput};
 use crate::error::{Context, Error, Result};
+use crate::vision::prompt::Prompts;
 use crate::vision::{Detection, InferParams};
 
 /// Answers one input at a time, in order.
@@ -76,6 +77,7 @@ pub fn run(args: &InferArgs) -> Result<i32> {
     let params = InferParams {
         conf: args.conf,
         iou: args.iou,
+        prompts: Prompts::from_args(&args.points, args.bbox.as_deref())?,
         ..Default::default()
     };
     let inputs = expand(&args.inputs);

@@ -5,4 +5,5 @@
 pub mod onnx;
 pub mod pickle;
 pub mod pt;
+pub mod pt_sam;
 pub mod tfjs;

@@ -1,6 +1,6 @@
 //! `modeldock import pt FILE.pt --out DIR`: an Ultralytics YOLOv8 checkpoint
-//! → safetensors + `model.toml`, without Python and without executing the
-//! pickle.
+//! (or a Segment Anything state dict: `pt_sam`) → safetensors +
+//! `model.toml`, without Python and without executing the pickle.
 //!
 //! A zip-format torch checkpoint holds `<prefix>/data.pkl` (the pickled
 //! object graph, read by [`super::pickle`]) and one `<prefix>/data/<key>`
@@ -639,6 +639,25 @@ struct Found<'a> {
 fn interpret<R: Read + Seek>(pk: &Pickle, ar: &mut Archive<R>) -> Result<Checkpoint> {
     let root = &pk.root;
     let Found { model, tensors, task } = find_tensors(pk)?;
+    if super::pt_sam::is_sam(tensors.iter().map(|(n, _)| n.as_str())) {
+        // A Segment Anything state dict: no YOLO head to read.
+        let (out, stored_as) = materialise(ar, &tensors)?;
+        let mut ck = Checkpoint {
+            tensors: out,
+            task: "segment".to_string(),
+            variant: String::new(),
+            labels: vec!["object".to_string()],
+            input_size: 1024,
+            model_class: None,
+            stored_as,
+            version: None,
+            licence: None,
+        };
+        ck.variant = super::pt_sam::variant(&ck)
+            .ok_or_else(|| fail("a Segment Anything state dict whose image encoder is none of ViT-B/L/H or TinyViT"))?
+            .to_string();
+        return Ok(ck);
+    }
     // Shapes decide what the network needs; the pickled attributes must agree.
     let variant = variant_of(pk, model, &tensors)?;
     let (task, nc) = head_of(task, &tensors)?;
@@ -902,7 +921,10 @@ pub fn import(pt: &Path, out: &Path) -> Result<Imported> {
     let manifest = if mpath.exists() {
         None
     } else {
-        let text = manifest_text(&ck, &id, &weights_file, weights_bytes, &provenance)?;
+        let text = match super::pt_sam::variant(&ck) {
+            Some(v) => super::pt_sam::manifest_text(v, &id, &weights_file, weights_bytes, &provenance)?,
+            None => manifest_text(&ck, &id, &weights_file, weights_bytes, &provenance)?,
+        };
         std::fs::write(&mpath, text).map_err(|e| fail(format!("{}: {e}", mpath.display())))?;
         Some(mpath.clone())
     };

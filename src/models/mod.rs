@@ -10,6 +10,9 @@ pub mod objects;
 pub mod pose;
 pub mod raw_graph;
 pub mod remote_net;
+pub mod sam;
+pub mod sam_prompt;
+pub mod sam_random;
 pub mod selfie;
 pub mod timing;
 pub mod tiny_face_detector;
@@ -136,6 +139,7 @@ pub fn build_cancellable(
         Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
         Arch::Selfie => Box::new(selfie::Selfie::load(vb, manifest)?),
         Arch::Detr => Box::new(detr::Detr::load(vb, manifest)?),
+        Arch::Sam => Box::new(sam::Sam::load(vb, manifest)?),
         Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
         Arch::Raw => Box::new(raw_graph::RawGraph::load(vb, manifest)?),
     };

@@ -22,6 +22,7 @@ use crate::v2::head::{Head, Kind};
 use crate::v2::image_infer::{self as tensors, OutputTensor, TensorData};
 use crate::v2::HEADER_LENGTH;
 use crate::vision::hand_roi::HandRegions;
+use crate::vision::prompt::Prompts;
 use crate::vision::InferParams;
 
 /// Cancels the requests still listed when dropped.
@@ -70,10 +71,18 @@ pub async fn infer(
         Some(t) => Some(HandRegions::parse_param(t).map_err(ApiError::bad_request)?),
         None => None,
     };
+    let prompts = Prompts::from_sets(&req.prompts).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if prompts.is_some() && !entry.manifest.arch.takes_prompts() {
+        return Err(ApiError::bad_request(format!(
+            "model '{model}' (arch {}) takes no prompts: send only 'IMAGE'",
+            entry.manifest.arch
+        )));
+    }
     let params = InferParams {
         conf: req.conf,
         iou: req.iou,
         hand_regions,
+        prompts,
     };
     // One image is interactive (a click, a frame); more are a batch.
     let class = if n == 1 { Class::Interactive } else { Class::Bulk };

@@ -659,6 +659,11 @@ impl ModeldockApp {
             match self.layout.central_tab {
                 CentralTab::Viewer => {
                     self.viewer.model_makes_masks = self.makes_masks(std::slice::from_ref(&self.viewer.model));
+                    self.viewer.model_takes_prompts = self
+                        .snapshot
+                        .models
+                        .iter()
+                        .any(|m| m.id == self.viewer.model && m.arch.takes_prompts());
                     self.viewer.ui(ui, &self.engine, &ids)
                 }
                 CentralTab::Live => {

@@ -12,6 +12,7 @@ pub mod log_capture;
 pub mod log_panel;
 pub mod mask_view;
 pub mod models_panel;
+pub mod prompt_tool;
 pub mod viewer;
 
 pub use app::AppOptions;

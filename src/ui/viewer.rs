@@ -16,6 +16,7 @@ use crate::vision::overlay::{class_colour, hand_finger, keypoint_visible, skelet
 use crate::vision::{is_image_name, Detection, InferParams};
 
 use super::mask_view::{MaskControls, MaskJob, MaskView, Picture};
+use super::prompt_tool::PromptDraft;
 
 /// Largest side of the texture kept for display (the model sees the full image).
 const MAX_TEXTURE: u32 = 2048;
@@ -125,6 +126,8 @@ pub struct ViewerImage {
     pub result: Option<InferResult>,
     pub error: Option<String>,
     pub request: Option<RequestId>,
+    /// Points and box placed on this image (models that take prompts).
+    pub prompt: PromptDraft,
 }
 
 struct Decoded {
@@ -155,6 +158,9 @@ pub struct Viewer {
     pub image_rect: Option<Rect>,
     /// Whether the Viewer's model makes masks (its manifest's task; the app sets it).
     pub model_makes_masks: bool,
+    /// Whether the Viewer's model takes prompts (its arch; the app sets it):
+    /// clicks then place points instead of only panning.
+    pub model_takes_prompts: bool,
     pub mask_controls: MaskControls,
     pub masks: MaskView,
 }
@@ -186,6 +192,7 @@ impl Viewer {
             canvas_rect: None,
             image_rect: None,
             model_makes_masks: false,
+            model_takes_prompts: false,
             mask_controls: MaskControls::default(),
             masks: MaskView::default(),
         }
@@ -257,6 +264,7 @@ impl Viewer {
                         result: None,
                         error: None,
                         request: None,
+                        prompt: PromptDraft::default(),
                     });
                     self.selected = self.images.len() - 1;
                     let i = self.selected;
@@ -280,9 +288,13 @@ impl Viewer {
     }
 
     fn submit(&mut self, i: usize, engine: &Client) {
-        let params = self.params();
+        let mut params = self.params();
         let model = self.model.clone();
+        let takes_prompts = self.model_takes_prompts;
         let Some(img) = self.images.get_mut(i) else { return };
+        if takes_prompts {
+            params.prompts = img.prompt.prompts();
+        }
         let input = ImageInput::Bytes {
             name: img.path.display().to_string(),
             bytes: img.bytes.clone(),
@@ -366,7 +378,35 @@ impl Viewer {
             self.view_of = Some(self.selected);
         }
         self.view_buttons_ui(ui, size, ppp);
-        self.canvas_ui(ui);
+        if self.model_takes_prompts {
+            let cleared = self.prompt_bar_ui(ui);
+            let placed = self.canvas_ui(ui);
+            if cleared || placed {
+                let i = self.selected;
+                self.submit(i, engine);
+            }
+        } else {
+            self.canvas_ui(ui);
+        }
+    }
+
+    /// The prompt hint and the Clear button; true when the prompt was cleared.
+    fn prompt_bar_ui(&mut self, ui: &mut egui::Ui) -> bool {
+        let mut cleared = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.weak("click: a point in the object · right click: outside · Shift+drag: a box");
+            let Some(img) = self.images.get_mut(self.selected) else {
+                return;
+            };
+            if ui
+                .add_enabled(!img.prompt.is_empty(), egui::Button::new("Clear prompt"))
+                .clicked()
+            {
+                img.prompt.clear();
+                cleared = true;
+            }
+        });
+        cleared
     }
 
     /// The model picker and the confidence and IoU sliders; a new model or IoU resubmits every image.
@@ -458,24 +498,34 @@ impl Viewer {
     }
 
     /// The selected image on the canvas (double-click fits, drag pans, wheel
-    /// or pinch zooms) with its detections above the confidence drawn over it.
-    fn canvas_ui(&mut self, ui: &mut egui::Ui) {
+    /// or pinch zooms) with its detections above the confidence drawn over
+    /// it; for a model that takes prompts, clicks place points and a
+    /// Shift-drag a box. Returns whether the prompt changed.
+    fn canvas_ui(&mut self, ui: &mut egui::Ui) -> bool {
         let conf = self.conf;
-        let Some(img) = self.images.get(self.selected) else {
-            return;
+        let prompting = self.model_takes_prompts;
+        let Some(img) = self.images.get_mut(self.selected) else {
+            return false;
         };
         // Only what is visible: a header wider than the panel widens the Ui
         // past the panel's clip rect, and an image fitted to that is cropped.
         let canvas = ui.available_rect_before_wrap().intersect(ui.clip_rect());
         if !canvas.is_positive() {
-            return;
+            return false;
         }
         let response = ui.allocate_rect(canvas, egui::Sense::click_and_drag());
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Image view"));
         let size = img.size;
-        if response.double_clicked() {
+        let (mut changed, mut boxing) = (false, false);
+        if prompting {
+            let shift = ui.input(|i| i.modifiers.shift);
+            (changed, boxing) = img
+                .prompt
+                .handle(&response, &self.view.transform(size, canvas), size, shift);
+        }
+        if response.double_clicked() && !prompting {
             self.view = ViewMode::Fit;
-        } else if response.dragged() {
+        } else if response.dragged() && !boxing {
             let d = response.drag_delta();
             if d != Vec2::ZERO {
                 self.view = self.view.pan_by(size, canvas, d);
@@ -531,6 +581,10 @@ impl Viewer {
                 draw_detection(&painter, &map, d, detection_colour(d));
             }
         }
+        if prompting {
+            img.prompt.draw(&painter, &map, response.hover_pos(), size);
+        }
+        changed
     }
 }
 

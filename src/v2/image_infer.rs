@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, Data, Encoded, Tensor, Wanted};
 use super::head::{bad, shown, Head, Kind, TensorEntry};
+use super::prompt_tensors::{self, PromptSet};
 use crate::error::{Error, Result};
 
 pub use super::HEADER_LENGTH;
@@ -31,6 +32,9 @@ pub struct InferRequest {
     pub hand_regions: Option<String>,
     /// Names for the images (request parameter `image_names`, a JSON list).
     pub names: Vec<String>,
+    /// Segment Anything prompts (`POINTS`, `POINT_LABELS`, `BOXES`): one
+    /// mask each, the same for every image; empty when none are sent.
+    pub prompts: Vec<super::prompt_tensors::PromptSet>,
     /// Requested outputs and whether each is binary; empty = all, JSON.
     pub outputs: Vec<(String, bool)>,
     /// Request-level `binary_data_output`.
@@ -126,8 +130,12 @@ pub use super::body::decode_bytes_elements;
 
 /// Encodes `images` (name, encoded file) as `IMAGE`, BYTES `[N]` in the
 /// binary part, asks for `DETECTIONS` as JSON, and sends `parameters` plus
-/// `image_names`.
-pub fn encode_image_request(images: &[(String, Vec<u8>)], mut parameters: Map<String, Value>) -> Encoded {
+/// `image_names`, and `prompts` as `POINTS`/`POINT_LABELS`/`BOXES` (JSON).
+pub fn encode_image_request(
+    images: &[(String, Vec<u8>)],
+    mut parameters: Map<String, Value>,
+    prompts: &[PromptSet],
+) -> Encoded {
     let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
     parameters.insert(
         "image_names".into(),
@@ -144,9 +152,13 @@ pub fn encode_image_request(images: &[(String, Vec<u8>)], mut parameters: Map<St
         name: "DETECTIONS",
         binary: false,
     }];
+    let prompt_values = prompt_tensors::prompt_tensors(prompts);
+    let mut point_shape = Vec::new();
+    let mut inputs = vec![image];
+    inputs.extend(prompt_tensors::as_tensors(&prompt_values, &mut point_shape));
     let mut head = Map::new();
     head.insert("parameters".into(), Value::Object(parameters));
-    body::encode(head, "inputs", &[image], Some(&wanted))
+    body::encode(head, "inputs", &inputs, Some(&wanted))
 }
 
 /// The `DETECTIONS` elements of an image response, each parsed as JSON.
@@ -276,16 +288,28 @@ pub fn image_request(head: Head, binary: &[u8]) -> Result<InferRequest> {
     req.binary_default = param_bool(head.parameters.as_ref(), "binary_data_output");
     let (parts, unclaimed) = head.binary_parts(binary)?;
     let mut found = false;
-    for (input, part) in head.tensors.into_iter().zip(parts) {
+    let mut prompts = Vec::new();
+    for (input, part) in head.tensors.iter().zip(parts) {
+        if prompt_tensors::is_prompt_input(&input.name) {
+            if prompts.iter().any(|(e, _): &(&TensorEntry, _)| e.name == input.name) {
+                return Err(bad(format!("input '{}' is given twice", input.name)));
+            }
+            prompts.push((input, part));
+            continue;
+        }
         if input.name != "IMAGE" {
             return Err(bad(format!(
-                "unknown input '{}' (this model takes 'IMAGE')",
+                "unknown input '{}' (this model takes 'IMAGE', and prompts as 'POINTS', 'POINT_LABELS', 'BOXES')",
                 input.name
             )));
+        }
+        if found {
+            return Err(bad("input 'IMAGE' is given twice"));
         }
         found = true;
         req.images = image_input(input, part)?;
     }
+    req.prompts = prompt_tensors::read_prompts(&prompts)?;
     if !found {
         return Err(bad("missing input 'IMAGE' (BYTES [N]: encoded image files)"));
     }
@@ -350,7 +374,7 @@ fn read_parameters(p: &Map<String, Value>, req: &mut InferRequest) -> Result<()>
 
 /// The image files of input `IMAGE`: BYTES `[N]` (or `[1, N]`), from its
 /// binary part or its JSON `data` (base64 strings).
-fn image_input(input: TensorEntry, part: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
+fn image_input(input: &TensorEntry, part: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
     if input.datatype != "BYTES" {
         return Err(bad(format!(
             "input 'IMAGE': datatype {} (expected BYTES)",
@@ -367,7 +391,7 @@ fn image_input(input: TensorEntry, part: Option<&[u8]>) -> Result<Vec<Vec<u8>>> 
             "input 'IMAGE': {n} images; at most {MAX_BATCH} per request"
         )));
     }
-    match (part, input.data) {
+    match (part, &input.data) {
         (Some(c), _) => decode_bytes_elements(c, n, "input 'IMAGE'"),
         (None, Some(Value::Array(items))) => {
             let flat: Vec<&Value> = items

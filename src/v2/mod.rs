@@ -12,6 +12,7 @@ pub mod error_body;
 pub mod head;
 pub mod image_infer;
 pub mod named_tensors;
+pub mod prompt_tensors;
 pub mod tensor_infer;
 
 pub use tensor_infer::Tensor32;

@@ -124,7 +124,7 @@ pub(super) fn fp32_tensor(entry: &TensorEntry, part: Option<&[u8]>, noun: &str) 
 
 /// `data` as a flat list of numbers (nested lists are flattened), or a
 /// base64 string of raw bytes as some servers send.
-fn json_data(data: Option<&Value>, name: &str) -> Result<Vec<f32>> {
+pub(super) fn json_data(data: Option<&Value>, name: &str) -> Result<Vec<f32>> {
     fn flatten(v: &Value, out: &mut Vec<f32>) -> bool {
         match v {
             Value::Number(n) => n.as_f64().map(|f| out.push(f as f32)).is_some(),

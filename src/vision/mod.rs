@@ -1,5 +1,5 @@
 //! What every model shares: decoding with limits, resizing and normalising,
-//! NMS, the output types (detections, masks), overlay and nail geometry, landmark smoothing.
+//! NMS, the output types (detections, masks), segmentation prompts, overlay and nail geometry, landmark smoothing.
 
 pub mod decode;
 pub mod hand_roi;
@@ -14,6 +14,7 @@ pub mod one_euro;
 pub mod output;
 pub mod overlay;
 pub mod preprocess;
+pub mod prompt;
 pub mod warp;
 
 pub use image_files::{is_image_name, IMAGE_EXTENSIONS};

@@ -48,6 +48,10 @@ pub struct InferParams {
     /// its palm detector. `None` for a single image. Other models ignore it.
     #[serde(skip)]
     pub hand_regions: Option<super::hand_roi::HandRegions>,
+    /// Points and boxes for promptable segmentation (Segment Anything): one
+    /// mask per prompt. Other models ignore them.
+    #[serde(skip)]
+    pub prompts: Option<super::prompt::Prompts>,
 }
 
 impl InferParams {
@@ -68,6 +72,10 @@ impl InferParams {
         out[6..10].copy_from_slice(&d);
         if let Some(r) = &self.hand_regions {
             out.extend(r.key_bytes());
+        }
+        if let Some(p) = &self.prompts {
+            out.push(b'p');
+            out.extend(p.key_bytes());
         }
         out
     }
