@@ -423,7 +423,9 @@ fn sam_state_dicts_import_as_sam_models_of_the_right_variant() {
             out.as_os_str(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let m = load_manifest_file(&out.join("model.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let m = load_manifest_file(&out.join("model.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .manifest;
         assert_eq!(m.arch.name(), "sam", "{variant}");
         assert_eq!(m.variant, variant);
         assert_eq!(m.input_size, 1024);
@@ -441,6 +443,7 @@ fn sam_state_dicts_import_as_sam_models_of_the_right_variant() {
             img.as_os_str(),
         ]);
         let err = String::from_utf8_lossy(&o.stderr);
+        eprintln!("{variant}: {err}");
         assert!(!o.status.success(), "{variant}: a partial checkpoint loaded");
         assert!(err.contains(&m.id) && err.contains("image_encoder"), "{variant}: {err}");
     }

@@ -22,7 +22,8 @@ pub(super) enum Job {
         id: RequestId,
         model: String,
         input: ImageInput,
-        params: InferParams,
+        /// Boxed: prompts make the parameters large beside the other jobs.
+        params: Box<InferParams>,
         reply: Option<Sender<Answer>>,
     },
     Load(String),
@@ -113,7 +114,7 @@ impl Inner {
                 };
                 let answer: Answer = match bytes {
                     Err(e) => Err(fail(e)),
-                    Ok(b) => match self.http.infer(&model, &[(name.clone(), b)], params) {
+                    Ok(b) => match self.http.infer(&model, &[(name.clone(), b)], *params) {
                         Err(e) => Err(fail(e.to_string())),
                         Ok(mut v) => match v.pop() {
                             Some(v) => match v.get("error").and_then(|e| e.as_str()) {
@@ -264,7 +265,7 @@ impl RemoteEngine {
             id,
             model: model.to_string(),
             input,
-            params,
+            params: Box::new(params),
             reply,
         };
         if let Err(e) = self.jobs.try_send(job) {

@@ -193,8 +193,8 @@ pub fn parse_point(s: &str) -> Result<PromptPoint> {
     let v = numbers(s, "point")?;
     let positive = match v.get(2).copied() {
         None => true,
-        Some(l) if l == 1.0 => true,
-        Some(l) if l == 0.0 => false,
+        Some(1.0) => true,
+        Some(0.0) => false,
         Some(l) => return Err(Error::usage(format!("point '{s}': label {l} is not 0 or 1"))),
     };
     if v.len() != 2 && v.len() != 3 {
