@@ -184,8 +184,11 @@ pub struct BenchArgs {
     /// The loader at scale: write an N GiB toy model (one file, and shards) and time its loads against streaming the files, cold and warm, with peak RSS
     #[arg(long, value_name = "N", conflicts_with_all = ["model", "http"])]
     pub weights_gib: Option<f64>,
-    /// Shards of the `--weights-gib` model
-    #[arg(long, value_name = "K", default_value_t = 4, requires = "weights_gib")]
+    /// The loader on Segment Anything: write random SAM weights of VARIANT (vit_b, vit_l, vit_h, vit_t; one file, and shards) and time their loads as --weights-gib does
+    #[arg(long, value_name = "VARIANT", conflicts_with_all = ["model", "http", "weights_gib"])]
+    pub sam_weights: Option<String>,
+    /// Shards of the `--weights-gib` or `--sam-weights` model
+    #[arg(long, value_name = "K", default_value_t = 4)]
     pub shards: usize,
     #[arg(long)]
     pub json: bool,

@@ -64,6 +64,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     if let Some(gib) = args.weights_gib {
         return super::bench_weights::run(args, gib);
     }
+    if let Some(v) = &args.sam_weights {
+        return super::bench_weights::run_sam(args, v);
+    }
     let runs = args.runs.max(3);
     let tmp = std::env::temp_dir().join(format!("modeldock-bench-{}", std::process::id()));
     let mut flags = args.engine.clone();

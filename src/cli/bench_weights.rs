@@ -138,9 +138,74 @@ pub fn run(args: &BenchArgs, gib: f64) -> Result<i32> {
     let shards = args.shards.clamp(1, 1000);
     let bytes = (gib * (1u64 << 30) as f64) as u64;
     let tmp = std::env::temp_dir().join(format!("modeldock-bench-weights-{}", std::process::id()));
-    let result = run_in(args, &tmp, bytes, shards);
+    let result = (|| {
+        let t = Instant::now();
+        let toy = crate::models::toy_shards::write_big_toy(&tmp, "bench-big", bytes, shards)?;
+        measure(args, &tmp, toy, ms_since(t), shards)
+    })();
     let _ = std::fs::remove_dir_all(&tmp);
-    let out = result?;
+    print(args, result?)
+}
+
+/// `--sam-weights VARIANT`: random SAM weights from a seed, as one file and
+/// as `--shards` HF-style shards, loaded like the toy.
+pub fn run_sam(args: &BenchArgs, variant: &str) -> Result<i32> {
+    use crate::models::sam::Variant;
+    let v = Variant::parse(variant).ok_or_else(|| {
+        Error::usage(format!(
+            "--sam-weights {variant}: expected one of {}",
+            Variant::NAMES.join(", ")
+        ))
+    })?;
+    let shards = args.shards.clamp(2, 1000);
+    let tmp = std::env::temp_dir().join(format!("modeldock-bench-sam-{}", std::process::id()));
+    let result = (|| {
+        let t = Instant::now();
+        let mut files = Vec::new();
+        for (id, k) in [
+            (format!("sam-{variant}"), 1),
+            (format!("sam-{variant}-sharded"), shards),
+        ] {
+            let d = tmp.join(&id);
+            std::fs::create_dir_all(&d).map_err(|e| Error::msg(format!("{}: {e}", d.display())))?;
+            let weights = crate::models::sam_random::write_sam_weights(v, 1, &d, &id, k)?;
+            let toml = format!(
+                "id = \"{id}\"\nname = \"SAM {variant} (random)\"\ntask = \"segment\"\narch = \"sam\"\n\
+                 variant = \"{variant}\"\nweights = \"{weights}\"\ninput_size = 1024\nlicence = \"bench\"\n"
+            );
+            let p = d.join("model.toml");
+            std::fs::write(&p, toml).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&d)
+                .map_err(|e| Error::msg(format!("{}: {e}", d.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            paths.sort();
+            files.push((id, paths));
+        }
+        let bytes = files[0]
+            .1
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut it = files.into_iter();
+        let (Some(single), Some(sharded)) = (it.next(), it.next()) else {
+            return Err(Error::msg("the SAM weights were not written"));
+        };
+        let single = (single.0, single.1.into_iter().next().unwrap_or_default());
+        let toy = crate::models::toy_shards::BigToy {
+            single,
+            sharded,
+            weights_bytes: bytes,
+        };
+        measure(args, &tmp, toy, ms_since(t), shards)
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    print(args, result?)
+}
+
+fn print(args: &BenchArgs, out: serde_json::Value) -> Result<i32> {
     if args.json {
         println!("{out}");
     } else {
@@ -149,10 +214,15 @@ pub fn run(args: &BenchArgs, gib: f64) -> Result<i32> {
     Ok(0)
 }
 
-fn run_in(args: &BenchArgs, tmp: &Path, bytes: u64, shards: usize) -> Result<serde_json::Value> {
-    let t = Instant::now();
-    let toy = crate::models::toy_shards::write_big_toy(tmp, "bench-big", bytes, shards)?;
-    let write_ms = ms_since(t);
+/// Loads both layouts of `toy` (written in `write_ms`) and measures them.
+fn measure(
+    args: &BenchArgs,
+    tmp: &Path,
+    toy: crate::models::toy_shards::BigToy,
+    write_ms: f64,
+    shards: usize,
+) -> Result<serde_json::Value> {
+    let bytes = toy.weights_bytes;
     // Writing gigabytes leaves the kernel busy for seconds after the last
     // sync (the first load then took 5-15x the others): let it settle.
     std::thread::sleep(SETTLE);

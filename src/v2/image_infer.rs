@@ -499,6 +499,28 @@ mod tests {
     }
 
     #[test]
+    fn prompts_round_trip_through_a_request_padded_to_the_longest() {
+        let sets = vec![
+            PromptSet {
+                points: vec![(1.0, 2.0, 1)],
+                bbox: Some([0.0, 0.0, 4.0, 4.0]),
+            },
+            PromptSet {
+                points: vec![(3.0, 4.0, 1), (5.0, 6.0, 0)],
+                bbox: Some([1.0, 1.0, 8.0, 9.0]),
+            },
+        ];
+        let e = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &sets);
+        let (head, tail) = split_body(&e.body, e.header_length.map(|n| n.to_string()).as_deref()).unwrap();
+        let r = parse_infer(head, tail).unwrap();
+        assert_eq!(r.prompts, sets);
+        assert!(String::from_utf8_lossy(head).contains(r#""shape":[2,2,2]"#));
+        let none = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &[]);
+        let (head, tail) = split_body(&none.body, none.header_length.map(|n| n.to_string()).as_deref()).unwrap();
+        assert!(parse_infer(head, tail).unwrap().prompts.is_empty());
+    }
+
+    #[test]
     fn parses_binary_and_json_requests() {
         let img = b"\x89PNG fake".to_vec();
         let tail = encode_bytes_elements(std::slice::from_ref(&img));
@@ -552,7 +574,7 @@ mod tests {
             (
                 r#"{"inputs":[{"name":"X","shape":[1],"datatype":"BYTES","data":["aa=="]}]}"#.into(),
                 b"",
-                "unknown input 'X' (this model takes 'IMAGE')",
+                "unknown input 'X' (this model takes 'IMAGE', and prompts as 'POINTS', 'POINT_LABELS', 'BOXES')",
             ),
             (
                 r#"{"inputs":[{"name":"IMAGE","shape":[2],"datatype":"BYTES","data":["aa=="]}]}"#.into(),
