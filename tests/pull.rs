@@ -697,3 +697,52 @@ fn a_sharded_checkpoint_pulls_its_index_and_every_shard_with_progress_across_all
     let msg = one_line_error(&o);
     assert!(msg.contains("model-00002-of-00003.safetensors"), "{msg}");
 }
+
+/// A user's ONNX path from the Hub: `pull` an `.onnx` file into the cache,
+/// `import onnx` it from there, and the imported model runs as the file
+/// does (`verify --onnx` on the cached path against ONNX Runtime's output).
+#[test]
+fn a_pulled_onnx_file_imports_and_verifies() {
+    let hub = Hub::start(&[]);
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/ops/conv_1x1");
+    let onnx = std::fs::read(ops.join("model.onnx")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(hub.root.path().join(REPO).join("conv.onnx"), &onnx).unwrap_or_else(|e| panic!("{e}"));
+    let (out, _) = ok(&hub.pull(&[REPO, "conv.onnx"], &[]));
+    let cached = out.trim().to_string();
+    assert_eq!(
+        std::fs::read(&cached).unwrap_or_default(),
+        onnx,
+        "the cached file is the hub's"
+    );
+    let models = hub.home.path().join("models").join("conv");
+    let dir = models.display().to_string();
+    let (_, err) = ok(&hub.modeldock(&["import", "onnx", &cached, "--out", &dir, "--id", "conv"], &[]));
+    assert!(models.join("model.toml").exists(), "{err}");
+    let (input, expected) = (ops.join("input.safetensors"), ops.join("expected.safetensors"));
+    let (out, err) = ok(&hub.modeldock(
+        &[
+            "verify",
+            "--onnx",
+            &cached,
+            "--input",
+            &input.display().to_string(),
+            "--expected",
+            &expected.display().to_string(),
+        ],
+        &[],
+    ));
+    assert!(
+        out.contains("max abs diff") || err.contains("max abs diff"),
+        "{out}{err}"
+    );
+    // The imported model is listed from its folder.
+    let (out, err) = ok(&hub.modeldock(
+        &[
+            "models",
+            "--models-dir",
+            &hub.home.path().join("models").display().to_string(),
+        ],
+        &[],
+    ));
+    assert!(out.contains("conv"), "{out}{err}");
+}
