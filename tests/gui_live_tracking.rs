@@ -4,18 +4,15 @@
 
 mod common;
 
-use common::*;
+use common::app::app_on;
 use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use modeldock::catalog::registry::Registry;
-use modeldock::client::{Client, LateWake};
-use modeldock::engine::Engine;
 use modeldock::live::TrackOptions;
-use modeldock::ui::app::{AppOptions, ModeldockApp};
+use modeldock::ui::app::ModeldockApp;
 use modeldock::ui::live_tracking::{MAX_HANDS_LABEL, SKIP_FRAMES_LABEL};
-use modeldock::ui::log_capture::LogBuffer;
 
 /// The manifest's values: neither the built-in manifest's nor the tracker's defaults.
 const MAX_HANDS: f64 = 3.0;
@@ -36,26 +33,7 @@ fn app() -> Harness<'static, ModeldockApp> {
         entries,
         problems: Vec::new(),
     };
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |cc| {
-            let wake = LateWake::default();
-            let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    client: Client::local(engine),
-                    wake,
-                    problems: Vec::new(),
-                    open: Vec::new(),
-                    model: Some("face-detector".into()),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        })
+    app_on(registry, Vec::new(), "face-detector", egui::vec2(1400.0, 900.0))
 }
 
 /// The number a spin button named `label` shows.

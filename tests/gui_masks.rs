@@ -9,18 +9,15 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::app::step_until;
+use common::app::{app_on, step_until};
 use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
 use modeldock::catalog::registry::Registry;
-use modeldock::client::{Client, LateWake};
-use modeldock::engine::Engine;
-use modeldock::ui::app::{AppOptions, ModeldockApp};
+use modeldock::ui::app::ModeldockApp;
 use modeldock::ui::live_panel::SourceChoice;
-use modeldock::ui::log_capture::LogBuffer;
 use modeldock::ui::mask_view::ModeChoice;
 
 /// `seg` (task segment, a mask of what is red) and `plain` (a detector).
@@ -50,26 +47,7 @@ fn picture(dir: &Path) -> RgbImage {
 
 fn app(models: &Path, open: Vec<std::path::PathBuf>) -> Harness<'static, ModeldockApp> {
     let registry = Registry::discover(&[models.to_path_buf()]);
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |cc| {
-            let wake = LateWake::default();
-            let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    client: Client::local(engine),
-                    wake,
-                    problems: Vec::new(),
-                    open: open.clone(),
-                    model: Some("seg".into()),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        })
+    app_on(registry, open, "seg", egui::vec2(1400.0, 900.0))
 }
 
 /// The composite once it was made for the controls' current choices.

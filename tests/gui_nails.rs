@@ -4,17 +4,14 @@
 
 mod common;
 
-use common::*;
+use common::app::app_on;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use modeldock::camera::synthetic::SyntheticSource;
 use modeldock::catalog::registry::Registry;
-use modeldock::client::{Client, LateWake};
-use modeldock::engine::Engine;
-use modeldock::ui::app::{AppOptions, ModeldockApp};
+use modeldock::ui::app::ModeldockApp;
 use modeldock::ui::live_panel::{LivePanel, DEFAULT_POLISH, POLISH_LABEL, POLISH_PRESETS};
-use modeldock::ui::log_capture::LogBuffer;
 use modeldock::vision::nails::{CENTRE_ALONG, FINGERTIP_SEGMENTS};
 use modeldock::vision::overlay::ImageToScreen;
 use modeldock::vision::Detection;
@@ -29,26 +26,7 @@ fn app() -> Harness<'static, ModeldockApp> {
             .collect(),
         problems: Vec::new(),
     };
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |cc| {
-            let wake = LateWake::default();
-            let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    client: Client::local(engine),
-                    wake,
-                    problems: Vec::new(),
-                    open: Vec::new(),
-                    model: Some("face-detector".into()),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        })
+    app_on(registry, Vec::new(), "face-detector", egui::vec2(1400.0, 900.0))
 }
 
 #[test]

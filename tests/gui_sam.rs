@@ -8,52 +8,17 @@ mod common;
 
 use std::path::Path;
 
-use common::app::step_until;
+use common::app::{app_on, step_until};
 use common::*;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use modeldock::catalog::registry::Registry;
-use modeldock::client::{Client, LateWake};
-use modeldock::engine::Engine;
-use modeldock::models::sam::Variant;
-use modeldock::models::sam_random::write_sam_weights;
-use modeldock::ui::app::{AppOptions, ModeldockApp};
-use modeldock::ui::log_capture::LogBuffer;
-
-fn sam_folder(dir: &Path) {
-    let d = dir.join("msam");
-    std::fs::create_dir_all(&d).unwrap();
-    let file = write_sam_weights(Variant::VitT, 7, &d, "msam", 1).unwrap();
-    let toml = format!(
-        "id = \"msam\"\nname = \"MobileSAM (random)\"\ntask = \"segment\"\narch = \"sam\"\nvariant = \"vit_t\"\n\
-         weights = \"{file}\"\ninput_size = 1024\nlabels = [\"object\"]\nlicence = \"test\"\n"
-    );
-    std::fs::write(d.join("model.toml"), toml).unwrap();
-}
+use modeldock::ui::app::ModeldockApp;
 
 fn app(models: &Path, open: Vec<std::path::PathBuf>) -> Harness<'static, ModeldockApp> {
     let registry = Registry::discover(&[models.to_path_buf()]);
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 1000.0))
-        .build_eframe(move |cc| {
-            let wake = LateWake::default();
-            let engine = Engine::start(registry.clone(), config(), Some(wake.as_wake()));
-            ModeldockApp::new(
-                cc,
-                AppOptions {
-                    client: Client::local(engine),
-                    wake,
-                    problems: Vec::new(),
-                    open: open.clone(),
-                    model: Some("msam".into()),
-                    telemetry: false,
-                    log: LogBuffer::default(),
-                    live: None,
-                    exit_after: None,
-                },
-            )
-        })
+    app_on(registry, open, "msam", egui::vec2(1400.0, 1000.0))
 }
 
 /// Clicks image pixel `at` of the 1024² picture on the canvas with `button`.

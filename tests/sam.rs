@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,7 +18,7 @@ use candle_nn::VarBuilder;
 use common::*;
 use image::RgbImage;
 use modeldock::models::sam::{Sam, Variant, LOW_RES};
-use modeldock::models::sam_random::{sam_weights, write_sam_weights};
+use modeldock::models::sam_random::sam_weights;
 use modeldock::models::Model;
 use modeldock::vision::prompt::{Prompt, PromptPoint, Prompts};
 use modeldock::vision::{InferParams, Mask};
@@ -165,18 +164,6 @@ fn mobile_sam_matches_pytorch_mobile_sam_on_random_weights() {
 #[test]
 fn sam_vit_b_matches_pytorch_segment_anything_on_random_weights() {
     matches_pytorch(Variant::VitB, "vit_b", 2e-3, 0.995);
-}
-
-/// A models folder with `msam` (MobileSAM, random weights of seed 7).
-fn sam_folder(dir: &Path) {
-    let d = dir.join("msam");
-    std::fs::create_dir_all(&d).unwrap();
-    let file = write_sam_weights(Variant::VitT, SEED, &d, "msam", 1).unwrap();
-    let toml = format!(
-        "id = \"msam\"\nname = \"MobileSAM (random)\"\ntask = \"segment\"\narch = \"sam\"\nvariant = \"vit_t\"\n\
-         weights = \"{file}\"\ninput_size = 1024\nlabels = [\"object\"]\nlicence = \"test\"\n"
-    );
-    std::fs::write(d.join("model.toml"), toml).unwrap();
 }
 
 #[test]

@@ -21,6 +21,21 @@ pub fn toy(dir: &Path, id: &str, options: &[(&str, f64)]) -> PathBuf {
     write_toy_model(dir, id, 0, "", options).unwrap_or_else(|e| panic!("writing toy model: {e}"))
 }
 
+/// A models folder entry `msam`: MobileSAM on the random weights of seed 7
+/// (`models::sam_random`), the weights the SAM fixtures were made from.
+pub fn sam_folder(dir: &Path) {
+    use modeldock::models::sam::Variant;
+    let d = dir.join("msam");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    let file = modeldock::models::sam_random::write_sam_weights(Variant::VitT, 7, &d, "msam", 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let toml = format!(
+        "id = \"msam\"\nname = \"MobileSAM (random)\"\ntask = \"segment\"\narch = \"sam\"\nvariant = \"vit_t\"\n\
+         weights = \"{file}\"\ninput_size = 1024\nlabels = [\"object\"]\nlicence = \"test\"\n"
+    );
+    std::fs::write(d.join("model.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+}
+
 pub fn config() -> EngineConfig {
     EngineConfig {
         budget_bytes: 1 << 30,
