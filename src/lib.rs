@@ -4,6 +4,7 @@
 //! machine: whichever modeldock process starts first serves the engine over
 //! the Open Inference Protocol v2, and every other process is its client.
 
+#[cfg(feature = "gui")]
 pub mod app_launch;
 pub mod backend;
 pub mod camera;
@@ -21,6 +22,7 @@ pub mod models;
 pub mod server;
 pub mod setup;
 pub mod telemetry;
+#[cfg(feature = "gui")]
 pub mod ui;
 pub mod units;
 pub mod v2;

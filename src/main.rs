@@ -22,7 +22,14 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(cmd) => modeldock::cli::run(cmd),
+        #[cfg(feature = "gui")]
         None => modeldock::app_launch::run(cli.app),
+        #[cfg(not(feature = "gui"))]
+        None => {
+            let _ = cli.app;
+            eprintln!("error: this modeldock was built without its window (the `gui` feature): run a subcommand, e.g. `modeldock serve`");
+            2
+        }
     };
     std::process::exit(code);
 }

@@ -384,6 +384,7 @@ fn truncated_or_garbage_checkpoints_fail_with_one_line_naming_the_file() {
 /// checkpoint that lacks what the network needs then fails to load in one
 /// line naming the tensor.
 #[test]
+#[cfg(feature = "sam")]
 fn sam_state_dicts_import_as_sam_models_of_the_right_variant() {
     let dir = tempdir();
     for (dim, patch, variant) in [

@@ -815,6 +815,7 @@ fn a_modeldock_server_is_the_network_backend_of_another_modeldock_with_identical
     e.shutdown();
 }
 
+#[cfg(feature = "gui")]
 mod app {
     use super::common::app::step_until;
     use super::*;

@@ -65,7 +65,12 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         return super::bench_weights::run(args, gib);
     }
     if let Some(v) = &args.sam_weights {
+        #[cfg(feature = "sam")]
         return super::bench_weights::run_sam(args, v);
+        #[cfg(not(feature = "sam"))]
+        return Err(Error::usage(format!(
+            "--sam-weights {v}: this build leaves out SAM (the `sam` feature)"
+        )));
     }
     let runs = args.runs.max(3);
     let tmp = std::env::temp_dir().join(format!("modeldock-bench-{}", std::process::id()));

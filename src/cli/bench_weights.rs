@@ -149,6 +149,7 @@ pub fn run(args: &BenchArgs, gib: f64) -> Result<i32> {
 
 /// `--sam-weights VARIANT`: random SAM weights from a seed, as one file and
 /// as `--shards` HF-style shards, loaded like the toy.
+#[cfg(feature = "sam")]
 pub fn run_sam(args: &BenchArgs, variant: &str) -> Result<i32> {
     use crate::models::sam::Variant;
     let v = Variant::parse(variant).ok_or_else(|| {

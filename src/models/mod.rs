@@ -10,8 +10,10 @@ pub mod objects;
 pub mod pose;
 pub mod raw_graph;
 pub mod remote_net;
+#[cfg(feature = "sam")]
 pub mod sam;
 pub mod sam_prompt;
+#[cfg(feature = "sam")]
 pub mod sam_random;
 pub mod selfie;
 pub mod timing;
@@ -139,7 +141,15 @@ pub fn build_cancellable(
         Arch::Hands => Box::new(hands::Hands::load(vb, manifest)?),
         Arch::Selfie => Box::new(selfie::Selfie::load(vb, manifest)?),
         Arch::Detr => Box::new(detr::Detr::load(vb, manifest)?),
+        #[cfg(feature = "sam")]
         Arch::Sam => Box::new(sam::Sam::load(vb, manifest)?),
+        #[cfg(not(feature = "sam"))]
+        Arch::Sam => {
+            return Err(Error::unavailable(format!(
+                "model {}: arch \"sam\" needs the `sam` feature, which this build leaves out",
+                manifest.id
+            )))
+        }
         Arch::Toy => Box::new(toy::Toy::load(vb, manifest)?),
         Arch::Raw => Box::new(raw_graph::RawGraph::load(vb, manifest)?),
     };

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "gui")]
 pub mod app;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub fn toy(dir: &Path, id: &str, options: &[(&str, f64)]) -> PathBuf {
 
 /// A models folder entry `msam`: MobileSAM on the random weights of seed 7
 /// (`models::sam_random`), the weights the SAM fixtures were made from.
+#[cfg(feature = "sam")]
 pub fn sam_folder(dir: &Path) {
     use modeldock::models::sam::Variant;
     let d = dir.join("msam");
