@@ -144,6 +144,26 @@ fn a_bad_image_through_the_engine_fails_alone() {
         InferParams::default(),
     );
     assert!(ok.is_ok());
+    // Points and boxes go to a model that takes prompts; any other refuses
+    // them in the engine, for in-process callers as for the server.
+    let prompts =
+        modeldock::vision::prompt::Prompts::from_args(&["4,4".to_string()], None).unwrap_or_else(|e| panic!("{e}"));
+    let e = engine
+        .infer_wait(
+            "t",
+            ImageInput::Bytes {
+                name: "fine".into(),
+                bytes: Arc::new(png(9, 9)),
+            },
+            InferParams {
+                prompts,
+                ..InferParams::default()
+            },
+        )
+        .err()
+        .map(|e| e.error)
+        .unwrap_or_default();
+    assert!(e.contains("model 't' (arch toy) takes no prompts"), "{e}");
     engine.shutdown();
 }
 

@@ -81,13 +81,10 @@ fn iou(a: &[bool], b: &[bool]) -> f64 {
 /// relative to the largest reference logit.
 ///
 /// Tolerance: `candle-transformers` computes GELU with the tanh
-/// approximation in TinyViT and the mask decoder, where PyTorch's is exact
-/// (erf). That alone separates the two: with PyTorch switched to the tanh
-/// GELU, MobileSAM's embedding agrees within 4e-6 and its logits within
-/// 5e-6 relative. With the exact GELU the measured gaps are, MobileSAM:
-/// embedding 4.2e-4, logits 8.8e-4 relative, mask IoU ≥ 0.9995; ViT-B
-/// (exact GELU in its encoder): embedding 2.5e-6, logits 6.1e-4 relative,
-/// mask IoU ≥ 0.9997.
+/// approximation in its mask decoder, where PyTorch's is exact (erf); our
+/// TinyViT and candle's ViT encoder use the exact one. Measured gaps,
+/// MobileSAM: embedding 7e-6, logits 4.0e-4 relative, mask IoU ≥ 0.9997;
+/// ViT-B: embedding 2.5e-6, logits 6.1e-4 relative, mask IoU ≥ 0.9997.
 fn matches_pytorch(variant: Variant, name: &str, logit_tol: f32, min_iou: f64) {
     let r = reference(name);
     let sam = network(variant);
@@ -104,11 +101,11 @@ fn matches_pytorch(variant: Variant, name: &str, logit_tol: f32, min_iou: f64) {
         worst_std = worst_std.max((std - r["embedding_std"][c].as_f64().unwrap() as f32).abs());
     }
     eprintln!("{name}: embedding channel mean within {worst_mean:.2e}, deviation within {worst_std:.2e}");
-    assert!(worst_mean < 1e-3 && worst_std < 1e-3, "{name}: embedding off");
+    assert!(worst_mean < 1e-4 && worst_std < 1e-4, "{name}: embedding off");
     for case in r["cases"].as_array().unwrap() {
         let what = format!("{name} {}", case["name"]);
         let prompt = prompt_of(case);
-        let (logits, predicted) = sam.decode(&e, &prompt, 1.0).unwrap();
+        let (logits, predicted) = sam.decode(&e, &prompt, (1.0, 1.0)).unwrap();
         assert_eq!(logits.len(), LOW_RES * LOW_RES);
         let want: Vec<f32> = case["logits_every_4th"]
             .as_array()
@@ -158,12 +155,12 @@ fn matches_pytorch(variant: Variant, name: &str, logit_tol: f32, min_iou: f64) {
 
 #[test]
 fn mobile_sam_matches_pytorch_mobile_sam_on_random_weights() {
-    matches_pytorch(Variant::VitT, "vit_t", 2e-3, 0.995);
+    matches_pytorch(Variant::VitT, "vit_t", 1e-3, 0.995);
 }
 
 #[test]
 fn sam_vit_b_matches_pytorch_segment_anything_on_random_weights() {
-    matches_pytorch(Variant::VitB, "vit_b", 2e-3, 0.995);
+    matches_pytorch(Variant::VitB, "vit_b", 1e-3, 0.995);
 }
 
 #[test]
@@ -315,4 +312,75 @@ fn v2_points_and_boxes_give_one_mask_per_prompt_and_bad_shapes_are_named() {
     assert_eq!(status, 200, "{v}");
     handle.shutdown();
     engine.shutdown();
+}
+
+/// `bench --model` of a SAM model times one click on an image it has
+/// encoded (`prompt_p50_ms`); `bench --sam-weights` writes random SAM
+/// weights as one file and as shards and loads both.
+#[test]
+fn bench_reports_a_click_and_loads_random_sam_weights_whole_and_sharded() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    sam_folder(&models);
+    let m = models.display().to_string();
+    let img = fixture("sam/shapes-1024.png").display().to_string();
+    let host = no_server();
+    let env = [("MODELDOCK_HOST", host.as_str())];
+    let last_json = |out: &str| -> Value {
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON: {out}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let args = [
+        "bench",
+        "--models-dir",
+        &m,
+        "--model",
+        "msam",
+        "--image",
+        &img,
+        "--runs",
+        "3",
+        "--json",
+    ];
+    let (code, out, err) = cli(&args, &env);
+    assert_eq!(code, 0, "{err}");
+    let v = last_json(&out);
+    let click = v["prompt_p50_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no prompt_p50_ms: {v}"));
+    assert!(click > 0.0, "{v}");
+
+    let (code, out, err) = cli(
+        &[
+            "bench",
+            "--sam-weights",
+            "vit_t",
+            "--shards",
+            "3",
+            "--runs",
+            "3",
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = last_json(&out);
+    // MobileSAM has 10.1 M parameters: about 40 MB in f32.
+    let bytes = v["weights_bytes"].as_u64().unwrap_or(0);
+    assert!((35_000_000..45_000_000).contains(&bytes), "{v}");
+    assert_eq!(v["single_file"]["files"], 1, "{v}");
+    assert_eq!(v["sharded"]["files"], 3, "{v}");
+    for layout in ["single_file", "sharded"] {
+        assert_eq!(v[layout]["weights_bytes"].as_u64(), Some(bytes), "{layout}: {v}");
+        let loads = v[layout]["load_ms"].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(loads, 3, "{layout}: {v}");
+    }
+
+    let (code, _, err) = cli(&["bench", "--sam-weights", "vit_q", "--json"], &env);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sam-weights vit_q: expected one of"), "{err}");
 }

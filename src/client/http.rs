@@ -224,7 +224,7 @@ impl HttpClient {
             parameters.insert("priority".into(), json!(self.priority));
         }
         let prompts = params.prompts.map(|p| p.to_sets()).unwrap_or_default();
-        let req = image_infer::encode_image_request(images, parameters, &prompts);
+        let req = image_infer::encode_image_request(images, parameters, &prompts)?;
         let path = format!("/v2/models/{model}/infer");
         let body = Body {
             bytes: &req.body,

@@ -149,7 +149,46 @@ unsafe fn activate(v: __m256, act: Act) -> __m256 {
         }
         Act::Relu6 => _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(6.0)),
         Act::Silu => silu(v),
+        Act::Gelu => gelu(v),
     }
+}
+
+/// [`Act::Gelu`] on 8 lanes, as the AVX-512 epilogue computes it (erf by
+/// Abramowitz & Stegun 7.1.26, `super::fast_exp`'s exp, exact division).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gelu(v: __m256) -> __m256 {
+    use super::{ERF_A, ERF_P, EXP_LN2_HI, EXP_LN2_LO, EXP_POLY};
+    let one = _mm256_set1_ps(1.0);
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let z = _mm256_mul_ps(v, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let a = _mm256_andnot_ps(sign_bit, z);
+    let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(ERF_P), a, one));
+    let mut p = _mm256_set1_ps(ERF_A[4]);
+    for c in ERF_A[..4].iter().rev() {
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(*c));
+    }
+    // e^(−a²), a² ≥ 0 clamped to 87 (e^−87 ~ 1.6e-38: erf is 1 there).
+    let x = _mm256_max_ps(
+        _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)),
+        _mm256_set1_ps(-87.0),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
+    let mut q = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(*c));
+    }
+    let e = _mm256_fmadd_ps(_mm256_mul_ps(q, r), r, _mm256_add_ps(r, one));
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    let e = _mm256_mul_ps(e, _mm256_castsi256_ps(pow2));
+    let erf_abs = _mm256_fnmadd_ps(_mm256_mul_ps(p, t), e, one);
+    let erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign_bit));
+    _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5)), _mm256_add_ps(one, erf))
 }
 
 /// `v / (1 + e^−v)` as the AVX-512 epilogue computes it (negation folded

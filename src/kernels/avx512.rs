@@ -140,6 +140,48 @@ unsafe fn activate(v: __m512, act: Act) -> __m512 {
         }
         Act::Relu6 => _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
         Act::Silu => silu(v),
+        Act::Gelu => gelu(v),
+    }
+}
+
+/// [`Act::Gelu`] on 16 lanes: erf by Abramowitz & Stegun 7.1.26 as
+/// [`super::erf`], with [`exp`] and an exact division.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gelu(v: __m512) -> __m512 {
+    use super::{ERF_A, ERF_P};
+    let one = _mm512_set1_ps(1.0);
+    let z = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let a = _mm512_abs_ps(z);
+    let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one));
+    let mut p = _mm512_set1_ps(ERF_A[4]);
+    for c in ERF_A[..4].iter().rev() {
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(*c));
+    }
+    let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+    let erf_abs = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, one);
+    let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
+    _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5)), _mm512_add_ps(one, erf))
+}
+
+/// [`Act::Gelu`] over `x` in place, 16 lanes per step.
+///
+/// # Safety
+/// The CPU supports AVX-512F ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gelu_row(x: &mut [f32]) {
+    let n = x.len();
+    let mut i = 0;
+    while i < n {
+        let m = ((1u32 << (n - i).min(16)) - 1) as __mmask16;
+        // SAFETY: lanes i..min(i + 16, n) of `x` (mask m).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), m, gelu(v));
+        }
+        i += 16;
     }
 }
 
@@ -256,6 +298,52 @@ unsafe fn exp(x: __m512) -> __m512 {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vector_gelu_matches_the_scalar_and_f64() {
+        if !available() {
+            return;
+        }
+        let xs: Vec<f32> = (0..16 * 400).map(|i| -12.0 + i as f32 * 0.003_77).collect();
+        let mut v = xs.clone();
+        // SAFETY: AVX-512F checked above.
+        unsafe { gelu_row(&mut v) };
+        for (x, g) in xs.iter().zip(&v) {
+            let s = Act::Gelu.apply(*x);
+            assert!((g - s).abs() <= 2e-7 * (1.0 + x.abs()), "x {x}: vector {g}, scalar {s}");
+            let exact = 0.5 * *x as f64 * (1.0 + erf_f64(*x as f64 / std::f64::consts::SQRT_2));
+            assert!(
+                (*g as f64 - exact).abs() <= 4e-7 * (1.0 + x.abs() as f64),
+                "x {x}: {g} vs {exact}"
+            );
+        }
+    }
+
+    /// erf in f64 by its Taylor series (|x| < 3) or continued fraction, to ~1e-15.
+    fn erf_f64(x: f64) -> f64 {
+        let a = x.abs();
+        let r = if a < 3.0 {
+            let (mut term, mut sum, mut k) = (a, a, 0.0);
+            loop {
+                k += 1.0;
+                term *= -a * a / k;
+                let add = term / (2.0 * k + 1.0);
+                sum += add;
+                if add.abs() < 1e-17 {
+                    break;
+                }
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc by Lentz's continued fraction.
+            let mut f = a;
+            for k in (1..60).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
+        };
+        r.copysign(x)
+    }
 
     #[test]
     fn vector_exp_matches_scalar() {

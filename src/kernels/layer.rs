@@ -441,5 +441,6 @@ fn activate(y: Tensor, act: Act) -> Result<Tensor> {
         Act::Relu6 => y.clamp(0f32, 6f32)?,
         Act::Leaky(a) => y.maximum(&(&y * a as f64)?)?,
         Act::Silu => candle_nn::ops::silu(&y)?,
+        Act::Gelu => y.gelu_erf()?,
     })
 }

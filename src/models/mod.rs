@@ -18,6 +18,8 @@ pub mod sam_random;
 pub mod selfie;
 pub mod timing;
 pub mod tiny_face_detector;
+#[cfg(feature = "sam")]
+pub mod tiny_vit;
 pub mod toy;
 pub mod toy_shards;
 pub mod weights;

@@ -1,5 +1,6 @@
-//! `sam`: Segment Anything (Meta's SAM ViT-B/L/H) and MobileSAM (TinyViT),
-//! through `candle-transformers`' `segment_anything` image encoder, prompt
+//! `sam`: Segment Anything (Meta's SAM ViT-B/L/H) and MobileSAM (TinyViT,
+//! `tiny_vit`: ours, on our conv kernels), through `candle-transformers`'
+//! `segment_anything` ViT image encoder, prompt
 //! encoder (its dense positional encoding; the sparse point and box
 //! embedding is `sam_prompt`'s) and mask decoder. The manifest's `variant` picks the encoder:
 //! `vit_b`, `vit_l`, `vit_h` or `vit_t` (MobileSAM). Weights use the names
@@ -37,10 +38,10 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::segment_anything::image_encoder::ImageEncoderViT;
 use candle_transformers::models::segment_anything::mask_decoder::MaskDecoder;
 use candle_transformers::models::segment_anything::prompt_encoder::PromptEncoder;
-use candle_transformers::models::segment_anything::tiny_vit::{tiny_vit_5m, TinyViT};
 use image::RgbImage;
 
 use super::sam_prompt::SparsePrompt;
+use super::tiny_vit::TinyVit;
 use super::{Manifest, Model};
 use crate::error::{Error, Result};
 use crate::vision::prompt::Prompt;
@@ -93,7 +94,7 @@ impl Variant {
 
 enum Encoder {
     Vit(Box<ImageEncoderViT>),
-    Tiny(Box<TinyViT>),
+    Tiny(Box<TinyVit>),
 }
 
 impl Encoder {
@@ -161,7 +162,7 @@ impl Sam {
                 )
                 .map_err(what)?,
             )),
-            None => Encoder::Tiny(Box::new(tiny_vit_5m(vb.pp("image_encoder")).map_err(what)?)),
+            None => Encoder::Tiny(Box::new(TinyVit::new(vb.pp("image_encoder")).map_err(what)?)),
         };
         let prompt_encoder = PromptEncoder::new(
             EMBED_DIM,
@@ -220,15 +221,23 @@ impl Sam {
 
     /// The image's embedding, from the cache or the encoder.
     pub fn embedding(&self, img: &RgbImage) -> Result<Arc<Embedding>> {
+        Ok(self.embedding_timed(img)?.0)
+    }
+
+    /// [`Sam::embedding`] and the milliseconds spent pre-processing (0 on a
+    /// cache hit).
+    fn embedding_timed(&self, img: &RgbImage) -> Result<(Arc<Embedding>, f64)> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&img.width().to_le_bytes());
         hasher.update(&img.height().to_le_bytes());
         hasher.update(img.as_raw());
         let key: [u8; 32] = *hasher.finalize().as_bytes();
         if let Some(e) = self.cached(&key) {
-            return Ok(e);
+            return Ok((e, 0.0));
         }
+        let t = std::time::Instant::now();
         let (x, resized) = self.preprocess(img)?;
+        let pre = t.elapsed().as_secs_f64() * 1e3;
         let tensor = crate::kernels::host::in_pool(|| self.encoder.forward(&x))?;
         self.encoder_runs.fetch_add(1, Ordering::Relaxed);
         let e = Arc::new(Embedding { tensor, resized });
@@ -238,7 +247,7 @@ impl Sam {
             }
             c.push_back((key, e.clone()));
         }
-        Ok(e)
+        Ok((e, pre))
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<Arc<Embedding>> {
@@ -252,14 +261,18 @@ impl Sam {
 
     /// The decoder's low-resolution logits `[256, 256]` and predicted IoU
     /// for one prompt (coordinates in original pixels, `scale` = resized
-    /// over original), the best of three when the prompt is ambiguous.
-    pub fn decode(&self, e: &Embedding, prompt: &Prompt, scale: f32) -> Result<(Vec<f32>, f32)> {
+    /// over original per axis: [`prompt_scale`]), the best of three when the
+    /// prompt is ambiguous.
+    pub fn decode(&self, e: &Embedding, prompt: &Prompt, scale: (f32, f32)) -> Result<(Vec<f32>, f32)> {
+        let (sx, sy) = scale;
         let points: Vec<(f32, f32, bool)> = prompt
             .points()
             .iter()
-            .map(|p| (p.x * scale, p.y * scale, p.positive))
+            .map(|p| (p.x * sx, p.y * sy, p.positive))
             .collect();
-        let bbox = prompt.bbox().map(|b| b.map(|v| v * scale));
+        let bbox = prompt
+            .bbox()
+            .map(|[x0, y0, x1, y1]| [x0 * sx, y0 * sy, x1 * sx, y1 * sy]);
         let sparse = self.sparse.embed(&points, bbox, &self.device)?;
         let multi = prompt.ambiguous();
         let (masks, iou) = self
@@ -327,6 +340,13 @@ pub fn resized_size(w: usize, h: usize) -> (usize, usize) {
     (r(w), r(h))
 }
 
+/// How prompt coordinates in an image `w`×`h` map into its resized copy:
+/// per axis, as `ResizeLongestSide.apply_coords` (the two differ by the
+/// rounding of the shorter side).
+pub fn prompt_scale(w: usize, h: usize, resized: (usize, usize)) -> (f32, f32) {
+    (resized.0 as f32 / w as f32, resized.1 as f32 / h as f32)
+}
+
 /// 256² logits upsampled bilinearly to 1024² (half-pixel centres, edges
 /// clamped: PyTorch's `align_corners=False`), only the top-left `rw`×`rh`.
 pub fn upsample_crop(logits: &[f32], rw: usize, rh: usize) -> Vec<f32> {
@@ -364,9 +384,9 @@ impl Model for Sam {
     ) -> Result<(Vec<Detection>, Vec<Mask>, ModelTimings)> {
         let (w, h) = super::image_size(img)?;
         let t0 = std::time::Instant::now();
-        let e = self.embedding(img)?;
+        let (e, pre) = self.embedding_timed(img)?;
         let t1 = std::time::Instant::now();
-        let scale = e.resized.0 as f32 / w as f32;
+        let scale = prompt_scale(w, h, e.resized);
         let mut dets = Vec::new();
         let mut masks = Vec::new();
         let mut post = 0.0;
@@ -381,8 +401,8 @@ impl Model for Sam {
         }
         let total = t1.elapsed().as_secs_f64() * 1e3;
         let timings = ModelTimings {
-            preprocess: 0.0,
-            forward: (t1 - t0).as_secs_f64() * 1e3 + (total - post),
+            preprocess: pre,
+            forward: ((t1 - t0).as_secs_f64() * 1e3 - pre).max(0.0) + (total - post),
             postprocess: post,
         };
         Ok((dets, masks, timings))
@@ -408,6 +428,17 @@ mod tests {
         assert_eq!(resized_size(640, 480), (1024, 768));
         assert_eq!(resized_size(1920, 1080), (1024, 576));
         assert_eq!(resized_size(3, 4000), (1, 1024));
+    }
+
+    #[test]
+    fn prompts_scale_each_axis_by_its_own_ratio() {
+        // 481 rows become round(481 * 1.6) = 770, not 769.6: y scales by 770/481.
+        let r = resized_size(640, 481);
+        assert_eq!(r, (1024, 770));
+        let (sx, sy) = prompt_scale(640, 481, r);
+        assert_eq!(sx, 1.6);
+        assert_eq!(sy, 770.0 / 481.0);
+        assert!((480.0 * sy - 768.4).abs() < 0.01, "{}", 480.0 * sy);
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn encode_image_request(
     images: &[(String, Vec<u8>)],
     mut parameters: Map<String, Value>,
     prompts: &[PromptSet],
-) -> Encoded {
+) -> Result<Encoded> {
     let names: Vec<&str> = images.iter().map(|(n, _)| n.as_str()).collect();
     parameters.insert(
         "image_names".into(),
@@ -152,13 +152,13 @@ pub fn encode_image_request(
         name: "DETECTIONS",
         binary: false,
     }];
-    let prompt_values = prompt_tensors::prompt_tensors(prompts);
+    let prompt_values = prompt_tensors::prompt_tensors(prompts)?;
     let mut point_shape = Vec::new();
     let mut inputs = vec![image];
     inputs.extend(prompt_tensors::as_tensors(&prompt_values, &mut point_shape));
     let mut head = Map::new();
     head.insert("parameters".into(), Value::Object(parameters));
-    body::encode(head, "inputs", &inputs, Some(&wanted))
+    Ok(body::encode(head, "inputs", &inputs, Some(&wanted)))
 }
 
 /// The `DETECTIONS` elements of an image response, each parsed as JSON.
@@ -510,14 +510,27 @@ mod tests {
                 bbox: Some([1.0, 1.0, 8.0, 9.0]),
             },
         ];
-        let e = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &sets);
+        let e = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &sets).unwrap();
         let (head, tail) = split_body(&e.body, e.header_length.map(|n| n.to_string()).as_deref()).unwrap();
         let r = parse_infer(head, tail).unwrap();
         assert_eq!(r.prompts, sets);
         assert!(String::from_utf8_lossy(head).contains(r#""shape":[2,2,2]"#));
-        let none = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &[]);
+        let none = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &[]).unwrap();
         let (head, tail) = split_body(&none.body, none.header_length.map(|n| n.to_string()).as_deref()).unwrap();
         assert!(parse_infer(head, tail).unwrap().prompts.is_empty());
+        // One set with a box and one without: BOXES [N, 4] cannot say so.
+        let mixed = [
+            sets[0].clone(),
+            PromptSet {
+                points: vec![(1.0, 1.0, 1)],
+                bbox: None,
+            },
+        ];
+        let err = encode_image_request(&[("a".into(), b"img".to_vec())], Map::new(), &mixed)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("1 of 2 prompt sets have a box"), "{err}");
     }
 
     #[test]

@@ -159,9 +159,18 @@ pub struct PromptTensors {
     boxes: Option<(Vec<usize>, Vec<f32>)>,
 }
 
-/// The tensors that carry `sets` (none for no sets). Boxes are sent when
-/// every set has one; points when any set has some.
-pub fn prompt_tensors(sets: &[PromptSet]) -> PromptTensors {
+/// The tensors that carry `sets` (none for no sets): points when any set has
+/// some (padded), boxes when every set has one. `BOXES` has one row per set,
+/// so sets where some have a box and some not cannot be sent together: that
+/// is an error, not a request that silently drops the boxes.
+pub fn prompt_tensors(sets: &[PromptSet]) -> Result<PromptTensors> {
+    let with_box = sets.iter().filter(|s| s.bbox.is_some()).count();
+    if with_box != 0 && with_box != sets.len() {
+        return Err(crate::error::Error::usage(format!(
+            "prompts: {with_box} of {} prompt sets have a box; over v2 every set has one or none does (send them as separate requests)",
+            sets.len()
+        )));
+    }
     let k = sets.iter().map(|s| s.points.len()).max().unwrap_or(0);
     let points = (k > 0).then(|| {
         let mut xy = Vec::with_capacity(sets.len() * k * 2);
@@ -182,11 +191,11 @@ pub fn prompt_tensors(sets: &[PromptSet]) -> PromptTensors {
         }
         (vec![sets.len(), k], xy, labels)
     });
-    let boxes = (!sets.is_empty() && sets.iter().all(|s| s.bbox.is_some())).then(|| {
+    let boxes = (with_box > 0).then(|| {
         let v = sets.iter().flat_map(|s| s.bbox.unwrap_or_default()).collect();
         (vec![sets.len(), 4], v)
     });
-    PromptTensors { points, boxes }
+    Ok(PromptTensors { points, boxes })
 }
 
 /// Borrowed tensors (JSON data) for [`body::encode`].

@@ -157,8 +157,16 @@ impl Worker {
         } = st;
         let name = input.name();
         let fail = |error: String| InferError::new(id, model.clone(), name.clone(), error);
-        if self.registry.get(&model).is_none() {
+        let Some(entry) = self.registry.get(&model) else {
             let e = fail(format!("unknown model '{model}'"));
+            self.answer(reply, Err(e));
+            return;
+        };
+        if params.prompts.is_some() && !entry.manifest.arch.takes_prompts() {
+            let e = fail(format!(
+                "model '{model}' (arch {}) takes no prompts (points, boxes)",
+                entry.manifest.arch
+            ));
             self.answer(reply, Err(e));
             return;
         }
