@@ -21,7 +21,13 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn act() -> impl Strategy<Value = Act> {
-    prop_oneof![Just(Act::None), Just(Act::Relu), Just(Act::Leaky(0.1)), Just(Act::Silu)]
+    prop_oneof![
+        Just(Act::None),
+        Just(Act::Relu),
+        Just(Act::Leaky(0.1)),
+        Just(Act::Silu),
+        Just(Act::Gelu)
+    ]
 }
 
 /// Largest absolute difference (infinite when the shapes differ).

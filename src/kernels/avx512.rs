@@ -148,7 +148,7 @@ unsafe fn activate(v: __m512, act: Act) -> __m512 {
 /// [`super::erf`], with [`exp`] and an exact division.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn gelu(v: __m512) -> __m512 {
+pub(crate) unsafe fn gelu(v: __m512) -> __m512 {
     use super::{ERF_A, ERF_P};
     let one = _mm512_set1_ps(1.0);
     let z = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));

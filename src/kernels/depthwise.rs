@@ -154,7 +154,7 @@ impl Channel<'_> {
                 // SAFETY: lanes x0..x0+n lie in this output row.
                 unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(x0), all, acc) };
             }
-            if matches!(self.act, Act::Silu | Act::Gelu) {
+            if let Act::Silu = self.act {
                 o.iter_mut().for_each(|v| *v = self.act.apply(*v));
             }
         }
@@ -195,15 +195,15 @@ impl Channel<'_> {
                 // SAFETY: lanes x0..x0+n lie in `o`; the others are not written.
                 unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(x0), m, acc) };
             }
-            if matches!(self.act, Act::Silu | Act::Gelu) {
+            if let Act::Silu = self.act {
                 o.iter_mut().for_each(|v| *v = self.act.apply(*v));
             }
         }
     }
 }
 
-/// The activation on 16 sums, as the scalar path computes it (SiLU and GELU
-/// are left to a pass over the row with [`Act::apply`]).
+/// The activation on 16 sums, as the scalar path computes it (GELU to
+/// rounding; SiLU is left to a pass over the row with [`Act::apply`]).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -217,6 +217,8 @@ fn act_avx512(act: Act, acc: std::arch::x86_64::__m512) -> std::arch::x86_64::__
             let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, zero);
             _mm512_mask_mul_ps(acc, neg, acc, _mm512_set1_ps(a))
         }
-        Act::None | Act::Silu | Act::Gelu => acc,
+        // SAFETY: AVX-512F is enabled for this function.
+        Act::Gelu => unsafe { super::avx512::gelu(acc) },
+        Act::None | Act::Silu => acc,
     }
 }

@@ -19,6 +19,7 @@
 //! fast path asks [`host::is_cpu_f32`] first; [`choice::Kernels::Generic`]
 //! makes it say no on the CPU too, so the generic path can be tested here.
 
+pub mod attention;
 pub mod avx2;
 pub mod avx512;
 pub mod borders;

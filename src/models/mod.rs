@@ -12,6 +12,8 @@ pub mod raw_graph;
 pub mod remote_net;
 #[cfg(feature = "sam")]
 pub mod sam;
+#[cfg(feature = "sam")]
+pub mod sam_decoder;
 pub mod sam_prompt;
 #[cfg(feature = "sam")]
 pub mod sam_random;

@@ -2,7 +2,8 @@
 //! `tiny_vit`: ours, on our conv kernels), through `candle-transformers`'
 //! `segment_anything` ViT image encoder, prompt
 //! encoder (its dense positional encoding; the sparse point and box
-//! embedding is `sam_prompt`'s) and mask decoder. The manifest's `variant` picks the encoder:
+//! embedding is `sam_prompt`'s) and two-way transformer (the mask decoder
+//! around it is `sam_decoder`'s). The manifest's `variant` picks the encoder:
 //! `vit_b`, `vit_l`, `vit_h` or `vit_t` (MobileSAM). Weights use the names
 //! of Meta's state dicts (`image_encoder.*`, `prompt_encoder.*`,
 //! `mask_decoder.*`): candle's safetensors conversions, or `import pt` of
@@ -36,10 +37,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::segment_anything::image_encoder::ImageEncoderViT;
-use candle_transformers::models::segment_anything::mask_decoder::MaskDecoder;
 use candle_transformers::models::segment_anything::prompt_encoder::PromptEncoder;
 use image::RgbImage;
 
+use super::sam_decoder::MaskDecoder;
 use super::sam_prompt::SparsePrompt;
 use super::tiny_vit::TinyVit;
 use super::{Manifest, Model};
@@ -172,7 +173,7 @@ impl Sam {
             vb.pp("prompt_encoder"),
         )
         .map_err(what)?;
-        let decoder = MaskDecoder::new(EMBED_DIM, 3, 3, 256, vb.pp("mask_decoder")).map_err(what)?;
+        let decoder = MaskDecoder::new(EMBED_DIM, vb.pp("mask_decoder")).map_err(what)?;
         let dense_pe = prompt_encoder.get_dense_pe().map_err(what)?;
         let (_, dense) = prompt_encoder.forward(None, None, None).map_err(what)?;
         let sparse = SparsePrompt::load(&vb.pp("prompt_encoder"), IMAGE_SIZE)?;

@@ -14,13 +14,16 @@
 //!   feeds it and the MLP's as one parallel pass ([`crate::kernels::gelu_in_place`]);
 //!   candle's `gelu` is the tanh approximation.
 //!
-//! Attention, layer norms and the MLPs' linear layers stay on candle's ops.
+//! - window attention runs on `kernels::attention` (one task per window).
+//!
+//! Layer norms and the linear layers stay on candle's ops.
 //! Shapes: `[1, 3, 1024, 1024]` in, the `[1, 256, 64, 64]` embedding out.
 
 use candle_core::{IndexOp, Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
 
+use crate::kernels::attention::{window_attention, Windows};
 use crate::kernels::host;
 use crate::kernels::layer::FastConv;
 use crate::kernels::{Act, Padding};
@@ -57,7 +60,7 @@ fn conv(c: &FastConv, x: &Tensor) -> R<Tensor> {
 }
 
 /// Exact GELU: one parallel pass on the CPU, candle's `gelu_erf` elsewhere.
-fn gelu(x: Tensor) -> R<Tensor> {
+pub(crate) fn gelu(x: Tensor) -> R<Tensor> {
     let x = x.contiguous()?;
     if !host::is_cpu_f32(&x) {
         return x.gelu_erf();
@@ -141,6 +144,8 @@ struct Attention {
     proj: Linear,
     /// `[heads, N, N]` biases for the window's N positions.
     bias: Tensor,
+    /// The same biases as host floats, for the CPU kernel (CPU weights only).
+    bias_host: Option<Vec<f32>>,
     heads: usize,
     key_dim: usize,
     scale: f64,
@@ -165,7 +170,13 @@ impl Attention {
         let bias = biases
             .index_select(&idxs, 1)?
             .reshape((heads, points.len(), points.len()))?;
+        let bias_host = if bias.device().is_cpu() {
+            Some(bias.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+        } else {
+            None
+        };
         Ok(Attention {
+            bias_host,
             norm: layer_norm(vb.pp("norm"), dim)?,
             qkv: linear(vb.pp("qkv"), dim, 3 * dim)?,
             proj: linear(vb.pp("proj"), dim, dim)?,
@@ -179,7 +190,24 @@ impl Attention {
     /// `x`: `[windows, N, C]`.
     fn forward(&self, x: &Tensor) -> R<Tensor> {
         let (b, n, _) = x.dims3()?;
-        let qkv = x.apply(&self.norm)?.apply(&self.qkv)?.reshape((b, n, self.heads, ()))?;
+        let qkv = x.apply(&self.norm)?.apply(&self.qkv)?;
+        if let (Some(bias), true) = (&self.bias_host, host::is_cpu_f32(&qkv)) {
+            let w = Windows {
+                count: b,
+                tokens: n,
+                heads: self.heads,
+                key_dim: self.key_dim,
+                scale: self.scale as f32,
+            };
+            let out = host::with_slices(&[&qkv], |s| {
+                let mut out = vec![0f32; b * n * self.heads * self.key_dim];
+                window_attention(w, s[0], bias, &mut out);
+                Ok(out)
+            })
+            .map_err(to_candle)?;
+            return Tensor::from_vec(out, (b, n, self.heads * self.key_dim), x.device())?.apply(&self.proj);
+        }
+        let qkv = qkv.reshape((b, n, self.heads, ()))?;
         let part = |i: usize| {
             qkv.narrow(D::Minus1, i * self.key_dim, self.key_dim)?
                 .permute((0, 2, 1, 3))?
