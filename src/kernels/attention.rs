@@ -58,6 +58,141 @@ pub fn window_attention(w: Windows, qkv: &[f32], bias: &[f32], out: &mut [f32]) 
         );
 }
 
+/// The shape of a channel-first call: windows tiled over an `h`×`w` plane,
+/// the last row and column of windows running past the plane's edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Planar {
+    pub h: usize,
+    pub w: usize,
+    /// The window's side.
+    pub window: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub scale: f32,
+}
+
+/// Window attention on channel-first data, as TinyViT computes it on its
+/// zero-padded grid: `qkv` is `[3·heads·key_dim, h, w]` (each head's q, k,
+/// v channels), `pad` the qkv column of a padding token (`3·heads·key_dim`
+/// values: the projection of a layer-normed zero), `bias` `[heads, n, n]`
+/// (n = window²), and `out` `[heads·key_dim, h, w]`. Positions past the
+/// plane's edge take part as keys and values and are not written.
+/// Panics if a slice is shorter than its shape says.
+pub fn window_attention_planar(p: Planar, qkv: &[f32], pad: &[f32], bias: &[f32], out: &mut [f32]) {
+    let (ws, kd) = (p.window.max(1), p.key_dim);
+    let n = ws * ws;
+    let (c, hw) = (p.heads * kd, p.h * p.w);
+    let c3 = 3 * c;
+    assert!(qkv.len() >= c3 * hw && pad.len() >= c3, "window_attention_planar: qkv too short");
+    assert!(bias.len() >= p.heads * n * n, "window_attention_planar: bias too short");
+    assert!(out.len() >= c * hw, "window_attention_planar: out too short");
+    let (nh, nw) = (p.h.div_ceil(ws), p.w.div_ceil(ws));
+    let isa = Isa::best();
+    let w = Windows {
+        count: 1,
+        tokens: n,
+        heads: p.heads,
+        key_dim: kd,
+        scale: p.scale,
+    };
+    // Each window's output, channel-major `[c, n]`.
+    let results: Vec<Vec<f32>> = (0..nh * nw)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f32; c3 * n], vec![0f32; n * kd], vec![0f32; n]),
+            |(xw, vt, s), win| {
+                let (y0, x0) = ((win / nw) * ws, (win % nw) * ws);
+                let cols = ws.min(p.w - x0);
+                for ch in 0..c3 {
+                    let dst = &mut xw[ch * n..][..n];
+                    for r in 0..ws {
+                        let run = &mut dst[r * ws..][..ws];
+                        if y0 + r < p.h {
+                            run[..cols].copy_from_slice(&qkv[ch * hw + (y0 + r) * p.w + x0..][..cols]);
+                            run[cols..].fill(pad[ch]);
+                        } else {
+                            run.fill(pad[ch]);
+                        }
+                    }
+                }
+                let mut o = vec![0f32; c * n];
+                match isa {
+                    // SAFETY: `Isa::best` found the features these need.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { planar_avx512(w, xw, bias, &mut o, vt, s) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { planar_avx2(w, xw, bias, &mut o, vt, s) },
+                    Isa::Plain => planar(w, xw, bias, &mut o, vt, s),
+                }
+                o
+            },
+        )
+        .collect();
+    out[..c * hw].par_chunks_mut(hw).enumerate().for_each(|(ch, plane)| {
+        for (win, o) in results.iter().enumerate() {
+            let (y0, x0) = ((win / nw) * ws, (win % nw) * ws);
+            let cols = ws.min(p.w - x0);
+            for r in 0..ws.min(p.h - y0) {
+                plane[(y0 + r) * p.w + x0..][..cols].copy_from_slice(&o[ch * n + r * ws..][..cols]);
+            }
+        }
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn planar_avx512(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
+    planar(w, xw, bias, o, vt, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn planar_avx2(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
+    planar(w, xw, bias, o, vt, s)
+}
+
+/// One channel-major window: `xw` `[3·heads·kd, n]`, `o` `[heads·kd, n]`,
+/// `vt` (n × kd) and `s` (n) scratch. Each head's k rows are kᵀ already.
+#[inline(always)]
+fn planar(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
+    let (n, kd) = (w.tokens, w.key_dim);
+    let mut oi = [0f32; 64];
+    for h in 0..w.heads {
+        let base = h * 3 * kd;
+        let kt = &xw[(base + kd) * n..][..kd * n];
+        for d in 0..kd {
+            for (j, v) in xw[(base + 2 * kd + d) * n..][..n].iter().enumerate() {
+                vt[j * kd + d] = *v;
+            }
+        }
+        let b = &bias[h * n * n..][..n * n];
+        for i in 0..n {
+            s.copy_from_slice(&b[i * n..][..n]);
+            for d in 0..kd {
+                let qs = xw[(base + d) * n + i] * w.scale;
+                for (sj, kj) in s.iter_mut().zip(&kt[d * n..][..n]) {
+                    *sj += qs * kj;
+                }
+            }
+            softmax(s);
+            // Key widths past 64 go through in blocks of 64.
+            for d0 in (0..kd).step_by(64) {
+                let width = (kd - d0).min(64);
+                let acc = &mut oi[..width];
+                acc.fill(0.0);
+                for (j, sj) in s.iter().enumerate() {
+                    for (a, vd) in acc.iter_mut().zip(&vt[j * kd + d0..][..width]) {
+                        *a += sj * vd;
+                    }
+                }
+                for (d, a) in acc.iter().enumerate() {
+                    o[(h * kd + d0 + d) * n + i] = *a;
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Isa {
     #[cfg(target_arch = "x86_64")]
@@ -210,6 +345,59 @@ mod tests {
                 .zip(&want)
                 .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
             assert!(worst < 2e-5, "{w:?}: off by {worst}");
+        }
+    }
+
+    /// The channel-first form against the token form on the same windows:
+    /// the plane cut into windows by hand, padding tokens included.
+    #[test]
+    fn planar_windows_match_the_token_form() {
+        let mut seed = 5u64;
+        let mut rand = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5) * 3.0
+                })
+                .collect()
+        };
+        for (h, w, ws, heads, kd) in [(9, 11, 7, 2, 8), (14, 14, 7, 3, 32), (5, 5, 7, 1, 4)] {
+            let c3 = 3 * heads * kd;
+            let n = ws * ws;
+            let qkv = rand(c3 * h * w);
+            let pad = rand(c3);
+            let bias = rand(heads * n * n);
+            let scale = 0.3;
+            let mut out = vec![f32::NAN; heads * kd * h * w];
+            let p = Planar { h, w, window: ws, heads, key_dim: kd, scale };
+            window_attention_planar(p, &qkv, &pad, &bias, &mut out);
+            let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
+            // Token form: [windows, n, c3].
+            let mut tokens = vec![0f32; nh * nw * n * c3];
+            for win in 0..nh * nw {
+                for t in 0..n {
+                    let (y, x) = ((win / nw) * ws + t / ws, (win % nw) * ws + t % ws);
+                    for ch in 0..c3 {
+                        tokens[(win * n + t) * c3 + ch] = if y < h && x < w { qkv[ch * h * w + y * w + x] } else { pad[ch] };
+                    }
+                }
+            }
+            let wd = Windows { count: nh * nw, tokens: n, heads, key_dim: kd, scale };
+            let mut want = vec![0f32; nh * nw * n * heads * kd];
+            window_attention(wd, &tokens, &bias, &mut want);
+            for win in 0..nh * nw {
+                for t in 0..n {
+                    let (y, x) = ((win / nw) * ws + t / ws, (win % nw) * ws + t % ws);
+                    if y >= h || x >= w {
+                        continue;
+                    }
+                    for ch in 0..heads * kd {
+                        let a = out[ch * h * w + y * w + x];
+                        let b = want[(win * n + t) * heads * kd + ch];
+                        assert!((a - b).abs() < 1e-5, "({h}x{w}) at {y},{x} channel {ch}: {a} vs {b}");
+                    }
+                }
+            }
         }
     }
 }

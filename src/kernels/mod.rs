@@ -12,6 +12,8 @@
 //!   the parts where they are.
 //! - [`conv`]: im2col feeding the `gemm` crate (CPUs with neither ISA).
 //! - [`depthwise`], [`pool`]: per-channel parallel loops.
+//! - [`attention`]: multi-head attention over many small windows (TinyViT);
+//!   [`norm`]: layer norm over the channels of channel-first data.
 //! - [`host`]: borrowing CPU tensors' data and filling new ones.
 //!
 //! Models use them through [`layer::FastConv`], which falls back to candle's
@@ -28,6 +30,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod host;
 pub mod layer;
+pub mod norm;
 pub mod planes;
 pub mod pool;
 pub mod scratch;

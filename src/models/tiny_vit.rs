@@ -23,12 +23,12 @@ use candle_core::{IndexOp, Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
 
-use crate::kernels::attention::{window_attention, Windows};
+use crate::kernels::attention::{window_attention_planar, Planar};
+use crate::kernels::norm::layer_norm_planar;
 use crate::kernels::host;
 use crate::kernels::layer::FastConv;
 use crate::kernels::{Act, Padding};
 
-const IMG_SIZE: usize = 1024;
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
 const DEPTHS: [usize; 4] = [2, 2, 6, 2];
 const NUM_HEADS: [usize; 4] = [2, 4, 5, 10];
@@ -104,36 +104,25 @@ impl MbConv {
 }
 
 /// Patch merging: 1×1, depthwise 3×3 (stride 2, or 1 into the last stage),
-/// 1×1; tokens `[1, H·W, C]` out.
+/// 1×1; NCHW in and out.
 struct Merging {
     conv1: FastConv,
     conv2: FastConv,
     conv3: FastConv,
-    /// The input's grid, for token inputs.
-    resolution: usize,
 }
 
 impl Merging {
-    fn new(resolution: usize, dim: usize, out: usize, vb: VarBuilder) -> R<Self> {
+    fn new(dim: usize, out: usize, vb: VarBuilder) -> R<Self> {
         let stride = if [320, 448, 576].contains(&out) { 1 } else { 2 };
         Ok(Merging {
             conv1: conv_bn(vb.pp("conv1"), dim, out, 1, 1, 1, Act::Gelu)?,
             conv2: conv_bn(vb.pp("conv2"), out, out, 3, stride, out, Act::Gelu)?,
             conv3: conv_bn(vb.pp("conv3"), out, out, 1, 1, 1, Act::None)?,
-            resolution,
         })
     }
 
     fn forward(&self, x: &Tensor) -> R<Tensor> {
-        let x = if x.rank() == 3 {
-            let (b, _, c) = x.dims3()?;
-            x.reshape((b, self.resolution, self.resolution, c))?
-                .permute((0, 3, 1, 2))?
-        } else {
-            x.clone()
-        };
-        let y = conv(&self.conv3, &conv(&self.conv2, &conv(&self.conv1, &x)?)?)?;
-        y.flatten_from(2)?.transpose(1, 2)?.contiguous()
+        conv(&self.conv3, &conv(&self.conv2, &conv(&self.conv1, x)?)?)
     }
 }
 
@@ -144,8 +133,6 @@ struct Attention {
     proj: Linear,
     /// `[heads, N, N]` biases for the window's N positions.
     bias: Tensor,
-    /// The same biases as host floats, for the CPU kernel (CPU weights only).
-    bias_host: Option<Vec<f32>>,
     heads: usize,
     key_dim: usize,
     scale: f64,
@@ -170,13 +157,7 @@ impl Attention {
         let bias = biases
             .index_select(&idxs, 1)?
             .reshape((heads, points.len(), points.len()))?;
-        let bias_host = if bias.device().is_cpu() {
-            Some(bias.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
-        } else {
-            None
-        };
         Ok(Attention {
-            bias_host,
             norm: layer_norm(vb.pp("norm"), dim)?,
             qkv: linear(vb.pp("qkv"), dim, 3 * dim)?,
             proj: linear(vb.pp("proj"), dim, dim)?,
@@ -191,22 +172,6 @@ impl Attention {
     fn forward(&self, x: &Tensor) -> R<Tensor> {
         let (b, n, _) = x.dims3()?;
         let qkv = x.apply(&self.norm)?.apply(&self.qkv)?;
-        if let (Some(bias), true) = (&self.bias_host, host::is_cpu_f32(&qkv)) {
-            let w = Windows {
-                count: b,
-                tokens: n,
-                heads: self.heads,
-                key_dim: self.key_dim,
-                scale: self.scale as f32,
-            };
-            let out = host::with_slices(&[&qkv], |s| {
-                let mut out = vec![0f32; b * n * self.heads * self.key_dim];
-                window_attention(w, s[0], bias, &mut out);
-                Ok(out)
-            })
-            .map_err(to_candle)?;
-            return Tensor::from_vec(out, (b, n, self.heads * self.key_dim), x.device())?.apply(&self.proj);
-        }
         let qkv = qkv.reshape((b, n, self.heads, ()))?;
         let part = |i: usize| {
             qkv.narrow(D::Minus1, i * self.key_dim, self.key_dim)?
@@ -224,7 +189,7 @@ impl Attention {
 }
 
 /// A TinyViT block: window attention, the depthwise local conv, the MLP;
-/// residual adds around attention and MLP.
+/// residual adds around attention and MLP. NCHW in and out.
 struct Block {
     attn: Attention,
     local_conv: FastConv,
@@ -232,27 +197,144 @@ struct Block {
     fc1: Linear,
     fc2: Linear,
     window: usize,
-    resolution: usize,
+    /// The block as our CPU kernels run it, when its weights are host f32.
+    planar: Option<PlanarBlock>,
+}
+
+/// A block's layers on channel-first data: layer norms over channels,
+/// every linear layer a 1×1 [`FastConv`] (GELU and the residual adds fused),
+/// window attention reading the qkv planes in place.
+struct PlanarBlock {
+    norm1: (Vec<f32>, Vec<f32>),
+    qkv: FastConv,
+    /// The qkv of a padding token: the projection of `norm1`'s β.
+    pad: Vec<f32>,
+    bias: Vec<f32>,
+    proj: FastConv,
+    norm2: (Vec<f32>, Vec<f32>),
+    fc1: FastConv,
+    fc2: FastConv,
+}
+
+fn host(t: &Tensor) -> R<Vec<f32>> {
+    t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()
+}
+
+/// A linear layer as a 1×1 conv.
+fn pointwise(l: &Linear, act: Act) -> R<FastConv> {
+    let (o, i) = l.weight().dims2()?;
+    FastConv::new(
+        l.weight().reshape((o, i, 1, 1))?,
+        l.bias().cloned(),
+        1,
+        Padding::default(),
+        1,
+        act,
+    )
+    .map_err(to_candle)
+}
+
+fn norm_host(n: &LayerNorm) -> R<(Vec<f32>, Vec<f32>)> {
+    let beta = n.bias().ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+    Ok((host(n.weight())?, host(beta)?))
+}
+
+impl PlanarBlock {
+    fn new(attn: &Attention, mlp_norm: &LayerNorm, fc1: &Linear, fc2: &Linear) -> R<Self> {
+        let norm1 = norm_host(&attn.norm)?;
+        let w = host(attn.qkv.weight())?;
+        let b = attn.qkv.bias().map(host).transpose()?;
+        let cin = norm1.1.len();
+        let pad = (0..w.len() / cin.max(1))
+            .map(|o| {
+                let dot: f32 = w[o * cin..][..cin].iter().zip(&norm1.1).map(|(a, x)| a * x).sum();
+                dot + b.as_ref().map_or(0.0, |b| b[o])
+            })
+            .collect();
+        Ok(PlanarBlock {
+            qkv: pointwise(&attn.qkv, Act::None)?,
+            pad,
+            bias: host(&attn.bias)?,
+            proj: pointwise(&attn.proj, Act::None)?,
+            norm2: norm_host(mlp_norm)?,
+            fc1: pointwise(fc1, Act::Gelu)?,
+            fc2: pointwise(fc2, Act::None)?,
+            norm1,
+        })
+    }
+}
+
+/// [`layer_norm_planar`] on a `[1, C, H, W]` CPU tensor.
+fn norm_planar(x: &Tensor, (gamma, beta): &(Vec<f32>, Vec<f32>)) -> R<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let out = host::with_slices(&[x], |s| {
+        let mut out = vec![0f32; c * h * w];
+        layer_norm_planar(s[0], c, h * w, gamma, beta, 1e-5, &mut out);
+        Ok(out)
+    })
+    .map_err(to_candle)?;
+    Tensor::from_vec(out, x.shape(), x.device())
 }
 
 impl Block {
-    fn new(dim: usize, resolution: usize, heads: usize, window: usize, vb: VarBuilder) -> R<Self> {
+    fn new(dim: usize, heads: usize, window: usize, vb: VarBuilder) -> R<Self> {
         let mlp = vb.pp("mlp");
+        let attn = Attention::new(dim, heads, window, vb.pp("attn"))?;
+        let mlp_norm = layer_norm(mlp.pp("norm"), dim)?;
+        let fc1 = linear(mlp.pp("fc1"), dim, dim * MLP_RATIO)?;
+        let fc2 = linear(mlp.pp("fc2"), dim * MLP_RATIO, dim)?;
+        let planar = host::is_cpu_f32(attn.qkv.weight())
+            .then(|| PlanarBlock::new(&attn, &mlp_norm, &fc1, &fc2))
+            .transpose()?;
         Ok(Block {
-            attn: Attention::new(dim, heads, window, vb.pp("attn"))?,
             local_conv: conv_bn(vb.pp("local_conv"), dim, dim, 3, 1, dim, Act::None)?,
-            mlp_norm: layer_norm(mlp.pp("norm"), dim)?,
-            fc1: linear(mlp.pp("fc1"), dim, dim * MLP_RATIO)?,
-            fc2: linear(mlp.pp("fc2"), dim * MLP_RATIO, dim)?,
+            attn,
+            mlp_norm,
+            fc1,
+            fc2,
             window,
-            resolution,
+            planar,
         })
     }
 
-    /// `x`: tokens `[1, H·W, C]`.
+    /// `x`: `[1, C, H, W]`.
     fn forward(&self, x: &Tensor) -> R<Tensor> {
-        let (b, l, c) = x.dims3()?;
-        let (h, w, ws) = (self.resolution, self.resolution, self.window);
+        match &self.planar {
+            Some(p) if host::is_cpu_f32(x) && x.dim(0)? == 1 => self.forward_planar(p, &x.contiguous()?),
+            _ => self.forward_tokens(x),
+        }
+    }
+
+    fn forward_planar(&self, p: &PlanarBlock, x: &Tensor) -> R<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let qkv = conv(&p.qkv, &norm_planar(x, &p.norm1)?)?;
+        let shape = Planar {
+            h,
+            w,
+            window: self.window,
+            heads: self.attn.heads,
+            key_dim: self.attn.key_dim,
+            scale: self.attn.scale as f32,
+        };
+        let attended = host::with_slices(&[&qkv], |s| {
+            let mut out = vec![0f32; c * h * w];
+            window_attention_planar(shape, s[0], &p.pad, &p.bias, &mut out);
+            Ok(out)
+        })
+        .map_err(to_candle)?;
+        let attended = Tensor::from_vec(attended, x.shape(), x.device())?;
+        let x = p.proj.forward_fused(&[&attended], Some(x)).map_err(to_candle)?;
+        let x = conv(&self.local_conv, &x)?;
+        let hidden = conv(&p.fc1, &norm_planar(&x, &p.norm2)?)?;
+        p.fc2.forward_fused(&[&hidden], Some(&x)).map_err(to_candle)
+    }
+
+    /// The block on candle's ops, as tokens `[1, H·W, C]` (other devices).
+    fn forward_tokens(&self, x: &Tensor) -> R<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let l = h * w;
+        let x = &x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        let ws = self.window;
         let attended = if h == ws && w == ws {
             self.attn.forward(x)?
         } else {
@@ -284,12 +366,11 @@ impl Block {
         };
         let x = (attended + x)?;
         let x = x.transpose(1, 2)?.reshape((b, c, h, w))?;
-        let x = conv(&self.local_conv, &x)?
-            .reshape((b, c, l))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let hidden = gelu(x.apply(&self.mlp_norm)?.apply(&self.fc1)?)?;
-        &x + hidden.apply(&self.fc2)?
+        let x = conv(&self.local_conv, &x)?;
+        let t = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        let hidden = gelu(t.apply(&self.mlp_norm)?.apply(&self.fc1)?)?;
+        let y = (&t + hidden.apply(&self.fc2)?)?;
+        y.transpose(1, 2)?.reshape((b, c, h, w))
     }
 }
 
@@ -316,13 +397,9 @@ impl TinyVit {
         let patch1 = conv_bn(pe.pp(0), 3, EMBED_DIMS[0] / 2, 3, 2, 1, Act::Gelu)?;
         let patch2 = conv_bn(pe.pp(2), EMBED_DIMS[0] / 2, EMBED_DIMS[0], 3, 2, 1, Act::None)?;
         let mut stages = Vec::with_capacity(EMBED_DIMS.len());
-        let mut resolution = IMG_SIZE / 4;
         for i in 0..EMBED_DIMS.len() {
             let vl = vb.pp("layers").pp(i);
             let dim = EMBED_DIMS[i];
-            if i > 0 {
-                resolution = IMG_SIZE / 4 / (1 << i.min(2));
-            }
             let stage = if i == 0 {
                 Stage::Conv(
                     (0..DEPTHS[0])
@@ -332,12 +409,12 @@ impl TinyVit {
             } else {
                 Stage::Vit(
                     (0..DEPTHS[i])
-                        .map(|j| Block::new(dim, resolution, NUM_HEADS[i], WINDOW_SIZES[i], vl.pp("blocks").pp(j)))
+                        .map(|j| Block::new(dim, NUM_HEADS[i], WINDOW_SIZES[i], vl.pp("blocks").pp(j)))
                         .collect::<R<_>>()?,
                 )
             };
             let merge = (i + 1 < EMBED_DIMS.len())
-                .then(|| Merging::new(resolution, dim, EMBED_DIMS[i + 1], vl.pp("downsample")))
+                .then(|| Merging::new(dim, EMBED_DIMS[i + 1], vl.pp("downsample")))
                 .transpose()?;
             stages.push((stage, merge));
         }
@@ -378,9 +455,6 @@ impl Module for TinyVit {
                 x = m.forward(&x)?;
             }
         }
-        let (b, _, c) = x.dims3()?;
-        let grid = IMG_SIZE / 16;
-        let x = x.reshape((b, grid, grid, c))?.permute((0, 3, 1, 2))?;
         let x = conv(&self.neck_conv1, &x)?.apply(&self.neck_ln1)?;
         conv(&self.neck_conv2, &x)?.apply(&self.neck_ln2)
     }
