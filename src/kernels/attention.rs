@@ -83,7 +83,10 @@ pub fn window_attention_planar(p: Planar, qkv: &[f32], pad: &[f32], bias: &[f32]
     let n = ws * ws;
     let (c, hw) = (p.heads * kd, p.h * p.w);
     let c3 = 3 * c;
-    assert!(qkv.len() >= c3 * hw && pad.len() >= c3, "window_attention_planar: qkv too short");
+    assert!(
+        qkv.len() >= c3 * hw && pad.len() >= c3,
+        "window_attention_planar: qkv too short"
+    );
     assert!(bias.len() >= p.heads * n * n, "window_attention_planar: bias too short");
     assert!(out.len() >= c * hw, "window_attention_planar: out too short");
     let (nh, nw) = (p.h.div_ceil(ws), p.w.div_ceil(ws));
@@ -99,8 +102,16 @@ pub fn window_attention_planar(p: Planar, qkv: &[f32], pad: &[f32], bias: &[f32]
     let results: Vec<Vec<f32>> = (0..nh * nw)
         .into_par_iter()
         .map_init(
-            || (vec![0f32; c3 * n], vec![0f32; n * kd], vec![0f32; n]),
-            |(xw, vt, s), win| {
+            || {
+                let blocked = if kd == KD { blocked_len(n) } else { 0 };
+                (
+                    vec![0f32; c3 * n],
+                    vec![0f32; n * kd],
+                    vec![0f32; n],
+                    vec![0f32; blocked],
+                )
+            },
+            |(xw, vt, s, blocked), win| {
                 let (y0, x0) = ((win / nw) * ws, (win % nw) * ws);
                 let cols = ws.min(p.w - x0);
                 for ch in 0..c3 {
@@ -119,10 +130,10 @@ pub fn window_attention_planar(p: Planar, qkv: &[f32], pad: &[f32], bias: &[f32]
                 match isa {
                     // SAFETY: `Isa::best` found the features these need.
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { planar_avx512(w, xw, bias, &mut o, vt, s) },
+                    Isa::Avx512 => unsafe { planar_avx512(w, xw, bias, &mut o, vt, s, blocked) },
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { planar_avx2(w, xw, bias, &mut o, vt, s) },
-                    Isa::Plain => planar(w, xw, bias, &mut o, vt, s),
+                    Isa::Avx2 => unsafe { planar_avx2(w, xw, bias, &mut o, vt, s, blocked) },
+                    Isa::Plain => planar(w, xw, bias, &mut o, vt, s, blocked),
                 }
                 o
             },
@@ -141,21 +152,41 @@ pub fn window_attention_planar(p: Planar, qkv: &[f32], pad: &[f32], bias: &[f32]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn planar_avx512(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
-    planar(w, xw, bias, o, vt, s)
+unsafe fn planar_avx512(
+    w: Windows,
+    xw: &[f32],
+    bias: &[f32],
+    o: &mut [f32],
+    vt: &mut [f32],
+    s: &mut [f32],
+    blocked: &mut [f32],
+) {
+    planar(w, xw, bias, o, vt, s, blocked)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn planar_avx2(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
-    planar(w, xw, bias, o, vt, s)
+unsafe fn planar_avx2(
+    w: Windows,
+    xw: &[f32],
+    bias: &[f32],
+    o: &mut [f32],
+    vt: &mut [f32],
+    s: &mut [f32],
+    blocked: &mut [f32],
+) {
+    planar(w, xw, bias, o, vt, s, blocked)
 }
 
 /// One channel-major window: `xw` `[3·heads·kd, n]`, `o` `[heads·kd, n]`,
 /// `vt` (n × kd) and `s` (n) scratch. Each head's k rows are kᵀ already.
+/// A key width of [`KD`] goes to [`blocked`] (with its scratch).
 #[inline(always)]
-fn planar(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32]) {
+fn planar(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s: &mut [f32], scratch: &mut [f32]) {
     let (n, kd) = (w.tokens, w.key_dim);
+    if kd == KD && scratch.len() >= blocked_len(n) {
+        return blocked(w, xw, bias, o, scratch);
+    }
     let mut oi = [0f32; 64];
     for h in 0..w.heads {
         let base = h * 3 * kd;
@@ -187,6 +218,89 @@ fn planar(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], vt: &mut [f32], s
                 }
                 for (d, a) in acc.iter().enumerate() {
                     o[(h * kd + d0 + d) * n + i] = *a;
+                }
+            }
+        }
+    }
+}
+
+/// The key width of the register-blocked path (every TinyViT's).
+const KD: usize = 32;
+/// Query rows per register block.
+const ROWS: usize = 4;
+
+/// Scratch floats [`blocked`] needs for `n` tokens: q (rows padded to
+/// [`ROWS`]), kᵀ (columns padded to [`KD`]), v, and the score rows.
+fn blocked_len(n: usize) -> usize {
+    let (n4, np) = (n.next_multiple_of(ROWS), n.next_multiple_of(KD));
+    n4 * KD + KD * np + n * KD + n4 * np
+}
+
+/// `out[r][t] = Σₖ a[r·sa + k] · b[k·sb + t]` for 4 rows and 32 columns:
+/// 8 vector accumulators, one broadcast per row and two vector loads per k.
+#[inline(always)]
+fn mm4x32(a: &[f32], sa: usize, b: &[f32], sb: usize, k: usize) -> [[f32; KD]; ROWS] {
+    let mut acc = [[0f32; KD]; ROWS];
+    let rows = [&a[..k], &a[sa..][..k], &a[2 * sa..][..k], &a[3 * sa..][..k]];
+    for kk in 0..k {
+        let bb = &b[kk * sb..][..KD];
+        for (acc_r, row) in acc.iter_mut().zip(rows) {
+            let av = row[kk];
+            for (x, y) in acc_r.iter_mut().zip(bb) {
+                *x += av * y;
+            }
+        }
+    }
+    acc
+}
+
+/// [`planar`] for key width 32: scores and outputs as small matrix products
+/// in 4 × 32 register blocks.
+#[inline(always)]
+fn blocked(w: Windows, xw: &[f32], bias: &[f32], o: &mut [f32], scratch: &mut [f32]) {
+    let n = w.tokens;
+    let (n4, np) = (n.next_multiple_of(ROWS), n.next_multiple_of(KD));
+    let (q, rest) = scratch.split_at_mut(n4 * KD);
+    let (kt, rest) = rest.split_at_mut(KD * np);
+    let (v, rest) = rest.split_at_mut(n * KD);
+    let sc = &mut rest[..n4 * np];
+    for h in 0..w.heads {
+        let base = h * 3 * KD;
+        // q row-major and scaled, kᵀ padded with zero columns, v row-major.
+        q.fill(0.0);
+        kt.fill(0.0);
+        for d in 0..KD {
+            for (i, x) in xw[(base + d) * n..][..n].iter().enumerate() {
+                q[i * KD + d] = x * w.scale;
+            }
+            kt[d * np..][..n].copy_from_slice(&xw[(base + KD + d) * n..][..n]);
+            for (j, x) in xw[(base + 2 * KD + d) * n..][..n].iter().enumerate() {
+                v[j * KD + d] = *x;
+            }
+        }
+        for i0 in (0..n4).step_by(ROWS) {
+            for j0 in (0..np).step_by(KD) {
+                let t = mm4x32(&q[i0 * KD..], KD, &kt[j0..], np, KD);
+                for (r, row) in t.iter().enumerate() {
+                    sc[(i0 + r) * np + j0..][..KD].copy_from_slice(row);
+                }
+            }
+        }
+        let b = &bias[h * n * n..][..n * n];
+        for (i, row) in sc.chunks_exact_mut(np).enumerate() {
+            if i < n {
+                for (x, bb) in row[..n].iter_mut().zip(&b[i * n..][..n]) {
+                    *x += bb;
+                }
+                softmax(&mut row[..n]);
+            }
+            row[n.min(np)..].fill(0.0);
+        }
+        for i0 in (0..n4).step_by(ROWS) {
+            let t = mm4x32(&sc[i0 * np..], np, v, KD, n);
+            for (r, row) in t.iter().enumerate().take(n.saturating_sub(i0)) {
+                for (d, x) in row.iter().enumerate() {
+                    o[(h * KD + d) * n + i0 + r] = *x;
                 }
             }
         }
@@ -268,16 +382,27 @@ fn window(w: Windows, x: &[f32], bias: &[f32], o: &mut [f32], kt: &mut [f32], s:
     }
 }
 
-/// Softmax of `s` in place (its maximum subtracted first).
+/// Softmax of `s` in place (its maximum subtracted first). Maximum and sum
+/// run in 16 lanes, the exps in a loop of their own, so each vectorises.
 #[inline(always)]
 fn softmax(s: &mut [f32]) {
-    let m = s.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0.0;
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for c in s.chunks(16) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = l.max(*v);
+        }
+    }
+    let m = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
     for v in s.iter_mut() {
         *v = super::fast_exp(*v - m);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let mut sums = [0f32; 16];
+    for c in s.chunks(16) {
+        for (l, v) in sums.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
     s.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -361,7 +486,12 @@ mod tests {
                 })
                 .collect()
         };
-        for (h, w, ws, heads, kd) in [(9, 11, 7, 2, 8), (14, 14, 7, 3, 32), (5, 5, 7, 1, 4)] {
+        for (h, w, ws, heads, kd) in [
+            (9, 11, 7, 2, 8),
+            (14, 14, 7, 3, 32),
+            (5, 5, 7, 1, 4),
+            (20, 17, 14, 2, 32),
+        ] {
             let c3 = 3 * heads * kd;
             let n = ws * ws;
             let qkv = rand(c3 * h * w);
@@ -369,7 +499,14 @@ mod tests {
             let bias = rand(heads * n * n);
             let scale = 0.3;
             let mut out = vec![f32::NAN; heads * kd * h * w];
-            let p = Planar { h, w, window: ws, heads, key_dim: kd, scale };
+            let p = Planar {
+                h,
+                w,
+                window: ws,
+                heads,
+                key_dim: kd,
+                scale,
+            };
             window_attention_planar(p, &qkv, &pad, &bias, &mut out);
             let (nh, nw) = (h.div_ceil(ws), w.div_ceil(ws));
             // Token form: [windows, n, c3].
@@ -378,11 +515,21 @@ mod tests {
                 for t in 0..n {
                     let (y, x) = ((win / nw) * ws + t / ws, (win % nw) * ws + t % ws);
                     for ch in 0..c3 {
-                        tokens[(win * n + t) * c3 + ch] = if y < h && x < w { qkv[ch * h * w + y * w + x] } else { pad[ch] };
+                        tokens[(win * n + t) * c3 + ch] = if y < h && x < w {
+                            qkv[ch * h * w + y * w + x]
+                        } else {
+                            pad[ch]
+                        };
                     }
                 }
             }
-            let wd = Windows { count: nh * nw, tokens: n, heads, key_dim: kd, scale };
+            let wd = Windows {
+                count: nh * nw,
+                tokens: n,
+                heads,
+                key_dim: kd,
+                scale,
+            };
             let mut want = vec![0f32; nh * nw * n * heads * kd];
             window_attention(wd, &tokens, &bias, &mut want);
             for win in 0..nh * nw {

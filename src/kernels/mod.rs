@@ -134,7 +134,10 @@ pub fn fast_exp(x: f32) -> f32 {
         p = p * r + c;
     }
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from n + 127 in the low bits of 2^23 + n + 127 (n is a whole number
+    // in [−126, 127] here), shifted into the exponent: float adds and a
+    // shift, no float-to-int conversion, so loops of it vectorise.
+    e * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
 }
 
 /// TF "same" padding of a k×k window at `stride` on an `n`-long axis:

@@ -11,8 +11,14 @@ const CHUNK: usize = 512;
 /// `x` and `out`: `[c, hw]`; `gamma`, `beta`: `[c]`. Panics if a slice is
 /// shorter than its shape says.
 pub fn layer_norm_planar(x: &[f32], c: usize, hw: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-    assert!(x.len() >= c * hw && out.len() >= c * hw, "layer_norm_planar: data too short");
-    assert!(gamma.len() >= c && beta.len() >= c, "layer_norm_planar: gamma/beta too short");
+    assert!(
+        x.len() >= c * hw && out.len() >= c * hw,
+        "layer_norm_planar: data too short"
+    );
+    assert!(
+        gamma.len() >= c && beta.len() >= c,
+        "layer_norm_planar: gamma/beta too short"
+    );
     let mut mean = vec![0f32; hw];
     let mut rstd = vec![0f32; hw];
     let inv_c = 1.0 / c.max(1) as f32;
@@ -52,7 +58,9 @@ mod tests {
     #[test]
     fn each_pixel_is_normalised_over_its_channels() {
         let (c, hw) = (5, 1031);
-        let x: Vec<f32> = (0..c * hw).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.1 + (i % hw) as f32 * 0.01).collect();
+        let x: Vec<f32> = (0..c * hw)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.1 + (i % hw) as f32 * 0.01)
+            .collect();
         let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
         let beta: Vec<f32> = (0..c).map(|i| i as f32 - 2.0).collect();
         let mut out = vec![f32::NAN; c * hw];
@@ -64,7 +72,10 @@ mod tests {
             for ch in 0..c {
                 let want = (v[ch] - mean) / (var + 1e-5).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
                 let got = out[ch * hw + p] as f64;
-                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "pixel {p} channel {ch}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "pixel {p} channel {ch}: {got} vs {want}"
+                );
             }
         }
     }

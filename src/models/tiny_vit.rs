@@ -24,9 +24,9 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
 
 use crate::kernels::attention::{window_attention_planar, Planar};
-use crate::kernels::norm::layer_norm_planar;
 use crate::kernels::host;
 use crate::kernels::layer::FastConv;
+use crate::kernels::norm::layer_norm_planar;
 use crate::kernels::{Act, Padding};
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
@@ -235,7 +235,9 @@ fn pointwise(l: &Linear, act: Act) -> R<FastConv> {
 }
 
 fn norm_host(n: &LayerNorm) -> R<(Vec<f32>, Vec<f32>)> {
-    let beta = n.bias().ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+    let beta = n
+        .bias()
+        .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
     Ok((host(n.weight())?, host(beta)?))
 }
 
