@@ -193,6 +193,8 @@ fn the_generic_path_equals_the_fast_path_for_every_model() {
     assert_eq!(checked, MATRIX.iter().map(|(_, i)| i.len()).sum::<usize>());
     problems.extend(half_precision_matches(&reg));
     problems.extend(selfie_half_mask(&reg));
+    #[cfg(feature = "sam")]
+    problems.extend(mobile_sam_matches());
     assert!(
         problems.is_empty(),
         "the generic path differs:\n{}",
@@ -343,6 +345,53 @@ fn onnx_graphs_match() -> Vec<String> {
             if d > 1e-4 {
                 problems.push(format!("{name} {n}: raw outputs differ by {d:.2e} (relative)"));
             }
+        }
+    }
+    problems
+}
+
+/// MobileSAM (random weights, seed 7) on the SAM fixture: the image
+/// embedding (our TinyViT: channel-first blocks and the attention kernel on
+/// the fast path, candle's ops on tokens on the generic one) and one
+/// prompt's low-resolution logits.
+#[cfg(feature = "sam")]
+fn mobile_sam_matches() -> Vec<String> {
+    use modeldock::models::sam::{Sam, Variant};
+    use modeldock::vision::prompt::{Prompt, PromptPoint};
+    let tensors = modeldock::models::sam_random::sam_weights(Variant::VitT, 7).unwrap_or_else(|e| panic!("{e}"));
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+    let sam = Sam::build(vb, Variant::VitT, "object".into()).unwrap_or_else(|e| panic!("{e}"));
+    let img = image("sam/shapes-1024.png");
+    let prompt = Prompt::new(
+        &[PromptPoint {
+            x: 300.0,
+            y: 320.0,
+            positive: true,
+        }],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = |k: Kernels| {
+        k.apply();
+        let x = sam.preprocess(&img).unwrap_or_else(|e| panic!("{e}")).0;
+        let e = sam.forward_raw(&x).unwrap_or_else(|e| panic!("{e}"));
+        let emb = modeldock::models::sam::Embedding {
+            tensor: e.clone(),
+            resized: (1024, 1024),
+        };
+        let (logits, _) = sam.decode(&emb, &prompt, (1.0, 1.0)).unwrap_or_else(|e| panic!("{e}"));
+        (e, Tensor::new(logits, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")))
+    };
+    let (fast, generic) = (run(Kernels::Fast), run(Kernels::Generic));
+    Kernels::Fast.apply();
+    let mut problems = Vec::new();
+    for (what, a, b) in [("embedding", &fast.0, &generic.0), ("logits", &fast.1, &generic.1)] {
+        let d = rel_diff(a, b);
+        println!("mobile-sam {what}: relative difference {d:.2e}");
+        if d > 1e-4 {
+            problems.push(format!(
+                "mobile-sam {what}: fast and generic differ by {d:.2e} (relative)"
+            ));
         }
     }
     problems
