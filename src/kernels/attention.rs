@@ -27,11 +27,13 @@ pub struct Windows {
     pub scale: f32,
 }
 
+/// The token form, the reference the planar form is tested against.
 /// `qkv`: `[count, tokens, heads, 3·key_dim]` (each head's q, then k, then v,
 /// as TinyViT's qkv projection lays them out); `bias`: `[heads, tokens,
 /// tokens]`, added to the scaled scores; `out`: `[count, tokens,
 /// heads·key_dim]` (heads side by side, ready for the output projection).
 /// Panics if a slice is shorter than its shape says.
+#[cfg(test)]
 pub fn window_attention(w: Windows, qkv: &[f32], bias: &[f32], out: &mut [f32]) {
     let (n, kd) = (w.tokens, w.key_dim);
     let row = w.heads * 3 * kd;
@@ -331,12 +333,14 @@ impl Isa {
     }
 }
 
+#[cfg(test)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn window_avx512(w: Windows, x: &[f32], bias: &[f32], o: &mut [f32], kt: &mut [f32], s: &mut [f32]) {
     window(w, x, bias, o, kt, s)
 }
 
+#[cfg(test)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn window_avx2(w: Windows, x: &[f32], bias: &[f32], o: &mut [f32], kt: &mut [f32], s: &mut [f32]) {
@@ -345,6 +349,7 @@ unsafe fn window_avx2(w: Windows, x: &[f32], bias: &[f32], o: &mut [f32], kt: &m
 
 /// One window, every head: `x` its qkv rows, `o` its output rows, `kt`
 /// (key_dim × tokens) and `s` (tokens) scratch.
+#[cfg(test)]
 #[inline(always)]
 fn window(w: Windows, x: &[f32], bias: &[f32], o: &mut [f32], kt: &mut [f32], s: &mut [f32]) {
     let (n, kd, heads) = (w.tokens, w.key_dim, w.heads);
