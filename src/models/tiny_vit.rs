@@ -1,9 +1,9 @@
 //! MobileSAM's image encoder, TinyViT-5M (`mobile_sam/modeling/tiny_vit_sam.py`),
-//! with its convolutions on our kernels.
+//! on our kernels.
 //!
 //! The network and the weight names are those of candle-transformers'
-//! `segment_anything::tiny_vit` (Meta's `image_encoder.*` names), with three
-//! changes that make it several times faster on the CPU and closer to
+//! `segment_anything::tiny_vit` (Meta's `image_encoder.*` names), with these
+//! changes, which make it several times faster on the CPU and closer to
 //! PyTorch:
 //!
 //! - every `Conv2d_BN` is one [`FastConv`]: the batch norm folded into the
@@ -11,13 +11,15 @@
 //! - the depthwise 3×3 convs (MBConv, patch merging, each block's local
 //!   conv) run on `kernels::depthwise`, where candle runs one conv per channel;
 //! - GELU is PyTorch's exact `nn.GELU()` (erf), fused into the conv that
-//!   feeds it and the MLP's as one parallel pass ([`crate::kernels::gelu_in_place`]);
-//!   candle's `gelu` is the tanh approximation.
+//!   feeds it; candle's `gelu` is the tanh approximation;
+//! - on the CPU each attention block runs channel-first ([`PlanarBlock`]):
+//!   its linear layers are 1×1 convs with GELU and the residual adds fused,
+//!   layer norm runs over channels (`kernels::norm`) and window attention
+//!   reads the qkv planes (`kernels::attention`). Elsewhere the block runs on
+//!   candle's ops as tokens.
 //!
-//! - window attention runs on `kernels::attention` (one task per window).
-//!
-//! Layer norms and the linear layers stay on candle's ops.
-//! Shapes: `[1, 3, 1024, 1024]` in, the `[1, 256, 64, 64]` embedding out.
+//! NCHW throughout: `[1, 3, 1024, 1024]` in, the `[1, 256, 64, 64]`
+//! embedding out.
 
 use candle_core::{IndexOp, Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
